@@ -1,0 +1,157 @@
+"""Initialisers for frozen weights and trainable scores, and stateless seeding.
+
+The frozen weights `W0` and the trainable scores `s` have separate
+initialisers. Besides every Keras built-in (by name, e.g. `glorot_uniform`),
+three from the supermask literature, with `fan_in = prod(shape[:-1])`
+(`kh * kw * in_channels` for a conv kernel):
+
+| name                      | `W0`                                         |
+| ------------------------- | -------------------------------------------- |
+| `elus` (ELU, scaled)      | `sqrt(factor / fan_in) * sign(N(0, 1))`      |
+| `elu`                     | `U(-b, b)`, `b = sqrt(4.5 / fan_in)` (variance `1.5 / fan_in`) |
+| `signed_kaiming_constant` | `gain / sqrt(fan_in) * sign(N(0, 1))`, gain `sqrt(2)` |
+
+Reproducibility: `derive_seed(seed, layer_name, role)` hashes a run seed and a
+variable's identity into an int, and `with_seed` gives an initialiser that
+int. Keras draws seeded initial values with stateless RNG ops, so a seed alone
+rebuilds every initial weight and score bit for bit.
+"""
+
+import hashlib
+import math
+import secrets
+
+import keras
+
+ELUS_DEFAULT_FACTOR = 6.0
+
+
+def fan_in(shape):
+    """`prod(shape[:-1])`: inputs per output unit of a dense or conv kernel."""
+    if len(shape) < 2:
+        raise ValueError(
+            f"fan_in needs a kernel shape of rank >= 2. Received: shape={shape}"
+        )
+    return math.prod(shape[:-1])
+
+
+class _SeededInitializer(keras.initializers.Initializer):
+    """Holds an int seed: given, or drawn once so that calls agree."""
+
+    def __init__(self, seed=None):
+        if seed is not None and not isinstance(seed, int):
+            raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
+        self._init_seed = seed
+        self.seed = seed if seed is not None else secrets.randbelow(2**31)
+
+    def get_config(self):
+        return {"seed": self._init_seed}
+
+
+@keras.saving.register_keras_serializable(package="ssm_keras")
+class SignedConstant(_SeededInitializer):
+    """Signed constant: `W0 = sqrt(factor / fan_in) * sign(N(0, 1))`.
+
+    `factor = 6` is the He standard deviation `sqrt(2 / fan_in)` times
+    `sqrt(3)` (the signed-supermask paper's FCN and Conv nets); its ResNets
+    used 3 (ResNet-20, -110) and 2.6 (ResNet-56). `factor = 2` is edge-popup's
+    `signed_kaiming_constant` with the ReLU gain `sqrt(2)`.
+
+    Args:
+        factor: positive float, the squared scale times `fan_in`.
+        seed: int or None.
+    """
+
+    def __init__(self, factor=ELUS_DEFAULT_FACTOR, seed=None):
+        if not factor > 0:
+            raise ValueError(f"factor must be > 0. Received: factor={factor}")
+        self.factor = float(factor)
+        super().__init__(seed)
+
+    def scale(self, shape):
+        """The constant `c = sqrt(factor / fan_in)` of a kernel of `shape`."""
+        return math.sqrt(self.factor / fan_in(shape))
+
+    def __call__(self, shape, dtype=None):
+        normal = keras.random.normal(shape, dtype="float32", seed=self.seed)
+        signs = keras.ops.where(normal >= 0, 1.0, -1.0)
+        return keras.ops.cast(signs * self.scale(shape), dtype or "float32")
+
+    def get_config(self):
+        return {"factor": self.factor, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="ssm_keras")
+class ScaledUniform(_SeededInitializer):
+    """`W0 ~ U(-b, b)` with `b = sqrt(3 * variance_factor / fan_in)`.
+
+    With the default `variance_factor = 1.5` this is the `elu` baseline
+    initialisation of the signed-supermask paper (variance `1.5 / fan_in`).
+    """
+
+    def __init__(self, variance_factor=1.5, seed=None):
+        if not variance_factor > 0:
+            raise ValueError(
+                "variance_factor must be > 0. Received: "
+                f"variance_factor={variance_factor}"
+            )
+        self.variance_factor = float(variance_factor)
+        super().__init__(seed)
+
+    def __call__(self, shape, dtype=None):
+        bound = math.sqrt(3.0 * self.variance_factor / fan_in(shape))
+        return keras.random.uniform(
+            shape, -bound, bound, dtype=dtype or "float32", seed=self.seed
+        )
+
+    def get_config(self):
+        return {"variance_factor": self.variance_factor, **super().get_config()}
+
+
+CUSTOM_NAMES = ("elus", "elu", "signed_kaiming_constant")
+
+
+def get(identifier, factor=None):
+    """Resolves an initialiser name, config or instance.
+
+    Args:
+        identifier: one of `CUSTOM_NAMES`, any Keras initialiser name, a
+            serialised config dict, or an `Initializer`.
+        factor: for `elus` only, its `factor` (default 6).
+
+    Raises:
+        ValueError: unknown name, naming it and what is allowed.
+    """
+    if isinstance(identifier, keras.initializers.Initializer):
+        return identifier
+    if identifier == "elus":
+        return SignedConstant(factor if factor is not None else ELUS_DEFAULT_FACTOR)
+    if identifier == "elu":
+        return ScaledUniform()
+    if identifier == "signed_kaiming_constant":
+        return SignedConstant(factor=2.0)
+    try:
+        initializer = keras.initializers.get(identifier)
+    except (ValueError, TypeError):
+        initializer = None
+    if initializer is None:
+        raise ValueError(
+            f"Unknown initializer. Expected one of {CUSTOM_NAMES} or a Keras "
+            "initializer name such as 'glorot_uniform', 'he_normal', 'zeros'. "
+            f"Received: {identifier!r}"
+        )
+    return initializer
+
+
+def derive_seed(seed, *names):
+    """A 31-bit int from a run seed and names, e.g. `(0, "dense_1", "kernel")`."""
+    key = "/".join([str(int(seed)), *names]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def with_seed(initializer, seed):
+    """A copy of `initializer` with int `seed`; unseeded kinds come back as is."""
+    config = initializer.get_config()
+    if "seed" not in config:
+        return initializer
+    return initializer.__class__.from_config({**config, "seed": seed})
