@@ -12,6 +12,11 @@ where `m` is one of the mask functions of `ssm_keras.masking`. Two regimes:
   kernel trains, still multiplied by the frozen mask: the "supermask as
   initialisation" fine-tuning.
 
+Which variables train is fixed when the layer is built (a variable created
+non-trainable gets no gradient from TensorFlow's tape, and
+`layer.trainable = True` never unfreezes it); `ssm_keras.models.with_regime`
+copies a trained model into the other regime.
+
 The threshold `tau = tau_fraction * max(|s_init|)` of the threshold masks is
 fixed when the layer is built and saved with it.
 """
@@ -128,12 +133,13 @@ class MaskedLayer(keras.layers.Layer):
             name="kernel",
             shape=shape,
             initializer=self._seeded(self.kernel_initializer, "kernel"),
-            trainable=False,
+            trainable=self.regime == "mask_then_weights",
         )
         self.scores = self.add_weight(
             name="scores",
             shape=shape,
             initializer=self._seeded(self.score_initializer, "scores"),
+            trainable=self.regime == "mask",
             dtype="float32",
             autocast=False,
         )
@@ -153,39 +159,11 @@ class MaskedLayer(keras.layers.Layer):
                 initializer=self._seeded(self.bias_initializer, "bias"),
                 trainable=False,
             )
-        self._apply_regime()
 
     def _initial_threshold(self, shape, dtype=None):
         """`tau = tau_fraction * max(|s_init|)`, fixed for the whole run."""
         scores = tf.convert_to_tensor(self.scores)
         return tf.cast(self.tau_fraction * tf.reduce_max(tf.abs(scores)), dtype)
-
-    # Regimes and freezing.
-    def _apply_regime(self):
-        """Sets which of kernel and scores train, from `regime` and `trainable`."""
-        if not hasattr(self, "scores"):
-            return
-        self.scores.trainable = self.trainable and self.regime == "mask"
-        self.kernel.trainable = self.trainable and self.regime == "mask_then_weights"
-
-    def set_regime(self, regime):
-        """Switches to `mask` or `mask_then_weights` (freeze mask, train kernel).
-
-        Recompile the model (or call `make_train_function(force=True)`)
-        afterwards so that the optimiser sees the new trainable variables.
-        """
-        _check_choice("regime", regime, REGIMES)
-        self.regime = regime
-        self._apply_regime()
-
-    @property
-    def trainable(self):
-        return super().trainable
-
-    @trainable.setter
-    def trainable(self, value):
-        keras.layers.Layer.trainable.fset(self, value)
-        self._apply_regime()
 
     # The mask and the effective kernel.
     def _samples_mask(self, training):
@@ -394,12 +372,18 @@ class PerImageStandardization(keras.layers.Layer):
         return input_shape
 
 
-def masked_layers(model):
-    """All `MaskedLayer`s of a model, in order, nested models included."""
+def find_layers(model, types):
+    """The layers of `model` that are instances of `types`, in order,
+    nested models included."""
     found = []
     for layer in model.layers:
-        if isinstance(layer, MaskedLayer):
+        if isinstance(layer, types):
             found.append(layer)
         elif hasattr(layer, "layers"):
-            found.extend(masked_layers(layer))
+            found.extend(find_layers(layer, types))
     return found
+
+
+def masked_layers(model):
+    """All `MaskedLayer`s of a model, in order, nested models included."""
+    return find_layers(model, MaskedLayer)

@@ -341,3 +341,27 @@ def build_model(
 def masked_weight_count(model):
     """The number of masked weights (score entries) of a model."""
     return sum(math.prod(layer.scores.shape) for layer in ssm_layers.masked_layers(model))
+
+
+def with_regime(model, regime):
+    """A copy of a masked model, with the same weights, in another regime.
+
+    For "supermask as initialisation": take a model trained in the `mask`
+    regime, `with_regime(model, "mask_then_weights")`, compile and train:
+    its mask is frozen and its kernels train.
+    """
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if isinstance(layer, ssm_layers.MaskedLayer):
+            config["regime"] = regime
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    # The regime changes the order of trainable and frozen variables, so
+    # weights are copied by name, not by position.
+    for new_layer, old_layer in zip(clone.layers, model.layers):
+        old_weights = {weight.name: weight for weight in old_layer.weights}
+        for weight in new_layer.weights:
+            weight.assign(old_weights[weight.name])
+    return clone

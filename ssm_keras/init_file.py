@@ -1,0 +1,119 @@
+"""Init files: the initial kernels and scores of a model, shared by many runs.
+
+All experiments of a comparison must start from the same initial weights and
+scores. A seed already reproduces them (see `ssm_keras.initializers`); an init
+file stores them explicitly, so that runs with other code or other seeds can
+share one start.
+
+Format (`.npz`, NumPy's zip of arrays): for every kernel-bearing layer
+(masked, `Dense` or `Conv2D`) `<layer>/kernel`; for masked layers also
+`<layer>/scores` and, for threshold masks, `<layer>/threshold`; plus
+`__meta__`, a JSON string with `format`, `version` and `arch`. A masked
+model's init file also initialises the plain model of the same architecture
+(its kernels), which is how the baseline starts from the same `W0`.
+"""
+
+import json
+import os
+import zipfile
+
+import keras
+import numpy as np
+
+from ssm_keras import layers as ssm_layers
+
+FORMAT = "ssm_keras.init"
+VERSION = 1
+
+
+class InitFileError(Exception):
+    """An init file that is missing, corrupt or made for another model."""
+
+
+def _kernel_layers(model):
+    return ssm_layers.find_layers(
+        model, (ssm_layers.MaskedLayer, keras.layers.Dense, keras.layers.Conv2D)
+    )
+
+
+def _layer_variables(layer):
+    names = ["kernel"]
+    if isinstance(layer, ssm_layers.MaskedLayer):
+        names.append("scores")
+        if hasattr(layer, "threshold"):
+            names.append("threshold")
+    return {name: getattr(layer, name) for name in names}
+
+
+def save_init(model, path, arch):
+    """Writes the model's current kernels and scores to `path` (.npz).
+
+    Refuses to overwrite an existing file.
+    """
+    if os.path.exists(path):
+        raise InitFileError(
+            f"Init file {path} already exists; it is not overwritten. "
+            "Choose another path or remove it first."
+        )
+    arrays = {
+        f"{layer.name}/{name}": np.asarray(variable.numpy())
+        for layer in _kernel_layers(model)
+        for name, variable in _layer_variables(layer).items()
+    }
+    meta = {"format": FORMAT, "version": VERSION, "arch": arch}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as file:
+        np.savez(file, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+def read_init(path):
+    """Returns `(meta, arrays)` of an init file; InitFileError if unreadable."""
+    if not os.path.isfile(path):
+        raise InitFileError(f"Init file {path} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+        raise InitFileError(
+            f"Init file {path} is not a readable ssm_keras init file ({error})."
+        ) from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise InitFileError(
+            f"Init file {path} has format {meta.get('format')!r} version "
+            f"{meta.get('version')!r}; expected {FORMAT!r} version {VERSION}."
+        )
+    return meta, arrays
+
+
+def load_init(model, path, arch):
+    """Assigns the kernels and scores stored in `path` to a built model.
+
+    Raises:
+        InitFileError: the file is missing or corrupt, was written for
+            another architecture, or lacks or mis-shapes a variable.
+    """
+    meta, arrays = read_init(path)
+    if meta["arch"] != arch:
+        raise InitFileError(
+            f"Init file {path} was written for arch={meta['arch']!r}, "
+            f"not arch={arch!r}."
+        )
+    assignments = []
+    for layer in _kernel_layers(model):
+        for name, variable in _layer_variables(layer).items():
+            key = f"{layer.name}/{name}"
+            if key not in arrays:
+                raise InitFileError(
+                    f"Init file {path} has no {key!r}; was it written for another "
+                    "model (other mask kind, width or classes)?"
+                )
+            if tuple(arrays[key].shape) != tuple(variable.shape):
+                raise InitFileError(
+                    f"Init file {path}: {key!r} has shape {arrays[key].shape}, "
+                    f"the model needs {tuple(variable.shape)} (other width, "
+                    "input shape or number of classes?)."
+                )
+            assignments.append((variable, arrays[key]))
+    for variable, value in assignments:
+        variable.assign(value)
