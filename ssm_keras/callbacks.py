@@ -1,0 +1,161 @@
+"""Callbacks of a training run: mask summaries and resumable checkpoints."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ssm_keras import layers as ssm_layers
+from ssm_keras import statistics
+
+
+def current_learning_rate(optimizer):
+    """The optimiser's learning rate now, as a Python float."""
+    rate = optimizer.learning_rate
+    return float(keras.ops.convert_to_numpy(rate))
+
+
+class MaskMonitor(keras.callbacks.Callback):
+    """After each epoch: mask statistics to TensorBoard and to the epoch logs.
+
+    Writes, under `log_dir/masks`: per layer and overall the remaining weights
+    (count and %) and the kept / inverted / hidden fractions, the number of
+    mask flips since the last epoch, the learning rate, and score
+    histograms. Adds `remaining_percent`, `remaining_weights`, `mask_flips`
+    and `learning_rate` to the epoch's logs, so that every later callback
+    (history, CSV, checkpoints) sees them.
+
+    Args:
+        log_dir: TensorBoard folder of the run, or None to write nothing.
+        histograms: whether to write score histograms.
+    """
+
+    def __init__(self, log_dir, histograms=True):
+        super().__init__()
+        self.log_dir = log_dir
+        self.histograms = histograms
+        self._writer = None
+        self._previous = None
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "masks"))
+        self._previous = statistics.layer_masks(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        masks = statistics.layer_masks(self.model)
+        summary = statistics.summarize(self.model, masks)
+        flips = statistics.mask_flips(self._previous, masks) if masks else 0
+        self._previous = masks
+        rate = current_learning_rate(self.model.optimizer)
+        if logs is not None:
+            logs.update(
+                remaining_percent=summary["remaining_percent"],
+                remaining_weights=summary["remaining_weights"],
+                mask_flips=flips,
+                learning_rate=rate,
+            )
+        if self._writer is not None:
+            self._write(epoch + 1, summary, flips, rate)
+
+    def _write(self, step, summary, flips, rate):
+        with self._writer.as_default(step=step):
+            tf.summary.scalar("overall/remaining_percent", summary["remaining_percent"])
+            tf.summary.scalar("overall/remaining_weights", summary["remaining_weights"])
+            total = max(summary["masked_weights"], 1)
+            for kind in ("kept", "inverted", "hidden"):
+                tf.summary.scalar(f"overall/{kind}_fraction", summary[kind] / total)
+            tf.summary.scalar("overall/mask_flips", flips)
+            tf.summary.scalar("learning_rate", rate)
+            for record in summary["layers"]:
+                name = record["name"]
+                tf.summary.scalar(f"{name}/remaining_percent",
+                                  100.0 * record["remaining"] / record["total"])
+                for kind in ("kept", "inverted", "hidden"):
+                    tf.summary.scalar(f"{name}/{kind}_fraction", record[f"{kind}_fraction"])
+            if self.histograms:
+                for layer in ssm_layers.masked_layers(self.model):
+                    tf.summary.histogram(f"{layer.name}/scores", layer.scores)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Saves the whole training state after each epoch, atomically.
+
+    `directory/model.keras` holds the model with its optimiser state, and
+    `directory/state.json` the number of finished epochs, the epoch logs so
+    far, the wall time so far and the state of `stateful` callbacks (e.g.
+    `ReduceLROnPlateau`). A run restarted from it reaches the same result as
+    one never interrupted.
+
+    Args:
+        directory: the checkpoint folder.
+        stateful: callbacks whose `wait`, `best` and `cooldown_counter`
+            attributes are saved and restored; list them before this one.
+        clock: a callable returning the wall time spent so far (seconds).
+        write: False on non-chief workers of a multi-worker run.
+        restored: the `state.json` of the checkpoint training resumes from.
+    """
+
+    STATE_ATTRIBUTES = ("wait", "best", "cooldown_counter")
+
+    def __init__(self, directory, stateful=(), clock=None, write=True, restored=None):
+        super().__init__()
+        self.directory = directory
+        self.stateful = list(stateful)
+        self.clock = clock
+        self.write = write
+        self.restored = restored or {}
+        self.history = list(self.restored.get("history", []))
+
+    def on_train_begin(self, logs=None):
+        # After the stateful callbacks reset themselves in their own
+        # on_train_begin, put their saved state back.
+        for callback, saved in zip(self.stateful, self.restored.get("callbacks", [])):
+            for key, value in saved.items():
+                setattr(callback, key, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append({"epoch": epoch + 1, **_plain(logs or {})})
+        if not self.write:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        model_path = os.path.join(self.directory, "model.keras")
+        self.model.save(model_path + ".tmp.keras")
+        os.replace(model_path + ".tmp.keras", model_path)
+        state = {
+            "epoch": epoch + 1,
+            "history": self.history,
+            "wall_time_s": self.clock() if self.clock else None,
+            "callbacks": [
+                {key: _plain_value(getattr(callback, key)) for key in self.STATE_ATTRIBUTES
+                 if hasattr(callback, key)}
+                for callback in self.stateful
+            ],
+        }
+        write_json_atomically(os.path.join(self.directory, "state.json"), state)
+
+
+def write_json_atomically(path, value):
+    """Writes JSON to `path` through a temporary file and a rename."""
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _plain_value(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.item()
+    if hasattr(value, "numpy"):
+        return np.asarray(value.numpy()).item()
+    return value
+
+
+def _plain(logs):
+    return {key: _plain_value(value) for key, value in logs.items()}

@@ -1,0 +1,351 @@
+"""Exports a finished training run for serving and for compact storage.
+
+    python -m ssm_keras.export --model_dir=RUN_DIR --out=OUT_DIR \\
+        [--formats=keras,saved_model,compact] [--overwrite]
+    python -m ssm_keras.export --compact_file=model.ssm --out=OUT_DIR ...
+
+The source is a finished training run (`RUN_DIR` holds `model.keras` and a
+`results.json` with `"status": "finished"`) or a compact file written by an
+earlier export (so a few-kilobyte `model.ssm` can be shipped and turned into
+a SavedModel where it is served). `OUT_DIR` receives, per format:
+
+| format        | output         | what                                              |
+| ------------- | -------------- | ------------------------------------------------- |
+| `keras`       | `model.keras`  | the baked model: stock Keras layers, kernels      |
+|               |                | `W0 * m`; takes float32 raw pixels                |
+| `saved_model` | `saved_model/` | TensorFlow SavedModel; signature `serve` (also    |
+|               |                | `serving_default`): uint8 `images` of shape       |
+|               |                | `(None, H, W, C)` to float32 `probabilities`      |
+| `compact`     | `model.ssm`    | the compact format of `ssm_keras.compact`         |
+
+and `export.json` with the file sizes and compression ratios. Neither
+`model.keras` nor `saved_model/` needs ssm_keras to load. An existing export
+in `OUT_DIR` is only replaced with `--overwrite`; the new files are written to
+a temporary folder first, so a failed export loses nothing.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from absl import logging
+
+from ssm_keras import compact
+from ssm_keras import layers as ssm_layers
+from ssm_keras.baking import ExportError, bake
+
+FORMATS = ("keras", "saved_model", "compact")
+OUTPUTS = {"keras": "model.keras", "saved_model": "saved_model", "compact": "model.ssm"}
+SUMMARY = "export.json"
+SERVING_DTYPE = tf.uint8
+
+
+# Reading a run.
+def _read_results(model_dir):
+    path = os.path.join(model_dir, "results.json")
+    if not os.path.isfile(path):
+        raise ExportError(f"{model_dir} has no results.json; is it a training run directory?")
+    try:
+        with open(path, encoding="utf-8") as file:
+            results = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"{path} is not readable JSON ({error})") from None
+    if not isinstance(results, dict) or results.get("status") != "finished":
+        status = results.get("status") if isinstance(results, dict) else None
+        raise ExportError(
+            f"the run in {model_dir} has status {status!r}, not 'finished'; "
+            "only finished runs can be exported"
+        )
+    return results
+
+
+def load_run(model_dir):
+    """`(model, results)` of a finished run directory.
+
+    Raises:
+        ExportError: no such directory, no or unfinished `results.json`, or
+            no loadable `model.keras`.
+    """
+    if not os.path.isdir(model_dir):
+        raise ExportError(f"model_dir {model_dir} does not exist")
+    results = _read_results(model_dir)
+    path = os.path.join(model_dir, "model.keras")
+    if not os.path.isfile(path):
+        raise ExportError(f"{model_dir} has no model.keras although its run finished")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as error:
+        raise ExportError(f"cannot load {path} ({error})") from None
+    return model, results
+
+
+# Writing the formats.
+def check_formats(formats):
+    """`formats` as a tuple; ExportError if empty or not a subset of `FORMATS`."""
+    formats = tuple(formats)
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(
+            f"unknown format(s) {unknown or list(formats)}; expected a non-empty "
+            f"comma-separated subset of {','.join(FORMATS)}"
+        )
+    return formats
+
+
+def parse_formats(text):
+    """`"keras, compact"` -> `("keras", "compact")`, checked."""
+    return check_formats(name.strip() for name in text.split(",") if name.strip())
+
+
+def save_saved_model(baked, path):
+    """Writes a SavedModel whose `serve` signature takes raw uint8 images.
+
+    `serve(images)`: `images` uint8 of shape `(None, H, W, C)` are cast to
+    float32 and fed to the baked model, whose first layers standardise (and
+    flatten) them; it returns `{"probabilities": (None, classes) float32}`.
+    TF-Serving's `serving_default` is the same function.
+    """
+    spec = tf.TensorSpec((None, *baked.input_shape[1:]), SERVING_DTYPE, name="images")
+    archive = keras.export.ExportArchive()
+    archive.track(baked)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda images: {
+            "probabilities": baked(tf.cast(images, tf.float32), training=False)
+        },
+        input_signature=[spec],
+    )
+    archive.write_out(path, verbose=False)
+
+
+def _check_baked(model, baked):
+    """Raises ExportError unless the baked model predicts as the masked one."""
+    shape = (4, *model.input_shape[1:])
+    images = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+    expected = np.asarray(model(images, training=False))
+    if not np.allclose(np.asarray(baked(images, training=False)), expected, atol=1e-6):
+        raise ExportError("the baked model's predictions differ from the trained model's")
+
+
+def _run_metadata(results):
+    """What a compact file keeps of a run's `results.json`."""
+    keys = ("dataset", "arch", "input_shape", "num_classes", "regime", "mask", "test_accuracy")
+    return {key: results[key] for key in keys if key in results}
+
+
+def file_size(path):
+    """The size in bytes of a file, or of all files under a directory."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def _summary(model, source, folder, formats):
+    """The `export.json` content: sizes and compression ratios.
+
+    `float32_kernel_bytes = 4 * masked weights`; `compact_ratio[name] =
+    bytes of name / bytes of model.ssm`, for the float32 kernels and for
+    the other exported files.
+    """
+    masked = ssm_layers.masked_layers(model)
+    weights = sum(int(np.prod(layer.kernel.shape)) for layer in masked)
+    sizes = {OUTPUTS[name]: file_size(os.path.join(folder, OUTPUTS[name])) for name in formats}
+    summary = {
+        "source": source,
+        "formats": list(formats),
+        "bytes": sizes,
+        "masked_weights": weights,
+        "remaining_weights": sum(layer.mask_counts()["remaining"] for layer in masked),
+        "float32_kernel_bytes": 4 * weights,
+    }
+    if "compact" in formats:
+        compact_bytes = sizes[OUTPUTS["compact"]]
+        references = {"float32_kernels": 4 * weights, **sizes}
+        del references[OUTPUTS["compact"]]
+        summary["compact_ratio"] = {
+            name: round(size / compact_bytes, 2) for name, size in references.items()
+        }
+    return summary
+
+
+def _write_formats(model, metadata, folder, formats):
+    """Writes the files of `formats` into `folder`."""
+    if "keras" in formats or "saved_model" in formats:
+        baked = bake(model)
+        _check_baked(model, baked)
+    if "keras" in formats:
+        baked.save(os.path.join(folder, OUTPUTS["keras"]))
+    if "saved_model" in formats:
+        save_saved_model(baked, os.path.join(folder, OUTPUTS["saved_model"]))
+    if "compact" in formats:
+        compact.save_compact(model, os.path.join(folder, OUTPUTS["compact"]), metadata)
+
+
+def _existing_outputs(out_dir):
+    if not os.path.isdir(out_dir):
+        return []
+    names = (*OUTPUTS.values(), SUMMARY)
+    return [name for name in names if os.path.lexists(os.path.join(out_dir, name))]
+
+
+def _check_destination(out_dir, overwrite):
+    """Raises ExportError if `out_dir` is a file, or holds an export and
+    `overwrite` is False."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"--out {out_dir} exists and is not a directory")
+    existing = _existing_outputs(out_dir)
+    if existing and not overwrite:
+        raise ExportError(
+            f"{out_dir} already holds an export ({', '.join(existing)}); "
+            "pass --overwrite to replace it"
+        )
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
+
+
+def _export(model, metadata, source, out_dir, formats):
+    """Writes the export into a staging folder inside `out_dir`, then swaps
+    it in: a failure before the swap leaves `out_dir` as it was."""
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
+    try:
+        _write_formats(model, metadata, staging, formats)
+        summary = _summary(model, source, staging, formats)
+        with open(os.path.join(staging, SUMMARY), "w", encoding="utf-8") as file:
+            json.dump(summary, file, indent=2)
+        for name in _existing_outputs(out_dir):
+            _remove(os.path.join(out_dir, name))
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def export_run(model_dir, out_dir, formats=FORMATS, overwrite=False):
+    """Exports a finished training run into `out_dir`.
+
+    Args:
+        model_dir: a run directory (`model.keras`, `results.json`).
+        out_dir: created if missing.
+        formats: a subset of `FORMATS`.
+        overwrite: replace an export already in `out_dir` (all of its
+            files, also those of formats not written now); without it an
+            existing export is an error and nothing is written.
+
+    Returns:
+        The summary also written to `out_dir/export.json`.
+
+    Raises:
+        ExportError: bad formats, an existing export without `overwrite`, or
+            a run that is not finished or cannot be exported.
+    """
+    formats = check_formats(formats)
+    _check_destination(out_dir, overwrite)
+    model, results = load_run(model_dir)
+    return _export(model, _run_metadata(results), os.path.abspath(model_dir), out_dir, formats)
+
+
+def export_compact(compact_path, out_dir, formats=FORMATS, overwrite=False):
+    """Exports the model of a compact file, e.g. a SavedModel from `model.ssm`.
+
+    Arguments and result as `export_run`; the compact file's metadata is
+    kept. Raises ExportError (`CompactFileError`) for a damaged file.
+    """
+    formats = check_formats(formats)
+    _check_destination(out_dir, overwrite)
+    loaded = compact.load_compact(compact_path)
+    source = os.path.abspath(compact_path)
+    return _export(loaded.masked_model, loaded.metadata, source, out_dir, formats)
+
+
+# Command line.
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the command's flags in `flag_values`."""
+    flags.DEFINE_string(
+        "model_dir", None, "Finished training run directory to export.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "compact_file", None, "Compact file (.ssm) to export instead of a run.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string("out", None, "Output directory.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "formats", ",".join(FORMATS), f"Comma-separated subset of {','.join(FORMATS)}.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace an export already in --out.", flag_values=flag_values
+    )
+    flags.mark_flag_as_required("out", flag_values=flag_values)
+    flags.mark_flags_as_mutual_exclusive(
+        ["model_dir", "compact_file"], required=True, flag_values=flag_values
+    )
+
+
+def _report(summary):
+    lines = [f"{name}: {size:,} bytes" for name, size in summary["bytes"].items()]
+    lines.append(
+        f"float32 kernels: {summary['float32_kernel_bytes']:,} bytes "
+        f"({summary['remaining_weights']:,} of {summary['masked_weights']:,} "
+        "masked weights remain)"
+    )
+    lines += [
+        f"model.ssm is {ratio}x smaller than {name}"
+        for name, ratio in summary.get("compact_ratio", {}).items()
+    ]
+    return "\n".join(lines)
+
+
+def run(flag_values):
+    """Runs the export the parsed flags describe.
+
+    Prints a size report and returns 0, or prints one `error: ...` line to
+    stderr and returns 1.
+    """
+    try:
+        formats = parse_formats(flag_values.formats)
+        if flag_values.model_dir is not None:
+            summary = export_run(
+                flag_values.model_dir, flag_values.out, formats, flag_values.overwrite
+            )
+        else:
+            summary = export_compact(
+                flag_values.compact_file, flag_values.out, formats, flag_values.overwrite
+            )
+    except ExportError as error:
+        message = " ".join(str(error).splitlines())
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    print(_report(summary))
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
+    return run(flags.FLAGS)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,296 @@
+"""Training runs: from a `TrainConfig` to a trained model and its results.
+
+`run(config)` is the whole job behind `python -m ssm_keras.train`: it loads
+the data, builds and compiles the model inside the distribution strategy's
+scope, trains with per-epoch checkpoints (a killed run restarted with the
+same command resumes and ends exactly where an uninterrupted one would),
+writes TensorBoard summaries, evaluates on the test split once, and writes
+`model.keras`, `results.json` and `results.txt` (see `ssm_keras.run_dir`).
+"""
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+from ssm_keras import callbacks as ssm_callbacks
+from ssm_keras import config as ssm_config
+from ssm_keras import data, distribute, init_file, models, run_dir, statistics
+
+
+def default_model_dir(config):
+    """`runs/<arch>-<mask kind or baseline>-<dataset>-seed<seed>`."""
+    what = config.mask_kind if config.masked else "baseline"
+    if config.regime == "mask_then_weights":
+        what += "-then-weights"
+    return os.path.join("runs", f"{config.arch}-{what}-{config.dataset}-seed{config.seed}")
+
+
+def make_optimizer(config, steps_per_epoch):
+    """SGD (Nesterov) or Adam on the configured schedule and weight decay.
+
+    `exponential`: `lr_t = lr_0 * lr_decay_rate ** (t / (lr_decay_epochs *
+    steps_per_epoch))`, smooth; `cosine`: cosine decay to 0 over the run;
+    `constant` and `plateau` (reduced by `ReduceLROnPlateau`): `lr_0`.
+    """
+    rate = config.learning_rate
+    if config.lr_schedule == "exponential":
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate,
+            decay_steps=config.lr_decay_epochs * steps_per_epoch,
+            decay_rate=config.lr_decay_rate,
+        )
+    elif config.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=config.epochs * steps_per_epoch
+        )
+    weight_decay = config.keras_weight_decay() or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate, weight_decay=weight_decay)
+    return keras.optimizers.SGD(
+        rate, momentum=config.momentum, nesterov=config.nesterov, weight_decay=weight_decay
+    )
+
+
+def _load_mask_model(path):
+    """The trained `mask`-regime model of a run directory or `.keras` file."""
+    model_path = os.path.join(path, "model.keras") if os.path.isdir(path) else path
+    if not os.path.isfile(model_path):
+        raise run_dir.RunDirError(
+            f"--mask_from={path}: no trained model at {model_path}."
+        )
+    return keras.saving.load_model(model_path, compile=False)
+
+
+def build_model(config, spec):
+    """The model of `config` for images of `spec` (a `data.DatasetSpec`)."""
+    if config.regime == "mask_then_weights":
+        trained = _load_mask_model(config.mask_from)
+        if tuple(trained.input_shape[1:]) != spec.image_shape:
+            raise run_dir.RunDirError(
+                f"--mask_from={config.mask_from} takes images of shape "
+                f"{tuple(trained.input_shape[1:])}, but --dataset={config.dataset} "
+                f"has {spec.image_shape}."
+            )
+        return models.with_regime(trained, "mask_then_weights")
+    model = models.build_model(
+        config.arch,
+        masked=config.masked,
+        input_shape=spec.image_shape,
+        num_classes=spec.num_classes,
+        mask_config=config.mask_config(),
+        kernel_initializer=config.weight_init,
+        init_factor=config.init_factor,
+        activation=config.activation,
+        width=config.width,
+        seed=config.seed,
+    )
+    if config.init_file:
+        init_file.load_init(model, config.init_file, config.arch)
+    if config.save_init_file:
+        init_file.save_init(model, config.save_init_file, config.arch)
+    return model
+
+
+def compile_model(model, config, steps_per_epoch):
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
+    )
+
+
+def _callbacks(config, model_dir, restored, clock, chief):
+    log_dir = os.path.join(model_dir, "logs") if chief else None
+    monitor = ssm_callbacks.MaskMonitor(log_dir)
+    stateful = []
+    if config.lr_schedule == "plateau":
+        stateful.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss" if config.validation_size else "loss",
+            factor=config.plateau_factor, patience=config.plateau_patience,
+        ))
+    checkpoint = ssm_callbacks.RunCheckpoint(
+        run_dir.checkpoint_dir(model_dir), stateful=stateful, clock=clock,
+        write=chief, restored=restored,
+    )
+    extra = []
+    if chief:
+        extra.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
+    # The monitor first, so that later callbacks see the mask statistics.
+    return [monitor, *stateful, *extra, checkpoint], checkpoint
+
+
+def _write_flags_summary(model_dir, flags_text):
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "flags"))
+    with writer.as_default(step=0):
+        tf.summary.text("flags", "\n\n".join(f"`{line}`" for line in flags_text.splitlines()))
+    writer.close()
+
+
+def _evaluate(model, images, labels, batch_size):
+    if len(images) == 0:
+        return None
+    dataset = data.make_dataset(images, labels, batch_size, training=False)
+    loss, accuracy = model.evaluate(dataset, verbose=0)
+    return {"loss": float(loss), "accuracy": float(accuracy)}
+
+
+def summary_line(results):
+    """One line for people: accuracy and remaining weights."""
+    what = (f"{results['mask']} supermask" if results["regime"] == "mask"
+            else "baseline" if results["regime"] == "weights" else "mask then weights")
+    return (
+        f"{results['arch']} {what} on {results['dataset']}: test accuracy "
+        f"{100 * results['test_accuracy']:.2f}%, remaining weights "
+        f"{results['remaining_weights']:,} / {results['masked_weights']:,} "
+        f"({results['remaining_percent']:.2f}%), {results['epochs']} epochs in "
+        f"{results['wall_time_s']:.0f} s"
+    )
+
+
+def _results(config, model, splits, history, wall_time, evaluations):
+    summary = statistics.summarize(model)
+    validation = evaluations["validation"]
+    return {
+        "status": "finished",
+        "arch": config.arch,
+        "dataset": config.dataset,
+        "data_source": splits.source,
+        "input_shape": list(splits.spec.image_shape),
+        "num_classes": splits.spec.num_classes,
+        "regime": config.regime,
+        "mask": config.mask_kind if config.masked else None,
+        "test_accuracy": evaluations["test"]["accuracy"],
+        "test_loss": evaluations["test"]["loss"],
+        "validation_accuracy": validation["accuracy"] if validation else None,
+        "best_validation_accuracy": max(
+            (entry.get("val_accuracy", 0.0) for entry in history), default=None
+        ) if validation else None,
+        **{key: summary[key] for key in ("masked_weights", "remaining_weights",
+                                         "remaining_percent", "kept", "inverted", "hidden")},
+        "layers": summary["layers"],
+        "epochs": len(history),
+        "wall_time_s": wall_time,
+        "examples": {"train": len(splits.train[1]), "validation": len(splits.validation[1]),
+                     "test": len(splits.test[1])},
+        "environment": {
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "devices": [device.name for device in tf.config.list_logical_devices()],
+        },
+        "flags": config.to_dict(),
+    }
+
+
+def _write_results(model_dir, model, results):
+    model.save(os.path.join(model_dir, "model.keras.tmp.keras"))
+    os.replace(os.path.join(model_dir, "model.keras.tmp.keras"),
+               os.path.join(model_dir, "model.keras"))
+    ssm_callbacks.write_json_atomically(os.path.join(model_dir, "results.json"), results)
+    lines = [summary_line(results), ""]
+    lines.append(f"{'layer':<28}{'weights':>12}{'kept':>9}{'inverted':>10}{'hidden':>9}")
+    for record in results["layers"]:
+        lines.append(
+            f"{record['name']:<28}{record['total']:>12,}{100 * record['kept_fraction']:>8.2f}%"
+            f"{100 * record['inverted_fraction']:>9.2f}%{100 * record['hidden_fraction']:>8.2f}%"
+        )
+    with open(os.path.join(model_dir, "results.txt"), "w", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def _write_history(model_dir, history):
+    with open(os.path.join(model_dir, "history.jsonl"), "w", encoding="utf-8") as file:
+        for entry in history:
+            file.write(json.dumps(entry) + "\n")
+
+
+def run(config, splits=None, strategy=None):
+    """Trains, evaluates and saves one run; returns its results dict.
+
+    Args:
+        config: a `TrainConfig`.
+        splits: `data.Splits` to use instead of loading `config.dataset`
+            (tests, benchmarks).
+        strategy: a `tf.distribute.Strategy` instead of `config.strategy`.
+
+    Raises:
+        ConfigError, DataError, InitFileError, RunDirError: bad settings or
+            inputs, with a message for the user.
+    """
+    config.validate()
+    model_dir = config.model_dir or default_model_dir(config)
+    chief = distribute.is_chief()
+    flags = {**config.to_dict(), "model_dir": model_dir}
+    restored = run_dir.prepare(model_dir, flags, config.resume, config.overwrite) if chief else None
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    try:
+        return _train(config, model_dir, splits, strategy, restored, chief)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(config, model_dir, splits, strategy, restored, chief):
+    strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+    splits = splits or data.load_splits(
+        config.dataset, config.data_dir, config.validation_size, config.seed, config.max_examples
+    )
+    try:
+        models.check_input_shape(config.arch, splits.spec.image_shape)
+    except ValueError as error:
+        raise ssm_config.ConfigError(f"--dataset={config.dataset}: {error}") from None
+    train_images, train_labels = splits.train
+    steps_per_epoch = math.ceil(len(train_labels) / config.batch_size)
+    with strategy.scope():
+        if restored:
+            model = keras.saving.load_model(
+                os.path.join(run_dir.checkpoint_dir(model_dir), "model.keras")
+            )
+        else:
+            model = build_model(config, splits.spec)
+            compile_model(model, config, steps_per_epoch)
+    initial_epoch = restored["epoch"] if restored else 0
+    previous_time = (restored or {}).get("wall_time_s") or 0.0
+    start = time.time()
+
+    def clock():
+        return previous_time + time.time() - start
+
+    if chief and not restored:
+        _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
+    callbacks, checkpoint = _callbacks(config, model_dir, restored, clock, chief)
+    train_stream = data.make_training_stream(
+        train_images, train_labels, config.batch_size, augment=config.augment,
+        seed=config.seed, first_epoch=initial_epoch, epochs=config.epochs,
+    )
+    validation = None
+    if len(splits.validation[1]):
+        validation = data.make_dataset(*splits.validation, config.batch_size, training=False)
+    if initial_epoch < config.epochs:
+        model.fit(
+            train_stream,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2),
+            shuffle=False,  # the stream is shuffled per epoch already
+        )
+    evaluations = {
+        "validation": _evaluate(model, *splits.validation, config.batch_size),
+        "test": _evaluate(model, *splits.test, config.batch_size),
+    }
+    results = _results(config, model, splits, checkpoint.history, clock(), evaluations)
+    results["model_dir"] = model_dir
+    if chief:
+        _write_history(model_dir, checkpoint.history)
+        _write_results(model_dir, model, results)
+        print(summary_line(results), file=sys.stdout, flush=True)
+    return results

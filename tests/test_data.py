@@ -1,0 +1,655 @@
+"""Tests of ssm_keras.data: local readers, splits, errors and tf.data pipelines."""
+
+import gzip
+import pickle
+import struct
+import sys
+import tarfile
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssm_keras import data
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Caches go to a temporary folder; no data folder comes from the env."""
+    monkeypatch.setenv("SSM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SSM_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """tensorflow_datasets looks in an empty default folder, never downloads."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(
+        tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"), raising=False
+    )
+    monkeypatch.setattr(data, "_why_offline", lambda: "offline in this test")
+
+
+def pixels(shape, start=0):
+    """Known uint8 pixel values, different for each `start` below 256."""
+    return (
+        ((np.arange(np.prod(shape)) * 7 + start) % 256).astype(np.uint8).reshape(shape)
+    )
+
+
+def write(path, content):
+    """Writes bytes to `path`, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def tar_gz(archive, folder, top=""):
+    """Packs the contents of `folder` (under `top`) into a .tar.gz."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=f"{top}{path.relative_to(folder)}", recursive=False)
+    return archive
+
+
+def rows(images):
+    """Each image as one bytes object, sorted: a multiset of images."""
+    return sorted(image.tobytes() for image in images)
+
+
+# ----------------------------------------------------------------------------
+# Real MNIST.
+
+
+def test_real_mnist_shapes_counts_and_validation_split(mnist_dir):
+    splits = data.load_splits("mnist", str(mnist_dir), validation_size=5000, seed=1)
+    assert splits.source == f"idx:{mnist_dir}"
+    assert splits.spec == data.DATASETS["mnist"]
+    for (images, labels), size in zip(
+        (splits.train, splits.validation, splits.test),
+        (55000, 5000, 10000),
+        strict=True,
+    ):
+        assert images.shape == (size, 28, 28, 1) and images.dtype == np.uint8
+        assert labels.shape == (size,) and labels.dtype == np.int64
+    assert np.bincount(splits.test[1]).tolist() == MNIST_TEST_COUNTS
+    train_and_validation = np.concatenate([splits.train[1], splits.validation[1]])
+    assert np.bincount(train_and_validation).tolist() == MNIST_TRAIN_COUNTS
+
+    everything = data.load_splits("mnist", str(mnist_dir), validation_size=0)
+    assert len(everything.validation[0]) == 0
+    assert rows(np.concatenate([splits.train[0], splits.validation[0]])) == rows(
+        everything.train[0]
+    )
+
+    again = data.load_splits("mnist", str(mnist_dir), validation_size=5000, seed=1)
+    np.testing.assert_array_equal(again.validation[0], splits.validation[0])
+    other = data.load_splits("mnist", str(mnist_dir), validation_size=5000, seed=2)
+    assert not np.array_equal(other.validation[1], splits.validation[1])
+
+
+def test_max_examples_caps_every_split(mnist_dir, monkeypatch):
+    monkeypatch.setenv("SSM_DATA_DIR", str(mnist_dir.parent))
+    splits = data.load_splits("mnist", validation_size=100, max_examples=7)
+    assert [
+        len(split[0]) for split in (splits.train, splits.validation, splits.test)
+    ] == [7, 7, 7]
+    assert splits.source == f"idx:{mnist_dir}"
+
+
+# ----------------------------------------------------------------------------
+# Original formats on tiny archives.
+
+
+def idx(array):
+    """An IDX file of unsigned bytes."""
+    header = bytes((0, 0, 8, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_mnist(folder, train, test, compress=True):
+    """Writes the four MNIST IDX files for (images, labels) pairs."""
+    for prefix, (images, labels) in (("train", train), ("t10k", test)):
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            content = idx(array)
+            name = f"{prefix}-{kind}-ubyte"
+            if compress:
+                content, name = gzip.compress(content), name + ".gz"
+            write(folder / name, content)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_reader_returns_exact_arrays(tmp_path, compress):
+    train = pixels((4, 28, 28)), np.array([3, 0, 9, 3], np.uint8)
+    test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
+    write_mnist(tmp_path / "fashion-mnist", train, test, compress)
+
+    splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=0)
+
+    assert splits.source == f"idx:{tmp_path / 'fashion-mnist'}"
+    np.testing.assert_array_equal(splits.train[0], train[0][..., None])
+    np.testing.assert_array_equal(splits.train[1], [3, 0, 9, 3])
+    np.testing.assert_array_equal(splits.test[0], test[0][..., None])
+    np.testing.assert_array_equal(splits.test[1], [1, 2])
+    assert splits.train[1].dtype == np.int64
+
+
+def test_validation_split_comes_from_train_only(tmp_path):
+    train = pixels((6, 28, 28)), np.arange(6, dtype=np.uint8)
+    test = pixels((2, 28, 28), start=3), np.array([7, 8], np.uint8)
+    write_mnist(tmp_path, train, test)
+
+    splits = data.load_splits("mnist", str(tmp_path), validation_size=2, seed=3)
+
+    assert len(splits.validation[1]) == 2 and len(splits.train[1]) == 4
+    together = np.concatenate([splits.train[1], splits.validation[1]])
+    assert sorted(together.tolist()) == list(range(6))
+    for images, labels in (splits.train, splits.validation):
+        np.testing.assert_array_equal(images, train[0][labels][..., None])
+    np.testing.assert_array_equal(splits.test[1], [7, 8])
+
+
+def cifar_data(count, start):
+    """Flat CIFAR rows (channel-major) and the NHWC images they hold."""
+    flat = pixels((count, 3 * 32 * 32), start)
+    return flat, flat.reshape(count, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def write_cifar_python(folder, name, rng):
+    """Writes CIFAR python batches; returns expected (train, test) arrays."""
+    is_100 = name == "cifar100"
+    files = (
+        (["train"], ["test"])
+        if is_100
+        else (
+            [f"data_batch_{i}" for i in range(1, 6)],
+            ["test_batch"],
+        )
+    )
+    expected = []
+    for start, names in enumerate(files):
+        images, labels = [], []
+        for i, file_name in enumerate(names):
+            flat, nhwc = cifar_data(2, start=10 * start + i)
+            fine = rng.integers(0, 100 if is_100 else 10, size=2).tolist()
+            batch = {b"data": flat, b"filenames": [b"a.png", b"b.png"]}
+            if is_100:
+                batch.update({b"fine_labels": fine, b"coarse_labels": [19, 19]})
+            else:
+                batch[b"labels"] = fine
+            write(folder / file_name, pickle.dumps(batch, protocol=2))
+            images.append(nhwc)
+            labels.extend(fine)
+        expected.append((np.concatenate(images), np.array(labels)))
+    return expected
+
+
+def write_cifar_binary(folder, name, rng):
+    """Writes CIFAR binary files; returns expected (train, test) arrays."""
+    is_100 = name == "cifar100"
+    files = (
+        (["train.bin"], ["test.bin"])
+        if is_100
+        else (
+            [f"data_batch_{i}.bin" for i in range(1, 6)],
+            ["test_batch.bin"],
+        )
+    )
+    expected = []
+    for start, names in enumerate(files):
+        images, labels = [], []
+        for i, file_name in enumerate(names):
+            flat, nhwc = cifar_data(3, start=10 * start + i)
+            fine = rng.integers(0, 100 if is_100 else 10, size=3).astype(np.uint8)
+            label_bytes = [np.full(3, 19, np.uint8), fine] if is_100 else [fine]
+            records = np.concatenate([np.stack(label_bytes, axis=1), flat], axis=1)
+            write(folder / file_name, records.tobytes())
+            images.append(nhwc)
+            labels.extend(fine.tolist())
+        expected.append((np.concatenate(images), np.array(labels)))
+    return expected
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("writer", [write_cifar_python, write_cifar_binary])
+@pytest.mark.parametrize("packed", [True, False])
+def test_cifar_readers_return_exact_arrays(tmp_path, name, writer, packed):
+    number = name[len("cifar") :]
+    kind = "python" if writer is write_cifar_python else "binary"
+    extracted = tmp_path / "src" / f"cifar-{number}-{kind}"
+    expected = writer(extracted, name, np.random.default_rng(0))
+    data_dir = tmp_path / "data"
+    if packed:
+        data_dir.mkdir()
+        location = tar_gz(
+            data_dir / f"cifar-{number}-{kind}.tar.gz", extracted, f"{extracted.name}/"
+        )
+    else:
+        location = extracted
+        data_dir = extracted
+
+    splits = data.load_splits(name, str(data_dir), validation_size=0)
+
+    assert splits.source == f"cifar:{location}"
+    for (images, labels), (want_images, want_labels) in zip(
+        (splits.train, splits.test), expected, strict=True
+    ):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+        assert images.dtype == np.uint8 and labels.dtype == np.int64
+
+
+def test_cifar_pickle_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    folder = tmp_path / "cifar-10-batches-py"
+    for file_name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        write(folder / file_name, pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(data.DataError, match="data_batch_1 is not a CIFAR python"):
+        data.load_splits("cifar10", str(tmp_path), validation_size=0)
+
+
+# ----------------------------------------------------------------------------
+# Folders of images.
+
+
+def write_image_folders(root, shape, class_names, per_class=(2, 1)):
+    """Writes PNGs to {train,test}/<class>/; returns {image bytes: class}."""
+    expected = {}
+    start = 0
+    for split, count in zip(("train", "test"), per_class, strict=True):
+        for class_name in class_names:
+            for i in range(count):
+                start += 1
+                image = pixels(shape, start)
+                png = tf.io.encode_png(image).numpy()
+                write(root / split / class_name / f"{i:03d}.png", png)
+                expected[image.tobytes()] = (split, class_name)
+    return expected
+
+
+def check_images(splits, expected, class_names):
+    """Every returned image is a written one, in its split, with its class."""
+    index = {name: i for i, name in enumerate(sorted(class_names))}
+    seen = 0
+    for split, (images, labels) in (("train", splits.train), ("test", splits.test)):
+        assert images.dtype == np.uint8 and labels.dtype == np.int64
+        for image, label in zip(images, labels, strict=True):
+            split_written, class_name = expected[image.tobytes()]
+            assert (split_written, index[class_name]) == (split, label)
+            seen += 1
+    assert seen == len(expected)
+
+
+CLASS_NAMES = [
+    "kiwi",
+    "apple",
+    "fig",
+    "date",
+    "banana",
+    "lime",
+    "grape",
+    "cherry",
+    "elder",
+    "hazel",
+]
+
+
+def test_image_folder_reader(tmp_path):
+    root = tmp_path / "digits"
+    expected = write_image_folders(root, (28, 28, 1), CLASS_NAMES)
+
+    splits = data.load_splits("mnist", str(root), validation_size=0)
+
+    assert splits.source == f"images:{root}"
+    assert splits.train[0].shape == (20, 28, 28, 1)
+    assert splits.test[0].shape == (10, 28, 28, 1)
+    check_images(splits, expected, CLASS_NAMES)
+    assert splits.test[1].tolist() == list(range(10))  # apple=0 ... lime=9
+
+
+def test_image_tar_is_found_decoded_and_cached(tmp_path):
+    expected = write_image_folders(tmp_path / "src", (32, 32, 3), CLASS_NAMES)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    archive = tar_gz(data_dir / "cifar10-jpeg.tar.gz", tmp_path / "src")
+
+    first = data.load_splits("cifar10", str(data_dir), validation_size=0)
+
+    assert first.source == f"images:{archive}"
+    check_images(first, expected, CLASS_NAMES)
+    assert [path.name for path in data_dir.iterdir()] == ["cifar10-jpeg.tar.gz"]
+    assert len(list((tmp_path / "cache").glob("cifar10-*.npz"))) == 1
+    second = data.load_splits("cifar10", str(archive), validation_size=0)
+    for split in ("train", "test"):
+        for got, want in zip(
+            getattr(second, split), getattr(first, split), strict=True
+        ):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_image_folder_needs_one_folder_per_class(tmp_path):
+    write_image_folders(tmp_path, (28, 28, 1), CLASS_NAMES[:3])
+    with pytest.raises(
+        data.DataError, match="needs 10 class folders in train/, found 3"
+    ):
+        data.load_splits("mnist", str(tmp_path))
+
+
+def test_image_of_wrong_size_is_reported(tmp_path):
+    write_image_folders(tmp_path, (28, 28, 1), CLASS_NAMES)
+    write(
+        tmp_path / "test" / "fig" / "big.png",
+        tf.io.encode_png(pixels((30, 28, 1))).numpy(),
+    )
+    with pytest.raises(data.DataError, match=r"Cannot decode the images in .*test"):
+        data.load_splits("mnist", str(tmp_path))
+
+
+# ----------------------------------------------------------------------------
+# Errors and tensorflow_datasets.
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(
+        data.DataError, match="'imagenet'.*mnist, fashion_mnist, cifar10, cifar100"
+    ):
+        data.load_splits("imagenet")
+
+
+def test_nothing_usable_names_every_place_tried(tmp_path, offline):
+    (tmp_path / "notes.txt").write_text("no data here")
+    with pytest.raises(data.DataError) as error:
+        data.load_splits("cifar100", str(tmp_path))
+    message = str(error.value)
+    assert f"{tmp_path}: no cifar100 files found" in message
+    assert "tensorflow_datasets: not prepared" in message
+    assert "offline in this test" in message
+    assert "--data_dir=DIR" in message and "cifar-100-python.tar.gz" in message
+
+
+def test_missing_folder_and_no_data_dir(tmp_path, offline):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load_splits("mnist", str(tmp_path / "absent"))
+    with pytest.raises(
+        data.DataError, match="no data_dir given and SSM_DATA_DIR not set"
+    ):
+        data.load_splits("mnist")
+
+
+def test_corrupt_idx_names_the_file(tmp_path):
+    write_mnist(
+        tmp_path,
+        (pixels((2, 28, 28)), np.zeros(2, np.uint8)),
+        (pixels((1, 28, 28)), np.zeros(1, np.uint8)),
+    )
+    bad = tmp_path / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(10)))
+    with pytest.raises(data.DataError, match=f"{bad}.*bad magic number"):
+        data.load_splits("mnist", str(tmp_path), validation_size=0)
+    bad.write_bytes(gzip.compress(idx(pixels((2, 28, 28)))[:-5]))
+    with pytest.raises(data.DataError, match=f"{bad} is truncated"):
+        data.load_splits("mnist", str(tmp_path), validation_size=0)
+    bad.write_bytes(gzip.compress(idx(pixels((2, 28, 28))))[:-9])
+    with pytest.raises(data.DataError, match=f"{bad} is not a valid gzip file"):
+        data.load_splits("mnist", str(tmp_path), validation_size=0)
+
+
+def test_bad_sizes_are_refused(tmp_path):
+    write_mnist(
+        tmp_path,
+        (pixels((3, 28, 28)), np.zeros(3, np.uint8)),
+        (pixels((1, 28, 28)), np.zeros(1, np.uint8)),
+    )
+    with pytest.raises(data.DataError, match="validation_size=3"):
+        data.load_splits("mnist", str(tmp_path), validation_size=3)
+    with pytest.raises(data.DataError, match="validation_size=-1"):
+        data.load_splits("mnist", str(tmp_path), validation_size=-1)
+
+
+def test_tfds_prepared_copy_is_read_without_download(tmp_path, monkeypatch):
+    calls = []
+
+    class Builder:
+        def __init__(self, name, data_dir):
+            self.data_dir = data_dir
+
+        def is_prepared(self):
+            return self.data_dir == str(tmp_path)
+
+    def load(name, **kwargs):
+        calls.append((name, kwargs))
+        return [
+            {"image": pixels((n, 28, 28, 1)), "label": np.arange(n) % 10}
+            for n in (8, 3)
+        ]
+
+    fake = types.SimpleNamespace(builder=Builder, load=load, as_numpy=lambda x: x)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    monkeypatch.setattr(
+        data, "_why_offline", lambda: pytest.fail("checked the network")
+    )
+
+    splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=2)
+
+    assert splits.source == "tfds:fashion_mnist"
+    assert calls == [
+        (
+            "fashion_mnist",
+            dict(
+                split=["train", "test"],
+                batch_size=-1,
+                data_dir=str(tmp_path),
+                download=False,
+            ),
+        )
+    ]
+    assert [
+        len(split[1]) for split in (splits.train, splits.validation, splits.test)
+    ] == [6, 2, 3]
+
+
+def test_tfds_failure_is_reported(monkeypatch, tmp_path):
+    def builder(name, data_dir):
+        raise RuntimeError("tfds exploded")
+
+    fake = types.SimpleNamespace(builder=builder)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    with pytest.raises(
+        data.DataError, match="tensorflow_datasets: RuntimeError: tfds exploded"
+    ):
+        data.load_splits("cifar10", str(tmp_path))
+
+
+# ----------------------------------------------------------------------------
+# make_dataset.
+
+
+def batches(dataset):
+    """All batches as NumPy (images, labels) pairs."""
+    return [(images.numpy(), labels.numpy()) for images, labels in dataset]
+
+
+def test_evaluation_batches_are_raw_float_values_in_order():
+    images = pixels((10, 6, 5, 3))
+    labels = np.arange(10, dtype=np.uint8)
+
+    result = batches(
+        data.make_dataset(images, labels, 4, training=False, augment="crop_flip")
+    )
+
+    assert [batch[0].shape for batch in result] == [
+        (4, 6, 5, 3),
+        (4, 6, 5, 3),
+        (2, 6, 5, 3),
+    ]
+    assert all(
+        batch[0].dtype == np.float32 and batch[1].dtype == np.int64 for batch in result
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([b[0] for b in result]), images.astype(np.float32)
+    )
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in result]), labels)
+    dropped = batches(
+        data.make_dataset(images, labels, 4, training=False, drop_remainder=True)
+    )
+    assert len(dropped) == 2
+
+
+def test_training_shuffles_each_epoch_reproducibly():
+    images = pixels((32, 4, 4, 1))
+    labels = np.arange(32)
+    dataset = data.make_dataset(images, labels, 8, training=True, seed=5)
+
+    epochs = [np.concatenate([b[1] for b in batches(dataset)]) for _ in range(2)]
+
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(32))
+    assert not np.array_equal(epochs[0], epochs[1])
+    for images_batch, labels_batch in batches(dataset):
+        np.testing.assert_array_equal(images_batch, images[labels_batch])
+    again = data.make_dataset(images, labels, 8, training=True, seed=5)
+    assert np.array_equal(np.concatenate([b[1] for b in batches(again)]), epochs[0])
+
+
+def shifted_or_flipped(original, result):
+    """Whether `result` is `original` zero-padded by 4, cropped, maybe flipped."""
+    height, width = original.shape[:2]
+    padded = np.pad(original, [(4, 4), (4, 4), (0, 0)])
+    for flip in (False, True):
+        source = padded[:, ::-1] if flip else padded
+        for top in range(9):
+            for left in range(9):
+                if np.array_equal(
+                    source[top : top + height, left : left + width], result
+                ):
+                    return True
+    return False
+
+
+def test_crop_flip_is_a_shifted_or_flipped_copy():
+    images = (pixels((16, 6, 6, 2)) | 1).astype(np.uint8)  # No zero pixels.
+    labels = np.arange(16)
+
+    result = batches(
+        data.make_dataset(
+            images, labels, 16, training=True, augment="crop_flip", seed=1
+        )
+    )
+
+    augmented, order = result[0]
+    assert augmented.shape == (16, 6, 6, 2) and augmented.dtype == np.float32
+    changed = 0
+    for image, label in zip(augmented, order, strict=True):
+        assert shifted_or_flipped(images[label].astype(np.float32), image)
+        changed += not np.array_equal(image, images[label])
+    assert changed >= 12
+
+
+def test_flip_translate_rotate_changes_images_reproducibly():
+    images = pixels((8, 12, 12, 3))
+    labels = np.arange(8)
+
+    def run(seed):
+        dataset = data.make_dataset(
+            images, labels, 8, training=True, augment="flip_translate_rotate", seed=seed
+        )
+        return batches(dataset)[0]
+
+    augmented, order = run(seed=2)
+    assert augmented.shape == (8, 12, 12, 3) and augmented.dtype == np.float32
+    assert augmented.min() >= 0 and augmented.max() <= 255
+    for image, label in zip(augmented, order, strict=True):
+        assert not np.allclose(image, images[label])
+    again, _ = run(seed=2)
+    np.testing.assert_array_equal(again, augmented)
+    other, _ = run(seed=3)
+    assert not np.allclose(other, augmented)
+
+
+def test_augmented_epochs_differ_but_streams_repeat():
+    images = pixels((8, 6, 6, 1))
+    labels = np.arange(8)
+    dataset = data.make_dataset(
+        images, labels, 4, training=True, augment="crop_flip", seed=4
+    )
+    first, second = batches(dataset), batches(dataset)
+    assert not all(
+        np.array_equal(a[0], b[0]) for a, b in zip(first, second, strict=True)
+    )
+    again = data.make_dataset(
+        images, labels, 4, training=True, augment="crop_flip", seed=4
+    )
+    for (a, _), (b, _) in zip(
+        first + second, batches(again) + batches(again), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_augment_lists_choices():
+    with pytest.raises(
+        data.DataError, match="'mixup'.*none, crop_flip, flip_translate_rotate"
+    ):
+        data.make_dataset(
+            pixels((2, 4, 4, 1)), np.arange(2), 2, training=True, augment="mixup"
+        )
+
+
+def test_flip_translate_rotate_geometry(monkeypatch):
+    """Rotations turn about the centre; without them, a flip or nothing."""
+    spot = np.zeros((8, 9, 9, 1), np.uint8)
+    spot[:, 4, 4] = 255
+    monkeypatch.setattr(data, "_MAX_TRANSLATION", 0.0)
+    dataset = data.make_dataset(
+        spot, np.arange(8), 8, training=True, augment="flip_translate_rotate"
+    )
+    rotated = batches(dataset)[0][0]
+    np.testing.assert_allclose(rotated[:, 4, 4, 0], 255, atol=0.01)
+
+    ramp = np.tile(pixels((1, 5, 5, 1)), (16, 1, 1, 1))
+    monkeypatch.setattr(data, "_MAX_ROTATION", 0.0)
+    dataset = data.make_dataset(
+        ramp, np.arange(16), 16, training=True, augment="flip_translate_rotate"
+    )
+    kinds = [
+        "same" if np.array_equal(image, ramp[0]) else "mirror"
+        for image in batches(dataset)[0][0]
+        if np.array_equal(image, ramp[0]) or np.array_equal(image, ramp[0, :, ::-1])
+    ]
+    assert len(kinds) == 16 and set(kinds) == {"same", "mirror"}
+
+
+def test_training_stream_resumes_with_the_same_batches():
+    images = pixels((10, 6, 6, 1))
+    labels = np.arange(10)
+
+    def stream(first_epoch):
+        return batches(
+            data.make_training_stream(
+                images,
+                labels,
+                4,
+                augment="crop_flip",
+                seed=7,
+                first_epoch=first_epoch,
+                epochs=3,
+            )
+        )
+
+    full = stream(first_epoch=0)
+    assert [len(batch[1]) for batch in full] == [4, 4, 2] * 3
+    epochs = [np.concatenate([b[1] for b in full[i : i + 3]]) for i in (0, 3, 6)]
+    assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
+    assert not np.array_equal(epochs[0], epochs[1])
+    resumed = stream(first_epoch=1)
+    assert len(resumed) == 6
+    for (a_images, a_labels), (b_images, b_labels) in zip(
+        full[3:], resumed, strict=True
+    ):
+        np.testing.assert_array_equal(a_images, b_images)
+        np.testing.assert_array_equal(a_labels, b_labels)

@@ -1,0 +1,269 @@
+"""Training runs end to end: results, summaries, resuming, refusing, errors."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from tensorboard.backend.event_processing import event_accumulator
+
+from ssm_keras import config as ssm_config
+from ssm_keras import data, layers, run_dir, train, training
+
+from conftest import REPO, shared_data_dir
+
+
+def tiny_splits(shape=(8, 8, 1), classes=3, train_size=96, seed=0):
+    """A learnable toy problem: the class is the brightest of `classes` stripes."""
+    rng = np.random.default_rng(seed)
+
+    def make(size):
+        labels = rng.integers(0, classes, size)
+        images = rng.integers(0, 60, (size, *shape)).astype(np.uint8)
+        rows = shape[0] // classes
+        for index, label in enumerate(labels):
+            images[index, label * rows:(label + 1) * rows] += 150
+        return images, labels.astype(np.int64)
+
+    spec = data.DatasetSpec("toy", shape, classes)
+    return data.Splits(spec, make(train_size), make(32), make(32), source="toy")
+
+
+def tiny_config(tmp_path, **overrides):
+    settings = dict(arch="fcn", dataset="mnist", epochs=3, batch_size=32, learning_rate=0.1,
+                    validation_size=32, model_dir=str(tmp_path / "run"), verbose=0)
+    return ssm_config.TrainConfig(**{**settings, **overrides})
+
+
+def test_run_learns_and_writes_results(tmp_path):
+    results = training.run(tiny_config(tmp_path, epochs=4), splits=tiny_splits())
+    model_dir = tmp_path / "run"
+    saved = json.loads((model_dir / "results.json").read_text())
+    assert saved["status"] == "finished" and saved["epochs"] == 4
+    assert saved["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    assert saved["test_accuracy"] > 0.9  # chance is 1/3
+    assert saved["masked_weights"] == 64 * 300 + 300 * 100 + 100 * 3
+    assert 0 < saved["remaining_weights"] < saved["masked_weights"]
+    layer_sum = sum(record["remaining"] for record in saved["layers"])
+    assert layer_sum == saved["remaining_weights"]
+    assert saved["flags"]["arch"] == "fcn"
+    model = keras.saving.load_model(model_dir / "model.keras")
+    images, labels = tiny_splits().test
+    accuracy = np.mean(np.argmax(model.predict(images.astype(np.float32), verbose=0), 1) == labels)
+    assert accuracy == pytest.approx(saved["test_accuracy"])
+    history = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3, 4]
+    assert all("mask_flips" in entry and "val_accuracy" in entry for entry in history)
+    assert history[0]["mask_flips"] > 0
+    assert "test accuracy" in (model_dir / "results.txt").read_text()
+
+
+def _tags(pattern):
+    tags = {}
+    for path in glob.glob(pattern):
+        accumulator = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        accumulator.Reload()
+        for kind, names in accumulator.Tags().items():
+            if isinstance(names, list):
+                tags.setdefault(kind, set()).update(names)
+        tags.setdefault("_values", {}).update(
+            {name: [event.tensor_proto for event in accumulator.Tensors(name)]
+             for name in accumulator.Tags().get("tensors", [])})
+    return tags
+
+
+def test_tensorboard_logs(tmp_path):
+    training.run(tiny_config(tmp_path, epochs=2), splits=tiny_splits())
+    logs = tmp_path / "run" / "logs"
+    masks = _tags(str(logs / "masks" / "events.*"))
+    for tag in ("overall/remaining_percent", "overall/mask_flips", "learning_rate",
+                "overall/kept_fraction", "overall/inverted_fraction", "overall/hidden_fraction",
+                "dense_1/kept_fraction", "dense_3/hidden_fraction", "dense_2/remaining_percent",
+                "dense_1/scores"):
+        assert tag in masks["tensors"], tag
+    remaining = [tf.make_ndarray(t) for t in masks["_values"]["overall/remaining_percent"]]
+    assert len(remaining) == 2 and all(0 < float(v) < 100 for v in remaining)
+    rate = [float(tf.make_ndarray(t)) for t in masks["_values"]["learning_rate"]]
+    assert rate[0] == pytest.approx(0.1 * 0.9 ** (1 / 10), rel=1e-4)  # 1 of 10 decay epochs
+    assert "epoch_loss" in _tags(str(logs / "train" / "events.*"))["tensors"]
+    assert "epoch_accuracy" in _tags(str(logs / "validation" / "events.*"))["tensors"]
+    text = _tags(str(logs / "flags" / "events.*"))["_values"]["flags"][0]
+    assert b"--arch=fcn" in tf.make_ndarray(text).item()
+
+
+class _Crash(keras.callbacks.Callback):
+    """Stops the process' training after `epoch` epochs, as a kill would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    straight = training.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
+    config = tiny_config(tmp_path / "b", augment="crop_flip")
+    original = training._callbacks
+
+    def crashing(*args, **kwargs):
+        callbacks, checkpoint = original(*args, **kwargs)
+        return [*callbacks, _Crash(2)], checkpoint
+
+    monkeypatch.setattr(training, "_callbacks", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config, splits=splits)
+    monkeypatch.setattr(training, "_callbacks", original)
+    assert not (tmp_path / "b" / "run" / "results.json").exists()
+    resumed = training.run(config, splits=splits)
+    history = [json.loads(line) for line in
+               (tmp_path / "b" / "run" / "history.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    a = keras.saving.load_model(tmp_path / "a" / "run" / "model.keras")
+    b = keras.saving.load_model(tmp_path / "b" / "run" / "model.keras")
+    for layer_a, layer_b in zip(layers.masked_layers(a), layers.masked_layers(b)):
+        np.testing.assert_allclose(layer_a.scores.numpy(), layer_b.scores.numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(layer_a.compute_mask_values().numpy(),
+                                      layer_b.compute_mask_values().numpy())
+
+
+def test_finished_run_is_never_silently_overwritten(tmp_path):
+    splits = tiny_splits()
+    first = training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+    results_path = tmp_path / "run" / "results.json"
+    before = results_path.read_text()
+    with pytest.raises(run_dir.RunDirError, match="finished run"):
+        training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+    assert results_path.read_text() == before
+    with pytest.raises(run_dir.RunDirError, match="--learning_rate"):
+        training.run(tiny_config(tmp_path, epochs=2, learning_rate=0.2, resume=True), splits=splits)
+    resumed = training.run(tiny_config(tmp_path, epochs=2, resume=True), splits=splits)
+    assert resumed["epochs"] == 2
+    replaced = training.run(tiny_config(tmp_path, epochs=1, overwrite=True, seed=3), splits=splits)
+    assert replaced["epochs"] == 1 and replaced["flags"]["seed"] == 3
+    assert first["flags"]["seed"] == 0
+
+
+def test_baseline_and_mask_then_weights_regimes(tmp_path):
+    splits = tiny_splits()
+    mask_run = training.run(tiny_config(tmp_path / "mask", epochs=2), splits=splits)
+    baseline = training.run(tiny_config(tmp_path / "weights", regime="weights", epochs=2),
+                            splits=splits)
+    assert baseline["remaining_percent"] == 100.0 and baseline["mask"] is None
+    tuned = training.run(tiny_config(tmp_path / "tuned", regime="mask_then_weights", epochs=1,
+                                     learning_rate=1e-3,
+                                     mask_from=str(tmp_path / "mask" / "run")), splits=splits)
+    assert tuned["remaining_weights"] == mask_run["remaining_weights"]
+    trained = keras.saving.load_model(tmp_path / "mask" / "run" / "model.keras")
+    finetuned = keras.saving.load_model(tmp_path / "tuned" / "run" / "model.keras")
+    for before, after in zip(layers.masked_layers(trained), layers.masked_layers(finetuned)):
+        np.testing.assert_array_equal(before.compute_mask_values().numpy(),
+                                      after.compute_mask_values().numpy())
+        assert not np.array_equal(before.kernel.numpy(), after.kernel.numpy())
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
+    assert len(tf.config.list_logical_devices("CPU")) == 2
+    splits = tiny_splits()
+    single = training.run(tiny_config(tmp_path / "one", epochs=1), splits=splits)
+    mirrored = training.run(tiny_config(tmp_path / "two", epochs=1, strategy="mirrored"),
+                            splits=splits)
+    one = keras.saving.load_model(tmp_path / "one" / "run" / "model.keras")
+    two = keras.saving.load_model(tmp_path / "two" / "run" / "model.keras")
+    for a, b in zip(layers.masked_layers(one), layers.masked_layers(two)):
+        np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), rtol=1e-4, atol=1e-6)
+    assert mirrored["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.07)
+
+
+@pytest.fixture(scope="module")
+def cli_flags():
+    if "arch" not in flags.FLAGS:
+        train.define_flags()
+    yield flags.FLAGS
+
+
+def _run_cli(cli_flags, capsys, args):
+    cli_flags.unparse_flags()
+    cli_flags(["ssm_keras.train", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["ssm_keras.train"])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch=conv9"], "Unknown --arch='conv9'. Allowed: conv2, conv4"),
+    (["--dataset=imagenet"], "Unknown --dataset='imagenet'"),
+    (["--learning_rate=0"], "--learning_rate must be > 0"),
+    (["--learning_rate=-0.1"], "--learning_rate must be > 0"),
+    (["--batch_size=0"], "--batch_size must be > 0"),
+    (["--epochs=-1"], "--epochs must be > 0"),
+    (["--density=1.5"], "--density must be in (0, 1]"),
+    (["--mask=bernoulli", "--signed"], "--signed needs a mask kind with a signed form"),
+    (["--regime=mask_then_weights"], "--mask_from"),
+    (["--init_file=/nonexistent/init.npz", "--arch=fcn", "--dataset=mnist"], "does not exist"),
+])
+def test_cli_bad_input_one_clear_line(cli_flags, capsys, tmp_path, args, message):
+    code, err = _run_cli(cli_flags, capsys, [*args, f"--model_dir={tmp_path}/run",
+                                             f"--data_dir={shared_data_dir()}"])
+    assert code == 1
+    assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err
+
+
+def test_cli_unreachable_data_and_bad_init_files(cli_flags, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_why_offline", lambda: "no network in this test")
+    code, err = _run_cli(cli_flags, capsys, ["--arch=fcn", "--dataset=mnist",
+                                             f"--data_dir={tmp_path}/empty",
+                                             f"--model_dir={tmp_path}/run1"])
+    assert code == 1 and "Cannot load the mnist data set" in err and str(tmp_path / "empty") in err
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"not a zip file")
+    splits = tiny_splits()
+    with pytest.raises(Exception, match="not a readable ssm_keras init file"):
+        training.run(tiny_config(tmp_path / "c", init_file=str(corrupt)), splits=splits)
+    init = tmp_path / "conv.npz"
+    training.run(tiny_config(tmp_path / "d", epochs=1, save_init_file=str(init)), splits=splits)
+    with pytest.raises(Exception, match="written for arch='fcn', not arch='conv2'"):
+        training.run(tiny_config(tmp_path / "e", arch="conv2", init_file=str(init)),
+                     splits=tiny_splits(shape=(8, 8, 3)))
+
+
+def test_images_too_small_for_the_architecture(tmp_path):
+    with pytest.raises(ssm_config.ConfigError, match="needs images of at least 16x16"):
+        training.run(tiny_config(tmp_path, arch="conv8"), splits=tiny_splits(shape=(8, 8, 3)))
+
+
+def test_init_file_reproduces_the_start(tmp_path):
+    splits = tiny_splits()
+    init = tmp_path / "init.npz"
+    a = training.run(tiny_config(tmp_path / "a", epochs=1, seed=1, save_init_file=str(init)),
+                     splits=splits)
+    b = training.run(tiny_config(tmp_path / "b", epochs=1, seed=2, init_file=str(init)),
+                     splits=splits)
+    assert a["remaining_weights"] != 0
+    model_a = keras.saving.load_model(tmp_path / "a" / "run" / "model.keras")
+    model_b = keras.saving.load_model(tmp_path / "b" / "run" / "model.keras")
+    for la, lb in zip(layers.masked_layers(model_a), layers.masked_layers(model_b)):
+        np.testing.assert_array_equal(la.kernel.numpy(), lb.kernel.numpy())
+    with pytest.raises(Exception, match="already exists"):
+        training.run(tiny_config(tmp_path / "c", epochs=1, save_init_file=str(init)), splits=splits)
+
+
+def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "ssm_keras.train", "--arch=resnet21", f"--model_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: Unknown --arch='resnet21'")
+    assert "Traceback" not in completed.stderr
