@@ -17,7 +17,7 @@ setuptools.setup(
         "tensorflow>=2.16",
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
-        "keras-tuner>=1.4",
+        "keras-tuner[bayesian]>=1.4",
         "absl-py>=1.0",
         "tensorboard>=2.16",
         "numpy>=1.26",
@@ -27,6 +27,8 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "ssm-train=ssm_keras.train:cli",
+            "ssm-export=ssm_keras.export:cli",
+            "ssm-tune=ssm_keras.tune:cli",
         ],
     },
 )

@@ -346,6 +346,11 @@ def main(argv):
     return run(flags.FLAGS)
 
 
-if __name__ == "__main__":
+def cli():
+    """The `ssm-export` console script."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

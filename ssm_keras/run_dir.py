@@ -33,6 +33,12 @@ def checkpoint_dir(model_dir):
     return os.path.join(model_dir, "checkpoint")
 
 
+def read_state(model_dir):
+    """The checkpoint `state.json` of `model_dir`, or None if there is none."""
+    path = os.path.join(checkpoint_dir(model_dir), "state.json")
+    return read_json(path) if os.path.isfile(path) else None
+
+
 def _differences(saved, wanted, allow_epochs):
     ignored = set(_RESTART_KEYS) | ({"epochs"} if allow_epochs else set())
     return [f"--{key}: {saved.get(key)!r} -> {wanted.get(key)!r}"
@@ -54,7 +60,6 @@ def prepare(model_dir, flags, resume=False, overwrite=False):
     """
     results_path = os.path.join(model_dir, "results.json")
     flags_path = os.path.join(model_dir, "flags.json")
-    state_path = os.path.join(checkpoint_dir(model_dir), "state.json")
     finished = os.path.isfile(results_path)
     if overwrite and os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
@@ -73,7 +78,7 @@ def prepare(model_dir, flags, resume=False, overwrite=False):
                 f"({'; '.join(differences)}). Use the same flags to resume it, "
                 "--overwrite to replace it, or another --model_dir."
             )
-        state = read_json(state_path) if os.path.isfile(state_path) else None
+        state = read_state(model_dir)
         if finished and state and flags["epochs"] <= state["epoch"]:
             raise RunDirError(
                 f"--model_dir={model_dir} already trained {state['epoch']} epochs; "

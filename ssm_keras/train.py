@@ -58,11 +58,14 @@ HELP = {
     "model_dir": "Run directory (default: runs/<arch>-<mask>-<dataset>-seed<seed>).",
     "resume": "Continue a finished run in --model_dir to a larger --epochs.",
     "overwrite": "Replace a run already in --model_dir.",
-    "strategy": "default, one_device, mirrored, multi_worker_mirrored (TF_CONFIG) or tpu.",
+    "strategy": "default, one_device, mirrored or tpu (multi_worker_mirrored is refused: "
+                "Keras 3 fit fails under it, keras-team/keras#20585).",
     "tpu": "TPU name or address (or 'local') for --strategy=tpu.",
     "mixed_precision": "float32, mixed_float16 or mixed_bfloat16.",
     "jit_compile": "Compile training steps with XLA.",
     "steps_per_execution": "Training steps per call into TensorFlow (helps small models).",
+    "run_eagerly": "Run the model eagerly, without tf.function graphs (debugging; slow, "
+                   "but starts at once).",
     "verbose": "0: silent, 1: progress bar, 2: one line per epoch (default: 1 on a terminal, else 2).",
 }
 
@@ -74,7 +77,8 @@ USER_ERRORS = (
 )
 
 
-def _base_type(annotation):
+def base_type(annotation):
+    """`int` for `int | None`: the type of a `TrainConfig`-style field's flag."""
     options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     return options[0] if options else annotation
 
@@ -84,7 +88,7 @@ def define_flags(flag_values=flags.FLAGS):
     definers = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
                 float: flags.DEFINE_float, str: flags.DEFINE_string}
     for field in dataclasses.fields(ssm_config.TrainConfig):
-        definer = definers[_base_type(field.type)]
+        definer = definers[base_type(field.type)]
         definer(field.name, field.default, HELP[field.name], flag_values=flag_values)
 
 

@@ -6,6 +6,8 @@ scope, trains with per-epoch checkpoints (a killed run restarted with the
 same command resumes and ends exactly where an uninterrupted one would),
 writes TensorBoard summaries, evaluates on the test split once, and writes
 `model.keras`, `results.json` and `results.txt` (see `ssm_keras.run_dir`).
+Its steps `prepare_data`, `make_model` and `fit` also train the trials of
+`ssm_keras.tuning`, so that a trial trains exactly like a run.
 """
 
 import json
@@ -98,24 +100,31 @@ def build_model(config, spec):
 
 
 def compile_model(model, config, steps_per_epoch):
+    """Compiles `model` with `make_optimizer`, sparse cross-entropy and accuracy."""
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
+        run_eagerly=config.run_eagerly,
     )
+
+
+def stateful_callbacks(config):
+    """The callbacks whose state a checkpoint keeps: `ReduceLROnPlateau` for `plateau`."""
+    if config.lr_schedule != "plateau":
+        return []
+    return [keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss" if config.validation_size else "loss",
+        factor=config.plateau_factor, patience=config.plateau_patience,
+    )]
 
 
 def _callbacks(config, model_dir, restored, clock, chief):
     log_dir = os.path.join(model_dir, "logs") if chief else None
     monitor = ssm_callbacks.MaskMonitor(log_dir)
-    stateful = []
-    if config.lr_schedule == "plateau":
-        stateful.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss" if config.validation_size else "loss",
-            factor=config.plateau_factor, patience=config.plateau_patience,
-        ))
+    stateful = stateful_callbacks(config)
     checkpoint = ssm_callbacks.RunCheckpoint(
         run_dir.checkpoint_dir(model_dir), stateful=stateful, clock=clock,
         write=chief, restored=restored,
@@ -228,7 +237,10 @@ def run(config, splits=None, strategy=None):
     model_dir = config.model_dir or default_model_dir(config)
     chief = distribute.is_chief()
     flags = {**config.to_dict(), "model_dir": model_dir}
-    restored = run_dir.prepare(model_dir, flags, config.resume, config.overwrite) if chief else None
+    if chief:
+        restored = run_dir.prepare(model_dir, flags, config.resume, config.overwrite)
+    else:  # other workers resume from the chief's checkpoint, on a shared file system
+        restored = run_dir.read_state(model_dir)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
         return _train(config, model_dir, splits, strategy, restored, chief)
@@ -236,8 +248,13 @@ def run(config, splits=None, strategy=None):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _train(config, model_dir, splits, strategy, restored, chief):
-    strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+def prepare_data(config, splits=None):
+    """`splits`, or the data of `config` loaded; checked to fit `config.arch`.
+
+    Raises:
+        DataError: the data cannot be loaded.
+        ConfigError: its images do not fit the architecture.
+    """
     splits = splits or data.load_splits(
         config.dataset, config.data_dir, config.validation_size, config.seed, config.max_examples
     )
@@ -245,16 +262,62 @@ def _train(config, model_dir, splits, strategy, restored, chief):
         models.check_input_shape(config.arch, splits.spec.image_shape)
     except ValueError as error:
         raise ssm_config.ConfigError(f"--dataset={config.dataset}: {error}") from None
-    train_images, train_labels = splits.train
-    steps_per_epoch = math.ceil(len(train_labels) / config.batch_size)
+    return splits
+
+
+def steps_per_epoch(config, splits):
+    """`ceil(N_train / batch_size)`: the last, smaller batch is kept."""
+    return math.ceil(len(splits.train[1]) / config.batch_size)
+
+
+def make_model(config, splits, strategy, checkpoint=None):
+    """The compiled model of a run, in `strategy`'s scope.
+
+    Built and compiled from `config`, or, given a checkpoint folder (see
+    `callbacks.RunCheckpoint`), loaded from it with its optimiser state.
+    """
     with strategy.scope():
-        if restored:
-            model = keras.saving.load_model(
-                os.path.join(run_dir.checkpoint_dir(model_dir), "model.keras")
-            )
-        else:
-            model = build_model(config, splits.spec)
-            compile_model(model, config, steps_per_epoch)
+        if checkpoint:
+            return keras.saving.load_model(os.path.join(checkpoint, "model.keras"))
+        model = build_model(config, splits.spec)
+        compile_model(model, config, steps_per_epoch(config, splits))
+    return model
+
+
+def fit(model, config, splits, callbacks, initial_epoch=0):
+    """Trains `model` for epochs `initial_epoch` to `config.epochs - 1`.
+
+    Epoch `e` sees the batches of `data.make_training_stream` for `(seed, e)`
+    and is validated on `splits.validation` (when it is not empty), so a run
+    resumed at epoch `e` ends like one never interrupted. Does nothing when
+    `initial_epoch >= config.epochs`.
+    """
+    if initial_epoch >= config.epochs:
+        return
+    train_stream = data.make_training_stream(
+        *splits.train, config.batch_size, augment=config.augment,
+        seed=config.seed, first_epoch=initial_epoch, epochs=config.epochs,
+    )
+    validation = None
+    if len(splits.validation[1]):
+        validation = data.make_dataset(*splits.validation, config.batch_size, training=False)
+    model.fit(
+        train_stream,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch(config, splits),
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2),
+        shuffle=False,  # the stream is shuffled per epoch already
+    )
+
+
+def _train(config, model_dir, splits, strategy, restored, chief):
+    strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+    splits = prepare_data(config, splits)
+    model = make_model(config, splits, strategy,
+                       run_dir.checkpoint_dir(model_dir) if restored else None)
     initial_epoch = restored["epoch"] if restored else 0
     previous_time = (restored or {}).get("wall_time_s") or 0.0
     start = time.time()
@@ -265,24 +328,7 @@ def _train(config, model_dir, splits, strategy, restored, chief):
     if chief and not restored:
         _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
     callbacks, checkpoint = _callbacks(config, model_dir, restored, clock, chief)
-    train_stream = data.make_training_stream(
-        train_images, train_labels, config.batch_size, augment=config.augment,
-        seed=config.seed, first_epoch=initial_epoch, epochs=config.epochs,
-    )
-    validation = None
-    if len(splits.validation[1]):
-        validation = data.make_dataset(*splits.validation, config.batch_size, training=False)
-    if initial_epoch < config.epochs:
-        model.fit(
-            train_stream,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation,
-            callbacks=callbacks,
-            verbose=config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2),
-            shuffle=False,  # the stream is shuffled per epoch already
-        )
+    fit(model, config, splits, callbacks, initial_epoch)
     evaluations = {
         "validation": _evaluate(model, *splits.validation, config.batch_size),
         "test": _evaluate(model, *splits.test, config.batch_size),

@@ -91,7 +91,8 @@ def test_batch_norm_uses_batch_statistics_in_training_and_moving_averages_at_inf
     assert not np.allclose(inferred, trained, atol=1e-2)
 
 
-ALL_ARCHS = sorted(models.ARCHITECTURES)
+# The other architectures train a step in tests/test_flagfiles.py.
+ALL_ARCHS = ["fcn", "resnet32", "resnet44"]
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)

@@ -1,0 +1,309 @@
+"""Reproduces the paper's table: runs the experiments, aggregates, plots.
+
+    python scripts/reproduce.py --data_dir=../shared/data
+    python scripts/reproduce.py --experiments=fcn_mnist_signed,fcn_mnist_baseline \\
+        --seeds=0,1,2 --runs_dir=runs/reproduce --epochs=5
+    python scripts/reproduce.py --aggregate_only     # table and plots of what is finished
+
+Experiments are the stems of the flagfiles in `flags/` that belong to the
+paper's table (DESIGN section 6): `<model>_<data>_signed` and
+`<model>_<data>_baseline`. Each missing run is one subprocess
+
+    python -m ssm_keras.train --flagfile=flags/<experiment>.flags --seed=S \\
+        --model_dir=<runs_dir>/<experiment>/seed<S> [--data_dir=...] [extra flags]
+
+where extra flags (any flag of `ssm_keras.train`, e.g. `--epochs=5` for a
+shorter schedule) come after the flagfile and override it. A run whose
+`results.json` exists is finished and skipped; an interrupted one resumes.
+
+Then, from every finished run's `results.json`, it writes
+`<runs_dir>/table.md` and `table.json`: per model, the mean and sample
+standard deviation over seeds (`sqrt(sum (x - mean)^2 / (n - 1))`) of the
+test accuracy and of the remaining weights, next to the paper's numbers,
+with the epochs trained (so a shortened schedule shows). Plots
+(`ssm_keras.plots`):
+
+- `<runs_dir>/accuracy_vs_remaining.png`: test accuracy against remaining
+  weights, ours (mean and standard deviation) and the paper's;
+- `<runs_dir>/validation_accuracy.png`: mean validation-accuracy curve per
+  experiment, with a band of one standard deviation;
+- `<runs_dir>/<experiment>/mask_composition.png`: per-layer kept, inverted
+  and hidden weights, averaged over seeds;
+- every run directory: `mask_composition.png` and `training_curves.png`.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+from ssm_keras import plots
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# DESIGN section 6: the paper's means (test accuracy in %, remaining weights).
+PAPER = {
+    "fcn_mnist": ("FCN", "MNIST", 97.42, 97.48, 3.77, "10.1K"),
+    "conv2_cifar10": ("Conv2", "CIFAR-10", 68.79, 68.37, 0.60, "25.8K"),
+    "conv4_cifar10": ("Conv4", "CIFAR-10", 74.50, 77.40, 2.91, "69.8K"),
+    "conv6_cifar10": ("Conv6", "CIFAR-10", 75.91, 79.17, 2.36, "54.3K"),
+    "conv8_cifar10": ("Conv8", "CIFAR-10", 72.24, 80.91, 1.17, "62.0K"),
+    "resnet20_cifar10": ("ResNet-20", "CIFAR-10", 84.91, 81.68, 21.13, "52.8K"),
+    "resnet20x2_cifar10": ("ResNet-20x2", "CIFAR-10", 86.80, 84.42, 7.69, "76.9K"),
+    "resnet20x3_cifar10": ("ResNet-20x3", "CIFAR-10", 87.32, 84.89, 4.06, "89.3K"),
+    "resnet56_cifar100": ("ResNet-56", "CIFAR-100", 68.04, 60.01, 29.39, "247K"),
+    "resnet110_cifar100": ("ResNet-110", "CIFAR-100", 62.70, 46.42, 20.64, "351K"),
+}
+VARIANTS = ("signed", "baseline")
+EXPERIMENTS = tuple(f"{model}_{variant}" for model in PAPER for variant in VARIANTS)
+
+
+def parse_args(argv):
+    """`(args, extra)`: this script's flags, and the flags passed to training."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", default=",".join(EXPERIMENTS),
+                        help="comma-separated flagfile stems (default: the whole table)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--runs_dir", default="runs/reproduce")
+    parser.add_argument("--data_dir", default=None, help="passed to ssm_keras.train")
+    parser.add_argument("--flags_dir", default=str(REPO / "flags"))
+    parser.add_argument("--aggregate_only", action="store_true",
+                        help="train nothing; table and plots of the finished runs")
+    args, extra = parser.parse_known_args(argv)
+    args.experiments = [name.strip() for name in args.experiments.split(",") if name.strip()]
+    unknown = sorted(set(args.experiments) - set(EXPERIMENTS))
+    if unknown:
+        parser.error(f"unknown experiments {unknown}; choose from {', '.join(EXPERIMENTS)}")
+    args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    return args, extra
+
+
+def split_experiment(name):
+    """`("conv4_cifar10", "signed")` from `"conv4_cifar10_signed"`."""
+    model, _, variant = name.rpartition("_")
+    return model, variant
+
+
+def run_dir(runs_dir, experiment, seed):
+    return os.path.join(runs_dir, experiment, f"seed{seed}")
+
+
+def is_finished(model_dir):
+    return os.path.isfile(os.path.join(model_dir, "results.json"))
+
+
+# Training.
+def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):
+    """The `python -m ssm_keras.train` command line of one run."""
+    command = [sys.executable, "-m", "ssm_keras.train", f"--flagfile={flagfile}",
+               f"--model_dir={model_dir}"]
+    if seed is not None:
+        command.append(f"--seed={seed}")
+    if data_dir:
+        command.append(f"--data_dir={data_dir}")
+    return command + list(extra)
+
+
+def subprocess_runner(command):
+    """Runs `command`, output to this terminal; returns its exit status."""
+    print("$ " + " ".join(command), flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def train_if_missing(command, model_dir, runner=subprocess_runner):
+    """Runs `command` unless `model_dir` holds a finished run.
+
+    Returns `"finished"` (already there), `"trained"` or `"failed"`.
+    """
+    if is_finished(model_dir):
+        return "finished"
+    return "trained" if runner(command) == 0 and is_finished(model_dir) else "failed"
+
+
+def train_missing(args, extra, runner=subprocess_runner):
+    """Trains every missing run; returns `{model_dir: status}`."""
+    statuses = {}
+    for experiment in args.experiments:
+        flagfile = os.path.join(args.flags_dir, f"{experiment}.flags")
+        for seed in args.seeds:
+            model_dir = run_dir(args.runs_dir, experiment, seed)
+            command = train_command(flagfile, model_dir, seed, args.data_dir, extra)
+            statuses[model_dir] = train_if_missing(command, model_dir, runner)
+    return statuses
+
+
+# Aggregation.
+def mean_std(values):
+    """`(mean, sample standard deviation)`; the deviation is None for n < 2."""
+    values = list(values)
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def load_results(runs_dir, experiment, seeds):
+    """`{seed: results dict}` of the finished runs of one experiment."""
+    found = {}
+    for seed in seeds:
+        path = os.path.join(run_dir(runs_dir, experiment, seed), "results.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as file:
+                found[seed] = json.load(file)
+    return found
+
+
+def aggregate(runs_dir, experiments, seeds):
+    """Per experiment: seeds found, epochs, and mean and standard deviation of
+    test accuracy (%), remaining weights (%) and their count."""
+    table = {}
+    for experiment in experiments:
+        runs = load_results(runs_dir, experiment, seeds)
+        record = {"seeds": sorted(runs), "epochs": sorted({r["epochs"] for r in runs.values()})}
+        for key, scale in (("test_accuracy", 100.0), ("remaining_percent", 1.0),
+                           ("remaining_weights", 1.0)):
+            mean, std = mean_std(scale * r[key] for r in runs.values())
+            record[key] = {"mean": mean, "std": std}
+        table[experiment] = record
+    return table
+
+
+def _cell(stats, digits=2, suffix=""):
+    if stats["mean"] is None:
+        return "-"
+    text = f"{stats['mean']:.{digits}f}"
+    if stats["std"] is not None:
+        text += f" ± {stats['std']:.{digits}f}"
+    return text + suffix
+
+
+def _count(stats):
+    if stats["mean"] is None:
+        return "-"
+    text = f"{stats['mean'] / 1000:.1f}K"
+    return text if stats["std"] is None else f"{text} ± {stats['std'] / 1000:.1f}K"
+
+
+def _runs(record):
+    epochs = "/".join(map(str, record["epochs"])) or "-"
+    return f"{len(record['seeds'])} × {epochs}"
+
+
+def format_table(table, extra=()):
+    """The markdown table: ours (mean ± std over seeds) next to the paper."""
+    lines = [
+        "Test accuracy (%) and remaining weights: ours are the mean ± sample standard "
+        "deviation over seeds; runs = seeds × epochs trained. "
+        + (f"Schedule: the flagfiles with {' '.join(extra)}." if extra
+           else "Schedule: the flagfiles' (the paper's)."),
+        "",
+        "| model | data | baseline (paper) | baseline (ours) | runs | signed supermask (paper) "
+        "| signed supermask (ours) | remaining (paper) | remaining (ours) | runs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model, (name, data, paper_base, paper_signed, paper_rest, paper_count) in PAPER.items():
+        base = table.get(f"{model}_baseline")
+        signed = table.get(f"{model}_signed")
+        if base is None and signed is None:
+            continue
+        empty = {"seeds": [], "epochs": [],
+                 **{k: {"mean": None, "std": None}
+                    for k in ("test_accuracy", "remaining_percent", "remaining_weights")}}
+        base, signed = base or empty, signed or empty
+        remaining = _cell(signed["remaining_percent"], suffix="%")
+        if signed["remaining_weights"]["mean"] is not None:
+            remaining += f" ({_count(signed['remaining_weights'])})"
+        lines.append(
+            f"| {name} | {data} | {paper_base:.2f} | {_cell(base['test_accuracy'])} "
+            f"| {_runs(base)} | {paper_signed:.2f} | {_cell(signed['test_accuracy'])} "
+            f"| {paper_rest:.2f}% ({paper_count}) | {remaining} | {_runs(signed)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# Plots.
+def mean_curve(histories, key):
+    """Mean and standard deviation of `plots.curve_data(history)[key]` per
+    epoch, over the runs that reached that epoch."""
+    series = [plots.curve_data(history).get(key, []) for history in histories]
+    epochs, means, stds = [], [], []
+    for index in range(max(map(len, series), default=0)):
+        mean, std = mean_std(values[index] for values in series if len(values) > index)
+        epochs.append(index + 1)
+        means.append(mean)
+        stds.append(std or 0.0)
+    return {"epochs": epochs, "values": means, "std": stds}
+
+
+def write_plots(runs_dir, table):
+    """Per-run plots, per-experiment mask composition, and the two summaries."""
+    paths = []
+    points, curves = [], []
+    for experiment, record in table.items():
+        model, variant = split_experiment(experiment)
+        runs = [plots.load_run(run_dir(runs_dir, experiment, seed)) for seed in record["seeds"]]
+        if not runs:
+            continue
+        for seed in record["seeds"]:
+            paths += plots.plot_run(run_dir(runs_dir, experiment, seed))
+        label = f"{PAPER[model][0]} {variant}"
+        if variant == "signed":
+            layers = plots.mean_layers([results["layers"] for results, _ in runs])
+            paths.append(plots.plot_mask_composition(
+                layers, os.path.join(runs_dir, experiment, plots.COMPOSITION_FILE),
+                f"{label}: mean over {len(runs)} seed(s)"))
+        points.append({
+            "label": label,
+            "remaining_percent": record["remaining_percent"]["mean"],
+            "remaining_std": record["remaining_percent"]["std"],
+            "accuracy": record["test_accuracy"]["mean"],
+            "accuracy_std": record["test_accuracy"]["std"],
+        })
+        paper = PAPER[model]
+        points.append({"label": label, "paper": True,
+                       "remaining_percent": paper[4] if variant == "signed" else 100.0,
+                       "accuracy": paper[3] if variant == "signed" else paper[2]})
+        curve = mean_curve([history for _, history in runs], "val_accuracy")
+        if curve["epochs"]:
+            curves.append({"label": label, **curve})
+    if points:
+        paths.append(plots.plot_accuracy_vs_remaining(
+            points, os.path.join(runs_dir, "accuracy_vs_remaining.png"),
+            "test accuracy against remaining weights (hollow: paper)"))
+    if curves:
+        paths.append(plots.plot_accuracy_curves(
+            curves, os.path.join(runs_dir, "validation_accuracy.png"),
+            "validation accuracy, mean over seeds"))
+    return paths
+
+
+def main(argv=None, runner=subprocess_runner):
+    """Trains what is missing, then writes the table and the plots.
+
+    Returns 0, or 1 when a run failed (the table holds the others).
+    """
+    args, extra = parse_args(sys.argv[1:] if argv is None else argv)
+    statuses = {} if args.aggregate_only else train_missing(args, extra, runner)
+    table = aggregate(args.runs_dir, args.experiments, args.seeds)
+    os.makedirs(args.runs_dir, exist_ok=True)
+    text = format_table(table, extra)
+    with open(os.path.join(args.runs_dir, "table.md"), "w", encoding="utf-8") as file:
+        file.write(text)
+    with open(os.path.join(args.runs_dir, "table.json"), "w", encoding="utf-8") as file:
+        json.dump({"extra_flags": extra, "seeds": args.seeds, "runs": statuses,
+                   "experiments": table}, file, indent=2)
+    write_plots(args.runs_dir, table)
+    print(text)
+    failed = [path for path, status in statuses.items() if status == "failed"]
+    for path in failed:
+        print(f"error: the run in {path} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

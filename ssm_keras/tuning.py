@@ -1,0 +1,562 @@
+"""Hyperparameter search over supermasks with Keras Tuner.
+
+`run(search, config)` searches the hyperparameters of the training run
+`config` (a `TrainConfig`) with Keras Tuner. Every trial is trained by the
+code of `training.run` (`prepare_data`, `make_model`, `fit`): the same data,
+seeded model, compile, batches and number of epochs, so the objective a trial
+records is what `python -m ssm_keras.train --flagfile=<the trial's flags>`
+gets.
+
+Search space: one `TrainConfig` field per hyperparameter, searched between the
+ends of its `--<name>_range=LOW:HIGH` flag (equal ends fix it):
+
+| hyperparameter  | scale  | default       | searched for                          |
+| --------------- | ------ | ------------- | ------------------------------------- |
+| `learning_rate` | log    | `0.01:0.2`    | every run                             |
+| `weight_decay`  | log    | `1e-4:2e-3`   | every run (the paper's sense)         |
+| `tau_fraction`  | linear | `0.2:0.6`     | threshold masks (`signed`, `binary`)  |
+| `density`       | log    | `0.02:0.5`    | top-k masks (`topk`, `signed_topk`)   |
+| `init_factor`   | log    | `2:8`         | `elus` weights                        |
+
+(`tau_fraction`, `density` and `init_factor` only where they shape the start:
+`--regime=mask` from a seed, not from `--init_file`.)
+
+Objective, maximised, the value at a trial's last epoch on the validation
+split (never the test split):
+
+    val_accuracy
+    val_sparse_objective = val_accuracy - sparsity_weight * remaining_percent / 100
+
+Both, and the remaining weights, are recorded for every trial.
+
+The project folder `directory/project_name`:
+
+    oracle.json, tuner*.json,      Keras Tuner's state: a search started again
+    trial_<id>/trial.json          with the same command continues it
+    trial_<id>/flags.txt           the trial's flagfile for ssm_keras.train
+    trial_<id>/checkpoint/         the trial's training state after each epoch
+                                   (kept after the trial by Hyperband only)
+    tensorboard/<id>/execution0/   TensorBoard: train/, validation/, masks/, hparams
+    search.json                    the search's settings
+    trials.csv, best.flags         the summary of all trials, the best trial's flags
+"""
+
+import csv
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+
+import keras
+import keras_tuner
+
+from ssm_keras import callbacks as ssm_callbacks
+from ssm_keras import distribute, masking, run_dir, train, training
+
+OBJECTIVES = ("val_accuracy", "sparse")
+SPARSE_OBJECTIVE = "val_sparse_objective"
+# Scale of each tunable `TrainConfig` field.
+SCALES = {
+    "learning_rate": "log",
+    "weight_decay": "log",
+    "tau_fraction": "linear",
+    "density": "log",
+    "init_factor": "log",
+}
+# What a trial reports, besides its objective.
+TRIAL_METRICS = ("epochs", "val_accuracy", SPARSE_OBJECTIVE, "remaining_percent",
+                 "remaining_weights")
+# Settings a search may change when it is started again.
+_RESTART_KEYS = ("max_trials",)
+
+
+class TuneError(keras_tuner.errors.FatalError):
+    """A search that cannot run as asked; the message says why.
+
+    A Keras Tuner `FatalError`: raised inside a trial, it stops the search
+    instead of failing that trial only.
+    """
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """The settings of a search; the field names are the `ssm_keras.tune` flags."""
+
+    tuner: str = "random"
+    max_trials: int = 10
+    directory: str | None = None
+    project_name: str | None = None
+    objective: str = "val_accuracy"
+    sparsity_weight: float = 0.1
+    learning_rate_range: str = "0.01:0.2"
+    weight_decay_range: str = "1e-4:2e-3"
+    tau_fraction_range: str = "0.2:0.6"
+    density_range: str = "0.02:0.5"
+    init_factor_range: str = "2:8"
+    hyperband_factor: int = 3
+    hyperband_iterations: int = 1
+
+    @property
+    def objective_name(self):
+        """The metric Keras Tuner maximises."""
+        return SPARSE_OBJECTIVE if self.objective == "sparse" else "val_accuracy"
+
+    def validate(self):
+        """Raises TuneError on the first bad setting."""
+        if not self.directory:
+            raise TuneError(
+                "--directory is required: the folder that holds the search (its trials, "
+                "the state to continue it from, the best flagfile)."
+            )
+        for name, allowed in (("tuner", tuple(TUNERS)), ("objective", OBJECTIVES)):
+            if getattr(self, name) not in allowed:
+                raise TuneError(f"Unknown --{name}={getattr(self, name)!r}. "
+                                f"Allowed: {', '.join(allowed)}.")
+        for name, least in (("max_trials", 1), ("hyperband_factor", 2),
+                            ("hyperband_iterations", 1), ("sparsity_weight", 0)):
+            if not getattr(self, name) >= least:
+                raise TuneError(f"--{name} must be >= {least}. "
+                                f"Received: --{name}={getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a hyperparameter is searched over: `[low, high]`."""
+
+    low: float
+    high: float
+    sampling: str
+
+    def declare(self, hp, name):
+        """Adds the hyperparameter to `hp` (fixed when `low == high`); returns its value."""
+        if self.low == self.high:
+            return hp.Fixed(name, self.low)
+        return hp.Float(name, self.low, self.high, sampling=self.sampling)
+
+
+def parse_range(name, text):
+    """The `Range` of `--<name>_range=LOW:HIGH`.
+
+    Raises:
+        TuneError: not two numbers, `LOW > HIGH`, or `LOW <= 0` on a log scale.
+    """
+    flag = f"--{name}_range"
+    try:
+        low, high = (float(part) for part in text.split(":"))
+    except ValueError:
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise TuneError(f"{flag} must be LOW:HIGH, two numbers (equal to fix the value). "
+                        f"Received: {flag}={text!r}")
+    if low > high:
+        raise TuneError(f"{flag} is inverted: LOW must be <= HIGH. Received: {flag}={text}")
+    if SCALES[name] == "log" and low <= 0:
+        raise TuneError(f"{flag} is searched on a log scale and needs LOW > 0. "
+                        f"Received: {flag}={text}")
+    return Range(low, high, SCALES[name])
+
+
+def tuned_names(config):
+    """The hyperparameters that change what `config` trains."""
+    names = ["learning_rate", "weight_decay"]
+    from_seed = config.regime == "mask" and not config.init_file
+    if from_seed and config.mask_kind in masking.THRESHOLD_KINDS:
+        names.append("tau_fraction")
+    if from_seed and config.mask_kind in masking.TOPK_KINDS:
+        names.append("density")
+    if (config.regime != "mask_then_weights" and not config.init_file
+            and config.weight_init == "elus"):
+        names.append("init_factor")
+    return names
+
+
+def search_space(search, config):
+    """`{TrainConfig field: Range}` of the search; both ends of each range are checked.
+
+    Raises:
+        TuneError: a malformed range, or an end that `TrainConfig.validate` refuses.
+    """
+    space = {}
+    for name in tuned_names(config):
+        text = getattr(search, f"{name}_range")
+        bounds = parse_range(name, text)
+        for end in (bounds.low, bounds.high):
+            try:
+                dataclasses.replace(config, **{name: end}).validate()
+            except train.USER_ERRORS as error:
+                raise TuneError(f"--{name}_range={text}: {error}") from None
+        space[name] = bounds
+    return space
+
+
+def flagfile_text(config):
+    """The `ssm_keras.train` flagfile of `config`: every setting but where a run goes."""
+    return run_dir.to_flagfile(_training_settings(config))
+
+
+def _training_settings(config):
+    return {**config.to_dict(), "model_dir": None, "resume": None, "overwrite": None,
+            "verbose": None}
+
+
+def _fatal_user_errors(method):
+    """Turns the user errors of `train.USER_ERRORS` into `TuneError`s."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except train.USER_ERRORS as error:
+            raise TuneError(str(error)) from None
+
+    return wrapper
+
+
+class SparseObjective(keras.callbacks.Callback):
+    """Adds the sparsity-aware objective to the epoch logs.
+
+    `val_sparse_objective = val_accuracy - weight * remaining_percent / 100`:
+    accuracy traded against the fraction of weights that remain. Put it after
+    `callbacks.MaskMonitor`, which adds `remaining_percent`.
+
+    Args:
+        weight: the trade-off `lambda >= 0`.
+    """
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs[SPARSE_OBJECTIVE] = (logs["val_accuracy"]
+                                  - self.weight * logs["remaining_percent"] / 100)
+
+
+class SupermaskHyperModel(keras_tuner.HyperModel):
+    """The trials of a search: each trains like `training.run` with its flags.
+
+    `build(hp)` declares the search space and returns the compiled model of
+    the trial's `TrainConfig`; `fit(hp, model, ...)` trains it for the
+    trial's epochs and returns the metrics of its last epoch.
+
+    Args:
+        config: the `TrainConfig` of every trial, but for the tuned fields.
+        space: `{TrainConfig field: Range}`.
+        splits: the data, a `data.Splits`.
+        strategy: the `tf.distribute.Strategy` of each trial.
+        sparsity_weight: `lambda` of `val_sparse_objective`.
+    """
+
+    def __init__(self, config, space, splits, strategy, sparsity_weight):
+        super().__init__(name="supermask")
+        self.config = config
+        self.space = space
+        self.splits = splits
+        self.strategy = strategy
+        self.sparsity_weight = sparsity_weight
+
+    def declare_hyperparameters(self, hp):
+        for name, bounds in self.space.items():
+            bounds.declare(hp, name)
+
+    def config_for(self, values):
+        """The `TrainConfig` of the trial with these hyperparameter values.
+
+        A Hyperband trial trains for its `tuner/epochs`.
+        """
+        return dataclasses.replace(
+            self.config, **{name: values[name] for name in self.space},
+            epochs=values.get("tuner/epochs", self.config.epochs),
+        )
+
+    @_fatal_user_errors
+    def build(self, hp):
+        self.declare_hyperparameters(hp)
+        return training.make_model(self.config_for(hp.values), self.splits, self.strategy)
+
+    @_fatal_user_errors
+    def fit(self, hp, model, *, trial_dir, parent_dir=None, callbacks=(), **hyperband_args):
+        """Trains the trial; returns `TRIAL_METRICS` and both objectives of its last epoch.
+
+        A trial goes on from a training state when that ends exactly like
+        training from scratch: its own (an interrupted attempt), else, for a
+        Hyperband trial that continues the one in `parent_dir`, that one's,
+        unless the learning-rate schedule depends on the number of epochs
+        (`cosine`). `hyperband_args` (`epochs`, `initial_epoch`) are in `hp`.
+        """
+        config = self.config_for(hp.values)
+        with open(os.path.join(trial_dir, "flags.txt"), "w", encoding="utf-8") as file:
+            file.write(flagfile_text(config))
+        checkpoint = _checkpoint_to_continue(config, trial_dir, parent_dir)
+        if checkpoint:
+            model = training.make_model(config, self.splits, self.strategy, checkpoint)
+        elif parent_dir:
+            model = self.build(hp)  # Keras Tuner loaded the parent's best weights into `model`.
+        restored = run_dir.read_json(os.path.join(checkpoint, "state.json")) if checkpoint else None
+        stateful = training.stateful_callbacks(config)
+        recorder = ssm_callbacks.RunCheckpoint(
+            run_dir.checkpoint_dir(trial_dir), stateful=stateful, restored=restored
+        )
+        log_dir = next((callback.log_dir for callback in callbacks
+                        if isinstance(callback, keras.callbacks.TensorBoard)), None)
+        monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight)]
+        training.fit(model, config, self.splits, [*monitors, *stateful, *callbacks, recorder],
+                     initial_epoch=restored["epoch"] if restored else 0)
+        last = {**recorder.history[-1], "epochs": recorder.history[-1]["epoch"]}
+        return {name: float(last[name]) for name in TRIAL_METRICS}
+
+
+def _checkpoint_to_continue(config, trial_dir, parent_dir):
+    """The checkpoint folder a trial goes on from, or None (see `fit`)."""
+    candidates = [trial_dir]
+    if parent_dir and config.lr_schedule != "cosine":
+        candidates.append(parent_dir)
+    for folder in candidates:
+        checkpoint = run_dir.checkpoint_dir(folder)
+        if os.path.isfile(os.path.join(checkpoint, "state.json")):
+            return checkpoint
+    return None
+
+
+class _TrialFolders:
+    """Gives `SupermaskHyperModel.fit` the folders of the trial and of the one it continues.
+
+    Outside Hyperband no trial continues another, so a finished trial's
+    training state is deleted.
+    """
+
+    def run_trial(self, trial, *args, **kwargs):
+        parent = trial.hyperparameters.values.get("tuner/trial_id")
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        results = super().run_trial(
+            trial, *args, trial_dir=trial_dir,
+            parent_dir=self.get_trial_dir(parent) if parent else None, **kwargs,
+        )
+        if not isinstance(self, keras_tuner.Hyperband):
+            shutil.rmtree(run_dir.checkpoint_dir(trial_dir))
+        print(f"{self.tuner_id}: trial {trial.trial_id} {_describe(results[-1])}", flush=True)
+        return results
+
+
+class RandomSearch(_TrialFolders, keras_tuner.RandomSearch):
+    """Keras Tuner's random search over a `SupermaskHyperModel`."""
+
+
+class BayesianOptimization(_TrialFolders, keras_tuner.BayesianOptimization):
+    """Keras Tuner's Gaussian-process search over a `SupermaskHyperModel`."""
+
+
+class Hyperband(_TrialFolders, keras_tuner.Hyperband):
+    """Keras Tuner's Hyperband over a `SupermaskHyperModel` (`max_epochs = --epochs`)."""
+
+
+TUNERS = {"random": RandomSearch, "bayesian": BayesianOptimization, "hyperband": Hyperband}
+
+
+def _describe(metrics):
+    return (f"val_accuracy {metrics['val_accuracy']:.4f}, remaining weights "
+            f"{metrics['remaining_weights']:,.0f} ({metrics['remaining_percent']:.2f}%), "
+            f"{SPARSE_OBJECTIVE} {metrics[SPARSE_OBJECTIVE]:.4f}, {metrics['epochs']:.0f} epochs")
+
+
+def tuner_role():
+    """`single`, or, with `KERASTUNER_ORACLE_IP` set, `chief` (an id with "chief") or `worker`."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "single"
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def project_dir(search, config):
+    """`directory/project_name`.
+
+    The default name is `<arch>-<mask>-<dataset>-seed<seed>-<tuner>`.
+    """
+    name = search.project_name or (
+        f"{os.path.basename(training.default_model_dir(config))}-{search.tuner}"
+    )
+    return os.path.join(search.directory, name)
+
+
+def make_tuner(search, config, hypermodel, overwrite=False):
+    """The Keras Tuner tuner of `search` over `hypermodel`, seeded with `config.seed`."""
+    budget = ({"max_epochs": config.epochs, "factor": search.hyperband_factor,
+               "hyperband_iterations": search.hyperband_iterations}
+              if search.tuner == "hyperband" else {"max_trials": search.max_trials})
+    folder = project_dir(search, config)
+    try:
+        return TUNERS[search.tuner](
+            hypermodel=hypermodel,
+            objective=keras_tuner.Objective(search.objective_name, direction="max"),
+            seed=config.seed,
+            directory=os.path.dirname(folder),
+            project_name=os.path.basename(folder),
+            overwrite=overwrite,
+            **budget,
+        )
+    except ImportError as error:
+        raise TuneError(f"--tuner={search.tuner}: {error}") from None
+
+
+def _check_tunable(config):
+    if not config.validation_size:
+        raise TuneError("The objective is measured on the validation split, never the test "
+                        "split: --validation_size must be > 0.")
+    if config.save_init_file:
+        raise TuneError("--save_init_file would be written by every trial: write it with "
+                        "ssm_keras.train, then tune with --init_file.")
+    if config.strategy == "multi_worker_mirrored":
+        raise TuneError("--strategy=multi_worker_mirrored: a trial runs in one process. "
+                        "Spread the trials over processes with KERASTUNER_TUNER_ID, "
+                        "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT instead.")
+
+
+def _settings(search, config):
+    """What a search is: its flags, but where it lives, and every training setting."""
+    search_settings = {key: value for key, value in dataclasses.asdict(search).items()
+                       if key not in ("directory", "project_name")}
+    return {**search_settings, **_training_settings(config)}
+
+
+def _check_same_search(folder, settings):
+    """Refuses to continue the search in `folder` with other settings."""
+    path = os.path.join(folder, "search.json")
+    if not os.path.isfile(path):
+        return
+    saved = run_dir.read_json(path)
+    differences = [f"--{key}: {saved.get(key)!r} -> {settings.get(key)!r}"
+                   for key in sorted(set(saved) | set(settings))
+                   if key not in _RESTART_KEYS and saved.get(key) != settings.get(key)]
+    if differences:
+        raise TuneError(
+            f"{folder} holds a search with other settings ({'; '.join(differences)}). "
+            "Use the same flags to continue it (a larger --max_trials runs more trials), "
+            "--overwrite to start it again, or another --project_name or --directory."
+        )
+
+
+def run(search, config, splits=None):
+    """Runs a search, or continues the one in its project folder.
+
+    On a distributed worker (`tuner_role() == "worker"`) it runs trials of
+    the chief's search until none is left. Elsewhere it ends by writing
+    `trials.csv` and `best.flags` and printing the summary.
+
+    Args:
+        search: a `SearchConfig`.
+        config: the `TrainConfig` of every trial, but for the tuned fields.
+        splits: `data.Splits` to use instead of loading `config.dataset`.
+
+    Returns:
+        The summary rows (see `trial_rows`), best first; None on a worker.
+
+    Raises:
+        TuneError, ConfigError, DataError, InitFileError, RunDirError: bad
+            settings or inputs, with a message for the user.
+    """
+    search.validate()
+    config.validate()
+    _check_tunable(config)
+    space = search_space(search, config)
+    folder = project_dir(search, config)
+    role = tuner_role()
+    settings = _settings(search, config)
+    if role != "worker" and not config.overwrite:
+        _check_same_search(folder, settings)
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    try:
+        hypermodel = SupermaskHyperModel(
+            config, space, training.prepare_data(config, splits),
+            distribute.get_strategy(config.strategy, config.tpu), search.sparsity_weight,
+        )
+        # A worker never deletes the chief's folder.
+        tuner = make_tuner(search, config, hypermodel, config.overwrite and role != "worker")
+        if role != "worker":
+            ssm_callbacks.write_json_atomically(os.path.join(folder, "search.json"), settings)
+        tuner.search(callbacks=[keras.callbacks.TensorBoard(
+            os.path.join(folder, "tensorboard"), write_graph=False)])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if role == "worker":
+        return None
+    return summarize(tuner, hypermodel, folder)
+
+
+def trial_rows(oracle, names):
+    """One dict per trial, best first: id, status, the values of `names`, objective, metrics."""
+    rows = []
+    for trial in oracle.trials.values():
+        values = trial.hyperparameters.values
+        rows.append({
+            "trial_id": trial.trial_id,
+            "status": trial.status,
+            **{name: values.get(name) for name in names},
+            "objective": trial.score,
+            **{name: _metric(trial, name) for name in TRIAL_METRICS},
+        })
+    return sorted(rows, key=lambda row: (row["objective"] is None, -(row["objective"] or 0),
+                                         row["trial_id"]))
+
+
+def _metric(trial, name):
+    """The trial's last value of metric `name` (counts as ints), or None."""
+    if not trial.metrics.exists(name):
+        return None
+    value = trial.metrics.get_last_value(name)
+    return int(value) if name in ("epochs", "remaining_weights") else value
+
+
+def format_table(rows):
+    """The rows as a text table for people."""
+    columns = list(rows[0])
+    cells = [[_cell(row[column]) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[index]) for line in cells))
+              for index, column in enumerate(columns)]
+    lines = ["  ".join(column.rjust(width) for column, width in zip(columns, widths))]
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summarize(tuner, hypermodel, folder):
+    """Writes `trials.csv` and `best.flags` in `folder`, prints the table; returns the rows.
+
+    Raises:
+        TuneError: no trial finished.
+    """
+    rows = trial_rows(tuner.oracle, list(hypermodel.space))
+    with open(os.path.join(folder, "trials.csv"), "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["trial_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    if rows:
+        print(format_table(rows))
+    for trial in tuner.oracle.trials.values():
+        if trial.message:
+            last_line = trial.message.strip().splitlines()[-1]
+            print(f"Trial {trial.trial_id} {trial.status}: {last_line}")
+    finished = [trial for trial in tuner.oracle.get_best_trials(1)
+                if trial.status == keras_tuner.engine.trial.TrialStatus.COMPLETED]
+    if not finished:
+        raise TuneError(f"No trial of the search in {folder} finished; their errors are in "
+                        f"{os.path.join(folder, 'trial_*', 'trial.json')}.")
+    best = finished[0]
+    best_path = os.path.join(folder, "best.flags")
+    with open(best_path, "w", encoding="utf-8") as file:
+        file.write(
+            f"# Best trial {best.trial_id} of {folder} ({tuner.oracle.objective.name} "
+            f"{best.score:.6g}). Train it from scratch with:\n"
+            f"#   python -m ssm_keras.train --flagfile={best_path}\n"
+            + flagfile_text(hypermodel.config_for(best.hyperparameters.values))
+        )
+    print(f"Best trial {best.trial_id}: {json.dumps(best.hyperparameters.values)}\n"
+          f"Summary: {os.path.join(folder, 'trials.csv')}; best flags: {best_path}", flush=True)
+    return rows

@@ -1,0 +1,82 @@
+"""Every flagfile in flags/ parses and starts training (one step, tiny data).
+
+To keep the suite fast, the images are as small as each architecture allows
+(8x8 for residual nets, 16x16 for Conv-8) and the Wide ResNet's widening
+factor is 2 instead of 10; the step runs eagerly (tracing the graph of a
+110-layer net takes longer than the step). Every other flag is the
+flagfile's own.
+"""
+
+import pathlib
+
+import numpy as np
+import pytest
+from absl import flags
+
+from ssm_keras import data, layers, train, training
+
+from conftest import REPO
+
+FLAGFILES = sorted((REPO / "flags").glob("*.flags"))
+# mask_then_weights needs the trained mask of its companion run first.
+FLAGFILES.sort(key=lambda path: "mask_then_weights" in path.name)
+
+
+SMALLEST_SIDE = {"fcn": 28, "conv2": 8, "conv4": 8, "conv6": 8, "conv8": 16}
+
+
+def random_splits(dataset, arch, size=8):
+    full = data.DATASETS[dataset]
+    side = SMALLEST_SIDE.get(arch, 8)
+    spec = data.DatasetSpec(full.name, (side, side, full.image_shape[2]), full.num_classes)
+    rng = np.random.default_rng(0)
+
+    def make():
+        images = rng.integers(0, 256, (size, *spec.image_shape), dtype=np.uint8)
+        return images, rng.integers(0, spec.num_classes, size).astype(np.int64)
+
+    return data.Splits(spec, make(), make(), make(), source="random")
+
+
+def parse(path, *overrides):
+    values = flags.FlagValues()
+    train.define_flags(values)
+    values(["ssm_keras.train", f"--flagfile={path}", *overrides])
+    return train.config_from_flags(values)
+
+
+def test_all_experiments_have_flagfiles():
+    names = {path.stem for path in FLAGFILES}
+    for model in ("fcn_mnist", "conv2_cifar10", "conv4_cifar10", "conv6_cifar10", "conv8_cifar10",
+                  "resnet20_cifar10", "resnet20x2_cifar10", "resnet20x3_cifar10",
+                  "resnet56_cifar100", "resnet110_cifar100"):
+        assert {f"{model}_signed", f"{model}_baseline"} <= names
+    assert {"wrn28_cifar10_weights", "wrn28_cifar10_mask",
+            "wrn28_cifar10_mask_then_weights"} <= names
+    for path in FLAGFILES:
+        assert f"# Run: python -m ssm_keras.train --flagfile=flags/{path.name}" in path.read_text()
+
+
+def test_flags_after_the_flagfile_override_it():
+    config = parse(REPO / "flags" / "conv2_cifar10_signed.flags", "--learning_rate=0.5", "--seed=7")
+    assert config.learning_rate == 0.5 and config.seed == 7
+    assert config.arch == "conv2" and config.weight_decay == 0.0005
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=lambda path: path.stem)
+def test_flagfile_starts_training(path, tmp_path_factory):
+    runs = tmp_path_factory.getbasetemp() / "flagfile_runs"
+    overrides = ["--epochs=1", f"--model_dir={runs / path.stem}", "--verbose=0", "--run_eagerly"]
+    if path.stem.startswith("wrn28"):
+        overrides.append("--width=2")
+    if "mask_then_weights" in path.stem:
+        overrides.append(f"--mask_from={runs / 'wrn28_cifar10_mask'}")
+    config = parse(path, *overrides)
+    config.validate()
+    results = training.run(config, splits=random_splits(config.dataset, config.arch))
+    assert results["epochs"] == 1 and results["arch"] == config.arch
+    expected_layers = results["layers"]
+    assert expected_layers and 0 < results["remaining_weights"] <= results["masked_weights"]
+    assert (pathlib.Path(config.model_dir) / "model.keras").is_file()
+    if config.regime == "weights":
+        assert results["remaining_percent"] == 100.0

@@ -1,0 +1,267 @@
+"""Hyperparameter search: real searches on tiny MNIST, resuming, flags, distributed tuning."""
+
+import csv
+import dataclasses
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import keras_tuner
+import pytest
+from absl import flags
+from tensorboard.backend.event_processing import event_accumulator
+
+from ssm_keras import config as ssm_config
+from ssm_keras import data, train, training, tune, tuning
+
+from conftest import REPO, shared_data_dir
+
+TINY = dict(arch="fcn", dataset="mnist", max_examples=256, validation_size=256, batch_size=64,
+            epochs=2, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def mnist_splits():
+    folder = shared_data_dir() / "mnist"
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found in {folder} (set SSM_TEST_DATA)")
+    return data.load_splits("mnist", str(shared_data_dir()), TINY["validation_size"], 0,
+                            TINY["max_examples"])
+
+
+def tiny_config(**overrides):
+    return ssm_config.TrainConfig(**{**TINY, "data_dir": str(shared_data_dir()), **overrides})
+
+
+_FIT = training.fit
+
+
+class _Spy:
+    """Replaces `training.fit`: records each call's initial epoch, can stop the process."""
+
+    def __init__(self, monkeypatch, crash_at=None):
+        self.calls = []
+        self.crash_at = crash_at  # (call number, epoch) after which a KeyboardInterrupt comes
+        monkeypatch.setattr(training, "fit", self)
+
+    def __call__(self, model, config, splits, callbacks, initial_epoch=0):
+        self.calls.append(initial_epoch)
+        if self.crash_at and self.crash_at[0] == len(self.calls):
+            callbacks = [*callbacks, _Crash(self.crash_at[1])]
+        return _FIT(model, config, splits, callbacks, initial_epoch)
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _retrain(flagfile, model_dir):
+    """Trains from a flagfile the way `python -m ssm_keras.train --flagfile=` does."""
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values(["train", f"--flagfile={flagfile}", f"--model_dir={model_dir}", "--verbose=0"])
+    return training.run(train.config_from_flags(flag_values))
+
+
+def _tags(pattern):
+    tags = set()
+    for path in glob.glob(pattern):
+        accumulator = event_accumulator.EventAccumulator(path)
+        accumulator.Reload()
+        tags.update(accumulator.Tags()["tensors"])
+    return tags
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1e-3:0.3", tuning.Range(1e-3, 0.3, "log")),
+    ("0.05:0.05", tuning.Range(0.05, 0.05, "log")),
+])
+def test_parse_range_and_fixed_values(text, expected):
+    bounds = tuning.parse_range("learning_rate", text)
+    assert bounds == expected
+    hp = keras_tuner.HyperParameters()
+    value = bounds.declare(hp, "learning_rate")
+    fixed = isinstance(hp.space[0], keras_tuner.engine.hyperparameters.Fixed)
+    assert fixed == (expected.low == expected.high)
+    assert expected.low <= value <= expected.high
+
+
+def test_search_space_follows_the_mask_and_regime():
+    search = tuning.SearchConfig(directory="unused")
+    assert list(tuning.search_space(search, tiny_config())) == [
+        "learning_rate", "weight_decay", "tau_fraction", "init_factor"]
+    assert list(tuning.search_space(search, tiny_config(mask="topk", weight_init="elu"))) == [
+        "learning_rate", "weight_decay", "density"]
+    assert list(tuning.search_space(search, tiny_config(regime="weights"))) == [
+        "learning_rate", "weight_decay", "init_factor"]
+
+
+def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
+        tmp_path, mnist_splits, monkeypatch):
+    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
+                                 objective="sparse", sparsity_weight=0.5)
+    config = tiny_config()
+    project = tmp_path / "p"
+    # Killed after the first of the two epochs of the second trial.
+    spy = _Spy(monkeypatch, crash_at=(2, 1))
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run(search, config, mnist_splits)
+    assert spy.calls == [0, 0]
+    assert json.loads((project / "trial_1" / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    # The same command: the second trial goes on from its first epoch.
+    spy = _Spy(monkeypatch)
+    rows = tuning.run(search, config, mnist_splits)
+    assert spy.calls == [1]
+    assert [row["status"] for row in rows] == ["COMPLETED"] * 2
+    # More trials: only the new one runs.
+    spy = _Spy(monkeypatch)
+    rows = tuning.run(dataclasses.replace(search, max_trials=3), config, mnist_splits)
+    assert spy.calls == [0]
+    assert sorted(row["trial_id"] for row in rows) == ["0", "1", "2"]
+    for row in rows:
+        assert row["status"] == "COMPLETED" and row["epochs"] == 2
+        assert row["objective"] == row["val_sparse_objective"] == pytest.approx(
+            row["val_accuracy"] - 0.5 * row["remaining_percent"] / 100, abs=1e-12)
+        assert 0 < row["remaining_weights"] < 266_200
+    assert rows[0]["objective"] == max(row["objective"] for row in rows)
+    with open(project / "trials.csv", encoding="utf-8") as file:
+        table = list(csv.DictReader(file))
+    assert [line["trial_id"] for line in table] == [row["trial_id"] for row in rows]
+    assert float(table[0]["learning_rate"]) == rows[0]["learning_rate"]
+    assert int(table[0]["remaining_weights"]) == rows[0]["remaining_weights"]
+
+    # The best flagfile trains the best trial from scratch to its recorded objective.
+    best = rows[0]
+    retrained = _retrain(project / "best.flags", tmp_path / "retrained")
+    assert retrained["flags"]["learning_rate"] == best["learning_rate"]
+    assert retrained["flags"]["tau_fraction"] == best["tau_fraction"]
+    assert retrained["flags"]["init_factor"] == best["init_factor"]
+    assert retrained["epochs"] == 2
+    assert retrained["validation_accuracy"] == best["val_accuracy"]
+    assert retrained["remaining_weights"] == best["remaining_weights"]
+    objective = (retrained["validation_accuracy"]
+                 - 0.5 * retrained["remaining_weights"] / retrained["masked_weights"])
+    assert objective == pytest.approx(best["objective"], abs=1e-12)
+
+    # TensorBoard: per trial, training and validation curves, the objective, mask statistics.
+    for trial_id in ("0", "1", "2"):
+        logs = project / "tensorboard" / trial_id / "execution0"
+        assert {"epoch_accuracy", "epoch_sparse_objective"} <= _tags(f"{logs}/validation/events.*")
+        assert "overall/remaining_percent" in _tags(f"{logs}/masks/events.*")
+        assert "_hparams_/session_start_info" in _tags(f"{logs}/events.*")
+
+    # Other settings in the same folder are refused, not mixed in.
+    with pytest.raises(tuning.TuneError, match="--epochs: 2 -> 3"):
+        tuning.run(search, tiny_config(epochs=3), mnist_splits)
+
+
+def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits,
+                                                                 monkeypatch):
+    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", tuner="hyperband",
+                                 hyperband_factor=2)
+    # max_epochs 2, factor 2: trials 0 and 1 train 1 epoch, trial 2 continues the
+    # better one to 2 epochs; stop before the next bracket.
+    spy = _Spy(monkeypatch, crash_at=(4, 1))
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run(search, tiny_config(), mnist_splits)
+    assert spy.calls[:3] == [0, 0, 1]
+    trials = {trial.trial_id: trial for trial in map(
+        keras_tuner.engine.trial.Trial.load, glob.glob(f"{tmp_path}/p/trial_*/trial.json"))}
+    first, second, continued = sorted(trials)[:3]
+    values = trials[continued].hyperparameters.values
+    assert values["tuner/initial_epoch"] == 1 and values["tuner/epochs"] == 2
+    parent = trials[values["tuner/trial_id"]]
+    assert parent.score == max(trials[first].score, trials[second].score)
+    assert values["learning_rate"] == parent.hyperparameters.values["learning_rate"]
+    scratch = _retrain(tmp_path / "p" / f"trial_{continued}" / "flags.txt", tmp_path / "scratch")
+    assert scratch["epochs"] == 2
+    recorded = trials[continued].metrics
+    assert scratch["validation_accuracy"] == recorded.get_last_value("val_accuracy")
+    assert scratch["remaining_weights"] == recorded.get_last_value("remaining_weights")
+
+
+@pytest.fixture(scope="module")
+def cli_flags():
+    if "arch" not in flags.FLAGS:
+        train.define_flags()
+    if "tuner" not in flags.FLAGS:
+        tune.define_search_flags()
+    yield flags.FLAGS
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tuner=grid"], "Unknown --tuner='grid'. Allowed: random, bayesian, hyperband."),
+    (["--learning_rate_range="], "--learning_rate_range must be LOW:HIGH, two numbers"),
+    (["--weight_decay_range=1e-3"], "--weight_decay_range must be LOW:HIGH"),
+    (["--init_factor_range=2:x"], "--init_factor_range must be LOW:HIGH"),
+    (["--learning_rate_range=0.3:1e-3"], "--learning_rate_range is inverted: LOW must be <= HIGH."
+                                         " Received: --learning_rate_range=0.3:1e-3"),
+    (["--weight_decay_range=0:1e-3"], "--weight_decay_range is searched on a log scale"),
+    (["--tau_fraction_range=0.5:1.0"], "--tau_fraction_range=0.5:1.0: --tau_fraction must be in"),
+    (["--objective=test_accuracy"], "Unknown --objective='test_accuracy'"),
+    (["--validation_size=0"], "never the test split: --validation_size must be > 0"),
+    (["--directory="], "--directory is required"),
+])
+def test_cli_bad_search_one_clear_line(cli_flags, capsys, tmp_path, args, message):
+    cli_flags.unparse_flags()
+    cli_flags(["ssm_keras.tune", "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path}",
+               *args])
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(["ssm_keras.tune"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err
+    assert not os.listdir(tmp_path)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_distributed_search_chief_and_two_workers(tmp_path):
+    if not (shared_data_dir() / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found in {shared_data_dir()} (set SSM_TEST_DATA)")
+    args = [sys.executable, "-m", "ssm_keras.tune", "--arch=fcn", "--dataset=mnist",
+            f"--data_dir={shared_data_dir()}", "--max_examples=256", "--validation_size=256",
+            "--batch_size=64", "--epochs=2", "--verbose=0", "--max_trials=4",
+            f"--directory={tmp_path}", "--project_name=p"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+           "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = {
+        tuner_id: subprocess.Popen(args, env={**env, "KERASTUNER_TUNER_ID": tuner_id}, cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for tuner_id in ("chief", "tuner0", "tuner1")
+    }
+    try:
+        outputs = {tuner_id: process.communicate(timeout=300)[0]
+                   for tuner_id, process in processes.items()}
+    finally:
+        for process in processes.values():
+            process.kill()
+    for tuner_id, process in processes.items():
+        assert process.returncode == 0, outputs[tuner_id]
+    ran = {tuner_id: {line.split()[2] for line in outputs[tuner_id].splitlines()
+                      if line.startswith(f"{tuner_id}: trial ")}
+           for tuner_id in ("tuner0", "tuner1")}
+    assert ran["tuner0"] and ran["tuner1"], outputs
+    assert ran["tuner0"] | ran["tuner1"] == {"0", "1", "2", "3"}
+    assert not ran["tuner0"] & ran["tuner1"]
+    with open(tmp_path / "p" / "trials.csv", encoding="utf-8") as file:
+        table = list(csv.DictReader(file))
+    assert sorted(line["trial_id"] for line in table) == ["0", "1", "2", "3"]
+    assert all(line["status"] == "COMPLETED" for line in table)
+    assert "Best trial" in outputs["chief"]
+    assert (tmp_path / "p" / "best.flags").read_text().count("--learning_rate=") == 1
