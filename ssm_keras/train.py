@@ -92,12 +92,16 @@ def define_flags(flag_values=flags.FLAGS):
         definer(field.name, field.default, HELP[field.name], flag_values=flag_values)
 
 
+def dataclass_from_flags(cls, flag_values=flags.FLAGS):
+    """An instance of dataclass `cls` whose fields are the parsed flags' values."""
+    return cls(**{
+        field.name: flag_values[field.name].value for field in dataclasses.fields(cls)
+    })
+
+
 def config_from_flags(flag_values=flags.FLAGS):
     """A `TrainConfig` from parsed flags."""
-    return ssm_config.TrainConfig(**{
-        field.name: flag_values[field.name].value
-        for field in dataclasses.fields(ssm_config.TrainConfig)
-    })
+    return dataclass_from_flags(ssm_config.TrainConfig, flag_values)
 
 
 def main(argv):

@@ -60,10 +60,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def search_from_flags(flag_values=flags.FLAGS):
     """A `SearchConfig` from parsed flags."""
-    return tuning.SearchConfig(**{
-        field.name: flag_values[field.name].value
-        for field in dataclasses.fields(tuning.SearchConfig)
-    })
+    return train.dataclass_from_flags(tuning.SearchConfig, flag_values)
 
 
 def main(argv):

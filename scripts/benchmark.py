@@ -1,0 +1,385 @@
+"""Training and inference throughput: masked models against plain Keras.
+
+    python scripts/benchmark.py                          # fcn, conv2, conv4, batch 128
+    python scripts/benchmark.py --archs=conv6,resnet20 --out=bench.json
+    python scripts/benchmark.py --archs=fcn --quick      # seconds (the tests use it)
+
+For every architecture the signed-supermask model and the plain Keras model
+of the same architecture (`models.build_model(arch, masked=True/False)`) are
+compiled as `ssm_keras.training` compiles them (SGD, Nesterov momentum,
+decoupled weight decay, smooth exponential decay) and trained on one
+synthetic batch of raw pixels held in memory (`Dataset.from_tensors(batch)
+.repeat()`), so the input pipeline is not measured.
+
+Timing: one window is `window_steps` training steps run by `model.fit`
+(one epoch), timed from `on_epoch_begin` to `on_epoch_end` by a callback.
+After a warm-up window per model (tracing), the windows alternate masked,
+plain, plain, masked, ... so that both see the same machine load; each
+model's throughput is the median over its windows of
+
+    images/s = window_steps * batch_size / window seconds,
+
+and `step_time_ratio = plain images/s / masked images/s` is what a masked
+step costs in plain steps (target: at most 1.05).
+
+`--steps_per_execution=0` (the default) picks it per architecture: the
+largest power of two up to 64 whose execution of steps lasts at most
+`--execution_seconds`, from the masked model's step time with one step per
+execution. Small models such as the FCN are bound by the per-call overhead
+of Keras and TensorFlow; many steps per call remove it. `--window_steps=0`
+makes each window last about `--window_seconds`.
+
+The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`, where a
+training step costs 3 times the forward multiply-adds (forward, input
+gradient, kernel gradient), `2 * prod(kernel shape) * output positions` per
+dense or convolution layer. `--peak_gflops` defaults to DESIGN section 8's
+157 GFLOP/s of two Zen 3 cores; `matmul_gflops` records what a float32 matmul
+(`--matmul_size`, 2048) reached at the start of the run (a sign of the load on the machine).
+
+Inference: images/s of the baked export (`baking.bake`, stock Keras layers)
+and of the masked model, each called as a `tf.function` on the batch, median
+of `--windows` windows.
+
+Import `ssm_keras` before TensorFlow, as here, so that its CPU settings
+apply. Writes `--out` (JSON: machine, settings, every window) and prints a
+markdown table.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import ssm_keras  # noqa: E402,F401  (first: its CPU settings precede TensorFlow)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ssm_keras import baking, data, models, training  # noqa: E402
+from ssm_keras import config as ssm_config  # noqa: E402
+from ssm_keras import layers as ssm_layers  # noqa: E402
+
+DEFAULT_ARCHS = "fcn,conv2,conv4"
+DESIGN_PEAK_GFLOPS = 157.0  # DESIGN section 8: two Zen 3 cores, AVX2 + FMA.
+MAX_STEPS_PER_EXECUTION = 64
+QUICK = {"windows": 2, "window_seconds": 0.2, "execution_seconds": 0.05, "window_steps": 0,
+         "matmul_size": 256}
+ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+            "OMP_NUM_THREADS", "KERAS_BACKEND")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", default=DEFAULT_ARCHS,
+                        help="comma-separated architectures of models.ARCHITECTURES")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps_per_execution", type=int, default=0,
+                        help="training steps per call into TensorFlow; 0: per architecture")
+    parser.add_argument("--execution_seconds", type=float, default=0.25,
+                        help="longest execution when --steps_per_execution=0")
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per model")
+    parser.add_argument("--window_steps", type=int, default=0,
+                        help="training steps per window; 0: about --window_seconds")
+    parser.add_argument("--window_seconds", type=float, default=5.0)
+    parser.add_argument("--width", type=int, default=None, help="width multiplier")
+    parser.add_argument("--jit_compile", action="store_true", help="compile steps with XLA")
+    parser.add_argument("--peak_gflops", type=float, default=DESIGN_PEAK_GFLOPS,
+                        help="the machine's float32 peak, for the arithmetic ceiling")
+    parser.add_argument("--matmul_size", type=int, default=2048,
+                        help="n of the n^3 matmul that measures the machine's GFLOP/s")
+    parser.add_argument("--out", default="benchmark.json", help="JSON file to write")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny windows (tests): " + json.dumps(QUICK))
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    args.archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
+    for arch in args.archs:
+        models.get_architecture(arch)
+    return args
+
+
+# The machine.
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in ("avx2", "fma", "avx512f") if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def matmul_gflops(size=2048, repeats=5):
+    """float32 GFLOP/s of a `size`^3 matmul, best of `repeats`: `2 n^3 / t`."""
+    a = tf.random.stateless_normal((size, size), seed=(0, 0))
+    product = tf.function(lambda x: tf.matmul(x, x))
+    product(a).numpy()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def machine_info():
+    """CPU, cores, load, TensorFlow and Keras versions, devices, settings."""
+    return {
+        "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "devices": [device.name for device in tf.config.list_logical_devices()],
+        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+        "environment": {key: os.environ.get(key) for key in ENV_KEYS},
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+
+
+# Models and data.
+def default_dataset(arch):
+    """MNIST shapes for the FCN, CIFAR-10 shapes for every conv net."""
+    return "mnist" if arch == "fcn" else "cifar10"
+
+
+def train_config(arch, masked, args):
+    """The `TrainConfig` of one benchmarked model (the flagfiles' recipes)."""
+    return ssm_config.TrainConfig(
+        arch=arch,
+        dataset=default_dataset(arch),
+        regime="mask" if masked else "weights",
+        weight_init="elus" if masked else "elu",
+        width=args.width,
+        batch_size=args.batch_size,
+        learning_rate=0.05 if masked else 0.01,
+        jit_compile=args.jit_compile,
+        steps_per_execution=max(args.steps_per_execution, 1),
+    )
+
+
+def build(config, steps_per_execution):
+    """The compiled model of `config` with `steps_per_execution` steps per call."""
+    spec = data.DATASETS[config.dataset]
+    model = training.build_model(config, spec)
+    config.steps_per_execution = steps_per_execution
+    training.compile_model(model, config, steps_per_epoch=1000)
+    return model
+
+
+def synthetic_batch(spec, batch_size, seed=0):
+    """Raw-pixel float32 images (integers in [0, 255]) and int64 labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch_size, *spec.image_shape)).astype(np.float32)
+    labels = rng.integers(0, spec.num_classes, batch_size).astype(np.int64)
+    return images, labels
+
+
+def training_gflop_per_image(model):
+    """3 x forward GFLOP of the dense and convolution layers, per image.
+
+    Forward: `2 * prod(kernel shape) * prod(output shape[1:-1])` per layer.
+    """
+    kernel_layers = (keras.layers.Dense, keras.layers.Conv2D, ssm_layers.MaskedLayer)
+    forward = sum(
+        2 * math.prod(layer.kernel.shape) * math.prod(layer.output.shape[1:-1])
+        for layer in ssm_layers.find_layers(model, kernel_layers)
+    )
+    return 3 * forward / 1e9
+
+
+# Timing.
+class WindowTimer(keras.callbacks.Callback):
+    """Seconds from the start to the end of each epoch (a timing window)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def train_window(model, dataset, steps):
+    """Seconds of `steps` training steps of `model` (one `fit` epoch)."""
+    timer = WindowTimer()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer],
+              shuffle=False)
+    return timer.seconds[0]
+
+
+def choose_steps_per_execution(step_seconds, execution_seconds):
+    """The largest power of two `k <= 64` with `k * step_seconds <= execution_seconds`."""
+    k = 1
+    while 2 * k <= MAX_STEPS_PER_EXECUTION and 2 * k * step_seconds <= execution_seconds:
+        k *= 2
+    return k
+
+
+def window_steps_for(step_seconds, steps_per_execution, window_seconds):
+    """A multiple of `steps_per_execution` that lasts about `window_seconds`."""
+    executions = round(window_seconds / (step_seconds * steps_per_execution))
+    return steps_per_execution * max(1, executions)
+
+
+def median_images_per_second(seconds, steps, batch_size):
+    """The median over windows of `steps * batch_size / seconds`."""
+    return statistics.median(steps * batch_size / s for s in seconds)
+
+
+def measure_training(arch, args, batch):
+    """Interleaved training windows of the masked and the plain model."""
+    configs = {"masked": train_config(arch, True, args), "plain": train_config(arch, False, args)}
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    spe = args.steps_per_execution
+    if spe == 0:
+        probe = build(configs["masked"], 1)
+        train_window(probe, dataset, 2)  # traces
+        spe = choose_steps_per_execution(train_window(probe, dataset, 3) / 3,
+                                         args.execution_seconds)
+    trained = {name: build(config, spe) for name, config in configs.items()}
+    for model in trained.values():
+        train_window(model, dataset, spe)  # traces
+    step_seconds = train_window(trained["masked"], dataset, 2 * spe) / (2 * spe)
+    steps = args.window_steps or window_steps_for(step_seconds, spe, args.window_seconds)
+    seconds = {name: [] for name in trained}
+    for window in range(args.windows):
+        order = ("masked", "plain") if window % 2 == 0 else ("plain", "masked")
+        for name in order:
+            seconds[name].append(train_window(trained[name], dataset, steps))
+    speed = {name: median_images_per_second(s, steps, args.batch_size)
+             for name, s in seconds.items()}
+    return trained, {
+        "steps_per_execution": spe,
+        "window_steps": steps,
+        "masked": {"images_per_s": speed["masked"], "window_seconds": seconds["masked"]},
+        "plain": {"images_per_s": speed["plain"], "window_seconds": seconds["plain"]},
+        "step_time_ratio": speed["plain"] / speed["masked"],
+    }
+
+
+def measure_inference(model, images, windows, window_seconds):
+    """Median images/s of `model(images)` as a `tf.function`, after warm-up."""
+    images = tf.constant(images)
+    infer = tf.function(lambda x: model(x, training=False))
+    start = time.perf_counter()
+    infer(images).numpy()
+    infer(images).numpy()
+    calls = max(1, round(window_seconds / max(time.perf_counter() - start, 1e-6)))
+    seconds = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(calls):
+            outputs = infer(images)
+        outputs.numpy()
+        seconds.append(time.perf_counter() - start)
+    return median_images_per_second(seconds, calls, len(images))
+
+
+def benchmark_arch(arch, args):
+    """Training and inference throughput of one architecture."""
+    spec = data.DATASETS[default_dataset(arch)]
+    batch = synthetic_batch(spec, args.batch_size)
+    trained, train = measure_training(arch, args, batch)
+    gflop = training_gflop_per_image(trained["plain"])
+    ceiling = args.peak_gflops / gflop
+    masked = trained["masked"]
+    inference_seconds = min(args.window_seconds, 2.0)
+    return {
+        "arch": arch,
+        "dataset_shapes": spec.name,
+        "input_shape": list(spec.image_shape),
+        "batch_size": args.batch_size,
+        "masked_weights": models.masked_weight_count(masked),
+        "training": train,
+        "training_gflop_per_image": gflop,
+        "ceiling_images_per_s": ceiling,
+        "masked_fraction_of_ceiling": train["masked"]["images_per_s"] / ceiling,
+        "inference": {
+            "baked_images_per_s": measure_inference(
+                baking.bake(masked), batch[0], args.windows, inference_seconds),
+            "masked_images_per_s": measure_inference(
+                masked, batch[0], args.windows, inference_seconds),
+        },
+    }
+
+
+def format_table(records):
+    """The markdown table of `benchmark_arch` records."""
+    lines = [
+        "| arch | batch | steps/exec | masked train img/s | plain train img/s "
+        "| masked/plain step time | % of ceiling (masked) | baked inference img/s "
+        "| masked inference img/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for record in records:
+        train = record["training"]
+        lines.append(
+            f"| {record['arch']} | {record['batch_size']} | {train['steps_per_execution']} "
+            f"| {train['masked']['images_per_s']:,.0f} | {train['plain']['images_per_s']:,.0f} "
+            f"| {train['step_time_ratio']:.3f} | {100 * record['masked_fraction_of_ceiling']:.0f}% "
+            f"of {record['ceiling_images_per_s']:,.0f} "
+            f"| {record['inference']['baked_images_per_s']:,.0f} "
+            f"| {record['inference']['masked_images_per_s']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args):
+    """Benchmarks every architecture of `args.archs`; returns the JSON dict."""
+    machine = machine_info()
+    machine["matmul_gflops"] = matmul_gflops(args.matmul_size)
+    settings = {key: value for key, value in vars(args).items() if key != "out"}
+    records = []
+    for arch in args.archs:
+        keras.utils.clear_session()
+        records.append(benchmark_arch(arch, args))
+    machine["load_average_end"] = list(os.getloadavg())
+    return {"machine": machine, "settings": settings, "results": records}
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    report = run(args)
+    with open(args.out, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+    machine = report["machine"]
+    print(f"{machine['cpu']}, {machine['cores']} cores, TensorFlow {machine['tensorflow']}, "
+          f"Keras {machine['keras']}, devices {', '.join(machine['devices'])}, "
+          f"matmul {machine['matmul_gflops']:.0f} GFLOP/s, load average "
+          f"{machine['load_average'][0]:.2f} -> {machine['load_average_end'][0]:.2f}")
+    print(format_table(report["results"]))
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

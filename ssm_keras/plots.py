@@ -1,0 +1,326 @@
+"""Plots of finished runs: mask composition per layer and training curves.
+
+    python -m ssm_keras.plots --model_dir=RUN_DIR [--out=DIR]
+
+writes, from the run's `results.json` and `history.jsonl` (see
+`ssm_keras.run_dir`), into `--out` (default: the run directory):
+
+- `mask_composition.png`: per masked layer, the percentages of weights kept
+  (`m = +1`), inverted (`m = -1`) and hidden (`m = 0`), which add up to 100;
+  a second panel zooms in on the remaining weights (kept + inverted), which
+  are a few percent of a trained signed supermask.
+- `training_curves.png`: per epoch, training and validation accuracy and
+  loss, the remaining weights in percent, and the mask flips (entries whose
+  value changed since the previous epoch).
+
+The data-preparation functions (`composition_data`, `curve_data`) are
+separate from the drawing, and the figure functions (`plot_mask_composition`,
+`plot_training_curves`, `plot_accuracy_curves`,
+`plot_accuracy_vs_remaining`) are what `scripts/reproduce.py` and
+`scripts/supermask_init_study.py` draw with. Figures are made with
+matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no pyplot
+state or display is involved.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+COMPOSITION_FILE = "mask_composition.png"
+CURVES_FILE = "training_curves.png"
+KINDS = ("kept", "inverted", "hidden")
+COLORS = {"kept": "#2b8a3e", "inverted": "#c92a2a", "hidden": "#ced4da"}
+DPI = 120
+
+
+class PlotError(Exception):
+    """A run directory that cannot be plotted; the message says why."""
+
+
+# Reading a run.
+def load_run(model_dir):
+    """`(results, history)` of a finished run: `results.json` and the list of
+    `history.jsonl` records (one per epoch)."""
+    results_path = os.path.join(model_dir, "results.json")
+    history_path = os.path.join(model_dir, "history.jsonl")
+    if not os.path.isfile(results_path):
+        raise PlotError(
+            f"--model_dir={model_dir} holds no finished run (no results.json); "
+            "plots are made from finished runs."
+        )
+    try:
+        with open(results_path, encoding="utf-8") as file:
+            results = json.load(file)
+        history = []
+        if os.path.isfile(history_path):
+            with open(history_path, encoding="utf-8") as file:
+                history = [json.loads(line) for line in file if line.strip()]
+    except (OSError, ValueError) as error:
+        raise PlotError(f"cannot read the run in {model_dir}: {error}") from None
+    if not isinstance(results.get("layers"), list):
+        raise PlotError(f"{results_path} has no per-layer statistics ('layers').")
+    return results, history
+
+
+# Data preparation.
+def composition_data(layers):
+    """Per-layer percentages of kept, inverted and hidden weights.
+
+    Args:
+        layers: `results["layers"]` records (name, total, `kept_fraction`,
+            `inverted_fraction`, `hidden_fraction`).
+
+    Returns:
+        `{"names", "totals", "kept", "inverted", "hidden", "remaining"}`,
+        lists in layer order; percentages are `100 * fraction`, and
+        `remaining = kept + inverted`.
+    """
+    data = {"names": [record["name"] for record in layers],
+            "totals": [record["total"] for record in layers]}
+    for kind in KINDS:
+        data[kind] = [100.0 * record[f"{kind}_fraction"] for record in layers]
+    data["remaining"] = [kept + inverted for kept, inverted in zip(data["kept"], data["inverted"])]
+    return data
+
+
+def mean_layers(layer_lists):
+    """Layer records whose fractions are the means over several runs of one
+    experiment (same layers in the same order)."""
+    names = [[record["name"] for record in layers] for layers in layer_lists]
+    if any(other != names[0] for other in names):
+        raise PlotError("the runs of one experiment have different layers; cannot average them.")
+    averaged = []
+    for records in zip(*layer_lists):
+        averaged.append({
+            "name": records[0]["name"],
+            "total": records[0]["total"],
+            **{f"{kind}_fraction": sum(r[f"{kind}_fraction"] for r in records) / len(records)
+               for kind in KINDS},
+        })
+    return averaged
+
+
+CURVE_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss", "remaining_percent",
+              "mask_flips", "learning_rate")
+
+
+PERCENT_KEYS = ("accuracy", "val_accuracy")
+
+
+def curve_data(history):
+    """`{"epoch": [...], key: [...]}` for each of `CURVE_KEYS` that every
+    epoch record of `history` has; accuracies in % (`100 * accuracy`)."""
+    data = {"epoch": [record["epoch"] for record in history]}
+    for key in CURVE_KEYS:
+        if history and all(key in record for record in history):
+            scale = 100.0 if key in PERCENT_KEYS else 1.0
+            data[key] = [scale * float(record[key]) for record in history]
+    return data
+
+
+# Figures.
+def _save(figure, path):
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def plot_mask_composition(layers, path, title=None):
+    """Stacked bars per layer: kept, inverted, hidden (left, 0-100%) and the
+    remaining weights alone (right, zoomed). Returns `path`."""
+    data = composition_data(layers)
+    count = len(data["names"])
+    labels = [f"{name} ({total:,})" for name, total in zip(data["names"], data["totals"])]
+    figure = Figure(figsize=(11, 1.2 + 0.45 * count), layout="constrained")
+    full, zoom = figure.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+    rows = list(range(count))
+    left = [0.0] * count
+    for kind in KINDS:
+        full.barh(rows, data[kind], left=left, color=COLORS[kind], label=kind)
+        left = [start + width for start, width in zip(left, data[kind])]
+    full.set_xlim(0, 100)
+    full.set_xlabel("% of the layer's weights")
+    full.set_yticks(rows, labels)
+    full.invert_yaxis()
+    full.set_title("composition")
+    zoom.barh(rows, data["kept"], color=COLORS["kept"], label="kept")
+    zoom.barh(rows, data["inverted"], left=data["kept"], color=COLORS["inverted"],
+              label="inverted")
+    widest = max(data["remaining"], default=0.0) or 1.0
+    for row, remaining in zip(rows, data["remaining"]):
+        zoom.text(remaining + 0.01 * widest, row, f"{remaining:.2f}%", va="center",
+                  fontsize="small")
+    zoom.set_xlim(0, 1.2 * widest)
+    zoom.set_xlabel("% of the layer's weights (remaining only)")
+    zoom.set_title("remaining = kept + inverted")
+    figure.legend(*full.get_legend_handles_labels(), loc="outside lower center", ncols=3,
+                  fontsize="small")
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_training_curves(history, path, title=None):
+    """Accuracy, loss, remaining weights (%) and mask flips per epoch, in a
+    2 x 2 grid. Returns `path`."""
+    data = curve_data(history)
+    epochs = data["epoch"]
+    figure = Figure(figsize=(10, 7), layout="constrained")
+    (accuracy, loss), (remaining, flips) = figure.subplots(2, 2, sharex=True)
+    panels = (
+        (accuracy, "accuracy (%)", (("accuracy", "training"), ("val_accuracy", "validation"))),
+        (loss, "loss", (("loss", "training"), ("val_loss", "validation"))),
+        (remaining, "remaining weights (%)", (("remaining_percent", None),)),
+        (flips, "mask flips per epoch", (("mask_flips", None),)),
+    )
+    for axes, ylabel, series in panels:
+        for key, label in series:
+            if key in data:
+                axes.plot(epochs, data[key], marker="o", markersize=3, label=label)
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3)
+        if any(label for _, label in series):
+            axes.legend(fontsize="small")
+    if any(value > 0 for value in data.get("mask_flips", [])):
+        flips.set_yscale("log")
+    for axes in (remaining, flips):
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_accuracy_curves(curves, path, title=None, ylabel="validation accuracy (%)"):
+    """One line per curve on shared axes. Returns `path`.
+
+    Args:
+        curves: dicts with `label`, `epochs`, `values` and optionally `std`
+            (drawn as a band of plus or minus one standard deviation).
+    """
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
+    for curve in curves:
+        line, = axes.plot(curve["epochs"], curve["values"], marker="o", markersize=3,
+                          label=curve["label"])
+        if curve.get("std"):
+            low = [value - std for value, std in zip(curve["values"], curve["std"])]
+            high = [value + std for value, std in zip(curve["values"], curve["std"])]
+            axes.fill_between(curve["epochs"], low, high, color=line.get_color(), alpha=0.2)
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_accuracy_vs_remaining(points, path, title=None):
+    """Test accuracy against remaining weights (log scale). Returns `path`.
+
+    Args:
+        points: dicts with `label`, `remaining_percent`, `accuracy` (both in
+            %), optional `remaining_std` and `accuracy_std` (error bars) and
+            `paper` (True: drawn hollow, as the paper's reference).
+    """
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    colors = {}
+    for point in points:
+        color = colors.setdefault(point["label"], f"C{len(colors) % 10}")
+        paper = point.get("paper", False)
+        axes.errorbar(
+            point["remaining_percent"], point["accuracy"],
+            xerr=point.get("remaining_std"), yerr=point.get("accuracy_std"),
+            fmt="s" if paper else "o", markersize=7, color=color,
+            markerfacecolor="none" if paper else color, capsize=3,
+            label=None if paper else point["label"],
+        )
+    if any(point.get("paper") for point in points):
+        axes.plot([], [], "s", color="grey", markerfacecolor="none", label="paper")
+    axes.set_xscale("log")
+    axes.set_xlabel("remaining weights (%)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small", ncols=2)
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def run_title(results):
+    """`arch regime on dataset: test accuracy, remaining weights`."""
+    regime = results.get("regime")
+    what = {"weights": "baseline", "mask_then_weights": "mask then weights"}.get(
+        regime, f"{results.get('mask')} supermask")
+    accuracy = results.get("test_accuracy")
+    text = f"{results.get('arch', '?')} {what} on {results.get('dataset', '?')}"
+    if accuracy is not None:
+        text += f": test accuracy {100 * accuracy:.2f}%"
+    if results.get("remaining_percent") is not None:
+        text += f", {results['remaining_percent']:.2f}% of the weights remain"
+    return text
+
+
+def plot_run(model_dir, out_dir=None):
+    """Writes `mask_composition.png` and `training_curves.png` of a finished
+    run into `out_dir` (default `model_dir`); returns their paths.
+
+    Raises:
+        PlotError: `model_dir` holds no finished run.
+    """
+    results, history = load_run(model_dir)
+    out_dir = out_dir or model_dir
+    title = run_title(results)
+    paths = [plot_mask_composition(results["layers"], os.path.join(out_dir, COMPOSITION_FILE),
+                                   title)]
+    if history:
+        paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE), title))
+    return paths
+
+
+# The command.
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the command's flags in `flag_values`."""
+    flags.DEFINE_string("model_dir", None, "Finished training run directory.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output directory (default: --model_dir).",
+                        flag_values=flag_values)
+    flags.mark_flag_as_required("model_dir", flag_values=flag_values)
+
+
+def run(flag_values):
+    """Plots the run the parsed flags name: prints the files and returns 0,
+    or prints one `error: ...` line to stderr and returns 1."""
+    try:
+        paths = plot_run(flag_values.model_dir, flag_values.out)
+    except PlotError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    return run(flags.FLAGS)
+
+
+def cli():
+    """`python -m ssm_keras.plots`."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,241 @@
+"""The scripts: benchmark, reproduction table, supermask-as-init study, run plots."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from ssm_keras import models, plots, training
+
+from conftest import REPO
+from test_train import tiny_config, tiny_splits
+
+
+def _script(name):
+    """Imports `scripts/<name>.py` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_run(model_dir, accuracy, remaining_percent, epochs=3, regime="mask"):
+    """A finished run directory: `results.json` and `history.jsonl`."""
+    os.makedirs(model_dir, exist_ok=True)
+    kept, inverted = remaining_percent / 200, remaining_percent / 200
+    layers = [{"name": f"dense_{i}", "total": total, "kept_fraction": kept,
+               "inverted_fraction": inverted, "hidden_fraction": 1 - kept - inverted}
+              for i, total in enumerate((235200, 30000, 1000), 1)]
+    results = {"status": "finished", "arch": "fcn", "dataset": "mnist", "regime": regime,
+               "mask": "signed", "test_accuracy": accuracy, "epochs": epochs,
+               "remaining_percent": remaining_percent, "best_validation_accuracy": accuracy,
+               "remaining_weights": round(2662 * remaining_percent), "layers": layers}
+    with open(os.path.join(model_dir, "results.json"), "w") as file:
+        json.dump(results, file)
+    with open(os.path.join(model_dir, "history.jsonl"), "w") as file:
+        for epoch in range(1, epochs + 1):
+            file.write(json.dumps({"epoch": epoch, "accuracy": accuracy, "loss": 0.1,
+                                   "val_accuracy": accuracy * epoch / epochs, "val_loss": 0.2,
+                                   "remaining_percent": remaining_percent,
+                                   "mask_flips": 10 * epoch, "learning_rate": 0.05}) + "\n")
+
+
+def _flag(command, name):
+    return next(arg.split("=", 1)[1] for arg in command if arg.startswith(f"--{name}="))
+
+
+# Benchmark.
+def test_benchmark_quick_fcn(tmp_path, capsys):
+    benchmark = _script("benchmark")
+    out = tmp_path / "bench.json"
+    benchmark.main(["--archs=fcn", "--quick", f"--out={out}"])
+    report = json.loads(out.read_text())
+    (record,) = report["results"]
+    train = record["training"]
+    masked, plain = train["masked"]["images_per_s"], train["plain"]["images_per_s"]
+    assert masked > 0 and plain > 0
+    assert train["step_time_ratio"] == pytest.approx(plain / masked, rel=1e-12)
+    assert len(train["masked"]["window_seconds"]) == len(train["plain"]["window_seconds"]) == 2
+    assert train["window_steps"] % train["steps_per_execution"] == 0
+    assert record["masked_weights"] == 266200
+    assert record["training_gflop_per_image"] == pytest.approx(3 * 2 * 266200 / 1e9)
+    assert record["inference"]["baked_images_per_s"] > 0
+    assert record["inference"]["masked_images_per_s"] > 0
+    machine = report["machine"]
+    assert machine["cores"] == os.cpu_count() and machine["tensorflow"] == tf.__version__
+    assert machine["cpu"] and machine["matmul_gflops"] > 0
+    assert "TF_ENABLE_ONEDNN_OPTS" in machine["environment"]
+    table = capsys.readouterr().out
+    assert "| fcn | 128 |" in table and f"{train['step_time_ratio']:.3f}" in table
+
+
+def test_benchmark_step_choices_and_flops():
+    benchmark = _script("benchmark")
+    assert benchmark.choose_steps_per_execution(0.004, 0.25) == 32  # 64 * 4 ms > 0.25 s
+    assert benchmark.choose_steps_per_execution(1e-5, 0.25) == 64  # the cap
+    assert benchmark.choose_steps_per_execution(0.9, 0.25) == 1
+    assert benchmark.window_steps_for(0.004, 32, 5.0) == 32 * 39  # 5 / 0.128 = 39.06
+    assert benchmark.window_steps_for(2.0, 1, 5.0) == 2
+    assert benchmark.median_images_per_second([1.0, 2.0, 4.0], 10, 128) == 640
+    conv4 = models.build_model("conv4", masked=False)
+    multiply_adds = (32 * 32 * (27 * 64 + 576 * 64) + 16 * 16 * (576 * 128 + 1152 * 128)
+                     + 8192 * 256 + 256 * 256 + 256 * 10)
+    gflop = benchmark.training_gflop_per_image(conv4)
+    assert gflop == pytest.approx(3 * 2 * multiply_adds / 1e9)
+    assert gflop == pytest.approx(0.59, abs=0.005)  # DESIGN section 8
+
+
+# Plots of a run.
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("plots")
+    training.run(tiny_config(tmp_path, epochs=2), splits=tiny_splits())
+    return tmp_path / "run"
+
+
+def test_plot_run_writes_both_figures(finished_run, tmp_path):
+    paths = plots.plot_run(str(finished_run), str(tmp_path / "out"))
+    assert [os.path.basename(path) for path in paths] == [plots.COMPOSITION_FILE,
+                                                          plots.CURVES_FILE]
+    for path in paths:
+        with open(path, "rb") as file:
+            assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert os.path.getsize(path) > 20_000
+
+
+def test_plot_data_of_a_real_run(finished_run):
+    results, history = plots.load_run(str(finished_run))
+    data = plots.composition_data(results["layers"])
+    assert data["names"] == ["dense_1", "dense_2", "dense_3"]  # one bar per layer
+    for index, record in enumerate(results["layers"]):
+        parts = [data[kind][index] for kind in plots.KINDS]
+        assert sum(parts) == pytest.approx(100.0)
+        assert data["remaining"][index] == pytest.approx(100 * record["remaining"] / record["total"])
+        assert 0 < data["inverted"][index] < data["remaining"][index] < 100
+    curves = plots.curve_data(history)
+    assert curves["epoch"] == [1, 2]
+    assert curves["val_accuracy"] == pytest.approx([100 * h["val_accuracy"] for h in history])
+    assert curves["mask_flips"] == [h["mask_flips"] for h in history]
+    assert set(plots.CURVE_KEYS) <= set(curves)
+
+
+def _plots_cli(*argv):
+    flag_values = flags.FlagValues()
+    plots.define_flags(flag_values)
+    flag_values(["plots", *argv])
+    return plots.run(flag_values)
+
+
+def test_plots_command(finished_run, tmp_path, capsys):
+    assert _plots_cli(f"--model_dir={finished_run}", f"--out={tmp_path}") == 0
+    assert sorted(os.listdir(tmp_path)) == [plots.COMPOSITION_FILE, plots.CURVES_FILE]
+    capsys.readouterr()
+    assert _plots_cli(f"--model_dir={tmp_path / 'missing'}") == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and "results.json" in error[0]
+
+
+def test_mean_layers_averages_fractions():
+    layers = [[{"name": "a", "total": 10, "kept_fraction": k, "inverted_fraction": 0.1,
+                "hidden_fraction": 0.9 - k}] for k in (0.1, 0.3)]
+    (mean,) = plots.mean_layers(layers)
+    assert mean["kept_fraction"] == pytest.approx(0.2)
+    assert mean["hidden_fraction"] == pytest.approx(0.7)
+    with pytest.raises(plots.PlotError):
+        plots.mean_layers([layers[0], [{**layers[1][0], "name": "b"}]])
+
+
+# Reproduction.
+def test_reproduce_skips_finished_runs_and_aggregates(tmp_path):
+    reproduce = _script("reproduce")
+    runs = tmp_path / "runs"
+    accuracies, remaining = (0.97, 0.975, 0.98), (3.0, 3.5, 4.0)
+    for seed in range(3):
+        _fake_run(runs / "fcn_mnist_signed" / f"seed{seed}", accuracies[seed], remaining[seed])
+    for seed in range(2):
+        _fake_run(runs / "fcn_mnist_baseline" / f"seed{seed}", 0.97 + 0.01 * seed, 100.0,
+                  regime="weights")
+    commands = []
+
+    def runner(command):
+        commands.append(command)
+        _fake_run(_flag(command, "model_dir"), 0.99, 100.0, epochs=5, regime="weights")
+        return 0
+
+    status = reproduce.main(["--experiments=fcn_mnist_signed,fcn_mnist_baseline",
+                             "--seeds=0,1,2", f"--runs_dir={runs}", "--epochs=5"], runner)
+    assert status == 0
+    (command,) = commands  # only the missing run
+    assert _flag(command, "flagfile") == str(REPO / "flags" / "fcn_mnist_baseline.flags")
+    assert _flag(command, "seed") == "2"
+    assert _flag(command, "model_dir") == str(runs / "fcn_mnist_baseline" / "seed2")
+    assert command[-1] == "--epochs=5"  # after the flagfile: it overrides it
+    table = json.loads((runs / "table.json").read_text())["experiments"]
+    signed = table["fcn_mnist_signed"]
+    assert signed["test_accuracy"]["mean"] == pytest.approx(97.5)
+    assert signed["test_accuracy"]["std"] == pytest.approx(0.5)
+    assert signed["remaining_percent"]["mean"] == pytest.approx(3.5)
+    assert signed["remaining_percent"]["std"] == pytest.approx(np.std(remaining, ddof=1))
+    baseline = table["fcn_mnist_baseline"]
+    assert baseline["test_accuracy"]["mean"] == pytest.approx(np.mean([97, 98, 99]))
+    assert baseline["epochs"] == [3, 5]
+    text = (runs / "table.md").read_text()
+    assert "| FCN | MNIST | 97.42 | 98.00 ± 1.00 | 3 × 3/5 | 97.48 | 97.50 ± 0.50 " in text
+    assert "| 3.77% (10.1K) | 3.50 ± 0.50% (9.3K ± 1.3K) | 3 × 3 |" in text
+    assert "--epochs=5" in text
+    for name in ("accuracy_vs_remaining.png", "validation_accuracy.png",
+                 "fcn_mnist_signed/mask_composition.png",
+                 "fcn_mnist_signed/seed1/training_curves.png"):
+        assert (runs / name).stat().st_size > 10_000, name
+
+
+def test_reproduce_reports_failed_runs(tmp_path, capsys):
+    reproduce = _script("reproduce")
+    status = reproduce.main(["--experiments=conv4_cifar10_signed", "--seeds=0",
+                             f"--runs_dir={tmp_path}"], lambda command: 1)
+    assert status == 1
+    assert "failed" in capsys.readouterr().err
+    record = json.loads((tmp_path / "table.json").read_text())["experiments"]
+    assert record["conv4_cifar10_signed"]["seeds"] == []
+
+
+def test_reproduce_mean_std():
+    reproduce = _script("reproduce")
+    assert reproduce.mean_std([1.0, 2.0, 6.0]) == pytest.approx((3.0, np.std([1, 2, 6], ddof=1)))
+    assert reproduce.mean_std([4.0]) == (4.0, None)
+    assert reproduce.mean_std([]) == (None, None)
+
+
+# Supermask as initialisation.
+def test_study_runs_three_regimes_from_one_seed(tmp_path):
+    study = _script("supermask_init_study")
+    runs = tmp_path / "study"
+    commands = []
+
+    def runner(command):
+        commands.append(command)
+        regime = os.path.basename(_flag(command, "model_dir"))
+        epochs = 2 if regime == "mask" else 3
+        _fake_run(_flag(command, "model_dir"), 0.5, 100.0 if regime == "weights" else 50.0,
+                  epochs=epochs, regime=regime)
+        return 0
+
+    assert study.main([f"--runs_dir={runs}", "--width=1", "--epochs=3"], runner) == 0
+    assert [os.path.basename(_flag(c, "flagfile")) for c in commands] == [
+        "wrn28_cifar10_weights.flags", "wrn28_cifar10_mask.flags",
+        "wrn28_cifar10_mask_then_weights.flags"]
+    assert {_flag(c, "seed") for c in commands} == {"0"}
+    assert all("--width=1" in c and "--epochs=3" in c for c in commands)
+    assert _flag(commands[2], "mask_from") == str(runs / "mask")
+    histories = {regime: plots.load_run(str(runs / regime))[1] for regime in study.REGIMES}
+    curves = study.study_curves(histories)
+    assert [curve["epochs"] for curve in curves] == [[1, 2, 3], [1, 2], [3, 4, 5]]
+    assert (runs / "validation_accuracy.png").stat().st_size > 10_000
+    summary = (runs / "study.md").read_text()
+    assert "| 1. weights only | 50.00% | 50.00% | 100.00% | 3 |" in summary
+    assert "| 3. mask then weights (lr 1e-5) | 50.00% | 50.00% | 50.00% | 3 |" in summary
+    assert study.main([f"--runs_dir={runs}"], runner) == 0 and len(commands) == 3  # all finished
