@@ -7,6 +7,16 @@ inverted, hidden or kept: the layer computes with `W = W0 * m(s)`.
 
 import os
 
+# oneDNN kernels for convolutions and matrix products on x86 CPUs: measured
+# with scripts/benchmark.py (2 AMD EPYC cores, TensorFlow 2.21), masked Conv4
+# trained at 181 images/s with them and 142 without, the masked FCN at 35,700
+# and 31,400 (README, "Speed"). TensorFlow enables them by itself
+# only on CPUs with AVX-512 VNNI or AMX; it reads the variable once, when it
+# is first imported, so this works when ssm_keras is imported before
+# TensorFlow (as `python -m ssm_keras.train` does). Set
+# TF_ENABLE_ONEDNN_OPTS=0 to turn them off.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 _backend = os.environ.get("KERAS_BACKEND", "tensorflow")
 if _backend != "tensorflow":
     raise ImportError(

@@ -198,7 +198,17 @@ class MaskedLayer(keras.layers.Layer):
         """`W = W0 * m(s)` in the layer's compute dtype.
 
         The mask is in {-1, 0, 1}, so casting it before the product is exact.
+        Threshold masks compute `W` in one fused pass
+        (`masking.threshold_masked_kernel`), with the same values and
+        straight-through gradients.
         """
+        if self.mask_kind in masking.THRESHOLD_KINDS:
+            scores = self.scores
+            if self.regime == "mask_then_weights":
+                scores = tf.stop_gradient(scores)
+            return masking.threshold_masked_kernel(
+                self.mask_kind, self.kernel, scores, self.threshold
+            )
         mask = self.compute_mask_values(training)
         return self.kernel * tf.cast(mask, self.compute_dtype)
 

@@ -119,3 +119,35 @@ def test_mask_counts():
 def test_unknown_mask_kind_names_value():
     with pytest.raises(ValueError, match="'ternary'.*|.*signed_topk.*"):
         masking.compute_mask("ternary", SCORES)
+
+
+@pytest.mark.parametrize("kind", masking.THRESHOLD_KINDS)
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
+def test_fused_masked_kernel_equals_kernel_times_mask(kind, dtype):
+    rng = np.random.default_rng(1)
+    kernel = tf.Variable(rng.normal(size=(5, 7)).astype(np.float32))
+    scores = tf.Variable(rng.normal(size=(5, 7)).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=(5, 7)), dtype)
+
+    def value_and_grads(masked_kernel):
+        with tf.GradientTape() as tape:
+            value = masked_kernel(tf.cast(kernel, dtype), scores)
+            loss = tf.reduce_sum(value * upstream)
+        return [value.numpy()] + [g.numpy() for g in tape.gradient(loss, [kernel, scores])]
+
+    fused = value_and_grads(lambda w, s: masking.threshold_masked_kernel(kind, w, s, 0.3))
+    reference = value_and_grads(
+        lambda w, s: w * tf.cast(masking.compute_mask(kind, s, threshold=0.3), dtype)
+    )
+    assert fused[0].dtype == dtype.as_numpy_dtype
+    for got, expected in zip(fused, reference):
+        np.testing.assert_array_equal(got, expected)
+    # Straight-through: dL/ds = dL/dW * W0 everywhere, hidden weights included.
+    np.testing.assert_allclose(
+        fused[2], (upstream.numpy() * tf.cast(kernel, dtype).numpy()).astype(np.float32), rtol=1e-6
+    )
+
+
+def test_fused_masked_kernel_refuses_ranking_masks():
+    with pytest.raises(ValueError, match="'topk'"):
+        masking.threshold_masked_kernel("topk", SCORES, SCORES, 0.0)
