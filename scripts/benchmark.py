@@ -97,7 +97,10 @@ def parse_args(argv):
                         help="the machine's float32 peak, for the arithmetic ceiling")
     parser.add_argument("--matmul_size", type=int, default=2048,
                         help="n of the n^3 matmul that measures the machine's GFLOP/s")
-    parser.add_argument("--out", default="benchmark.json", help="JSON file to write")
+    parser.add_argument("--out", default="benchmark.json",
+                        help="JSON file to write; the table goes to the same name with .md")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out (and its .md) if they exist")
     parser.add_argument("--quick", action="store_true",
                         help="tiny windows (tests): " + json.dumps(QUICK))
     args = parser.parse_args(argv)
@@ -107,7 +110,15 @@ def parse_args(argv):
     args.archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
     for arch in args.archs:
         models.get_architecture(arch)
+    existing = [path for path in output_paths(args.out) if os.path.exists(path)]
+    if existing and not args.overwrite:
+        parser.error(f"{', '.join(existing)} exists; choose another --out or pass --overwrite")
     return args
+
+
+def output_paths(out):
+    """The JSON report and, beside it, the markdown table."""
+    return out, os.path.splitext(out)[0] + ".md"
 
 
 # The machine.
@@ -378,15 +389,18 @@ def run(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     report = run(args)
-    with open(args.out, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2)
     machine = report["machine"]
-    print(f"{machine['cpu']}, {machine['cores']} cores, TensorFlow {machine['tensorflow']}, "
-          f"Keras {machine['keras']}, devices {', '.join(machine['devices'])}, "
-          f"matmul {machine['matmul_gflops']:.0f} GFLOP/s, load average "
-          f"{machine['load_average'][0]:.2f} -> {machine['load_average_end'][0]:.2f}")
-    print(format_table(report["results"]))
-    print(f"wrote {args.out}")
+    text = (f"{machine['cpu']}, {machine['cores']} cores, TensorFlow {machine['tensorflow']}, "
+            f"Keras {machine['keras']}, devices {', '.join(machine['devices'])}, "
+            f"matmul {machine['matmul_gflops']:.0f} GFLOP/s, load average "
+            f"{machine['load_average'][0]:.2f} -> {machine['load_average_end'][0]:.2f}\n\n"
+            + format_table(report["results"]) + "\n")
+    json_path, table_path = output_paths(args.out)
+    with open(json_path, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+    with open(table_path, "w", encoding="utf-8") as file:
+        file.write(text)
+    print(text + f"wrote {json_path} and {table_path}")
     return report
 
 

@@ -104,16 +104,22 @@ def config_from_flags(flag_values=flags.FLAGS):
     return dataclass_from_flags(ssm_config.TrainConfig, flag_values)
 
 
+def exit_on_user_error(action, errors=USER_ERRORS):
+    """Runs `action()`; a user error (one of `errors`) ends the command with
+    one `error: ...` line on stderr and exit status 1, without a traceback."""
+    try:
+        return action()
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(argv):
     from ssm_keras import training
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        training.run(config_from_flags())
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    exit_on_user_error(lambda: training.run(config_from_flags()))
 
 
 def cli():

@@ -14,7 +14,6 @@ same command started again continues the search. The work is done by
 """
 
 import dataclasses
-import sys
 
 from absl import app, flags
 
@@ -66,11 +65,9 @@ def search_from_flags(flag_values=flags.FLAGS):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        tuning.run(search_from_flags(), train.config_from_flags())
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    train.exit_on_user_error(
+        lambda: tuning.run(search_from_flags(), train.config_from_flags()), USER_ERRORS
+    )
 
 
 def cli():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import data, layers, train, training
+from ssm_keras import data, train, training
 
 from conftest import REPO
 

@@ -71,6 +71,12 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert "TF_ENABLE_ONEDNN_OPTS" in machine["environment"]
     table = capsys.readouterr().out
     assert "| fcn | 128 |" in table and f"{train['step_time_ratio']:.3f}" in table
+    assert (tmp_path / "bench.md").read_text().strip() in table
+    # A second run refuses to replace the results, and names them.
+    with pytest.raises(SystemExit):
+        benchmark.main(["--archs=fcn", "--quick", f"--out={out}"])
+    assert str(out) in capsys.readouterr().err
+    assert json.loads(out.read_text()) == report
 
 
 def test_benchmark_step_choices_and_flops():

@@ -2,7 +2,6 @@
 
 import glob
 import json
-import os
 import subprocess
 import sys
 
@@ -248,8 +247,8 @@ def test_init_file_reproduces_the_start(tmp_path):
     init = tmp_path / "init.npz"
     a = training.run(tiny_config(tmp_path / "a", epochs=1, seed=1, save_init_file=str(init)),
                      splits=splits)
-    b = training.run(tiny_config(tmp_path / "b", epochs=1, seed=2, init_file=str(init)),
-                     splits=splits)
+    training.run(tiny_config(tmp_path / "b", epochs=1, seed=2, init_file=str(init)),
+                 splits=splits)
     assert a["remaining_weights"] != 0
     model_a = keras.saving.load_model(tmp_path / "a" / "run" / "model.keras")
     model_b = keras.saving.load_model(tmp_path / "b" / "run" / "model.keras")
