@@ -632,8 +632,10 @@ def load_splits(
         validation_size: number of training examples held out, chosen at
             random with `seed`; 0 for none.
         seed: seed of the validation split.
-        max_examples: if set, each split keeps at most this many examples
-            (for tests and smoke runs).
+        max_examples: if set, each split keeps at most this many examples,
+            a random subset chosen with `seed` in the split's order (so a
+            capped copy of class-sorted files still holds every class), for
+            tests and smoke runs.
 
     Returns:
         `Splits` with uint8 NHWC images and int64 labels.
@@ -656,14 +658,23 @@ def load_splits(
     spec = DATASETS[name]
     (train, test), source = _load(spec, data_dir)
     train, validation = _split_off(train, validation_size, seed)
-    cap = slice(max_examples)
     return Splits(
         spec=spec,
-        train=(train[0][cap], train[1][cap]),
-        validation=(validation[0][cap], validation[1][cap]),
-        test=(test[0][cap], test[1][cap]),
+        train=_random_subset(train, max_examples, seed),
+        validation=_random_subset(validation, max_examples, seed),
+        test=_random_subset(test, max_examples, seed),
         source=source,
     )
+
+
+def _random_subset(arrays: Arrays, size: int | None, seed: int) -> Arrays:
+    """At most `size` examples of `arrays`, chosen at random with `seed`,
+    order kept; all of them if `size` is None or not smaller."""
+    images, labels = arrays
+    if size is None or size >= len(images):
+        return arrays
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:size])
+    return np.take(images, chosen, axis=0), labels[chosen]
 
 
 def _crop_flip(images, seed):

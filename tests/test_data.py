@@ -101,6 +101,18 @@ def test_max_examples_caps_every_split(mnist_dir, monkeypatch):
     assert splits.source == f"idx:{mnist_dir}"
 
 
+def test_max_examples_takes_every_class_of_class_sorted_files(tmp_path):
+    """Image folders load class by class; a capped split must not be one class."""
+    write_image_folders(tmp_path, (28, 28, 1), CLASS_NAMES, per_class=(30, 20))
+    full = data.load_splits("mnist", str(tmp_path), validation_size=50)
+    assert np.all(np.diff(full.test[1]) >= 0)  # the files are class-sorted
+    splits = data.load_splits("mnist", str(tmp_path), validation_size=50, max_examples=40)
+    for split in (splits.train, splits.validation, splits.test):
+        assert len(split[1]) == 40 and len(np.unique(split[1])) >= 8, split[1]
+    again = data.load_splits("mnist", str(tmp_path), validation_size=50, max_examples=40)
+    np.testing.assert_array_equal(again.train[0], splits.train[0])
+
+
 # ----------------------------------------------------------------------------
 # Original formats on tiny archives.
 
