@@ -92,7 +92,9 @@ def parse_args(argv):
                         help="training steps per window; 0: about --window_seconds")
     parser.add_argument("--window_seconds", type=float, default=5.0)
     parser.add_argument("--width", type=int, default=None, help="width multiplier")
-    parser.add_argument("--jit_compile", action="store_true", help="compile steps with XLA")
+    parser.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile steps with XLA (default: as training, Keras decides: "
+                             "on with a GPU or TPU, off on CPUs)")
     parser.add_argument("--peak_gflops", type=float, default=DESIGN_PEAK_GFLOPS,
                         help="the machine's float32 peak, for the arithmetic ceiling")
     parser.add_argument("--matmul_size", type=int, default=2048,
@@ -294,6 +296,7 @@ def measure_training(arch, args, batch):
              for name, s in seconds.items()}
     return trained, {
         "steps_per_execution": spe,
+        "jit_compile": bool(trained["masked"].jit_compile),
         "window_steps": steps,
         "masked": {"images_per_s": speed["masked"], "window_seconds": seconds["masked"]},
         "plain": {"images_per_s": speed["plain"], "window_seconds": seconds["plain"]},
@@ -353,15 +356,16 @@ def benchmark_arch(arch, args):
 def format_table(records):
     """The markdown table of `benchmark_arch` records."""
     lines = [
-        "| arch | batch | steps/exec | masked train img/s | plain train img/s "
+        "| arch | batch | steps/exec | XLA | masked train img/s | plain train img/s "
         "| masked/plain step time (paired) | ceiling img/s | masked, plain % of ceiling "
         "| baked inference img/s | masked inference img/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for record in records:
         train = record["training"]
         lines.append(
             f"| {record['arch']} | {record['batch_size']} | {train['steps_per_execution']} "
+            f"| {'yes' if train['jit_compile'] else 'no'} "
             f"| {train['masked']['images_per_s']:,.0f} | {train['plain']['images_per_s']:,.0f} "
             f"| {train['step_time_ratio']:.3f} ({train['paired_step_time_ratio']:.3f}) "
             f"| {record['ceiling_images_per_s']:,.0f} "

@@ -73,7 +73,7 @@ class TrainConfig:
     strategy: str = "default"
     tpu: str | None = None
     mixed_precision: str = "float32"
-    jit_compile: bool = False
+    jit_compile: bool | None = None
     steps_per_execution: int = 1
     run_eagerly: bool = False
     verbose: int | None = None

@@ -105,7 +105,7 @@ def compile_model(model, config, steps_per_epoch):
         optimizer=make_optimizer(config, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        jit_compile=config.jit_compile,
+        jit_compile="auto" if config.jit_compile is None else config.jit_compile,
         steps_per_execution=config.steps_per_execution,
         run_eagerly=config.run_eagerly,
     )

@@ -61,6 +61,8 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert train["step_time_ratio"] == pytest.approx(plain / masked, rel=1e-12)
     assert len(train["masked"]["window_seconds"]) == len(train["plain"]["window_seconds"]) == 2
     assert train["window_steps"] % train["steps_per_execution"] == 0
+    # As in training, Keras decides on XLA: off on CPUs.
+    assert train["jit_compile"] == bool(tf.config.list_physical_devices("GPU"))
     assert record["masked_weights"] == 266200
     assert record["training_gflop_per_image"] == pytest.approx(3 * 2 * 266200 / 1e9)
     assert record["inference"]["baked_images_per_s"] > 0

@@ -266,3 +266,15 @@ def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
     assert completed.returncode == 1
     assert completed.stderr.strip().splitlines()[-1].startswith("error: Unknown --arch='resnet21'")
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("jit_compile, expected", [
+    (None, bool(tf.config.list_physical_devices("GPU"))),  # Keras decides: XLA on GPUs only
+    (True, True),
+    (False, False),
+])
+def test_jit_compile_setting_reaches_keras(jit_compile, expected):
+    config = ssm_config.TrainConfig(arch="fcn", dataset="mnist", jit_compile=jit_compile)
+    model = training.build_model(config, data.DATASETS["mnist"])
+    training.compile_model(model, config, steps_per_epoch=10)
+    assert model.jit_compile is expected
