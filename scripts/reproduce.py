@@ -158,13 +158,26 @@ def load_results(runs_dir, experiment, seeds):
     return found
 
 
-def aggregate(runs_dir, experiments, seeds):
-    """Per experiment: seeds found, epochs, and mean and standard deviation of
-    test accuracy (%), remaining weights (%) and their count."""
+def flagfile_epochs(flags_dir, experiment):
+    """The `--epochs` of `flags/<experiment>.flags` (the paper's schedule), or None."""
+    path = os.path.join(flags_dir, f"{experiment}.flags")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        values = [line.strip().split("=", 1)[1] for line in file
+                  if line.strip().startswith("--epochs=")]
+    return int(values[-1]) if values else None
+
+
+def aggregate(runs_dir, experiments, seeds, flags_dir=str(REPO / "flags")):
+    """Per experiment: seeds found, epochs trained and the flagfile's, and mean
+    and standard deviation of test accuracy (%), remaining weights (%) and
+    their count."""
     table = {}
     for experiment in experiments:
         runs = load_results(runs_dir, experiment, seeds)
-        record = {"seeds": sorted(runs), "epochs": sorted({r["epochs"] for r in runs.values()})}
+        record = {"seeds": sorted(runs), "epochs": sorted({r["epochs"] for r in runs.values()}),
+                  "flagfile_epochs": flagfile_epochs(flags_dir, experiment)}
         for key, scale in (("test_accuracy", 100.0), ("remaining_percent", 1.0),
                            ("remaining_weights", 1.0)):
             mean, std = mean_std(scale * r[key] for r in runs.values())
@@ -191,16 +204,18 @@ def _count(stats):
 
 def _runs(record):
     epochs = "/".join(map(str, record["epochs"])) or "-"
-    return f"{len(record['seeds'])} × {epochs}"
+    full = record.get("flagfile_epochs")
+    shortened = full is not None and any(epoch != full for epoch in record["epochs"])
+    return f"{len(record['seeds'])} × {epochs}" + (f" of {full}" if shortened else "")
 
 
 def format_table(table, extra=()):
     """The markdown table: ours (mean ± std over seeds) next to the paper."""
     lines = [
         "Test accuracy (%) and remaining weights: ours are the mean ± sample standard "
-        "deviation over seeds; runs = seeds × epochs trained. "
-        + (f"Schedule: the flagfiles with {' '.join(extra)}." if extra
-           else "Schedule: the flagfiles' (the paper's)."),
+        "deviation over seeds; runs = seeds × epochs trained (`of N`: shorter than the "
+        "flagfile's, the paper's, N epochs)."
+        + (f" Extra training flags of this invocation: {' '.join(extra)}." if extra else ""),
         "",
         "| model | data | baseline (paper) | baseline (ours) | runs | signed supermask (paper) "
         "| signed supermask (ours) | remaining (paper) | remaining (ours) | runs |",
@@ -289,7 +304,7 @@ def main(argv=None, runner=subprocess_runner):
     """
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     statuses = {} if args.aggregate_only else train_missing(args, extra, runner)
-    table = aggregate(args.runs_dir, args.experiments, args.seeds)
+    table = aggregate(args.runs_dir, args.experiments, args.seeds, args.flags_dir)
     os.makedirs(args.runs_dir, exist_ok=True)
     text = format_table(table, extra)
     with open(os.path.join(args.runs_dir, "table.md"), "w", encoding="utf-8") as file:

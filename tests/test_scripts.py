@@ -192,8 +192,9 @@ def test_reproduce_skips_finished_runs_and_aggregates(tmp_path):
     assert baseline["test_accuracy"]["mean"] == pytest.approx(np.mean([97, 98, 99]))
     assert baseline["epochs"] == [3, 5]
     text = (runs / "table.md").read_text()
-    assert "| FCN | MNIST | 97.42 | 98.00 ± 1.00 | 3 × 3/5 | 97.48 | 97.50 ± 0.50 " in text
-    assert "| 3.77% (10.1K) | 3.50 ± 0.50% (9.3K ± 1.3K) | 3 × 3 |" in text
+    assert "| FCN | MNIST | 97.42 | 98.00 ± 1.00 | 3 × 3/5 of 50 | 97.48 | 97.50 ± 0.50 " in text
+    assert "| 3.77% (10.1K) | 3.50 ± 0.50% (9.3K ± 1.3K) | 3 × 3 of 100 |" in text
+    assert baseline["flagfile_epochs"] == 50 and signed["flagfile_epochs"] == 100
     assert "--epochs=5" in text
     for name in ("accuracy_vs_remaining.png", "validation_accuracy.png",
                  "fcn_mnist_signed/mask_composition.png",
