@@ -21,7 +21,7 @@ model's throughput is the median over its windows of
     images/s = window_steps * batch_size / window seconds,
 
 and `step_time_ratio = plain images/s / masked images/s` is what a masked
-step costs in plain steps (target: at most 1.05). `paired_step_time_ratio`,
+step costs in plain steps (issue 6's target: at most 1.05). `paired_step_time_ratio`,
 the median over window pairs of masked seconds / plain seconds, is less
 sensitive to a load that changes during the run.
 
@@ -32,11 +32,13 @@ execution. Small models such as the FCN are bound by the per-call overhead
 of Keras and TensorFlow; many steps per call remove it. `--window_steps=0`
 makes each window last about `--window_seconds`.
 
-The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`, where a
-training step costs 3 times the forward multiply-adds (forward, input
-gradient, kernel gradient), `2 * prod(kernel shape) * output positions` per
-dense or convolution layer. `--peak_gflops` defaults to DESIGN section 8's
-157 GFLOP/s of two Zen 3 cores; `matmul_gflops` records what a float32
+The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. A
+dense or convolution layer's forward pass costs `F = 2 * prod(kernel shape)
+* output positions` FLOP; training costs `3 F` per layer (forward, input
+gradient, kernel gradient) except `2 F` for the first one, whose input
+gradient is never computed. `--peak_gflops` defaults, on a machine without
+a GPU, to DESIGN section 8's 157 GFLOP/s of two Zen 3 cores; with a GPU and
+no `--peak_gflops` the ceiling is not reported. `matmul_gflops` records what a float32
 matmul of `--matmul_size` reached at the start of the run (a sign of the
 load on the machine), and the load averages are recorded at start and end.
 
@@ -45,8 +47,9 @@ and of the masked model, each called as a `tf.function` on the batch, median
 of `--windows` windows.
 
 Import `ssm_keras` before TensorFlow, as here, so that its CPU settings
-apply. Writes `--out` (JSON: machine, settings, every window) and prints a
-markdown table.
+apply. Writes `--out` (JSON: machine, settings, every training window) and,
+beside it, the markdown table it prints (`.md`); refuses to replace them
+unless given `--overwrite`.
 """
 
 import argparse
@@ -95,8 +98,9 @@ def parse_args(argv):
     parser.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile steps with XLA (default: as training, Keras decides: "
                              "on with a GPU or TPU, off on CPUs)")
-    parser.add_argument("--peak_gflops", type=float, default=DESIGN_PEAK_GFLOPS,
-                        help="the machine's float32 peak, for the arithmetic ceiling")
+    parser.add_argument("--peak_gflops", type=float, default=None,
+                        help="the machine's float32 peak, for the arithmetic ceiling "
+                             f"(default: {DESIGN_PEAK_GFLOPS} without a GPU, none with one)")
     parser.add_argument("--matmul_size", type=int, default=2048,
                         help="n of the n^3 matmul that measures the machine's GFLOP/s")
     parser.add_argument("--out", default="benchmark.json",
@@ -110,8 +114,25 @@ def parse_args(argv):
         for key, value in QUICK.items():
             setattr(args, key, value)
     args.archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
+    if not args.archs:
+        parser.error("--archs is empty; give comma-separated architectures")
     for arch in args.archs:
-        models.get_architecture(arch)
+        try:
+            models.get_architecture(arch)
+        except ValueError as error:
+            parser.error(f"--archs: {error}")
+    minimum = {"batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
+               "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1}
+    for name, lowest in minimum.items():
+        if getattr(args, name) < lowest:
+            parser.error(f"--{name}={getattr(args, name)}: must be at least {lowest}")
+    for name in ("width", "peak_gflops"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name}={getattr(args, name)}: must be positive")
+    if os.path.splitext(args.out)[1] == ".md":
+        parser.error(f"--out={args.out}: give the JSON file's name; the table goes beside it")
+    if not os.path.isdir(os.path.dirname(args.out) or "."):
+        parser.error(f"--out={args.out}: no folder {os.path.dirname(args.out)}")
     existing = [path for path in output_paths(args.out) if os.path.exists(path)]
     if existing and not args.overwrite:
         parser.error(f"{', '.join(existing)} exists; choose another --out or pass --overwrite")
@@ -217,16 +238,24 @@ def synthetic_batch(spec, batch_size, seed=0):
 
 
 def training_gflop_per_image(model):
-    """3 x forward GFLOP of the dense and convolution layers, per image.
-
-    Forward: `2 * prod(kernel shape) * prod(output shape[1:-1])` per layer.
+    """Training GFLOP per image of the dense and convolution layers:
+    `sum(3 F) - F_first`, where `F = 2 * prod(kernel shape) * prod(output
+    shape[1:-1])` is a layer's forward FLOP and the first layer computes no
+    input gradient.
     """
     kernel_layers = (keras.layers.Dense, keras.layers.Conv2D, ssm_layers.MaskedLayer)
-    forward = sum(
+    forward = [
         2 * math.prod(layer.kernel.shape) * math.prod(layer.output.shape[1:-1])
         for layer in ssm_layers.find_layers(model, kernel_layers)
-    )
-    return 3 * forward / 1e9
+    ]
+    return (3 * sum(forward) - forward[0]) / 1e9
+
+
+def peak_gflops(args):
+    """`--peak_gflops`, else DESIGN's CPU peak on a machine without a GPU, else None."""
+    if args.peak_gflops is not None:
+        return args.peak_gflops
+    return None if tf.config.list_physical_devices("GPU") else DESIGN_PEAK_GFLOPS
 
 
 # Timing.
@@ -330,7 +359,8 @@ def benchmark_arch(arch, args):
     batch = synthetic_batch(spec, args.batch_size)
     trained, train = measure_training(arch, args, batch)
     gflop = training_gflop_per_image(trained["plain"])
-    ceiling = args.peak_gflops / gflop
+    peak = peak_gflops(args)
+    ceiling = None if peak is None else peak / gflop
     masked = trained["masked"]
     inference_seconds = min(args.window_seconds, 2.0)
     return {
@@ -342,8 +372,8 @@ def benchmark_arch(arch, args):
         "training": train,
         "training_gflop_per_image": gflop,
         "ceiling_images_per_s": ceiling,
-        "masked_fraction_of_ceiling": train["masked"]["images_per_s"] / ceiling,
-        "plain_fraction_of_ceiling": train["plain"]["images_per_s"] / ceiling,
+        "masked_fraction_of_ceiling": ceiling and train["masked"]["images_per_s"] / ceiling,
+        "plain_fraction_of_ceiling": ceiling and train["plain"]["images_per_s"] / ceiling,
         "inference": {
             "baked_images_per_s": measure_inference(
                 baking.bake(masked), batch[0], args.windows, inference_seconds),
@@ -351,6 +381,15 @@ def benchmark_arch(arch, args):
                 masked, batch[0], args.windows, inference_seconds),
         },
     }
+
+
+def _ceiling_cells(record):
+    """`ceiling | masked %, plain %`, or dashes where no peak is known."""
+    if record["ceiling_images_per_s"] is None:
+        return "- | -"
+    return (f"{record['ceiling_images_per_s']:,.0f} "
+            f"| {100 * record['masked_fraction_of_ceiling']:.0f}%, "
+            f"{100 * record['plain_fraction_of_ceiling']:.0f}%")
 
 
 def format_table(records):
@@ -368,9 +407,7 @@ def format_table(records):
             f"| {'yes' if train['jit_compile'] else 'no'} "
             f"| {train['masked']['images_per_s']:,.0f} | {train['plain']['images_per_s']:,.0f} "
             f"| {train['step_time_ratio']:.3f} ({train['paired_step_time_ratio']:.3f}) "
-            f"| {record['ceiling_images_per_s']:,.0f} "
-            f"| {100 * record['masked_fraction_of_ceiling']:.0f}%, "
-            f"{100 * record['plain_fraction_of_ceiling']:.0f}% "
+            f"| {_ceiling_cells(record)} "
             f"| {record['inference']['baked_images_per_s']:,.0f} "
             f"| {record['inference']['masked_images_per_s']:,.0f} |"
         )

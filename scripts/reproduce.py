@@ -33,6 +33,7 @@ with the epochs trained (so a shortened schedule shows). Plots
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -40,7 +41,10 @@ import pathlib
 import subprocess
 import sys
 
-from ssm_keras import plots
+from absl import flags as absl_flags
+
+from ssm_keras import config as ssm_config
+from ssm_keras import plots, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,12 +62,17 @@ PAPER = {
     "resnet110_cifar100": ("ResNet-110", "CIFAR-100", 62.70, 46.42, 20.64, "351K"),
 }
 VARIANTS = ("signed", "baseline")
+# Settings that say where and how fast a run went, not what it trained.
+NOT_RECIPE = {"epochs", "model_dir", "data_dir", "seed", "resume", "overwrite", "verbose",
+              "strategy", "tpu", "jit_compile", "steps_per_execution", "run_eagerly"}
+# Training flags the scripts set per run themselves.
+SET_PER_RUN = {"model_dir", "seed", "flagfile", "resume", "overwrite", "mask_from"}
 EXPERIMENTS = tuple(f"{model}_{variant}" for model in PAPER for variant in VARIANTS)
 
 
 def parse_args(argv):
     """`(args, extra)`: this script's flags, and the flags passed to training."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--experiments", default=",".join(EXPERIMENTS),
                         help="comma-separated flagfile stems (default: the whole table)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
@@ -77,8 +86,32 @@ def parse_args(argv):
     unknown = sorted(set(args.experiments) - set(EXPERIMENTS))
     if unknown:
         parser.error(f"unknown experiments {unknown}; choose from {', '.join(EXPERIMENTS)}")
-    args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    try:
+        args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
+    check_training_flags(parser, extra)
+    if extra and args.aggregate_only:
+        parser.error(f"--aggregate_only trains nothing; drop {' '.join(extra)}")
     return args, extra
+
+
+def check_training_flags(parser, extra):
+    """Stops with a usage error unless every argument of `extra` is
+    `--name[=value]` (or `--noname`) of a flag of `ssm_keras.train` that the
+    scripts do not set per run themselves (`SET_PER_RUN`)."""
+    names = {field.name for field in dataclasses.fields(ssm_config.TrainConfig)}
+    for argument in extra:
+        name = argument[2:].split("=", 1)[0] if argument.startswith("--") else None
+        if name is None:
+            parser.error(f"unexpected argument {argument!r}; training flags take the "
+                         "form --name=value")
+        name = name[2:] if name.startswith("no") and name[2:] in names else name
+        if name in SET_PER_RUN:
+            parser.error(f"{argument}: the script sets --{name} for each run itself")
+        if name not in names:
+            parser.error(f"{argument}: neither a flag of this script nor of ssm_keras.train "
+                         "(python -m ssm_keras.train --help lists those)")
 
 
 def split_experiment(name):
@@ -158,26 +191,41 @@ def load_results(runs_dir, experiment, seeds):
     return found
 
 
-def flagfile_epochs(flags_dir, experiment):
-    """The `--epochs` of `flags/<experiment>.flags` (the paper's schedule), or None."""
+def flagfile_settings(flags_dir, experiment):
+    """The `TrainConfig` fields, as a dict, that `flags/<experiment>.flags`
+    gives (its defaults included); None if there is no such flagfile."""
     path = os.path.join(flags_dir, f"{experiment}.flags")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as file:
-        values = [line.strip().split("=", 1)[1] for line in file
-                  if line.strip().startswith("--epochs=")]
-    return int(values[-1]) if values else None
+    values = absl_flags.FlagValues()
+    train.define_flags(values)
+    values(["reproduce", f"--flagfile={path}"])
+    return dataclasses.asdict(train.config_from_flags(values))
+
+
+def differing_flags(expected, runs):
+    """`--name=value` of every setting (but `epochs` and those that change
+    neither the recipe nor the data, `NOT_RECIPE`) in which a run's recorded
+    flags differ from the flagfile's, e.g. `--max_examples=2000`."""
+    found = set()
+    for results in runs:
+        for name, value in results.get("flags", {}).items():
+            if name in expected and name not in NOT_RECIPE and value != expected[name]:
+                found.add(f"--{name}={value}")
+    return sorted(found)
 
 
 def aggregate(runs_dir, experiments, seeds, flags_dir=str(REPO / "flags")):
-    """Per experiment: seeds found, epochs trained and the flagfile's, and mean
-    and standard deviation of test accuracy (%), remaining weights (%) and
-    their count."""
+    """Per experiment: seeds found, epochs trained and the flagfile's, other
+    flags that differ from the flagfile, and mean and standard deviation of
+    test accuracy (%), remaining weights (%) and their count."""
     table = {}
     for experiment in experiments:
         runs = load_results(runs_dir, experiment, seeds)
+        expected = flagfile_settings(flags_dir, experiment) or {}
         record = {"seeds": sorted(runs), "epochs": sorted({r["epochs"] for r in runs.values()}),
-                  "flagfile_epochs": flagfile_epochs(flags_dir, experiment)}
+                  "flagfile_epochs": expected.get("epochs"),
+                  "other_flags": differing_flags(expected, runs.values())}
         for key, scale in (("test_accuracy", 100.0), ("remaining_percent", 1.0),
                            ("remaining_weights", 1.0)):
             mean, std = mean_std(scale * r[key] for r in runs.values())
@@ -206,7 +254,9 @@ def _runs(record):
     epochs = "/".join(map(str, record["epochs"])) or "-"
     full = record.get("flagfile_epochs")
     shortened = full is not None and any(epoch != full for epoch in record["epochs"])
-    return f"{len(record['seeds'])} × {epochs}" + (f" of {full}" if shortened else "")
+    other = record.get("other_flags") or []
+    return (f"{len(record['seeds'])} × {epochs}" + (f" of {full}" if shortened else "")
+            + "".join(f"; {flag}" for flag in other))
 
 
 def format_table(table, extra=()):
@@ -214,7 +264,7 @@ def format_table(table, extra=()):
     lines = [
         "Test accuracy (%) and remaining weights: ours are the mean ± sample standard "
         "deviation over seeds; runs = seeds × epochs trained (`of N`: shorter than the "
-        "flagfile's, the paper's, N epochs)."
+        "flagfile's, the paper's, N epochs), then any flags that differ from the flagfile."
         + (f" Extra training flags of this invocation: {' '.join(extra)}." if extra else ""),
         "",
         "| model | data | baseline (paper) | baseline (ours) | runs | signed supermask (paper) "

@@ -12,7 +12,9 @@ and the flagfiles' `--weight_init`), each one run of `ssm_keras.train`:
 2. `mask`: `flags/wrn28_cifar10_mask.flags`, only a binary mask trains;
 3. `mask_then_weights`: `flags/wrn28_cifar10_mask_then_weights.flags` with
    `--mask_from=<runs_dir>/mask`: the mask of (2) is frozen and its
-   surviving weights train at learning rate 1e-5.
+   surviving weights train at learning rate 1e-5. DESIGN section 5 says "the
+   best mask of (2)": this is the mask (2) ends with (its `model.keras`);
+   no best-validation checkpoint is kept.
 
 Extra flags (any flag of `ssm_keras.train`) apply to all three and override
 the flagfiles. Finished runs are skipped. Then it writes, into `--runs_dir`:
@@ -44,12 +46,14 @@ LABELS = {
 
 def parse_args(argv):
     """`(args, extra)`: this script's flags, and the flags passed to training."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--seed", type=int, default=0, help="the shared initial weights")
     parser.add_argument("--runs_dir", default="runs/supermask_init")
     parser.add_argument("--data_dir", default=None, help="passed to ssm_keras.train")
     parser.add_argument("--flags_dir", default=str(reproduce.REPO / "flags"))
-    return parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    reproduce.check_training_flags(parser, extra)
+    return args, extra
 
 
 def regime_dir(runs_dir, regime):

@@ -188,7 +188,7 @@ def plot_training_curves(history, path, title=None):
         if any(label for _, label in series):
             axes.legend(fontsize="small")
     if any(value > 0 for value in data.get("mask_flips", [])):
-        flips.set_yscale("log")
+        flips.set_yscale("symlog", linthresh=1)  # logarithmic, but 0 flips still show
     for axes in (remaining, flips):
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -302,7 +302,7 @@ def run(flag_values):
     or prints one `error: ...` line to stderr and returns 1."""
     try:
         paths = plot_run(flag_values.model_dir, flag_values.out)
-    except PlotError as error:
+    except (PlotError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for path in paths:

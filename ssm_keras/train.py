@@ -63,7 +63,7 @@ HELP = {
     "tpu": "TPU name or address (or 'local') for --strategy=tpu.",
     "mixed_precision": "float32, mixed_float16 or mixed_bfloat16.",
     "jit_compile": ("Compile training steps with XLA (--nojit_compile: never); unset, Keras "
-                    "decides: on with a GPU or TPU, off on CPU-only machines."),
+                    "decides: on with a GPU or TPU and --strategy=default, else off."),
     "steps_per_execution": "Training steps per call into TensorFlow (helps small models).",
     "run_eagerly": "Run the model eagerly, without tf.function graphs (debugging; slow, "
                    "but starts at once).",

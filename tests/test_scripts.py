@@ -23,7 +23,7 @@ def _script(name):
     return module
 
 
-def _fake_run(model_dir, accuracy, remaining_percent, epochs=3, regime="mask"):
+def _fake_run(model_dir, accuracy, remaining_percent, epochs=3, regime="mask", flags=None):
     """A finished run directory: `results.json` and `history.jsonl`."""
     os.makedirs(model_dir, exist_ok=True)
     kept, inverted = remaining_percent / 200, remaining_percent / 200
@@ -33,7 +33,8 @@ def _fake_run(model_dir, accuracy, remaining_percent, epochs=3, regime="mask"):
     results = {"status": "finished", "arch": "fcn", "dataset": "mnist", "regime": regime,
                "mask": "signed", "test_accuracy": accuracy, "epochs": epochs,
                "remaining_percent": remaining_percent, "best_validation_accuracy": accuracy,
-               "remaining_weights": round(2662 * remaining_percent), "layers": layers}
+               "remaining_weights": round(2662 * remaining_percent), "layers": layers,
+               "flags": flags or {}}
     with open(os.path.join(model_dir, "results.json"), "w") as file:
         json.dump(results, file)
     with open(os.path.join(model_dir, "history.jsonl"), "w") as file:
@@ -64,7 +65,8 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     # As in training, Keras decides on XLA: off on CPUs.
     assert train["jit_compile"] == bool(tf.config.list_physical_devices("GPU"))
     assert record["masked_weights"] == 266200
-    assert record["training_gflop_per_image"] == pytest.approx(3 * 2 * 266200 / 1e9)
+    # The first layer (784 x 300) computes no input gradient.
+    assert record["training_gflop_per_image"] == pytest.approx((3 * 266200 - 235200) * 2 / 1e9)
     assert record["inference"]["baked_images_per_s"] > 0
     assert record["inference"]["masked_images_per_s"] > 0
     machine = report["machine"]
@@ -93,8 +95,21 @@ def test_benchmark_step_choices_and_flops():
     multiply_adds = (32 * 32 * (27 * 64 + 576 * 64) + 16 * 16 * (576 * 128 + 1152 * 128)
                      + 8192 * 256 + 256 * 256 + 256 * 10)
     gflop = benchmark.training_gflop_per_image(conv4)
-    assert gflop == pytest.approx(3 * 2 * multiply_adds / 1e9)
+    assert gflop == pytest.approx((3 * multiply_adds - 32 * 32 * 27 * 64) * 2 / 1e9)
     assert gflop == pytest.approx(0.59, abs=0.005)  # DESIGN section 8
+
+
+@pytest.mark.parametrize("argument, named", [
+    ("--archs=conv5", "conv5"), ("--windows=0", "--windows=0"), ("--batch_size=-1", "--batch_size"),
+    ("--peak_gflops=0", "--peak_gflops"), ("--out=bench.md", "bench.md"),
+    ("--out=/no/such/folder/b.json", "/no/such/folder"),
+])
+def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
+    benchmark = _script("benchmark")
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.parse_args([argument])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
 
 
 # Plots of a run.
@@ -145,6 +160,11 @@ def test_plots_command(finished_run, tmp_path, capsys):
     assert _plots_cli(f"--model_dir={tmp_path / 'missing'}") == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and "results.json" in error[0]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("kept")
+    assert _plots_cli(f"--model_dir={finished_run}", f"--out={a_file}") == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and a_file.read_text() == "kept"
 
 
 def test_mean_layers_averages_fractions():
@@ -200,6 +220,31 @@ def test_reproduce_skips_finished_runs_and_aggregates(tmp_path):
                  "fcn_mnist_signed/mask_composition.png",
                  "fcn_mnist_signed/seed1/training_curves.png"):
         assert (runs / name).stat().st_size > 10_000, name
+
+
+def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
+    reproduce = _script("reproduce")
+    _fake_run(tmp_path / "fcn_mnist_signed" / "seed0", 0.9, 3.0, epochs=100,
+              flags={"arch": "fcn", "weight_decay": 0.00025, "seed": 0, "jit_compile": False})
+    _fake_run(tmp_path / "fcn_mnist_signed" / "seed1", 0.9, 3.0, epochs=100,
+              flags={"arch": "fcn", "weight_decay": 0.00025, "max_examples": 2000, "seed": 1})
+    assert reproduce.main(["--experiments=fcn_mnist_signed", "--seeds=0,1",
+                           f"--runs_dir={tmp_path}", "--aggregate_only"]) == 0
+    record = json.loads((tmp_path / "table.json").read_text())["experiments"]["fcn_mnist_signed"]
+    assert record["other_flags"] == ["--max_examples=2000"]  # seed and XLA are not the recipe
+    assert "| 2 × 100; --max_examples=2000 |" in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.parametrize("arguments, named", [
+    (["--seeds=a,b"], "--seeds=a,b"), (["--seed=3"], "--seed=3"), (["--epoch=5"], "--epoch=5"),
+    (["--model_dir=x"], "--model_dir"), (["--aggregate_only", "--epochs=5"], "--epochs=5"),
+    (["--epochs", "5"], "'5'"),
+])
+def test_reproduce_bad_arguments_name_the_value(arguments, named, capsys):
+    reproduce = _script("reproduce")
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.parse_args(arguments)
+    assert exit_info.value.code == 2 and named in capsys.readouterr().err
 
 
 def test_reproduce_reports_failed_runs(tmp_path, capsys):
