@@ -3,6 +3,7 @@
     python scripts/reproduce.py --data_dir=../shared/data
     python scripts/reproduce.py --experiments=fcn_mnist_signed,fcn_mnist_baseline \\
         --seeds=0,1,2 --runs_dir=runs/reproduce --epochs=5
+    python scripts/reproduce.py --experiments=conv4_cifar10_signed --compress=5
     python scripts/reproduce.py --aggregate_only     # table and plots of what is finished
 
 Experiments are the stems of the flagfiles in `flags/` that belong to the
@@ -15,6 +16,13 @@ paper's table (DESIGN section 6): `<model>_<data>_signed` and
 where extra flags (any flag of `ssm_keras.train`, e.g. `--epochs=5` for a
 shorter schedule) come after the flagfile and override it. A run whose
 `results.json` exists is finished and skipped; an interrupted one resumes.
+
+`--compress=K` runs each flagfile's schedule K times shorter, with the same
+path of learning rate and weight decay: it passes `--epochs=ceil(E / K)`,
+`--lr_decay_epochs=D / K` (exponential schedules) or
+`--plateau_patience=ceil(P / K)` (plateau schedules) for the flagfile's `E`,
+`D` and `P` (so `--compress=5` makes the paper's 100 epochs
+with decay every 10 into 20 epochs with decay every 2).
 
 Then, from every finished run's `results.json`, it writes
 `<runs_dir>/table.md` and `table.json`: per model, the mean and sample
@@ -67,6 +75,8 @@ NOT_RECIPE = {"epochs", "model_dir", "data_dir", "seed", "resume", "overwrite", 
               "strategy", "tpu", "jit_compile", "steps_per_execution", "run_eagerly"}
 # Training flags the scripts set per run themselves.
 SET_PER_RUN = {"model_dir", "seed", "flagfile", "resume", "overwrite", "mask_from"}
+# Flags that `--compress` derives from each flagfile.
+COMPRESSED = ("--epochs", "--lr_decay_epochs", "--plateau_patience")
 EXPERIMENTS = tuple(f"{model}_{variant}" for model in PAPER for variant in VARIANTS)
 
 
@@ -79,6 +89,8 @@ def parse_args(argv):
     parser.add_argument("--runs_dir", default="runs/reproduce")
     parser.add_argument("--data_dir", default=None, help="passed to ssm_keras.train")
     parser.add_argument("--flags_dir", default=str(REPO / "flags"))
+    parser.add_argument("--compress", type=int, default=1,
+                        help="run each flagfile's schedule this many times shorter (default 1)")
     parser.add_argument("--aggregate_only", action="store_true",
                         help="train nothing; table and plots of the finished runs")
     args, extra = parser.parse_known_args(argv)
@@ -91,6 +103,12 @@ def parse_args(argv):
     except ValueError:
         parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
     check_training_flags(parser, extra)
+    if args.compress < 1:
+        parser.error(f"--compress={args.compress}: give a positive integer (1: no compression)")
+    scheduled = [flag for flag in extra if flag.split("=", 1)[0] in COMPRESSED]
+    if args.compress > 1 and scheduled:
+        parser.error(f"--compress sets {', '.join(sorted(COMPRESSED))} itself; "
+                     f"drop {' '.join(scheduled)}")
     if extra and args.aggregate_only:
         parser.error(f"--aggregate_only trains nothing; drop {' '.join(extra)}")
     return args, extra
@@ -140,6 +158,21 @@ def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):
     return command + list(extra)
 
 
+def compressed_schedule(settings, factor):
+    """The flags that run the schedule of `settings` (a flagfile's settings,
+    None if it has none) `factor` times shorter on the same learning-rate and
+    weight-decay path: fewer epochs, and the decay period or the plateau
+    patience of its `--lr_schedule` shortened alike."""
+    if factor == 1 or settings is None:
+        return []
+    flags = [f"--epochs={math.ceil(settings['epochs'] / factor)}"]
+    if settings["lr_schedule"] == "exponential":
+        flags.append(f"--lr_decay_epochs={settings['lr_decay_epochs'] / factor:g}")
+    if settings["lr_schedule"] == "plateau":
+        flags.append(f"--plateau_patience={math.ceil(settings['plateau_patience'] / factor)}")
+    return flags
+
+
 def subprocess_runner(command):
     """Runs `command`, output to this terminal; returns its exit status."""
     print("$ " + " ".join(command), flush=True)
@@ -161,9 +194,12 @@ def train_missing(args, extra, runner=subprocess_runner):
     statuses = {}
     for experiment in args.experiments:
         flagfile = os.path.join(args.flags_dir, f"{experiment}.flags")
+        schedule = compressed_schedule(flagfile_settings(args.flags_dir, experiment),
+                                       args.compress)
         for seed in args.seeds:
             model_dir = run_dir(args.runs_dir, experiment, seed)
-            command = train_command(flagfile, model_dir, seed, args.data_dir, extra)
+            command = train_command(flagfile, model_dir, seed, args.data_dir,
+                                    [*schedule, *extra])
             statuses[model_dir] = train_if_missing(command, model_dir, runner)
     return statuses
 

@@ -55,6 +55,8 @@ HELP = {
     "plateau_factor": "plateau: factor of each reduction.",
     "weight_decay": "Decoupled weight decay in the paper's sense (on the learning-rate "
                     "schedule: Keras weight_decay = weight_decay / learning_rate).",
+    "loss": "crossentropy (exact, from the logits) or clipped_crossentropy (the paper's "
+            "code: -log(clip(p_true, 1e-7, 1 - 1e-7)), no gradient where clipped).",
     "model_dir": "Run directory (default: runs/<arch>-<mask>-<dataset>-seed<seed>).",
     "resume": "Continue a finished run in --model_dir to a larger --epochs.",
     "overwrite": "Replace a run already in --model_dir.",

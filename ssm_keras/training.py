@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
-from ssm_keras import data, distribute, init_file, models, run_dir, statistics
+from ssm_keras import data, distribute, init_file, losses, models, run_dir, statistics
 
 
 def default_model_dir(config):
@@ -100,10 +100,10 @@ def build_model(config, spec):
 
 
 def compile_model(model, config, steps_per_epoch):
-    """Compiles `model` with `make_optimizer`, sparse cross-entropy and accuracy."""
+    """Compiles `model` with `make_optimizer`, `losses.get(config.loss)` and accuracy."""
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
-        loss="sparse_categorical_crossentropy",
+        loss=losses.get(config.loss),
         metrics=["accuracy"],
         jit_compile="auto" if config.jit_compile is None else config.jit_compile,
         steps_per_execution=config.steps_per_execution,

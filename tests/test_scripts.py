@@ -293,3 +293,23 @@ def test_study_runs_three_regimes_from_one_seed(tmp_path):
     assert "| 1. weights only | 50.00% | 50.00% | 100.00% | 3 |" in summary
     assert "| 3. mask then weights (lr 1e-5) | 50.00% | 50.00% | 50.00% | 3 |" in summary
     assert study.main([f"--runs_dir={runs}"], runner) == 0 and len(commands) == 3  # all finished
+
+
+def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):
+    reproduce = _script("reproduce")
+    commands = []
+
+    def runner(command):
+        commands.append(command)
+        return 1
+
+    reproduce.main(["--experiments=conv4_cifar10_signed,resnet20_cifar10_signed", "--seeds=0",
+                    f"--runs_dir={tmp_path}", "--compress=5", "--verbose=2"], runner)
+    conv4, resnet20 = commands
+    # Conv4: 100 epochs, decay every 10; ResNet-20: 110 epochs, plateau patience 15.
+    assert conv4[-3:] == ["--epochs=20", "--lr_decay_epochs=2", "--verbose=2"]
+    assert resnet20[-3:] == ["--epochs=22", "--plateau_patience=3", "--verbose=2"]
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--compress=5", "--epochs=3"])
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--compress=0"])
