@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -313,3 +314,20 @@ def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):
         reproduce.parse_args(["--compress=5", "--epochs=3"])
     with pytest.raises(SystemExit):
         reproduce.parse_args(["--compress=0"])
+
+
+# Initial logits.
+def test_initial_logit_statistics_match_numpy():
+    initial_logits = _script("initial_logits")
+    kernel = np.array([[1.0, -1.0, 0.0], [10.0, 0.0, -10.0]], np.float32)
+    inputs = keras.Input((1, 1, 2))
+    logits = keras.layers.Dense(3, use_bias=False)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="softmax")(logits))
+    model.layers[2].kernel.assign(kernel)
+    images = np.array([[0, 0], [1, 0], [0, 1], [0, 2]], np.uint8).reshape(4, 1, 1, 2)
+    labels = np.array([0, 1, 2, 0])
+    expected_logits = images.reshape(4, 2).astype(np.float32) @ kernel
+    # p_true: 1/3; e^1/(e^1+e^-1+1); e^-10/(e^10+1+e^-10) ~ 2e-9; e^20/(...) ~ 1.
+    statistics = initial_logits.logit_statistics(model, images, labels, batch_size=3)
+    assert statistics["logit_std"] == pytest.approx(expected_logits.std(), rel=1e-6)
+    assert statistics["clipped_fraction"] == 0.25
