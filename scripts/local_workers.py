@@ -6,14 +6,15 @@
 Each worker is the same command with its own `TF_CONFIG`: the cluster is N
 workers on free localhost ports, and worker `i` has `task.index = i`
 (worker 0 is the chief). Every output line is prefixed with `[worker i]`.
-When a worker fails, the others are stopped; the exit status is 0 when every
-worker exited 0, else the first failing worker's status (1 if it was killed
-by a signal). Run the same command again to resume an interrupted job.
+When a worker fails, the others are stopped (so are all when the launcher
+gets Ctrl-C or SIGTERM); the exit status is 0 when every worker exited 0,
+else the first failing worker's status (1 if it was killed by a signal). Run the same command again to resume an interrupted job.
 """
 
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -91,6 +92,8 @@ def main(argv=None):
         parser.exit(1, f"error: --workers must be >= 1. Received: --workers={args.workers}\n")
     if not command:
         parser.exit(1, "error: no command given; put it after --, e.g. -- python -m ssm_keras.train ...\n")
+    # SIGTERM, like Ctrl-C, stops the workers before the launcher ends.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     try:
         return run_workers(command, args.workers)
     except OSError as error:

@@ -4,21 +4,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import distribute, train, training
+from ssm_keras import distribute, run_dir, train, training
 
 from conftest import REPO, shared_data_dir
 
 # A tiny run of the FCN flagfile (which asks for --steps_per_execution=32 and
-# --jit_compile) on real MNIST: 192 training examples, two steps per epoch.
+# --jit_compile) on real MNIST: 256 training examples, two steps per epoch.
 FLAGFILE_RUN = [
     f"--flagfile={REPO / 'flags' / 'fcn_mnist_signed.flags'}", "--max_examples=256",
-    "--validation_size=64", "--epochs=2", "--verbose=0",
+    "--validation_size=0", "--epochs=2", "--verbose=0",
 ]
 
 
@@ -71,6 +72,61 @@ def test_speed_settings_change_only_under_several_mirrored_replicas():
         assert distribute.speed_settings(strategy, True, 32) == (True, 32, [])
 
 
+def test_a_worker_resumes_from_the_chiefs_epoch_or_stops(tmp_path, monkeypatch):
+    """A worker (not the chief) of a multi-worker run, the chief's answer given."""
+    strategy = distribute.get_strategy("multi_worker_mirrored")
+    model_dir = tmp_path / "run"
+    (model_dir / "checkpoint").mkdir(parents=True)
+    (model_dir / "checkpoint" / "state.json").write_text('{"epoch": 3}')
+    monkeypatch.setattr(distribute, "is_chief", lambda: False)
+
+    def as_worker(chief_epoch):
+        monkeypatch.setattr(distribute, "chief_value", lambda strategy, value: chief_epoch)
+        return training.prepare_model_dir(str(model_dir), {}, None, strategy)
+
+    assert as_worker(3) == {"epoch": 3}
+    with pytest.raises(run_dir.RunDirError, match="chief resumes after 2 finished epochs, but "
+                       "this worker finds 3 there. --model_dir must be on a file system"):
+        as_worker(2)
+    with pytest.raises(run_dir.RunDirError, match="the chief refused --model_dir="):
+        as_worker(-1)
+
+
+LAUNCHER = [sys.executable, str(REPO / "scripts" / "local_workers.py")]
+# A worker that prints its TF_CONFIG, then: worker 1 exits with status 3,
+# worker 0 sleeps for a minute (unless the launcher stops it).
+FAILING_WORKER = (
+    "import json, os, sys, time; config = os.environ['TF_CONFIG']; print(config, flush=True); "
+    "index = json.loads(config)['task']['index']; sys.exit(3) if index else time.sleep(60)"
+)
+
+
+def test_launcher_gives_each_worker_its_tf_config_and_stops_all_on_a_failure():
+    start = time.time()
+    job = subprocess.run([*LAUNCHER, "--workers=2", "--", sys.executable, "-c", FAILING_WORKER],
+                         capture_output=True, text=True, timeout=60)
+    assert job.returncode == 3 and time.time() - start < 30
+    configs = {}
+    for line in job.stdout.splitlines():
+        prefix, _, config = line.partition("] ")
+        configs[prefix] = json.loads(config)
+    assert [configs[f"[worker {i}"]["task"] for i in (0, 1)] == [
+        {"type": "worker", "index": 0}, {"type": "worker", "index": 1}]
+    cluster = configs["[worker 0"]["cluster"]
+    assert cluster == configs["[worker 1"]["cluster"] and len(set(cluster["worker"])) == 2
+    assert all(address.startswith("localhost:") for address in cluster["worker"])
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--workers=0", "--", "true"], "error: --workers must be >= 1. Received: --workers=0"),
+    (["--workers=2"], "error: no command given"),
+    (["--", "no-such-command-here"], "error: cannot start 'no-such-command-here'"),
+])
+def test_launcher_refuses_bad_arguments(arguments, message):
+    job = subprocess.run([*LAUNCHER, *arguments], capture_output=True, text=True, timeout=60)
+    assert job.returncode == 1 and job.stderr.startswith(message) and not job.stdout
+
+
 def _parse(argv):
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
@@ -88,19 +144,38 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
     the weights of one process training 2 epochs under `mirrored` on two CPUs."""
     model_dir, out_dir = tmp_path / "workers", tmp_path / "out"
     out_dir.mkdir()
-    job = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "local_workers.py"), "--workers=2", "--",
-         sys.executable, str(REPO / "tests" / "multi_worker_job.py"), str(out_dir),
-         *FLAGFILE_RUN, f"--data_dir={mnist_data_dir}", f"--model_dir={model_dir}",
+    job = subprocess.Popen(
+        [*LAUNCHER, "--workers=2", "--", sys.executable, str(REPO / "tests" / "multi_worker_job.py"),
+         str(out_dir), *FLAGFILE_RUN, f"--data_dir={mnist_data_dir}", f"--model_dir={model_dir}",
          "--strategy=multi_worker_mirrored"],
-        capture_output=True, text=True, timeout=300,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    assert job.returncode == 0, job.stdout[-3000:]
+    # Meanwhile, in this process: two replicas, no interruption.
+    config = _parse([*FLAGFILE_RUN, f"--data_dir={mnist_data_dir}",
+                     f"--model_dir={tmp_path / 'mirrored'}", "--strategy=mirrored"])
+    models = []
+    fit = training.fit
+
+    def recording_fit(model, *args, **kwargs):
+        models.append(model)
+        fit(model, *args, **kwargs)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(training, "fit", recording_fit)
+            mirrored = training.run(config)
+        output = job.communicate(timeout=300)[0]
+    finally:
+        if job.poll() is None:
+            job.terminate()  # the launcher stops its workers
+    assert "note: --steps_per_execution=32 runs as 1" in capsys.readouterr().err
+
+    assert job.returncode == 0, output[-3000:]
     for index in (0, 1):  # each worker notes the speed settings it cannot use
         assert f"[worker {index}] note: --steps_per_execution=32 runs as 1: with 2 replicas of " \
-               "MultiWorkerMirroredStrategy" in job.stdout
-        assert f"[worker {index}] note: --jit_compile runs as --nojit_compile" in job.stdout
+               "MultiWorkerMirroredStrategy" in output
+        assert f"[worker {index}] note: --jit_compile runs as --nojit_compile" in output
 
     workers = [np.load(out_dir / f"worker{index}.npz") for index in (0, 1)]
     for worker in workers:  # reduce over both workers: the mean of 0 and 1
@@ -122,20 +197,6 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
     history = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
     assert results["epochs"] == 2 and [entry["epoch"] for entry in history] == [1, 2]
 
-    # One process, two replicas, no interruption.
-    config = _parse([*FLAGFILE_RUN, f"--data_dir={mnist_data_dir}",
-                     f"--model_dir={tmp_path / 'mirrored'}", "--strategy=mirrored"])
-    models = []
-    fit = training.fit
-
-    def recording_fit(model, *args, **kwargs):
-        models.append(model)
-        fit(model, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "fit", recording_fit)
-        mirrored = training.run(config)
-    assert "note: --steps_per_execution=32 runs as 1" in capsys.readouterr().err
     for name, weight in zip(names, models[0].get_weights()):
         np.testing.assert_array_equal(workers[0][name], weight)
     assert results["test_accuracy"] == mirrored["test_accuracy"]
