@@ -7,8 +7,17 @@ import os
 import tensorflow as tf
 
 
+# The mirrored strategies made so far in this process, by name.
+_MIRRORED = {}
+
+
 def get_strategy(name, tpu=None):
     """Returns the strategy named `name`.
+
+    `mirrored` and `multi_worker_mirrored` are made once per process and then
+    reused: every new mirrored strategy numbers its collective operations
+    from the same start, so a second one's all-reduces clash with the
+    first's ("Shape mismatch in the collective instance 100").
 
     Args:
         name: `default` (no distribution), `one_device` (the first GPU, else
@@ -25,11 +34,10 @@ def get_strategy(name, tpu=None):
     if name == "one_device":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if name == "multi_worker_mirrored":
-        return MultiWorkerMirroredStrategy()
+    if name in ("mirrored", "multi_worker_mirrored"):
+        if name not in _MIRRORED:
+            _MIRRORED[name] = _make_mirrored(name)
+        return _MIRRORED[name]
     if name == "tpu":
         if not tpu:
             raise ValueError("The tpu strategy needs a TPU address. Received: tpu=None")
@@ -122,6 +130,13 @@ def chief_value(strategy, value):
 
     values = strategy.experimental_distribute_values_from_function(contribution)
     return int(strategy.reduce("SUM", values, axis=None))
+
+
+def _make_mirrored(name):
+    if name == "multi_worker_mirrored":
+        return MultiWorkerMirroredStrategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
 def is_chief():

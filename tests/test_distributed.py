@@ -25,6 +25,7 @@ FLAGFILE_RUN = [
 
 def test_strategy_factory():
     assert distribute.get_strategy("mirrored").num_replicas_in_sync == 2  # two logical CPUs
+    assert distribute.get_strategy("mirrored") is distribute.get_strategy("mirrored")
     assert distribute.get_strategy("one_device").num_replicas_in_sync == 1
     with pytest.raises(ValueError, match="strategy='horovod'"):
         distribute.get_strategy("horovod")
