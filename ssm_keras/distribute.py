@@ -120,9 +120,11 @@ def chief_value(strategy, value):
     """The chief's integer `value`, returned on every worker of `strategy`.
 
     A collective: every worker must call it, and it returns once all did, so
-    it is also a barrier. Replica 0, which is on the chief (TensorFlow
-    numbers the chief's replicas first, then worker 0's, ...), contributes
-    `value`, every other replica 0, and the contributions are summed.
+    it is also a barrier. Replica 0 contributes `value`, every other replica
+    0, and the contributions are summed. Replica 0 is on the chief:
+    TensorFlow numbers the replicas of the task with cluster id `k`
+    `k * local_replicas + 0, 1, ...`, where the chief has id 0 and worker `i`
+    id `i` (`i + 1` when the cluster has a `chief` task).
     """
 
     def contribution(context):
