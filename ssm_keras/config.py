@@ -171,13 +171,6 @@ class TrainConfig:
             )
         if self.mask_from and self.regime != "mask_then_weights":
             raise ConfigError("--mask_from is only used with --regime=mask_then_weights.")
-        if self.strategy == "multi_worker_mirrored":
-            raise ConfigError(
-                "--strategy=multi_worker_mirrored: Keras 3's model.fit cannot train under "
-                "MultiWorkerMirroredStrategy (it reduces scalar metrics along axis 0 "
-                "across workers and fails; keras-team/keras#20585). Use --strategy=mirrored "
-                "for all GPUs of one machine, or --strategy=tpu."
-            )
         if self.strategy == "tpu" and not self.tpu:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:

@@ -60,8 +60,9 @@ HELP = {
     "model_dir": "Run directory (default: runs/<arch>-<mask>-<dataset>-seed<seed>).",
     "resume": "Continue a finished run in --model_dir to a larger --epochs.",
     "overwrite": "Replace a run already in --model_dir.",
-    "strategy": "default, one_device, mirrored or tpu (multi_worker_mirrored is refused: "
-                "Keras 3 fit fails under it, keras-team/keras#20585).",
+    "strategy": "default, one_device, mirrored (all GPUs, else all logical CPUs), "
+                "multi_worker_mirrored (the workers of TF_CONFIG; --model_dir on a file system "
+                "they share; scripts/local_workers.py starts N on this machine) or tpu.",
     "tpu": "TPU name or address (or 'local') for --strategy=tpu.",
     "mixed_precision": "float32, mixed_float16 or mixed_bfloat16.",
     "jit_compile": ("Compile training steps with XLA (--nojit_compile: never); unset, Keras "

@@ -10,6 +10,7 @@ Its steps `prepare_data`, `make_model` and `fit` also train the trials of
 `ssm_keras.tuning`, so that a trial trains exactly like a run.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -223,6 +224,11 @@ def _write_history(model_dir, history):
 def run(config, splits=None, strategy=None):
     """Trains, evaluates and saves one run; returns its results dict.
 
+    In a multi-worker run every worker calls it with the same `config`; they
+    train together and only the chief writes `model_dir` (see
+    `prepare_model_dir`). Speed settings the strategy cannot run are changed
+    with a note (`speed_settings_for`).
+
     Args:
         config: a `TrainConfig`.
         splits: `data.Splits` to use instead of loading `config.dataset`
@@ -235,17 +241,66 @@ def run(config, splits=None, strategy=None):
     """
     config.validate()
     model_dir = config.model_dir or default_model_dir(config)
-    chief = distribute.is_chief()
     flags = {**config.to_dict(), "model_dir": model_dir}
-    if chief:
-        restored = run_dir.prepare(model_dir, flags, config.resume, config.overwrite)
-    else:  # other workers resume from the chief's checkpoint, on a shared file system
-        restored = run_dir.read_state(model_dir)
+    strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+    restored = prepare_model_dir(model_dir, flags, config, strategy)
+    config = speed_settings_for(config, strategy)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
-        return _train(config, model_dir, splits, strategy, restored, chief)
+        return _train(config, model_dir, splits, strategy, restored, distribute.is_chief())
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def speed_settings_for(config, strategy):
+    """`config` with the speed settings Keras can train with under `strategy`
+    (see `distribute.speed_settings`); each change printed as a `note:` line."""
+    jit_compile, steps, notes = distribute.speed_settings(
+        strategy, config.jit_compile, config.steps_per_execution
+    )
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return dataclasses.replace(config, jit_compile=jit_compile, steps_per_execution=steps)
+
+
+def prepare_model_dir(model_dir, flags, config, strategy):
+    """Readies `model_dir`; returns the checkpoint state to resume from, or None.
+
+    The chief prepares the folder (`run_dir.prepare`). In a multi-worker run
+    it then tells every worker the epoch it resumes from (-1: it refused the
+    folder), and each worker reads the checkpoint of that epoch from the
+    folder, which must be on a file system they all share.
+
+    Raises:
+        RunDirError: the folder cannot be used, or a worker finds another
+            epoch there than the chief.
+    """
+    chief = distribute.is_chief()
+    refusal, restored = None, None
+    if chief:
+        try:
+            restored = run_dir.prepare(model_dir, flags, config.resume, config.overwrite)
+        except run_dir.RunDirError as error:
+            refusal = error
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if refusal:
+            raise refusal
+        return restored if chief else run_dir.read_state(model_dir)
+    epoch = distribute.chief_value(strategy, -1 if refusal else (restored or {}).get("epoch", 0))
+    if refusal:
+        raise refusal
+    if chief:
+        return restored
+    if epoch < 0:
+        raise run_dir.RunDirError(f"the chief refused --model_dir={model_dir}; its error says why.")
+    restored = run_dir.read_state(model_dir)
+    found = (restored or {}).get("epoch", 0)
+    if found != epoch:
+        raise run_dir.RunDirError(
+            f"--model_dir={model_dir}: the chief resumes after {epoch} finished epochs, but this "
+            f"worker finds {found} there. --model_dir must be on a file system all workers share."
+        )
+    return restored
 
 
 def prepare_data(config, splits=None):

@@ -464,11 +464,12 @@ def run(search, config, splits=None):
     settings = _settings(search, config)
     if role != "worker" and not config.overwrite:
         _check_same_search(folder, settings)
+    strategy = distribute.get_strategy(config.strategy, config.tpu)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
         hypermodel = SupermaskHyperModel(
-            config, space, training.prepare_data(config, splits),
-            distribute.get_strategy(config.strategy, config.tpu), search.sparsity_weight,
+            training.speed_settings_for(config, strategy), space,
+            training.prepare_data(config, splits), strategy, search.sparsity_weight,
         )
         # A worker never deletes the chief's folder.
         tuner = make_tuner(search, config, hypermodel, config.overwrite and role != "worker")

@@ -1,0 +1,55 @@
+"""One worker of the multi-worker job of `test_distributed.py`.
+
+    python tests/multi_worker_job.py OUT_DIR [training flags ...]
+
+Parses the flags of `python -m ssm_keras.train`, trains the run for
+`--epochs` - 1 epochs, then resumes it (`--resume`) to `--epochs`, both under
+one `--strategy`, and writes `OUT_DIR/worker<task index>.npz`: this worker's
+final weights (`weight<i>`), its process id, and the strategy's `reduce` of
+`(index, [index, 2 index])` with MEAN and `axis=None` and of the scalar
+`index` with MEAN and `axis=0`.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from ssm_keras import distribute, train, training
+
+
+def main(out_dir, argv):
+    train.define_flags()
+    flags.FLAGS([sys.argv[0], *argv])
+    config = train.config_from_flags()
+    strategy = distribute.get_strategy(config.strategy)
+    index = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
+    value = float(index)
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda context: (tf.constant(value), tf.constant([value, 2 * value]))
+    )
+    pair = strategy.reduce("MEAN", per_replica, axis=None)
+    scalar = strategy.reduce("MEAN", per_replica[0], axis=0)
+
+    models = []
+    fit = training.fit
+
+    def recording_fit(model, *args, **kwargs):
+        models.append(model)
+        fit(model, *args, **kwargs)
+
+    training.fit = recording_fit
+    training.run(dataclasses.replace(config, epochs=config.epochs - 1), strategy=strategy)
+    training.run(dataclasses.replace(config, resume=True), strategy=strategy)
+    weights = {f"weight{i}": np.asarray(w) for i, w in enumerate(models[-1].get_weights())}
+    np.savez(os.path.join(out_dir, f"worker{index}.npz"), pid=os.getpid(),
+             pair_scalar=pair[0].numpy(), pair_vector=pair[1].numpy(),
+             scalar=scalar.numpy(), **weights)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
