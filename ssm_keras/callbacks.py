@@ -17,6 +17,28 @@ def current_learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(rate))
 
 
+class EpochNumber(keras.callbacks.Callback):
+    """The number of the epoch being trained (0-based), for the training data.
+
+    Calling it returns the epoch; `data.make_epoch_dataset(..., epoch=it)`
+    reads it when Keras starts iterating the data of an epoch, which Keras
+    does after `on_epoch_begin`.
+
+    Args:
+        first_epoch: the value before training starts (`initial_epoch`).
+    """
+
+    def __init__(self, first_epoch=0):
+        super().__init__()
+        self.epoch = first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def __call__(self):
+        return self.epoch
+
+
 class MaskMonitor(keras.callbacks.Callback):
     """After each epoch: mask statistics to TensorBoard and to the epoch logs.
 

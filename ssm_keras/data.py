@@ -15,8 +15,9 @@ Decoded image folders are cached as `.npz` files under `SSM_CACHE_DIR`
 
 `make_dataset` turns arrays into a batched, shuffled and augmented
 `tf.data.Dataset` of float32 images with raw pixel values in [0, 255];
-`make_training_stream` does the same for a range of epochs, each shuffled from
-`(seed, epoch)`, so that a resumed run sees the batches of an uninterrupted one.
+`make_epoch_dataset` yields one training epoch each time it is iterated,
+shuffled from `(seed, epoch)`, so that a resumed run sees the batches of an
+uninterrupted one.
 
 Example:
 
@@ -853,22 +854,26 @@ def make_dataset(
     )
 
 
-def make_training_stream(
+def make_epoch_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
     *,
     augment: str = "none",
     seed: int = 0,
-    first_epoch: int = 0,
-    epochs: int,
+    epoch: Callable[[], int],
 ) -> tf.data.Dataset:
-    """Makes the training batches of epochs `first_epoch` to `epochs - 1`.
+    """Makes a dataset that is, each time it is iterated, one training epoch.
 
-    For `model.fit(stream, epochs=epochs, initial_epoch=first_epoch,
-    steps_per_epoch=ceil(N / batch_size))`. Epoch `e` is shuffled and
-    augmented from `(seed, e)` alone, so a run resumed at epoch `e` sees the
-    same batches as an uninterrupted one.
+    For `model.fit(dataset, epochs=..., initial_epoch=..., steps_per_epoch=None)`
+    with a callback that keeps `epoch()` at the epoch being trained (see
+    `callbacks.EpochNumber`): Keras iterates the dataset anew at the start of
+    every epoch, and each iteration yields the `ceil(N / batch_size)` batches
+    of epoch `epoch()`, shuffled and augmented from `(seed, epoch())` alone.
+    So every epoch trains exactly its own batches whatever
+    `steps_per_execution` (an execution ends early where the epoch's data
+    ends), and a run resumed at epoch `e` sees the batches of an
+    uninterrupted one.
 
     Args:
         images: uint8 array of shape (N, H, W, C).
@@ -876,14 +881,19 @@ def make_training_stream(
         batch_size: examples per batch; every epoch has ceil(N / batch_size).
         augment: one of `AUGMENTATIONS`.
         seed: seed of the shuffles and the augmentation.
-        first_epoch: the first epoch in the stream (0-based).
-        epochs: one more than the last epoch in the stream.
+        epoch: returns the (0-based) epoch to yield, read when an iteration
+            starts.
 
     Returns:
-        A finite dataset of `(float32 images, int64 labels)` batches.
+        A finite dataset of `(float32 images, int64 labels)` batches, whose
+        cardinality is the number of batches of one epoch.
     """
     _check_pipeline_args(images, labels, batch_size, augment)
-    epoch_seeds = tf.data.Dataset.range(first_epoch, epochs).map(
-        lambda epoch: tf.stack([tf.constant(seed, tf.int64), epoch])
+    epoch_seeds = tf.data.Dataset.from_generator(
+        lambda: iter([np.array([seed, epoch()], np.int64)]),
+        output_signature=tf.TensorSpec((2,), tf.int64),
     )
-    return _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, False)
+    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, False)
+    return batches.apply(
+        tf.data.experimental.assert_cardinality(math.ceil(len(labels) / batch_size))
+    )

@@ -287,29 +287,35 @@ def make_model(config, splits, strategy, checkpoint=None):
 def fit(model, config, splits, callbacks, initial_epoch=0):
     """Trains `model` for epochs `initial_epoch` to `config.epochs - 1`.
 
-    Epoch `e` sees the batches of `data.make_training_stream` for `(seed, e)`
-    and is validated on `splits.validation` (when it is not empty), so a run
-    resumed at epoch `e` ends like one never interrupted. Does nothing when
-    `initial_epoch >= config.epochs`.
+    Epoch `e` trains exactly the `steps_per_epoch(config, splits)` batches
+    of `data.make_epoch_dataset` for `(seed, e)`, whatever
+    `--steps_per_execution`, and is validated on `splits.validation` (when
+    it is not empty), so a run resumed at epoch `e` ends like one never
+    interrupted. Does nothing when `initial_epoch >= config.epochs`.
     """
     if initial_epoch >= config.epochs:
         return
-    train_stream = data.make_training_stream(
+    epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
+    train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,
-        seed=config.seed, first_epoch=initial_epoch, epochs=config.epochs,
+        seed=config.seed, epoch=epoch_number,
     )
     validation = None
     if len(splits.validation[1]):
         validation = data.make_dataset(*splits.validation, config.batch_size, training=False)
     model.fit(
-        train_stream,
+        train_data,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch(config, splits),
+        # None: Keras iterates the data anew each epoch (after `epoch_number`
+        # has moved on) and ends an epoch, and its last execution, where the
+        # epoch's batches end. With a number it would run whole executions
+        # and carry the iterator over from one epoch to the next.
+        steps_per_epoch=None,
         validation_data=validation,
-        callbacks=callbacks,
+        callbacks=[epoch_number, *callbacks],
         verbose=config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2),
-        shuffle=False,  # the stream is shuffled per epoch already
+        shuffle=False,  # each epoch is shuffled already
     )
 
 

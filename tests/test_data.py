@@ -636,32 +636,23 @@ def test_flip_translate_rotate_geometry(monkeypatch):
     assert len(kinds) == 16 and set(kinds) == {"same", "mirror"}
 
 
-def test_training_stream_resumes_with_the_same_batches():
+def test_epoch_dataset_yields_the_epoch_it_is_asked_for():
     images = pixels((10, 6, 6, 1))
     labels = np.arange(10)
-
-    def stream(first_epoch):
-        return batches(
-            data.make_training_stream(
-                images,
-                labels,
-                4,
-                augment="crop_flip",
-                seed=7,
-                first_epoch=first_epoch,
-                epochs=3,
-            )
-        )
-
-    full = stream(first_epoch=0)
-    assert [len(batch[1]) for batch in full] == [4, 4, 2] * 3
-    epochs = [np.concatenate([b[1] for b in full[i : i + 3]]) for i in (0, 3, 6)]
-    assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
-    assert not np.array_equal(epochs[0], epochs[1])
-    resumed = stream(first_epoch=1)
-    assert len(resumed) == 6
-    for (a_images, a_labels), (b_images, b_labels) in zip(
-        full[3:], resumed, strict=True
-    ):
+    current = {"epoch": 0}
+    dataset = data.make_epoch_dataset(
+        images, labels, 4, augment="crop_flip", seed=7, epoch=lambda: current["epoch"]
+    )
+    assert int(dataset.cardinality()) == 3
+    epochs = []
+    for epoch in (0, 1, 2, 1):
+        current["epoch"] = epoch
+        epochs.append(batches(dataset))
+    assert [len(batch[1]) for batch in epochs[0]] == [4, 4, 2]
+    orders = [np.concatenate([batch[1] for batch in epoch]) for epoch in epochs]
+    assert all(sorted(order) == list(range(10)) for order in orders)
+    assert not np.array_equal(orders[0], orders[1])
+    # The same epoch again (a resumed run): the same batches and augmentation.
+    for (a_images, a_labels), (b_images, b_labels) in zip(epochs[1], epochs[3], strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)

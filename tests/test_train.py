@@ -278,3 +278,42 @@ def test_jit_compile_setting_reaches_keras(jit_compile, expected):
     model = training.build_model(config, data.DATASETS["mnist"])
     training.compile_model(model, config, steps_per_epoch=10)
     assert model.jit_compile is expected
+
+
+class _EpochBatches(keras.callbacks.Callback):
+    """Counts each epoch's optimiser steps."""
+
+    def on_train_begin(self, logs=None):
+        self.steps = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps.append(int(self.model.optimizer.iterations.numpy()) - self.start)
+
+
+def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path, monkeypatch):
+    # 300 examples in batches of 32: 10 batches per epoch, 4 per execution.
+    splits = tiny_splits(train_size=300)
+    counter = _EpochBatches()
+    original = training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *args, **kwargs: (
+        lambda made: ([*made[0], counter], made[1]))(original(*args, **kwargs)))
+    runs = {}
+    for steps in (4, 1):
+        runs[steps] = training.run(tiny_config(tmp_path / str(steps), steps_per_execution=steps,
+                                               augment="crop_flip"), splits=splits)
+        assert counter.steps == [10, 10, 10]
+        model = keras.saving.load_model(tmp_path / str(steps) / "run" / "model.keras")
+        assert int(model.optimizer.iterations.numpy()) == 30
+    history = [json.loads(line) for line in
+               (tmp_path / "4" / "run" / "history.jsonl").read_text().splitlines()]
+    assert all(entry["loss"] > 0 and entry["accuracy"] > 0 and entry["mask_flips"] > 0
+               for entry in history)
+    # The same batches in the same order as one step per execution.
+    one = keras.saving.load_model(tmp_path / "1" / "run" / "model.keras")
+    four = keras.saving.load_model(tmp_path / "4" / "run" / "model.keras")
+    for a, b in zip(layers.masked_layers(one), layers.masked_layers(four)):
+        np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), rtol=1e-5, atol=1e-6)
+    assert runs[4]["test_accuracy"] == runs[1]["test_accuracy"]
