@@ -13,6 +13,7 @@ import typing
 
 from absl import app, flags
 
+from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
 from ssm_keras import data, init_file, run_dir
 
@@ -75,6 +76,7 @@ USER_ERRORS = (
     data.DataError,
     init_file.InitFileError,
     run_dir.RunDirError,
+    ssm_callbacks.Diverged,
 )
 
 

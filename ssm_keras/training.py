@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -59,6 +60,20 @@ def make_optimizer(config, steps_per_epoch):
     )
 
 
+# What `keras.saving.load_model` raises for a damaged or foreign file.
+LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile)
+
+
+def load_model_file(path, what, compile=True):
+    """`keras.saving.load_model(path)`; RunDirError naming `what` and `path`
+    if the file cannot be loaded."""
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except LOAD_ERRORS as error:
+        message = " ".join(str(error).splitlines())[:300]
+        raise run_dir.RunDirError(f"{what}: cannot load {path} ({message}).") from None
+
+
 def _load_mask_model(path):
     """The trained `mask`-regime model of a run directory or `.keras` file."""
     model_path = os.path.join(path, "model.keras") if os.path.isdir(path) else path
@@ -66,7 +81,7 @@ def _load_mask_model(path):
         raise run_dir.RunDirError(
             f"--mask_from={path}: no trained model at {model_path}."
         )
-    return keras.saving.load_model(model_path, compile=False)
+    return load_model_file(model_path, f"--mask_from={path}", compile=False)
 
 
 def build_model(config, spec):
@@ -124,6 +139,7 @@ def stateful_callbacks(config):
 def _callbacks(config, model_dir, restored, clock, chief):
     log_dir = os.path.join(model_dir, "logs") if chief else None
     monitor = ssm_callbacks.MaskMonitor(log_dir)
+    stop = ssm_callbacks.StopOnNonFinite()
     stateful = stateful_callbacks(config)
     checkpoint = ssm_callbacks.RunCheckpoint(
         run_dir.checkpoint_dir(model_dir), stateful=stateful, clock=clock,
@@ -132,8 +148,9 @@ def _callbacks(config, model_dir, restored, clock, chief):
     extra = []
     if chief:
         extra.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
-    # The monitor first, so that later callbacks see the mask statistics.
-    return [monitor, *stateful, *extra, checkpoint], checkpoint
+    # The monitor first, so that later callbacks see the mask statistics;
+    # the divergence check before the checkpoint, which must not save it.
+    return [monitor, stop, *stateful, *extra, checkpoint], checkpoint
 
 
 def _write_flags_summary(model_dir, flags_text):
@@ -199,10 +216,16 @@ def _results(config, model, splits, history, wall_time, evaluations):
 
 
 def _write_results(model_dir, model, results):
-    model.save(os.path.join(model_dir, "model.keras.tmp.keras"))
-    os.replace(os.path.join(model_dir, "model.keras.tmp.keras"),
-               os.path.join(model_dir, "model.keras"))
-    ssm_callbacks.write_json_atomically(os.path.join(model_dir, "results.json"), results)
+    path = os.path.join(model_dir, "model.keras")
+    temporary = os.path.join(model_dir, ".model.tmp.keras")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise run_dir.RunDirError(f"cannot write {path}: {error.strerror or error}") from None
+    run_dir.write_json_atomically(os.path.join(model_dir, "results.json"), results)
     lines = [summary_line(results), ""]
     lines.append(f"{'layer':<28}{'weights':>12}{'kept':>9}{'inverted':>10}{'hidden':>9}")
     for record in results["layers"]:
@@ -210,14 +233,23 @@ def _write_results(model_dir, model, results):
             f"{record['name']:<28}{record['total']:>12,}{100 * record['kept_fraction']:>8.2f}%"
             f"{100 * record['inverted_fraction']:>9.2f}%{100 * record['hidden_fraction']:>8.2f}%"
         )
-    with open(os.path.join(model_dir, "results.txt"), "w", encoding="utf-8") as file:
-        file.write("\n".join(lines) + "\n")
+    run_dir.write_atomically(os.path.join(model_dir, "results.txt"),
+                             ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _write_history(model_dir, history):
-    with open(os.path.join(model_dir, "history.jsonl"), "w", encoding="utf-8") as file:
-        for entry in history:
-            file.write(json.dumps(entry) + "\n")
+    text = "".join(json.dumps(run_dir.plain_json(entry), allow_nan=False) + "\n"
+                   for entry in history)
+    run_dir.write_atomically(os.path.join(model_dir, "history.jsonl"), text.encode("utf-8"))
+
+
+def _write_divergence(model_dir, config, history, error):
+    """The `results.json` of a run stopped by `callbacks.Diverged`."""
+    run_dir.write_json_atomically(os.path.join(model_dir, "results.json"), {
+        "status": "diverged", "message": str(error), "epoch": error.epoch,
+        "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
+    })
+    _write_history(model_dir, history)
 
 
 def run(config, splits=None, strategy=None):
@@ -231,19 +263,25 @@ def run(config, splits=None, strategy=None):
 
     Raises:
         ConfigError, DataError, InitFileError, RunDirError: bad settings or
-            inputs, with a message for the user.
+            inputs, with a message for the user; nothing was written.
+        callbacks.Diverged: the loss became NaN or infinite; `results.json`
+            has `"status": "diverged"`.
     """
     config.validate()
     model_dir = config.model_dir or default_model_dir(config)
-    chief = distribute.is_chief()
     flags = {**config.to_dict(), "model_dir": model_dir}
-    if chief:
-        restored = run_dir.prepare(model_dir, flags, config.resume, config.overwrite)
-    else:  # other workers resume from the chief's checkpoint, on a shared file system
-        restored = run_dir.read_state(model_dir)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
-        return _train(config, model_dir, splits, strategy, restored, chief)
+        if not distribute.is_chief():
+            # Other workers resume from the chief's checkpoint, on a shared file system.
+            restored = run_dir.read_state(model_dir)
+            return _train(config, model_dir, splits, strategy, restored, None)
+        # Everything is checked, and the data and the model are made, before
+        # the folder is written (`start`): a bad input changes nothing.
+        with run_dir.lock(model_dir):
+            restored = run_dir.check(model_dir, flags, config.resume, config.overwrite)
+            return _train(config, model_dir, splits, strategy, restored,
+                          lambda: run_dir.start(model_dir, flags, config.overwrite))
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -278,7 +316,10 @@ def make_model(config, splits, strategy, checkpoint=None):
     """
     with strategy.scope():
         if checkpoint:
-            return keras.saving.load_model(os.path.join(checkpoint, "model.keras"))
+            found = run_dir.read_checkpoint(checkpoint)
+            if found is None:
+                raise run_dir.RunDirError(f"{checkpoint} holds no checkpoint.")
+            return load_model_file(found[1], "the checkpoint")
         model = build_model(config, splits.spec)
         compile_model(model, config, steps_per_epoch(config, splits))
     return model
@@ -319,7 +360,10 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     )
 
 
-def _train(config, model_dir, splits, strategy, restored, chief):
+def _train(config, model_dir, splits, strategy, restored, start_run):
+    """Trains the run; `start_run()` (on the chief; None elsewhere) writes
+    the run folder once the data and the model are made."""
+    chief = start_run is not None
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     splits = prepare_data(config, splits)
     model = make_model(config, splits, strategy,
@@ -331,10 +375,17 @@ def _train(config, model_dir, splits, strategy, restored, chief):
     def clock():
         return previous_time + time.time() - start
 
-    if chief and not restored:
-        _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
+    if chief:
+        start_run()
+        if not restored:
+            _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
     callbacks, checkpoint = _callbacks(config, model_dir, restored, clock, chief)
-    fit(model, config, splits, callbacks, initial_epoch)
+    try:
+        fit(model, config, splits, callbacks, initial_epoch)
+    except ssm_callbacks.Diverged as error:
+        if chief:
+            _write_divergence(model_dir, config, checkpoint.history, error)
+        raise
     evaluations = {
         "validation": _evaluate(model, *splits.validation, config.batch_size),
         "test": _evaluate(model, *splits.test, config.batch_size),

@@ -294,14 +294,15 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
             model = training.make_model(config, self.splits, self.strategy, checkpoint)
         elif parent_dir:
             model = self.build(hp)  # Keras Tuner loaded the parent's best weights into `model`.
-        restored = run_dir.read_json(os.path.join(checkpoint, "state.json")) if checkpoint else None
+        restored = run_dir.read_checkpoint(checkpoint)[0] if checkpoint else None
         stateful = training.stateful_callbacks(config)
         recorder = ssm_callbacks.RunCheckpoint(
             run_dir.checkpoint_dir(trial_dir), stateful=stateful, restored=restored
         )
         log_dir = next((callback.log_dir for callback in callbacks
                         if isinstance(callback, keras.callbacks.TensorBoard)), None)
-        monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight)]
+        monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight),
+                    ssm_callbacks.StopOnNonFinite()]
         training.fit(model, config, self.splits, [*monitors, *stateful, *callbacks, recorder],
                      initial_epoch=restored["epoch"] if restored else 0)
         last = {**recorder.history[-1], "epochs": recorder.history[-1]["epoch"]}
@@ -473,7 +474,7 @@ def run(search, config, splits=None):
         # A worker never deletes the chief's folder.
         tuner = make_tuner(search, config, hypermodel, config.overwrite and role != "worker")
         if role != "worker":
-            ssm_callbacks.write_json_atomically(os.path.join(folder, "search.json"), settings)
+            run_dir.write_json_atomically(os.path.join(folder, "search.json"), settings)
         tuner.search(callbacks=[keras.callbacks.TensorBoard(
             os.path.join(folder, "tensorboard"), write_graph=False)])
     finally:
