@@ -380,8 +380,15 @@ def project_dir(search, config):
     return os.path.join(search.directory, name)
 
 
+def tuner_seed(seed):
+    """The Keras Tuner seed of `--seed`: `seed + 1`, as Keras Tuner takes a
+    seed of 0 to mean "draw one at random"."""
+    return seed + 1
+
+
 def make_tuner(search, config, hypermodel, overwrite=False):
-    """The Keras Tuner tuner of `search` over `hypermodel`, seeded with `config.seed`."""
+    """The Keras Tuner tuner of `search` over `hypermodel`, seeded from
+    `config.seed` (see `tuner_seed`): the same command, the same search."""
     budget = ({"max_epochs": config.epochs, "factor": search.hyperband_factor,
                "hyperband_iterations": search.hyperband_iterations}
               if search.tuner == "hyperband" else {"max_trials": search.max_trials})
@@ -390,7 +397,7 @@ def make_tuner(search, config, hypermodel, overwrite=False):
         return TUNERS[search.tuner](
             hypermodel=hypermodel,
             objective=keras_tuner.Objective(search.objective_name, direction="max"),
-            seed=config.seed,
+            seed=tuner_seed(config.seed),
             directory=os.path.dirname(folder),
             project_name=os.path.basename(folder),
             overwrite=overwrite,
@@ -418,6 +425,19 @@ def _settings(search, config):
     search_settings = {key: value for key, value in dataclasses.asdict(search).items()
                        if key not in ("directory", "project_name")}
     return {**search_settings, **_training_settings(config)}
+
+
+def _check_folder(folder):
+    """Raises TuneError unless `folder` is, or can be made, a writable folder."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise TuneError(f"--directory: the search folder {folder} cannot be made: "
+                        f"{existing} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TuneError(f"--directory: the search folder {folder} cannot be written "
+                        f"({existing} is not writable).")
 
 
 def _check_same_search(folder, settings):
@@ -463,6 +483,7 @@ def run(search, config, splits=None):
     folder = project_dir(search, config)
     role = tuner_role()
     settings = _settings(search, config)
+    _check_folder(folder)
     if role != "worker" and not config.overwrite:
         _check_same_search(folder, settings)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
