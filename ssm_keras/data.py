@@ -132,6 +132,27 @@ def _parse_idx(data: bytes, name: str, ndim: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()
 
 
+# SHA-256 of the decompressed label files of the original MNIST and
+# Fashion-MNIST: IDX files of the same shapes, told apart by their labels.
+_KNOWN_IDX_LABELS = {
+    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5": "mnist",
+    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2": "mnist",
+    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9": "fashion_mnist",
+    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34": "fashion_mnist",
+}
+
+
+def _check_idx_identity(spec: DatasetSpec, labels: np.ndarray, where: str) -> None:
+    """Raises DataError if `labels` are those of another known data set."""
+    content = bytes((0, 0, 8, 1)) + struct.pack(">I", len(labels)) + labels.tobytes()
+    known = _KNOWN_IDX_LABELS.get(hashlib.sha256(content).hexdigest())
+    if known is not None and known != spec.name:
+        raise DataError(
+            f"{where} is the label file of {known}, not of {spec.name}: check "
+            f"--data_dir, or pass --dataset={known}."
+        )
+
+
 def _read_idx(spec: DatasetSpec, files: _Files, root: pathlib.Path):
     """Reads the four MNIST-style IDX files (gzipped or not); None if absent."""
     names = (
@@ -147,7 +168,9 @@ def _read_idx(spec: DatasetSpec, files: _Files, root: pathlib.Path):
     for image_name, label_name in names:
         image_path = str(root / keys[image_name])
         images = _parse_idx(files[keys[image_name]](), image_path, 3)
-        labels = _parse_idx(files[keys[label_name]](), str(root / keys[label_name]), 1)
+        label_path = str(root / keys[label_name])
+        labels = _parse_idx(files[keys[label_name]](), label_path, 1)
+        _check_idx_identity(spec, labels, label_path)
         splits.append(_checked(spec, images[..., None], labels, image_path))
     return tuple(splits)
 
@@ -256,15 +279,30 @@ def _image_keys(files: _Files) -> dict[str, list[tuple[str, str]]] | None:
     return splits if splits["train"] and splits["test"] else None
 
 
-def _decode_images(blobs: list[bytes], shape, origin) -> np.ndarray:
-    """Decodes JPEG or PNG images of one shape in parallel batches."""
+def _decode_image(blob, shape):
+    image = tf.io.decode_jpeg(  # Also decodes PNG.
+        blob, channels=shape[-1], dct_method="INTEGER_ACCURATE"
+    )
+    return tf.ensure_shape(image, shape)
+
+
+def _first_bad_image(blobs: list[bytes], names: list[str], shape) -> str:
+    """The name of the first image that does not decode to `shape`."""
+    for blob, name in zip(blobs, names):
+        try:
+            _decode_image(blob, shape)
+        except (tf.errors.InvalidArgumentError, ValueError):
+            return name
+    return "one of them"
+
+
+def _decode_images(blobs: list[bytes], names: list[str], shape, origin) -> np.ndarray:
+    """Decodes JPEG or PNG images of one shape in parallel batches; a
+    DataError names the first file that fails."""
 
     def decode_batch(batch):
         def decode(blob):
-            image = tf.io.decode_jpeg(  # Also decodes PNG.
-                blob, channels=shape[-1], dct_method="INTEGER_ACCURATE"
-            )
-            return tf.ensure_shape(image, shape)
+            return _decode_image(blob, shape)
 
         return tf.map_fn(
             decode, batch, fn_output_signature=tf.TensorSpec(shape, tf.uint8)
@@ -279,9 +317,9 @@ def _decode_images(blobs: list[bytes], shape, origin) -> np.ndarray:
         return np.concatenate([batch.numpy() for batch in batches])
     except tf.errors.InvalidArgumentError as err:
         raise DataError(
-            f"Cannot decode the images in {origin}: every image must be a "
-            f"JPEG or PNG of shape {shape}. TensorFlow said: "
-            f"{err.message.splitlines()[0]}"
+            f"Cannot decode the image {_first_bad_image(blobs, names, shape)} in "
+            f"{origin}: every image must be a JPEG or PNG of shape {shape}. "
+            f"TensorFlow said: {err.message.splitlines()[0]}"
         ) from err
 
 
@@ -306,7 +344,8 @@ def _read_images(spec, files, root) -> tuple[Arrays, Arrays] | None:
     splits = []
     for split in ("train", "test"):
         blobs = [files[key]() for _, key in keys[split]]
-        images = _decode_images(blobs, spec.image_shape, root / split)
+        names = [key for _, key in keys[split]]
+        images = _decode_images(blobs, names, spec.image_shape, root / split)
         labels = np.array([index[name] for name, _ in keys[split]], np.int64)
         splits.append((images, labels))
     return tuple(splits)

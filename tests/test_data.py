@@ -1,6 +1,8 @@
 """Tests of ssm_keras.data: local readers, splits, errors and tf.data pipelines."""
 
+import dataclasses
 import gzip
+import hashlib
 import pickle
 import struct
 import sys
@@ -360,8 +362,32 @@ def test_image_of_wrong_size_is_reported(tmp_path):
         tmp_path / "test" / "fig" / "big.png",
         tf.io.encode_png(pixels((30, 28, 1))).numpy(),
     )
-    with pytest.raises(data.DataError, match=r"Cannot decode the images in .*test"):
+    with pytest.raises(data.DataError, match=r"Cannot decode the image test/fig/big.png in .*test"):
         data.load_splits("mnist", str(tmp_path))
+
+
+def test_undecodable_jpeg_is_named(tmp_path):
+    write_image_folders(tmp_path, (28, 28, 1), CLASS_NAMES)
+    write(tmp_path / "train" / "fig" / "broken.jpg", b"\xff\xd8\xff not really a JPEG")
+    with pytest.raises(data.DataError, match=r"Cannot decode the image train/fig/broken.jpg in"):
+        data.load_splits("mnist", str(tmp_path))
+
+
+def test_idx_files_of_another_known_data_set_are_refused(tmp_path, monkeypatch):
+    train = pixels((4, 28, 28)), np.array([3, 0, 9, 3], np.uint8)
+    test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
+    write_mnist(tmp_path, train, test)
+    digest = hashlib.sha256(idx(train[1])).hexdigest()
+    monkeypatch.setitem(data._KNOWN_IDX_LABELS, digest, "fashion_mnist")
+    with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz is the label file "
+                                             r"of fashion_mnist, not of mnist"):
+        data.load_splits("mnist", str(tmp_path), validation_size=0)
+    assert len(data.load_splits("fashion_mnist", str(tmp_path), validation_size=0).train[1]) == 4
+
+
+def test_real_mnist_is_not_taken_for_fashion_mnist(mnist_dir):
+    with pytest.raises(data.DataError, match="is the label file of mnist, not of fashion_mnist"):
+        data.load_splits("fashion_mnist", str(mnist_dir))
 
 
 # ----------------------------------------------------------------------------
@@ -447,6 +473,9 @@ def test_tfds_prepared_copy_is_read_without_download(tmp_path, monkeypatch):
     monkeypatch.setattr(
         data, "_why_offline", lambda: pytest.fail("checked the network")
     )
+    # Not the system-wide copy, should the dataset-fashion-mnist package be installed.
+    layout = dataclasses.replace(data._LAYOUTS["fashion_mnist"], default_dirs=())
+    monkeypatch.setitem(data._LAYOUTS, "fashion_mnist", layout)
 
     splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=2)
 
