@@ -42,7 +42,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from ssm_keras import compact
+from ssm_keras import compact, train
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import ExportError, bake
 
@@ -438,8 +438,7 @@ def run(flag_values):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    train.refuse_arguments(argv)
     logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
     return run(flags.FLAGS)
 
@@ -447,7 +446,7 @@ def main(argv):
 def cli():
     """The `ssm-export` console script."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=train.parse_flags)
 
 
 if __name__ == "__main__":

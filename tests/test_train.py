@@ -523,3 +523,20 @@ def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, mo
         training.run(tiny_config(tmp_path / "m", regime="mask_then_weights",
                                  mask_from=str(tmp_path / "bad.keras")), splits=splits)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no_such_flag=1"], "error: Unknown command line flag 'no_such_flag'"),
+    (["--flagfile=/nonexistent/run.flags"], "error: Unable to open flagfile: [Errno 2] No such file or directory: '/nonexistent/run.flags'"),
+    (["--epochs=many"], "error: flag --epochs=many: invalid literal for int()"),
+    (["extra"], "error: unexpected arguments: extra"),
+])
+def test_bad_command_lines_are_one_error_line(capsys, args, message):
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        argv = train.parse_flags(["ssm_keras.train", *args], flag_values)
+        train.refuse_arguments(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(message), err
