@@ -2,7 +2,7 @@
 
 Layout of `--model_dir`:
 
-    .lock                   held by the process training the run (see `lock`)
+    .lock                   while a process trains the run (see `lock`)
     flags.json, flags.txt   the run's settings (JSON; absl flagfile)
     checkpoint/             state.json + the model.keras it names, after
                             every epoch (see `write_checkpoint`)
@@ -190,8 +190,8 @@ def lock(model_dir):
 
     The lock is an exclusive `flock` on `model_dir/.lock`, released by the
     operating system when the process ends, however it ends. While held,
-    the file names the holder. The folders this call created are removed again if the
-    block leaves nothing but the lock in `model_dir`.
+    the file names the holder; it is removed when the block ends, as are
+    the folders this call created if the block left them empty.
 
     Raises:
         RunDirError: another process holds the lock (the message names it),
@@ -211,10 +211,14 @@ def lock(model_dir):
             f"{error.strerror or error}"
             + (f" ({error.filename})" if error.filename else "") + "."
         ) from None
+    path = os.path.join(model_dir, LOCK)
     try:
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # The holder before may have removed the file as it let go.
+            if os.fstat(file.fileno()).st_ino != os.stat(path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
             file.seek(0)
             holder = file.read().strip() or "another process"
             raise RunDirError(
@@ -229,16 +233,15 @@ def lock(model_dir):
         try:
             yield
         finally:
-            file.truncate(0)
-            if created and os.listdir(model_dir) == [LOCK]:
+            _remove_quietly(path)  # still locked: no one else holds this file
+            if created:
                 _remove_created(model_dir, created)
     finally:
         file.close()
 
 
 def _remove_created(model_dir, created):
-    """Removes the lock, `model_dir` and its empty parents up to `created`."""
-    _remove_quietly(os.path.join(model_dir, LOCK))
+    """Removes `model_dir` and its parents up to `created` while they are empty."""
     folder = os.path.abspath(model_dir)
     with contextlib.suppress(OSError):  # a folder no longer empty stays
         while True:
@@ -255,7 +258,8 @@ def check(model_dir, flags, resume=False, overwrite=False):
     - empty or new: a fresh run;
     - an unfinished run with the same flags: resumed from its checkpoint;
     - a finished run: refused, unless `overwrite` (replaced by `start`) or
-      `resume` (continued for more epochs);
+      `resume` (continued for more epochs); `overwrite` never replaces a
+      folder of other files;
     - a run that diverged, or a run with other flags: refused unless
       `overwrite`.
 
@@ -270,6 +274,13 @@ def check(model_dir, flags, resume=False, overwrite=False):
     results_path = os.path.join(model_dir, "results.json")
     flags_path = os.path.join(model_dir, "flags.json")
     if overwrite:
+        others = [name for name in os.listdir(model_dir) if name != LOCK] if os.path.isdir(
+            model_dir) else []
+        if others and not os.path.isfile(flags_path):
+            raise RunDirError(
+                f"--model_dir={model_dir} holds files but no run ({', '.join(sorted(others)[:5])}"
+                "); --overwrite only replaces a run. Choose another --model_dir."
+            )
         return None
     if not os.path.isfile(flags_path):
         if resume:

@@ -264,8 +264,8 @@ def run(config, splits=None, strategy=None):
     Raises:
         ConfigError, DataError, InitFileError, RunDirError: bad settings or
             inputs, with a message for the user; nothing was written.
-        callbacks.Diverged: the loss became NaN or infinite; `results.json`
-            has `"status": "diverged"`.
+        callbacks.Diverged: the loss or a trained weight became NaN or
+            infinite; `results.json` has `"status": "diverged"`.
     """
     config.validate()
     model_dir = config.model_dir or default_model_dir(config)

@@ -202,12 +202,15 @@ def _training_settings(config):
 
 
 def _fatal_user_errors(method):
-    """Turns the user errors of `train.USER_ERRORS` into `TuneError`s."""
+    """Turns the user errors of `train.USER_ERRORS` into `TuneError`s, which
+    stop the search; a diverged trial (`callbacks.Diverged`) only fails."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
         try:
             return method(*args, **kwargs)
+        except ssm_callbacks.Diverged:
+            raise  # fails this trial only: others may have better settings
         except train.USER_ERRORS as error:
             raise TuneError(str(error)) from None
 

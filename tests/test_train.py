@@ -261,16 +261,6 @@ def test_init_file_reproduces_the_start(tmp_path):
         training.run(tiny_config(tmp_path / "c", epochs=1, save_init_file=str(init)), splits=splits)
 
 
-def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, "-m", "ssm_keras.train", "--arch=resnet21", f"--model_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
-    assert completed.returncode == 1
-    assert completed.stderr.strip().splitlines()[-1].startswith("error: Unknown --arch='resnet21'")
-    assert "Traceback" not in completed.stderr
-
-
 @pytest.mark.parametrize("jit_compile, expected", [
     (None, bool(tf.config.list_physical_devices("GPU"))),  # Keras decides: XLA on GPUs only
     (True, True),
@@ -404,21 +394,33 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
     assert _strict_json(path) == {"a": None, "b": [1.0, None]}
 
 
-def test_importing_the_package_makes_saved_models_loadable(tmp_path):
+def test_fresh_process_loads_models_after_import_and_the_command_fails_cleanly(tmp_path):
+    """One new process (they are slow to start): `import ssm_keras` alone makes
+    a saved model loadable; then `python -m ssm_keras.train` with a bad flag
+    ends with exit status 1 and one error line, no traceback."""
     model = training.build_model(tiny_config(tmp_path), tiny_splits().spec)
     model.save(tmp_path / "model.keras")
     images = tiny_splits().test[0][:4].astype(np.float32)
     np.save(tmp_path / "images.npy", images)
     expected = model.predict(images, verbose=0)
-    script = ("import keras, numpy, ssm_keras; print(ssm_keras.__file__); "
-              "model = keras.saving.load_model('model.keras'); "
-              "numpy.save('loaded.npy', model.predict(numpy.load('images.npy'), verbose=0))")
+    script = "\n".join([
+        "import runpy, sys",
+        "import keras, numpy, ssm_keras",
+        "print(ssm_keras.__file__, flush=True)",
+        "model = keras.saving.load_model('model.keras')",
+        "numpy.save('loaded.npy', model.predict(numpy.load('images.npy'), verbose=0))",
+        "sys.argv = ['ssm_keras.train', '--arch=resnet21', '--model_dir=run']",
+        "runpy.run_module('ssm_keras.train', run_name='__main__', alter_sys=True)",
+    ])
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                cwd=tmp_path, timeout=120,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert completed.stdout.startswith(str(REPO / "ssm_keras"))
+    assert completed.stdout.startswith(str(REPO / "ssm_keras")), completed.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), expected, rtol=1e-6)
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: Unknown --arch='resnet21'")
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch):
@@ -517,6 +519,13 @@ def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, mo
         training.run(tiny_config(tmp_path, epochs=1), splits=splits)
     assert not [path for path in (tmp_path / "run").rglob("*") if "tmp" in path.name]
     monkeypatch.undo()
+    # --overwrite replaces a run, never a folder of other files.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    with pytest.raises(run_dir.RunDirError, match="holds files but no run"):
+        training.run(tiny_config(tmp_path, model_dir=str(tmp_path / "mine"), overwrite=True),
+                     splits=splits)
+    assert os.listdir(tmp_path / "mine") == ["thesis.tex"]
     # A damaged --mask_from model.
     (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 not a model")
     with pytest.raises(run_dir.RunDirError, match="--mask_from=.*bad.keras: cannot load"):

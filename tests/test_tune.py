@@ -18,7 +18,8 @@ from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 
 from ssm_keras import config as ssm_config
-from ssm_keras import data, train, training, tune, tuning
+from ssm_keras import callbacks as ssm_callbacks
+from ssm_keras import data, run_dir, train, training, tune, tuning
 
 from conftest import REPO, shared_data_dir
 
@@ -303,3 +304,18 @@ def test_directory_that_is_a_file_is_one_clear_line(cli_flags, capsys, tmp_path,
     assert exit_info.value.code == 1 and len(err.splitlines()) == 1
     assert err.startswith(f"error: --directory: the search folder {tmp_path / directory}")
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_diverged_trial_fails_alone_other_errors_stop_the_search():
+    @tuning._fatal_user_errors
+    def diverging():
+        raise ssm_callbacks.Diverged(2, "the loss is nan")
+
+    @tuning._fatal_user_errors
+    def damaged():
+        raise run_dir.RunDirError("damaged checkpoint")
+
+    with pytest.raises(ssm_callbacks.Diverged):  # Keras Tuner fails the trial, goes on
+        diverging()
+    with pytest.raises(tuning.TuneError, match="damaged checkpoint"):  # a FatalError
+        damaged()
