@@ -34,3 +34,8 @@ if keras.backend.backend() != "tensorflow":
     )
 
 __version__ = "0.1.0"
+
+# Registers every class a saved model names (the layers and the
+# initialisers), so that `import ssm_keras` makes a run's model.keras
+# loadable with `keras.saving.load_model`.
+from ssm_keras import initializers, layers  # noqa: E402,F401

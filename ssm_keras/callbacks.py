@@ -1,6 +1,7 @@
-"""Callbacks of a training run: mask summaries and resumable checkpoints."""
+"""Callbacks of a training run: mask summaries, resumable checkpoints, and
+stopping a run whose loss is no longer a number."""
 
-import json
+import math
 import os
 
 import keras
@@ -8,13 +9,65 @@ import numpy as np
 import tensorflow as tf
 
 from ssm_keras import layers as ssm_layers
-from ssm_keras import statistics
+from ssm_keras import run_dir, statistics
+
+
+class Diverged(Exception):
+    """Training stopped because the loss or a trained weight became NaN or infinite."""
+
+    def __init__(self, epoch, what):
+        super().__init__(
+            f"training diverged: {what} after epoch {epoch}. Try a smaller "
+            "--learning_rate or --init_factor, or check --init_file."
+        )
+        self.epoch = epoch
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raises `Diverged` at the end of an epoch whose loss, or any of whose
+    trainable weights, is not finite.
+
+    A masked layer with NaN scores hides every weight and still has a
+    finite loss, so the weights are checked too (once per epoch: a few
+    milliseconds). Put it before `RunCheckpoint`, so that no checkpoint
+    holds the diverged state.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise Diverged(epoch + 1, f"the loss is {loss}")
+        for variable in self.model.trainable_variables:
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+                raise Diverged(epoch + 1, f"{variable.path} holds non-finite values")
 
 
 def current_learning_rate(optimizer):
     """The optimiser's learning rate now, as a Python float."""
     rate = optimizer.learning_rate
     return float(keras.ops.convert_to_numpy(rate))
+
+
+class EpochNumber(keras.callbacks.Callback):
+    """The number of the epoch being trained (0-based), for the training data.
+
+    Calling it returns the epoch; `data.make_epoch_dataset(..., epoch=it)`
+    reads it when Keras starts iterating the data of an epoch, which Keras
+    does after `on_epoch_begin`.
+
+    Args:
+        first_epoch: the value before training starts (`initial_epoch`).
+    """
+
+    def __init__(self, first_epoch=0):
+        super().__init__()
+        self.epoch = first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def __call__(self):
+        return self.epoch
 
 
 class MaskMonitor(keras.callbacks.Callback):
@@ -88,11 +141,12 @@ class MaskMonitor(keras.callbacks.Callback):
 class RunCheckpoint(keras.callbacks.Callback):
     """Saves the whole training state after each epoch, atomically.
 
-    `directory/model.keras` holds the model with its optimiser state, and
-    `directory/state.json` the number of finished epochs, the epoch logs so
-    far, the wall time so far and the state of `stateful` callbacks (e.g.
-    `ReduceLROnPlateau`). A run restarted from it reaches the same result as
-    one never interrupted.
+    `directory/state.json` holds the number of finished epochs, the epoch
+    logs so far, the wall time so far, the state of `stateful` callbacks
+    (e.g. `ReduceLROnPlateau`) and the name and checksum of the model file
+    (with its optimiser state) next to it: one unit, written and checked by
+    `run_dir.write_checkpoint` and `run_dir.read_checkpoint`. A run
+    restarted from it reaches the same result as one never interrupted.
 
     Args:
         directory: the checkpoint folder.
@@ -125,10 +179,6 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.history.append({"epoch": epoch + 1, **_plain(logs or {})})
         if not self.write:
             return
-        os.makedirs(self.directory, exist_ok=True)
-        model_path = os.path.join(self.directory, "model.keras")
-        self.model.save(model_path + ".tmp.keras")
-        os.replace(model_path + ".tmp.keras", model_path)
         state = {
             "epoch": epoch + 1,
             "history": self.history,
@@ -139,14 +189,7 @@ class RunCheckpoint(keras.callbacks.Callback):
                 for callback in self.stateful
             ],
         }
-        write_json_atomically(os.path.join(self.directory, "state.json"), state)
-
-
-def write_json_atomically(path, value):
-    """Writes JSON to `path` through a temporary file and a rename."""
-    with open(path + ".tmp", "w", encoding="utf-8") as file:
-        json.dump(value, file, indent=2)
-    os.replace(path + ".tmp", path)
+        run_dir.write_checkpoint(self.directory, self.model.save, state)
 
 
 def _plain_value(value):

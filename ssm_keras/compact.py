@@ -508,8 +508,9 @@ def read_compact(path):
         header = decompress_header(header_bytes)
     except (zlib.error, UnicodeDecodeError, ValueError) as error:
         raise CompactFileError(f"compact file {path} has an unreadable header ({error})") from None
-    if header.get("format") != FORMAT:
-        raise CompactFileError(f"{path} has format {header.get('format')!r}, not {FORMAT!r}")
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise CompactFileError(f"{path} has format {found!r}, not {FORMAT!r}")
     return header, data[_PREFIX.size + header_size : body_size]
 
 
@@ -601,6 +602,23 @@ def load_compact(path):
     """
     header, payload = read_compact(path)
     try:
+        model = _restore(header, payload, path)
+    except CompactFileError as error:
+        if str(path) in str(error):
+            raise
+        raise CompactFileError(f"compact file {path}: {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise CompactFileError(
+            f"compact file {path} has a malformed header ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(header.get("metadata"), dict):
+        raise CompactFileError(f"compact file {path} has a malformed header (metadata)")
+    return CompactModel(model, baking.bake(model), header["metadata"])
+
+
+def _restore(header, payload, path):
+    """The masked model a checked header describes, its variables restored."""
+    try:
         model = keras.Model.from_config(header["model"])
     except (TypeError, ValueError, KeyError) as error:
         raise CompactFileError(f"compact file {path}: cannot rebuild its model ({error})") from None
@@ -616,5 +634,5 @@ def load_compact(path):
         if record["layer"] not in layers:
             raise CompactFileError(f"the model has no masked layer {record['layer']!r}")
         _restore_masked_layer(layers[record["layer"]], record, payload)
-    return CompactModel(model, baking.bake(model), header["metadata"])
+    return model
 

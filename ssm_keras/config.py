@@ -6,6 +6,7 @@ and the tuner all produce; `validate()` turns every bad value into a
 """
 
 import dataclasses
+import math
 
 from ssm_keras import data, initializers, losses, masking, models
 
@@ -136,6 +137,14 @@ class TrainConfig:
         _choice("bernoulli_eval", self.bernoulli_eval, ("expected", "sample"))
         if self.activation is not None:
             _choice("activation", self.activation, ACTIVATIONS)
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"--{field.name} must be a finite number. Received: --{field.name}={value}"
+                )
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0. Received: --seed={self.seed}")
         for name in ("learning_rate", "batch_size", "epochs", "lr_decay_epochs",
                      "steps_per_execution", "init_factor"):
             _positive(name, getattr(self, name))
@@ -153,6 +162,7 @@ class TrainConfig:
                 "--lr_decay_rate must be in (0, 1] and --plateau_factor in (0, 1). "
                 f"Received: {self.lr_decay_rate}, {self.plateau_factor}"
             )
+        self._check_mask_flags_used()
         if self.width is not None:
             _positive("width", self.width)
         if self.max_examples is not None:
@@ -179,6 +189,19 @@ class TrainConfig:
             models.check_input_shape(self.arch, data.DATASETS[self.dataset].image_shape)
         except ValueError as error:
             raise ConfigError(f"--arch={self.arch} does not fit --dataset={self.dataset}: {error}") from None
+
+    def _check_mask_flags_used(self):
+        """Refuses `--tau_fraction` / `--density` set for a mask that ignores it."""
+        if self.regime != "mask":
+            return
+        used_by = {"tau_fraction": masking.THRESHOLD_KINDS, "density": masking.TOPK_KINDS}
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        for name, kinds in used_by.items():
+            if self.mask_kind not in kinds and getattr(self, name) != defaults[name]:
+                raise ConfigError(
+                    f"--{name} only shapes {' and '.join(kinds)} masks; --mask={self.mask_kind} "
+                    f"ignores it. Received: --{name}={getattr(self, name)}"
+                )
 
 
 def _choice(name, value, allowed):

@@ -15,8 +15,9 @@ Decoded image folders are cached as `.npz` files under `SSM_CACHE_DIR`
 
 `make_dataset` turns arrays into a batched, shuffled and augmented
 `tf.data.Dataset` of float32 images with raw pixel values in [0, 255];
-`make_training_stream` does the same for a range of epochs, each shuffled from
-`(seed, epoch)`, so that a resumed run sees the batches of an uninterrupted one.
+`make_epoch_dataset` yields one training epoch each time it is iterated,
+shuffled from `(seed, epoch)`, so that a resumed run sees the batches of an
+uninterrupted one.
 
 Example:
 
@@ -131,6 +132,27 @@ def _parse_idx(data: bytes, name: str, ndim: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()
 
 
+# SHA-256 of the decompressed label files of the original MNIST and
+# Fashion-MNIST: IDX files of the same shapes, told apart by their labels.
+_KNOWN_IDX_LABELS = {
+    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5": "mnist",
+    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2": "mnist",
+    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9": "fashion_mnist",
+    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34": "fashion_mnist",
+}
+
+
+def _check_idx_identity(spec: DatasetSpec, labels: np.ndarray, where: str) -> None:
+    """Raises DataError if `labels` are those of another known data set."""
+    content = bytes((0, 0, 8, 1)) + struct.pack(">I", len(labels)) + labels.tobytes()
+    known = _KNOWN_IDX_LABELS.get(hashlib.sha256(content).hexdigest())
+    if known is not None and known != spec.name:
+        raise DataError(
+            f"{where} is the label file of {known}, not of {spec.name}: check "
+            f"--data_dir, or pass --dataset={known}."
+        )
+
+
 def _read_idx(spec: DatasetSpec, files: _Files, root: pathlib.Path):
     """Reads the four MNIST-style IDX files (gzipped or not); None if absent."""
     names = (
@@ -146,7 +168,9 @@ def _read_idx(spec: DatasetSpec, files: _Files, root: pathlib.Path):
     for image_name, label_name in names:
         image_path = str(root / keys[image_name])
         images = _parse_idx(files[keys[image_name]](), image_path, 3)
-        labels = _parse_idx(files[keys[label_name]](), str(root / keys[label_name]), 1)
+        label_path = str(root / keys[label_name])
+        labels = _parse_idx(files[keys[label_name]](), label_path, 1)
+        _check_idx_identity(spec, labels, label_path)
         splits.append(_checked(spec, images[..., None], labels, image_path))
     return tuple(splits)
 
@@ -255,15 +279,30 @@ def _image_keys(files: _Files) -> dict[str, list[tuple[str, str]]] | None:
     return splits if splits["train"] and splits["test"] else None
 
 
-def _decode_images(blobs: list[bytes], shape, origin) -> np.ndarray:
-    """Decodes JPEG or PNG images of one shape in parallel batches."""
+def _decode_image(blob, shape):
+    image = tf.io.decode_jpeg(  # Also decodes PNG.
+        blob, channels=shape[-1], dct_method="INTEGER_ACCURATE"
+    )
+    return tf.ensure_shape(image, shape)
+
+
+def _first_bad_image(blobs: list[bytes], names: list[str], shape) -> str:
+    """The name of the first image that does not decode to `shape`."""
+    for blob, name in zip(blobs, names):
+        try:
+            _decode_image(blob, shape)
+        except (tf.errors.InvalidArgumentError, ValueError):
+            return name
+    return "one of them"
+
+
+def _decode_images(blobs: list[bytes], names: list[str], shape, origin) -> np.ndarray:
+    """Decodes JPEG or PNG images of one shape in parallel batches; a
+    DataError names the first file that fails."""
 
     def decode_batch(batch):
         def decode(blob):
-            image = tf.io.decode_jpeg(  # Also decodes PNG.
-                blob, channels=shape[-1], dct_method="INTEGER_ACCURATE"
-            )
-            return tf.ensure_shape(image, shape)
+            return _decode_image(blob, shape)
 
         return tf.map_fn(
             decode, batch, fn_output_signature=tf.TensorSpec(shape, tf.uint8)
@@ -278,9 +317,9 @@ def _decode_images(blobs: list[bytes], shape, origin) -> np.ndarray:
         return np.concatenate([batch.numpy() for batch in batches])
     except tf.errors.InvalidArgumentError as err:
         raise DataError(
-            f"Cannot decode the images in {origin}: every image must be a "
-            f"JPEG or PNG of shape {shape}. TensorFlow said: "
-            f"{err.message.splitlines()[0]}"
+            f"Cannot decode the image {_first_bad_image(blobs, names, shape)} in "
+            f"{origin}: every image must be a JPEG or PNG of shape {shape}. "
+            f"TensorFlow said: {err.message.splitlines()[0]}"
         ) from err
 
 
@@ -305,7 +344,8 @@ def _read_images(spec, files, root) -> tuple[Arrays, Arrays] | None:
     splits = []
     for split in ("train", "test"):
         blobs = [files[key]() for _, key in keys[split]]
-        images = _decode_images(blobs, spec.image_shape, root / split)
+        names = [key for _, key in keys[split]]
+        images = _decode_images(blobs, names, spec.image_shape, root / split)
         labels = np.array([index[name] for name, _ in keys[split]], np.int64)
         splits.append((images, labels))
     return tuple(splits)
@@ -853,22 +893,26 @@ def make_dataset(
     )
 
 
-def make_training_stream(
+def make_epoch_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
     *,
     augment: str = "none",
     seed: int = 0,
-    first_epoch: int = 0,
-    epochs: int,
+    epoch: Callable[[], int],
 ) -> tf.data.Dataset:
-    """Makes the training batches of epochs `first_epoch` to `epochs - 1`.
+    """Makes a dataset that is, each time it is iterated, one training epoch.
 
-    For `model.fit(stream, epochs=epochs, initial_epoch=first_epoch,
-    steps_per_epoch=ceil(N / batch_size))`. Epoch `e` is shuffled and
-    augmented from `(seed, e)` alone, so a run resumed at epoch `e` sees the
-    same batches as an uninterrupted one.
+    For `model.fit(dataset, epochs=..., initial_epoch=..., steps_per_epoch=None)`
+    with a callback that keeps `epoch()` at the epoch being trained (see
+    `callbacks.EpochNumber`): Keras iterates the dataset anew at the start of
+    every epoch, and each iteration yields the `ceil(N / batch_size)` batches
+    of epoch `epoch()`, shuffled and augmented from `(seed, epoch())` alone.
+    So every epoch trains exactly its own batches whatever
+    `steps_per_execution` (an execution ends early where the epoch's data
+    ends), and a run resumed at epoch `e` sees the batches of an
+    uninterrupted one.
 
     Args:
         images: uint8 array of shape (N, H, W, C).
@@ -876,14 +920,19 @@ def make_training_stream(
         batch_size: examples per batch; every epoch has ceil(N / batch_size).
         augment: one of `AUGMENTATIONS`.
         seed: seed of the shuffles and the augmentation.
-        first_epoch: the first epoch in the stream (0-based).
-        epochs: one more than the last epoch in the stream.
+        epoch: returns the (0-based) epoch to yield, read when an iteration
+            starts.
 
     Returns:
-        A finite dataset of `(float32 images, int64 labels)` batches.
+        A finite dataset of `(float32 images, int64 labels)` batches, whose
+        cardinality is the number of batches of one epoch.
     """
     _check_pipeline_args(images, labels, batch_size, augment)
-    epoch_seeds = tf.data.Dataset.range(first_epoch, epochs).map(
-        lambda epoch: tf.stack([tf.constant(seed, tf.int64), epoch])
+    epoch_seeds = tf.data.Dataset.from_generator(
+        lambda: iter([np.array([seed, epoch()], np.int64)]),
+        output_signature=tf.TensorSpec((2,), tf.int64),
     )
-    return _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, False)
+    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, False)
+    return batches.apply(
+        tf.data.experimental.assert_cardinality(math.ceil(len(labels) / batch_size))
+    )

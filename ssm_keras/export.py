@@ -21,9 +21,13 @@ a SavedModel where it is served). `OUT_DIR` receives, per format:
 and `export.json` with the file sizes and compression ratios. Neither
 `model.keras` nor `saved_model/` needs ssm_keras to load. An existing export
 in `OUT_DIR` is only replaced with `--overwrite`; the new files are written to
-a temporary folder first, so a failed export loses nothing.
+a temporary folder first and then moved in one by one, so a failed export
+loses nothing and a killed one leaves every output whole (the next export
+into `OUT_DIR` finishes or removes what it left). `OUT_DIR` may not be, or
+contain, the run folder or compact file exported.
 """
 
+import ctypes
 import json
 import os
 import shutil
@@ -38,7 +42,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from ssm_keras import compact
+from ssm_keras import compact, train
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import ExportError, bake
 
@@ -200,11 +204,23 @@ def _existing_outputs(out_dir):
     return [name for name in names if os.path.lexists(os.path.join(out_dir, name))]
 
 
-def _check_destination(out_dir, overwrite):
-    """Raises ExportError if `out_dir` is a file, or holds an export and
+def _inside(path, folder):
+    """Whether `path` is `folder` or lies under it (both resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _check_destination(out_dir, overwrite, source):
+    """Raises ExportError if `out_dir` is a file, is or contains `source`
+    (the run folder or compact file exported), or holds an export and
     `overwrite` is False."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"--out {out_dir} exists and is not a directory")
+    if _inside(source, out_dir):
+        raise ExportError(
+            f"--out {out_dir} is or contains the source {source}; an export there would "
+            "replace what it is made from. Choose another --out"
+        )
     existing = _existing_outputs(out_dir)
     if existing and not overwrite:
         raise ExportError(
@@ -216,26 +232,106 @@ def _check_destination(out_dir, overwrite):
 def _remove(path):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
-    else:
+    elif os.path.lexists(path):
         os.remove(path)
+
+
+# The swap: a staging folder `.export-*` in `out_dir` receives the new
+# export; the file `READY` in it (the list of its outputs) marks it
+# complete. Then each output replaces the old one by a rename, the old
+# outputs of other formats are deleted, and the staging folder goes. A
+# staging folder that a killed export left behind is finished by the next
+# export into `out_dir` if it was complete, else deleted; until then every
+# output in `out_dir` is a complete file or folder, old or new.
+STAGING_PREFIX = ".export-"
+READY = "READY"
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _exchange(first, second):
+    """Swaps two paths in one step (Linux `renameat2`); False if not available."""
+    renameat2 = getattr(_LIBC, "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                       _RENAME_EXCHANGE)
+    return result == 0
+
+
+def _move_in(new, old):
+    """Puts `new` where `old` is, replacing it; `old` never misses for
+    files, nor for folders where `renameat2` can exchange them."""
+    if os.path.isdir(new) and os.path.isdir(old) and not os.path.islink(old):
+        if _exchange(new, old):
+            shutil.rmtree(new)  # now the old folder
+            return
+        aside = new + ".old"
+        os.rename(old, aside)  # a moment without `old`; `recover` would finish it
+        os.rename(new, old)
+        shutil.rmtree(aside)
+    else:
+        os.replace(new, old)
+
+
+def _finish_swap(staging, out_dir):
+    """Moves a complete staging folder's outputs into `out_dir`; deletes it."""
+    with open(os.path.join(staging, READY), encoding="utf-8") as file:
+        names = json.load(file)
+    for name in names:
+        if os.path.lexists(os.path.join(staging, name)):
+            _move_in(os.path.join(staging, name), os.path.join(out_dir, name))
+    for name in _existing_outputs(out_dir):
+        if name not in names:
+            _remove(os.path.join(out_dir, name))
+    shutil.rmtree(staging)
+
+
+def recover(out_dir):
+    """Finishes or deletes the staging folders a killed export left in `out_dir`."""
+    if not os.path.isdir(out_dir):
+        return
+    for name in sorted(os.listdir(out_dir)):
+        staging = os.path.join(out_dir, name)
+        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(staging):
+            continue
+        try:
+            ready = os.path.isfile(os.path.join(staging, READY))
+            if ready:
+                _finish_swap(staging, out_dir)
+            else:
+                shutil.rmtree(staging)
+        except (OSError, ValueError) as error:
+            raise ExportError(f"cannot clean up {staging}, left by an earlier export "
+                              f"({error}); remove it by hand") from None
 
 
 def _export(model, metadata, source, out_dir, formats):
     """Writes the export into a staging folder inside `out_dir`, then swaps
-    it in: a failure before the swap leaves `out_dir` as it was."""
-    os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
+    it in: a failure before the swap leaves `out_dir` as it was, and so
+    does a kill (see `recover`)."""
+    staging = None
     try:
+        os.makedirs(out_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir)
         _write_formats(model, metadata, staging, formats)
         summary = _summary(model, source, staging, formats)
         with open(os.path.join(staging, SUMMARY), "w", encoding="utf-8") as file:
-            json.dump(summary, file, indent=2)
-        for name in _existing_outputs(out_dir):
-            _remove(os.path.join(out_dir, name))
-        for name in os.listdir(staging):
-            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+            json.dump(summary, file, indent=2, allow_nan=False)
+        with open(os.path.join(staging, READY), "w", encoding="utf-8") as file:
+            json.dump([*(OUTPUTS[name] for name in formats), SUMMARY], file)
+        _finish_swap(staging, out_dir)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        raise ExportError(f"cannot write the export to {out_dir}: "
+                          f"{error.strerror or error}{where}") from None
+    except tf.errors.OpError as error:  # from writing the SavedModel
+        raise ExportError(f"cannot write the export to {out_dir}: {error.message}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging and os.path.isdir(staging) and not os.path.isfile(
+                os.path.join(staging, READY)):
+            shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
@@ -258,7 +354,8 @@ def export_run(model_dir, out_dir, formats=FORMATS, overwrite=False):
             a run that is not finished or cannot be exported.
     """
     formats = check_formats(formats)
-    _check_destination(out_dir, overwrite)
+    recover(out_dir)
+    _check_destination(out_dir, overwrite, model_dir)
     model, results = load_run(model_dir)
     return _export(model, _run_metadata(results), os.path.abspath(model_dir), out_dir, formats)
 
@@ -270,7 +367,8 @@ def export_compact(compact_path, out_dir, formats=FORMATS, overwrite=False):
     kept. Raises ExportError (`CompactFileError`) for a damaged file.
     """
     formats = check_formats(formats)
-    _check_destination(out_dir, overwrite)
+    recover(out_dir)
+    _check_destination(out_dir, overwrite, compact_path)
     loaded = compact.load_compact(compact_path)
     source = os.path.abspath(compact_path)
     return _export(loaded.masked_model, loaded.metadata, source, out_dir, formats)
@@ -340,8 +438,7 @@ def run(flag_values):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    train.refuse_arguments(argv)
     logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
     return run(flags.FLAGS)
 
@@ -349,7 +446,7 @@ def main(argv):
 def cli():
     """The `ssm-export` console script."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=train.parse_flags)
 
 
 if __name__ == "__main__":

@@ -74,10 +74,15 @@ def read_init(path):
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
         meta = json.loads(str(arrays.pop("__meta__")))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as error:
         raise InitFileError(
             f"Init file {path} is not a readable ssm_keras init file ({error})."
         ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), str):
+        raise InitFileError(
+            f"Init file {path} has malformed metadata: expected a JSON object with "
+            f"format, version and arch. Received: {str(meta)[:200]}"
+        )
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InitFileError(
             f"Init file {path} has format {meta.get('format')!r} version "
@@ -113,6 +118,11 @@ def load_init(model, path, arch):
                     f"Init file {path}: {key!r} has shape {arrays[key].shape}, "
                     f"the model needs {tuple(variable.shape)} (other width, "
                     "input shape or number of classes?)."
+                )
+            if not np.all(np.isfinite(arrays[key])):
+                raise InitFileError(
+                    f"Init file {path}: {key!r} holds NaN or infinite values; a run "
+                    "started from it cannot learn."
                 )
             assignments.append((variable, arrays[key]))
     for variable, value in assignments:

@@ -2,102 +2,336 @@
 
 Layout of `--model_dir`:
 
+    .lock                   while a process trains the run (see `lock`)
     flags.json, flags.txt   the run's settings (JSON; absl flagfile)
-    checkpoint/             model.keras + state.json after every epoch
+    checkpoint/             state.json + the model.keras it names, after
+                            every epoch (see `write_checkpoint`)
     logs/                   TensorBoard: train/, validation/, masks/, flags
     history.jsonl           one JSON line per epoch (loss, accuracy, masks)
     model.keras             the trained model
     results.json            test and validation accuracy, remaining weights,
-                            per-layer statistics, epochs, wall time, flags
+                            per-layer statistics, epochs, wall time, flags;
+                            or, for a run stopped by a non-finite loss,
+                            `"status": "diverged"` and why
     results.txt             the same, for people
+
+A run is checked against the folder (`check`) before anything is written,
+and the folder is written (`start`) only once the data and the model are
+known good. All JSON is standard JSON: a non-finite number is written as
+`null`.
 """
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import math
 import os
 import shutil
+import socket
+import sys
+import time
 
-# Settings that may differ between a run and its continuation.
-_RESTART_KEYS = ("resume", "overwrite", "verbose")
+# Settings that may differ between a run and its continuation: how it is
+# started, and where its folder is (the folder is the same one however it
+# is spelled, or after it was moved).
+_RESTART_KEYS = ("resume", "overwrite", "verbose", "model_dir")
+# Settings that name files or folders: compared as resolved paths.
+PATH_KEYS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from")
+LOCK = ".lock"
 
 
 class RunDirError(Exception):
     """A model directory that cannot be used as asked; the message says why."""
 
 
+def plain_json(value):
+    """`value` with every non-finite float (NaN, infinities) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: plain_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(item) for item in value]
+    return value
+
+
+def write_json_atomically(path, value):
+    """Writes `value` as standard JSON to `path`, through a temporary file
+    and a rename; RunDirError (no file left behind) if it cannot."""
+    text = json.dumps(plain_json(value), indent=2, allow_nan=False)
+    write_atomically(path, text.encode("utf-8"))
+
+
+def write_atomically(path, data):
+    """Writes bytes to `path` through a temporary file and a rename;
+    RunDirError (no file left behind) if it cannot."""
+    temporary = path + ".tmp"
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove_quietly(temporary)
+        raise RunDirError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _remove_quietly(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
 def read_json(path):
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    """The JSON in `path`; RunDirError naming the file if it is unreadable."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path} is not readable JSON ({error}).") from None
 
 
 def checkpoint_dir(model_dir):
     return os.path.join(model_dir, "checkpoint")
 
 
+# Checkpoints.
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checkpoint(folder, save_model, state):
+    """Writes a checkpoint: a model file, then the `state.json` that names it.
+
+    `save_model(path)` writes the model (with its optimiser state) to a new
+    file `model-<epoch>.keras`; then `state.json`, which records that file's
+    name and SHA-256, replaces the previous one in one rename; then the
+    previous model file is deleted. So at every instant `state.json` names a
+    complete model file of its own epoch.
+
+    Raises:
+        RunDirError: the files cannot be written (e.g. a full disk); no
+            partial file is left behind.
+    """
+    name = f"model-{state['epoch']}.keras"
+    path = os.path.join(folder, name)
+    temporary = os.path.join(folder, f".{name}.tmp.keras")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        save_model(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove_quietly(temporary)
+        raise RunDirError(f"cannot write the checkpoint {path}: {error.strerror or error}") from None
+    write_json_atomically(os.path.join(folder, "state.json"),
+                          {**state, "model": name, "model_sha256": _sha256(path)})
+    for other in os.listdir(folder):
+        if other != name and other.endswith(".keras"):
+            _remove_quietly(os.path.join(folder, other))
+
+
+def read_checkpoint(folder):
+    """`(state, model path)` of the checkpoint in `folder`, or None if none.
+
+    Raises:
+        RunDirError: `state.json` is damaged, or the model file it names is
+            missing or is not the one it recorded (truncated, replaced).
+    """
+    state_path = os.path.join(folder, "state.json")
+    if not os.path.isfile(state_path):
+        return None
+    state = read_json(state_path)
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise RunDirError(f"{state_path} is not a checkpoint state (no epoch number).")
+    advice = ("Delete the checkpoint folder to train from the last intact state, "
+              "or pass --overwrite to start over.")
+    if "model" not in state:  # written before checkpoints named their model
+        return state, os.path.join(folder, "model.keras")
+    path = os.path.join(folder, str(state["model"]))
+    if not os.path.isfile(path):
+        raise RunDirError(f"the checkpoint's model file {path} is missing. {advice}")
+    if _sha256(path) != state.get("model_sha256"):
+        raise RunDirError(
+            f"the checkpoint's model file {path} is damaged: it is not the file "
+            f"{state_path} recorded (SHA-256 differs). {advice}"
+        )
+    return state, path
+
+
 def read_state(model_dir):
-    """The checkpoint `state.json` of `model_dir`, or None if there is none."""
-    path = os.path.join(checkpoint_dir(model_dir), "state.json")
-    return read_json(path) if os.path.isfile(path) else None
+    """The checkpoint state of `model_dir`, or None (see `read_checkpoint`)."""
+    checkpoint = read_checkpoint(checkpoint_dir(model_dir))
+    return checkpoint[0] if checkpoint else None
+
+
+# Settings.
+def resolved(flags):
+    """`flags` with the file and folder settings as absolute, normalised paths."""
+    return {key: os.path.realpath(os.path.expanduser(value))
+            if key in PATH_KEYS and isinstance(value, str) and value else value
+            for key, value in flags.items()}
 
 
 def _differences(saved, wanted, allow_epochs):
     ignored = set(_RESTART_KEYS) | ({"epochs"} if allow_epochs else set())
+    saved, wanted = resolved(saved), resolved(wanted)
     return [f"--{key}: {saved.get(key)!r} -> {wanted.get(key)!r}"
             for key in sorted(set(saved) | set(wanted))
             if key not in ignored and saved.get(key) != wanted.get(key)]
 
 
-def prepare(model_dir, flags, resume=False, overwrite=False):
-    """Makes `model_dir` ready for a run with `flags` (a dict).
+# The lock.
+@contextlib.contextmanager
+def lock(model_dir):
+    """Holds `model_dir`'s lock while the block runs; creates the folder.
+
+    The lock is an exclusive `flock` on `model_dir/.lock`, released by the
+    operating system when the process ends, however it ends. While held,
+    the file names the holder; it is removed when the block ends, as are
+    the folders this call created if the block left them empty.
+
+    Raises:
+        RunDirError: another process holds the lock (the message names it),
+            or the folder cannot be created or written.
+    """
+    created = os.path.abspath(model_dir)  # the first folder this call creates
+    while not os.path.exists(os.path.dirname(created)):
+        created = os.path.dirname(created)
+    if os.path.exists(created):
+        created = None
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        file = open(os.path.join(model_dir, LOCK), "a+", encoding="utf-8")
+    except OSError as error:
+        raise RunDirError(
+            f"--model_dir={model_dir} cannot be used as a run folder: "
+            f"{error.strerror or error}"
+            + (f" ({error.filename})" if error.filename else "") + "."
+        ) from None
+    path = os.path.join(model_dir, LOCK)
+    try:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The holder before may have removed the file as it let go.
+            if os.fstat(file.fileno()).st_ino != os.stat(path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise RunDirError(
+                f"--model_dir={model_dir} is in use by {holder}. Wait for it to end, "
+                "or choose another --model_dir."
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} on {socket.gethostname()}, started "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv)})\n")
+        file.flush()
+        try:
+            yield
+        finally:
+            _remove_quietly(path)  # still locked: no one else holds this file
+            if created:
+                _remove_created(model_dir, created)
+    finally:
+        file.close()
+
+
+def _remove_created(model_dir, created):
+    """Removes `model_dir` and its parents up to `created` while they are empty."""
+    folder = os.path.abspath(model_dir)
+    with contextlib.suppress(OSError):  # a folder no longer empty stays
+        while True:
+            os.rmdir(folder)
+            if folder == created:
+                break
+            folder = os.path.dirname(folder)
+
+
+# Checking and starting a run.
+def check(model_dir, flags, resume=False, overwrite=False):
+    """Whether a run with `flags` (a dict) may use `model_dir`; writes nothing.
 
     - empty or new: a fresh run;
     - an unfinished run with the same flags: resumed from its checkpoint;
-    - a finished run: refused, unless `overwrite` (deletes it) or `resume`
-      (continues it for more epochs);
-    - a run with other flags: refused unless `overwrite`.
+    - a finished run: refused, unless `overwrite` (replaced by `start`) or
+      `resume` (continued for more epochs); `overwrite` never replaces a
+      folder of other files;
+    - a run that diverged, or a run with other flags: refused unless
+      `overwrite`.
 
     Returns:
-        The checkpoint `state.json` dict to resume from, or None.
+        The checkpoint state to resume from, or None for a fresh run.
+
+    Raises:
+        RunDirError: the run is refused, or a file in the folder is damaged.
     """
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise RunDirError(f"--model_dir={model_dir} is a file, not a folder.")
     results_path = os.path.join(model_dir, "results.json")
     flags_path = os.path.join(model_dir, "flags.json")
-    finished = os.path.isfile(results_path)
-    if overwrite and os.path.isdir(model_dir):
-        shutil.rmtree(model_dir)
-    elif os.path.isfile(flags_path):
-        saved = read_json(flags_path)
-        if finished and not resume:
+    if overwrite:
+        others = [name for name in os.listdir(model_dir) if name != LOCK] if os.path.isdir(
+            model_dir) else []
+        if others and not os.path.isfile(flags_path):
             raise RunDirError(
-                f"--model_dir={model_dir} holds a finished run; it is not overwritten. "
-                "Pass --overwrite to replace it, --resume with a larger --epochs to "
-                "continue it, or choose another --model_dir."
+                f"--model_dir={model_dir} holds files but no run ({', '.join(sorted(others)[:5])}"
+                "); --overwrite only replaces a run. Choose another --model_dir."
             )
-        differences = _differences(saved, flags, allow_epochs=resume)
-        if differences:
-            raise RunDirError(
-                f"--model_dir={model_dir} holds a run with other settings "
-                f"({'; '.join(differences)}). Use the same flags to resume it, "
-                "--overwrite to replace it, or another --model_dir."
-            )
-        state = read_state(model_dir)
-        if finished and state and flags["epochs"] <= state["epoch"]:
-            raise RunDirError(
-                f"--model_dir={model_dir} already trained {state['epoch']} epochs; "
-                f"--resume needs --epochs larger than that. Received: --epochs={flags['epochs']}"
-            )
-        _write_flags(model_dir, flags)
-        return state
-    elif resume:
-        raise RunDirError(f"--resume: --model_dir={model_dir} holds no run to resume.")
-    os.makedirs(model_dir, exist_ok=True)
-    _write_flags(model_dir, flags)
-    return None
+        return None
+    if not os.path.isfile(flags_path):
+        if resume:
+            raise RunDirError(f"--resume: --model_dir={model_dir} holds no run to resume.")
+        return None
+    saved = read_json(flags_path)
+    results = read_json(results_path) if os.path.isfile(results_path) else None
+    status = results.get("status") if isinstance(results, dict) else None
+    if status == "diverged":
+        raise RunDirError(
+            f"--model_dir={model_dir} holds a run that diverged ({results.get('message')}). "
+            "Pass --overwrite to replace it (with, e.g., a smaller --learning_rate), or "
+            "choose another --model_dir."
+        )
+    if results is not None and not resume:
+        raise RunDirError(
+            f"--model_dir={model_dir} holds a finished run; it is not overwritten. "
+            "Pass --overwrite to replace it, --resume with a larger --epochs to "
+            "continue it, or choose another --model_dir."
+        )
+    differences = _differences(saved, flags, allow_epochs=resume)
+    state = read_state(model_dir)
+    if differences:
+        done = f", with {state['epoch']} epochs trained" if state else ""
+        raise RunDirError(
+            f"--model_dir={model_dir} holds a run with other settings{done} "
+            f"({'; '.join(differences)}). Use the same flags to resume it, "
+            "another --model_dir, or --overwrite to delete it and start again."
+        )
+    if results is not None and state and flags["epochs"] <= state["epoch"]:
+        raise RunDirError(
+            f"--model_dir={model_dir} already trained {state['epoch']} epochs; "
+            f"--resume needs --epochs larger than that. Received: --epochs={flags['epochs']}"
+        )
+    return state
 
 
-def _write_flags(model_dir, flags):
-    with open(os.path.join(model_dir, "flags.json"), "w", encoding="utf-8") as file:
-        json.dump(flags, file, indent=2)
-    with open(os.path.join(model_dir, "flags.txt"), "w", encoding="utf-8") as file:
-        file.write(to_flagfile(flags))
+def start(model_dir, flags, overwrite=False):
+    """Writes the run's settings into `model_dir`, after `check` passed and
+    the run's inputs were loaded; with `overwrite`, first deletes everything
+    in it but the lock."""
+    if overwrite:
+        for name in os.listdir(model_dir):
+            if name != LOCK:
+                path = os.path.join(model_dir, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+    write_json_atomically(os.path.join(model_dir, "flags.json"), flags)
+    write_atomically(os.path.join(model_dir, "flags.txt"), to_flagfile(flags).encode("utf-8"))
 
 
 def to_flagfile(flags):

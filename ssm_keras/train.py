@@ -13,6 +13,7 @@ import typing
 
 from absl import app, flags
 
+from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
 from ssm_keras import data, init_file, run_dir
 
@@ -78,6 +79,7 @@ USER_ERRORS = (
     data.DataError,
     init_file.InitFileError,
     run_dir.RunDirError,
+    ssm_callbacks.Diverged,
 )
 
 
@@ -118,18 +120,38 @@ def exit_on_user_error(action, errors=USER_ERRORS):
         sys.exit(1)
 
 
+def parse_flags(argv, flag_values=flags.FLAGS):
+    """Parses the command line into `flag_values`; an unknown or bad flag, or
+    a missing flagfile, ends the command with one `error: ...` line on
+    stderr and exit status 1, like every other bad input. Returns the
+    arguments left over."""
+    try:
+        return flag_values(argv)
+    except flags.Error as error:
+        message = " ".join(str(error).splitlines()).removeprefix("ERROR:: ")
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+def refuse_arguments(argv):
+    """Ends the command with one `error: ...` line if `argv` has more than
+    the program name (every input is a flag)."""
+    if len(argv) > 1:
+        print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(argv):
     from ssm_keras import training
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    refuse_arguments(argv)
     exit_on_user_error(lambda: training.run(config_from_flags()))
 
 
 def cli():
     """The `ssm-train` console script."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Its steps `prepare_data`, `make_model` and `fit` also train the trials of
 `ssm_keras.tuning`, so that a trial trains exactly like a run.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -17,6 +18,7 @@ import os
 import platform
 import sys
 import time
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -60,6 +62,20 @@ def make_optimizer(config, steps_per_epoch):
     )
 
 
+# What `keras.saving.load_model` raises for a damaged or foreign file.
+LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile)
+
+
+def load_model_file(path, what, compile=True):
+    """`keras.saving.load_model(path)`; RunDirError naming `what` and `path`
+    if the file cannot be loaded."""
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except LOAD_ERRORS as error:
+        message = " ".join(str(error).splitlines())[:300]
+        raise run_dir.RunDirError(f"{what}: cannot load {path} ({message}).") from None
+
+
 def _load_mask_model(path):
     """The trained `mask`-regime model of a run directory or `.keras` file."""
     model_path = os.path.join(path, "model.keras") if os.path.isdir(path) else path
@@ -67,7 +83,7 @@ def _load_mask_model(path):
         raise run_dir.RunDirError(
             f"--mask_from={path}: no trained model at {model_path}."
         )
-    return keras.saving.load_model(model_path, compile=False)
+    return load_model_file(model_path, f"--mask_from={path}", compile=False)
 
 
 def build_model(config, spec):
@@ -125,6 +141,7 @@ def stateful_callbacks(config):
 def _callbacks(config, model_dir, restored, clock, chief):
     log_dir = os.path.join(model_dir, "logs") if chief else None
     monitor = ssm_callbacks.MaskMonitor(log_dir)
+    stop = ssm_callbacks.StopOnNonFinite()
     stateful = stateful_callbacks(config)
     checkpoint = ssm_callbacks.RunCheckpoint(
         run_dir.checkpoint_dir(model_dir), stateful=stateful, clock=clock,
@@ -133,8 +150,9 @@ def _callbacks(config, model_dir, restored, clock, chief):
     extra = []
     if chief:
         extra.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
-    # The monitor first, so that later callbacks see the mask statistics.
-    return [monitor, *stateful, *extra, checkpoint], checkpoint
+    # The monitor first, so that later callbacks see the mask statistics;
+    # the divergence check before the checkpoint, which must not save it.
+    return [monitor, stop, *stateful, *extra, checkpoint], checkpoint
 
 
 def _write_flags_summary(model_dir, flags_text):
@@ -200,10 +218,16 @@ def _results(config, model, splits, history, wall_time, evaluations):
 
 
 def _write_results(model_dir, model, results):
-    model.save(os.path.join(model_dir, "model.keras.tmp.keras"))
-    os.replace(os.path.join(model_dir, "model.keras.tmp.keras"),
-               os.path.join(model_dir, "model.keras"))
-    ssm_callbacks.write_json_atomically(os.path.join(model_dir, "results.json"), results)
+    path = os.path.join(model_dir, "model.keras")
+    temporary = os.path.join(model_dir, ".model.tmp.keras")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise run_dir.RunDirError(f"cannot write {path}: {error.strerror or error}") from None
+    run_dir.write_json_atomically(os.path.join(model_dir, "results.json"), results)
     lines = [summary_line(results), ""]
     lines.append(f"{'layer':<28}{'weights':>12}{'kept':>9}{'inverted':>10}{'hidden':>9}")
     for record in results["layers"]:
@@ -211,14 +235,23 @@ def _write_results(model_dir, model, results):
             f"{record['name']:<28}{record['total']:>12,}{100 * record['kept_fraction']:>8.2f}%"
             f"{100 * record['inverted_fraction']:>9.2f}%{100 * record['hidden_fraction']:>8.2f}%"
         )
-    with open(os.path.join(model_dir, "results.txt"), "w", encoding="utf-8") as file:
-        file.write("\n".join(lines) + "\n")
+    run_dir.write_atomically(os.path.join(model_dir, "results.txt"),
+                             ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _write_history(model_dir, history):
-    with open(os.path.join(model_dir, "history.jsonl"), "w", encoding="utf-8") as file:
-        for entry in history:
-            file.write(json.dumps(entry) + "\n")
+    text = "".join(json.dumps(run_dir.plain_json(entry), allow_nan=False) + "\n"
+                   for entry in history)
+    run_dir.write_atomically(os.path.join(model_dir, "history.jsonl"), text.encode("utf-8"))
+
+
+def _write_divergence(model_dir, config, history, error):
+    """The `results.json` of a run stopped by `callbacks.Diverged`."""
+    run_dir.write_json_atomically(os.path.join(model_dir, "results.json"), {
+        "status": "diverged", "message": str(error), "epoch": error.epoch,
+        "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
+    })
+    _write_history(model_dir, history)
 
 
 def run(config, splits=None, strategy=None):
@@ -237,17 +270,24 @@ def run(config, splits=None, strategy=None):
 
     Raises:
         ConfigError, DataError, InitFileError, RunDirError: bad settings or
-            inputs, with a message for the user.
+            inputs, with a message for the user; nothing was written.
+        callbacks.Diverged: the loss or a trained weight became NaN or
+            infinite; `results.json` has `"status": "diverged"`.
     """
     config.validate()
     model_dir = config.model_dir or default_model_dir(config)
     flags = {**config.to_dict(), "model_dir": model_dir}
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
-    restored = prepare_model_dir(model_dir, flags, config, strategy)
     config = speed_settings_for(config, strategy)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
-        return _train(config, model_dir, splits, strategy, restored, distribute.is_chief())
+        # Everything is checked, and the data and the model are made, before
+        # the chief writes the folder (`start_run`): a bad input changes nothing.
+        with contextlib.ExitStack() as held:
+            restored = prepare_model_dir(model_dir, flags, config, strategy, held)
+            start_run = (lambda: run_dir.start(model_dir, flags, config.overwrite)
+                         ) if distribute.is_chief() else None
+            return _train(config, model_dir, splits, strategy, restored, start_run)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -263,13 +303,15 @@ def speed_settings_for(config, strategy):
     return dataclasses.replace(config, jit_compile=jit_compile, steps_per_execution=steps)
 
 
-def prepare_model_dir(model_dir, flags, config, strategy):
-    """Readies `model_dir`; returns the checkpoint state to resume from, or None.
+def prepare_model_dir(model_dir, flags, config, strategy, held):
+    """Checks `model_dir` for the run; returns the checkpoint state to resume
+    from, or None. Writes nothing.
 
-    The chief prepares the folder (`run_dir.prepare`). In a multi-worker run
-    it then tells every worker the epoch it resumes from (-1: it refused the
-    folder), and each worker reads the checkpoint of that epoch from the
-    folder, which must be on a file system they all share.
+    The chief takes the folder's lock (held until `held`, a
+    `contextlib.ExitStack`, closes) and checks it (`run_dir.check`). In a
+    multi-worker run it then tells every worker the epoch it resumes from
+    (-1: it refused the folder), and each worker reads the checkpoint of that
+    epoch from the folder, which must be on a file system they all share.
 
     Raises:
         RunDirError: the folder cannot be used, or a worker finds another
@@ -279,7 +321,8 @@ def prepare_model_dir(model_dir, flags, config, strategy):
     refusal, restored = None, None
     if chief:
         try:
-            restored = run_dir.prepare(model_dir, flags, config.resume, config.overwrite)
+            held.enter_context(run_dir.lock(model_dir))
+            restored = run_dir.check(model_dir, flags, config.resume, config.overwrite)
         except run_dir.RunDirError as error:
             refusal = error
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -293,6 +336,8 @@ def prepare_model_dir(model_dir, flags, config, strategy):
         return restored
     if epoch < 0:
         raise run_dir.RunDirError(f"the chief refused --model_dir={model_dir}; its error says why.")
+    if epoch == 0:  # a fresh run (or one the chief will overwrite)
+        return None
     restored = run_dir.read_state(model_dir)
     found = (restored or {}).get("epoch", 0)
     if found != epoch:
@@ -333,7 +378,10 @@ def make_model(config, splits, strategy, checkpoint=None):
     """
     with strategy.scope():
         if checkpoint:
-            return keras.saving.load_model(os.path.join(checkpoint, "model.keras"))
+            found = run_dir.read_checkpoint(checkpoint)
+            if found is None:
+                raise run_dir.RunDirError(f"{checkpoint} holds no checkpoint.")
+            return load_model_file(found[1], "the checkpoint")
         model = build_model(config, splits.spec)
         compile_model(model, config, steps_per_epoch(config, splits))
     return model
@@ -342,33 +390,42 @@ def make_model(config, splits, strategy, checkpoint=None):
 def fit(model, config, splits, callbacks, initial_epoch=0):
     """Trains `model` for epochs `initial_epoch` to `config.epochs - 1`.
 
-    Epoch `e` sees the batches of `data.make_training_stream` for `(seed, e)`
-    and is validated on `splits.validation` (when it is not empty), so a run
-    resumed at epoch `e` ends like one never interrupted. Does nothing when
-    `initial_epoch >= config.epochs`.
+    Epoch `e` trains exactly the `steps_per_epoch(config, splits)` batches
+    of `data.make_epoch_dataset` for `(seed, e)`, whatever
+    `--steps_per_execution`, and is validated on `splits.validation` (when
+    it is not empty), so a run resumed at epoch `e` ends like one never
+    interrupted. Does nothing when `initial_epoch >= config.epochs`.
     """
     if initial_epoch >= config.epochs:
         return
-    train_stream = data.make_training_stream(
+    epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
+    train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,
-        seed=config.seed, first_epoch=initial_epoch, epochs=config.epochs,
+        seed=config.seed, epoch=epoch_number,
     )
     validation = None
     if len(splits.validation[1]):
         validation = data.make_dataset(*splits.validation, config.batch_size, training=False)
     model.fit(
-        train_stream,
+        train_data,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch(config, splits),
+        # None: Keras iterates the data anew each epoch (after `epoch_number`
+        # has moved on) and ends an epoch, and its last execution, where the
+        # epoch's batches end. With a number it would run whole executions
+        # and carry the iterator over from one epoch to the next.
+        steps_per_epoch=None,
         validation_data=validation,
-        callbacks=callbacks,
+        callbacks=[epoch_number, *callbacks],
         verbose=config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2),
-        shuffle=False,  # the stream is shuffled per epoch already
+        shuffle=False,  # each epoch is shuffled already
     )
 
 
-def _train(config, model_dir, splits, strategy, restored, chief):
+def _train(config, model_dir, splits, strategy, restored, start_run):
+    """Trains the run; `start_run()` (on the chief; None elsewhere) writes
+    the run folder once the data and the model are made."""
+    chief = start_run is not None
     strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
     splits = prepare_data(config, splits)
     model = make_model(config, splits, strategy,
@@ -380,10 +437,17 @@ def _train(config, model_dir, splits, strategy, restored, chief):
     def clock():
         return previous_time + time.time() - start
 
-    if chief and not restored:
-        _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
+    if chief:
+        start_run()
+        if not restored:
+            _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
     callbacks, checkpoint = _callbacks(config, model_dir, restored, clock, chief)
-    fit(model, config, splits, callbacks, initial_epoch)
+    try:
+        fit(model, config, splits, callbacks, initial_epoch)
+    except ssm_callbacks.Diverged as error:
+        if chief:
+            _write_divergence(model_dir, config, checkpoint.history, error)
+        raise
     evaluations = {
         "validation": _evaluate(model, *splits.validation, config.batch_size),
         "test": _evaluate(model, *splits.test, config.batch_size),

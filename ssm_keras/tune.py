@@ -63,8 +63,7 @@ def search_from_flags(flag_values=flags.FLAGS):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    train.refuse_arguments(argv)
     train.exit_on_user_error(
         lambda: tuning.run(search_from_flags(), train.config_from_flags()), USER_ERRORS
     )
@@ -73,7 +72,7 @@ def main(argv):
 def cli():
     """The `ssm-tune` console script."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=train.parse_flags)
 
 
 if __name__ == "__main__":

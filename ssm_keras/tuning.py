@@ -202,12 +202,15 @@ def _training_settings(config):
 
 
 def _fatal_user_errors(method):
-    """Turns the user errors of `train.USER_ERRORS` into `TuneError`s."""
+    """Turns the user errors of `train.USER_ERRORS` into `TuneError`s, which
+    stop the search; a diverged trial (`callbacks.Diverged`) only fails."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
         try:
             return method(*args, **kwargs)
+        except ssm_callbacks.Diverged:
+            raise  # fails this trial only: others may have better settings
         except train.USER_ERRORS as error:
             raise TuneError(str(error)) from None
 
@@ -294,14 +297,15 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
             model = training.make_model(config, self.splits, self.strategy, checkpoint)
         elif parent_dir:
             model = self.build(hp)  # Keras Tuner loaded the parent's best weights into `model`.
-        restored = run_dir.read_json(os.path.join(checkpoint, "state.json")) if checkpoint else None
+        restored = run_dir.read_checkpoint(checkpoint)[0] if checkpoint else None
         stateful = training.stateful_callbacks(config)
         recorder = ssm_callbacks.RunCheckpoint(
             run_dir.checkpoint_dir(trial_dir), stateful=stateful, restored=restored
         )
         log_dir = next((callback.log_dir for callback in callbacks
                         if isinstance(callback, keras.callbacks.TensorBoard)), None)
-        monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight)]
+        monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight),
+                    ssm_callbacks.StopOnNonFinite()]
         training.fit(model, config, self.splits, [*monitors, *stateful, *callbacks, recorder],
                      initial_epoch=restored["epoch"] if restored else 0)
         last = {**recorder.history[-1], "epochs": recorder.history[-1]["epoch"]}
@@ -379,8 +383,15 @@ def project_dir(search, config):
     return os.path.join(search.directory, name)
 
 
+def tuner_seed(seed):
+    """The Keras Tuner seed of `--seed`: `seed + 1`, as Keras Tuner takes a
+    seed of 0 to mean "draw one at random"."""
+    return seed + 1
+
+
 def make_tuner(search, config, hypermodel, overwrite=False):
-    """The Keras Tuner tuner of `search` over `hypermodel`, seeded with `config.seed`."""
+    """The Keras Tuner tuner of `search` over `hypermodel`, seeded from
+    `config.seed` (see `tuner_seed`): the same command, the same search."""
     budget = ({"max_epochs": config.epochs, "factor": search.hyperband_factor,
                "hyperband_iterations": search.hyperband_iterations}
               if search.tuner == "hyperband" else {"max_trials": search.max_trials})
@@ -389,7 +400,7 @@ def make_tuner(search, config, hypermodel, overwrite=False):
         return TUNERS[search.tuner](
             hypermodel=hypermodel,
             objective=keras_tuner.Objective(search.objective_name, direction="max"),
-            seed=config.seed,
+            seed=tuner_seed(config.seed),
             directory=os.path.dirname(folder),
             project_name=os.path.basename(folder),
             overwrite=overwrite,
@@ -417,6 +428,19 @@ def _settings(search, config):
     search_settings = {key: value for key, value in dataclasses.asdict(search).items()
                        if key not in ("directory", "project_name")}
     return {**search_settings, **_training_settings(config)}
+
+
+def _check_folder(folder):
+    """Raises TuneError unless `folder` is, or can be made, a writable folder."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise TuneError(f"--directory: the search folder {folder} cannot be made: "
+                        f"{existing} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TuneError(f"--directory: the search folder {folder} cannot be written "
+                        f"({existing} is not writable).")
 
 
 def _check_same_search(folder, settings):
@@ -462,6 +486,7 @@ def run(search, config, splits=None):
     folder = project_dir(search, config)
     role = tuner_role()
     settings = _settings(search, config)
+    _check_folder(folder)
     if role != "worker" and not config.overwrite:
         _check_same_search(folder, settings)
     strategy = distribute.get_strategy(config.strategy, config.tpu)
@@ -474,7 +499,7 @@ def run(search, config, splits=None):
         # A worker never deletes the chief's folder.
         tuner = make_tuner(search, config, hypermodel, config.overwrite and role != "worker")
         if role != "worker":
-            ssm_callbacks.write_json_atomically(os.path.join(folder, "search.json"), settings)
+            run_dir.write_json_atomically(os.path.join(folder, "search.json"), settings)
         tuner.search(callbacks=[keras.callbacks.TensorBoard(
             os.path.join(folder, "tensorboard"), write_graph=False)])
     finally:

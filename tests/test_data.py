@@ -1,6 +1,8 @@
 """Tests of ssm_keras.data: local readers, splits, errors and tf.data pipelines."""
 
+import dataclasses
 import gzip
+import hashlib
 import pickle
 import struct
 import sys
@@ -360,8 +362,32 @@ def test_image_of_wrong_size_is_reported(tmp_path):
         tmp_path / "test" / "fig" / "big.png",
         tf.io.encode_png(pixels((30, 28, 1))).numpy(),
     )
-    with pytest.raises(data.DataError, match=r"Cannot decode the images in .*test"):
+    with pytest.raises(data.DataError, match=r"Cannot decode the image test/fig/big.png in .*test"):
         data.load_splits("mnist", str(tmp_path))
+
+
+def test_undecodable_jpeg_is_named(tmp_path):
+    write_image_folders(tmp_path, (28, 28, 1), CLASS_NAMES)
+    write(tmp_path / "train" / "fig" / "broken.jpg", b"\xff\xd8\xff not really a JPEG")
+    with pytest.raises(data.DataError, match=r"Cannot decode the image train/fig/broken.jpg in"):
+        data.load_splits("mnist", str(tmp_path))
+
+
+def test_idx_files_of_another_known_data_set_are_refused(tmp_path, monkeypatch):
+    train = pixels((4, 28, 28)), np.array([3, 0, 9, 3], np.uint8)
+    test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
+    write_mnist(tmp_path, train, test)
+    digest = hashlib.sha256(idx(train[1])).hexdigest()
+    monkeypatch.setitem(data._KNOWN_IDX_LABELS, digest, "fashion_mnist")
+    with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz is the label file "
+                                             r"of fashion_mnist, not of mnist"):
+        data.load_splits("mnist", str(tmp_path), validation_size=0)
+    assert len(data.load_splits("fashion_mnist", str(tmp_path), validation_size=0).train[1]) == 4
+
+
+def test_real_mnist_is_not_taken_for_fashion_mnist(mnist_dir):
+    with pytest.raises(data.DataError, match="is the label file of mnist, not of fashion_mnist"):
+        data.load_splits("fashion_mnist", str(mnist_dir))
 
 
 # ----------------------------------------------------------------------------
@@ -447,6 +473,9 @@ def test_tfds_prepared_copy_is_read_without_download(tmp_path, monkeypatch):
     monkeypatch.setattr(
         data, "_why_offline", lambda: pytest.fail("checked the network")
     )
+    # Not the system-wide copy, should the dataset-fashion-mnist package be installed.
+    layout = dataclasses.replace(data._LAYOUTS["fashion_mnist"], default_dirs=())
+    monkeypatch.setitem(data._LAYOUTS, "fashion_mnist", layout)
 
     splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=2)
 
@@ -636,32 +665,23 @@ def test_flip_translate_rotate_geometry(monkeypatch):
     assert len(kinds) == 16 and set(kinds) == {"same", "mirror"}
 
 
-def test_training_stream_resumes_with_the_same_batches():
+def test_epoch_dataset_yields_the_epoch_it_is_asked_for():
     images = pixels((10, 6, 6, 1))
     labels = np.arange(10)
-
-    def stream(first_epoch):
-        return batches(
-            data.make_training_stream(
-                images,
-                labels,
-                4,
-                augment="crop_flip",
-                seed=7,
-                first_epoch=first_epoch,
-                epochs=3,
-            )
-        )
-
-    full = stream(first_epoch=0)
-    assert [len(batch[1]) for batch in full] == [4, 4, 2] * 3
-    epochs = [np.concatenate([b[1] for b in full[i : i + 3]]) for i in (0, 3, 6)]
-    assert all(sorted(epoch) == list(range(10)) for epoch in epochs)
-    assert not np.array_equal(epochs[0], epochs[1])
-    resumed = stream(first_epoch=1)
-    assert len(resumed) == 6
-    for (a_images, a_labels), (b_images, b_labels) in zip(
-        full[3:], resumed, strict=True
-    ):
+    current = {"epoch": 0}
+    dataset = data.make_epoch_dataset(
+        images, labels, 4, augment="crop_flip", seed=7, epoch=lambda: current["epoch"]
+    )
+    assert int(dataset.cardinality()) == 3
+    epochs = []
+    for epoch in (0, 1, 2, 1):
+        current["epoch"] = epoch
+        epochs.append(batches(dataset))
+    assert [len(batch[1]) for batch in epochs[0]] == [4, 4, 2]
+    orders = [np.concatenate([batch[1] for batch in epoch]) for epoch in epochs]
+    assert all(sorted(order) == list(range(10)) for order in orders)
+    assert not np.array_equal(orders[0], orders[1])
+    # The same epoch again (a resumed run): the same batches and augmentation.
+    for (a_images, a_labels), (b_images, b_labels) in zip(epochs[1], epochs[3], strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)

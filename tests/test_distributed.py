@@ -83,7 +83,7 @@ def test_a_worker_resumes_from_the_chiefs_epoch_or_stops(tmp_path, monkeypatch):
 
     def as_worker(chief_epoch):
         monkeypatch.setattr(distribute, "chief_value", lambda strategy, value: chief_epoch)
-        return training.prepare_model_dir(str(model_dir), {}, None, strategy)
+        return training.prepare_model_dir(str(model_dir), {}, None, strategy, None)
 
     assert as_worker(3) == {"epoch": 3}
     with pytest.raises(run_dir.RunDirError, match="chief resumes after 2 finished epochs, but "

@@ -468,3 +468,108 @@ def test_command_line_exits_with_one_error_line(fcn_run, tmp_path):
     assert errors == [result.stderr.strip().splitlines()[-1]]
     assert "has status 'running', not 'finished'" in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def _recompact(data, change):
+    """Compact file bytes with `change(header)` applied and a valid checksum."""
+    prefix = struct.Struct("<8sHIQ")
+    magic, version, header_size, payload_size = prefix.unpack_from(data)
+    header = compact.decompress_header(data[prefix.size:prefix.size + header_size])
+    change(header)
+    header_bytes = compact.compress_header(header)
+    payload = data[prefix.size + header_size:prefix.size + header_size + payload_size]
+    body = prefix.pack(magic, version, len(header_bytes), payload_size) + header_bytes + payload
+    return body + hashlib.sha256(body).digest()
+
+
+@pytest.mark.parametrize("change", [
+    lambda header: header.update(variables=5),
+    lambda header: header["masked_layers"][0].update(layer=[1]),
+    lambda header: header["masked_layers"][0].update(shape="wide"),
+    lambda header: header.update(metadata=[]),
+    lambda header: header.clear() or header.update(format="ssm_keras.compact"),
+])
+def test_compact_header_of_wrong_types_is_refused(change, compact_bytes, tmp_path, capsys):
+    path = tmp_path / "model.ssm"
+    path.write_bytes(_recompact(compact_bytes, change))
+    assert _cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}") == 1
+    _one_error_line(capsys.readouterr(), f"compact file {path}")
+
+
+def test_export_never_replaces_its_source(fcn_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(fcn_run[0], run_dir)
+    before = (run_dir / "model.keras").read_bytes()
+    for out in (run_dir, tmp_path):
+        assert _cli(f"--model_dir={run_dir}", f"--out={out}", "--overwrite") == 1
+        _one_error_line(capsys.readouterr(), "is or contains the source")
+    assert (run_dir / "model.keras").read_bytes() == before
+    assert _cli(f"--model_dir={run_dir}", f"--out={run_dir / 'export'}") == 0  # inside is fine
+    capsys.readouterr()
+    export_dir = run_dir / "export"
+    assert _cli(f"--compact_file={export_dir / 'model.ssm'}", f"--out={export_dir}",
+                "--overwrite", "--formats=keras") == 1
+    _one_error_line(capsys.readouterr(), "is or contains the source")
+
+
+def test_unwritable_out_and_full_disk_are_one_error_line(fcn_run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "out"):
+        assert _cli(f"--model_dir={fcn_run[0]}", f"--out={out}") == 1
+        _one_error_line(capsys.readouterr(), str(tmp_path / "file"))
+    out_dir = tmp_path / "out"
+    assert _cli(f"--model_dir={fcn_run[0]}", f"--out={out_dir}", "--formats=compact") == 0
+    capsys.readouterr()
+    before = {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)}
+
+    def full_disk(model, path, metadata=None):
+        with open(path, "wb") as file:
+            file.write(b"partial")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(compact, "save_compact", full_disk)
+    assert _cli(f"--model_dir={fcn_run[0]}", f"--out={out_dir}", "--overwrite") == 1
+    _one_error_line(capsys.readouterr(), "No space left on device")
+    assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
+
+
+def test_killed_export_keeps_every_output_and_is_finished_later(fcn_run, tmp_path, monkeypatch):
+    out_dir = tmp_path / "out"
+    export.export_run(str(fcn_run[0]), str(out_dir), ("keras", "compact"))
+    old = {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)}
+    moves = []
+    original = export._move_in
+
+    def killed_after_one_move(new, old_path):
+        if moves:
+            raise KeyboardInterrupt  # as a kill would stop the process
+        moves.append(old_path)
+        original(new, old_path)
+
+    monkeypatch.setattr(export, "_move_in", killed_after_one_move)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_run(str(fcn_run[0]), str(out_dir), ("compact",), overwrite=True)
+    monkeypatch.undo()
+    names = os.listdir(out_dir)
+    assert {"model.keras", "model.ssm", "export.json"} <= set(names)  # none missing
+    assert [name for name in names if name.startswith(".export-")]
+    export.recover(str(out_dir))  # what the next export into out_dir does first
+    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm"]
+    assert json.loads((out_dir / "export.json").read_text())["formats"] == ["compact"]
+    assert (out_dir / "model.ssm").read_bytes() == old["model.ssm"]  # the same model
+    # A staging folder killed before it was complete is deleted, nothing else.
+    (out_dir / ".export-killed").mkdir()
+    (out_dir / ".export-killed" / "model.ssm").write_bytes(b"half")
+    export.recover(str(out_dir))
+    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm"]
+    assert (out_dir / "model.ssm").read_bytes() == old["model.ssm"]
+
+
+def test_folder_outputs_are_exchanged_in_one_step(tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a").write_text("new")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "b").write_text("old")
+    export._move_in(str(tmp_path / "new"), str(tmp_path / "old"))
+    assert sorted(os.listdir(tmp_path)) == ["old"]
+    assert os.listdir(tmp_path / "old") == ["a"]

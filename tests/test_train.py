@@ -2,6 +2,8 @@
 
 import glob
 import json
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import tensorflow as tf
 from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 
+from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
 from ssm_keras import data, layers, run_dir, train, training
 
@@ -258,16 +261,6 @@ def test_init_file_reproduces_the_start(tmp_path):
         training.run(tiny_config(tmp_path / "c", epochs=1, save_init_file=str(init)), splits=splits)
 
 
-def test_cli_subprocess_exit_code_and_no_traceback(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, "-m", "ssm_keras.train", "--arch=resnet21", f"--model_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
-    assert completed.returncode == 1
-    assert completed.stderr.strip().splitlines()[-1].startswith("error: Unknown --arch='resnet21'")
-    assert "Traceback" not in completed.stderr
-
-
 @pytest.mark.parametrize("jit_compile, expected", [
     (None, bool(tf.config.list_physical_devices("GPU"))),  # Keras decides: XLA on GPUs only
     (True, True),
@@ -278,3 +271,281 @@ def test_jit_compile_setting_reaches_keras(jit_compile, expected):
     model = training.build_model(config, data.DATASETS["mnist"])
     training.compile_model(model, config, steps_per_epoch=10)
     assert model.jit_compile is expected
+
+
+class _EpochBatches(keras.callbacks.Callback):
+    """Counts each epoch's optimiser steps."""
+
+    def on_train_begin(self, logs=None):
+        self.steps = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps.append(int(self.model.optimizer.iterations.numpy()) - self.start)
+
+
+def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path, monkeypatch):
+    # 300 examples in batches of 32: 10 batches per epoch, 4 per execution.
+    splits = tiny_splits(train_size=300)
+    counter = _EpochBatches()
+    original = training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *args, **kwargs: (
+        lambda made: ([*made[0], counter], made[1]))(original(*args, **kwargs)))
+    runs = {}
+    for steps in (4, 1):
+        runs[steps] = training.run(tiny_config(tmp_path / str(steps), steps_per_execution=steps,
+                                               augment="crop_flip"), splits=splits)
+        assert counter.steps == [10, 10, 10]
+        model = keras.saving.load_model(tmp_path / str(steps) / "run" / "model.keras")
+        assert int(model.optimizer.iterations.numpy()) == 30
+    history = [json.loads(line) for line in
+               (tmp_path / "4" / "run" / "history.jsonl").read_text().splitlines()]
+    assert all(entry["loss"] > 0 and entry["accuracy"] > 0 and entry["mask_flips"] > 0
+               for entry in history)
+    # The same batches in the same order as one step per execution.
+    one = keras.saving.load_model(tmp_path / "1" / "run" / "model.keras")
+    four = keras.saving.load_model(tmp_path / "4" / "run" / "model.keras")
+    for a, b in zip(layers.masked_layers(one), layers.masked_layers(four)):
+        np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), rtol=1e-5, atol=1e-6)
+    assert runs[4]["test_accuracy"] == runs[1]["test_accuracy"]
+
+
+def _strict_json(path):
+    """The JSON in `path`, refusing NaN and Infinity as strict parsers do."""
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(learning_rate=float("inf")), "--learning_rate must be a finite number"),
+    (dict(momentum=float("nan")), "--momentum must be a finite number"),
+    (dict(weight_decay=float("inf")), "--weight_decay must be a finite number"),
+    (dict(init_factor=float("inf")), "--init_factor must be a finite number"),
+    (dict(mask="topk", tau_fraction=0.3), "--tau_fraction only shapes signed and binary"),
+    (dict(mask="signed", density=0.2), "--density only shapes topk and signed_topk"),
+    (dict(seed=-1), "--seed must be >= 0"),
+])
+def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ssm_config.ConfigError, match=message):
+        training.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
+    assert not (tmp_path / "run").exists()
+    tiny_config(tmp_path, mask="topk", density=0.2).validate()  # used flags pass
+
+
+def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
+    splits = tiny_splits()
+    with pytest.raises(ssm_callbacks.Diverged, match="the loss is (nan|inf) after epoch 1"):
+        training.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
+    results = _strict_json(tmp_path / "run" / "results.json")
+    assert results["status"] == "diverged" and results["epoch"] == 1
+    assert not (tmp_path / "run" / "model.keras").exists()
+    assert run_dir.read_state(str(tmp_path / "run")) is None  # no checkpoint of a diverged state
+    with pytest.raises(run_dir.RunDirError, match="diverged"):
+        training.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
+    # The command ends with one error line and status 1.
+    with pytest.raises(SystemExit) as exit_info:  # as train.main does
+        train.exit_on_user_error(lambda: training.run(
+            tiny_config(tmp_path / "b", regime="weights", learning_rate=1e6), splits=splits))
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: training diverged: the loss is "), err
+    assert len(err.splitlines()) == 1
+    assert _strict_json(tmp_path / "b" / "run" / "results.json")["status"] == "diverged"
+
+
+def test_non_finite_weights_stop_training():
+    # NaN scores hide every weight: the loss stays finite, the weights do not.
+    model = training.build_model(tiny_config(pathlib.Path("unused")), tiny_splits().spec)
+    stop = ssm_callbacks.StopOnNonFinite()
+    stop.set_model(model)
+    stop.on_epoch_end(0, {"loss": 1.1})
+    scores = layers.masked_layers(model)[1].scores
+    scores.assign(np.full(scores.shape, np.nan, np.float32))
+    with pytest.raises(ssm_callbacks.Diverged, match="scores holds non-finite values after epoch 3"):
+        stop.on_epoch_end(2, {"loss": 1.1})
+
+
+def test_bad_init_files_are_refused(tmp_path):
+    splits = tiny_splits()
+    init = tmp_path / "init.npz"
+    training.run(tiny_config(tmp_path / "a", epochs=1, save_init_file=str(init)), splits=splits)
+    arrays = dict(np.load(init))
+    broken = {
+        "nan.npz": ({key: value if key == "__meta__" else np.full_like(value, np.nan)
+                     for key, value in arrays.items()}, "holds NaN or infinite values"),
+        "list.npz": ({**arrays, "__meta__": np.array("[1, 2]")}, "malformed metadata"),
+        "noarch.npz": ({**arrays, "__meta__": np.array('{"format": "ssm_keras.init"}')},
+                       "malformed metadata"),
+    }
+    for name, (content, message) in broken.items():
+        np.savez(tmp_path / name, **content)
+        with pytest.raises(train.USER_ERRORS, match=message):
+            training.run(tiny_config(tmp_path / f"run-{name}", init_file=str(tmp_path / name)),
+                         splits=splits)
+        assert not (tmp_path / f"run-{name}").exists()
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    path = tmp_path / "x.json"
+    run_dir.write_json_atomically(str(path), {"a": float("nan"), "b": [1.0, float("-inf")]})
+    assert _strict_json(path) == {"a": None, "b": [1.0, None]}
+
+
+def test_fresh_process_loads_models_after_import_and_the_command_fails_cleanly(tmp_path):
+    """One new process (they are slow to start): `import ssm_keras` alone makes
+    a saved model loadable; then `python -m ssm_keras.train` with a bad flag
+    ends with exit status 1 and one error line, no traceback."""
+    model = training.build_model(tiny_config(tmp_path), tiny_splits().spec)
+    model.save(tmp_path / "model.keras")
+    images = tiny_splits().test[0][:4].astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    expected = model.predict(images, verbose=0)
+    script = "\n".join([
+        "import runpy, sys",
+        "import keras, numpy, ssm_keras",
+        "print(ssm_keras.__file__, flush=True)",
+        "model = keras.saving.load_model('model.keras')",
+        "numpy.save('loaded.npy', model.predict(numpy.load('images.npy'), verbose=0))",
+        "sys.argv = ['ssm_keras.train', '--arch=resnet21', '--model_dir=run']",
+        "runpy.run_module('ssm_keras.train', run_name='__main__', alter_sys=True)",
+    ])
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               cwd=tmp_path, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert completed.stdout.startswith(str(REPO / "ssm_keras")), completed.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), expected, rtol=1e-6)
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: Unknown --arch='resnet21'")
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch):
+    """Runs `config` until a crash after `after_epoch` epochs."""
+    original = training._callbacks
+
+    def crashing(*args, **kwargs):
+        callbacks, checkpoint = original(*args, **kwargs)
+        return [*callbacks, _Crash(after_epoch)], checkpoint
+
+    monkeypatch.setattr(training, "_callbacks", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config, splits=splits)
+    monkeypatch.setattr(training, "_callbacks", original)
+
+
+def test_overwrite_and_new_runs_check_everything_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_why_offline", lambda: "no network in this test")
+    splits = tiny_splits()
+    training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
+              if path.is_file()}
+    bad_data = dict(data_dir=str(tmp_path / "nothing"), overwrite=True)
+    with pytest.raises(data.DataError, match="Cannot load the mnist data set"):
+        training.run(tiny_config(tmp_path, epochs=1, **bad_data))
+    after = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
+             if path.is_file()}
+    assert after == before  # the finished run is untouched (the lock file is empty again)
+    # A new run with bad data writes nothing; the corrected command then runs.
+    fresh = tiny_config(tmp_path / "new", epochs=1, data_dir=str(tmp_path / "nothing"))
+    with pytest.raises(data.DataError):
+        training.run(fresh)
+    assert not (tmp_path / "new").exists()
+    corrected = training.run(tiny_config(tmp_path / "new", epochs=1), splits=splits)
+    assert corrected["epochs"] == 1
+
+
+def test_a_second_process_on_the_run_folder_is_refused(tmp_path):
+    splits = tiny_splits()
+    model_dir = str(tmp_path / "run")
+    with run_dir.lock(model_dir):  # as the first process holds it
+        with pytest.raises(run_dir.RunDirError, match=f"in use by process {os.getpid()} on "):
+            training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+        assert os.listdir(model_dir) == [".lock"]
+    assert training.run(tiny_config(tmp_path, epochs=1), splits=splits)["epochs"] == 1
+
+
+def test_checkpoint_is_one_checked_unit_and_the_folder_any_spelling(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    straight = training.run(tiny_config(tmp_path / "a"), splits=splits)
+    config = tiny_config(tmp_path / "b")
+    _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch=2)
+    folder = tmp_path / "b" / "run" / "checkpoint"
+    state = _strict_json(folder / "state.json")
+    assert state["epoch"] == 2 and state["model"] == "model-2.keras"
+    assert sorted(path.name for path in folder.iterdir()) == ["model-2.keras", "state.json"]
+    good = (folder / "model-2.keras").read_bytes()
+    # A truncated model file, a model file of another epoch, a damaged state.json.
+    for damage, message in [
+        (lambda: (folder / "model-2.keras").write_bytes(good[:1000]), "is damaged"),
+        (lambda: (folder / "model-2.keras").write_bytes(
+            (tmp_path / "a" / "run" / "model.keras").read_bytes()), "is damaged"),
+        (lambda: (folder / "state.json").write_text('{"epoch": 2, "mod'), "not readable JSON"),
+    ]:
+        saved_state = (folder / "state.json").read_bytes()
+        damage()
+        with pytest.raises(run_dir.RunDirError, match=message):
+            training.run(config, splits=splits)
+        (folder / "model-2.keras").write_bytes(good)
+        (folder / "state.json").write_bytes(saved_state)
+    assert not (tmp_path / "b" / "run" / "results.json").exists()
+    # A leftover model file of a kill between the two writes is ignored;
+    # the same folder spelled otherwise (trailing slash, relative) resumes.
+    (folder / "model-3.keras").write_bytes(good)
+    monkeypatch.chdir(tmp_path / "b")
+    resumed = training.run(tiny_config(tmp_path, model_dir="./run/"), splits=splits)
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    assert resumed["epochs"] == 3
+
+
+def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    (tmp_path / "file").write_text("x")
+    for model_dir in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(run_dir.RunDirError, match=str(model_dir)):
+            training.run(tiny_config(tmp_path, model_dir=str(model_dir)), splits=splits)
+    # A full disk while writing the checkpoint: an error, no partial file.
+    def full_disk(self, path, *args, **kwargs):
+        with open(path, "wb") as file:
+            file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(run_dir.RunDirError, match="cannot write the checkpoint .*model-1.keras: "
+                                                  "No space left on device"):
+        training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+    assert not [path for path in (tmp_path / "run").rglob("*") if "tmp" in path.name]
+    monkeypatch.undo()
+    # --overwrite replaces a run, never a folder of other files.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    with pytest.raises(run_dir.RunDirError, match="holds files but no run"):
+        training.run(tiny_config(tmp_path, model_dir=str(tmp_path / "mine"), overwrite=True),
+                     splits=splits)
+    assert os.listdir(tmp_path / "mine") == ["thesis.tex"]
+    # A damaged --mask_from model.
+    (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(run_dir.RunDirError, match="--mask_from=.*bad.keras: cannot load"):
+        training.run(tiny_config(tmp_path / "m", regime="mask_then_weights",
+                                 mask_from=str(tmp_path / "bad.keras")), splits=splits)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no_such_flag=1"], "error: Unknown command line flag 'no_such_flag'"),
+    (["--flagfile=/nonexistent/run.flags"], "error: Unable to open flagfile: [Errno 2] No such file or directory: '/nonexistent/run.flags'"),
+    (["--epochs=many"], "error: flag --epochs=many: invalid literal for int()"),
+    (["extra"], "error: unexpected arguments: extra"),
+])
+def test_bad_command_lines_are_one_error_line(capsys, args, message):
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        argv = train.parse_flags(["ssm_keras.train", *args], flag_values)
+        train.refuse_arguments(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(message), err

@@ -11,12 +11,15 @@ import sys
 
 import keras
 import keras_tuner
+import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 
 from ssm_keras import config as ssm_config
-from ssm_keras import data, train, training, tune, tuning
+from ssm_keras import callbacks as ssm_callbacks
+from ssm_keras import data, run_dir, train, training, tune, tuning
 
 from conftest import REPO, shared_data_dir
 
@@ -265,3 +268,54 @@ def test_distributed_search_chief_and_two_workers(tmp_path):
     assert all(line["status"] == "COMPLETED" for line in table)
     assert "Best trial" in outputs["chief"]
     assert (tmp_path / "p" / "best.flags").read_text().count("--learning_rate=") == 1
+
+
+def test_the_same_command_gives_the_same_search(tmp_path):
+    config = tiny_config(seed=0)
+    search = tuning.SearchConfig(directory=str(tmp_path), max_trials=3)
+    space = tuning.search_space(search, config)
+    arrays = (np.zeros((64, 28, 28, 1), np.uint8), np.zeros(64, np.int64))
+    splits = data.Splits(data.DATASETS["mnist"], arrays, arrays, arrays, source="unused")
+    trials = []
+    for project in ("a", "b"):
+        hypermodel = tuning.SupermaskHyperModel(config, space, splits,
+                                                tf.distribute.get_strategy(), 0.1)
+        tuner = tuning.make_tuner(dataclasses.replace(search, project_name=project), config,
+                                  hypermodel)
+        assert tuner.oracle.seed == 1  # Keras Tuner draws a random seed for 0
+        hp = keras_tuner.HyperParameters()
+        hypermodel.declare_hyperparameters(hp)
+        tuner.oracle.update_space(hp)
+        trials.append([tuner.oracle.create_trial(f"t{index}").hyperparameters.values
+                       for index in range(3)])
+    assert trials[0] == trials[1]
+    assert len({values["learning_rate"] for values in trials[0]}) == 3
+
+
+@pytest.mark.parametrize("directory", ["file", "file/below"])
+def test_directory_that_is_a_file_is_one_clear_line(cli_flags, capsys, tmp_path, directory):
+    (tmp_path / "file").write_text("x")
+    cli_flags.unparse_flags()
+    cli_flags(["ssm_keras.tune", "--arch=fcn", "--dataset=mnist",
+               f"--directory={tmp_path / directory}"])
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(["ssm_keras.tune"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"error: --directory: the search folder {tmp_path / directory}")
+    assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_diverged_trial_fails_alone_other_errors_stop_the_search():
+    @tuning._fatal_user_errors
+    def diverging():
+        raise ssm_callbacks.Diverged(2, "the loss is nan")
+
+    @tuning._fatal_user_errors
+    def damaged():
+        raise run_dir.RunDirError("damaged checkpoint")
+
+    with pytest.raises(ssm_callbacks.Diverged):  # Keras Tuner fails the trial, goes on
+        diverging()
+    with pytest.raises(tuning.TuneError, match="damaged checkpoint"):  # a FatalError
+        damaged()
