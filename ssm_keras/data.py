@@ -933,6 +933,11 @@ def make_epoch_dataset(
         output_signature=tf.TensorSpec((2,), tf.int64),
     )
     batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, False)
+    # Several workers each make the same epoch in memory and keep their part
+    # of every batch: DATA sharding (AUTO would try FILE sharding on the
+    # generator's single source and fail).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return batches.apply(
         tf.data.experimental.assert_cardinality(math.ceil(len(labels) / batch_size))
-    )
+    ).with_options(options)
