@@ -190,7 +190,7 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
     files = sorted(str(path.relative_to(model_dir)) for path in model_dir.rglob("*")
                    if path.is_file())
     assert [name for name in files if "tfevents" not in name] == [
-        "checkpoint/model.keras", "checkpoint/state.json", "flags.json", "flags.txt",
+        "checkpoint/model-2.keras", "checkpoint/state.json", "flags.json", "flags.txt",
         "history.jsonl", "model.keras", "results.json", "results.txt"]
     event_pids = {name.split(".")[-3] for name in files if "tfevents" in name}
     assert event_pids == {str(workers[0]["pid"])}
