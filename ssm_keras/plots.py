@@ -30,6 +30,8 @@ from absl import app, flags
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ssm_keras import train
+
 COMPOSITION_FILE = "mask_composition.png"
 CURVES_FILE = "training_curves.png"
 KINDS = ("kept", "inverted", "hidden")
@@ -311,15 +313,15 @@ def run(flag_values):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    train.refuse_arguments(argv)
     return run(flags.FLAGS)
 
 
 def cli():
-    """`python -m ssm_keras.plots`."""
+    """`python -m ssm_keras.plots`: a bad flag, like every other bad input,
+    ends it with one `error: ...` line and exit status 1."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=train.parse_flags)
 
 
 if __name__ == "__main__":
