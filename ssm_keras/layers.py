@@ -207,7 +207,8 @@ class MaskedLayer(keras.layers.Layer):
             if self.regime == "mask_then_weights":
                 scores = tf.stop_gradient(scores)
             return masking.threshold_masked_kernel(
-                self.mask_kind, self.kernel, scores, self.threshold
+                self.mask_kind, self.kernel, scores, self.threshold,
+                frozen_kernel=not self.kernel.trainable,
             )
         mask = self.compute_mask_values(training)
         return self.kernel * tf.cast(mask, self.compute_dtype)

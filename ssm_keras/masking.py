@@ -164,7 +164,7 @@ def _fused_threshold_kernel(signed, dtype):
     return tf.function(forward, jit_compile=True, input_signature=signature)
 
 
-def threshold_masked_kernel(kind, kernel, scores, threshold):
+def threshold_masked_kernel(kind, kernel, scores, threshold, frozen_kernel=False):
     """`W = W0 * m(s)` of a threshold mask (`signed` or `binary`), fused.
 
     The forward value is exactly `kernel * compute_mask(kind, scores,
@@ -174,7 +174,8 @@ def threshold_masked_kernel(kind, kernel, scores, threshold):
     step for small models such as the FCN.
 
     Gradients, straight-through as those of the mask functions:
-    `dL/ds = dL/dW * W0` (in float32) and `dL/dW0 = dL/dW * m`. Stop the
+    `dL/ds = dL/dW * W0` (in float32) and `dL/dW0 = dL/dW * m`, the latter
+    by the same fused pass (`W0 * m` with `dL/dW` in place of `W0`). Stop the
     gradient of `scores` to freeze the mask.
 
     Args:
@@ -182,30 +183,38 @@ def threshold_masked_kernel(kind, kernel, scores, threshold):
         kernel: the frozen (or, with a frozen mask, trainable) kernel `W0`.
         scores: float32 scores `s` of the kernel's shape.
         threshold: scalar `tau`.
+        frozen_kernel: True when nothing trains `W0` (the `mask` regime): then
+            `dL/dW0` is never computed, which saves a pass over the kernel in
+            every backward step.
     """
     if kind not in THRESHOLD_KINDS:
         raise ValueError(
             f"Fused kernels exist for threshold masks {THRESHOLD_KINDS}. Received: "
             f"mask={kind!r}"
         )
-    signed = kind == "signed"
-    return _straight_through_kernel(
-        tf.convert_to_tensor(kernel), _as_float32(scores), _as_float32(threshold), signed
+    kernel, scores, threshold = (
+        tf.convert_to_tensor(kernel), _as_float32(scores), _as_float32(threshold)
     )
+    fused = _fused_threshold_kernel(kind == "signed", kernel.dtype)
 
+    def score_gradient(upstream):
+        return tf.cast(upstream * kernel, tf.float32)
 
-def _straight_through_kernel(kernel, scores, threshold, signed):
+    if frozen_kernel:
+        @tf.custom_gradient
+        def masked_frozen_kernel(scores):
+            return fused(kernel, scores, threshold), score_gradient
+
+        return masked_frozen_kernel(scores)
+
     @tf.custom_gradient
-    def forward(kernel, scores):
+    def masked_kernel(kernel, scores):
         def grad(upstream):
-            mask = compute_mask("signed" if signed else "binary", scores, threshold=threshold)
-            d_kernel = upstream * tf.cast(mask, upstream.dtype)
-            return d_kernel, tf.cast(upstream * kernel, tf.float32)
+            return fused(upstream, scores, threshold), score_gradient(upstream)
 
-        fused = _fused_threshold_kernel(signed, kernel.dtype)
         return fused(kernel, scores, threshold), grad
 
-    return forward(kernel, scores)
+    return masked_kernel(kernel, scores)
 
 
 def compute_mask(kind, scores, *, threshold=None, density=None, seed=None):

@@ -148,6 +148,22 @@ def test_fused_masked_kernel_equals_kernel_times_mask(kind, dtype):
     )
 
 
+@pytest.mark.parametrize("kind", masking.THRESHOLD_KINDS)
+def test_fused_masked_kernel_with_frozen_kernel_computes_only_the_score_gradient(kind):
+    rng = np.random.default_rng(2)
+    kernel = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32), trainable=False)
+    scores = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32))
+    upstream = rng.normal(size=(6, 4)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        value = masking.threshold_masked_kernel(kind, kernel, scores, 0.3, frozen_kernel=True)
+        loss = tf.reduce_sum(value * upstream)
+    kernel_grad, score_grad = tape.gradient(loss, [kernel, scores])
+    mask = masking.compute_mask(kind, scores, threshold=0.3).numpy()
+    np.testing.assert_array_equal(value.numpy(), kernel.numpy() * mask)
+    np.testing.assert_array_equal(score_grad.numpy(), upstream * kernel.numpy())
+    assert kernel_grad is None
+
+
 def test_fused_masked_kernel_refuses_ranking_masks():
     with pytest.raises(ValueError, match="'topk'"):
         masking.threshold_masked_kernel("topk", SCORES, SCORES, 0.0)
