@@ -25,6 +25,14 @@ step costs in plain steps (issue 6's target: at most 1.05). `paired_step_time_ra
 the median over window pairs of masked seconds / plain seconds, is less
 sensitive to a load that changes during the run.
 
+`mask_fraction_of_plain_step` is the mask's own arithmetic in plain steps:
+the seconds per step of the fused forward `W = W0 * m(s)` and the score
+gradient `dL/ds = dL/dW * W0` of every masked layer, run alone in a loop
+(`mask_seconds_per_step`), over the plain step's seconds. These two
+element-wise passes over each kernel are what a masked step must do on top
+of a plain one, so `1 + mask_fraction_of_plain_step` is the lowest
+`step_time_ratio` this implementation of the mask can reach.
+
 `--steps_per_execution=0` (the default) picks it per architecture: the
 largest power of two up to 64 whose execution of steps lasts at most
 `--execution_seconds`, from the masked model's step time with one step per
@@ -32,15 +40,23 @@ execution. Small models such as the FCN are bound by the per-call overhead
 of Keras and TensorFlow; many steps per call remove it. `--window_steps=0`
 makes each window last about `--window_seconds`.
 
+`--precisions` benchmarks each architecture under each Keras dtype policy
+(`float32`, `mixed_bfloat16`, `mixed_float16`: variables, scores and masks
+in float32, layers computing in the low precision, loss scaling for
+float16) and reports each mixed policy's speed-up over float32.
+
 The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. A
 dense or convolution layer's forward pass costs `F = 2 * prod(kernel shape)
 * output positions` FLOP; training costs `3 F` per layer (forward, input
 gradient, kernel gradient) except `2 F` for the first one, whose input
-gradient is never computed. `--peak_gflops` defaults, on a machine without
-a GPU, to DESIGN section 8's 157 GFLOP/s of two Zen 3 cores; with a GPU and
-no `--peak_gflops` the ceiling is not reported. `matmul_gflops` records what a float32
-matmul of `--matmul_size` reached at the start of the run (a sign of the
-load on the machine), and the load averages are recorded at start and end.
+gradient is never computed. The peak is measured in the same run: the best
+of `2 n^3 / t` over repeated `n x n` matmuls (`n = --matmul_size`) in the
+policy's compute dtype (float32, bfloat16 or float16), on the device the
+models train on. A matmul of that size is the operation that reaches the
+highest rate in the TensorFlow kernels the conv nets run, so the ceiling is
+one those kernels could reach on this machine, under its present load.
+`--peak_gflops` replaces the measured peak of every precision. The load
+averages are recorded at start and end.
 
 Inference: images/s of the baked export (`baking.bake`, stock Keras layers)
 and of the masked model, each called as a `tf.function` on the batch, median
@@ -68,12 +84,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ssm_keras import baking, data, models, training  # noqa: E402
+from ssm_keras import baking, data, masking, models, training  # noqa: E402
 from ssm_keras import config as ssm_config  # noqa: E402
 from ssm_keras import layers as ssm_layers  # noqa: E402
 
 DEFAULT_ARCHS = "fcn,conv2,conv4"
-DESIGN_PEAK_GFLOPS = 157.0  # DESIGN section 8: two Zen 3 cores, AVX2 + FMA.
 MAX_STEPS_PER_EXECUTION = 64
 QUICK = {"windows": 2, "window_seconds": 0.2, "execution_seconds": 0.05, "window_steps": 0,
          "matmul_size": 256}
@@ -98,11 +113,15 @@ def parse_args(argv):
     parser.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile steps with XLA (default: as training, Keras decides: "
                              "on with a GPU or TPU, off on CPUs)")
+    parser.add_argument("--precisions", default="float32",
+                        help="comma-separated dtype policies of "
+                             f"{', '.join(ssm_config.PRECISIONS)}")
     parser.add_argument("--peak_gflops", type=float, default=None,
-                        help="the machine's float32 peak, for the arithmetic ceiling "
-                             f"(default: {DESIGN_PEAK_GFLOPS} without a GPU, none with one)")
+                        help="the peak GFLOP/s for the arithmetic ceiling of every precision "
+                             "(default: measured in this run, by a matmul in each "
+                             "precision's compute dtype)")
     parser.add_argument("--matmul_size", type=int, default=2048,
-                        help="n of the n^3 matmul that measures the machine's GFLOP/s")
+                        help="n of the n^3 matmul that measures the peak GFLOP/s")
     parser.add_argument("--out", default="benchmark.json",
                         help="JSON file to write; the table goes to the same name with .md")
     parser.add_argument("--overwrite", action="store_true",
@@ -116,6 +135,14 @@ def parse_args(argv):
     args.archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
     if not args.archs:
         parser.error("--archs is empty; give comma-separated architectures")
+    args.precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+    if not args.precisions:
+        parser.error("--precisions is empty; give comma-separated dtype policies of "
+                     f"{', '.join(ssm_config.PRECISIONS)}")
+    for precision in args.precisions:
+        if precision not in ssm_config.PRECISIONS:
+            parser.error(f"--precisions: {precision!r} is not one of "
+                         f"{', '.join(ssm_config.PRECISIONS)}")
     for arch in args.archs:
         try:
             models.get_architecture(arch)
@@ -145,32 +172,43 @@ def output_paths(out):
 
 
 # The machine.
-def _cpu_model():
+# CPU features that decide which kernels TensorFlow can use: vector width,
+# and the fast bfloat16 / float16 paths (AVX-512 BF16 dot products, AMX tiles).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def _first_cpuinfo_entry():
+    """`/proc/cpuinfo`'s fields for the first processor ({} where there is none)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as file:
             for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in ("avx2", "fma", "avx512f") if flag in present]
-    except OSError:
-        pass
-    return []
+def cpu_info():
+    """Model name, family/model/stepping (which name a processor generation
+    when the name does not, e.g. "AMD EPYC" in a virtual machine) and the
+    `CPU_FEATURES` present."""
+    fields = _first_cpuinfo_entry()
+    present = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
+        "cpu_id": {key.replace(" ", "_"): fields.get(key) for key in
+                   ("vendor_id", "cpu family", "model", "stepping")},
+        "cpu_flags": [flag for flag in CPU_FEATURES if flag in present],
+    }
 
 
-def matmul_gflops(size=2048, repeats=5):
-    """float32 GFLOP/s of a `size`^3 matmul, best of `repeats`: `2 n^3 / t`."""
-    a = tf.random.stateless_normal((size, size), seed=(0, 0))
+def matmul_gflops(size=2048, dtype="float32", repeats=5):
+    """GFLOP/s of a `size`^3 matmul in `dtype`, best of `repeats`: `2 n^3 / t`."""
+    a = tf.cast(tf.random.stateless_normal((size, size), seed=(0, 0)), dtype)
     product = tf.function(lambda x: tf.matmul(x, x))
     product(a).numpy()
     best = math.inf
@@ -184,8 +222,7 @@ def matmul_gflops(size=2048, repeats=5):
 def machine_info():
     """CPU, cores, load, TensorFlow and Keras versions, devices, settings."""
     return {
-        "cpu": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
+        **cpu_info(),
         "cores": os.cpu_count(),
         "load_average": list(os.getloadavg()),
         "python": platform.python_version(),
@@ -205,8 +242,9 @@ def default_dataset(arch):
     return "mnist" if arch == "fcn" else "cifar10"
 
 
-def train_config(arch, masked, args):
-    """The `TrainConfig` of one benchmarked model (the flagfiles' recipes)."""
+def train_config(arch, masked, args, precision="float32"):
+    """The `TrainConfig` of one benchmarked model (the flagfiles' recipes)
+    under the dtype policy `precision`."""
     return ssm_config.TrainConfig(
         arch=arch,
         dataset=default_dataset(arch),
@@ -217,15 +255,22 @@ def train_config(arch, masked, args):
         learning_rate=0.05 if masked else 0.01,
         jit_compile=args.jit_compile,
         steps_per_execution=max(args.steps_per_execution, 1),
+        mixed_precision=precision,
     )
 
 
 def build(config, steps_per_execution):
-    """The compiled model of `config` with `steps_per_execution` steps per call."""
+    """The compiled model of `config` with `steps_per_execution` steps per
+    call, built and compiled under `config.mixed_precision` (as in training:
+    the policy is global while Keras builds and compiles)."""
     spec = data.DATASETS[config.dataset]
-    model = training.build_model(config, spec)
-    config.steps_per_execution = steps_per_execution
-    training.compile_model(model, config, steps_per_epoch=1000)
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    try:
+        model = training.build_model(config, spec)
+        config.steps_per_execution = steps_per_execution
+        training.compile_model(model, config, steps_per_epoch=1000)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     return model
 
 
@@ -251,11 +296,23 @@ def training_gflop_per_image(model):
     return (3 * sum(forward) - forward[0]) / 1e9
 
 
-def peak_gflops(args):
-    """`--peak_gflops`, else DESIGN's CPU peak on a machine without a GPU, else None."""
+def compute_dtype(precision):
+    """The dtype layers compute in under the policy `precision`."""
+    return keras.DTypePolicy(precision).compute_dtype
+
+
+def measured_peaks(args):
+    """`{compute dtype: GFLOP/s}` of the matmul in each precision's compute dtype."""
+    dtypes = sorted({compute_dtype(precision) for precision in args.precisions})
+    return {dtype: matmul_gflops(args.matmul_size, dtype) for dtype in dtypes}
+
+
+def peak_for(precision, peaks, args):
+    """The peak GFLOP/s of `precision`'s ceiling and where it came from."""
     if args.peak_gflops is not None:
-        return args.peak_gflops
-    return None if tf.config.list_physical_devices("GPU") else DESIGN_PEAK_GFLOPS
+        return args.peak_gflops, "--peak_gflops"
+    dtype = compute_dtype(precision)
+    return peaks[dtype], f"measured: {dtype} {args.matmul_size}^3 matmul"
 
 
 # Timing.
@@ -301,9 +358,10 @@ def median_images_per_second(seconds, steps, batch_size):
     return statistics.median(steps * batch_size / s for s in seconds)
 
 
-def measure_training(arch, args, batch):
+def measure_training(arch, args, batch, precision):
     """Interleaved training windows of the masked and the plain model."""
-    configs = {"masked": train_config(arch, True, args), "plain": train_config(arch, False, args)}
+    configs = {name: train_config(arch, name == "masked", args, precision)
+               for name in ("masked", "plain")}
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     spe = args.steps_per_execution
     if spe == 0:
@@ -335,6 +393,65 @@ def measure_training(arch, args, batch):
     }
 
 
+def _mask_loop(layers, dtype, iterations, with_mask):
+    """A `tf.function` running `iterations` times, for every layer, the
+    forward `W = W0 * m(s)` and backward `dL/ds = dL/dW * W0` of the fused
+    threshold mask (`with_mask`), or only what the loop itself costs: shifting
+    the scores by the iteration (so that nothing is hoisted out of the loop)
+    and summing `W0` and `dL/dW` (the reductions that consume the results)."""
+    tensors = [(tf.cast(layer.kernel.value, dtype),
+                tf.convert_to_tensor(layer.scores.value), layer.threshold.value,
+                tf.ones(layer.kernel.shape, dtype), layer.mask_kind) for layer in layers]
+
+    def iteration(shift):
+        total = tf.constant(0.0)
+        for kernel, scores, threshold, upstream, kind in tensors:
+            scores = scores + shift
+            if not with_mask:
+                total += tf.reduce_sum(tf.cast(kernel, tf.float32) + scores)
+                total += tf.reduce_sum(tf.cast(upstream, tf.float32))
+                continue
+            with tf.GradientTape() as tape:
+                tape.watch(scores)
+                masked = masking.threshold_masked_kernel(kind, kernel, scores, threshold,
+                                                         frozen_kernel=True)
+            score_gradient = tape.gradient(masked, scores, output_gradients=upstream)
+            total += tf.reduce_sum(tf.cast(masked, tf.float32) + score_gradient)
+        return total
+
+    @tf.function
+    def loop():
+        total = tf.constant(0.0)
+        for step in tf.range(iterations):
+            total += iteration(tf.cast(step, tf.float32) * 1e-12)
+        return total
+
+    return loop
+
+
+def mask_seconds_per_step(model, precision, iterations=200, repeats=3):
+    """Seconds per training step of the mask's own arithmetic in `model`: the
+    fused forward and the score gradient of every masked layer (the two
+    element-wise passes over its kernel that a plain step does not make),
+    timed in a loop of `iterations` and less the loop's own cost; best of
+    `repeats`. None for masks without a fused threshold kernel."""
+    layers = ssm_layers.masked_layers(model)
+    if not all(layer.mask_kind in masking.THRESHOLD_KINDS for layer in layers):
+        return None
+    dtype = compute_dtype(precision)
+    seconds = {}
+    for with_mask in (True, False):
+        loop = _mask_loop(layers, dtype, iterations, with_mask)
+        loop().numpy()  # traces
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            loop().numpy()
+            best = min(best, time.perf_counter() - start)
+        seconds[with_mask] = best / iterations
+    return max(0.0, seconds[True] - seconds[False])
+
+
 def measure_inference(model, images, windows, window_seconds):
     """Median images/s of `model(images)` as a `tf.function`, after warm-up."""
     images = tf.constant(images)
@@ -353,27 +470,35 @@ def measure_inference(model, images, windows, window_seconds):
     return median_images_per_second(seconds, calls, len(images))
 
 
-def benchmark_arch(arch, args):
-    """Training and inference throughput of one architecture."""
+def benchmark_arch(arch, args, precision, peaks):
+    """Training and inference throughput of one architecture under the dtype
+    policy `precision`; `peaks` as `measured_peaks` returns them."""
     spec = data.DATASETS[default_dataset(arch)]
     batch = synthetic_batch(spec, args.batch_size)
-    trained, train = measure_training(arch, args, batch)
+    trained, train = measure_training(arch, args, batch, precision)
     gflop = training_gflop_per_image(trained["plain"])
-    peak = peak_gflops(args)
-    ceiling = None if peak is None else peak / gflop
+    peak, peak_source = peak_for(precision, peaks, args)
+    ceiling = peak / gflop
     masked = trained["masked"]
+    plain_step = args.batch_size / train["plain"]["images_per_s"]
+    mask_seconds = mask_seconds_per_step(masked, precision)
     inference_seconds = min(args.window_seconds, 2.0)
     return {
         "arch": arch,
+        "precision": precision,
         "data": f"synthetic, {spec.name} shapes",
         "input_shape": list(spec.image_shape),
         "batch_size": args.batch_size,
         "masked_weights": models.masked_weight_count(masked),
         "training": train,
+        "mask_seconds_per_step": mask_seconds,
+        "mask_fraction_of_plain_step": mask_seconds and mask_seconds / plain_step,
         "training_gflop_per_image": gflop,
+        "peak_gflops": peak,
+        "peak_source": peak_source,
         "ceiling_images_per_s": ceiling,
-        "masked_fraction_of_ceiling": ceiling and train["masked"]["images_per_s"] / ceiling,
-        "plain_fraction_of_ceiling": ceiling and train["plain"]["images_per_s"] / ceiling,
+        "masked_fraction_of_ceiling": train["masked"]["images_per_s"] / ceiling,
+        "plain_fraction_of_ceiling": train["plain"]["images_per_s"] / ceiling,
         "inference": {
             "baked_images_per_s": measure_inference(
                 baking.bake(masked), batch[0], args.windows, inference_seconds),
@@ -383,31 +508,53 @@ def benchmark_arch(arch, args):
     }
 
 
-def _ceiling_cells(record):
-    """`ceiling | masked %, plain %`, or dashes where no peak is known."""
-    if record["ceiling_images_per_s"] is None:
-        return "- | -"
-    return (f"{record['ceiling_images_per_s']:,.0f} "
-            f"| {100 * record['masked_fraction_of_ceiling']:.0f}%, "
-            f"{100 * record['plain_fraction_of_ceiling']:.0f}%")
+def add_speedups(records):
+    """Adds to each mixed-precision record its `speedup_over_float32`: its
+    masked and plain training images/s over those of the float32 record of
+    the same architecture (when one was measured)."""
+    float32 = {record["arch"]: record["training"] for record in records
+               if record["precision"] == "float32"}
+    for record in records:
+        reference = float32.get(record["arch"])
+        if record["precision"] != "float32" and reference:
+            record["speedup_over_float32"] = {
+                name: record["training"][name]["images_per_s"] / reference[name]["images_per_s"]
+                for name in ("masked", "plain")
+            }
+
+
+def _percent_cell(fraction):
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def _speedup_cell(record):
+    speedup = record.get("speedup_over_float32")
+    return f"{speedup['masked']:.2f}, {speedup['plain']:.2f}" if speedup else "-"
 
 
 def format_table(records):
     """The markdown table of `benchmark_arch` records."""
     lines = [
-        "| arch | batch | steps/exec | XLA | masked train img/s | plain train img/s "
-        "| masked/plain step time (paired) | ceiling img/s | masked, plain % of ceiling "
+        "| arch | precision | batch | steps/exec | XLA | masked train img/s | plain train img/s "
+        "| masked/plain step time (paired) | mask arithmetic, % of plain step "
+        "| speed-up over float32 (masked, plain) "
+        "| peak GFLOP/s | ceiling img/s | masked, plain % of ceiling "
         "| baked inference img/s | masked inference img/s |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: |",
     ]
     for record in records:
         train = record["training"]
         lines.append(
-            f"| {record['arch']} | {record['batch_size']} | {train['steps_per_execution']} "
-            f"| {'yes' if train['jit_compile'] else 'no'} "
+            f"| {record['arch']} | {record['precision']} | {record['batch_size']} "
+            f"| {train['steps_per_execution']} | {'yes' if train['jit_compile'] else 'no'} "
             f"| {train['masked']['images_per_s']:,.0f} | {train['plain']['images_per_s']:,.0f} "
             f"| {train['step_time_ratio']:.3f} ({train['paired_step_time_ratio']:.3f}) "
-            f"| {_ceiling_cells(record)} "
+            f"| {_percent_cell(record['mask_fraction_of_plain_step'])} "
+            f"| {_speedup_cell(record)} | {record['peak_gflops']:,.0f} "
+            f"| {record['ceiling_images_per_s']:,.0f} "
+            f"| {100 * record['masked_fraction_of_ceiling']:.0f}%, "
+            f"{100 * record['plain_fraction_of_ceiling']:.0f}% "
             f"| {record['inference']['baked_images_per_s']:,.0f} "
             f"| {record['inference']['masked_images_per_s']:,.0f} |"
         )
@@ -415,14 +562,18 @@ def format_table(records):
 
 
 def run(args):
-    """Benchmarks every architecture of `args.archs`; returns the JSON dict."""
+    """Benchmarks every architecture of `args.archs` under every precision of
+    `args.precisions`; returns the JSON dict."""
     machine = machine_info()
-    machine["matmul_gflops"] = matmul_gflops(args.matmul_size)
+    peaks = measured_peaks(args)
+    machine["matmul_gflops"] = peaks
     settings = {key: value for key, value in vars(args).items() if key != "out"}
     records = []
     for arch in args.archs:
-        keras.utils.clear_session()
-        records.append(benchmark_arch(arch, args))
+        for precision in args.precisions:
+            keras.utils.clear_session()
+            records.append(benchmark_arch(arch, args, precision, peaks))
+    add_speedups(records)
     machine["load_average_end"] = list(os.getloadavg())
     return {"machine": machine, "settings": settings, "results": records}
 
@@ -431,9 +582,12 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     report = run(args)
     machine = report["machine"]
-    text = (f"{machine['cpu']}, {machine['cores']} cores, TensorFlow {machine['tensorflow']}, "
-            f"Keras {machine['keras']}, devices {', '.join(machine['devices'])}, "
-            f"matmul {machine['matmul_gflops']:.0f} GFLOP/s, load average "
+    cpu_id = machine["cpu_id"]
+    matmuls = ", ".join(f"{dtype} {gflops:.0f}" for dtype, gflops in machine["matmul_gflops"].items())
+    text = (f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
+            f"{' '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
+            f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
+            f"devices {', '.join(machine['devices'])}, matmul GFLOP/s: {matmuls}, load average "
             f"{machine['load_average'][0]:.2f} -> {machine['load_average_end'][0]:.2f}\n\n"
             + format_table(report["results"]) + "\n")
     json_path, table_path = output_paths(args.out)

@@ -72,16 +72,49 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert record["inference"]["masked_images_per_s"] > 0
     machine = report["machine"]
     assert machine["cores"] == os.cpu_count() and machine["tensorflow"] == tf.__version__
-    assert machine["cpu"] and machine["matmul_gflops"] > 0
+    # The ceiling comes from the float32 matmul measured in this run.
+    assert record["precision"] == "float32" and "speedup_over_float32" not in record
+    assert record["peak_gflops"] == machine["matmul_gflops"]["float32"] > 0
+    assert record["peak_source"] == "measured: float32 256^3 matmul"
+    assert record["ceiling_images_per_s"] == pytest.approx(
+        record["peak_gflops"] / record["training_gflop_per_image"])
+    # The mask's own arithmetic is a part of the step.
+    assert 0 <= record["mask_seconds_per_step"] < 128 / masked
+    assert record["mask_fraction_of_plain_step"] == pytest.approx(
+        record["mask_seconds_per_step"] * plain / 128)
+    assert machine["cpu"] and set(machine["cpu_flags"]) <= set(benchmark.CPU_FEATURES)
     assert "TF_ENABLE_ONEDNN_OPTS" in machine["environment"]
     table = capsys.readouterr().out
-    assert "| fcn | 128 |" in table and f"{train['step_time_ratio']:.3f}" in table
+    assert "| fcn | float32 | 128 |" in table and f"{train['step_time_ratio']:.3f}" in table
     assert (tmp_path / "bench.md").read_text().strip() in table
     # A second run refuses to replace the results, and names them.
     with pytest.raises(SystemExit):
         benchmark.main(["--archs=fcn", "--quick", f"--out={out}"])
     assert str(out) in capsys.readouterr().err
     assert json.loads(out.read_text()) == report
+
+
+def test_benchmark_peaks_and_speedups():
+    benchmark = _script("benchmark")
+    args = benchmark.parse_args(["--precisions=float32,mixed_bfloat16", "--matmul_size=64",
+                                 "--out=/tmp/unused.json"])
+    assert args.precisions == ["float32", "mixed_bfloat16"]
+    peaks = {"float32": 100.0, "bfloat16": 300.0}
+    assert benchmark.peak_for("mixed_bfloat16", peaks, args) == (
+        300.0, "measured: bfloat16 64^3 matmul")
+    args.peak_gflops = 50.0
+    assert benchmark.peak_for("mixed_bfloat16", peaks, args) == (50.0, "--peak_gflops")
+
+    def record(arch, precision, masked, plain):
+        return {"arch": arch, "precision": precision,
+                "training": {"masked": {"images_per_s": masked},
+                             "plain": {"images_per_s": plain}}}
+
+    records = [record("conv2", "float32", 100, 120), record("conv2", "mixed_bfloat16", 150, 150),
+               record("fcn", "mixed_float16", 10, 10)]
+    benchmark.add_speedups(records)
+    assert records[1]["speedup_over_float32"] == {"masked": 1.5, "plain": 1.25}
+    assert "speedup_over_float32" not in records[0] and "speedup_over_float32" not in records[2]
 
 
 def test_benchmark_step_choices_and_flops():
@@ -103,6 +136,7 @@ def test_benchmark_step_choices_and_flops():
 @pytest.mark.parametrize("argument, named", [
     ("--archs=conv5", "conv5"), ("--windows=0", "--windows=0"), ("--batch_size=-1", "--batch_size"),
     ("--peak_gflops=0", "--peak_gflops"), ("--out=bench.md", "bench.md"),
+    ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
     ("--out=/no/such/folder/b.json", "/no/such/folder"),
 ])
 def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
