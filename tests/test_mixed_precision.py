@@ -1,0 +1,98 @@
+"""Masked models under Keras' mixed-precision policies: exact masks, low-precision
+compute, loss scaling for float16, and learning on real MNIST like float32."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssm_keras import config, data, layers, models, training
+
+from conftest import shared_data_dir
+
+MIXED = ("mixed_bfloat16", "mixed_float16")
+
+
+def _fcn(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return models.build_model("fcn", input_shape=(28, 28, 1), num_classes=10, seed=0,
+                                  init_factor=3.0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("policy", MIXED)
+def test_masks_are_exact_and_compute_is_low_precision(policy):
+    reference, mixed = _fcn("float32"), _fcn(policy)
+    images = np.random.default_rng(0).uniform(0, 255, (16, 28, 28, 1)).astype(np.float32)
+    for exact, layer in zip(layers.masked_layers(reference), layers.masked_layers(mixed)):
+        assert layer.compute_dtype == keras.DTypePolicy(policy).compute_dtype
+        for name in ("kernel", "scores", "threshold"):
+            variable = getattr(layer, name)
+            assert variable.dtype == "float32", name
+            np.testing.assert_array_equal(variable.numpy(), getattr(exact, name).numpy())
+        np.testing.assert_array_equal(layer.compute_mask_values().numpy(),
+                                      exact.compute_mask_values().numpy())
+        with tf.GradientTape() as tape:
+            # What `Layer.__call__` does around `call`: variables read in the compute dtype.
+            with keras.src.backend.AutocastScope(layer.compute_dtype):
+                kernel = layer.effective_kernel(training=True)
+            loss = tf.reduce_sum(tf.cast(kernel, tf.float32))
+        score_gradient = tape.gradient(loss, layer.scores)
+        # W = +-W0 or 0 in the low precision: the frozen kernel's sign
+        # pattern times the mask, exactly.
+        assert kernel.dtype == layer.compute_dtype
+        np.testing.assert_array_equal(np.sign(tf.cast(kernel, tf.float32).numpy()),
+                                      np.sign(exact.effective_kernel().numpy()))
+        assert score_gradient.dtype == tf.float32
+        np.testing.assert_array_equal(
+            score_gradient.numpy(),
+            tf.cast(tf.cast(layer.kernel, layer.compute_dtype), tf.float32).numpy(),
+        )
+    outputs = mixed(images)
+    assert outputs.dtype == "float32"  # the softmax runs in float32
+    np.testing.assert_allclose(outputs.numpy(), reference(images).numpy(), atol=0.05)
+
+
+@pytest.mark.parametrize("policy, scaled", [("float32", False), ("mixed_bfloat16", False),
+                                            ("mixed_float16", True)])
+def test_only_float16_scales_the_loss(policy, scaled):
+    settings = config.TrainConfig(arch="fcn", mixed_precision=policy)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = training.build_model(settings, data.DATASETS["mnist"])
+        training.compile_model(model, settings, steps_per_epoch=10)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == scaled
+
+
+@pytest.fixture(scope="module")
+def mnist_slice():
+    path = shared_data_dir() / "mnist"
+    if not (path / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found in {path} (set SSM_TEST_DATA)")
+    return data.load_splits("mnist", data_dir=str(shared_data_dir()), validation_size=0,
+                            max_examples=12000)
+
+
+@pytest.fixture(scope="module")
+def float32_accuracy(mnist_slice, tmp_path_factory):
+    return _train(mnist_slice, "float32", tmp_path_factory.mktemp("float32"))
+
+
+def _train(splits, policy, folder):
+    settings = config.TrainConfig(
+        arch="fcn", dataset="mnist", mask="signed", regime="mask", weight_init="elus",
+        learning_rate=0.05, epochs=3, batch_size=128, validation_size=0, seed=0,
+        mixed_precision=policy, model_dir=str(folder / "run"),
+    )
+    return training.run(settings, splits=splits)["test_accuracy"]
+
+
+@pytest.mark.parametrize("policy", MIXED)
+def test_masked_fcn_learns_mnist_as_in_float32(policy, mnist_slice, float32_accuracy, tmp_path):
+    accuracy = _train(mnist_slice, policy, tmp_path)
+    assert float32_accuracy > 0.9
+    assert abs(accuracy - float32_accuracy) <= 0.003, (accuracy, float32_accuracy)
