@@ -168,6 +168,13 @@ def plot_mask_composition(layers, path, title=None):
     return _save(figure, path)
 
 
+def flips_scale(flips):
+    """The mask-flips axis: `symlog` when the positive counts span a decade
+    or more (so it has a labelled power of ten), else `linear`."""
+    positive = [value for value in flips if value > 0]
+    return "symlog" if positive and max(positive) >= 10 * min(positive) else "linear"
+
+
 def plot_training_curves(history, path, title=None):
     """Accuracy, loss, remaining weights (%) and mask flips per epoch, in a
     2 x 2 grid. Returns `path`."""
@@ -189,7 +196,7 @@ def plot_training_curves(history, path, title=None):
         axes.grid(alpha=0.3)
         if any(label for _, label in series):
             axes.legend(fontsize="small")
-    if any(value > 0 for value in data.get("mask_flips", [])):
+    if flips_scale(data.get("mask_flips", [])) == "symlog":
         flips.set_yscale("symlog", linthresh=1)  # logarithmic, but 0 flips still show
     for axes in (remaining, flips):
         axes.set_xlabel("epoch")

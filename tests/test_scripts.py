@@ -165,6 +165,18 @@ def test_plot_run_writes_both_figures(finished_run, tmp_path):
         assert os.path.getsize(path) > 20_000
 
 
+@pytest.mark.parametrize("flips, scale", [
+    ([132189, 60095, 43281], "linear"),  # within a decade: a log axis would have no label
+    ([20000, 900, 894], "symlog"), ([0, 5, 50], "symlog"), ([0, 0], "linear"), ([], "linear"),
+])
+def test_mask_flips_axis_is_logarithmic_only_over_a_decade(flips, scale, tmp_path):
+    assert plots.flips_scale(flips) == scale
+    figure_path = plots.plot_training_curves(
+        [{"epoch": e + 1, "mask_flips": f, "accuracy": 0.5} for e, f in enumerate(flips)],
+        str(tmp_path / "curves.png"))
+    assert os.path.getsize(figure_path) > 0
+
+
 def test_plot_data_of_a_real_run(finished_run):
     results, history = plots.load_run(str(finished_run))
     data = plots.composition_data(results["layers"])
