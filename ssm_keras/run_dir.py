@@ -32,6 +32,8 @@ import socket
 import sys
 import time
 
+from ssm_keras.errors import UserError
+
 # Settings that may differ between a run and its continuation: how it is
 # started, and where its folder is (the folder is the same one however it
 # is spelled, or after it was moved).
@@ -41,7 +43,7 @@ PATH_KEYS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from"
 LOCK = ".lock"
 
 
-class RunDirError(Exception):
+class RunDirError(UserError):
     """A model directory that cannot be used as asked; the message says why."""
 
 
@@ -88,6 +90,11 @@ def read_json(path):
             return json.load(file)
     except (OSError, ValueError) as error:
         raise RunDirError(f"{path} is not readable JSON ({error}).") from None
+
+
+def is_finished(model_dir):
+    """Whether `model_dir` holds a run that ended (its `results.json`)."""
+    return os.path.isfile(os.path.join(model_dir, "results.json"))
 
 
 def checkpoint_dir(model_dir):
