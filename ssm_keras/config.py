@@ -8,7 +8,7 @@ and the tuner all produce; `validate()` turns every bad value into a
 import dataclasses
 import math
 
-from ssm_keras import data, initializers, losses, masking, models
+from ssm_keras import data, initializers, layers, losses, masking, models
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -199,7 +199,7 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        _choice("bernoulli_eval", self.bernoulli_eval, ("expected", "sample"))
+        _choice("bernoulli_eval", self.bernoulli_eval, layers.BERNOULLI_EVAL_MODES)
         if self.activation is not None:
             _choice("activation", self.activation, ACTIVATIONS)
         for field in dataclasses.fields(self):
@@ -250,10 +250,6 @@ class TrainConfig:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one.")
-        try:
-            models.check_input_shape(self.arch, data.DATASETS[self.dataset].image_shape)
-        except ValueError as error:
-            raise ConfigError(f"--arch={self.arch} does not fit --dataset={self.dataset}: {error}") from None
 
     def _check_mask_flags_used(self):
         """Refuses `--tau_fraction` / `--density` set for a mask that ignores it."""
