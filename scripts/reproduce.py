@@ -52,6 +52,7 @@ from absl import flags as absl_flags
 
 from ssm_keras import config as ssm_config
 from ssm_keras import command, launch, plots, train
+from ssm_keras.run_dir import RESULTS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -168,7 +169,7 @@ def load_results(runs_dir, experiment, seeds):
     """`{seed: results dict}` of the finished runs of one experiment."""
     found = {}
     for seed in seeds:
-        path = os.path.join(run_dir(runs_dir, experiment, seed), "results.json")
+        path = os.path.join(run_dir(runs_dir, experiment, seed), RESULTS)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as file:
                 found[seed] = json.load(file)

@@ -40,7 +40,7 @@ import tensorflow as tf
 from absl import flags
 from absl import logging
 
-from ssm_keras import command, compact
+from ssm_keras import command, compact, run_dir
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import ExportError, bake
 
@@ -52,7 +52,7 @@ SERVING_DTYPE = tf.uint8
 
 # Reading a run.
 def _read_results(model_dir):
-    path = os.path.join(model_dir, "results.json")
+    path = os.path.join(model_dir, run_dir.RESULTS)
     if not os.path.isfile(path):
         raise ExportError(f"{model_dir} has no results.json; is it a training run directory?")
     try:
@@ -79,7 +79,7 @@ def load_run(model_dir):
     if not os.path.isdir(model_dir):
         raise ExportError(f"model_dir {model_dir} does not exist")
     results = _read_results(model_dir)
-    path = os.path.join(model_dir, "model.keras")
+    path = os.path.join(model_dir, run_dir.MODEL)
     if not os.path.isfile(path):
         raise ExportError(f"{model_dir} has no model.keras although its run finished")
     try:

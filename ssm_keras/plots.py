@@ -29,7 +29,7 @@ from absl import flags
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ssm_keras import command
+from ssm_keras import command, run_dir
 from ssm_keras.errors import UserError
 
 COMPOSITION_FILE = "mask_composition.png"
@@ -47,8 +47,8 @@ class PlotError(UserError):
 def load_run(model_dir):
     """`(results, history)` of a finished run: `results.json` and the list of
     `history.jsonl` records (one per epoch)."""
-    results_path = os.path.join(model_dir, "results.json")
-    history_path = os.path.join(model_dir, "history.jsonl")
+    results_path = os.path.join(model_dir, run_dir.RESULTS)
+    history_path = os.path.join(model_dir, run_dir.HISTORY)
     if not os.path.isfile(results_path):
         raise PlotError(
             f"--model_dir={model_dir} holds no finished run (no results.json); "

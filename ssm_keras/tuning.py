@@ -350,7 +350,7 @@ def _checkpoint_to_continue(config, trial_dir, parent_dir):
         candidates.append(parent_dir)
     for folder in candidates:
         checkpoint = run_dir.checkpoint_dir(folder)
-        if os.path.isfile(os.path.join(checkpoint, "state.json")):
+        if os.path.isfile(os.path.join(checkpoint, run_dir.STATE)):
             return checkpoint
     return None
 
