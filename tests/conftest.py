@@ -51,6 +51,18 @@ def tiny_config(tmp_path, **overrides):
     return ssm_config.TrainConfig(**{**settings, **overrides})
 
 
+class Crash(keras.callbacks.Callback):
+    """Stops the process' training after `epoch` epochs, as a kill would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
 @pytest.fixture
 def mnist_dir():
     path = shared_data_dir() / "mnist"

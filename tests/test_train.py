@@ -18,7 +18,7 @@ from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
 from ssm_keras import command, data, init_file, layers, run_dir, train, training
 
-from conftest import REPO, shared_data_dir, tiny_config, tiny_splits
+from conftest import REPO, Crash, shared_data_dir, tiny_config, tiny_splits
 
 
 def test_run_learns_and_writes_results(tmp_path):
@@ -77,18 +77,6 @@ def test_tensorboard_logs(tmp_path):
     assert b"--arch=fcn" in tf.make_ndarray(text).item()
 
 
-class _Crash(keras.callbacks.Callback):
-    """Stops the process' training after `epoch` epochs, as a kill would."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
     straight = training.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
@@ -97,7 +85,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     def crashing(*args, **kwargs):
         callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, _Crash(2)], checkpoint
+        return [*callbacks, Crash(2)], checkpoint
 
     monkeypatch.setattr(training, "_callbacks", crashing)
     with pytest.raises(KeyboardInterrupt):
@@ -405,7 +393,7 @@ def _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch):
 
     def crashing(*args, **kwargs):
         callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, _Crash(after_epoch)], checkpoint
+        return [*callbacks, Crash(after_epoch)], checkpoint
 
     monkeypatch.setattr(training, "_callbacks", crashing)
     with pytest.raises(KeyboardInterrupt):

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 
-import keras
 import keras_tuner
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from ssm_keras import config as ssm_config
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import command, data, run_dir, train, training, tune, tuning
 
-from conftest import REPO, shared_data_dir
+from conftest import REPO, Crash, shared_data_dir
 
 TINY = dict(arch="fcn", dataset="mnist", max_examples=256, validation_size=256, batch_size=64,
             epochs=2, verbose=0)
@@ -54,18 +53,8 @@ class _Spy:
     def __call__(self, model, config, splits, callbacks, initial_epoch=0):
         self.calls.append(initial_epoch)
         if self.crash_at and self.crash_at[0] == len(self.calls):
-            callbacks = [*callbacks, _Crash(self.crash_at[1])]
+            callbacks = [*callbacks, Crash(self.crash_at[1])]
         return _FIT(model, config, splits, callbacks, initial_epoch)
-
-
-class _Crash(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
 
 
 def _retrain(flagfile, model_dir):
