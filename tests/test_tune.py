@@ -184,8 +184,10 @@ def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_
 
 @pytest.fixture(scope="module")
 def cli_flags():
+    if "arch" not in flags.FLAGS:  # test_train.py may have defined them
+        train.define_flags()
     if "tuner" not in flags.FLAGS:
-        tune.define_flags()
+        command.define_flags(tuning.SearchConfig)
     yield flags.FLAGS
 
 
