@@ -29,6 +29,7 @@ setuptools.setup(
             "ssm-train=ssm_keras.train:cli",
             "ssm-export=ssm_keras.export:cli",
             "ssm-tune=ssm_keras.tune:cli",
+            "ssm-plots=ssm_keras.plots:cli",
         ],
     },
 )

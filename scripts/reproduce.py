@@ -46,13 +46,13 @@ import json
 import math
 import os
 import pathlib
-import subprocess
 import sys
 
 from absl import flags as absl_flags
 
 from ssm_keras import config as ssm_config
-from ssm_keras import plots, train
+from ssm_keras import command, launch, plots, train
+from ssm_keras.run_dir import RESULTS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -73,8 +73,6 @@ VARIANTS = ("signed", "baseline")
 # Settings that say where and how fast a run went, not what it trained.
 NOT_RECIPE = {"epochs", "model_dir", "data_dir", "seed", "resume", "overwrite", "verbose",
               "strategy", "tpu", "jit_compile", "steps_per_execution", "run_eagerly"}
-# Training flags the scripts set per run themselves.
-SET_PER_RUN = {"model_dir", "seed", "flagfile", "resume", "overwrite", "mask_from"}
 # Flags that `--compress` derives from each flagfile.
 COMPRESSED = ("--epochs", "--lr_decay_epochs", "--plateau_patience")
 EXPERIMENTS = tuple(f"{model}_{variant}" for model in PAPER for variant in VARIANTS)
@@ -102,7 +100,7 @@ def parse_args(argv):
         args.seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
-    check_training_flags(parser, extra)
+    launch.check_training_flags(parser, extra)
     if args.compress < 1:
         parser.error(f"--compress={args.compress}: give a positive integer (1: no compression)")
     scheduled = [flag for flag in extra if flag.split("=", 1)[0] in COMPRESSED]
@@ -112,24 +110,6 @@ def parse_args(argv):
     if extra and args.aggregate_only:
         parser.error(f"--aggregate_only trains nothing; drop {' '.join(extra)}")
     return args, extra
-
-
-def check_training_flags(parser, extra):
-    """Stops with a usage error unless every argument of `extra` is
-    `--name[=value]` (or `--noname`) of a flag of `ssm_keras.train` that the
-    scripts do not set per run themselves (`SET_PER_RUN`)."""
-    names = {field.name for field in dataclasses.fields(ssm_config.TrainConfig)}
-    for argument in extra:
-        name = argument[2:].split("=", 1)[0] if argument.startswith("--") else None
-        if name is None:
-            parser.error(f"unexpected argument {argument!r}; training flags take the "
-                         "form --name=value")
-        name = name[2:] if name.startswith("no") and name[2:] in names else name
-        if name in SET_PER_RUN:
-            parser.error(f"{argument}: the script sets --{name} for each run itself")
-        if name not in names:
-            parser.error(f"{argument}: neither a flag of this script nor of ssm_keras.train "
-                         "(python -m ssm_keras.train --help lists those)")
 
 
 def split_experiment(name):
@@ -142,22 +122,7 @@ def run_dir(runs_dir, experiment, seed):
     return os.path.join(runs_dir, experiment, f"seed{seed}")
 
 
-def is_finished(model_dir):
-    return os.path.isfile(os.path.join(model_dir, "results.json"))
-
-
 # Training.
-def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):
-    """The `python -m ssm_keras.train` command line of one run."""
-    command = [sys.executable, "-m", "ssm_keras.train", f"--flagfile={flagfile}",
-               f"--model_dir={model_dir}"]
-    if seed is not None:
-        command.append(f"--seed={seed}")
-    if data_dir:
-        command.append(f"--data_dir={data_dir}")
-    return command + list(extra)
-
-
 def compressed_schedule(settings, factor):
     """The flags that run the schedule of `settings` (a flagfile's settings,
     None if it has none) `factor` times shorter on the same learning-rate and
@@ -173,23 +138,7 @@ def compressed_schedule(settings, factor):
     return flags
 
 
-def subprocess_runner(command):
-    """Runs `command`, output to this terminal; returns its exit status."""
-    print("$ " + " ".join(command), flush=True)
-    return subprocess.run(command, check=False).returncode
-
-
-def train_if_missing(command, model_dir, runner=subprocess_runner):
-    """Runs `command` unless `model_dir` holds a finished run.
-
-    Returns `"finished"` (already there), `"trained"` or `"failed"`.
-    """
-    if is_finished(model_dir):
-        return "finished"
-    return "trained" if runner(command) == 0 and is_finished(model_dir) else "failed"
-
-
-def train_missing(args, extra, runner=subprocess_runner):
+def train_missing(args, extra, runner=launch.subprocess_runner):
     """Trains every missing run; returns `{model_dir: status}`."""
     statuses = {}
     for experiment in args.experiments:
@@ -198,9 +147,9 @@ def train_missing(args, extra, runner=subprocess_runner):
                                        args.compress)
         for seed in args.seeds:
             model_dir = run_dir(args.runs_dir, experiment, seed)
-            command = train_command(flagfile, model_dir, seed, args.data_dir,
+            command = launch.train_command(flagfile, model_dir, seed, args.data_dir,
                                     [*schedule, *extra])
-            statuses[model_dir] = train_if_missing(command, model_dir, runner)
+            statuses[model_dir] = launch.train_if_missing(command, model_dir, runner)
     return statuses
 
 
@@ -220,7 +169,7 @@ def load_results(runs_dir, experiment, seeds):
     """`{seed: results dict}` of the finished runs of one experiment."""
     found = {}
     for seed in seeds:
-        path = os.path.join(run_dir(runs_dir, experiment, seed), "results.json")
+        path = os.path.join(run_dir(runs_dir, experiment, seed), RESULTS)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as file:
                 found[seed] = json.load(file)
@@ -236,7 +185,7 @@ def flagfile_settings(flags_dir, experiment):
     values = absl_flags.FlagValues()
     train.define_flags(values)
     values(["reproduce", f"--flagfile={path}"])
-    return dataclasses.asdict(train.config_from_flags(values))
+    return dataclasses.asdict(command.from_flags(ssm_config.TrainConfig, values))
 
 
 def differing_flags(expected, runs):
@@ -383,7 +332,7 @@ def write_plots(runs_dir, table):
     return paths
 
 
-def main(argv=None, runner=subprocess_runner):
+def main(argv=None, runner=launch.subprocess_runner):
     """Trains what is missing, then writes the table and the plots.
 
     Returns 0, or 1 when a run failed (the table holds the others).

@@ -31,10 +31,9 @@ import os
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from ssm_keras import launch, plots, run_dir
 
-import reproduce  # noqa: E402  (the run helpers, from this folder)
-from ssm_keras import plots  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 REGIMES = ("weights", "mask", "mask_then_weights")
 LABELS = {
@@ -50,9 +49,9 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0, help="the shared initial weights")
     parser.add_argument("--runs_dir", default="runs/supermask_init")
     parser.add_argument("--data_dir", default=None, help="passed to ssm_keras.train")
-    parser.add_argument("--flags_dir", default=str(reproduce.REPO / "flags"))
+    parser.add_argument("--flags_dir", default=str(REPO / "flags"))
     args, extra = parser.parse_known_args(argv)
-    reproduce.check_training_flags(parser, extra)
+    launch.check_training_flags(parser, extra)
     return args, extra
 
 
@@ -66,18 +65,18 @@ def regime_command(args, extra, regime):
     more = list(extra)
     if regime == "mask_then_weights":
         more.append(f"--mask_from={regime_dir(args.runs_dir, 'mask')}")
-    return reproduce.train_command(flagfile, regime_dir(args.runs_dir, regime), args.seed,
+    return launch.train_command(flagfile, regime_dir(args.runs_dir, regime), args.seed,
                                    args.data_dir, more)
 
 
-def train_regimes(args, extra, runner=reproduce.subprocess_runner):
+def train_regimes(args, extra, runner=launch.subprocess_runner):
     """Runs the missing regimes in order; stops when one fails.
 
     Returns `{regime: "finished" | "trained" | "failed"}`.
     """
     statuses = {}
     for regime in REGIMES:
-        statuses[regime] = reproduce.train_if_missing(
+        statuses[regime] = launch.train_if_missing(
             regime_command(args, extra, regime), regime_dir(args.runs_dir, regime), runner)
         if statuses[regime] == "failed":
             break
@@ -140,7 +139,7 @@ def format_summary(rows, extra):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None, runner=reproduce.subprocess_runner):
+def main(argv=None, runner=launch.subprocess_runner):
     """Trains the missing regimes, then writes the plot and the summary.
 
     Returns 0, or 1 when a regime failed.
@@ -148,7 +147,7 @@ def main(argv=None, runner=reproduce.subprocess_runner):
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     statuses = train_regimes(args, extra, runner)
     runs = {regime: plots.load_run(regime_dir(args.runs_dir, regime)) for regime in REGIMES
-            if reproduce.is_finished(regime_dir(args.runs_dir, regime))}
+            if run_dir.is_finished(regime_dir(args.runs_dir, regime))}
     curves = study_curves({regime: history for regime, (_, history) in runs.items()})
     if curves:
         plots.plot_accuracy_curves(

@@ -14,7 +14,11 @@ import os
 # only on CPUs with AVX-512 VNNI or AMX; it reads the variable once, when it
 # is first imported, so this works when ssm_keras is imported before
 # TensorFlow (as `python -m ssm_keras.train` does). Set
-# TF_ENABLE_ONEDNN_OPTS=0 to turn them off.
+# TF_ENABLE_ONEDNN_OPTS=0 to turn them off. It is set here and not in the
+# commands' entry points because those live inside this package: this file
+# runs first, and it must import Keras (hence TensorFlow) to register the
+# classes that a saved model.keras names, so an entry point would come too
+# late.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 _backend = os.environ.get("KERAS_BACKEND", "tensorflow")

@@ -22,9 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from ssm_keras import layers as ssm_layers
+from ssm_keras.errors import UserError
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """A model, run directory or file that cannot be exported or loaded.
 
     The message is one line that says what is wrong and what to do.

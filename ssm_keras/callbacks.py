@@ -10,9 +10,10 @@ import tensorflow as tf
 
 from ssm_keras import layers as ssm_layers
 from ssm_keras import run_dir, statistics
+from ssm_keras.errors import UserError
 
 
-class Diverged(Exception):
+class Diverged(UserError):
     """Training stopped because the loss or a trained weight became NaN or infinite."""
 
     def __init__(self, epoch, what):

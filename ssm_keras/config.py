@@ -8,7 +8,9 @@ and the tuner all produce; `validate()` turns every bad value into a
 import dataclasses
 import math
 
-from ssm_keras import data, initializers, losses, masking, models
+from ssm_keras import data, initializers, layers, losses, masking, models
+from ssm_keras.command import flag_field
+from ssm_keras.errors import UserError
 
 REGIMES = ("mask", "weights", "mask_then_weights")
 OPTIMIZERS = ("sgd", "adam")
@@ -23,7 +25,7 @@ UNSIGNED_TWIN = {"signed": "binary", "signed_topk": "topk", "binary": "binary",
                  "topk": "topk", "bernoulli": "bernoulli"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A setting that is out of range or unknown; the message says which."""
 
 
@@ -32,55 +34,118 @@ class TrainConfig:
     """Every setting of a run; the field names are the command-line flags."""
 
     # Model and mask.
-    arch: str = "conv4"
-    mask: str = "signed"
-    signed: bool | None = None
-    tau_fraction: float = 0.4
-    density: float = 0.5
-    weight_init: str = "elus"
+    arch: str = flag_field(
+        "conv4",
+        "Architecture: fcn, conv2, conv4, conv6, conv8, resnet20/32/44/56/110, wrn28.")
+    mask: str = flag_field("signed", "Mask kind: signed, binary, bernoulli, topk, signed_topk.")
+    signed: bool | None = flag_field(
+        None,
+        "--signed / --nosigned: use the signed (keep, hide, invert) or unsigned (keep, hide) "
+        "form of --mask (signed<->binary, signed_topk<->topk).")
+    tau_fraction: float = flag_field(
+        0.4,
+        "Threshold masks: tau = tau_fraction * max|initial scores| per layer.")
+    density: float = flag_field(
+        0.5,
+        "Top-k masks: fraction of each layer's weights kept, in (0, 1].")
+    weight_init: str = flag_field(
+        "elus",
+        "Initialiser of the frozen weights: elus, elu, signed_kaiming_constant or any Keras "
+        "initialiser name.")
     # The defaults train `conv4` (the default arch): the paper's recipe with
     # init factor 3 (not its 6) and half its weight decay (README, "Conv nets").
-    init_factor: float = 3.0
-    score_init: str | None = None
-    bernoulli_eval: str = "expected"
-    activation: str | None = None
-    width: int | None = None
-    seed: int = 0
-    init_file: str | None = None
-    save_init_file: str | None = None
-    regime: str = "mask"
-    mask_from: str | None = None
+    init_factor: float = flag_field(3.0, "elus: W0 = sqrt(init_factor / fan_in) * sign(N(0, 1)).")
+    score_init: str | None = flag_field(
+        None,
+        "Initialiser of the scores (default: the mask kind's).")
+    bernoulli_eval: str = flag_field(
+        "expected",
+        "How bernoulli masks evaluate: expected (sigmoid(s) > 0.5) or sample.")
+    activation: str | None = flag_field(
+        None,
+        "Hidden activation (default: elu for fcn/conv, relu for residual nets).")
+    width: int | None = flag_field(None, "Width multiplier (wrn28: the widening factor k).")
+    seed: int = flag_field(
+        0,
+        "Seed of the initial weights and scores, the data split and the shuffling.")
+    init_file: str | None = flag_field(
+        None,
+        "Load the initial weights and scores from this init file (.npz).")
+    save_init_file: str | None = flag_field(
+        None,
+        "Write the initial weights and scores to this new init file (.npz).")
+    regime: str = flag_field(
+        "mask",
+        "mask: train the mask; weights: train the weights (baseline); mask_then_weights: "
+        "freeze the mask of --mask_from and train its weights.")
+    mask_from: str | None = flag_field(
+        None,
+        "mask_then_weights: run directory (or .keras file) of the trained mask.")
     # Data.
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    validation_size: int = 5000
-    max_examples: int | None = None
-    augment: str = "none"
+    dataset: str = flag_field("cifar10", "mnist, fashion_mnist, cifar10 or cifar100.")
+    data_dir: str | None = flag_field(
+        None,
+        "Local data (IDX .gz files, CIFAR archives, class folders or their .tar.gz) or a "
+        "tensorflow_datasets data_dir.")
+    validation_size: int = flag_field(5000, "Training examples held out for validation.")
+    max_examples: int | None = flag_field(
+        None,
+        "Use at most this many examples of each split (smoke tests).")
+    augment: str = flag_field(
+        "none",
+        "none, crop_flip (pad 4, random crop, flip) or flip_translate_rotate.")
     # Optimisation.
-    batch_size: int = 128
-    epochs: int = 100
-    optimizer: str = "sgd"
-    learning_rate: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    lr_schedule: str = "exponential"
-    lr_decay_rate: float = 0.9
-    lr_decay_epochs: float = 10.0
-    plateau_patience: int = 15
-    plateau_factor: float = 0.2
-    weight_decay: float = 2.5e-4
-    loss: str = "crossentropy"
+    batch_size: int = flag_field(128, "Global batch size (split over replicas).")
+    epochs: int = flag_field(100, "Training epochs.")
+    optimizer: str = flag_field("sgd", "sgd (with --momentum, --nesterov) or adam.")
+    learning_rate: float = flag_field(0.05, "Initial learning rate.")
+    momentum: float = flag_field(0.9, "SGD momentum.")
+    nesterov: bool = flag_field(True, "Nesterov momentum.")
+    lr_schedule: str = flag_field(
+        "exponential",
+        "exponential (smooth), constant, cosine or plateau.")
+    lr_decay_rate: float = flag_field(0.9, "exponential: factor per --lr_decay_epochs.")
+    lr_decay_epochs: float = flag_field(10.0, "exponential: epochs per --lr_decay_rate.")
+    plateau_patience: int = flag_field(15, "plateau: epochs without improvement before reducing.")
+    plateau_factor: float = flag_field(0.2, "plateau: factor of each reduction.")
+    weight_decay: float = flag_field(
+        2.5e-4,
+        "Decoupled weight decay in the paper's sense (on the learning-rate schedule: Keras "
+        "weight_decay = weight_decay / learning_rate).")
+    loss: str = flag_field(
+        "crossentropy",
+        "crossentropy (exact, from the logits) or clipped_crossentropy (the paper's code: "
+        "-log(clip(p_true, 1e-7, 1 - 1e-7)), no gradient where clipped).")
     # Run.
-    model_dir: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    strategy: str = "default"
-    tpu: str | None = None
-    mixed_precision: str = "float32"
-    jit_compile: bool | None = None
-    steps_per_execution: int = 1
-    run_eagerly: bool = False
-    verbose: int | None = None
+    model_dir: str | None = flag_field(
+        None,
+        "Run directory (default: runs/<arch>-<mask>-<dataset>-seed<seed>).")
+    resume: bool = flag_field(
+        False,
+        "Continue a finished run in --model_dir to a larger --epochs.")
+    overwrite: bool = flag_field(False, "Replace a run already in --model_dir.")
+    strategy: str = flag_field(
+        "default",
+        "default, one_device, mirrored (all GPUs, else all logical CPUs), "
+        "multi_worker_mirrored (the workers of TF_CONFIG; --model_dir on a file system they "
+        "share; scripts/local_workers.py starts N on this machine) or tpu.")
+    tpu: str | None = flag_field(None, "TPU name or address (or 'local') for --strategy=tpu.")
+    mixed_precision: str = flag_field("float32", "float32, mixed_float16 or mixed_bfloat16.")
+    jit_compile: bool | None = flag_field(
+        None,
+        "Compile training steps with XLA (--nojit_compile: never); unset, Keras decides: on "
+        "with a GPU or TPU and --strategy=default, else off.")
+    steps_per_execution: int = flag_field(
+        1,
+        "Training steps per call into TensorFlow (helps small models).")
+    run_eagerly: bool = flag_field(
+        False,
+        "Run the model eagerly, without tf.function graphs (debugging; slow, but starts at "
+        "once).")
+    verbose: int | None = flag_field(
+        None,
+        "0: silent, 1: progress bar, 2: one line per epoch (default: 1 on a terminal, else "
+        "2).")
 
     @property
     def mask_kind(self):
@@ -134,7 +199,7 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        _choice("bernoulli_eval", self.bernoulli_eval, ("expected", "sample"))
+        _choice("bernoulli_eval", self.bernoulli_eval, layers.BERNOULLI_EVAL_MODES)
         if self.activation is not None:
             _choice("activation", self.activation, ACTIVATIONS)
         for field in dataclasses.fields(self):
@@ -185,10 +250,6 @@ class TrainConfig:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one.")
-        try:
-            models.check_input_shape(self.arch, data.DATASETS[self.dataset].image_shape)
-        except ValueError as error:
-            raise ConfigError(f"--arch={self.arch} does not fit --dataset={self.dataset}: {error}") from None
 
     def _check_mask_flags_used(self):
         """Refuses `--tau_fraction` / `--density` set for a mask that ignores it."""

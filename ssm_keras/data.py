@@ -45,6 +45,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from ssm_keras.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -78,7 +80,7 @@ class Splits:
     source: str
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data set cannot be found or read; the message says why."""
 
 

@@ -31,18 +31,16 @@ import ctypes
 import json
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app
 from absl import flags
 from absl import logging
 
-from ssm_keras import compact, train
+from ssm_keras import command, compact, run_dir
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import ExportError, bake
 
@@ -54,7 +52,7 @@ SERVING_DTYPE = tf.uint8
 
 # Reading a run.
 def _read_results(model_dir):
-    path = os.path.join(model_dir, "results.json")
+    path = os.path.join(model_dir, run_dir.RESULTS)
     if not os.path.isfile(path):
         raise ExportError(f"{model_dir} has no results.json; is it a training run directory?")
     try:
@@ -81,7 +79,7 @@ def load_run(model_dir):
     if not os.path.isdir(model_dir):
         raise ExportError(f"model_dir {model_dir} does not exist")
     results = _read_results(model_dir)
-    path = os.path.join(model_dir, "model.keras")
+    path = os.path.join(model_dir, run_dir.MODEL)
     if not os.path.isfile(path):
         raise ExportError(f"{model_dir} has no model.keras although its run finished")
     try:
@@ -413,40 +411,22 @@ def _report(summary):
     return "\n".join(lines)
 
 
-def run(flag_values):
-    """Runs the export the parsed flags describe.
-
-    Prints a size report and returns 0, or prints one `error: ...` line to
-    stderr and returns 1.
-    """
-    try:
-        formats = parse_formats(flag_values.formats)
-        if flag_values.model_dir is not None:
-            summary = export_run(
-                flag_values.model_dir, flag_values.out, formats, flag_values.overwrite
-            )
-        else:
-            summary = export_compact(
-                flag_values.compact_file, flag_values.out, formats, flag_values.overwrite
-            )
-    except ExportError as error:
-        message = " ".join(str(error).splitlines())
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    print(_report(summary))
-    return 0
-
-
-def main(argv):
-    train.refuse_arguments(argv)
+def run_command(flag_values):
+    """Runs the export the parsed flags describe and prints a size report."""
     logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
-    return run(flags.FLAGS)
+    formats = parse_formats(flag_values.formats)
+    if flag_values.model_dir is not None:
+        summary = export_run(flag_values.model_dir, flag_values.out, formats, flag_values.overwrite)
+    else:
+        summary = export_compact(
+            flag_values.compact_file, flag_values.out, formats, flag_values.overwrite
+        )
+    print(_report(summary))
 
 
 def cli():
     """The `ssm-export` console script."""
-    define_flags()
-    app.run(main, flags_parser=train.parse_flags)
+    command.main(define_flags, run_command)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ import keras
 import numpy as np
 
 from ssm_keras import layers as ssm_layers
+from ssm_keras.errors import UserError
 
 FORMAT = "ssm_keras.init"
 VERSION = 1
 
 
-class InitFileError(Exception):
+class InitFileError(UserError):
     """An init file that is missing, corrupt or made for another model."""
 
 

@@ -27,7 +27,6 @@ import tensorflow as tf
 MASK_KINDS = ("signed", "binary", "bernoulli", "topk", "signed_topk")
 THRESHOLD_KINDS = ("signed", "binary")
 TOPK_KINDS = ("topk", "signed_topk")
-SIGNED_KINDS = ("signed", "signed_topk")
 
 
 @tf.custom_gradient

@@ -24,13 +24,13 @@ state or display is involved.
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ssm_keras import train
+from ssm_keras import command, run_dir
+from ssm_keras.errors import UserError
 
 COMPOSITION_FILE = "mask_composition.png"
 CURVES_FILE = "training_curves.png"
@@ -39,7 +39,7 @@ COLORS = {"kept": "#2b8a3e", "inverted": "#c92a2a", "hidden": "#ced4da"}
 DPI = 120
 
 
-class PlotError(Exception):
+class PlotError(UserError):
     """A run directory that cannot be plotted; the message says why."""
 
 
@@ -47,8 +47,8 @@ class PlotError(Exception):
 def load_run(model_dir):
     """`(results, history)` of a finished run: `results.json` and the list of
     `history.jsonl` records (one per epoch)."""
-    results_path = os.path.join(model_dir, "results.json")
-    history_path = os.path.join(model_dir, "history.jsonl")
+    results_path = os.path.join(model_dir, run_dir.RESULTS)
+    history_path = os.path.join(model_dir, run_dir.HISTORY)
     if not os.path.isfile(results_path):
         raise PlotError(
             f"--model_dir={model_dir} holds no finished run (no results.json); "
@@ -284,15 +284,20 @@ def plot_run(model_dir, out_dir=None):
     run into `out_dir` (default `model_dir`); returns their paths.
 
     Raises:
-        PlotError: `model_dir` holds no finished run.
+        PlotError: `model_dir` holds no finished run, or `out_dir` cannot be
+            written.
     """
     results, history = load_run(model_dir)
     out_dir = out_dir or model_dir
     title = run_title(results)
-    paths = [plot_mask_composition(results["layers"], os.path.join(out_dir, COMPOSITION_FILE),
-                                   title)]
-    if history:
-        paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE), title))
+    try:
+        paths = [plot_mask_composition(results["layers"],
+                                       os.path.join(out_dir, COMPOSITION_FILE), title)]
+        if history:
+            paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
+                                              title))
+    except OSError as error:
+        raise PlotError(str(error)) from None
     return paths
 
 
@@ -306,29 +311,15 @@ def define_flags(flag_values=flags.FLAGS):
     flags.mark_flag_as_required("model_dir", flag_values=flag_values)
 
 
-def run(flag_values):
-    """Plots the run the parsed flags name: prints the files and returns 0,
-    or prints one `error: ...` line to stderr and returns 1."""
-    try:
-        paths = plot_run(flag_values.model_dir, flag_values.out)
-    except (PlotError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    for path in paths:
+def run_command(flag_values):
+    """Plots the run the parsed flags name and prints the files written."""
+    for path in plot_run(flag_values.model_dir, flag_values.out):
         print(path)
-    return 0
-
-
-def main(argv):
-    train.refuse_arguments(argv)
-    return run(flags.FLAGS)
 
 
 def cli():
-    """`python -m ssm_keras.plots`: a bad flag, like every other bad input,
-    ends it with one `error: ...` line and exit status 1."""
-    define_flags()
-    app.run(main, flags_parser=train.parse_flags)
+    """The `ssm-plots` console script (also `python -m ssm_keras.plots`)."""
+    command.main(define_flags, run_command)
 
 
 if __name__ == "__main__":

@@ -32,16 +32,28 @@ import socket
 import sys
 import time
 
+from ssm_keras.errors import UserError
+
 # Settings that may differ between a run and its continuation: how it is
 # started, and where its folder is (the folder is the same one however it
 # is spelled, or after it was moved).
 _RESTART_KEYS = ("resume", "overwrite", "verbose", "model_dir")
 # Settings that name files or folders: compared as resolved paths.
 PATH_KEYS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from")
+# The files and folders of a run (see the module docstring).
 LOCK = ".lock"
+FLAGS_JSON = "flags.json"
+FLAGS_TEXT = "flags.txt"
+CHECKPOINT = "checkpoint"
+STATE = "state.json"  # in CHECKPOINT
+LOGS = "logs"
+HISTORY = "history.jsonl"
+MODEL = "model.keras"
+RESULTS = "results.json"
+RESULTS_TEXT = "results.txt"
 
 
-class RunDirError(Exception):
+class RunDirError(UserError):
     """A model directory that cannot be used as asked; the message says why."""
 
 
@@ -90,8 +102,13 @@ def read_json(path):
         raise RunDirError(f"{path} is not readable JSON ({error}).") from None
 
 
+def is_finished(model_dir):
+    """Whether `model_dir` holds a run that ended (its `results.json`)."""
+    return os.path.isfile(os.path.join(model_dir, RESULTS))
+
+
 def checkpoint_dir(model_dir):
-    return os.path.join(model_dir, "checkpoint")
+    return os.path.join(model_dir, CHECKPOINT)
 
 
 # Checkpoints.
@@ -126,7 +143,7 @@ def write_checkpoint(folder, save_model, state):
     except OSError as error:
         _remove_quietly(temporary)
         raise RunDirError(f"cannot write the checkpoint {path}: {error.strerror or error}") from None
-    write_json_atomically(os.path.join(folder, "state.json"),
+    write_json_atomically(os.path.join(folder, STATE),
                           {**state, "model": name, "model_sha256": _sha256(path)})
     for other in os.listdir(folder):
         if other != name and other.endswith(".keras"):
@@ -140,7 +157,7 @@ def read_checkpoint(folder):
         RunDirError: `state.json` is damaged, or the model file it names is
             missing or is not the one it recorded (truncated, replaced).
     """
-    state_path = os.path.join(folder, "state.json")
+    state_path = os.path.join(folder, STATE)
     if not os.path.isfile(state_path):
         return None
     state = read_json(state_path)
@@ -149,7 +166,7 @@ def read_checkpoint(folder):
     advice = ("Delete the checkpoint folder to train from the last intact state, "
               "or pass --overwrite to start over.")
     if "model" not in state:  # written before checkpoints named their model
-        return state, os.path.join(folder, "model.keras")
+        return state, os.path.join(folder, MODEL)
     path = os.path.join(folder, str(state["model"]))
     if not os.path.isfile(path):
         raise RunDirError(f"the checkpoint's model file {path} is missing. {advice}")
@@ -271,8 +288,8 @@ def check(model_dir, flags, resume=False, overwrite=False):
     """
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise RunDirError(f"--model_dir={model_dir} is a file, not a folder.")
-    results_path = os.path.join(model_dir, "results.json")
-    flags_path = os.path.join(model_dir, "flags.json")
+    results_path = os.path.join(model_dir, RESULTS)
+    flags_path = os.path.join(model_dir, FLAGS_JSON)
     if overwrite:
         others = [name for name in os.listdir(model_dir) if name != LOCK] if os.path.isdir(
             model_dir) else []
@@ -330,8 +347,8 @@ def start(model_dir, flags, overwrite=False):
                     shutil.rmtree(path)
                 else:
                     os.remove(path)
-    write_json_atomically(os.path.join(model_dir, "flags.json"), flags)
-    write_atomically(os.path.join(model_dir, "flags.txt"), to_flagfile(flags).encode("utf-8"))
+    write_json_atomically(os.path.join(model_dir, FLAGS_JSON), flags)
+    write_atomically(os.path.join(model_dir, FLAGS_TEXT), to_flagfile(flags).encode("utf-8"))
 
 
 def to_flagfile(flags):

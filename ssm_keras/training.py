@@ -78,7 +78,7 @@ def load_model_file(path, what, compile=True):
 
 def _load_mask_model(path):
     """The trained `mask`-regime model of a run directory or `.keras` file."""
-    model_path = os.path.join(path, "model.keras") if os.path.isdir(path) else path
+    model_path = os.path.join(path, run_dir.MODEL) if os.path.isdir(path) else path
     if not os.path.isfile(model_path):
         raise run_dir.RunDirError(
             f"--mask_from={path}: no trained model at {model_path}."
@@ -139,7 +139,7 @@ def stateful_callbacks(config):
 
 
 def _callbacks(config, model_dir, restored, clock, chief):
-    log_dir = os.path.join(model_dir, "logs") if chief else None
+    log_dir = os.path.join(model_dir, run_dir.LOGS) if chief else None
     monitor = ssm_callbacks.MaskMonitor(log_dir)
     stop = ssm_callbacks.StopOnNonFinite()
     stateful = stateful_callbacks(config)
@@ -156,7 +156,7 @@ def _callbacks(config, model_dir, restored, clock, chief):
 
 
 def _write_flags_summary(model_dir, flags_text):
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "flags"))
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, run_dir.LOGS, "flags"))
     with writer.as_default(step=0):
         tf.summary.text("flags", "\n\n".join(f"`{line}`" for line in flags_text.splitlines()))
     writer.close()
@@ -218,7 +218,7 @@ def _results(config, model, splits, history, wall_time, evaluations):
 
 
 def _write_results(model_dir, model, results):
-    path = os.path.join(model_dir, "model.keras")
+    path = os.path.join(model_dir, run_dir.MODEL)
     temporary = os.path.join(model_dir, ".model.tmp.keras")
     try:
         model.save(temporary)
@@ -227,7 +227,7 @@ def _write_results(model_dir, model, results):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise run_dir.RunDirError(f"cannot write {path}: {error.strerror or error}") from None
-    run_dir.write_json_atomically(os.path.join(model_dir, "results.json"), results)
+    run_dir.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), results)
     lines = [summary_line(results), ""]
     lines.append(f"{'layer':<28}{'weights':>12}{'kept':>9}{'inverted':>10}{'hidden':>9}")
     for record in results["layers"]:
@@ -235,19 +235,19 @@ def _write_results(model_dir, model, results):
             f"{record['name']:<28}{record['total']:>12,}{100 * record['kept_fraction']:>8.2f}%"
             f"{100 * record['inverted_fraction']:>9.2f}%{100 * record['hidden_fraction']:>8.2f}%"
         )
-    run_dir.write_atomically(os.path.join(model_dir, "results.txt"),
+    run_dir.write_atomically(os.path.join(model_dir, run_dir.RESULTS_TEXT),
                              ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _write_history(model_dir, history):
     text = "".join(json.dumps(run_dir.plain_json(entry), allow_nan=False) + "\n"
                    for entry in history)
-    run_dir.write_atomically(os.path.join(model_dir, "history.jsonl"), text.encode("utf-8"))
+    run_dir.write_atomically(os.path.join(model_dir, run_dir.HISTORY), text.encode("utf-8"))
 
 
 def _write_divergence(model_dir, config, history, error):
     """The `results.json` of a run stopped by `callbacks.Diverged`."""
-    run_dir.write_json_atomically(os.path.join(model_dir, "results.json"), {
+    run_dir.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), {
         "status": "diverged", "message": str(error), "epoch": error.epoch,
         "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
     })

@@ -53,7 +53,9 @@ import keras
 import keras_tuner
 
 from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import distribute, masking, run_dir, train, training
+from ssm_keras import distribute, masking, run_dir, training
+from ssm_keras.command import flag_field
+from ssm_keras.errors import UserError
 
 OBJECTIVES = ("val_accuracy", "sparse")
 SPARSE_OBJECTIVE = "val_sparse_objective"
@@ -72,7 +74,7 @@ TRIAL_METRICS = ("epochs", "val_accuracy", SPARSE_OBJECTIVE, "remaining_percent"
 _RESTART_KEYS = ("max_trials",)
 
 
-class TuneError(keras_tuner.errors.FatalError):
+class TuneError(UserError, keras_tuner.errors.FatalError):
     """A search that cannot run as asked; the message says why.
 
     A Keras Tuner `FatalError`: raised inside a trial, it stops the search
@@ -84,19 +86,48 @@ class TuneError(keras_tuner.errors.FatalError):
 class SearchConfig:
     """The settings of a search; the field names are the `ssm_keras.tune` flags."""
 
-    tuner: str = "random"
-    max_trials: int = 10
-    directory: str | None = None
-    project_name: str | None = None
-    objective: str = "val_accuracy"
-    sparsity_weight: float = 0.1
-    learning_rate_range: str = "0.01:0.2"
-    weight_decay_range: str = "1e-4:2e-3"
-    tau_fraction_range: str = "0.2:0.6"
-    density_range: str = "0.02:0.5"
-    init_factor_range: str = "2:8"
-    hyperband_factor: int = 3
-    hyperband_iterations: int = 1
+    tuner: str = flag_field(
+        "random",
+        "random, bayesian (needs scipy and scikit-learn) or hyperband (max_epochs = "
+        "--epochs).")
+    max_trials: int = flag_field(
+        10,
+        "random, bayesian: the number of trials (a continued search runs the rest).")
+    directory: str | None = flag_field(
+        None,
+        "Required: the folder of the search's project folders.")
+    project_name: str | None = flag_field(
+        None,
+        "The search's folder in --directory (default: "
+        "<arch>-<mask>-<dataset>-seed<seed>-<tuner>).")
+    objective: str = flag_field(
+        "val_accuracy",
+        "val_accuracy, or sparse: val_accuracy - sparsity_weight * remaining fraction of the "
+        "weights. Both on the validation split, at a trial's last epoch.")
+    sparsity_weight: float = flag_field(
+        0.1,
+        "--objective=sparse: accuracy given up per unit of remaining fraction.")
+    learning_rate_range: str = flag_field(
+        "0.01:0.2",
+        "LOW:HIGH of --learning_rate (log scale; equal ends fix it).")
+    weight_decay_range: str = flag_field(
+        "1e-4:2e-3",
+        "LOW:HIGH of --weight_decay (log scale; equal ends fix it).")
+    tau_fraction_range: str = flag_field(
+        "0.2:0.6",
+        "LOW:HIGH of --tau_fraction, threshold masks (linear; equal ends fix it).")
+    density_range: str = flag_field(
+        "0.02:0.5",
+        "LOW:HIGH of --density, top-k masks (log scale; equal ends fix it).")
+    init_factor_range: str = flag_field(
+        "2:8",
+        "LOW:HIGH of --init_factor, elus weights (log scale; equal ends fix it).")
+    hyperband_factor: int = flag_field(
+        3,
+        "hyperband: the reduction factor of epochs and trials per round.")
+    hyperband_iterations: int = flag_field(
+        1,
+        "hyperband: how many times to run the whole Hyperband schedule.")
 
     @property
     def objective_name(self):
@@ -185,7 +216,7 @@ def search_space(search, config):
         for end in (bounds.low, bounds.high):
             try:
                 dataclasses.replace(config, **{name: end}).validate()
-            except train.USER_ERRORS as error:
+            except UserError as error:
                 raise TuneError(f"--{name}_range={text}: {error}") from None
         space[name] = bounds
     return space
@@ -202,8 +233,8 @@ def _training_settings(config):
 
 
 def _fatal_user_errors(method):
-    """Turns the user errors of `train.USER_ERRORS` into `TuneError`s, which
-    stop the search; a diverged trial (`callbacks.Diverged`) only fails."""
+    """Turns user errors (`errors.UserError`) into `TuneError`s, which stop
+    the search; a diverged trial (`callbacks.Diverged`) only fails."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
@@ -211,7 +242,7 @@ def _fatal_user_errors(method):
             return method(*args, **kwargs)
         except ssm_callbacks.Diverged:
             raise  # fails this trial only: others may have better settings
-        except train.USER_ERRORS as error:
+        except UserError as error:
             raise TuneError(str(error)) from None
 
     return wrapper
@@ -319,7 +350,7 @@ def _checkpoint_to_continue(config, trial_dir, parent_dir):
         candidates.append(parent_dir)
     for folder in candidates:
         checkpoint = run_dir.checkpoint_dir(folder)
-        if os.path.isfile(os.path.join(checkpoint, "state.json")):
+        if os.path.isfile(os.path.join(checkpoint, run_dir.STATE)):
             return checkpoint
     return None
 

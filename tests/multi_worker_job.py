@@ -19,13 +19,14 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import distribute, train, training
+from ssm_keras import command, distribute, train, training
+from ssm_keras import config as ssm_config
 
 
 def main(out_dir, argv):
     train.define_flags()
     flags.FLAGS([sys.argv[0], *argv])
-    config = train.config_from_flags()
+    config = command.from_flags(ssm_config.TrainConfig)
     strategy = distribute.get_strategy(config.strategy)
     index = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
     value = float(index)

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import distribute, run_dir, train, training
+from ssm_keras import command, distribute, run_dir, train, training
+from ssm_keras import config as ssm_config
 
 from conftest import REPO, shared_data_dir
 
@@ -132,7 +133,7 @@ def _parse(argv):
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
     flag_values(["train", *argv])
-    return train.config_from_flags(flag_values)
+    return command.from_flags(ssm_config.TrainConfig, flag_values)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import hashlib
 import json
 import math
 import os
-import pathlib
 import re
 import shutil
 import struct
@@ -17,9 +16,10 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import baking, compact, export, layers, models
+from ssm_keras import baking, command, compact, export, layers, models
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 FCN_SHAPE = (8, 8, 1)
 CONV_SHAPE = (8, 8, 3)
 
@@ -80,7 +80,7 @@ def _cli(*argv):
     flag_values = flags.FlagValues()
     export.define_flags(flag_values)
     flag_values(["export", *argv])
-    return export.run(flag_values)
+    return command.run(lambda: export.run_command(flag_values))
 
 
 def _one_error_line(captured, fragment):

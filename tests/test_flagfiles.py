@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import data, train, training
+from ssm_keras import command, data, train, training
+from ssm_keras import config as ssm_config
 
 from conftest import REPO
 
@@ -42,7 +43,7 @@ def parse(path, *overrides):
     values = flags.FlagValues()
     train.define_flags(values)
     values(["ssm_keras.train", f"--flagfile={path}", *overrides])
-    return train.config_from_flags(values)
+    return command.from_flags(ssm_config.TrainConfig, values)
 
 
 def test_all_experiments_have_flagfiles():

@@ -98,8 +98,7 @@ ALL_ARCHS = ["fcn", "resnet32", "resnet44"]
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_one_training_step_changes_only_scores(arch):
     shape = (28, 28, 1) if arch == "fcn" else (16, 16, 3)
-    width = 1 if arch == "wrn28" else None
-    model = models.build_model(arch, input_shape=shape, num_classes=5, width=width, seed=0)
+    model = models.build_model(arch, input_shape=shape, num_classes=5, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, size=(4, *shape)).astype(np.float32)

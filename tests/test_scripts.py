@@ -10,10 +10,9 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import models, plots, training
+from ssm_keras import command, models, plots, training
 
-from conftest import REPO
-from test_train import tiny_config, tiny_splits
+from conftest import REPO, tiny_config, tiny_splits
 
 
 def _script(name):
@@ -197,7 +196,7 @@ def _plots_cli(*argv):
     flag_values = flags.FlagValues()
     plots.define_flags(flag_values)
     flag_values(["plots", *argv])
-    return plots.run(flag_values)
+    return command.run(lambda: plots.run_command(flag_values))
 
 
 def test_plots_command(finished_run, tmp_path, capsys):

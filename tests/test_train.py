@@ -16,31 +16,9 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
-from ssm_keras import data, layers, run_dir, train, training
+from ssm_keras import command, data, init_file, layers, run_dir, train, training
 
-from conftest import REPO, shared_data_dir
-
-
-def tiny_splits(shape=(8, 8, 1), classes=3, train_size=96, seed=0):
-    """A learnable toy problem: the class is the brightest of `classes` stripes."""
-    rng = np.random.default_rng(seed)
-
-    def make(size):
-        labels = rng.integers(0, classes, size)
-        images = rng.integers(0, 60, (size, *shape)).astype(np.uint8)
-        rows = shape[0] // classes
-        for index, label in enumerate(labels):
-            images[index, label * rows:(label + 1) * rows] += 150
-        return images, labels.astype(np.int64)
-
-    spec = data.DatasetSpec("toy", shape, classes)
-    return data.Splits(spec, make(train_size), make(32), make(32), source="toy")
-
-
-def tiny_config(tmp_path, **overrides):
-    settings = dict(arch="fcn", dataset="mnist", epochs=3, batch_size=32, learning_rate=0.1,
-                    validation_size=32, model_dir=str(tmp_path / "run"), verbose=0)
-    return ssm_config.TrainConfig(**{**settings, **overrides})
+from conftest import REPO, Crash, shared_data_dir, tiny_config, tiny_splits
 
 
 def test_run_learns_and_writes_results(tmp_path):
@@ -99,18 +77,6 @@ def test_tensorboard_logs(tmp_path):
     assert b"--arch=fcn" in tf.make_ndarray(text).item()
 
 
-class _Crash(keras.callbacks.Callback):
-    """Stops the process' training after `epoch` epochs, as a kill would."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
     straight = training.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
@@ -119,7 +85,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     def crashing(*args, **kwargs):
         callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, _Crash(2)], checkpoint
+        return [*callbacks, Crash(2)], checkpoint
 
     monkeypatch.setattr(training, "_callbacks", crashing)
     with pytest.raises(KeyboardInterrupt):
@@ -197,9 +163,8 @@ def cli_flags():
 def _run_cli(cli_flags, capsys, args):
     cli_flags.unparse_flags()
     cli_flags(["ssm_keras.train", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(["ssm_keras.train"])
-    return exit_info.value.code, capsys.readouterr().err
+    code = command.run(lambda: train.run_command(cli_flags), ["ssm_keras.train"])
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -231,11 +196,11 @@ def test_cli_unreachable_data_and_bad_init_files(cli_flags, capsys, tmp_path, mo
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a zip file")
     splits = tiny_splits()
-    with pytest.raises(Exception, match="not a readable ssm_keras init file"):
+    with pytest.raises(init_file.InitFileError, match="not a readable ssm_keras init file"):
         training.run(tiny_config(tmp_path / "c", init_file=str(corrupt)), splits=splits)
     init = tmp_path / "conv.npz"
     training.run(tiny_config(tmp_path / "d", epochs=1, save_init_file=str(init)), splits=splits)
-    with pytest.raises(Exception, match="written for arch='fcn', not arch='conv2'"):
+    with pytest.raises(init_file.InitFileError, match="written for arch='fcn', not arch='conv2'"):
         training.run(tiny_config(tmp_path / "e", arch="conv2", init_file=str(init)),
                      splits=tiny_splits(shape=(8, 8, 3)))
 
@@ -257,7 +222,7 @@ def test_init_file_reproduces_the_start(tmp_path):
     model_b = keras.saving.load_model(tmp_path / "b" / "run" / "model.keras")
     for la, lb in zip(layers.masked_layers(model_a), layers.masked_layers(model_b)):
         np.testing.assert_array_equal(la.kernel.numpy(), lb.kernel.numpy())
-    with pytest.raises(Exception, match="already exists"):
+    with pytest.raises(init_file.InitFileError, match="already exists"):
         training.run(tiny_config(tmp_path / "c", epochs=1, save_init_file=str(init)), splits=splits)
 
 
@@ -346,10 +311,9 @@ def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
     with pytest.raises(run_dir.RunDirError, match="diverged"):
         training.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
     # The command ends with one error line and status 1.
-    with pytest.raises(SystemExit) as exit_info:  # as train.main does
-        train.exit_on_user_error(lambda: training.run(
-            tiny_config(tmp_path / "b", regime="weights", learning_rate=1e6), splits=splits))
-    assert exit_info.value.code == 1
+    code = command.run(lambda: training.run(  # as the train command does
+        tiny_config(tmp_path / "b", regime="weights", learning_rate=1e6), splits=splits))
+    assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: training diverged: the loss is "), err
     assert len(err.splitlines()) == 1
@@ -382,7 +346,7 @@ def test_bad_init_files_are_refused(tmp_path):
     }
     for name, (content, message) in broken.items():
         np.savez(tmp_path / name, **content)
-        with pytest.raises(train.USER_ERRORS, match=message):
+        with pytest.raises(init_file.InitFileError, match=message):
             training.run(tiny_config(tmp_path / f"run-{name}", init_file=str(tmp_path / name)),
                          splits=splits)
         assert not (tmp_path / f"run-{name}").exists()
@@ -429,7 +393,7 @@ def _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch):
 
     def crashing(*args, **kwargs):
         callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, _Crash(after_epoch)], checkpoint
+        return [*callbacks, Crash(after_epoch)], checkpoint
 
     monkeypatch.setattr(training, "_callbacks", crashing)
     with pytest.raises(KeyboardInterrupt):
@@ -543,9 +507,11 @@ def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, mo
 def test_bad_command_lines_are_one_error_line(capsys, args, message):
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
-    with pytest.raises(SystemExit) as exit_info:
-        argv = train.parse_flags(["ssm_keras.train", *args], flag_values)
-        train.refuse_arguments(argv)
+    try:
+        code = command.run(lambda: None, command.parse_flags(["ssm_keras.train", *args],
+                                                             flag_values))
+    except SystemExit as exit_info:  # a bad flag stops the parser
+        code = exit_info.code
     err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and len(err.splitlines()) == 1
+    assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith(message), err

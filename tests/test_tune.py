@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 
-import keras
 import keras_tuner
 import numpy as np
 import pytest
@@ -19,9 +18,9 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from ssm_keras import config as ssm_config
 from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import data, run_dir, train, training, tune, tuning
+from ssm_keras import command, data, run_dir, train, training, tune, tuning
 
-from conftest import REPO, shared_data_dir
+from conftest import REPO, Crash, shared_data_dir
 
 TINY = dict(arch="fcn", dataset="mnist", max_examples=256, validation_size=256, batch_size=64,
             epochs=2, verbose=0)
@@ -54,18 +53,8 @@ class _Spy:
     def __call__(self, model, config, splits, callbacks, initial_epoch=0):
         self.calls.append(initial_epoch)
         if self.crash_at and self.crash_at[0] == len(self.calls):
-            callbacks = [*callbacks, _Crash(self.crash_at[1])]
+            callbacks = [*callbacks, Crash(self.crash_at[1])]
         return _FIT(model, config, splits, callbacks, initial_epoch)
-
-
-class _Crash(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
 
 
 def _retrain(flagfile, model_dir):
@@ -73,7 +62,7 @@ def _retrain(flagfile, model_dir):
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
     flag_values(["train", f"--flagfile={flagfile}", f"--model_dir={model_dir}", "--verbose=0"])
-    return training.run(train.config_from_flags(flag_values))
+    return training.run(command.from_flags(ssm_config.TrainConfig, flag_values))
 
 
 def _tags(pattern):
@@ -195,10 +184,10 @@ def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_
 
 @pytest.fixture(scope="module")
 def cli_flags():
-    if "arch" not in flags.FLAGS:
+    if "arch" not in flags.FLAGS:  # test_train.py may have defined them
         train.define_flags()
     if "tuner" not in flags.FLAGS:
-        tune.define_search_flags()
+        command.define_flags(tuning.SearchConfig)
     yield flags.FLAGS
 
 
@@ -219,10 +208,9 @@ def test_cli_bad_search_one_clear_line(cli_flags, capsys, tmp_path, args, messag
     cli_flags.unparse_flags()
     cli_flags(["ssm_keras.tune", "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path}",
                *args])
-    with pytest.raises(SystemExit) as exit_info:
-        tune.main(["ssm_keras.tune"])
+    code = command.run(lambda: tune.run_command(cli_flags), ["ssm_keras.tune"])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 1
+    assert code == 1
     assert err.startswith("error: ") and message in err, err
     assert "Traceback" not in err
     assert not os.listdir(tmp_path)
@@ -298,10 +286,9 @@ def test_directory_that_is_a_file_is_one_clear_line(cli_flags, capsys, tmp_path,
     cli_flags.unparse_flags()
     cli_flags(["ssm_keras.tune", "--arch=fcn", "--dataset=mnist",
                f"--directory={tmp_path / directory}"])
-    with pytest.raises(SystemExit) as exit_info:
-        tune.main(["ssm_keras.tune"])
+    code = command.run(lambda: tune.run_command(cli_flags), ["ssm_keras.tune"])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and len(err.splitlines()) == 1
+    assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith(f"error: --directory: the search folder {tmp_path / directory}")
     assert os.listdir(tmp_path) == ["file"]
 

@@ -1,0 +1,96 @@
+"""The shell shared by the commands `train`, `tune`, `export` and `plots`.
+
+A command module defines its flags in a function (never at import time) and
+does its work in a function of the parsed flags; `main` puts them together:
+
+    def define_flags(flag_values=flags.FLAGS): ...
+    def run_command(flag_values): ...        # raises errors.UserError
+    def cli():
+        command.main(define_flags, run_command)
+
+Flags may come from a dataclass (`define_flags`, `from_flags`): one flag per
+field, named after it, with the field's default and the help text in its
+`metadata["help"]` (see `flag_field`). Every bad input, from an unknown flag
+to a `UserError` of the work, ends the command with one `error: ...` line on
+stderr and exit status 1, without a traceback.
+"""
+
+import dataclasses
+import sys
+import typing
+
+from absl import app, flags
+
+from ssm_keras.errors import UserError
+
+_DEFINERS = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+             float: flags.DEFINE_float, str: flags.DEFINE_string}
+
+
+def flag_field(default, help):  # noqa: A002  (the word absl uses)
+    """A dataclass field that is a command-line flag with this help text."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def base_type(annotation):
+    """`int` for `int | None`: the type of a dataclass field's flag."""
+    options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return options[0] if options else annotation
+
+
+def define_flags(cls, flag_values=flags.FLAGS):
+    """Defines one absl flag per field of dataclass `cls` in `flag_values`.
+
+    The flags belong to the module of `cls`; a command lists them in its
+    `--help` with `flags.adopt_module_key_flags(that module)`.
+    """
+    for field in dataclasses.fields(cls):
+        definer = _DEFINERS[base_type(field.type)]
+        definer(field.name, field.default, field.metadata["help"], flag_values=flag_values,
+                module_name=cls.__module__)
+
+
+def from_flags(cls, flag_values=flags.FLAGS):
+    """An instance of dataclass `cls` whose fields are the parsed flags' values."""
+    return cls(**{
+        field.name: flag_values[field.name].value for field in dataclasses.fields(cls)
+    })
+
+
+def _fail(message):
+    """Prints `message` as one `error: ...` line on stderr; returns exit status 1."""
+    print(f"error: {' '.join(str(message).splitlines())}", file=sys.stderr)
+    return 1
+
+
+def parse_flags(argv, flag_values=flags.FLAGS):
+    """Parses the command line into `flag_values` (absl's `flags_parser`); an
+    unknown or bad flag, or a missing flagfile, ends the command with one
+    `error: ...` line and exit status 1. Returns the arguments left over."""
+    try:
+        return flag_values(argv)
+    except flags.Error as error:
+        sys.exit(_fail(str(error).removeprefix("ERROR:: ")))
+
+
+def run(work, argv=None):
+    """Runs `work()` as a command; returns its exit status.
+
+    0 when it returns; 1, after one `error: ...` line on stderr, when it
+    raises a `UserError` or when `argv` (the command line left after the
+    flags) holds more than the program name: every input is a flag.
+    """
+    try:
+        if argv is not None and len(argv) > 1:
+            raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+        work()
+    except UserError as error:
+        return _fail(error)
+    return 0
+
+
+def main(define, work):
+    """The whole command: `define(flags.FLAGS)`, parse the command line, then
+    `work(flags.FLAGS)`; exits with the status of `run`."""
+    define(flags.FLAGS)
+    app.run(lambda argv: run(lambda: work(flags.FLAGS), argv), flags_parser=parse_flags)
