@@ -194,7 +194,7 @@ def plot_training_curves(history, path, title=None):
                 axes.plot(epochs, data[key], marker="o", markersize=3, label=label)
         axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
-        if any(label for _, label in series):
+        if axes.get_legend_handles_labels()[0]:  # a labelled line was drawn
             axes.legend(fontsize="small")
     if flips_scale(data.get("mask_flips", [])) == "symlog":
         flips.set_yscale("symlog", linthresh=1)  # logarithmic, but 0 flips still show
