@@ -52,9 +52,8 @@ gradient, kernel gradient) except `2 F` for the first one, whose input
 gradient is never computed. The peak is measured in the same run: the best
 of `2 n^3 / t` over repeated `n x n` matmuls (`n = --matmul_size`) in the
 policy's compute dtype (float32, bfloat16 or float16), on the device the
-models train on. A matmul of that size is the operation that reaches the
-highest rate in the TensorFlow kernels the conv nets run, so the ceiling is
-one those kernels could reach on this machine, under its present load.
+models train on: a large matmul is the densest arithmetic TensorFlow runs,
+so its rate stands in for the processor's peak under its present load.
 `--peak_gflops` replaces the measured peak of every precision. The load
 averages are recorded at start and end.
 

@@ -147,9 +147,9 @@ def train_missing(args, extra, runner=launch.subprocess_runner):
                                        args.compress)
         for seed in args.seeds:
             model_dir = run_dir(args.runs_dir, experiment, seed)
-            command = launch.train_command(flagfile, model_dir, seed, args.data_dir,
-                                    [*schedule, *extra])
-            statuses[model_dir] = launch.train_if_missing(command, model_dir, runner)
+            command_line = launch.train_command(flagfile, model_dir, seed, args.data_dir,
+                                                [*schedule, *extra])
+            statuses[model_dir] = launch.train_if_missing(command_line, model_dir, runner)
     return statuses
 
 

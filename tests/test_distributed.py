@@ -14,7 +14,7 @@ from absl import flags
 from ssm_keras import command, distribute, run_dir, train, training
 from ssm_keras import config as ssm_config
 
-from conftest import REPO, shared_data_dir
+from conftest import REPO
 
 # A tiny run of the FCN flagfile (which asks for --steps_per_execution=32 and
 # --jit_compile) on real MNIST: 256 training examples, two steps per epoch.
