@@ -1,44 +1,61 @@
 """The supermask-as-initialisation study (DESIGN section 5), end to end.
 
     python scripts/supermask_init_study.py --data_dir=../shared/data
-    # a CPU-sized version (Wide ResNet-28-1, 2 epochs per regime, 2,000 examples):
-    python scripts/supermask_init_study.py --runs_dir=runs/study_small \\
-        --width=1 --epochs=2 --max_examples=2000 --validation_size=500
+    # Wide ResNet-28-1 on MNIST, 3 epochs per run:
+    python scripts/supermask_init_study.py --data_dir=../shared/data \\
+        --runs_dir=runs/study_mnist --dataset=mnist --width=1 --epochs=3
 
 Three regimes from the same initial weights (the same `--seed`, default 0,
 and the flagfiles' `--weight_init`), each one run of `ssm_keras.train`:
 
 1. `weights`: `flags/wrn28_cifar10_weights.flags`, the weights train;
-2. `mask`: `flags/wrn28_cifar10_mask.flags`, only a binary mask trains;
+2. `mask`: `flags/wrn28_cifar10_mask.flags`, only a binary mask trains
+   (`m = [s > 0]`, that is `sigmoid(s) > 0.5`); with `--bernoulli` (the
+   default) also `mask_bernoulli`: the same run with a Bernoulli mask
+   (`m ~ Bernoulli(sigmoid(s))` in training, `[sigmoid(s) > 0.5]` at
+   inference) from the same scores (`--score_init` of the binary mask);
 3. `mask_then_weights`: `flags/wrn28_cifar10_mask_then_weights.flags` with
-   `--mask_from=<runs_dir>/mask`: the mask of (2) is frozen and its
+   `--mask_from=<runs_dir>/mask`: the binary mask of (2) is frozen and its
    surviving weights train at learning rate 1e-5. DESIGN section 5 says "the
    best mask of (2)": this is the mask (2) ends with (its `model.keras`);
    no best-validation checkpoint is kept.
 
-Extra flags (any flag of `ssm_keras.train`) apply to all three and override
-the flagfiles. Finished runs are skipped. Then it writes, into `--runs_dir`:
+Extra flags (any flag of `ssm_keras.train`, such as `--dataset=mnist`) apply
+to every run and override the flagfiles. Finished runs are skipped. Then it
+writes, into `--runs_dir`:
 
-- `validation_accuracy.png`: the three validation-accuracy curves, with (3)
-  drawn after (2) (epochs `E2 + 1, ...`), since it continues from it;
-- `study.md` and `study.json`: per regime the test accuracy, the best
-  validation accuracy, the remaining weights and the epochs.
+- `validation_accuracy.png`: the validation-accuracy curves, with (3) drawn
+  after (2) (epochs `E2 + 1, ...`), since it continues from it;
+- `layer_utilisation.png`: per masked layer of each mask, the percentage of
+  its weights kept, against the layer's number of weights;
+- `study.md` and `study.json`: per run the test accuracy, the best
+  validation accuracy, the remaining weights and the epochs, and per layer
+  of each mask its weights and the percentage kept.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import sys
 
 from ssm_keras import launch, plots, run_dir
+from ssm_keras.layers import DEFAULT_SCORE_INITIALIZERS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-REGIMES = ("weights", "mask", "mask_then_weights")
+# Each run of the study, in training order: `{run: (regime, extra flags)}`.
+RUNS = {
+    "weights": ("weights", ()),
+    "mask": ("mask", ()),
+    "mask_bernoulli": ("mask", ("--mask=bernoulli",
+                                f"--score_init={DEFAULT_SCORE_INITIALIZERS['binary']}")),
+    "mask_then_weights": ("mask_then_weights", ()),
+}
+MASK_RUNS = ("mask", "mask_bernoulli", "mask_then_weights")
 LABELS = {
     "weights": "1. weights only",
-    "mask": "2. mask only",
+    "mask": "2. mask only (binary)",
+    "mask_bernoulli": "2b. mask only (Bernoulli)",
     "mask_then_weights": "3. mask then weights (lr 1e-5)",
 }
 
@@ -50,35 +67,46 @@ def parse_args(argv):
     parser.add_argument("--runs_dir", default="runs/supermask_init")
     parser.add_argument("--data_dir", default=None, help="passed to ssm_keras.train")
     parser.add_argument("--flags_dir", default=str(REPO / "flags"))
+    parser.add_argument("--bernoulli", action="store_true", default=True,
+                        help="also train regime 2 with a Bernoulli mask, mask_bernoulli "
+                             "(the default)")
+    parser.add_argument("--nobernoulli", dest="bernoulli", action="store_false",
+                        help="train regime 2 with the binary mask only")
     args, extra = parser.parse_known_args(argv)
     launch.check_training_flags(parser, extra)
     return args, extra
 
 
-def regime_dir(runs_dir, regime):
-    return os.path.join(runs_dir, regime)
+def selected_runs(args):
+    """The runs of the study, in training order (`mask_bernoulli` with `--bernoulli`)."""
+    return [run for run in RUNS if args.bernoulli or run != "mask_bernoulli"]
 
 
-def regime_command(args, extra, regime):
-    """The training command of one regime; (3) takes its mask from (2)."""
+def regime_dir(runs_dir, run):
+    return os.path.join(runs_dir, run)
+
+
+def regime_command(args, extra, run):
+    """The training command of one run; (3) takes its mask from (2), the binary one."""
+    regime, run_flags = RUNS[run]
     flagfile = os.path.join(args.flags_dir, f"wrn28_cifar10_{regime}.flags")
-    more = list(extra)
+    more = [*run_flags, *extra]
     if regime == "mask_then_weights":
         more.append(f"--mask_from={regime_dir(args.runs_dir, 'mask')}")
-    return launch.train_command(flagfile, regime_dir(args.runs_dir, regime), args.seed,
-                                   args.data_dir, more)
+    return launch.train_command(flagfile, regime_dir(args.runs_dir, run), args.seed,
+                                args.data_dir, more)
 
 
 def train_regimes(args, extra, runner=launch.subprocess_runner):
-    """Runs the missing regimes in order; stops when one fails.
+    """Runs the missing runs in order; stops when one fails.
 
-    Returns `{regime: "finished" | "trained" | "failed"}`.
+    Returns `{run: "finished" | "trained" | "failed"}`.
     """
     statuses = {}
-    for regime in REGIMES:
-        statuses[regime] = launch.train_if_missing(
-            regime_command(args, extra, regime), regime_dir(args.runs_dir, regime), runner)
-        if statuses[regime] == "failed":
+    for run in selected_runs(args):
+        statuses[run] = launch.train_if_missing(
+            regime_command(args, extra, run), regime_dir(args.runs_dir, run), runner)
+        if statuses[run] == "failed":
             break
     return statuses
 
@@ -87,32 +115,48 @@ def study_curves(histories):
     """Validation-accuracy curves; regime 3 starts after regime 2's last epoch.
 
     Args:
-        histories: `{regime: history records}` of the finished regimes.
+        histories: `{run: history records}` of the finished runs.
     """
     curves = []
-    for regime in REGIMES:
-        history = histories.get(regime)
+    for run in RUNS:
+        history = histories.get(run)
         if not history:
             continue
-        offset = len(histories.get("mask", [])) if regime == "mask_then_weights" else 0
+        offset = len(histories.get("mask", [])) if run == "mask_then_weights" else 0
         data = plots.curve_data(history)
         if "val_accuracy" in data:
-            curves.append({"label": LABELS[regime],
+            curves.append({"label": LABELS[run],
                            "epochs": [epoch + offset for epoch in data["epoch"]],
                            "values": data["val_accuracy"]})
     return curves
 
 
+def utilisation_series(runs):
+    """Per-layer utilisation of each finished mask run (`MASK_RUNS`).
+
+    Returns:
+        dicts with `label`, `totals` (each masked layer's number of weights)
+        and `kept_percent` (`100 * remaining / total` of that layer).
+    """
+    series = []
+    for run in MASK_RUNS:
+        if run in runs:
+            data = plots.composition_data(runs[run][0]["layers"])
+            series.append({"label": LABELS[run], "totals": data["totals"],
+                           "kept_percent": data["remaining"]})
+    return series
+
+
 def summary_rows(runs):
-    """One row per finished regime: accuracies (%), remaining weights, epochs."""
+    """One row per finished run: accuracies (%), remaining weights, epochs."""
     rows = []
-    for regime in REGIMES:
-        if regime not in runs:
+    for run in RUNS:
+        if run not in runs:
             continue
-        results, _ = runs[regime]
+        results, _ = runs[run]
         best = results.get("best_validation_accuracy")
         rows.append({
-            "regime": regime,
+            "run": run,
             "test_accuracy": 100 * results["test_accuracy"],
             "best_validation_accuracy": None if best is None else 100 * best,
             "remaining_percent": results["remaining_percent"],
@@ -121,19 +165,24 @@ def summary_rows(runs):
     return rows
 
 
-def format_summary(rows, extra):
+def study_title(runs):
+    """`Wide ResNet-28-<width> on <dataset>`, from the first finished run's flags."""
+    flags = next(iter(runs.values()))[0].get("flags", {}) if runs else {}
+    return (f"Wide ResNet-28-{flags.get('width', '?')} on {flags.get('dataset', '?')}")
+
+
+def format_summary(title, rows, extra):
     lines = [
-        "Supermask as initialisation: Wide ResNet-28 on CIFAR-10, three regimes from the "
-        "same initial weights. "
+        f"Supermask as initialisation: {title}, every run from the same initial weights. "
         + (f"Flags: the flagfiles with {' '.join(extra)}." if extra else "Flags: the flagfiles'."),
         "",
-        "| regime | test accuracy | best validation accuracy | remaining weights | epochs |",
+        "| run | test accuracy | best validation accuracy | remaining weights | epochs |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         best = row["best_validation_accuracy"]
         lines.append(
-            f"| {LABELS[row['regime']]} | {row['test_accuracy']:.2f}% "
+            f"| {LABELS[row['run']]} | {row['test_accuracy']:.2f}% "
             f"| {'-' if best is None else f'{best:.2f}%'} "
             f"| {row['remaining_percent']:.2f}% | {row['epochs']} |")
     return "\n".join(lines) + "\n"
@@ -146,25 +195,32 @@ def main(argv=None, runner=launch.subprocess_runner):
     """
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     statuses = train_regimes(args, extra, runner)
-    runs = {regime: plots.load_run(regime_dir(args.runs_dir, regime)) for regime in REGIMES
-            if run_dir.is_finished(regime_dir(args.runs_dir, regime))}
-    curves = study_curves({regime: history for regime, (_, history) in runs.items()})
+    runs = {run: plots.load_run(regime_dir(args.runs_dir, run)) for run in selected_runs(args)
+            if run_dir.is_finished(regime_dir(args.runs_dir, run))}
+    title = study_title(runs)
+    curves = study_curves({run: history for run, (_, history) in runs.items()})
     if curves:
         plots.plot_accuracy_curves(
             curves, os.path.join(args.runs_dir, "validation_accuracy.png"),
-            "supermask as initialisation: validation accuracy")
+            f"supermask as initialisation, {title}: validation accuracy")
+    utilisation = utilisation_series(runs)
+    if utilisation:
+        plots.plot_layer_utilisation(
+            utilisation, os.path.join(args.runs_dir, "layer_utilisation.png"),
+            f"supermask as initialisation, {title}: weights kept per layer")
     rows = summary_rows(runs)
-    text = format_summary(rows, extra)
+    text = format_summary(title, rows, extra)
     os.makedirs(args.runs_dir, exist_ok=True)
     with open(os.path.join(args.runs_dir, "study.md"), "w", encoding="utf-8") as file:
         file.write(text)
-    with open(os.path.join(args.runs_dir, "study.json"), "w", encoding="utf-8") as file:
-        json.dump({"seed": args.seed, "extra_flags": extra, "runs": statuses, "regimes": rows},
-                  file, indent=2)
+    run_dir.write_json_atomically(
+        os.path.join(args.runs_dir, "study.json"),
+        {"seed": args.seed, "extra_flags": extra, "title": title, "statuses": statuses,
+         "runs": rows, "layer_utilisation": utilisation})
     print(text)
     if "failed" in statuses.values():
-        failed = next(regime for regime, status in statuses.items() if status == "failed")
-        print(f"error: regime {failed} failed; see its output above", file=sys.stderr)
+        failed = next(run for run, status in statuses.items() if status == "failed")
+        print(f"error: run {failed} failed; see its output above", file=sys.stderr)
         return 1
     return 0
 

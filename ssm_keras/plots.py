@@ -16,7 +16,7 @@ writes, from the run's `results.json` and `history.jsonl` (see
 The data-preparation functions (`composition_data`, `curve_data`) are
 separate from the drawing, and the figure functions (`plot_mask_composition`,
 `plot_training_curves`, `plot_accuracy_curves`,
-`plot_accuracy_vs_remaining`) are what `scripts/reproduce.py` and
+`plot_accuracy_vs_remaining`, `plot_layer_utilisation`) are what `scripts/reproduce.py` and
 `scripts/supermask_init_study.py` draw with. Figures are made with
 matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no pyplot
 state or display is involved.
@@ -226,6 +226,30 @@ def plot_accuracy_curves(curves, path, title=None, ylabel="validation accuracy (
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_layer_utilisation(series, path, title=None):
+    """Per masked layer, the percentage of its weights kept against its
+    number of weights (log scale). Returns `path`.
+
+    Args:
+        series: dicts with `label`, `totals` (each layer's number of weights)
+            and `kept_percent` (`100 * remaining / total` of that layer).
+    """
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
+    for index, entry in enumerate(series):
+        axes.plot(entry["totals"], entry["kept_percent"], "osD^v"[index % 5], alpha=0.75,
+                  label=entry["label"])
+    axes.set_xscale("log")
+    axes.set_xlabel("weights in the layer")
+    axes.set_ylabel("weights kept (%)")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize="small")
     if title:
         axes.set_title(title)

@@ -311,34 +311,64 @@ def test_reproduce_mean_std():
 
 
 # Supermask as initialisation.
-def test_study_runs_three_regimes_from_one_seed(tmp_path):
+def test_study_runs_every_regime_from_one_seed(tmp_path):
     study = _script("supermask_init_study")
     runs = tmp_path / "study"
     commands = []
 
     def runner(command):
         commands.append(command)
-        regime = os.path.basename(_flag(command, "model_dir"))
-        epochs = 2 if regime == "mask" else 3
-        _fake_run(_flag(command, "model_dir"), 0.5, 100.0 if regime == "weights" else 50.0,
-                  epochs=epochs, regime=regime)
+        run = os.path.basename(_flag(command, "model_dir"))
+        epochs = 2 if run.startswith("mask") and run != "mask_then_weights" else 3
+        remaining = {"weights": 100.0, "mask_bernoulli": 30.0}.get(run, 50.0)
+        _fake_run(_flag(command, "model_dir"), 0.5, remaining, epochs=epochs,
+                  regime=run, flags={"width": 1, "dataset": "mnist"})
         return 0
 
-    assert study.main([f"--runs_dir={runs}", "--width=1", "--epochs=3"], runner) == 0
+    argv = [f"--runs_dir={runs}", "--width=1", "--epochs=3", "--dataset=mnist"]
+    assert study.main(argv, runner) == 0
     assert [os.path.basename(_flag(c, "flagfile")) for c in commands] == [
         "wrn28_cifar10_weights.flags", "wrn28_cifar10_mask.flags",
-        "wrn28_cifar10_mask_then_weights.flags"]
+        "wrn28_cifar10_mask.flags", "wrn28_cifar10_mask_then_weights.flags"]
+    assert [os.path.basename(_flag(c, "model_dir")) for c in commands] == list(study.RUNS)
     assert {_flag(c, "seed") for c in commands} == {"0"}
-    assert all("--width=1" in c and "--epochs=3" in c for c in commands)
-    assert _flag(commands[2], "mask_from") == str(runs / "mask")
-    histories = {regime: plots.load_run(str(runs / regime))[1] for regime in study.REGIMES}
+    assert all("--width=1" in c and "--epochs=3" in c and "--dataset=mnist" in c
+               for c in commands)
+    # The Bernoulli variant starts from the binary mask's scores; (3) from the binary mask.
+    assert _flag(commands[2], "mask") == "bernoulli"
+    assert _flag(commands[2], "score_init") == "glorot_uniform"
+    assert "--mask=bernoulli" not in commands[1]
+    assert _flag(commands[3], "mask_from") == str(runs / "mask")
+    histories = {run: plots.load_run(str(runs / run))[1] for run in study.RUNS}
     curves = study.study_curves(histories)
-    assert [curve["epochs"] for curve in curves] == [[1, 2, 3], [1, 2], [3, 4, 5]]
+    assert [curve["epochs"] for curve in curves] == [[1, 2, 3], [1, 2], [1, 2], [3, 4, 5]]
     assert (runs / "validation_accuracy.png").stat().st_size > 10_000
+    assert (runs / "layer_utilisation.png").stat().st_size > 10_000
     summary = (runs / "study.md").read_text()
+    assert "Wide ResNet-28-1 on mnist" in summary
     assert "| 1. weights only | 50.00% | 50.00% | 100.00% | 3 |" in summary
+    assert "| 2b. mask only (Bernoulli) | 50.00% | 50.00% | 30.00% | 2 |" in summary
     assert "| 3. mask then weights (lr 1e-5) | 50.00% | 50.00% | 50.00% | 3 |" in summary
-    assert study.main([f"--runs_dir={runs}"], runner) == 0 and len(commands) == 3  # all finished
+    record = json.loads((runs / "study.json").read_text())
+    utilisation = {entry["label"]: entry for entry in record["layer_utilisation"]}
+    assert set(utilisation) == {study.LABELS[run] for run in study.MASK_RUNS}
+    assert utilisation["2b. mask only (Bernoulli)"]["totals"] == [235200, 30000, 1000]
+    assert utilisation["2b. mask only (Bernoulli)"]["kept_percent"] == pytest.approx([30.0] * 3)
+    assert study.main(argv, runner) == 0 and len(commands) == 4  # all finished
+
+
+def test_study_without_bernoulli_runs_three(tmp_path):
+    study = _script("supermask_init_study")
+    commands = []
+
+    def runner(command):
+        commands.append(command)
+        _fake_run(_flag(command, "model_dir"), 0.5, 50.0)
+        return 0
+
+    assert study.main([f"--runs_dir={tmp_path}", "--nobernoulli"], runner) == 0
+    assert [os.path.basename(_flag(c, "model_dir")) for c in commands] == [
+        "weights", "mask", "mask_then_weights"]
 
 
 def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):
