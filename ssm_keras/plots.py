@@ -13,10 +13,11 @@ writes, from the run's `results.json` and `history.jsonl` (see
   loss, the remaining weights in percent, and the mask flips (entries whose
   value changed since the previous epoch).
 
-The data-preparation functions (`composition_data`, `curve_data`) are
+The data-preparation functions (`composition_data`, `curve_data`,
+`pareto_front`) are
 separate from the drawing, and the figure functions (`plot_mask_composition`,
 `plot_training_curves`, `plot_accuracy_curves`,
-`plot_accuracy_vs_remaining`, `plot_layer_utilisation`) are what `scripts/reproduce.py` and
+`plot_accuracy_vs_remaining`, `plot_layer_utilisation`, `plot_trials`) are what `scripts/reproduce.py` and
 `scripts/supermask_init_study.py` draw with. Figures are made with
 matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no pyplot
 state or display is involved.
@@ -104,6 +105,20 @@ def mean_layers(layer_lists):
                for kind in KINDS},
         })
     return averaged
+
+
+def pareto_front(points):
+    """The points no other point beats on both axes: fewer remaining weights
+    and higher accuracy. Sorted by `remaining_percent`.
+
+    Args:
+        points: dicts with `remaining_percent` and `accuracy`.
+    """
+    front = []
+    for point in sorted(points, key=lambda p: (p["remaining_percent"], -p["accuracy"])):
+        if not front or point["accuracy"] > front[-1]["accuracy"]:
+            front.append(point)
+    return front
 
 
 CURVE_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss", "remaining_percent",
@@ -284,6 +299,39 @@ def plot_accuracy_vs_remaining(points, path, title=None):
     axes.set_ylabel("test accuracy (%)")
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize="small", ncols=2)
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_trials(points, path, title=None, best=None):
+    """Accuracy against remaining weights (log scale) of every trial of a
+    search, the Pareto front (`pareto_front`) joined by a line. Returns `path`.
+
+    Args:
+        points: dicts with `label` (the trial id), `remaining_percent` and
+            `accuracy` (both in %).
+        best: the label of the best trial, ringed.
+    """
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([p["remaining_percent"] for p in points], [p["accuracy"] for p in points],
+              "o", color="C0", alpha=0.6, label="trial")
+    front = pareto_front(points)
+    axes.plot([p["remaining_percent"] for p in front], [p["accuracy"] for p in front],
+              "-", color="C1", drawstyle="steps-post", label="Pareto front")
+    for point in front:
+        axes.annotate(point["label"], (point["remaining_percent"], point["accuracy"]),
+                      textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+    for point in points:
+        if point["label"] == best:
+            axes.plot(point["remaining_percent"], point["accuracy"], "o", markersize=13,
+                      markerfacecolor="none", color="C3", label=f"best trial ({best})")
+    axes.set_xscale("log")
+    axes.set_xlabel("remaining weights (%)")
+    axes.set_ylabel("validation accuracy (%)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small")
     if title:
         axes.set_title(title)
     return _save(figure, path)

@@ -21,6 +21,20 @@ ends of its `--<name>_range=LOW:HIGH` flag (equal ends fix it):
 (`tau_fraction`, `density` and `init_factor` only where they shape the start:
 `--regime=mask` from a seed, not from `--init_file`.)
 
+Categorical hyperparameters are searched over the values of their
+`--<name>_choices=A,B,...` flag (unset: the training flag's value only):
+
+| hyperparameter | choices flag           | example                       |
+| -------------- | ---------------------- | ----------------------------- |
+| `mask`         | `--mask_choices`       | `signed,signed_topk`          |
+| `optimizer`    | `--optimizer_choices`  | `sgd,adam`                    |
+| `lr_schedule`  | `--lr_schedule_choices`| `exponential,cosine`          |
+
+With `--mask_choices` (`--regime=mask` only), `tau_fraction` is searched
+only in trials of a threshold mask and `density` only in trials of a top-k
+mask (Keras Tuner's conditional hyperparameters); the other one keeps its
+default.
+
 Objective, maximised, the value at a trial's last epoch on the validation
 split (never the test split):
 
@@ -39,6 +53,8 @@ The project folder `directory/project_name`:
     tensorboard/<id>/execution0/   TensorBoard: train/, validation/, masks/, hparams
     search.json                    the search's settings
     trials.csv, best.flags         the summary of all trials, the best trial's flags
+    trials.png                     every finished trial's validation accuracy against its
+                                   remaining weights, with the trials no other beats on both
 """
 
 import csv
@@ -53,11 +69,15 @@ import keras
 import keras_tuner
 
 from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import distribute, masking, run_dir, training
+from ssm_keras import distribute, masking, plots, run_dir, training
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
 OBJECTIVES = ("val_accuracy", "sparse")
+# Categorical `TrainConfig` fields that a `--<name>_choices` flag can search.
+CHOICE_FIELDS = ("mask", "optimizer", "lr_schedule")
+# The mask kinds that use each mask-shape field.
+MASK_SHAPE_USERS = {"tau_fraction": masking.THRESHOLD_KINDS, "density": masking.TOPK_KINDS}
 SPARSE_OBJECTIVE = "val_sparse_objective"
 # Scale of each tunable `TrainConfig` field.
 SCALES = {
@@ -122,6 +142,15 @@ class SearchConfig:
     init_factor_range: str = flag_field(
         "2:8",
         "LOW:HIGH of --init_factor, elus weights (log scale; equal ends fix it).")
+    mask_choices: str | None = flag_field(
+        None,
+        "A,B,...: mask kinds to search (--regime=mask; unset: --mask only).")
+    optimizer_choices: str | None = flag_field(
+        None,
+        "A,B,...: optimizers to search (unset: --optimizer only).")
+    lr_schedule_choices: str | None = flag_field(
+        None,
+        "A,B,...: learning-rate schedules to search (unset: --lr_schedule only).")
     hyperband_factor: int = flag_field(
         3,
         "hyperband: the reduction factor of epochs and trials per round.")
@@ -167,6 +196,63 @@ class Range:
         return hp.Float(name, self.low, self.high, sampling=self.sampling)
 
 
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The values a categorical hyperparameter is searched over."""
+
+    values: tuple
+
+    def declare(self, hp, name):
+        """Adds the hyperparameter to `hp` (fixed for one value); returns its value."""
+        if len(self.values) == 1:
+            return hp.Fixed(name, self.values[0])
+        return hp.Choice(name, list(self.values))
+
+
+def trial_config(config, values):
+    """`config` with the hyperparameter `values` of a trial.
+
+    A searched `mask` is the mask kind itself (`--signed` no longer applies),
+    and a mask-shape field the trial's mask does not use (`tau_fraction` for
+    top-k masks, `density` for threshold masks) takes its default.
+    """
+    config = dataclasses.replace(config, **values)
+    if "mask" not in values:
+        return config
+    defaults = {field.name: field.default for field in dataclasses.fields(config)}
+    unused = {name: defaults[name] for name, kinds in MASK_SHAPE_USERS.items()
+              if values["mask"] not in kinds and name not in values}
+    return dataclasses.replace(config, signed=None, **unused)
+
+
+def _check_value(config, flag, text, values):
+    """Raises TuneError naming `flag=text` unless `trial_config(config, values)` is valid."""
+    try:
+        trial_config(config, values).validate()
+    except UserError as error:
+        raise TuneError(f"{flag}={text}: {error}") from None
+
+
+def parse_choice(name, text, config):
+    """The `Choice` of `--<name>_choices=A,B,...`, each value checked.
+
+    Raises:
+        TuneError: an empty or repeated value, a value `TrainConfig` refuses,
+            or mask choices outside `--regime=mask`.
+    """
+    flag = f"--{name}_choices"
+    values = tuple(part.strip() for part in text.split(","))
+    if not all(values) or len(set(values)) != len(values):
+        raise TuneError(f"{flag} must be distinct values separated by commas. "
+                        f"Received: {flag}={text!r}")
+    if name == "mask" and config.regime != "mask":
+        raise TuneError(f"{flag} searches the mask kind of --regime=mask. "
+                        f"Received: --regime={config.regime}")
+    for value in values:
+        _check_value(config, flag, text, {name: value})
+    return Choice(values)
+
+
 def parse_range(name, text):
     """The `Range` of `--<name>_range=LOW:HIGH`.
 
@@ -189,14 +275,15 @@ def parse_range(name, text):
     return Range(low, high, SCALES[name])
 
 
-def tuned_names(config):
-    """The hyperparameters that change what `config` trains."""
+def tuned_names(config, masks=None):
+    """The ranged hyperparameters that change what `config` trains with any
+    of the mask kinds `masks` (default: its own)."""
+    masks = masks or (config.mask_kind,)
     names = ["learning_rate", "weight_decay"]
     from_seed = config.regime == "mask" and not config.init_file
-    if from_seed and config.mask_kind in masking.THRESHOLD_KINDS:
-        names.append("tau_fraction")
-    if from_seed and config.mask_kind in masking.TOPK_KINDS:
-        names.append("density")
+    for name, kinds in MASK_SHAPE_USERS.items():
+        if from_seed and any(mask in kinds for mask in masks):
+            names.append(name)
     if (config.regime != "mask_then_weights" and not config.init_file
             and config.weight_init == "elus"):
         names.append("init_factor")
@@ -204,22 +291,34 @@ def tuned_names(config):
 
 
 def search_space(search, config):
-    """`{TrainConfig field: Range}` of the search; both ends of each range are checked.
+    """`{TrainConfig field: Choice | Range}` of the search, choices first;
+    every choice and both ends of each range are checked.
 
     Raises:
-        TuneError: a malformed range, or an end that `TrainConfig.validate` refuses.
+        TuneError: a malformed range or choice list, or a value that
+            `TrainConfig.validate` refuses.
     """
-    space = {}
-    for name in tuned_names(config):
+    space = {name: parse_choice(name, getattr(search, f"{name}_choices"), config)
+             for name in CHOICE_FIELDS if getattr(search, f"{name}_choices") is not None}
+    masks = space["mask"].values if "mask" in space else (config.mask_kind,)
+    for name in tuned_names(config, masks):
         text = getattr(search, f"{name}_range")
         bounds = parse_range(name, text)
+        # Checked with a mask kind that uses the field.
+        kinds = [mask for mask in masks if mask in MASK_SHAPE_USERS.get(name, masks)]
+        mask = {"mask": kinds[0]} if "mask" in space else {}
         for end in (bounds.low, bounds.high):
-            try:
-                dataclasses.replace(config, **{name: end}).validate()
-            except UserError as error:
-                raise TuneError(f"--{name}_range={text}: {error}") from None
+            _check_value(config, f"--{name}_range", text, {**mask, name: end})
         space[name] = bounds
     return space
+
+
+def conditions(space):
+    """`{field: mask kinds}`: the fields searched only in trials of those masks."""
+    if "mask" not in space:
+        return {}
+    return {name: [mask for mask in space["mask"].values if mask in kinds]
+            for name, kinds in MASK_SHAPE_USERS.items() if name in space}
 
 
 def flagfile_text(config):
@@ -292,18 +391,23 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
         self.sparsity_weight = sparsity_weight
 
     def declare_hyperparameters(self, hp):
-        for name, bounds in self.space.items():
-            bounds.declare(hp, name)
+        only_for = conditions(self.space)
+        for name, values in self.space.items():
+            if name in only_for:
+                with hp.conditional_scope("mask", only_for[name]):
+                    values.declare(hp, name)
+            else:
+                values.declare(hp, name)
 
     def config_for(self, values):
-        """The `TrainConfig` of the trial with these hyperparameter values.
+        """The `TrainConfig` of the trial with these (active) hyperparameter values.
 
         A Hyperband trial trains for its `tuner/epochs`.
         """
-        return dataclasses.replace(
-            self.config, **{name: values[name] for name in self.space},
-            epochs=values.get("tuner/epochs", self.config.epochs),
-        )
+        return trial_config(self.config, {
+            **{name: values[name] for name in self.space if name in values},
+            "epochs": values.get("tuner/epochs", self.config.epochs),
+        })
 
     @_fatal_user_errors
     def build(self, hp):
@@ -584,7 +688,8 @@ def _cell(value):
 
 
 def summarize(tuner, hypermodel, folder):
-    """Writes `trials.csv` and `best.flags` in `folder`, prints the table; returns the rows.
+    """Writes `trials.csv`, `trials.png` and `best.flags` in `folder`,
+    prints the table; returns the rows.
 
     Raises:
         TuneError: no trial finished.
@@ -606,6 +711,12 @@ def summarize(tuner, hypermodel, folder):
         raise TuneError(f"No trial of the search in {folder} finished; their errors are in "
                         f"{os.path.join(folder, 'trial_*', 'trial.json')}.")
     best = finished[0]
+    plots.plot_trials(
+        [{"label": row["trial_id"], "remaining_percent": row["remaining_percent"],
+          "accuracy": 100 * row["val_accuracy"]}
+         for row in rows if row["status"] == best.status and row["val_accuracy"] is not None],
+        os.path.join(folder, "trials.png"),
+        f"{os.path.basename(folder)}: {len(rows)} trials", best=best.trial_id)
     best_path = os.path.join(folder, "best.flags")
     with open(best_path, "w", encoding="utf-8") as file:
         file.write(

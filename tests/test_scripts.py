@@ -176,6 +176,16 @@ def test_mask_flips_axis_is_logarithmic_only_over_a_decade(flips, scale, tmp_pat
     assert os.path.getsize(figure_path) > 0
 
 
+def test_pareto_front_keeps_trials_no_other_beats_on_both_axes(tmp_path):
+    points = [{"label": label, "remaining_percent": remaining, "accuracy": accuracy}
+              for label, remaining, accuracy in [
+                  ("a", 2.0, 97.0), ("b", 1.0, 96.0), ("c", 3.0, 96.5), ("d", 2.5, 97.4),
+                  ("e", 1.0, 95.0), ("f", 4.0, 97.4)]]
+    assert [p["label"] for p in plots.pareto_front(points)] == ["b", "a", "d"]
+    path = plots.plot_trials(points, str(tmp_path / "trials.png"), "search", best="d")
+    assert os.path.getsize(path) > 10_000
+
+
 def test_plot_data_of_a_real_run(finished_run):
     results, history = plots.load_run(str(finished_run))
     data = plots.composition_data(results["layers"])

@@ -98,6 +98,51 @@ def test_search_space_follows_the_mask_and_regime():
         "learning_rate", "weight_decay", "init_factor"]
 
 
+def test_choices_come_first_and_mask_shape_fields_follow_the_mask():
+    search = tuning.SearchConfig(directory="unused", mask_choices="signed,signed_topk",
+                                 optimizer_choices="sgd,adam")
+    space = tuning.search_space(search, tiny_config(tau_fraction=0.3))
+    assert list(space) == ["mask", "optimizer", "learning_rate", "weight_decay",
+                           "tau_fraction", "density", "init_factor"]
+    assert space["mask"] == tuning.Choice(("signed", "signed_topk"))
+    assert tuning.conditions(space) == {"tau_fraction": ["signed"], "density": ["signed_topk"]}
+    # Only threshold masks: no density; a fixed choice is declared as Fixed.
+    search = tuning.SearchConfig(directory="unused", mask_choices="binary",
+                                 lr_schedule_choices="cosine")
+    assert list(tuning.search_space(search, tiny_config())) == [
+        "mask", "lr_schedule", "learning_rate", "weight_decay", "tau_fraction", "init_factor"]
+    hp = keras_tuner.HyperParameters()
+    assert tuning.Choice(("cosine",)).declare(hp, "lr_schedule") == "cosine"
+    assert isinstance(hp.space[0], keras_tuner.engine.hyperparameters.Fixed)
+
+
+def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
+    config = tiny_config(tau_fraction=0.3, signed=True)
+    search = tuning.SearchConfig(directory="unused", mask_choices="signed,signed_topk,bernoulli")
+    space = tuning.search_space(search, config)
+    arrays = (np.zeros((64, 28, 28, 1), np.uint8), np.zeros(64, np.int64))
+    splits = data.Splits(data.DATASETS["mnist"], arrays, arrays, arrays, source="unused")
+    hypermodel = tuning.SupermaskHyperModel(config, space, splits,
+                                            tf.distribute.get_strategy(), 0.1)
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    oracle = keras_tuner.oracles.RandomSearchOracle(max_trials=30, seed=3)
+    oracle.update_space(hp)
+    defaults = ssm_config.TrainConfig()
+    seen = set()
+    for index in range(30):
+        values = oracle.populate_space(f"t{index}")["values"]
+        trial = hypermodel.config_for(values)
+        trial.validate()
+        seen.add(values["mask"])
+        assert trial.mask_kind == values["mask"]  # --signed no longer twins it
+        assert ("tau_fraction" in values) == (values["mask"] == "signed")
+        assert ("density" in values) == (values["mask"] == "signed_topk")
+        assert trial.tau_fraction == values.get("tau_fraction", defaults.tau_fraction)
+        assert trial.density == values.get("density", defaults.density)
+    assert seen == {"signed", "signed_topk", "bernoulli"}
+
+
 def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
         tmp_path, mnist_splits, monkeypatch):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
@@ -152,9 +197,30 @@ def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
         assert "overall/remaining_percent" in _tags(f"{logs}/masks/events.*")
         assert "_hparams_/session_start_info" in _tags(f"{logs}/events.*")
 
+    assert (project / "trials.png").stat().st_size > 10_000
+
     # Other settings in the same folder are refused, not mixed in.
     with pytest.raises(tuning.TuneError, match="--epochs: 2 -> 3"):
         tuning.run(search, tiny_config(epochs=3), mnist_splits)
+
+
+def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits):
+    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=4,
+                                 mask_choices="signed,signed_topk", density_range="0.05:0.05")
+    rows = tuning.run(search, tiny_config(epochs=1), mnist_splits)
+    assert {row["mask"] for row in rows} == {"signed", "signed_topk"}
+    for row in rows:
+        flagfile = (tmp_path / "p" / f"trial_{row['trial_id']}" / "flags.txt").read_text()
+        assert f"--mask={row['mask']}\n" in flagfile
+        if row["mask"] == "signed_topk":
+            assert row["tau_fraction"] is None and row["density"] == 0.05
+            # A top-k mask keeps its density of the weights in every layer.
+            assert row["remaining_percent"] == pytest.approx(5.0, abs=0.1)
+            assert "--density=0.05\n" in flagfile
+        else:
+            assert row["density"] is None and 0.2 <= row["tau_fraction"] <= 0.6
+            assert f"--tau_fraction={row['tau_fraction']}\n" in flagfile
+    assert f"--mask={rows[0]['mask']}\n" in (tmp_path / "p" / "best.flags").read_text()
 
 
 def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits,
@@ -203,6 +269,12 @@ def cli_flags():
     (["--objective=test_accuracy"], "Unknown --objective='test_accuracy'"),
     (["--validation_size=0"], "never the test split: --validation_size must be > 0"),
     (["--directory="], "--directory is required"),
+    (["--optimizer_choices=sgd,rmsprop"],
+     "--optimizer_choices=sgd,rmsprop: Unknown --optimizer='rmsprop'. Allowed: sgd, adam."),
+    (["--mask_choices=signed,,topk"], "--mask_choices must be distinct values separated by"),
+    (["--lr_schedule_choices=cosine,cosine"], "--lr_schedule_choices must be distinct values"),
+    (["--mask_choices=signed,topk", "--regime=weights"],
+     "--mask_choices searches the mask kind of --regime=mask. Received: --regime=weights"),
 ])
 def test_cli_bad_search_one_clear_line(cli_flags, capsys, tmp_path, args, message):
     cli_flags.unparse_flags()
