@@ -51,34 +51,15 @@ SERVING_DTYPE = tf.uint8
 
 
 # Reading a run.
-def _read_results(model_dir):
-    path = os.path.join(model_dir, run_dir.RESULTS)
-    if not os.path.isfile(path):
-        raise ExportError(f"{model_dir} has no results.json; is it a training run directory?")
-    try:
-        with open(path, encoding="utf-8") as file:
-            results = json.load(file)
-    except (OSError, ValueError) as error:
-        raise ExportError(f"{path} is not readable JSON ({error})") from None
-    if not isinstance(results, dict) or results.get("status") != "finished":
-        status = results.get("status") if isinstance(results, dict) else None
-        raise ExportError(
-            f"the run in {model_dir} has status {status!r}, not 'finished'; "
-            "only finished runs can be exported"
-        )
-    return results
-
-
 def load_run(model_dir):
     """`(model, results)` of a finished run directory.
 
     Raises:
-        ExportError: no such directory, no or unfinished `results.json`, or
-            no loadable `model.keras`.
+        RunDirError: no such directory, no or unfinished `results.json`
+            (`run_dir.read_results`).
+        ExportError: no loadable `model.keras`.
     """
-    if not os.path.isdir(model_dir):
-        raise ExportError(f"model_dir {model_dir} does not exist")
-    results = _read_results(model_dir)
+    results = run_dir.read_results(model_dir)
     path = os.path.join(model_dir, run_dir.MODEL)
     if not os.path.isfile(path):
         raise ExportError(f"{model_dir} has no model.keras although its run finished")
@@ -348,8 +329,9 @@ def export_run(model_dir, out_dir, formats=FORMATS, overwrite=False):
         The summary also written to `out_dir/export.json`.
 
     Raises:
+        RunDirError: a run that is not finished (`run_dir.read_results`).
         ExportError: bad formats, an existing export without `overwrite`, or
-            a run that is not finished or cannot be exported.
+            a run that cannot be exported.
     """
     formats = check_formats(formats)
     recover(out_dir)

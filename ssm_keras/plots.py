@@ -23,7 +23,6 @@ matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no pyplot
 state or display is involved.
 """
 
-import json
 import os
 
 from absl import flags
@@ -47,26 +46,17 @@ class PlotError(UserError):
 # Reading a run.
 def load_run(model_dir):
     """`(results, history)` of a finished run: `results.json` and the list of
-    `history.jsonl` records (one per epoch)."""
-    results_path = os.path.join(model_dir, run_dir.RESULTS)
-    history_path = os.path.join(model_dir, run_dir.HISTORY)
-    if not os.path.isfile(results_path):
-        raise PlotError(
-            f"--model_dir={model_dir} holds no finished run (no results.json); "
-            "plots are made from finished runs."
-        )
-    try:
-        with open(results_path, encoding="utf-8") as file:
-            results = json.load(file)
-        history = []
-        if os.path.isfile(history_path):
-            with open(history_path, encoding="utf-8") as file:
-                history = [json.loads(line) for line in file if line.strip()]
-    except (OSError, ValueError) as error:
-        raise PlotError(f"cannot read the run in {model_dir}: {error}") from None
+    `history.jsonl` records (one per epoch).
+
+    Raises:
+        RunDirError: not a finished, readable run (`run_dir.read_results`).
+        PlotError: `results.json` has no per-layer statistics.
+    """
+    results = run_dir.read_results(model_dir)
     if not isinstance(results.get("layers"), list):
-        raise PlotError(f"{results_path} has no per-layer statistics ('layers').")
-    return results, history
+        raise PlotError(f"{os.path.join(model_dir, run_dir.RESULTS)} has no per-layer "
+                        "statistics ('layers').")
+    return results, run_dir.read_history(model_dir)
 
 
 # Data preparation.
@@ -356,8 +346,8 @@ def plot_run(model_dir, out_dir=None):
     run into `out_dir` (default `model_dir`); returns their paths.
 
     Raises:
-        PlotError: `model_dir` holds no finished run, or `out_dir` cannot be
-            written.
+        RunDirError, PlotError: `model_dir` holds no finished run with
+            per-layer statistics (`load_run`), or `out_dir` cannot be written.
     """
     results, history = load_run(model_dir)
     out_dir = out_dir or model_dir

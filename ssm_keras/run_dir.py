@@ -107,6 +107,43 @@ def is_finished(model_dir):
     return os.path.isfile(os.path.join(model_dir, RESULTS))
 
 
+def read_results(model_dir):
+    """The `results.json` of the finished run in `model_dir`.
+
+    Raises:
+        RunDirError: no such folder, no `results.json` (not a training run,
+            or one still running), unreadable JSON, or a status other than
+            `finished` (a diverged run).
+    """
+    if not os.path.isdir(model_dir):
+        raise RunDirError(f"model_dir {model_dir} does not exist")
+    path = os.path.join(model_dir, RESULTS)
+    if not os.path.isfile(path):
+        raise RunDirError(f"{model_dir} has no results.json; is it a finished training run?")
+    results = read_json(path)
+    status = results.get("status") if isinstance(results, dict) else None
+    if status != "finished":
+        raise RunDirError(f"the run in {model_dir} has status {status!r}, not 'finished'; "
+                          "only finished runs can be read")
+    return results
+
+
+def read_history(model_dir):
+    """The records of `history.jsonl`, one per epoch; [] if there is none.
+
+    Raises:
+        RunDirError: the file is unreadable, or a line is not JSON.
+    """
+    path = os.path.join(model_dir, HISTORY)
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path, encoding="utf-8") as file:
+            return [json.loads(line) for line in file if line.strip()]
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path} is not readable JSON lines ({error}).") from None
+
+
 def checkpoint_dir(model_dir):
     return os.path.join(model_dir, CHECKPOINT)
 

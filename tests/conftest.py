@@ -1,6 +1,8 @@
 """Shared test fixtures and helpers: quiet TensorFlow, the repository and the
-real-data folder, a tiny learnable problem and its training settings."""
+real-data folder, a tiny learnable problem and its training settings, masked
+models with trained-looking scores, and the export command."""
 
+import math
 import os
 import pathlib
 
@@ -18,10 +20,14 @@ tf.config.set_logical_device_configuration(
     [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
 )
 
+from absl import flags  # noqa: E402
+
 from ssm_keras import config as ssm_config  # noqa: E402  (after the devices are set)
-from ssm_keras import data  # noqa: E402
+from ssm_keras import command, data, export, layers, models  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+FCN_SHAPE = (8, 8, 1)
+CONV_SHAPE = (8, 8, 3)
 
 
 def shared_data_dir():
@@ -49,6 +55,65 @@ def tiny_config(tmp_path, **overrides):
     settings = dict(arch="fcn", dataset="mnist", epochs=3, batch_size=32, learning_rate=0.1,
                     validation_size=32, model_dir=str(tmp_path / "run"), verbose=0)
     return ssm_config.TrainConfig(**{**settings, **overrides})
+
+
+def randomize_scores(model, seed=0, density=None):
+    """Scores and batch-norm statistics as after some training.
+
+    Threshold masks get scores `N(0, (1.5 tau)^2)` (about half the weights
+    remain) or, with `density`, exactly `round(density * n)` random entries
+    of `+-3 tau` per layer and zeros elsewhere.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in layers.masked_layers(model):
+        shape = tuple(layer.scores.shape)
+        scale = 1.5 * float(layer.threshold.numpy()) if hasattr(layer, "threshold") else 1.0
+        if density is None:
+            scores = rng.normal(scale=scale, size=shape)
+        else:
+            scores = np.zeros(math.prod(shape))
+            kept = rng.choice(scores.size, round(density * scores.size), replace=False)
+            scores[kept] = 2.0 * scale * rng.choice([-1.0, 1.0], kept.size)
+        layer.scores.assign(scores.reshape(shape).astype(np.float32))
+    for layer in layers.find_layers(model, keras.layers.BatchNormalization):
+        channels = layer.moving_mean.shape
+        layer.moving_mean.assign(rng.normal(size=channels).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels).astype(np.float32))
+    return model
+
+
+def randomized_model(arch="fcn", input_shape=FCN_SHAPE, density=None, **kwargs):
+    """A masked model of `models.build_model` with `randomize_scores` applied."""
+    model = models.build_model(arch, input_shape=input_shape, **kwargs)
+    return randomize_scores(model, density=density)
+
+
+def random_images(input_shape, count=6, seed=1):
+    """`count` uint8 images of `input_shape`, uniform in [0, 255]."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, *input_shape)).astype(np.uint8)
+
+
+
+def effective_kernels(model):
+    """`{layer name: its effective kernel W0 * m}` of every masked layer."""
+    return {layer.name: layer.effective_kernel().numpy() for layer in layers.masked_layers(model)}
+
+
+def export_cli(*argv):
+    """Runs `ssm_keras.export` with `argv` in this process: its exit status."""
+    flag_values = flags.FlagValues()
+    export.define_flags(flag_values)
+    flag_values(["export", *argv])
+    return command.run(lambda: export.run_command(flag_values))
+
+
+def assert_one_error_line(captured, fragment):
+    """A command printed one `error: ` line holding `fragment`, and nothing else."""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert fragment in lines[0]
+    assert captured.out == ""
 
 
 class Crash(keras.callbacks.Callback):

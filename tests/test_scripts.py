@@ -215,7 +215,10 @@ def test_plots_command(finished_run, tmp_path, capsys):
     capsys.readouterr()
     assert _plots_cli(f"--model_dir={tmp_path / 'missing'}") == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("error: ") and "results.json" in error[0]
+    assert len(error) == 1 and error[0].startswith("error: ") and "does not exist" in error[0]
+    assert _plots_cli(f"--model_dir={tmp_path}") == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"{tmp_path} has no results.json" in error[0]
     a_file = tmp_path / "a_file"
     a_file.write_text("kept")
     assert _plots_cli(f"--model_dir={finished_run}", f"--out={a_file}") == 1

@@ -1,0 +1,231 @@
+"""The compact file format: exact round trips, mask codings, sizes, damaged files."""
+
+import hashlib
+import os
+import re
+import struct
+
+import keras
+
+import numpy as np
+import pytest
+
+from ssm_keras import baking, compact, layers, models
+
+from conftest import (FCN_SHAPE, CONV_SHAPE, assert_one_error_line, effective_kernels,
+                      export_cli, random_images, randomize_scores, randomized_model)
+
+
+# The compact format.
+def _perturbed_kernels(model):
+    """Fine-tuned kernels, as after the `mask_then_weights` regime."""
+    rng = np.random.default_rng(5)
+    for layer in layers.masked_layers(model):
+        kernel = layer.kernel.numpy()
+        layer.kernel.assign(kernel * rng.uniform(0.5, 1.5, kernel.shape).astype(np.float32))
+    return model
+
+
+def _large_thresholds(model):
+    """Thresholds above 1, where stand-in scores of +-1 would hide everything."""
+    for layer in layers.masked_layers(model):
+        layer.threshold.assign(5.0)
+    return randomize_scores(model)
+
+
+ROUND_TRIPS = {
+    "elus_signed": (lambda: randomized_model(), "signed_constant"),
+    "elus_binary_large_thresholds": (
+        lambda: _large_thresholds(
+            models.build_model("fcn", input_shape=FCN_SHAPE,
+                               mask_config=models.MaskConfig(mask="binary"))
+        ),
+        "signed_constant",
+    ),
+    "glorot_binary": (
+        lambda: randomized_model(kernel_initializer="glorot_uniform",
+                       mask_config=models.MaskConfig(mask="binary")),
+        "seeded",
+    ),
+    "elu_signed_topk": (
+        lambda: randomized_model(kernel_initializer="elu",
+                       mask_config=models.MaskConfig(mask="signed_topk", density=0.1)),
+        "seeded",
+    ),
+    "unseeded_elu": (lambda: randomized_model(kernel_initializer="elu", seed=None), "values"),
+    "mask_then_weights": (
+        lambda: _perturbed_kernels(
+            randomized_model(mask_config=models.MaskConfig(regime="mask_then_weights"))
+        ),
+        "values",
+    ),
+    "resnet20_elus": (lambda: randomized_model("resnet20", CONV_SHAPE), "signed_constant"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROUND_TRIPS))
+def test_compact_round_trip_is_exact(case, tmp_path):
+    make_model, codec = ROUND_TRIPS[case]
+    model = make_model()
+    path = tmp_path / "model.ssm"
+    size = compact.save_compact(model, path, metadata={"case": case})
+    assert size == path.stat().st_size
+    header, _ = compact.read_compact(path)
+    assert {record["codec"] for record in header["masked_layers"]} == {codec}
+    loaded = compact.load_compact(path)
+    assert loaded.metadata == {"case": case}
+    rebuilt = effective_kernels(loaded.masked_model)
+    for name, kernel in effective_kernels(model).items():
+        assert np.array_equal(rebuilt[name], kernel), name
+        np.testing.assert_array_equal(loaded.baked_model.get_layer(name).kernel.numpy(), kernel)
+    for layer in layers.find_layers(model, keras.layers.BatchNormalization):
+        twin = loaded.masked_model.get_layer(layer.name)
+        np.testing.assert_array_equal(twin.moving_mean.numpy(), layer.moving_mean.numpy())
+        np.testing.assert_array_equal(twin.moving_variance.numpy(), layer.moving_variance.numpy())
+    images = random_images(model.input_shape[1:]).astype(np.float32)
+    expected = model(images).numpy()
+    np.testing.assert_allclose(loaded.masked_model(images).numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(loaded.baked_model(images).numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_compact_fcn_with_4_percent_remaining_is_over_100x_smaller(tmp_path):
+    model = randomized_model(input_shape=(28, 28, 1), density=0.04)
+    assert models.masked_weight_count(model) == 266_200
+    remaining = sum(layer.mask_counts()["remaining"] for layer in layers.masked_layers(model))
+    assert remaining == round(0.04 * 784 * 300) + round(0.04 * 300 * 100) + round(0.04 * 100 * 10)
+    size = compact.save_compact(model, tmp_path / "model.ssm")
+    assert 266_200 * 4 / size >= 100
+
+
+@pytest.mark.parametrize("coding", compact.MASK_CODINGS)
+@pytest.mark.parametrize("density", [0.0, 1e-4, 0.04, 0.5, 1.0])
+@pytest.mark.parametrize("signs", [True, False])
+def test_mask_code_round_trip(coding, density, signs):
+    rng = np.random.default_rng(2)
+    shape = (37, 11, 3)
+    mask = (rng.random(shape) < density) * rng.choice([-1.0, 1.0], shape)
+    mask[-1, -1, -1] = 0.0 if density < 1 else -1.0
+    record, data = compact.encode_mask(mask, signs=signs, coding=coding)
+    assert record["coding"] == coding and record["count"] == np.count_nonzero(mask)
+    decoded = compact.decode_mask(record, data, shape)
+    np.testing.assert_array_equal(decoded, mask if signs else np.abs(mask))
+
+
+def _structured_mask(structure, rng):
+    """A 4%-dense (784, 300) mask: random, or 30% dense in a few units
+    (columns) or inputs (rows) only."""
+    shape = (784, 300)
+    signs = rng.choice([-1.0, 1.0], shape)
+    if structure == "random":
+        return (rng.random(shape) < 0.04) * signs
+    alive = np.zeros(shape, bool)
+    if structure == "few_units":
+        alive[:, rng.choice(300, 40, replace=False)] = True
+    else:
+        alive[rng.choice(784, 100, replace=False)] = True
+    return alive * (rng.random(shape) < 0.3) * signs
+
+
+@pytest.mark.parametrize("structure, coding", [
+    ("random", "rice"), ("few_units", "lzma_units_first"), ("few_inputs", "lzma"),
+])
+def test_mask_coding_kept_is_the_smallest(structure, coding):
+    mask = _structured_mask(structure, np.random.default_rng(4))
+    sizes = {
+        name: len(compact.encode_mask(mask, signs=True, coding=name)[1])
+        for name in compact.MASK_CODINGS
+    }
+    record, data = compact.encode_mask(mask, signs=True)
+    assert record["coding"] == coding == min(sizes, key=sizes.get)
+    assert len(data) == sizes[coding]
+    np.testing.assert_array_equal(compact.decode_mask(record, data, mask.shape), mask)
+
+
+def test_rice_code_is_within_one_percent_of_the_entropy():
+    """A random ternary mask, 4% non-zero: `H = -sum p log2 p` bits per entry."""
+    rng = np.random.default_rng(3)
+    mask = (rng.random(266_200) < 0.04) * rng.choice([-1.0, 1.0], 266_200)
+    probabilities = np.array([np.mean(mask == value) for value in (-1, 0, 1)])
+    entropy_bytes = -mask.size * np.sum(probabilities * np.log2(probabilities)) / 8
+    _, data = compact.encode_mask(mask, signs=True, coding="rice")
+    assert entropy_bytes <= len(data) <= 1.01 * entropy_bytes
+
+
+def test_header_dictionary_is_frozen():
+    """Version-1 files need exactly this dictionary to be read."""
+    digest = hashlib.sha256(compact.HEADER_DICTIONARY).hexdigest()
+    assert digest == "cb8b393875a495f1b8a900fbb4e3f1d650495196b1e2479fbe914ae49433a034"
+
+
+# Bad input.
+def _flip(offset):
+    def damage(data):
+        data = bytearray(data)
+        data[offset] ^= 0x40
+        return bytes(data)
+    return damage
+
+
+DAMAGES = {
+    "truncated": (lambda data: data[: len(data) // 2], "is truncated or damaged"),
+    "cut_in_prefix": (lambda data: data[:12], "is truncated (12 bytes)"),
+    "flipped_payload_byte": (_flip(-100), "checksum mismatch"),
+    "flipped_header_byte": (_flip(40), "checksum mismatch"),
+    "flipped_magic": (_flip(1), "not an ssm_keras compact file"),
+    "unknown_version": (
+        lambda data: data[:8] + struct.pack("<H", 2) + data[10:],
+        "format version 2; this ssm_keras reads version 1 only",
+    ),
+    "trailing_bytes": (lambda data: data + b"\0", "is truncated or damaged"),
+}
+
+
+@pytest.fixture(scope="module")
+def compact_bytes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compact") / "model.ssm"
+    compact.save_compact(randomized_model(), path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_compact_file_is_refused(damage, compact_bytes, tmp_path, capsys):
+    damage_bytes, message = DAMAGES[damage]
+    path = tmp_path / "model.ssm"
+    path.write_bytes(damage_bytes(compact_bytes))
+    with pytest.raises(compact.CompactFileError, match=re.escape(message)):
+        compact.load_compact(path)
+    out_dir = tmp_path / "out"
+    assert export_cli(f"--compact_file={path}", f"--out={out_dir}") == 1
+    assert_one_error_line(capsys.readouterr(), message)
+    assert not out_dir.exists() or not os.listdir(out_dir)
+
+
+def test_missing_compact_file_is_refused(tmp_path):
+    with pytest.raises(baking.ExportError, match="cannot read compact file"):
+        compact.load_compact(tmp_path / "nothing.ssm")
+
+
+def _recompact(data, change):
+    """Compact file bytes with `change(header)` applied and a valid checksum."""
+    prefix = struct.Struct("<8sHIQ")
+    magic, version, header_size, payload_size = prefix.unpack_from(data)
+    header = compact.decompress_header(data[prefix.size:prefix.size + header_size])
+    change(header)
+    header_bytes = compact.compress_header(header)
+    payload = data[prefix.size + header_size:prefix.size + header_size + payload_size]
+    body = prefix.pack(magic, version, len(header_bytes), payload_size) + header_bytes + payload
+    return body + hashlib.sha256(body).digest()
+
+
+@pytest.mark.parametrize("change", [
+    lambda header: header.update(variables=5),
+    lambda header: header["masked_layers"][0].update(layer=[1]),
+    lambda header: header["masked_layers"][0].update(shape="wide"),
+    lambda header: header.update(metadata=[]),
+    lambda header: header.clear() or header.update(format="ssm_keras.compact"),
+])
+def test_compact_header_of_wrong_types_is_refused(change, compact_bytes, tmp_path, capsys):
+    path = tmp_path / "model.ssm"
+    path.write_bytes(_recompact(compact_bytes, change))
+    assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}") == 1
+    assert_one_error_line(capsys.readouterr(), f"compact file {path}")
