@@ -83,7 +83,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ssm_keras import baking, data, masking, models, training  # noqa: E402
+from ssm_keras import baking, choices, data, masking, models, training  # noqa: E402
 from ssm_keras import config as ssm_config  # noqa: E402
 from ssm_keras import layers as ssm_layers  # noqa: E402
 
@@ -114,7 +114,7 @@ def parse_args(argv):
                              "on with a GPU or TPU, off on CPUs)")
     parser.add_argument("--precisions", default="float32",
                         help="comma-separated dtype policies of "
-                             f"{', '.join(ssm_config.PRECISIONS)}")
+                             f"{', '.join(choices.PRECISIONS)}")
     parser.add_argument("--peak_gflops", type=float, default=None,
                         help="the peak GFLOP/s for the arithmetic ceiling of every precision "
                              "(default: measured in this run, by a matmul in each "
@@ -137,11 +137,11 @@ def parse_args(argv):
     args.precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
     if not args.precisions:
         parser.error("--precisions is empty; give comma-separated dtype policies of "
-                     f"{', '.join(ssm_config.PRECISIONS)}")
+                     f"{', '.join(choices.PRECISIONS)}")
     for precision in args.precisions:
-        if precision not in ssm_config.PRECISIONS:
+        if precision not in choices.PRECISIONS:
             parser.error(f"--precisions: {precision!r} is not one of "
-                         f"{', '.join(ssm_config.PRECISIONS)}")
+                         f"{', '.join(choices.PRECISIONS)}")
     for arch in args.archs:
         try:
             models.get_architecture(arch)
@@ -435,7 +435,7 @@ def mask_seconds_per_step(model, precision, iterations=200, repeats=3):
     timed in a loop of `iterations` and less the loop's own cost; best of
     `repeats`. None for masks without a fused threshold kernel."""
     layers = ssm_layers.masked_layers(model)
-    if not all(layer.mask_kind in masking.THRESHOLD_KINDS for layer in layers):
+    if not all(layer.mask_kind in choices.THRESHOLD_KINDS for layer in layers):
         return None
     dtype = compute_dtype(precision)
     seconds = {}

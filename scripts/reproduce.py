@@ -7,8 +7,10 @@
     python scripts/reproduce.py --aggregate_only     # table and plots of what is finished
 
 Experiments are the stems of the flagfiles in `flags/` that belong to the
-paper's table (DESIGN section 6): `<model>_<data>_signed` and
-`<model>_<data>_baseline`. Each missing run is one subprocess
+paper's table (DESIGN section 6), `<model>_<data>_signed` and
+`<model>_<data>_baseline`, and the recipes found with `ssm_keras.tune`,
+`<model>_<data>_signed_tuned` (`TUNED`; a row of their own in the table).
+Each missing run is one subprocess
 
     python -m ssm_keras.train --flagfile=flags/<experiment>.flags --seed=S \\
         --model_dir=<runs_dir>/<experiment>/seed<S> [--data_dir=...] [extra flags]
@@ -70,12 +72,15 @@ PAPER = {
     "resnet110_cifar100": ("ResNet-110", "CIFAR-100", 62.70, 46.42, 20.64, "351K"),
 }
 VARIANTS = ("signed", "baseline")
+# Flagfiles of recipes found with ssm_keras.tune (variant `signed_tuned`).
+TUNED = ("fcn_mnist_signed_tuned",)
 # Settings that say where and how fast a run went, not what it trained.
 NOT_RECIPE = {"epochs", "model_dir", "data_dir", "seed", "resume", "overwrite", "verbose",
               "strategy", "tpu", "jit_compile", "steps_per_execution", "run_eagerly"}
 # Flags that `--compress` derives from each flagfile.
 COMPRESSED = ("--epochs", "--lr_decay_epochs", "--plateau_patience")
 EXPERIMENTS = tuple(f"{model}_{variant}" for model in PAPER for variant in VARIANTS)
+ALLOWED = EXPERIMENTS + TUNED
 
 
 def parse_args(argv):
@@ -93,9 +98,9 @@ def parse_args(argv):
                         help="train nothing; table and plots of the finished runs")
     args, extra = parser.parse_known_args(argv)
     args.experiments = [name.strip() for name in args.experiments.split(",") if name.strip()]
-    unknown = sorted(set(args.experiments) - set(EXPERIMENTS))
+    unknown = sorted(set(args.experiments) - set(ALLOWED))
     if unknown:
-        parser.error(f"unknown experiments {unknown}; choose from {', '.join(EXPERIMENTS)}")
+        parser.error(f"unknown experiments {unknown}; choose from {', '.join(ALLOWED)}")
     try:
         args.seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
@@ -113,9 +118,12 @@ def parse_args(argv):
 
 
 def split_experiment(name):
-    """`("conv4_cifar10", "signed")` from `"conv4_cifar10_signed"`."""
-    model, _, variant = name.rpartition("_")
-    return model, variant
+    """`("conv4_cifar10", "signed")` from `"conv4_cifar10_signed"`;
+    `("fcn_mnist", "signed_tuned")` from `"fcn_mnist_signed_tuned"`."""
+    for variant in ("signed_tuned", *VARIANTS):
+        if name.endswith(f"_{variant}"):
+            return name[:-len(variant) - 1], variant
+    raise ValueError(f"not an experiment name: {name!r}")
 
 
 def run_dir(runs_dir, experiment, seed):
@@ -236,6 +244,8 @@ def _count(stats):
 
 
 def _runs(record):
+    if not record["seeds"]:
+        return "-"
     epochs = "/".join(map(str, record["epochs"])) or "-"
     full = record.get("flagfile_epochs")
     shortened = full is not None and any(epoch != full for epoch in record["epochs"])
@@ -256,23 +266,24 @@ def format_table(table, extra=()):
         "| signed supermask (ours) | remaining (paper) | remaining (ours) | runs |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    empty = {"seeds": [], "epochs": [],
+             **{k: {"mean": None, "std": None}
+                for k in ("test_accuracy", "remaining_percent", "remaining_weights")}}
     for model, (name, data, paper_base, paper_signed, paper_rest, paper_count) in PAPER.items():
-        base = table.get(f"{model}_baseline")
-        signed = table.get(f"{model}_signed")
-        if base is None and signed is None:
-            continue
-        empty = {"seeds": [], "epochs": [],
-                 **{k: {"mean": None, "std": None}
-                    for k in ("test_accuracy", "remaining_percent", "remaining_weights")}}
-        base, signed = base or empty, signed or empty
-        remaining = _cell(signed["remaining_percent"], suffix="%")
-        if signed["remaining_weights"]["mean"] is not None:
-            remaining += f" ({_count(signed['remaining_weights'])})"
-        lines.append(
-            f"| {name} | {data} | {paper_base:.2f} | {_cell(base['test_accuracy'])} "
-            f"| {_runs(base)} | {paper_signed:.2f} | {_cell(signed['test_accuracy'])} "
-            f"| {paper_rest:.2f}% ({paper_count}) | {remaining} | {_runs(signed)} |"
-        )
+        rows = [(name, table.get(f"{model}_baseline"), table.get(f"{model}_signed")),
+                (f"{name}, tuned recipe", None, table.get(f"{model}_signed_tuned"))]
+        for label, base, signed in rows:
+            if base is None and signed is None:
+                continue
+            base, signed = base or empty, signed or empty
+            remaining = _cell(signed["remaining_percent"], suffix="%")
+            if signed["remaining_weights"]["mean"] is not None:
+                remaining += f" ({_count(signed['remaining_weights'])})"
+            lines.append(
+                f"| {label} | {data} | {paper_base:.2f} | {_cell(base['test_accuracy'])} "
+                f"| {_runs(base)} | {paper_signed:.2f} | {_cell(signed['test_accuracy'])} "
+                f"| {paper_rest:.2f}% ({paper_count}) | {remaining} | {_runs(signed)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -301,8 +312,8 @@ def write_plots(runs_dir, table):
             continue
         for seed in record["seeds"]:
             paths += plots.plot_run(run_dir(runs_dir, experiment, seed))
-        label = f"{PAPER[model][0]} {variant}"
-        if variant == "signed":
+        label = f"{PAPER[model][0]} {variant.replace('_', ' ')}"
+        if variant != "baseline":
             layers = plots.mean_layers([results["layers"] for results, _ in runs])
             paths.append(plots.plot_mask_composition(
                 layers, os.path.join(runs_dir, experiment, plots.COMPOSITION_FILE),
@@ -315,9 +326,10 @@ def write_plots(runs_dir, table):
             "accuracy_std": record["test_accuracy"]["std"],
         })
         paper = PAPER[model]
-        points.append({"label": label, "paper": True,
-                       "remaining_percent": paper[4] if variant == "signed" else 100.0,
-                       "accuracy": paper[3] if variant == "signed" else paper[2]})
+        if variant != "signed_tuned":  # the paper's point is the signed one's
+            points.append({"label": label, "paper": True,
+                           "remaining_percent": paper[4] if variant == "signed" else 100.0,
+                           "accuracy": paper[3] if variant == "signed" else paper[2]})
         curve = mean_curve([history for _, history in runs], "val_accuracy")
         if curve["epochs"]:
             curves.append({"label": label, **curve})

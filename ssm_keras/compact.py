@@ -89,10 +89,9 @@ import zlib
 import keras
 import numpy as np
 
-from ssm_keras import baking
+from ssm_keras import baking, choices
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
-from ssm_keras import masking
 
 MAGIC = b"\x89SSM\r\n\x1a\n"
 VERSION = 1
@@ -528,7 +527,7 @@ def _stand_in_scores(layer, mask):
     `mask != 0`. Top-k masks: `s = mask`, whose `k` largest `|s|` are the
     non-zeros (`k` was their count). Bernoulli (expected): `[s > 0] = mask`.
     """
-    if layer.mask_kind in masking.THRESHOLD_KINDS:
+    if layer.mask_kind in choices.THRESHOLD_KINDS:
         return mask * (2.0 * np.float32(layer.threshold.numpy()) + 1.0)
     return mask
 

@@ -8,16 +8,10 @@ and the tuner all produce; `validate()` turns every bad value into a
 import dataclasses
 import math
 
-from ssm_keras import data, initializers, layers, losses, masking, models
+from ssm_keras import choices, data
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
-REGIMES = ("mask", "weights", "mask_then_weights")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("exponential", "constant", "cosine", "plateau")
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-ACTIVATIONS = ("elu", "relu", "gelu", "swish", "tanh", "sigmoid")
 # `--signed` / `--nosigned` move a mask kind to its signed or unsigned twin.
 SIGNED_TWIN = {"binary": "signed", "topk": "signed_topk", "signed": "signed",
                "signed_topk": "signed_topk"}
@@ -160,16 +154,6 @@ class TrainConfig:
         """Whether the model is masked (every regime but `weights`)."""
         return self.regime != "weights"
 
-    def mask_config(self):
-        """The `models.MaskConfig` of this run."""
-        return models.MaskConfig(
-            mask=self.mask_kind,
-            tau_fraction=self.tau_fraction,
-            density=self.density,
-            score_initializer=self.score_init,
-            bernoulli_eval=self.bernoulli_eval,
-        )
-
     def keras_weight_decay(self):
         """Keras' decoupled weight decay for the paper's `weight_decay`.
 
@@ -184,24 +168,24 @@ class TrainConfig:
 
     def validate(self):
         """Raises ConfigError on the first bad setting."""
-        _choice("arch", self.arch, sorted(models.ARCHITECTURES))
-        _choice("mask", self.mask, masking.MASK_KINDS)
+        _choice("arch", self.arch, choices.ARCHITECTURES)
+        _choice("mask", self.mask, choices.MASK_KINDS)
         if self.signed and self.mask not in SIGNED_TWIN:
             raise ConfigError(
                 f"--signed needs a mask kind with a signed form "
                 f"({', '.join(SIGNED_TWIN)}). Received: --mask={self.mask}"
             )
-        _choice("regime", self.regime, REGIMES)
+        _choice("regime", self.regime, choices.REGIMES)
         _choice("dataset", self.dataset, sorted(data.DATASETS))
         _choice("augment", self.augment, data.AUGMENTATIONS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("loss", self.loss, losses.LOSSES)
-        _choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        _choice("bernoulli_eval", self.bernoulli_eval, layers.BERNOULLI_EVAL_MODES)
+        _choice("optimizer", self.optimizer, choices.OPTIMIZERS)
+        _choice("loss", self.loss, choices.LOSSES)
+        _choice("lr_schedule", self.lr_schedule, choices.SCHEDULES)
+        _choice("strategy", self.strategy, choices.STRATEGIES)
+        _choice("mixed_precision", self.mixed_precision, choices.PRECISIONS)
+        _choice("bernoulli_eval", self.bernoulli_eval, choices.BERNOULLI_EVAL_MODES)
         if self.activation is not None:
-            _choice("activation", self.activation, ACTIVATIONS)
+            _choice("activation", self.activation, choices.ACTIVATIONS)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -234,11 +218,8 @@ class TrainConfig:
             _positive("max_examples", self.max_examples)
         for name in ("weight_init", "score_init"):
             value = getattr(self, name)
-            if value is not None:
-                try:
-                    initializers.get(value)
-                except ValueError as error:
-                    raise ConfigError(f"--{name}: {error}") from None
+            if value is not None and value not in choices.INITIALIZERS:
+                _check_keras_initializer(name, value)
         if self.regime == "mask_then_weights" and not self.mask_from:
             raise ConfigError(
                 "--regime=mask_then_weights starts from a trained mask: name its run "
@@ -255,7 +236,7 @@ class TrainConfig:
         """Refuses `--tau_fraction` / `--density` set for a mask that ignores it."""
         if self.regime != "mask":
             return
-        used_by = {"tau_fraction": masking.THRESHOLD_KINDS, "density": masking.TOPK_KINDS}
+        used_by = {"tau_fraction": choices.THRESHOLD_KINDS, "density": choices.TOPK_KINDS}
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
         for name, kinds in used_by.items():
             if self.mask_kind not in kinds and getattr(self, name) != defaults[name]:
@@ -270,6 +251,20 @@ def _choice(name, value, allowed):
         raise ConfigError(
             f"Unknown --{name}={value!r}. Allowed: {', '.join(map(str, allowed))}."
         )
+
+
+def _check_keras_initializer(name, value):
+    """Raises ConfigError unless `value` names a Keras initialiser.
+
+    The one check that needs Keras, imported here so that checking every
+    other setting does not.
+    """
+    from ssm_keras import initializers  # pylint: disable=import-outside-toplevel
+
+    try:
+        initializers.get(value)
+    except ValueError as error:
+        raise ConfigError(f"--{name}: {error}") from None
 
 
 def _positive(name, value):

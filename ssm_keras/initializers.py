@@ -23,6 +23,8 @@ import secrets
 
 import keras
 
+from ssm_keras.choices import INITIALIZERS
+
 ELUS_DEFAULT_FACTOR = 6.0
 
 
@@ -108,14 +110,11 @@ class ScaledUniform(_SeededInitializer):
         return {"variance_factor": self.variance_factor, **super().get_config()}
 
 
-CUSTOM_NAMES = ("elus", "elu", "signed_kaiming_constant")
-
-
 def get(identifier, factor=None):
     """Resolves an initialiser name, config or instance.
 
     Args:
-        identifier: one of `CUSTOM_NAMES`, any Keras initialiser name, a
+        identifier: one of `choices.INITIALIZERS`, any Keras initialiser name, a
             serialised config dict, or an `Initializer`.
         factor: for `elus` only, its `factor` (default 6).
 
@@ -136,7 +135,7 @@ def get(identifier, factor=None):
         initializer = None
     if initializer is None:
         raise ValueError(
-            f"Unknown initializer. Expected one of {CUSTOM_NAMES} or a Keras "
+            f"Unknown initializer. Expected one of {INITIALIZERS} or a Keras "
             "initializer name such as 'glorot_uniform', 'he_normal', 'zeros'. "
             f"Received: {identifier!r}"
         )

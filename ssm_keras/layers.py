@@ -26,9 +26,8 @@ import tensorflow as tf
 
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import masking
-
-REGIMES = ("mask", "mask_then_weights")
-BERNOULLI_EVAL_MODES = ("expected", "sample")
+from ssm_keras import choices
+from ssm_keras.choices import BERNOULLI_EVAL_MODES, MASKED_REGIMES
 DEFAULT_SCORE_INITIALIZERS = {
     "signed": "glorot_uniform",
     "binary": "glorot_uniform",
@@ -52,7 +51,7 @@ class MaskedLayer(keras.layers.Layer):
     `_apply_kernel(inputs, kernel)`.
 
     Args:
-        mask: one of `masking.MASK_KINDS`.
+        mask: one of `choices.MASK_KINDS`.
         tau_fraction: threshold masks: `tau = tau_fraction * max(|s_init|)`,
             in [0, 1).
         density: top-k masks: the fraction of weights kept, in (0, 1].
@@ -88,8 +87,8 @@ class MaskedLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_choice("mask", mask, masking.MASK_KINDS)
-        _check_choice("regime", regime, REGIMES)
+        _check_choice("mask", mask, choices.MASK_KINDS)
+        _check_choice("regime", regime, MASKED_REGIMES)
         _check_choice("bernoulli_eval", bernoulli_eval, BERNOULLI_EVAL_MODES)
         if not 0.0 <= tau_fraction < 1.0:
             raise ValueError(
@@ -143,7 +142,7 @@ class MaskedLayer(keras.layers.Layer):
             dtype="float32",
             autocast=False,
         )
-        if self.mask_kind in masking.THRESHOLD_KINDS:
+        if self.mask_kind in choices.THRESHOLD_KINDS:
             self.threshold = self.add_weight(
                 name="threshold",
                 shape=(),
@@ -202,7 +201,7 @@ class MaskedLayer(keras.layers.Layer):
         (`masking.threshold_masked_kernel`), with the same values and
         straight-through gradients.
         """
-        if self.mask_kind in masking.THRESHOLD_KINDS:
+        if self.mask_kind in choices.THRESHOLD_KINDS:
             scores = self.scores
             if self.regime == "mask_then_weights":
                 scores = tf.stop_gradient(scores)

@@ -14,7 +14,7 @@ The models end in a float32 softmax. For labels `y` and probabilities `p`:
 import keras
 import tensorflow as tf
 
-LOSSES = ("crossentropy", "clipped_crossentropy")
+from ssm_keras.choices import LOSSES
 EPSILON = 1e-7
 
 

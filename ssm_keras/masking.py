@@ -24,9 +24,7 @@ import math
 import keras
 import tensorflow as tf
 
-MASK_KINDS = ("signed", "binary", "bernoulli", "topk", "signed_topk")
-THRESHOLD_KINDS = ("signed", "binary")
-TOPK_KINDS = ("topk", "signed_topk")
+from ssm_keras.choices import MASK_KINDS, THRESHOLD_KINDS
 
 
 @tf.custom_gradient

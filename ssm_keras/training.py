@@ -102,7 +102,9 @@ def build_model(config, spec):
         masked=config.masked,
         input_shape=spec.image_shape,
         num_classes=spec.num_classes,
-        mask_config=config.mask_config(),
+        mask_config=models.MaskConfig(
+            mask=config.mask_kind, tau_fraction=config.tau_fraction, density=config.density,
+            score_initializer=config.score_init, bernoulli_eval=config.bernoulli_eval),
         kernel_initializer=config.weight_init,
         init_factor=config.init_factor,
         activation=config.activation,

@@ -69,7 +69,7 @@ import keras
 import keras_tuner
 
 from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import distribute, masking, plots, run_dir, training
+from ssm_keras import choices, distribute, plots, run_dir, training
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -77,7 +77,7 @@ OBJECTIVES = ("val_accuracy", "sparse")
 # Categorical `TrainConfig` fields that a `--<name>_choices` flag can search.
 CHOICE_FIELDS = ("mask", "optimizer", "lr_schedule")
 # The mask kinds that use each mask-shape field.
-MASK_SHAPE_USERS = {"tau_fraction": masking.THRESHOLD_KINDS, "density": masking.TOPK_KINDS}
+MASK_SHAPE_USERS = {"tau_fraction": choices.THRESHOLD_KINDS, "density": choices.TOPK_KINDS}
 SPARSE_OBJECTIVE = "val_sparse_objective"
 # Scale of each tunable `TrainConfig` field.
 SCALES = {

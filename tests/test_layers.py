@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssm_keras import initializers, layers, masking
+from ssm_keras import choices, initializers, layers, masking
 
 
 def _dense(**kwargs):
@@ -125,7 +125,7 @@ def test_same_seed_and_name_give_identical_weights():
     assert not np.array_equal(first.scores.numpy(), other.scores.numpy())
 
 
-@pytest.mark.parametrize("kind", masking.MASK_KINDS)
+@pytest.mark.parametrize("kind", choices.MASK_KINDS)
 def test_keras_round_trip(tmp_path, kind):
     inputs = keras.Input((6, 6, 2))
     x = layers.MaskedConv2D(3, 3, mask=kind, seed=0, name="conv", use_bias=True)(inputs)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssm_keras import masking
+from ssm_keras import choices, masking
 
 SCORES = np.array([[-0.9, -0.3, 0.0], [0.2, 0.5, 1.0]], np.float32)
 
@@ -83,7 +83,7 @@ def test_topk_count_is_ceiling(size, density, expected):
     assert masking.topk_count(size, density) == expected
 
 
-@pytest.mark.parametrize("kind", masking.TOPK_KINDS)
+@pytest.mark.parametrize("kind", choices.TOPK_KINDS)
 def test_topk_exact_count_with_ties(kind):
     scores = np.array([1.0, -1.0, 1.0, 1.0, -1.0, 0.5, 0.5, 1.0], np.float32)
     mask = getattr(masking, f"{kind}_mask")(scores, 0.5).numpy()
@@ -93,7 +93,7 @@ def test_topk_exact_count_with_ties(kind):
     assert np.count_nonzero(all_tied.numpy()) == 9
 
 
-@pytest.mark.parametrize("kind", masking.MASK_KINDS)
+@pytest.mark.parametrize("kind", choices.MASK_KINDS)
 def test_float16_scores_under_mixed_precision(kind):
     keras.mixed_precision.set_global_policy("mixed_float16")
     scores16 = tf.constant(SCORES, tf.float16)
@@ -121,7 +121,7 @@ def test_unknown_mask_kind_names_value():
         masking.compute_mask("ternary", SCORES)
 
 
-@pytest.mark.parametrize("kind", masking.THRESHOLD_KINDS)
+@pytest.mark.parametrize("kind", choices.THRESHOLD_KINDS)
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
 def test_fused_masked_kernel_equals_kernel_times_mask(kind, dtype):
     rng = np.random.default_rng(1)
@@ -148,7 +148,7 @@ def test_fused_masked_kernel_equals_kernel_times_mask(kind, dtype):
     )
 
 
-@pytest.mark.parametrize("kind", masking.THRESHOLD_KINDS)
+@pytest.mark.parametrize("kind", choices.THRESHOLD_KINDS)
 def test_fused_masked_kernel_with_frozen_kernel_computes_only_the_score_gradient(kind):
     rng = np.random.default_rng(2)
     kernel = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32), trainable=False)

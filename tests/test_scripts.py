@@ -281,6 +281,22 @@ def test_reproduce_skips_finished_runs_and_aggregates(tmp_path):
         assert (runs / name).stat().st_size > 10_000, name
 
 
+def test_reproduce_tuned_recipe_has_its_own_row(tmp_path):
+    reproduce = _script("reproduce")
+    runs = tmp_path / "runs"
+    for seed, accuracy in enumerate((0.977, 0.978, 0.979)):
+        _fake_run(runs / "fcn_mnist_signed_tuned" / f"seed{seed}", accuracy, 2.4)
+    _fake_run(runs / "fcn_mnist_signed" / "seed0", 0.975, 2.38)
+    assert reproduce.split_experiment("fcn_mnist_signed_tuned") == ("fcn_mnist", "signed_tuned")
+    assert reproduce.main(["--experiments=fcn_mnist_signed,fcn_mnist_signed_tuned",
+                           "--seeds=0,1,2", f"--runs_dir={runs}", "--aggregate_only"]) == 0
+    text = (runs / "table.md").read_text()
+    assert "| FCN | MNIST | 97.42 | - | - | 97.48 | 97.50 | 3.77% (10.1K) | 2.38% (6.3K) |" in text
+    assert ("| FCN, tuned recipe | MNIST | 97.42 | - | - | 97.48 | 97.80 ± 0.10 "
+            "| 3.77% (10.1K) | 2.40 ± 0.00% (6.4K ± 0.0K) | 3 × 3") in text
+    assert (runs / "fcn_mnist_signed_tuned" / "mask_composition.png").stat().st_size > 10_000
+
+
 def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     reproduce = _script("reproduce")
     _fake_run(tmp_path / "fcn_mnist_signed" / "seed0", 0.9, 3.0, epochs=100,

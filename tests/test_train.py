@@ -168,7 +168,7 @@ def _run_cli(cli_flags, capsys, args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--arch=conv9"], "Unknown --arch='conv9'. Allowed: conv2, conv4"),
+    (["--arch=conv9"], "Unknown --arch='conv9'. Allowed: fcn, conv2, conv4"),
     (["--dataset=imagenet"], "Unknown --dataset='imagenet'"),
     (["--learning_rate=0"], "--learning_rate must be > 0"),
     (["--learning_rate=-0.1"], "--learning_rate must be > 0"),

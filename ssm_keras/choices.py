@@ -1,0 +1,33 @@
+"""The choice lists of the package's settings, each defined once.
+
+The modules that implement a choice (`masking`, `layers`, `losses`,
+`models`, `initializers`, `training`) and `config`, which checks the flags,
+take the names from here; this module imports nothing, so `config` needs no
+TensorFlow to check a setting. Tests check that every implementation covers
+its list. (Data sets and augmentations are listed in `data.specs`.)
+"""
+
+# Mask kinds (`masking`): threshold masks compare |s| (or s) with tau, top-k
+# masks keep a fixed fraction of each layer.
+MASK_KINDS = ("signed", "binary", "bernoulli", "topk", "signed_topk")
+THRESHOLD_KINDS = ("signed", "binary")
+TOPK_KINDS = ("topk", "signed_topk")
+# How a `bernoulli` mask evaluates: its rounded mean, or a fresh sample.
+BERNOULLI_EVAL_MODES = ("expected", "sample")
+
+# What trains: the mask, the weights (a plain model), or the weights under a
+# frozen mask. A masked layer has the regimes but `weights`.
+REGIMES = ("mask", "weights", "mask_then_weights")
+MASKED_REGIMES = tuple(regime for regime in REGIMES if regime != "weights")
+
+ARCHITECTURES = ("fcn", "conv2", "conv4", "conv6", "conv8", "resnet20", "resnet32",
+                 "resnet44", "resnet56", "resnet110", "wrn28")
+ACTIVATIONS = ("elu", "relu", "gelu", "swish", "tanh", "sigmoid")
+# The project's own weight initialisers; any Keras initialiser name works too.
+INITIALIZERS = ("elus", "elu", "signed_kaiming_constant")
+
+LOSSES = ("crossentropy", "clipped_crossentropy")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("exponential", "constant", "cosine", "plateau")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
