@@ -13,7 +13,8 @@ and the flagfiles' `--weight_init`), each one run of `ssm_keras.train`:
    (`m = [s > 0]`, that is `sigmoid(s) > 0.5`); with `--bernoulli` (the
    default) also `mask_bernoulli`: the same run with a Bernoulli mask
    (`m ~ Bernoulli(sigmoid(s))` in training, `[sigmoid(s) > 0.5]` at
-   inference) from the same scores (`--score_init` of the binary mask);
+   inference) from the same scores (`--score_init` of the binary mask; no
+   threshold, so `--tau_fraction` is left at its default);
 3. `mask_then_weights`: `flags/wrn28_cifar10_mask_then_weights.flags` with
    `--mask_from=<runs_dir>/mask`: the binary mask of (2) is frozen and its
    surviving weights train at learning rate 1e-5. DESIGN section 5 says "the
@@ -39,16 +40,20 @@ import pathlib
 import sys
 
 from ssm_keras import launch, plots, run_dir
+from ssm_keras.config import TrainConfig
 from ssm_keras.layers import DEFAULT_SCORE_INITIALIZERS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Each run of the study, in training order: `{run: (regime, extra flags)}`.
+# The Bernoulli mask starts from the binary mask's scores; it has no
+# threshold, so the flagfile's `--tau_fraction` goes back to its default.
 RUNS = {
     "weights": ("weights", ()),
     "mask": ("mask", ()),
     "mask_bernoulli": ("mask", ("--mask=bernoulli",
-                                f"--score_init={DEFAULT_SCORE_INITIALIZERS['binary']}")),
+                                f"--score_init={DEFAULT_SCORE_INITIALIZERS['binary']}",
+                                f"--tau_fraction={TrainConfig.tau_fraction}")),
     "mask_then_weights": ("mask_then_weights", ()),
 }
 MASK_RUNS = ("mask", "mask_bernoulli", "mask_then_weights")

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import command, models, plots, training
+from ssm_keras import command, models, plots, train, training
+from ssm_keras import config as ssm_config
 
 from conftest import REPO, tiny_config, tiny_splits
 
@@ -359,6 +360,11 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
     assert [os.path.basename(_flag(c, "flagfile")) for c in commands] == [
         "wrn28_cifar10_weights.flags", "wrn28_cifar10_mask.flags",
         "wrn28_cifar10_mask.flags", "wrn28_cifar10_mask_then_weights.flags"]
+    for command_line in commands:  # each command's flags are a valid training run
+        flag_values = flags.FlagValues()
+        train.define_flags(flag_values)
+        flag_values(["train", *command_line[3:]])
+        command.from_flags(ssm_config.TrainConfig, flag_values).validate()
     assert [os.path.basename(_flag(c, "model_dir")) for c in commands] == list(study.RUNS)
     assert {_flag(c, "seed") for c in commands} == {"0"}
     assert all("--width=1" in c and "--epochs=3" in c and "--dataset=mnist" in c
