@@ -289,6 +289,7 @@ def test_reproduce_tuned_recipe_has_its_own_row(tmp_path):
         _fake_run(runs / "fcn_mnist_signed_tuned" / f"seed{seed}", accuracy, 2.4)
     _fake_run(runs / "fcn_mnist_signed" / "seed0", 0.975, 2.38)
     assert reproduce.split_experiment("fcn_mnist_signed_tuned") == ("fcn_mnist", "signed_tuned")
+    assert all((REPO / "flags" / f"{name}.flags").is_file() for name in reproduce.TUNED)
     assert reproduce.main(["--experiments=fcn_mnist_signed,fcn_mnist_signed_tuned",
                            "--seeds=0,1,2", f"--runs_dir={runs}", "--aggregate_only"]) == 0
     text = (runs / "table.md").read_text()
