@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from ssm_keras import data
+from ssm_keras.data import sources
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -33,7 +34,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(
         tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"), raising=False
     )
-    monkeypatch.setattr(data, "_why_offline", lambda: "offline in this test")
+    monkeypatch.setattr(sources, "_why_offline", lambda: "offline in this test")
 
 
 def pixels(shape, start=0):
@@ -378,7 +379,7 @@ def test_idx_files_of_another_known_data_set_are_refused(tmp_path, monkeypatch):
     test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
     write_mnist(tmp_path, train, test)
     digest = hashlib.sha256(idx(train[1])).hexdigest()
-    monkeypatch.setitem(data._KNOWN_IDX_LABELS, digest, "fashion_mnist")
+    monkeypatch.setitem(sources._KNOWN_IDX_LABELS, digest, "fashion_mnist")
     with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz is the label file "
                                              r"of fashion_mnist, not of mnist"):
         data.load_splits("mnist", str(tmp_path), validation_size=0)
@@ -471,11 +472,11 @@ def test_tfds_prepared_copy_is_read_without_download(tmp_path, monkeypatch):
     fake = types.SimpleNamespace(builder=Builder, load=load, as_numpy=lambda x: x)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
     monkeypatch.setattr(
-        data, "_why_offline", lambda: pytest.fail("checked the network")
+        sources, "_why_offline", lambda: pytest.fail("checked the network")
     )
     # Not the system-wide copy, should the dataset-fashion-mnist package be installed.
-    layout = dataclasses.replace(data._LAYOUTS["fashion_mnist"], default_dirs=())
-    monkeypatch.setitem(data._LAYOUTS, "fashion_mnist", layout)
+    layout = dataclasses.replace(sources._LAYOUTS["fashion_mnist"], default_dirs=())
+    monkeypatch.setitem(sources._LAYOUTS, "fashion_mnist", layout)
 
     splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=2)
 
@@ -645,7 +646,7 @@ def test_flip_translate_rotate_geometry(monkeypatch):
     """Rotations turn about the centre; without them, a flip or nothing."""
     spot = np.zeros((8, 9, 9, 1), np.uint8)
     spot[:, 4, 4] = 255
-    monkeypatch.setattr(data, "_MAX_TRANSLATION", 0.0)
+    monkeypatch.setattr(sources, "_MAX_TRANSLATION", 0.0)
     dataset = data.make_dataset(
         spot, np.arange(8), 8, training=True, augment="flip_translate_rotate"
     )
@@ -653,7 +654,7 @@ def test_flip_translate_rotate_geometry(monkeypatch):
     np.testing.assert_allclose(rotated[:, 4, 4, 0], 255, atol=0.01)
 
     ramp = np.tile(pixels((1, 5, 5, 1)), (16, 1, 1, 1))
-    monkeypatch.setattr(data, "_MAX_ROTATION", 0.0)
+    monkeypatch.setattr(sources, "_MAX_ROTATION", 0.0)
     dataset = data.make_dataset(
         ramp, np.arange(16), 16, training=True, augment="flip_translate_rotate"
     )
