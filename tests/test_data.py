@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from ssm_keras import data
-from ssm_keras.data import sources
+from ssm_keras.data import formats, pipeline, sources
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -379,7 +379,7 @@ def test_idx_files_of_another_known_data_set_are_refused(tmp_path, monkeypatch):
     test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
     write_mnist(tmp_path, train, test)
     digest = hashlib.sha256(idx(train[1])).hexdigest()
-    monkeypatch.setitem(sources._KNOWN_IDX_LABELS, digest, "fashion_mnist")
+    monkeypatch.setitem(formats._KNOWN_IDX_LABELS, digest, "fashion_mnist")
     with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz is the label file "
                                              r"of fashion_mnist, not of mnist"):
         data.load_splits("mnist", str(tmp_path), validation_size=0)
@@ -646,7 +646,7 @@ def test_flip_translate_rotate_geometry(monkeypatch):
     """Rotations turn about the centre; without them, a flip or nothing."""
     spot = np.zeros((8, 9, 9, 1), np.uint8)
     spot[:, 4, 4] = 255
-    monkeypatch.setattr(sources, "_MAX_TRANSLATION", 0.0)
+    monkeypatch.setattr(pipeline, "_MAX_TRANSLATION", 0.0)
     dataset = data.make_dataset(
         spot, np.arange(8), 8, training=True, augment="flip_translate_rotate"
     )
@@ -654,7 +654,7 @@ def test_flip_translate_rotate_geometry(monkeypatch):
     np.testing.assert_allclose(rotated[:, 4, 4, 0], 255, atol=0.01)
 
     ramp = np.tile(pixels((1, 5, 5, 1)), (16, 1, 1, 1))
-    monkeypatch.setattr(sources, "_MAX_ROTATION", 0.0)
+    monkeypatch.setattr(pipeline, "_MAX_ROTATION", 0.0)
     dataset = data.make_dataset(
         ramp, np.arange(16), 16, training=True, augment="flip_translate_rotate"
     )
