@@ -7,7 +7,7 @@
 - `sources`: where the arrays come from (local folders and archives, the
   cache, tensorflow_datasets) and `load_splits`, with the validation split;
 - `pipeline`: the tf.data pipelines, `make_epoch_dataset` for training and
-  `make_dataset` for evaluation.
+  `make_eval_dataset` for evaluation.
 
 Example:
 
@@ -16,7 +16,7 @@ Example:
                                epoch=lambda: 0)
 """
 
-from ssm_keras.data.pipeline import make_dataset, make_epoch_dataset
+from ssm_keras.data.pipeline import make_epoch_dataset, make_eval_dataset
 from ssm_keras.data.sources import load_splits
 from ssm_keras.data.specs import (
     AUGMENTATIONS,
@@ -35,6 +35,6 @@ __all__ = [
     "DatasetSpec",
     "Splits",
     "load_splits",
-    "make_dataset",
     "make_epoch_dataset",
+    "make_eval_dataset",
 ]

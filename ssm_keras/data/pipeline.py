@@ -2,9 +2,11 @@
 
 Batches hold float32 images with raw pixel values in [0, 255] (the model
 standardises them) and int64 labels. `make_epoch_dataset` yields one
-training epoch each time it is iterated, shuffled and augmented from
-`(seed, epoch)` alone, so that a resumed run sees the batches of an
-uninterrupted one.
+training epoch each time it is iterated: epoch `e` is the permutation
+`stateless_shuffle(range(N), (seed, e))` cut into `ceil(N / batch_size)`
+batches, batch `b` augmented with the seed `fold_in((seed, e), b)`, so that
+a resumed run sees the batches of an uninterrupted one.
+`make_eval_dataset` yields every example once, in order, not augmented.
 """
 
 import math
@@ -100,12 +102,8 @@ _AUGMENT_FUNCTIONS = {
 }
 
 
-def _check_pipeline_args(images, labels, batch_size: int, augment: str) -> None:
-    """Raises DataError for an unknown augment or inconsistent arrays."""
-    if augment not in AUGMENTATIONS:
-        raise DataError(
-            f"Unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
-        )
+def _check_arrays(images, labels, batch_size: int) -> None:
+    """Raises DataError for a batch size below 1 or not one label per image."""
     if batch_size < 1 or len(images) != len(labels):
         raise DataError(
             f"Need batch_size >= 1 and one label per image. Received: "
@@ -113,7 +111,7 @@ def _check_pipeline_args(images, labels, batch_size: int, augment: str) -> None:
         )
 
 
-def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, drop_remainder):
+def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment):
     """Shuffled, augmented float32 batches of one epoch per element of `epoch_seeds`.
 
     Each epoch's order and augmentation depend only on its seed (an int64
@@ -126,9 +124,7 @@ def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, drop_rem
 
     def epoch(epoch_seed):
         order = tf.random.experimental.stateless_shuffle(tf.range(count), epoch_seed)
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(
-            batch_size, drop_remainder=drop_remainder
-        )
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         return batches.enumerate().map(
             lambda step, indices: (
                 indices,
@@ -149,48 +145,24 @@ def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, drop_rem
     )
 
 
-def make_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    *,
-    training: bool,
-    augment: str = "none",
-    seed: int = 0,
-    drop_remainder: bool = False,
+def make_eval_dataset(
+    images: np.ndarray, labels: np.ndarray, batch_size: int
 ) -> tf.data.Dataset:
-    """Makes a batched `tf.data.Dataset` of (float32 images, int64 labels).
-
-    Images keep their raw pixel values in [0, 255]: the model standardises
-    them. When `training`, each iteration over the dataset is a new shuffle
-    of all examples, augmented a batch at a time; the same `seed` gives the
-    same sequence of epochs.
+    """Makes the evaluation dataset: every example once, in order.
 
     Args:
         images: uint8 array of shape (N, H, W, C).
         labels: integer array of shape (N,).
-        batch_size: examples per batch.
-        training: shuffle and augment when True.
-        augment: one of `AUGMENTATIONS`; used only when `training`.
-        seed: seed of the shuffle and the augmentation.
-        drop_remainder: drop the last, smaller batch.
+        batch_size: examples per batch; the last batch may be smaller.
 
     Returns:
-        A dataset of `(images, labels)` batches.
+        A dataset of `ceil(N / batch_size)` batches of `(float32 images, int64
+        labels)`, the images not augmented.
     """
-    _check_pipeline_args(images, labels, batch_size, augment)
-    if training:
-        epoch_seeds = (
-            tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            .take(1)
-            .map(lambda value: tf.stack([value, seed]))
-        )
-        return _shuffled_batches(
-            images, labels, batch_size, epoch_seeds, augment, drop_remainder
-        )
+    _check_arrays(images, labels, batch_size)
     return (
         tf.data.Dataset.from_tensor_slices((images, labels))
-        .batch(batch_size, drop_remainder=drop_remainder)
+        .batch(batch_size)
         .map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -230,12 +202,16 @@ def make_epoch_dataset(
         A finite dataset of `(float32 images, int64 labels)` batches, whose
         cardinality is the number of batches of one epoch.
     """
-    _check_pipeline_args(images, labels, batch_size, augment)
+    if augment not in AUGMENTATIONS:
+        raise DataError(
+            f"Unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
+        )
+    _check_arrays(images, labels, batch_size)
     epoch_seeds = tf.data.Dataset.from_generator(
         lambda: iter([np.array([seed, epoch()], np.int64)]),
         output_signature=tf.TensorSpec((2,), tf.int64),
     )
-    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, False)
+    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment)
     # Several workers each make the same epoch in memory and keep their part
     # of every batch: DATA sharding (AUTO would try FILE sharding on the
     # generator's single source and fail).
