@@ -58,7 +58,7 @@ def logit_statistics(model, images, labels, batch_size=250):
     """`{"logit_std", "clipped_fraction"}` of `model` (ending in a layer named
     `softmax`) on `images` with integer `labels`."""
     logits_model = keras.Model(model.input, model.get_layer("softmax").input)
-    dataset = data.make_dataset(images, labels, batch_size, training=False)
+    dataset = data.make_eval_dataset(images, labels, batch_size)
     logits = np.concatenate([logits_model(batch, training=False).numpy() for batch, _ in dataset])
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

@@ -167,7 +167,7 @@ def _write_flags_summary(model_dir, flags_text):
 def _evaluate(model, images, labels, batch_size):
     if len(images) == 0:
         return None
-    dataset = data.make_dataset(images, labels, batch_size, training=False)
+    dataset = data.make_eval_dataset(images, labels, batch_size)
     loss, accuracy = model.evaluate(dataset, verbose=0)
     return {"loss": float(loss), "accuracy": float(accuracy)}
 
@@ -407,7 +407,7 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     )
     validation = None
     if len(splits.validation[1]):
-        validation = data.make_dataset(*splits.validation, config.batch_size, training=False)
+        validation = data.make_eval_dataset(*splits.validation, config.batch_size)
     model.fit(
         train_data,
         epochs=config.epochs,

@@ -1,6 +1,7 @@
 """Tests of ssm_keras.data: local readers, splits, errors and tf.data pipelines."""
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import pickle
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from ssm_keras import data
+from ssm_keras.data import formats, pipeline, sources
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -33,7 +35,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(
         tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"), raising=False
     )
-    monkeypatch.setattr(data, "_why_offline", lambda: "offline in this test")
+    monkeypatch.setattr(sources, "_why_offline", lambda: "offline in this test")
 
 
 def pixels(shape, start=0):
@@ -378,7 +380,7 @@ def test_idx_files_of_another_known_data_set_are_refused(tmp_path, monkeypatch):
     test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
     write_mnist(tmp_path, train, test)
     digest = hashlib.sha256(idx(train[1])).hexdigest()
-    monkeypatch.setitem(data._KNOWN_IDX_LABELS, digest, "fashion_mnist")
+    monkeypatch.setitem(formats._KNOWN_IDX_LABELS, digest, "fashion_mnist")
     with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz is the label file "
                                              r"of fashion_mnist, not of mnist"):
         data.load_splits("mnist", str(tmp_path), validation_size=0)
@@ -471,11 +473,11 @@ def test_tfds_prepared_copy_is_read_without_download(tmp_path, monkeypatch):
     fake = types.SimpleNamespace(builder=Builder, load=load, as_numpy=lambda x: x)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
     monkeypatch.setattr(
-        data, "_why_offline", lambda: pytest.fail("checked the network")
+        sources, "_why_offline", lambda: pytest.fail("checked the network")
     )
     # Not the system-wide copy, should the dataset-fashion-mnist package be installed.
-    layout = dataclasses.replace(data._LAYOUTS["fashion_mnist"], default_dirs=())
-    monkeypatch.setitem(data._LAYOUTS, "fashion_mnist", layout)
+    layout = dataclasses.replace(sources._LAYOUTS["fashion_mnist"], default_dirs=())
+    monkeypatch.setitem(sources._LAYOUTS, "fashion_mnist", layout)
 
     splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=2)
 
@@ -509,7 +511,7 @@ def test_tfds_failure_is_reported(monkeypatch, tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# make_dataset.
+# make_eval_dataset and make_epoch_dataset.
 
 
 def batches(dataset):
@@ -517,14 +519,27 @@ def batches(dataset):
     return [(images.numpy(), labels.numpy()) for images, labels in dataset]
 
 
+def epoch_batches(images, labels, batch_size, epochs, **kwargs):
+    """The batches of each epoch of `epochs`, in turn, from one epoch dataset."""
+    current = {"epoch": 0}
+    dataset = data.make_epoch_dataset(
+        images, labels, batch_size, epoch=lambda: current["epoch"], **kwargs
+    )
+    result = []
+    for epoch in epochs:
+        current["epoch"] = epoch
+        result.append(batches(dataset))
+    return result
+
+
 def test_evaluation_batches_are_raw_float_values_in_order():
     images = pixels((10, 6, 5, 3))
     labels = np.arange(10, dtype=np.uint8)
 
-    result = batches(
-        data.make_dataset(images, labels, 4, training=False, augment="crop_flip")
-    )
+    dataset = data.make_eval_dataset(images, labels, 4)
+    result = batches(dataset)
 
+    assert int(dataset.cardinality()) == 3
     assert [batch[0].shape for batch in result] == [
         (4, 6, 5, 3),
         (4, 6, 5, 3),
@@ -537,25 +552,29 @@ def test_evaluation_batches_are_raw_float_values_in_order():
         np.concatenate([b[0] for b in result]), images.astype(np.float32)
     )
     np.testing.assert_array_equal(np.concatenate([b[1] for b in result]), labels)
-    dropped = batches(
-        data.make_dataset(images, labels, 4, training=False, drop_remainder=True)
-    )
-    assert len(dropped) == 2
+    again = batches(dataset)
+    for (a_images, a_labels), (b_images, b_labels) in zip(result, again, strict=True):
+        np.testing.assert_array_equal(a_images, b_images)
+        np.testing.assert_array_equal(a_labels, b_labels)
 
 
 def test_training_shuffles_each_epoch_reproducibly():
     images = pixels((32, 4, 4, 1))
     labels = np.arange(32)
-    dataset = data.make_dataset(images, labels, 8, training=True, seed=5)
 
-    epochs = [np.concatenate([b[1] for b in batches(dataset)]) for _ in range(2)]
+    epochs = epoch_batches(images, labels, 8, [0, 1], seed=5)
 
-    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(32))
-    assert not np.array_equal(epochs[0], epochs[1])
-    for images_batch, labels_batch in batches(dataset):
-        np.testing.assert_array_equal(images_batch, images[labels_batch])
-    again = data.make_dataset(images, labels, 8, training=True, seed=5)
-    assert np.array_equal(np.concatenate([b[1] for b in batches(again)]), epochs[0])
+    orders = [np.concatenate([b[1] for b in epoch]) for epoch in epochs]
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(32))
+    assert not np.array_equal(orders[0], orders[1])
+    for epoch in epochs:
+        for images_batch, labels_batch in epoch:
+            np.testing.assert_array_equal(images_batch, images[labels_batch])
+    again = epoch_batches(images, labels, 8, [0, 1], seed=5)
+    for epoch, order in zip(again, orders, strict=True):
+        np.testing.assert_array_equal(np.concatenate([b[1] for b in epoch]), order)
+    (other,) = epoch_batches(images, labels, 8, [0], seed=6)
+    assert not np.array_equal(np.concatenate([b[1] for b in other]), orders[0])
 
 
 def shifted_or_flipped(original, result):
@@ -577,11 +596,7 @@ def test_crop_flip_is_a_shifted_or_flipped_copy():
     images = (pixels((16, 6, 6, 2)) | 1).astype(np.uint8)  # No zero pixels.
     labels = np.arange(16)
 
-    result = batches(
-        data.make_dataset(
-            images, labels, 16, training=True, augment="crop_flip", seed=1
-        )
-    )
+    (result,) = epoch_batches(images, labels, 16, [0], augment="crop_flip", seed=1)
 
     augmented, order = result[0]
     assert augmented.shape == (16, 6, 6, 2) and augmented.dtype == np.float32
@@ -597,10 +612,10 @@ def test_flip_translate_rotate_changes_images_reproducibly():
     labels = np.arange(8)
 
     def run(seed):
-        dataset = data.make_dataset(
-            images, labels, 8, training=True, augment="flip_translate_rotate", seed=seed
+        (result,) = epoch_batches(
+            images, labels, 8, [0], augment="flip_translate_rotate", seed=seed
         )
-        return batches(dataset)[0]
+        return result[0]
 
     augmented, order = run(seed=2)
     assert augmented.shape == (8, 12, 12, 3) and augmented.dtype == np.float32
@@ -616,19 +631,16 @@ def test_flip_translate_rotate_changes_images_reproducibly():
 def test_augmented_epochs_differ_but_streams_repeat():
     images = pixels((8, 6, 6, 1))
     labels = np.arange(8)
-    dataset = data.make_dataset(
-        images, labels, 4, training=True, augment="crop_flip", seed=4
+
+    first, second = epoch_batches(
+        images, labels, 4, [0, 1], augment="crop_flip", seed=4
     )
-    first, second = batches(dataset), batches(dataset)
+
     assert not all(
         np.array_equal(a[0], b[0]) for a, b in zip(first, second, strict=True)
     )
-    again = data.make_dataset(
-        images, labels, 4, training=True, augment="crop_flip", seed=4
-    )
-    for (a, _), (b, _) in zip(
-        first + second, batches(again) + batches(again), strict=True
-    ):
+    again = epoch_batches(images, labels, 4, [0, 1], augment="crop_flip", seed=4)
+    for (a, _), (b, _) in zip(first + second, again[0] + again[1], strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -636,30 +648,42 @@ def test_unknown_augment_lists_choices():
     with pytest.raises(
         data.DataError, match="'mixup'.*none, crop_flip, flip_translate_rotate"
     ):
-        data.make_dataset(
-            pixels((2, 4, 4, 1)), np.arange(2), 2, training=True, augment="mixup"
+        data.make_epoch_dataset(
+            pixels((2, 4, 4, 1)), np.arange(2), 2, augment="mixup", epoch=lambda: 0
         )
+
+
+def test_bad_batch_size_or_labels_are_refused():
+    images = pixels((3, 4, 4, 1))
+    for make in (
+        data.make_eval_dataset,
+        functools.partial(data.make_epoch_dataset, epoch=lambda: 0),
+    ):
+        with pytest.raises(data.DataError, match="batch_size=0, 3 images, 3 labels"):
+            make(images, np.arange(3), 0)
+        with pytest.raises(data.DataError, match="batch_size=2, 3 images, 2 labels"):
+            make(images, np.arange(2), 2)
 
 
 def test_flip_translate_rotate_geometry(monkeypatch):
     """Rotations turn about the centre; without them, a flip or nothing."""
     spot = np.zeros((8, 9, 9, 1), np.uint8)
     spot[:, 4, 4] = 255
-    monkeypatch.setattr(data, "_MAX_TRANSLATION", 0.0)
-    dataset = data.make_dataset(
-        spot, np.arange(8), 8, training=True, augment="flip_translate_rotate"
+    monkeypatch.setattr(pipeline, "_MAX_TRANSLATION", 0.0)
+    (result,) = epoch_batches(
+        spot, np.arange(8), 8, [0], augment="flip_translate_rotate"
     )
-    rotated = batches(dataset)[0][0]
+    rotated = result[0][0]
     np.testing.assert_allclose(rotated[:, 4, 4, 0], 255, atol=0.01)
 
     ramp = np.tile(pixels((1, 5, 5, 1)), (16, 1, 1, 1))
-    monkeypatch.setattr(data, "_MAX_ROTATION", 0.0)
-    dataset = data.make_dataset(
-        ramp, np.arange(16), 16, training=True, augment="flip_translate_rotate"
+    monkeypatch.setattr(pipeline, "_MAX_ROTATION", 0.0)
+    (result,) = epoch_batches(
+        ramp, np.arange(16), 16, [0], augment="flip_translate_rotate"
     )
     kinds = [
         "same" if np.array_equal(image, ramp[0]) else "mirror"
-        for image in batches(dataset)[0][0]
+        for image in result[0][0]
         if np.array_equal(image, ramp[0]) or np.array_equal(image, ramp[0, :, ::-1])
     ]
     assert len(kinds) == 16 and set(kinds) == {"same", "mirror"}

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
 from ssm_keras import command, data, init_file, layers, run_dir, train, training
+from ssm_keras.data import sources
 
 from conftest import REPO, Crash, shared_data_dir, tiny_config, tiny_splits
 
@@ -188,7 +189,7 @@ def test_cli_bad_input_one_clear_line(cli_flags, capsys, tmp_path, args, message
 
 
 def test_cli_unreachable_data_and_bad_init_files(cli_flags, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_why_offline", lambda: "no network in this test")
+    monkeypatch.setattr(sources, "_why_offline", lambda: "no network in this test")
     code, err = _run_cli(cli_flags, capsys, ["--arch=fcn", "--dataset=mnist",
                                              f"--data_dir={tmp_path}/empty",
                                              f"--model_dir={tmp_path}/run1"])
@@ -402,7 +403,7 @@ def _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch):
 
 
 def test_overwrite_and_new_runs_check_everything_before_writing(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_why_offline", lambda: "no network in this test")
+    monkeypatch.setattr(sources, "_why_offline", lambda: "no network in this test")
     splits = tiny_splits()
     training.run(tiny_config(tmp_path, epochs=1), splits=splits)
     before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()

@@ -1,0 +1,40 @@
+"""Image classification data: local files or tensorflow_datasets to tf.data.
+
+- `specs`: what a data set is (`DatasetSpec`, `DATASETS`, `Splits`,
+  `DataError`, the names of the `AUGMENTATIONS`);
+- `formats`: parsers of the original files (IDX, CIFAR python and binary,
+  image folders) into NumPy arrays;
+- `sources`: where the arrays come from (local folders and archives, the
+  cache, tensorflow_datasets) and `load_splits`, with the validation split;
+- `pipeline`: the tf.data pipelines, `make_epoch_dataset` for training and
+  `make_eval_dataset` for evaluation.
+
+Example:
+
+    splits = load_splits("cifar10", data_dir="../shared/data")
+    train = make_epoch_dataset(*splits.train, 128, augment="crop_flip",
+                               epoch=lambda: 0)
+"""
+
+from ssm_keras.data.pipeline import make_epoch_dataset, make_eval_dataset
+from ssm_keras.data.sources import load_splits
+from ssm_keras.data.specs import (
+    AUGMENTATIONS,
+    DATASETS,
+    Arrays,
+    DatasetSpec,
+    DataError,
+    Splits,
+)
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "Arrays",
+    "DataError",
+    "DatasetSpec",
+    "Splits",
+    "load_splits",
+    "make_epoch_dataset",
+    "make_eval_dataset",
+]

@@ -1,0 +1,222 @@
+"""The tf.data pipelines: training epochs with augmentation, and evaluation.
+
+Batches hold float32 images with raw pixel values in [0, 255] (the model
+standardises them) and int64 labels. `make_epoch_dataset` yields one
+training epoch each time it is iterated: epoch `e` is the permutation
+`stateless_shuffle(range(N), (seed, e))` cut into `ceil(N / batch_size)`
+batches, batch `b` augmented with the seed `fold_in((seed, e), b)`, so that
+a resumed run sees the batches of an uninterrupted one.
+`make_eval_dataset` yields every example once, in order, not augmented.
+"""
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from ssm_keras.data.specs import AUGMENTATIONS, DataError
+
+_PAD = 4  # Pixels of zero padding for "crop_flip".
+_MAX_TRANSLATION = 0.1  # Fraction of the image size, "flip_translate_rotate".
+_MAX_ROTATION = math.radians(15.0)
+
+
+def _crop_flip(images, seed):
+    """Pads by `_PAD` zeros, crops back at random and flips half the images.
+
+    A batch at a time: one gather per axis with per-image offsets.
+    """
+    shape = tf.shape(images)
+    size, height, width = shape[0], shape[1], shape[2]
+    padded = tf.pad(images, [[0, 0], [_PAD, _PAD], [_PAD, _PAD], [0, 0]])
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    top = tf.random.stateless_uniform(
+        [size, 1], seeds[0], maxval=2 * _PAD + 1, dtype=tf.int32
+    )
+    left = tf.random.stateless_uniform(
+        [size, 1], seeds[1], maxval=2 * _PAD + 1, dtype=tf.int32
+    )
+    flip = tf.random.stateless_uniform([size, 1], seeds[2]) < 0.5
+    columns = tf.range(width)[tf.newaxis]
+    columns = left + tf.where(flip, width - 1 - columns, columns)
+    rows = top + tf.range(height)[tf.newaxis]
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(cropped, columns, axis=2, batch_dims=1)
+
+
+def _flip_translate_rotate(images, seed):
+    """Randomly flips, translates (up to 10%) and rotates (up to 15 degrees).
+
+    Bilinear interpolation, reflecting at the borders; a batch at a time.
+    """
+    shape = tf.shape(images)
+    size = shape[0]
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    sign = tf.where(tf.random.stateless_uniform([size], seeds[0]) < 0.5, -1.0, 1.0)
+    shift_x = width * tf.random.stateless_uniform(
+        [size], seeds[1], -_MAX_TRANSLATION, _MAX_TRANSLATION
+    )
+    shift_y = height * tf.random.stateless_uniform(
+        [size], seeds[2], -_MAX_TRANSLATION, _MAX_TRANSLATION
+    )
+    angle = tf.random.stateless_uniform([size], seeds[3], -_MAX_ROTATION, _MAX_ROTATION)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # Output pixel (x, y) -> input pixel: undo the shift, the rotation about
+    # the centre (cx, cy), then the flip.
+    x0 = shift_x + (width - 1) / 2
+    y0 = shift_y + (height - 1) / 2
+    zeros = tf.zeros_like(angle)
+    transforms = tf.stack(
+        [
+            sign * cos,
+            sign * sin,
+            sign * (-cos * x0 - sin * y0) + (width - 1) / 2,
+            -sin,
+            cos,
+            sin * x0 - cos * y0 + (height - 1) / 2,
+            zeros,
+            zeros,
+        ],
+        axis=1,
+    )
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+
+
+def _to_float(images, labels):
+    """Casts a batch to float32 images and int64 labels."""
+    return tf.cast(images, tf.float32), tf.cast(labels, tf.int64)
+
+
+_AUGMENT_FUNCTIONS = {
+    "crop_flip": _crop_flip,
+    "flip_translate_rotate": _flip_translate_rotate,
+}
+
+
+def _check_arrays(images, labels, batch_size: int) -> None:
+    """Raises DataError for a batch size below 1 or not one label per image."""
+    if batch_size < 1 or len(images) != len(labels):
+        raise DataError(
+            f"Need batch_size >= 1 and one label per image. Received: "
+            f"batch_size={batch_size}, {len(images)} images, {len(labels)} labels"
+        )
+
+
+def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment):
+    """Shuffled, augmented float32 batches of one epoch per element of `epoch_seeds`.
+
+    Each epoch's order and augmentation depend only on its seed (an int64
+    pair), so equal seeds give equal epochs.
+    """
+    with tf.device("/cpu:0"):  # tf.data runs on the host.
+        images, labels = tf.constant(images), tf.constant(labels)
+    count = len(labels)
+    augment_batch = _AUGMENT_FUNCTIONS.get(augment)
+
+    def epoch(epoch_seed):
+        order = tf.random.experimental.stateless_shuffle(tf.range(count), epoch_seed)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return batches.enumerate().map(
+            lambda step, indices: (
+                indices,
+                tf.random.experimental.stateless_fold_in(epoch_seed, step),
+            )
+        )
+
+    def gather(indices, batch_seed):
+        batch = _to_float(tf.gather(images, indices), tf.gather(labels, indices))
+        if augment_batch is None:
+            return batch
+        return augment_batch(batch[0], batch_seed), batch[1]
+
+    return (
+        epoch_seeds.flat_map(epoch)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def make_eval_dataset(
+    images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> tf.data.Dataset:
+    """Makes the evaluation dataset: every example once, in order.
+
+    Args:
+        images: uint8 array of shape (N, H, W, C).
+        labels: integer array of shape (N,).
+        batch_size: examples per batch; the last batch may be smaller.
+
+    Returns:
+        A dataset of `ceil(N / batch_size)` batches of `(float32 images, int64
+        labels)`, the images not augmented.
+    """
+    _check_arrays(images, labels, batch_size)
+    return (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .batch(batch_size)
+        .map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def make_epoch_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    augment: str = "none",
+    seed: int = 0,
+    epoch: Callable[[], int],
+) -> tf.data.Dataset:
+    """Makes a dataset that is, each time it is iterated, one training epoch.
+
+    For `model.fit(dataset, epochs=..., initial_epoch=..., steps_per_epoch=None)`
+    with a callback that keeps `epoch()` at the epoch being trained (see
+    `callbacks.EpochNumber`): Keras iterates the dataset anew at the start of
+    every epoch, and each iteration yields the `ceil(N / batch_size)` batches
+    of epoch `epoch()`, shuffled and augmented from `(seed, epoch())` alone.
+    So every epoch trains exactly its own batches whatever
+    `steps_per_execution` (an execution ends early where the epoch's data
+    ends), and a run resumed at epoch `e` sees the batches of an
+    uninterrupted one.
+
+    Args:
+        images: uint8 array of shape (N, H, W, C).
+        labels: integer array of shape (N,).
+        batch_size: examples per batch; every epoch has ceil(N / batch_size).
+        augment: one of `AUGMENTATIONS`.
+        seed: seed of the shuffles and the augmentation.
+        epoch: returns the (0-based) epoch to yield, read when an iteration
+            starts.
+
+    Returns:
+        A finite dataset of `(float32 images, int64 labels)` batches, whose
+        cardinality is the number of batches of one epoch.
+    """
+    if augment not in AUGMENTATIONS:
+        raise DataError(
+            f"Unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
+        )
+    _check_arrays(images, labels, batch_size)
+    epoch_seeds = tf.data.Dataset.from_generator(
+        lambda: iter([np.array([seed, epoch()], np.int64)]),
+        output_signature=tf.TensorSpec((2,), tf.int64),
+    )
+    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment)
+    # Several workers each make the same epoch in memory and keep their part
+    # of every batch: DATA sharding (AUTO would try FILE sharding on the
+    # generator's single source and fail).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.apply(
+        tf.data.experimental.assert_cardinality(math.ceil(len(labels) / batch_size))
+    ).with_options(options)
