@@ -8,7 +8,8 @@ and the tuner all produce; `validate()` turns every bad value into a
 import dataclasses
 import math
 
-from ssm_keras import choices, data
+from ssm_keras import choices
+from ssm_keras.data import specs
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -176,8 +177,8 @@ class TrainConfig:
                 f"({', '.join(SIGNED_TWIN)}). Received: --mask={self.mask}"
             )
         _choice("regime", self.regime, choices.REGIMES)
-        _choice("dataset", self.dataset, sorted(data.DATASETS))
-        _choice("augment", self.augment, data.AUGMENTATIONS)
+        _choice("dataset", self.dataset, sorted(specs.DATASETS))
+        _choice("augment", self.augment, specs.AUGMENTATIONS)
         _choice("optimizer", self.optimizer, choices.OPTIMIZERS)
         _choice("loss", self.loss, choices.LOSSES)
         _choice("lr_schedule", self.lr_schedule, choices.SCHEDULES)
