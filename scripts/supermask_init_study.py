@@ -27,8 +27,9 @@ writes, into `--runs_dir`:
 
 - `validation_accuracy.png`: the validation-accuracy curves, with (3) drawn
   after (2) (epochs `E2 + 1, ...`), since it continues from it;
-- `layer_utilisation.png`: per masked layer of each mask, the percentage of
-  its weights kept, against the layer's number of weights;
+- `layer_utilisation.png`: per masked layer of each trained mask (2 and
+  2b; 3 keeps the mask of 2), the percentage of its weights kept, against
+  the layer's number of weights;
 - `study.md` and `study.json`: per run the test accuracy, the best
   validation accuracy, the remaining weights and the epochs, and per layer
   of each mask its weights and the percentage kept.
@@ -56,7 +57,8 @@ RUNS = {
                                 f"--tau_fraction={TrainConfig.tau_fraction}")),
     "mask_then_weights": ("mask_then_weights", ()),
 }
-MASK_RUNS = ("mask", "mask_bernoulli", "mask_then_weights")
+# The runs that train a mask; (3) keeps the binary mask of (2) as it is.
+MASK_RUNS = ("mask", "mask_bernoulli")
 LABELS = {
     "weights": "1. weights only",
     "mask": "2. mask only (binary)",

@@ -248,7 +248,8 @@ def plot_layer_utilisation(series, path, title=None):
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.subplots()
     for index, entry in enumerate(series):
-        axes.plot(entry["totals"], entry["kept_percent"], "osD^v"[index % 5], alpha=0.75,
+        axes.plot(entry["totals"], entry["kept_percent"], "osD^v"[index % 5],
+                  markersize=9 - 2 * (index % 3), markerfacecolor="none", markeredgewidth=1.5,
                   label=entry["label"])
     axes.set_xscale("log")
     axes.set_xlabel("weights in the layer")

@@ -387,7 +387,7 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
     assert "| 3. mask then weights (lr 1e-5) | 50.00% | 50.00% | 50.00% | 3 |" in summary
     record = json.loads((runs / "study.json").read_text())
     utilisation = {entry["label"]: entry for entry in record["layer_utilisation"]}
-    assert set(utilisation) == {study.LABELS[run] for run in study.MASK_RUNS}
+    assert set(utilisation) == {study.LABELS["mask"], study.LABELS["mask_bernoulli"]}
     assert utilisation["2b. mask only (Bernoulli)"]["totals"] == [235200, 30000, 1000]
     assert utilisation["2b. mask only (Bernoulli)"]["kept_percent"] == pytest.approx([30.0] * 3)
     assert study.main(argv, runner) == 0 and len(commands) == 4  # all finished
