@@ -27,7 +27,7 @@ import os
 
 from absl import flags
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ssm_keras import command, run_dir
 from ssm_keras.errors import UserError
@@ -319,6 +319,9 @@ def plot_trials(points, path, title=None, best=None):
             axes.plot(point["remaining_percent"], point["accuracy"], "o", markersize=13,
                       markerfacecolor="none", color="C3", label=f"best trial ({best})")
     axes.set_xscale("log")
+    remaining = [p["remaining_percent"] for p in points]
+    if max(remaining) < 10 * min(remaining):  # within a decade: label the minor ticks plainly
+        axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.set_xlabel("remaining weights (%)")
     axes.set_ylabel("validation accuracy (%)")
     axes.grid(alpha=0.3, which="both")
