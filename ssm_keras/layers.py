@@ -24,10 +24,10 @@ fixed when the layer is built and saved with it.
 import keras
 import tensorflow as tf
 
+from ssm_keras import choices, masking
 from ssm_keras import initializers as ssm_initializers
-from ssm_keras import masking
-from ssm_keras import choices
 from ssm_keras.choices import BERNOULLI_EVAL_MODES, MASKED_REGIMES
+
 DEFAULT_SCORE_INITIALIZERS = {
     "signed": "glorot_uniform",
     "binary": "glorot_uniform",
