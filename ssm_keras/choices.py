@@ -12,6 +12,8 @@ its list. (Data sets and augmentations are listed in `data.specs`.)
 MASK_KINDS = ("signed", "binary", "bernoulli", "topk", "signed_topk")
 THRESHOLD_KINDS = ("signed", "binary")
 TOPK_KINDS = ("topk", "signed_topk")
+# The settings that shape a mask's start, and the mask kinds that use each.
+MASK_SHAPE_USERS = {"tau_fraction": THRESHOLD_KINDS, "density": TOPK_KINDS}
 # How a `bernoulli` mask evaluates: its rounded mean, or a fresh sample.
 BERNOULLI_EVAL_MODES = ("expected", "sample")
 

@@ -237,9 +237,8 @@ class TrainConfig:
         """Refuses `--tau_fraction` / `--density` set for a mask that ignores it."""
         if self.regime != "mask":
             return
-        used_by = {"tau_fraction": choices.THRESHOLD_KINDS, "density": choices.TOPK_KINDS}
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
-        for name, kinds in used_by.items():
+        for name, kinds in choices.MASK_SHAPE_USERS.items():
             if self.mask_kind not in kinds and getattr(self, name) != defaults[name]:
                 raise ConfigError(
                     f"--{name} only shapes {' and '.join(kinds)} masks; --mask={self.mask_kind} "

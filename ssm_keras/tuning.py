@@ -76,8 +76,6 @@ from ssm_keras.errors import UserError
 OBJECTIVES = ("val_accuracy", "sparse")
 # Categorical `TrainConfig` fields that a `--<name>_choices` flag can search.
 CHOICE_FIELDS = ("mask", "optimizer", "lr_schedule")
-# The mask kinds that use each mask-shape field.
-MASK_SHAPE_USERS = {"tau_fraction": choices.THRESHOLD_KINDS, "density": choices.TOPK_KINDS}
 SPARSE_OBJECTIVE = "val_sparse_objective"
 # Scale of each tunable `TrainConfig` field.
 SCALES = {
@@ -220,7 +218,7 @@ def trial_config(config, values):
     if "mask" not in values:
         return config
     defaults = {field.name: field.default for field in dataclasses.fields(config)}
-    unused = {name: defaults[name] for name, kinds in MASK_SHAPE_USERS.items()
+    unused = {name: defaults[name] for name, kinds in choices.MASK_SHAPE_USERS.items()
               if values["mask"] not in kinds and name not in values}
     return dataclasses.replace(config, signed=None, **unused)
 
@@ -281,7 +279,7 @@ def tuned_names(config, masks=None):
     masks = masks or (config.mask_kind,)
     names = ["learning_rate", "weight_decay"]
     from_seed = config.regime == "mask" and not config.init_file
-    for name, kinds in MASK_SHAPE_USERS.items():
+    for name, kinds in choices.MASK_SHAPE_USERS.items():
         if from_seed and any(mask in kinds for mask in masks):
             names.append(name)
     if (config.regime != "mask_then_weights" and not config.init_file
@@ -305,7 +303,7 @@ def search_space(search, config):
         text = getattr(search, f"{name}_range")
         bounds = parse_range(name, text)
         # Checked with a mask kind that uses the field.
-        kinds = [mask for mask in masks if mask in MASK_SHAPE_USERS.get(name, masks)]
+        kinds = [mask for mask in masks if mask in choices.MASK_SHAPE_USERS.get(name, masks)]
         mask = {"mask": kinds[0]} if "mask" in space else {}
         for end in (bounds.low, bounds.high):
             _check_value(config, f"--{name}_range", text, {**mask, name: end})
@@ -318,7 +316,7 @@ def conditions(space):
     if "mask" not in space:
         return {}
     return {name: [mask for mask in space["mask"].values if mask in kinds]
-            for name, kinds in MASK_SHAPE_USERS.items() if name in space}
+            for name, kinds in choices.MASK_SHAPE_USERS.items() if name in space}
 
 
 def flagfile_text(config):
@@ -714,7 +712,9 @@ def summarize(tuner, hypermodel, folder):
     plots.plot_trials(
         [{"label": row["trial_id"], "remaining_percent": row["remaining_percent"],
           "accuracy": 100 * row["val_accuracy"]}
-         for row in rows if row["status"] == best.status and row["val_accuracy"] is not None],
+         for row in rows
+         if row["status"] == keras_tuner.engine.trial.TrialStatus.COMPLETED
+         and row["val_accuracy"] is not None],
         os.path.join(folder, "trials.png"),
         f"{os.path.basename(folder)}: {len(rows)} trials", best=best.trial_id)
     best_path = os.path.join(folder, "best.flags")
