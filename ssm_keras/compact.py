@@ -90,7 +90,6 @@ import keras
 import numpy as np
 
 from ssm_keras import baking, choices
-from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
 
 MAGIC = b"\x89SSM\r\n\x1a\n"
@@ -356,8 +355,7 @@ def _redrawing_initializer(layer, kernel):
     """The seeded initialiser that redraws `kernel` bit for bit, or None."""
     if layer.seed is None:
         return None
-    seed = ssm_initializers.derive_seed(layer.seed, layer.name, "kernel")
-    initializer = ssm_initializers.with_seed(layer.kernel_initializer, seed)
+    initializer = layer.seeded_initializer("kernel")
     redrawn = np.asarray(initializer(kernel.shape, dtype="float32"))
     return initializer if np.array_equal(redrawn, kernel) else None
 

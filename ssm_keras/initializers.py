@@ -110,6 +110,35 @@ class ScaledUniform(_SeededInitializer):
         return {"variance_factor": self.variance_factor, **super().get_config()}
 
 
+@keras.saving.register_keras_serializable(package="ssm_keras")
+class DepthwiseKernel(keras.initializers.Initializer):
+    """Draws a depthwise kernel `(kh, kw, channels, multiplier)` with the
+    fan-in of a depthwise convolution, `kh * kw`.
+
+    `inner` draws a `(kh, kw, 1, channels * multiplier)` tensor, which is
+    reshaped: Keras' fan-in of the depthwise shape, `kh * kw * channels`,
+    counts inputs that an output never sees.
+
+    Args:
+        inner: an initialiser (name, config or instance).
+    """
+
+    def __init__(self, inner):
+        self.inner = get(inner)
+
+    def __call__(self, shape, dtype=None):
+        *window, channels, multiplier = shape
+        values = self.inner((*window, 1, channels * multiplier), dtype=dtype)
+        return keras.ops.reshape(values, shape)
+
+    def get_config(self):
+        return {"inner": keras.initializers.serialize(self.inner)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.initializers.deserialize(config["inner"]))
+
+
 def get(identifier, factor=None):
     """Resolves an initialiser name, config or instance.
 

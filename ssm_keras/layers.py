@@ -1,5 +1,10 @@
 """Masked layers: frozen random kernels, trainable scores, effective kernels.
 
+`MaskedDense`, `MaskedConv1D`, `MaskedConv2D` and `MaskedDepthwiseConv2D`
+take the arguments of their Keras counterparts (with Keras' defaults) plus
+the mask's; `ssm_keras.supermask` turns the Keras layers of any model into
+them.
+
 A masked layer holds a frozen initial kernel `W0`, a float32 score tensor `s`
 of the same shape, and computes with the effective kernel
 
@@ -45,7 +50,7 @@ def _check_choice(name, value, allowed):
 
 
 class MaskedLayer(keras.layers.Layer):
-    """Shared state and mask logic of `MaskedDense` and `MaskedConv2D`.
+    """Shared state and mask logic of the masked layers.
 
     Subclasses define `_kernel_shape(input_shape)` and
     `_apply_kernel(inputs, kernel)`.
@@ -60,8 +65,10 @@ class MaskedLayer(keras.layers.Layer):
         score_initializer: initialiser of the scores; None picks the mask
             kind's default (`glorot_uniform` for threshold masks, `zeros` for
             `bernoulli`, `he_uniform` for top-k).
-        use_bias: whether to add a bias (frozen in both regimes).
+        use_bias: whether to add a bias.
         bias_initializer: initialiser of the bias.
+        train_bias: whether the bias trains; False (the paper's regime)
+            keeps it frozen in both regimes.
         activation: activation applied to the output.
         regime: `mask` or `mask_then_weights`.
         bernoulli_eval: how a `bernoulli` mask evaluates: `expected`
@@ -78,8 +85,9 @@ class MaskedLayer(keras.layers.Layer):
         density=0.5,
         kernel_initializer="elus",
         score_initializer=None,
-        use_bias=False,
+        use_bias=True,
         bias_initializer="zeros",
+        train_bias=False,
         activation=None,
         regime="mask",
         bernoulli_eval="expected",
@@ -106,6 +114,7 @@ class MaskedLayer(keras.layers.Layer):
         )
         self.use_bias = bool(use_bias)
         self.bias_initializer = ssm_initializers.get(bias_initializer)
+        self.train_bias = bool(train_bias)
         self.activation = keras.activations.get(activation)
         self.regime = regime
         self.bernoulli_eval = bernoulli_eval
@@ -120,7 +129,19 @@ class MaskedLayer(keras.layers.Layer):
     def _apply_kernel(self, inputs, kernel):
         raise NotImplementedError
 
-    def _seeded(self, initializer, role):
+    def _make_input_spec(self, input_shape):
+        """The `keras.InputSpec` of the built layer."""
+        return keras.InputSpec(min_ndim=2, axes={-1: input_shape[-1]})
+
+    def seeded_initializer(self, role):
+        """The initialiser that draws the variable `role` (`kernel`, `scores`
+        or `bias`): the configured one, seeded by `(seed, name, role)` when
+        the layer has a seed."""
+        initializer = {
+            "kernel": self.kernel_initializer,
+            "scores": self.score_initializer,
+            "bias": self.bias_initializer,
+        }[role]
         if self.seed is None:
             return initializer
         seed = ssm_initializers.derive_seed(self.seed, self.name, role)
@@ -131,13 +152,13 @@ class MaskedLayer(keras.layers.Layer):
         self.kernel = self.add_weight(
             name="kernel",
             shape=shape,
-            initializer=self._seeded(self.kernel_initializer, "kernel"),
+            initializer=self.seeded_initializer("kernel"),
             trainable=self.regime == "mask_then_weights",
         )
         self.scores = self.add_weight(
             name="scores",
             shape=shape,
-            initializer=self._seeded(self.score_initializer, "scores"),
+            initializer=self.seeded_initializer("scores"),
             trainable=self.regime == "mask",
             dtype="float32",
             autocast=False,
@@ -154,10 +175,14 @@ class MaskedLayer(keras.layers.Layer):
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
-                shape=(shape[-1],),
-                initializer=self._seeded(self.bias_initializer, "bias"),
-                trainable=False,
+                shape=(self._output_channels(shape),),
+                initializer=self.seeded_initializer("bias"),
+                trainable=self.train_bias,
             )
+        self.input_spec = self._make_input_spec(input_shape)
+
+    def _output_channels(self, kernel_shape):
+        return kernel_shape[-1]
 
     def _initial_threshold(self, shape, dtype=None):
         """`tau = tau_fraction * max(|s_init|)`, fixed for the whole run."""
@@ -235,6 +260,7 @@ class MaskedLayer(keras.layers.Layer):
             "score_initializer": keras.initializers.serialize(self.score_initializer),
             "use_bias": self.use_bias,
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "train_bias": self.train_bias,
             "activation": keras.activations.serialize(self.activation),
             "regime": self.regime,
             "bernoulli_eval": self.bernoulli_eval,
@@ -260,7 +286,7 @@ class MaskedDense(MaskedLayer):
     Args:
         units: positive int, the output size.
         **kwargs: the `MaskedLayer` arguments (`mask`, `tau_fraction`,
-            `density`, initialisers, `regime`, `seed`, ...).
+            `density`, initialisers, `use_bias`, `regime`, `seed`, ...).
 
     Input shape:
         `(batch, ..., input_dim)`.
@@ -294,8 +320,134 @@ class MaskedDense(MaskedLayer):
         return {**super().get_config(), "units": self.units}
 
 
+class MaskedConv(MaskedLayer):
+    """Shared arguments and output shape of the masked convolutions.
+
+    Channels last only. `padding` is `valid` (Keras' default) or `same`, and
+    also `causal` for one spatial dimension (the input is left-padded by
+    `dilation_rate * (kernel_size - 1)` steps, then convolved `valid`).
+
+    Args:
+        rank: the number of spatial dimensions (1 or 2).
+        kernel_size: int or tuple of `rank` ints.
+        strides: int or tuple of `rank` ints.
+        padding: `valid`, `same` (or `causal` if `rank` is 1).
+        dilation_rate: int or tuple of `rank` ints; with `strides > 1` it
+            must be 1.
+        **kwargs: the `MaskedLayer` arguments.
+    """
+
+    def __init__(self, rank, kernel_size, strides=1, padding="valid", dilation_rate=1,
+                 **kwargs):
+        paddings = ("valid", "same", "causal") if rank == 1 else ("valid", "same")
+        _check_choice("padding", padding, paddings)
+        super().__init__(**kwargs)
+        self.rank = rank
+        self.kernel_size = _positive_tuple("kernel_size", kernel_size, rank)
+        self.strides = _positive_tuple("strides", strides, rank)
+        self.dilation_rate = _positive_tuple("dilation_rate", dilation_rate, rank)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "strides > 1 is not compatible with dilation_rate > 1. Received: "
+                f"strides={self.strides}, dilation_rate={self.dilation_rate}"
+            )
+        self.padding = padding
+
+    def _make_input_spec(self, input_shape):
+        return keras.InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
+
+    def _padded(self, inputs):
+        """`(inputs, padding)` for `keras.ops.conv`: causal padding done here."""
+        if self.padding != "causal":
+            return inputs, self.padding
+        left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
+        return keras.ops.pad(inputs, [[0, 0], [left, 0], [0, 0]]), "valid"
+
+    def _convolve(self, inputs, kernel):
+        raise NotImplementedError
+
+    def _apply_kernel(self, inputs, kernel):
+        inputs, padding = self._padded(inputs)
+        return self._convolve(inputs, kernel, padding)
+
+    def compute_output_shape(self, input_shape):
+        if self.padding == "causal":
+            return (input_shape[0], _causal_steps(input_shape[1], self.strides[0]),
+                    self._output_channels(self._kernel_shape(input_shape)))
+        kernel = keras.KerasTensor(self._kernel_shape(input_shape))
+        return self._convolve(keras.KerasTensor(input_shape), kernel, self.padding).shape
+
+    def get_config(self):
+        config = {
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        }
+        return {**super().get_config(), **config}
+
+
+def _causal_steps(steps, stride):
+    return None if steps is None else -(-steps // stride)
+
+
+class _MaskedFilterConv(MaskedConv):
+    """A masked convolution with `filters` outputs, kernel `(*kernel_size,
+    in_channels, filters)`."""
+
+    def __init__(self, rank, filters, kernel_size, **kwargs):
+        if not isinstance(filters, int) or filters <= 0:
+            raise ValueError(
+                f"filters must be a positive int. Received: filters={filters!r}"
+            )
+        super().__init__(rank, kernel_size, **kwargs)
+        self.filters = filters
+
+    def _kernel_shape(self, input_shape):
+        return (*self.kernel_size, input_shape[-1], self.filters)
+
+    def _convolve(self, inputs, kernel, padding):
+        return keras.ops.conv(inputs, kernel, strides=self.strides, padding=padding,
+                              dilation_rate=self.dilation_rate)
+
+    def get_config(self):
+        config = {**super().get_config(), "filters": self.filters}
+        return config
+
+
 @keras.saving.register_keras_serializable(package="ssm_keras")
-class MaskedConv2D(MaskedLayer):
+class MaskedConv1D(_MaskedFilterConv):
+    """1-D convolution (channels last) with a frozen kernel and a trainable mask.
+
+    `y = activation(conv1d(x, W0 * m(s)) + b)`, kernel shape
+    `(k, in_channels, filters)`.
+
+    Args:
+        filters: positive int, the number of output channels.
+        kernel_size: int or tuple of one int.
+        strides, padding (`valid`, `same` or `causal`), dilation_rate: as
+            `keras.layers.Conv1D`.
+        **kwargs: the `MaskedLayer` arguments.
+
+    Input shape:
+        `(batch, steps, channels)`.
+
+    Output shape:
+        `(batch, new_steps, filters)`.
+
+    Example:
+
+    >>> MaskedConv1D(8, 3, padding="causal", seed=0)(np.ones((2, 20, 4))).shape
+    (2, 20, 8)
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        kwargs.pop("rank", None)
+        super().__init__(1, filters, kernel_size, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="ssm_keras")
+class MaskedConv2D(_MaskedFilterConv):
     """2-D convolution (channels last) with a frozen kernel and a trainable mask.
 
     `y = activation(conv2d(x, W0 * m(s)) + b)`, kernel shape
@@ -304,8 +456,8 @@ class MaskedConv2D(MaskedLayer):
     Args:
         filters: positive int, the number of output channels.
         kernel_size: int or pair of ints.
-        strides: int or pair of ints.
-        padding: `same` or `valid`.
+        strides, padding (`valid` or `same`), dilation_rate: as
+            `keras.layers.Conv2D`.
         **kwargs: the `MaskedLayer` arguments.
 
     Input shape:
@@ -321,51 +473,101 @@ class MaskedConv2D(MaskedLayer):
     (2, 32, 32, 64)
     """
 
-    def __init__(self, filters, kernel_size=3, strides=1, padding="same", **kwargs):
-        if not isinstance(filters, int) or filters <= 0:
+    def __init__(self, filters, kernel_size, **kwargs):
+        kwargs.pop("rank", None)
+        super().__init__(2, filters, kernel_size, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="ssm_keras")
+class MaskedDepthwiseConv2D(MaskedConv):
+    """Depthwise 2-D convolution (channels last) with a frozen kernel and a
+    trainable mask.
+
+    `y = activation(depthwise_conv2d(x, W0 * m(s)) + b)`, kernel shape
+    `(kh, kw, in_channels, depth_multiplier)`: each input channel is
+    convolved with its own `depth_multiplier` filters, so an output sees
+    `fan_in = kh * kw` inputs. The kernel and the scores are drawn as a
+    `(kh, kw, 1, in_channels * depth_multiplier)` tensor and reshaped, so that
+    fan-in-scaled initialisers (`elus`: `c = sqrt(factor / fan_in)`) use
+    that fan-in.
+
+    Args:
+        kernel_size: int or pair of ints.
+        depth_multiplier: positive int, outputs per input channel.
+        strides, padding (`valid` or `same`), dilation_rate: as
+            `keras.layers.DepthwiseConv2D`.
+        **kwargs: the `MaskedLayer` arguments.
+
+    Input shape:
+        `(batch, height, width, channels)`.
+
+    Output shape:
+        `(batch, new_height, new_width, channels * depth_multiplier)`.
+
+    Example:
+
+    >>> MaskedDepthwiseConv2D(3, padding="same", seed=0)(np.ones((2, 8, 8, 4))).shape
+    (2, 8, 8, 4)
+    """
+
+    def __init__(self, kernel_size, depth_multiplier=1, **kwargs):
+        if not isinstance(depth_multiplier, int) or depth_multiplier <= 0:
             raise ValueError(
-                f"filters must be a positive int. Received: filters={filters!r}"
+                "depth_multiplier must be a positive int. Received: "
+                f"depth_multiplier={depth_multiplier!r}"
             )
-        _check_choice("padding", padding, ("same", "valid"))
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.kernel_size = _pair("kernel_size", kernel_size)
-        self.strides = _pair("strides", strides)
-        self.padding = padding
+        kwargs.pop("rank", None)
+        super().__init__(2, kernel_size, **kwargs)
+        self.depth_multiplier = depth_multiplier
 
     def _kernel_shape(self, input_shape):
-        return (*self.kernel_size, input_shape[-1], self.filters)
+        return (*self.kernel_size, input_shape[-1], self.depth_multiplier)
 
-    def _apply_kernel(self, inputs, kernel):
-        return keras.ops.conv(
-            inputs, kernel, strides=self.strides, padding=self.padding
-        )
+    def _output_channels(self, kernel_shape):
+        return kernel_shape[-2] * kernel_shape[-1]
 
-    def compute_output_shape(self, input_shape):
-        return keras.ops.conv(
-            keras.KerasTensor(input_shape),
-            keras.KerasTensor(self._kernel_shape(input_shape)),
-            strides=self.strides,
-            padding=self.padding,
-        ).shape
+    def seeded_initializer(self, role):
+        initializer = super().seeded_initializer(role)
+        if role == "bias":
+            return initializer
+        return ssm_initializers.DepthwiseKernel(initializer)
+
+    def _convolve(self, inputs, kernel, padding):
+        return keras.ops.depthwise_conv(inputs, kernel, strides=self.strides,
+                                        padding=padding, dilation_rate=self.dilation_rate)
 
     def get_config(self):
-        config = {
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-        }
-        return {**super().get_config(), **config}
+        return {**super().get_config(), "depth_multiplier": self.depth_multiplier}
 
 
-def _pair(name, value):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+def _positive_tuple(name, value, rank):
+    values = (value,) * rank if isinstance(value, int) else tuple(value)
+    if len(values) != rank or not all(isinstance(v, int) and v > 0 for v in values):
         raise ValueError(
-            f"{name} must be a positive int or a pair of them. Received: {name}={value!r}"
+            f"{name} must be a positive int or a tuple of {rank} of them. "
+            f"Received: {name}={value!r}"
         )
-    return pair
+    return values
+
+
+@keras.saving.register_keras_serializable(package="ssm_keras")
+class FixedAffineBatchNormalization(keras.layers.BatchNormalization):
+    """Batch normalisation whose scale `gamma` and offset `beta` never train.
+
+    `y = gamma * (x - mean) / sqrt(var + epsilon) + beta`, with batch
+    statistics while training and moving averages at inference, exactly as
+    `keras.layers.BatchNormalization` (which it is, with the same arguments
+    and variables), except that `gamma` and `beta` are created
+    non-trainable: the batch norm of a supermask in the paper's regime,
+    where only scores train. (Setting a Keras batch norm `trainable=False`
+    instead would also freeze its statistics: it then always normalises with
+    the moving averages.)
+    """
+
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") in ("gamma", "beta"):
+            kwargs["trainable"] = False
+        return super().add_weight(*args, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="ssm_keras")
@@ -384,14 +586,14 @@ class PerImageStandardization(keras.layers.Layer):
 
 def find_layers(model, types):
     """The layers of `model` that are instances of `types`, in order,
-    nested models included."""
-    found = []
+    nested models included, each once."""
+    found = {}
     for layer in model.layers:
         if isinstance(layer, types):
-            found.append(layer)
+            found[id(layer)] = layer
         elif hasattr(layer, "layers"):
-            found.extend(find_layers(layer, types))
-    return found
+            found.update((id(inner), inner) for inner in find_layers(layer, types))
+    return list(found.values())
 
 
 def masked_layers(model):

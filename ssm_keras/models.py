@@ -1,10 +1,10 @@
 """The model zoo: a registry of architectures, each masked or plain.
 
-Every builder writes its architecture once against a `LayerFactory`, which
-makes either masked layers (`MaskedDense`, `MaskedConv2D`, batch norm without
-affine parameters) or plain Keras layers (the baseline). Layers get fixed
-names, and kernels are seeded by `(seed, layer name)`, so the masked and the
-plain model of one seed start from the same `W0` bit for bit.
+Every builder writes its architecture once against a `LayerFactory` of plain
+Keras layers (the baseline); the masked model is that model passed through
+`ssm_keras.supermask`, as any user's model would be. Layers get fixed names,
+and kernels are seeded by `(seed, layer name)`, so the masked and the plain
+model of one seed start from the same `W0` bit for bit.
 
 Every model takes raw pixels: its first layer is per-image standardisation.
 
@@ -26,97 +26,49 @@ import keras
 
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskConfig:
-    """How masked layers mask: the `MaskedLayer` arguments shared by a model."""
-
-    mask: str = "signed"
-    tau_fraction: float = 0.4
-    density: float = 0.5
-    score_initializer: str | None = None
-    bernoulli_eval: str = "expected"
-    regime: str = "mask"
+from ssm_keras.supermasking import MaskConfig, supermask, with_regime  # noqa: F401
 
 
 class LayerFactory:
-    """Makes the layers of one model: masked, or plain Keras for baselines.
+    """Makes the plain Keras layers of one model, each kernel seeded.
 
     Args:
-        masked: masked layers if True, plain `Dense`/`Conv2D` otherwise.
-        mask_config: a `MaskConfig` (masked models only).
         kernel_initializer: initialiser name or object of the kernels `W0`.
         init_factor: the `factor` of the `elus` initialiser.
         activation: hidden-layer activation (`elu`, `relu`, ...).
-        seed: int; each kernel is seeded by `derive_seed(seed, name, role)`.
+        seed: int; each kernel is seeded by `derive_seed(seed, name, "kernel")`,
+            as `supermask` seeds a masked layer's `W0`.
     """
 
-    def __init__(
-        self,
-        masked,
-        mask_config,
-        kernel_initializer,
-        init_factor,
-        activation,
-        seed,
-    ):
-        self.masked = masked
-        self.mask_config = mask_config
+    def __init__(self, kernel_initializer, init_factor, activation, seed):
         self.kernel_initializer = ssm_initializers.get(kernel_initializer, init_factor)
         self.activation = activation
         self.seed = seed
 
-    def _masked_kwargs(self, name, activation):
-        return dict(
-            name=name,
-            activation=activation,
-            kernel_initializer=self.kernel_initializer,
-            seed=self.seed,
-            **dataclasses.asdict(self.mask_config),
-        )
-
-    def _plain_kwargs(self, name, activation):
+    def _kwargs(self, name, activation):
         seed = ssm_initializers.derive_seed(self.seed, name, "kernel")
         return dict(
             name=name,
-            activation=activation,
+            activation=self.activation if activation == "hidden" else activation,
             use_bias=False,
-            kernel_initializer=ssm_initializers.with_seed(
-                self.kernel_initializer, seed
-            ),
+            kernel_initializer=ssm_initializers.with_seed(self.kernel_initializer, seed),
         )
-
-    def _resolve(self, activation):
-        return self.activation if activation == "hidden" else activation
 
     def dense(self, units, name, activation="hidden"):
         """A dense layer; `activation="hidden"` means the model's activation."""
-        activation = self._resolve(activation)
-        if self.masked:
-            return ssm_layers.MaskedDense(units, **self._masked_kwargs(name, activation))
-        return keras.layers.Dense(units, **self._plain_kwargs(name, activation))
+        return keras.layers.Dense(units, **self._kwargs(name, activation))
 
     def conv(self, filters, name, kernel_size=3, strides=1, activation="hidden"):
         """A `same`-padded 2-D convolution."""
-        activation = self._resolve(activation)
-        conv_args = dict(kernel_size=kernel_size, strides=strides, padding="same")
-        if self.masked:
-            return ssm_layers.MaskedConv2D(
-                filters, **conv_args, **self._masked_kwargs(name, activation)
-            )
-        return keras.layers.Conv2D(
-            filters, **conv_args, **self._plain_kwargs(name, activation)
-        )
+        return keras.layers.Conv2D(filters, kernel_size=kernel_size, strides=strides,
+                                   padding="same", **self._kwargs(name, activation))
 
     def batch_norm(self, name):
-        """Batch norm; without learned affine parameters in masked models.
-
-        It normalises with batch statistics while training and with moving
-        averages at inference (Keras' `training` flag).
-        """
-        affine = not self.masked
-        return keras.layers.BatchNormalization(name=name, center=affine, scale=affine)
+        """Batch norm: batch statistics while training, moving averages at
+        inference (Keras' `training` flag). `supermask` freezes its `gamma`
+        (1) and `beta` (0), so that a masked model's batch norm learns no
+        affine parameters."""
+        return keras.layers.BatchNormalization(name=name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,8 +277,6 @@ def build_model(
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int. Received: width={width!r}")
     factory = LayerFactory(
-        masked=masked,
-        mask_config=mask_config,
         kernel_initializer=kernel_initializer,
         init_factor=init_factor,
         activation=activation or architecture.default_activation,
@@ -335,33 +285,13 @@ def build_model(
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = ssm_layers.PerImageStandardization(name="standardize")(inputs)
     outputs = architecture.build(x, factory, num_classes, width)
-    return keras.Model(inputs, outputs, name=arch)
+    plain = keras.Model(inputs, outputs, name=arch)
+    if not masked:
+        return plain
+    return supermask(plain, kernel_initializer=kernel_initializer,
+                     init_factor=init_factor, seed=seed, **dataclasses.asdict(mask_config))
 
 
 def masked_weight_count(model):
     """The number of masked weights (score entries) of a model."""
     return sum(math.prod(layer.scores.shape) for layer in ssm_layers.masked_layers(model))
-
-
-def with_regime(model, regime):
-    """A copy of a masked model, with the same weights, in another regime.
-
-    For "supermask as initialisation": take a model trained in the `mask`
-    regime, `with_regime(model, "mask_then_weights")`, compile and train:
-    its mask is frozen and its kernels train.
-    """
-
-    def clone_layer(layer):
-        config = layer.get_config()
-        if isinstance(layer, ssm_layers.MaskedLayer):
-            config["regime"] = regime
-        return layer.__class__.from_config(config)
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
-    # The regime changes the order of trainable and frozen variables, so
-    # weights are copied by name, not by position.
-    for new_layer, old_layer in zip(clone.layers, model.layers):
-        old_weights = {weight.name: weight for weight in old_layer.weights}
-        for weight in new_layer.weights:
-            weight.assign(old_weights[weight.name])
-    return clone

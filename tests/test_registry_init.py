@@ -1,0 +1,49 @@
+"""The registry's initial weights and scores, pinned: the masked models are
+the plain models passed through `supermask`, and must start from the same
+`W0`, scores and thresholds as the registry's own masked layers did.
+
+`data/registry_init_digests.json` holds, per case, the SHA-256 of every
+kernel-bearing layer's `kernel`, `scores` and `threshold` (sorted by layer
+name), computed by the registry before it was built on `supermask`.
+"""
+
+import hashlib
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+from ssm_keras import layers, models
+
+CASES = json.loads((pathlib.Path(__file__).parent / "data" / "registry_init_digests.json").read_text())
+
+
+def initial_state_digest(model):
+    """SHA-256 of the kernels, scores and thresholds of a model's layers."""
+    digest = hashlib.sha256()
+    kernel_layers = layers.find_layers(
+        model, (layers.MaskedLayer, keras.layers.Dense, keras.layers.Conv2D))
+    for layer in sorted(kernel_layers, key=lambda layer: layer.name):
+        for role in ("kernel", "scores", "threshold"):
+            if hasattr(layer, role):
+                digest.update(f"{layer.name}/{role}".encode())
+                value = keras.ops.convert_to_numpy(getattr(layer, role))
+                digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+def _case_id(case):
+    return "-".join(f"{value}" for key, value in case.items()
+                    if key not in ("sha256", "input_shape"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_registry_initial_state_is_unchanged(case):
+    kwargs = {key: value for key, value in case.items() if key not in ("arch", "mask", "sha256")}
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    if "mask" in case:
+        kwargs["mask_config"] = models.MaskConfig(mask=case["mask"])
+    model = models.build_model(case["arch"], **kwargs)
+    assert initial_state_digest(model) == case["sha256"]
