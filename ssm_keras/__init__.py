@@ -39,6 +39,37 @@ if keras.backend.backend() != "tensorflow":
 
 __version__ = "0.1.0"
 
+# The public API, imported on first use: `ssm_keras.supermask`, ...
+_PUBLIC = {
+    "supermask": "supermasking",
+    "with_regime": "supermasking",
+    "MaskConfig": "supermasking",
+    "bake": "baking",
+    "save_compact": "compact",
+    "load_compact": "compact",
+    "MaskMonitor": "callbacks",
+    "decay_scores_only": "score_decay",
+    "MaskedLayer": "layers",
+    "MaskedDense": "layers",
+    "MaskedConv1D": "layers",
+    "MaskedConv2D": "layers",
+    "MaskedDepthwiseConv2D": "layers",
+    "FixedAffineBatchNormalization": "layers",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'ssm_keras' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"ssm_keras.{_PUBLIC[name]}"), name)
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
 # Registers every class a saved model names (the layers and the
 # initialisers), so that `import ssm_keras` makes a run's model.keras
 # loadable with `keras.saving.load_model`.

@@ -1,10 +1,13 @@
 """Baking: a masked model as a plain Keras model that needs no ssm_keras.
 
-`bake(model)` copies a functional model layer by layer:
+`bake(model)` copies a functional or Sequential model layer by layer, nested
+models included:
 
-- `MaskedDense` / `MaskedConv2D` become `keras.layers.Dense` / `Conv2D` with
+- `MaskedDense`, `MaskedConv1D`, `MaskedConv2D`, `MaskedDepthwiseConv2D`
+  become `keras.layers.Dense`, `Conv1D`, `Conv2D`, `DepthwiseConv2D` with
   the same configuration and the kernel `W = W0 * m(s)` (the inference mask);
-  a bias is copied as is.
+  a bias is copied as is. `FixedAffineBatchNormalization` becomes a
+  `BatchNormalization` with the same weights.
 - `PerImageStandardization` becomes a stock functional sub-model of
   `keras.ops` calls, `(x - mean(x)) / max(std(x), 1 / sqrt(n))` per image
   (`n = height * width * channels`): the ops of
@@ -21,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssm_keras import cloning
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import UserError
 
@@ -80,29 +84,38 @@ def standardization_model(image_shape, name="standardize"):
     return keras.Model(images, standardized, name=name)
 
 
+# The stock Keras layer of each masked layer type, and the arguments that
+# the two share besides name, dtype, activation and bias.
+_CONV_ARGUMENTS = ("kernel_size", "strides", "padding", "dilation_rate")
+STOCK_COUNTERPARTS = {
+    ssm_layers.MaskedDense: (keras.layers.Dense, ("units",)),
+    ssm_layers.MaskedConv1D: (keras.layers.Conv1D, ("filters", *_CONV_ARGUMENTS)),
+    ssm_layers.MaskedConv2D: (keras.layers.Conv2D, ("filters", *_CONV_ARGUMENTS)),
+    ssm_layers.MaskedDepthwiseConv2D: (
+        keras.layers.DepthwiseConv2D, ("depth_multiplier", *_CONV_ARGUMENTS)),
+}
+
+
 def _plain_layer(layer):
     """The stock layer that replaces `layer` in the baked model (no weights yet)."""
-    common = dict(name=layer.name, dtype=layer.dtype_policy)
-    if isinstance(layer, ssm_layers.MaskedDense):
-        return keras.layers.Dense(
-            layer.units, activation=layer.activation, use_bias=layer.use_bias, **common
-        )
-    if isinstance(layer, ssm_layers.MaskedConv2D):
-        return keras.layers.Conv2D(
-            layer.filters,
-            layer.kernel_size,
-            strides=layer.strides,
-            padding=layer.padding,
+    if type(layer) in STOCK_COUNTERPARTS:
+        stock, arguments = STOCK_COUNTERPARTS[type(layer)]
+        return stock(
+            **{argument: getattr(layer, argument) for argument in arguments},
+            name=layer.name,
+            dtype=layer.dtype_policy,
             activation=layer.activation,
             use_bias=layer.use_bias,
-            **common,
+            activity_regularizer=layer.activity_regularizer,
         )
     if isinstance(layer, ssm_layers.PerImageStandardization):
         return standardization_model(layer.input.shape[1:], name=layer.name)
+    if isinstance(layer, ssm_layers.FixedAffineBatchNormalization):
+        return keras.layers.BatchNormalization.from_config(layer.get_config())
     if isinstance(layer, ssm_layers.MaskedLayer):
         raise ExportError(
             f"layer {layer.name!r} is a {type(layer).__name__}, which bake() "
-            "cannot convert (only MaskedDense and MaskedConv2D)."
+            f"cannot convert (it converts {', '.join(t.__name__ for t in STOCK_COUNTERPARTS)})."
         )
     return layer.__class__.from_config(layer.get_config())
 
@@ -116,19 +129,23 @@ def _baked_weights(layer):
 
 
 def bake(model):
-    """A copy of a functional masked model made of stock Keras layers only.
+    """A copy of a functional or Sequential masked model made of stock Keras
+    layers only, nested models included: the counterpart of
+    `tfmot.sparsity.keras.strip_pruning`.
 
-    Each masked layer's kernel is its effective kernel `W0 * m(s)`; all other
-    weights (biases, batch-norm moving statistics) are copied. The baked
-    model takes the same raw pixels and computes the same outputs.
+    Each masked layer becomes its Keras layer (`MaskedDense` a `Dense`, ...)
+    with the effective kernel `W0 * m(s)`; all other weights (biases, batch
+    norms' parameters and moving statistics) are copied. The baked model
+    takes the same inputs and computes the same outputs, and
+    `keras.saving.load_model` reads it without ssm_keras.
 
     Raises:
         ExportError: a layer cannot be baked (a sampling Bernoulli mask, or
-            a masked layer type other than dense and 2-D convolution).
+            a masked layer type without a stock counterpart).
     """
-    baked = keras.models.clone_model(model, clone_function=_plain_layer)
-    for layer in model.layers:
+    baked, pairs = cloning.clone_layers(model, _plain_layer)
+    for layer, baked_layer in pairs:
         weights = _baked_weights(layer)
         if weights:
-            baked.get_layer(layer.name).set_weights(weights)
+            baked_layer.set_weights(weights)
     return baked

@@ -20,8 +20,9 @@ File layout, version 1 (integers little-endian):
 | 22 + H     | P    | payload: the blobs the header points to                |
 | 22 + H + P | 32   | SHA-256 of bytes `[0, 22 + H + P)`                     |
 
-Header JSON: `format` (`"ssm_keras.compact"`); `model`, the functional
-model's `get_config()`; `preprocessing`, the input shape and dtype (raw
+Header JSON: `format` (`"ssm_keras.compact"`); `model`, the functional or
+Sequential model's `get_config()` (`model_class`: `"Sequential"` for the
+latter; absent for the former); `preprocessing`, the input shape and dtype (raw
 pixel values) and the preprocessing done by the model's first layers;
 `metadata`, free JSON (data set, architecture, ...); `masked_layers`, one
 record per masked layer (below); `variables`, every other variable
@@ -89,7 +90,7 @@ import zlib
 import keras
 import numpy as np
 
-from ssm_keras import baking, choices
+from ssm_keras import baking, choices, cloning
 from ssm_keras import layers as ssm_layers
 
 MAGIC = b"\x89SSM\r\n\x1a\n"
@@ -386,18 +387,9 @@ def _encode_masked_layer(layer, payload):
     return record
 
 
-def _leaf_layers(model):
-    """The layers of `model`, nested models replaced by their layers."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def _stored_variables(model):
     """`(layer, variable)` of every variable but masked kernels and scores."""
-    for layer in _leaf_layers(model):
+    for layer in cloning.leaf_layers(model):
         coded = ("kernel", "scores") if isinstance(layer, ssm_layers.MaskedLayer) else ()
         for variable in layer.weights:
             if variable.name not in coded:
@@ -420,7 +412,7 @@ def _preprocessing(model):
     """What the model expects and does first: raw pixels, then its first layers."""
     standardizes = any(
         isinstance(layer, ssm_layers.PerImageStandardization)
-        for layer in _leaf_layers(model)
+        for layer in cloning.leaf_layers(model)
     )
     return {
         "input_shape": list(model.input_shape[1:]),
@@ -430,10 +422,11 @@ def _preprocessing(model):
 
 
 def save_compact(model, path, metadata=None):
-    """Writes a functional masked model as a compact `.ssm` file.
+    """Writes a masked functional or Sequential model as a compact `.ssm` file.
 
     Args:
-        model: a functional model with masked layers (e.g. of `build_model`).
+        model: a model with masked layers (of `supermask` or `build_model`),
+            nested models included.
         path: the file to write (overwritten if it exists).
         metadata: a JSON-serialisable dict stored in the header.
 
@@ -448,6 +441,7 @@ def save_compact(model, path, metadata=None):
     header = {
         "format": FORMAT,
         "model": model.get_config(),
+        **({"model_class": "Sequential"} if isinstance(model, keras.Sequential) else {}),
         "preprocessing": _preprocessing(model),
         "metadata": metadata or {},
         "masked_layers": [
@@ -616,12 +610,13 @@ def load_compact(path):
 def _restore(header, payload, path):
     """The masked model a checked header describes, its variables restored."""
     try:
-        model = keras.Model.from_config(header["model"])
+        model_class = keras.Sequential if header.get("model_class") == "Sequential" else keras.Model
+        model = model_class.from_config(header["model"])
     except (TypeError, ValueError, KeyError) as error:
         raise CompactFileError(f"compact file {path}: cannot rebuild its model ({error})") from None
     variables = {
         (layer.name, variable.name): variable
-        for layer in _leaf_layers(model)
+        for layer in cloning.leaf_layers(model)
         for variable in layer.weights
     }
     for record in header["variables"]:

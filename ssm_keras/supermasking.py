@@ -30,7 +30,7 @@ import dataclasses
 
 import keras
 
-from ssm_keras import choices
+from ssm_keras import choices, cloning
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
 
@@ -79,18 +79,6 @@ MASKED_COUNTERPARTS = {
 }
 
 
-def _leaf_layers(model):
-    """The layers of `model`, nested functional and Sequential models replaced
-    by their layers, each once, in order."""
-    found = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and _is_clonable(layer):
-            found.update((id(inner), inner) for inner in _leaf_layers(layer))
-        else:
-            found[id(layer)] = layer
-    return list(found.values())
-
-
 def _is_clonable(model):
     """Whether `clone_model` can copy `model` layer by layer: a Sequential or
     a functional model (Keras' class `Functional`, or a subclass of it)."""
@@ -112,10 +100,16 @@ def _check_clonable(model, what="model"):
             _check_clonable(layer, what="sub-model")
 
 
+def _has_kernel(layer):
+    """Whether `layer` holds a kernel (`kernel`, `depthwise_kernel`, ...)."""
+    return type(layer) in MASKED_COUNTERPARTS or any(
+        variable.name.endswith("kernel") for variable in layer.weights)
+
+
 def _selector(layers, leaves):
     """`is_selected(layer)` for the `layers` argument of `supermask`."""
     if layers is None:
-        return lambda layer: hasattr(layer, "kernel") or type(layer) in MASKED_COUNTERPARTS
+        return _has_kernel
     if callable(layers):
         return layers
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
@@ -142,15 +136,24 @@ def _why_not_exact(layer, train_bias):
         return f"it is a grouped convolution (groups={layer.groups})"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return f"masked convolutions are channels_last (data_format={layer.data_format!r})"
-    for attribute in ("kernel_regularizer", "kernel_constraint"):
+    for attribute in ("kernel_regularizer", "kernel_constraint",
+                      "depthwise_regularizer", "depthwise_constraint"):
         if getattr(layer, attribute, None) is not None:
-            return f"it has a {attribute.replace('_', ' ')}, which a mask of a frozen kernel cannot honour"
+            what = attribute.replace("depthwise", "kernel").replace("_", " ")
+            return f"it has a {what}, which a mask of a frozen kernel cannot honour"
     for attribute in ("bias_regularizer", "bias_constraint"):
         if train_bias and getattr(layer, attribute, None) is not None:
             return f"it has a {attribute.replace('_', ' ')} and train_bias=True"
     if getattr(layer, "lora_enabled", False):
         return "it has LoRA weights"
     return None
+
+
+def _kernel_initializer(layer):
+    """The initialiser a Keras layer drew its kernel with."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return layer.depthwise_initializer
+    return layer.kernel_initializer
 
 
 def _check_masked_layers(selected, train_bias):
@@ -235,7 +238,7 @@ def supermask(
     _check_clonable(model)
     mask_config = MaskConfig(mask, tau_fraction, density, score_initializer,
                              bernoulli_eval, regime)
-    leaves = _leaf_layers(model)
+    leaves = cloning.leaf_layers(model)
     is_selected = _selector(layers, leaves)
     selected = [layer for layer in leaves if is_selected(layer)]
     _check_masked_layers(selected, train_bias)
@@ -250,7 +253,7 @@ def supermask(
             use_bias=layer.use_bias,
             bias_initializer=layer.bias_initializer,
             train_bias=train_bias,
-            kernel_initializer=initializer if kernels == "redraw" else layer.kernel_initializer,
+            kernel_initializer=initializer if kernels == "redraw" else _kernel_initializer(layer),
             activity_regularizer=layer.activity_regularizer,
             seed=seed,
             **dataclasses.asdict(mask_config),
@@ -263,8 +266,8 @@ def supermask(
             return ssm_layers.FixedAffineBatchNormalization.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
-    clone = keras.models.clone_model(model, clone_function=convert, recursive=True)
-    for old, new in zip(leaves, _leaf_layers(clone)):
+    clone, pairs = cloning.clone_layers(model, convert)
+    for old, new in pairs:
         if id(old) not in selected_ids:
             new.set_weights(old.get_weights())
             continue
@@ -296,10 +299,10 @@ def with_regime(model, regime):
             config["regime"] = regime
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    clone, pairs = cloning.clone_layers(model, clone_layer)
     # The regime changes the order of trainable and frozen variables, so
     # weights are copied by name, not by position.
-    for new_layer, old_layer in zip(_leaf_layers(clone), _leaf_layers(model)):
+    for old_layer, new_layer in pairs:
         old_weights = {weight.name: weight for weight in old_layer.weights}
         for weight in new_layer.weights:
             weight.assign(old_weights[weight.name])

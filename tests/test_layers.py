@@ -9,7 +9,7 @@ from ssm_keras import choices, initializers, layers, masking
 
 
 def _dense(**kwargs):
-    layer = layers.MaskedDense(6, seed=1, name="masked", **kwargs)
+    layer = layers.MaskedDense(6, seed=1, name="masked", **{"use_bias": False, **kwargs})
     layer.build((None, 5))
     return layer
 
@@ -128,7 +128,7 @@ def test_same_seed_and_name_give_identical_weights():
 @pytest.mark.parametrize("kind", choices.MASK_KINDS)
 def test_keras_round_trip(tmp_path, kind):
     inputs = keras.Input((6, 6, 2))
-    x = layers.MaskedConv2D(3, 3, mask=kind, seed=0, name="conv", use_bias=True)(inputs)
+    x = layers.MaskedConv2D(3, 3, padding="same", mask=kind, seed=0, name="conv")(inputs)
     x = keras.layers.Flatten()(x)
     outputs = layers.MaskedDense(4, mask=kind, seed=0, kernel_initializer="elu",
                                  name="dense", activation="softmax")(x)

@@ -60,8 +60,10 @@ def test_wrn28_masked_weight_count_and_plain_bn():
     model = models.build_model("wrn28", width=2, num_classes=100)
     assert models.masked_weight_count(model) == _wrn_count(2, classes=100)
     norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert norms and all(not n.center and not n.scale for n in norms)
+    # Affine parameters at their identity values, frozen: none is learned.
+    assert norms and all(isinstance(n, layers.FixedAffineBatchNormalization) for n in norms)
     assert all(len(n.trainable_weights) == 0 for n in norms)
+    assert all(np.all(n.gamma.numpy() == 1) and np.all(n.beta.numpy() == 0) for n in norms)
     plain = models.build_model("wrn28", width=2, num_classes=100, masked=False)
     plain_norms = [l for l in plain.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert all(n.center and n.scale for n in plain_norms)

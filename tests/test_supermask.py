@@ -1,0 +1,334 @@
+"""`ssm_keras.supermask` on users' models: Sequential, functional, nested;
+kernels redrawn or kept; what trains; refusals; bake, compact files, `fit`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import ssm_keras
+from ssm_keras import cloning, data, layers, statistics
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def _sequential_cnn(name="user_cnn"):
+    """A user-style Sequential CNN with biases and batch norm."""
+    return keras.Sequential([
+        keras.Input(IMAGE_SHAPE),
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+        keras.layers.BatchNormalization(name="bn1"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw"),
+        keras.layers.BatchNormalization(name="bn2"),
+        keras.layers.ReLU(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(32, activation="relu", name="d1"),
+        keras.layers.Dense(10, activation="softmax", name="d2"),
+    ], name=name)
+
+
+def _nested_model():
+    """A functional model holding a Sequential block and a functional block,
+    a Conv1D branch, biases and batch norm."""
+    block = keras.Sequential([
+        keras.Input((14, 14, 4)),
+        keras.layers.Conv2D(6, 3, padding="same", name="block_conv"),
+        keras.layers.BatchNormalization(name="block_bn"),
+        keras.layers.Activation("relu"),
+    ], name="seq_block")
+    head_in = keras.Input((64,))
+    head_out = keras.layers.Dense(10, activation="softmax", name="head_dense")(
+        keras.layers.Dense(16, activation="tanh", name="head_hidden")(head_in))
+    head = keras.Model(head_in, head_out, name="head")
+    inputs = keras.Input(IMAGE_SHAPE)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="stem")(x)
+    x = block(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    rows = keras.layers.Reshape((28, 28))(inputs)
+    r = keras.layers.Conv1D(4, 5, padding="causal", dilation_rate=2, name="rows_conv")(rows)
+    r = keras.layers.GlobalAveragePooling1D()(r)
+    x = keras.layers.Concatenate()([x, r])
+    x = keras.layers.Dense(64, activation="relu", name="mix")(x)
+    return keras.Model(inputs, head(x), name="nested")
+
+
+def _images(count=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, *IMAGE_SHAPE)).astype(np.float32)
+
+
+def _randomize(model, seed=0):
+    """Scores as after training (about half the weights remain) and batch-norm
+    parameters and statistics away from their initial values."""
+    rng = np.random.default_rng(seed)
+    for layer in layers.masked_layers(model):
+        layer.scores.assign(rng.normal(size=layer.scores.shape).astype(np.float32))
+    for layer in layers.find_layers(model, keras.layers.BatchNormalization):
+        for variable in layer.weights:
+            values = rng.uniform(0.5, 1.5, variable.shape).astype(np.float32)
+            variable.assign(values)
+    return model
+
+
+def _paths(variables):
+    """`layer/variable` of each variable, sorted."""
+    return sorted("/".join(variable.path.split("/")[-2:]) for variable in variables)
+
+
+def _masked_names(model):
+    return {layer.name: type(layer).__name__ for layer in layers.masked_layers(model)}
+
+
+def test_every_kernel_layer_of_a_nested_model_is_masked():
+    masked = ssm_keras.supermask(_nested_model(), seed=0)
+    assert _masked_names(masked) == {
+        "stem": "MaskedConv2D", "block_conv": "MaskedConv2D", "rows_conv": "MaskedConv1D",
+        "mix": "MaskedDense", "head_hidden": "MaskedDense", "head_dense": "MaskedDense"}
+    assert isinstance(masked.get_layer("seq_block"), keras.Sequential)
+    bn = masked.get_layer("seq_block").get_layer("block_bn")
+    assert isinstance(bn, layers.FixedAffineBatchNormalization)
+    # Only the scores train, in the paper's regime.
+    trainable = {variable.path.split("/")[-1] for variable in masked.trainable_variables}
+    assert trainable == {"scores"}
+    assert len(masked.trainable_variables) == 6
+
+
+def test_outputs_match_a_plain_model_with_the_effective_kernels():
+    """A masked model computes what the original computes with W0 * m(s)."""
+    model = _nested_model()
+    masked = _randomize(ssm_keras.supermask(model, kernels="keep", seed=3))
+    # The original model with W0 * m(s) as kernels and the batch norms'
+    # parameters and statistics of the masked one.
+    for layer in layers.masked_layers(masked):
+        original = _find(model, layer.name)
+        original.kernel.assign(original.kernel.numpy() * layer.compute_mask_values().numpy())
+    for layer in layers.find_layers(masked, keras.layers.BatchNormalization):
+        _find(model, layer.name).set_weights(layer.get_weights())
+    images = _images()
+    np.testing.assert_allclose(masked(images), model(images), rtol=1e-5, atol=1e-6)
+
+
+def test_keep_uses_the_current_kernels_and_redraw_is_seeded_by_name():
+    model = _sequential_cnn()
+    kept = ssm_keras.supermask(model, kernels="keep", seed=0)
+    redrawn = ssm_keras.supermask(model, seed=0)
+    again = ssm_keras.supermask(_sequential_cnn(), seed=0)
+    for name in ("c1", "dw", "d1", "d2"):
+        np.testing.assert_array_equal(kept.get_layer(name).kernel.numpy(),
+                                      model.get_layer(name).kernel.numpy())
+        np.testing.assert_array_equal(redrawn.get_layer(name).kernel.numpy(),
+                                      again.get_layer(name).kernel.numpy())
+        # Scores depend on the seed and name only, whatever the kernels.
+        np.testing.assert_array_equal(redrawn.get_layer(name).scores.numpy(),
+                                      kept.get_layer(name).scores.numpy())
+        # Biases keep their values in both.
+        np.testing.assert_array_equal(redrawn.get_layer(name).bias.numpy(),
+                                      model.get_layer(name).bias.numpy())
+    # elus: one constant per layer, c = sqrt(6 / fan_in); a depthwise kernel's
+    # fan-in is its window, 3 * 3.
+    np.testing.assert_allclose(np.abs(redrawn.get_layer("dw").kernel.numpy()), np.sqrt(6 / 9))
+    np.testing.assert_allclose(np.abs(redrawn.get_layer("d1").kernel.numpy()),
+                               np.sqrt(6 / (13 * 13 * 16)))
+    other_seed = ssm_keras.supermask(model, seed=1)
+    assert not np.array_equal(other_seed.get_layer("d1").scores.numpy(),
+                              redrawn.get_layer("d1").scores.numpy())
+
+
+def test_train_bias_and_train_batch_norm_make_exactly_those_variables_trainable():
+    model = _sequential_cnn()
+
+    def trainable(**kwargs):
+        return _paths(ssm_keras.supermask(model, **kwargs).trainable_variables)
+
+    scores = [f"{name}/scores" for name in ("c1", "d1", "d2", "dw")]
+    biases = [f"{name}/bias" for name in ("c1", "d1", "d2", "dw")]
+    affine = [f"{name}/{role}" for name in ("bn1", "bn2") for role in ("beta", "gamma")]
+    assert trainable() == sorted(scores)
+    assert trainable(train_bias=True) == sorted(scores + biases)
+    assert trainable(train_batch_norm=True) == sorted(scores + affine)
+    assert trainable(train_bias=True, train_batch_norm=True) == sorted(scores + biases + affine)
+    # The frozen batch-norm parameters stay frozen when the model is set
+    # trainable again (they are created non-trainable), and the statistics
+    # still follow the batches.
+    masked = ssm_keras.supermask(model)
+    masked.trainable = True
+    assert _paths(masked.trainable_variables) == sorted(scores)
+    before = masked.get_layer("bn1").moving_mean.numpy().copy()
+    masked(_images(), training=True)
+    assert not np.array_equal(masked.get_layer("bn1").moving_mean.numpy(), before)
+
+
+def test_layers_selects_by_name_or_predicate():
+    model = _sequential_cnn()
+    by_name = ssm_keras.supermask(model, layers=["d1", "d2"])
+    assert set(_masked_names(by_name)) == {"d1", "d2"}
+    assert type(by_name.get_layer("c1")) is keras.layers.Conv2D
+    np.testing.assert_array_equal(by_name.get_layer("c1").kernel.numpy(),
+                                  model.get_layer("c1").kernel.numpy())
+    convs = ssm_keras.supermask(model, layers=lambda layer: "Conv" in type(layer).__name__)
+    assert set(_masked_names(convs)) == {"c1", "dw"}
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+def _with_layer(layer, input_shape=(8, 8, 3)):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, layer(inputs))
+
+
+def _duplicate_names():
+    inputs = keras.Input((4,))
+    first = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="same")], name="a")
+    second = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="same")], name="b")
+    return keras.Model(inputs, second(first(inputs)))
+
+
+def _subclassed():
+    model = _Subclassed()
+    model(np.zeros((1, 4)))
+    return model
+
+
+@pytest.mark.parametrize("make, kwargs, fragment", [
+    (_subclassed, {}, "is a subclassed keras.Model (_Subclassed)"),
+    (lambda: _with_layer(keras.layers.Conv2D(6, 3, groups=3, name="grouped"), (8, 8, 6)), {},
+     "layer 'grouped': it is a grouped convolution (groups=3)"),
+    (lambda: _with_layer(keras.layers.Conv2D(4, 3, data_format="channels_first", name="cf")), {},
+     "layer 'cf': masked convolutions are channels_last"),
+    (lambda: _with_layer(keras.layers.Dense(4, kernel_regularizer="l2", name="reg")), {},
+     "layer 'reg': it has a kernel regularizer"),
+    (lambda: _with_layer(keras.layers.Dense(4, kernel_constraint="non_neg", name="con")), {},
+     "layer 'con': it has a kernel constraint"),
+    (lambda: _with_layer(keras.layers.SeparableConv2D(4, 3, name="sep")), {},
+     "layer 'sep': its type SeparableConv2D has no masked counterpart"),
+    (lambda: _with_layer(keras.layers.LayerNormalization(name="ln")), {"layers": ["ln"]},
+     "layer 'ln': its type LayerNormalization has no masked counterpart"),
+    (_duplicate_names, {}, "layer 'same': two masked layers share the name"),
+    (_sequential_cnn, {"layers": ["d9"]}, "layers the model does not have: ['d9']"),
+    (_sequential_cnn, {"kernels": "pretrained"}, "kernels='pretrained'"),
+    (_sequential_cnn, {"mask": "ternary"}, "mask='ternary'"),
+])
+def test_what_cannot_be_masked_exactly_is_refused_in_one_line(make, kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        ssm_keras.supermask(make(), **kwargs)
+    message = str(info.value)
+    assert fragment in message and "\n" not in message
+
+
+def test_bake_of_a_nested_supermask_loads_and_agrees_without_ssm_keras(tmp_path):
+    masked = _randomize(ssm_keras.supermask(_nested_model(), train_batch_norm=True, seed=2))
+    baked = ssm_keras.bake(masked)
+    assert not layers.masked_layers(baked)
+    assert not layers.find_layers(baked, layers.FixedAffineBatchNormalization)
+    path = tmp_path / "baked.keras"
+    baked.save(path)
+    images = _images(6)
+    np.save(tmp_path / "images.npy", images)
+    expected = masked.predict(images, verbose=0)
+    script = (
+        "import sys, numpy as np, keras\n"
+        "model = keras.saving.load_model(sys.argv[1])\n"
+        "np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))\n"
+        "assert not any(name.startswith('ssm_keras') for name in sys.modules)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "images.npy"),
+         str(tmp_path / "out.npy")],
+        check=True, cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [_sequential_cnn, _nested_model])
+def test_compact_round_trip_is_bit_exact(tmp_path, make):
+    masked = _randomize(ssm_keras.supermask(make(), kernels="keep", seed=1))
+    path = tmp_path / "model.ssm"
+    ssm_keras.save_compact(masked, path, metadata={"what": "user model"})
+    loaded = ssm_keras.load_compact(path)
+    assert type(loaded.masked_model) is type(masked)
+    for layer in layers.masked_layers(masked):
+        np.testing.assert_array_equal(
+            _find(loaded.masked_model, layer.name).effective_kernel().numpy(),
+            layer.effective_kernel().numpy())
+    images = _images(4)
+    np.testing.assert_array_equal(loaded.masked_model.predict(images, verbose=0),
+                                  masked.predict(images, verbose=0))
+    np.testing.assert_array_equal(loaded.baked_model.predict(images, verbose=0),
+                                  ssm_keras.bake(masked).predict(images, verbose=0))
+    assert loaded.metadata == {"what": "user model"}
+
+
+def _find(model, name):
+    return next(layer for layer in cloning.leaf_layers(model) if layer.name == name)
+
+
+def test_saved_supermask_reloads_with_the_same_outputs(tmp_path):
+    masked = _randomize(ssm_keras.supermask(_nested_model(), train_bias=True, seed=4))
+    masked.save(tmp_path / "masked.keras")
+    loaded = keras.saving.load_model(tmp_path / "masked.keras")
+    images = _images(4)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
+                                  masked.predict(images, verbose=0))
+    assert _paths(loaded.trainable_variables) == _paths(masked.trainable_variables)
+
+
+def test_with_regime_of_a_nested_supermask_freezes_the_mask_and_trains_kernels():
+    masked = _randomize(ssm_keras.supermask(_nested_model(), seed=0))
+    tuned = ssm_keras.with_regime(masked, "mask_then_weights")
+    assert {v.path.split("/")[-1] for v in tuned.trainable_variables} == {"kernel"}
+    for layer in layers.masked_layers(masked):
+        np.testing.assert_array_equal(_find(tuned, layer.name).compute_mask_values().numpy(),
+                                      layer.compute_mask_values().numpy())
+    with pytest.raises(ValueError, match="regime='weights'"):
+        ssm_keras.with_regime(masked, "weights")
+
+
+def test_decay_scores_only_decays_scores_at_the_papers_rate():
+    masked = ssm_keras.supermask(_sequential_cnn(), train_bias=True, seed=0)
+    optimizer = ssm_keras.decay_scores_only(keras.optimizers.SGD(0.05), masked, 5e-4)
+    assert optimizer.weight_decay == pytest.approx(5e-4 / 0.05)
+    before = {v.path: v.numpy().copy() for v in masked.trainable_variables}
+    zero_gradients = [keras.ops.zeros_like(v) for v in masked.trainable_variables]
+    optimizer.apply_gradients(zip(zero_gradients, masked.trainable_variables))
+    for variable in masked.trainable_variables:
+        # With zero gradients only the decay moves a variable: s -= 5e-4 * s.
+        expected = before[variable.path] * (1 - 5e-4 if variable.path.endswith("scores") else 1)
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="not been used"):
+        ssm_keras.decay_scores_only(optimizer, masked, 5e-4)
+
+
+def test_a_user_cnn_learns_real_mnist_under_plain_fit(mnist_dir, tmp_path):
+    """supermask + compile + fit + MaskMonitor, as a user would, on 4,000 real
+    MNIST images: the mask learns (test accuracy far above chance) and the
+    monitor logs per-layer statistics."""
+    splits = data.load_splits("mnist", data_dir=str(mnist_dir), validation_size=0,
+                              max_examples=4000)
+    (train_x, train_y), (test_x, test_y) = splits.train, splits.test
+    masked = ssm_keras.supermask(_sequential_cnn(), seed=0, init_factor=3.0)
+    masked.compile(
+        optimizer=ssm_keras.decay_scores_only(keras.optimizers.Adam(0.01), masked, 1e-4),
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    monitor = ssm_keras.MaskMonitor(str(tmp_path / "logs"))
+    history = masked.fit(train_x.astype("float32"), train_y, epochs=2, batch_size=64,
+                         callbacks=[monitor], verbose=0)
+    _, accuracy = masked.evaluate(test_x.astype("float32"), test_y, verbose=0)
+    assert accuracy > 0.8, accuracy
+    summary = statistics.summarize(masked)
+    assert history.history["remaining_percent"][-1] == pytest.approx(summary["remaining_percent"])
+    assert history.history["mask_flips"][0] > 0
+    assert os.listdir(tmp_path / "logs" / "masks")
+    json.dumps(summary)
