@@ -1,0 +1,168 @@
+"""Every image model of `keras.applications` through `ssm_keras.supermask`.
+
+For each model (built with `weights=None`, 10 classes, no classifier
+activation, at the smallest of 32x32 and 75x75 that it accepts): supermask
+it (signed mask, `elus` kernels, seed 0); train one SGD step on 8 random
+images and check that scores moved and kernels did not; bake it and compare
+the baked model's outputs with the masked model's; write a compact file, load
+it and compare effective kernels (bit for bit) and outputs. A model that
+`supermask` refuses is recorded with its one-line reason.
+
+Each model runs in a process of its own (memory), and the results go to
+`--out` as JSON and Markdown:
+
+    python scripts/applications.py --out=applications            # all
+    python scripts/applications.py --out=applications --models=MobileNetV2,ResNet50
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+SIZES = (32, 75)
+
+
+def application_names():
+    import keras
+
+    return sorted(
+        name for name in dir(keras.applications)
+        if name[0].isupper() and callable(getattr(keras.applications, name))
+    )
+
+
+def _build(name):
+    """The application with weights=None at the smallest size it accepts."""
+    import keras
+
+    builder = getattr(keras.applications, name)
+    errors = []
+    for size in SIZES:
+        try:
+            return builder(weights=None, input_shape=(size, size, 3), classes=10,
+                           classifier_activation=None), size
+        except (ValueError, TypeError) as error:
+            errors.append(str(error).splitlines()[0])
+    raise ValueError("; ".join(errors))
+
+
+def check_one(name):
+    """The record of one application (runs in the current process)."""
+    import keras
+    import numpy as np
+
+    import ssm_keras
+    from ssm_keras import layers
+
+    start = time.time()
+    model, size = _build(name)
+    record = {"model": name, "input_size": size, "parameters": int(model.count_params())}
+    try:
+        masked = ssm_keras.supermask(model, seed=0)
+    except ValueError as error:
+        return {**record, "status": "refused", "reason": str(error)}
+    masked_layers = layers.masked_layers(masked)
+    record["masked_layers"] = len(masked_layers)
+    record["masked_weights"] = int(sum(np.prod(layer.scores.shape) for layer in masked_layers))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, size, size, 3)).astype("float32")
+    labels = rng.integers(0, 10, 8)
+    before = {id(layer): (layer.scores.numpy().copy(), layer.kernel.numpy().copy())
+              for layer in masked_layers}
+    masked.compile(optimizer=keras.optimizers.SGD(0.1),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    record["loss"] = float(masked.train_on_batch(images, labels))
+    record["scores_moved"] = sum(
+        not np.array_equal(layer.scores.numpy(), before[id(layer)][0]) for layer in masked_layers)
+    record["kernels_frozen"] = all(
+        np.array_equal(layer.kernel.numpy(), before[id(layer)][1]) for layer in masked_layers)
+    outputs = masked.predict(images, verbose=0)
+    baked = ssm_keras.bake(masked)
+    record["baked_is_stock"] = not any(
+        type(layer).__module__.startswith("ssm_keras") for layer in baked._flatten_layers())
+    baked_outputs = baked.predict(images, verbose=0)
+    scale = float(np.max(np.abs(outputs))) or 1.0
+    record["baked_max_abs_difference"] = float(np.max(np.abs(baked_outputs - outputs)))
+    record["output_scale"] = scale
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.ssm")
+        record["compact_bytes"] = ssm_keras.save_compact(masked, path)
+        loaded = ssm_keras.load_compact(path)
+    by_name = {layer.name: layer for layer in layers.masked_layers(loaded.masked_model)}
+    record["compact_kernels_equal"] = all(
+        np.array_equal(by_name[layer.name].effective_kernel().numpy(),
+                       layer.effective_kernel().numpy()) for layer in masked_layers)
+    loaded_outputs = loaded.masked_model.predict(images, verbose=0)
+    record["compact_max_abs_difference"] = float(np.max(np.abs(loaded_outputs - outputs)))
+    passed = (record["scores_moved"] > 0 and record["kernels_frozen"]
+              and record["baked_is_stock"] and record["compact_kernels_equal"]
+              and record["baked_max_abs_difference"] <= 1e-4 * scale
+              and record["compact_max_abs_difference"] <= 1e-4 * scale)
+    record["status"] = "passed" if passed else "failed"
+    record["seconds"] = round(time.time() - start, 1)
+    return record
+
+
+def _markdown(records):
+    lines = [
+        "| model | input | parameters | status | masked layers | masked weights | "
+        "max output difference (baked, compact) / output scale | compact bytes | reason |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for record in records:
+        if record["status"] in ("passed", "failed"):
+            difference = (f"{record['baked_max_abs_difference']:.1e}, "
+                          f"{record['compact_max_abs_difference']:.1e} / "
+                          f"{record['output_scale']:.1f}")
+            lines.append(
+                f"| {record['model']} | {record['input_size']} | {record['parameters']:,} | "
+                f"{record['status']} | {record['masked_layers']} | "
+                f"{record['masked_weights']:,} | {difference} | "
+                f"{record['compact_bytes']:,} | |")
+        else:
+            lines.append(
+                f"| {record['model']} | {record.get('input_size', '')} | "
+                f"{record.get('parameters', 0):,} | {record['status']} | | | | | "
+                f"{record.get('reason', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="Folder for applications.json/.md.")
+    parser.add_argument("--models", default="", help="Comma-separated names (default: all).")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=1800, help="Seconds per model.")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(check_one(args.one)))
+        return
+    os.makedirs(args.out, exist_ok=True)
+    names = [name for name in args.models.split(",") if name] or application_names()
+    records = []
+    for name in names:
+        try:
+            result = subprocess.run(
+                [sys.executable, __file__, "--out", args.out, "--one", name],
+                capture_output=True, text=True, timeout=args.timeout,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            lines = result.stdout.strip().splitlines()
+            record = (json.loads(lines[-1]) if result.returncode == 0 and lines else
+                      {"model": name, "status": "error",
+                       "reason": " ".join(result.stderr.strip().splitlines()[-1:])})
+        except subprocess.TimeoutExpired:
+            record = {"model": name, "status": "error", "reason": f"over {args.timeout:.0f} s"}
+        records.append(record)
+        print(f"{name}: {record['status']} {record.get('reason', '')}", flush=True)
+        with open(os.path.join(args.out, "applications.json"), "w") as file:
+            json.dump(records, file, indent=1)
+        with open(os.path.join(args.out, "applications.md"), "w") as file:
+            file.write(_markdown(records))
+
+
+if __name__ == "__main__":
+    main()
