@@ -3,9 +3,12 @@
     python scripts/benchmark.py                          # fcn, conv2, conv4, batch 128
     python scripts/benchmark.py --archs=conv6,resnet20 --out=bench.json
     python scripts/benchmark.py --archs=fcn --quick      # seconds (the tests use it)
+    python scripts/benchmark.py --archs=MobileNetV2      # any keras.applications model
 
 For every architecture the signed-supermask model and the plain Keras model
-of the same architecture (`models.build_model(arch, masked=True/False)`) are
+of the same architecture (`models.build_model(arch, masked=True/False)`; for
+a `keras.applications` model, the model with `weights=None` at CIFAR-10's
+32x32 and it through `ssm_keras.supermask`) are
 compiled as `ssm_keras.training` compiles them (SGD, Nesterov momentum,
 decoupled weight decay, smooth exponential decay) and trained on one
 synthetic batch of raw pixels held in memory (`Dataset.from_tensors(batch)
@@ -78,7 +81,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ssm_keras  # noqa: E402,F401  (first: its CPU settings precede TensorFlow)
+import ssm_keras  # noqa: E402  (first: its CPU settings precede TensorFlow)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -98,7 +101,8 @@ ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_T
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", default=DEFAULT_ARCHS,
-                        help="comma-separated architectures of models.ARCHITECTURES")
+                        help="comma-separated architectures of models.ARCHITECTURES or "
+                             "keras.applications models (MobileNetV2, ...)")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps_per_execution", type=int, default=0,
                         help="training steps per call into TensorFlow; 0: per architecture")
@@ -143,10 +147,9 @@ def parse_args(argv):
             parser.error(f"--precisions: {precision!r} is not one of "
                          f"{', '.join(choices.PRECISIONS)}")
     for arch in args.archs:
-        try:
-            models.get_architecture(arch)
-        except ValueError as error:
-            parser.error(f"--archs: {error}")
+        if arch not in models.ARCHITECTURES and not is_application(arch):
+            parser.error(f"--archs: {arch!r} is neither an architecture of "
+                         f"{', '.join(models.ARCHITECTURES)} nor a keras.applications model")
     minimum = {"batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
                "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1}
     for name, lowest in minimum.items():
@@ -241,11 +244,17 @@ def default_dataset(arch):
     return "mnist" if arch == "fcn" else "cifar10"
 
 
+def is_application(name):
+    """Whether `name` is a model of `keras.applications` (e.g. `MobileNetV2`)."""
+    return name[:1].isupper() and callable(getattr(keras.applications, name, None))
+
+
 def train_config(arch, masked, args, precision="float32"):
     """The `TrainConfig` of one benchmarked model (the flagfiles' recipes)
-    under the dtype policy `precision`."""
+    under the dtype policy `precision`; a `keras.applications` model trains
+    with the conv nets' recipe."""
     return ssm_config.TrainConfig(
-        arch=arch,
+        arch="conv4" if is_application(arch) else arch,
         dataset=default_dataset(arch),
         regime="mask" if masked else "weights",
         weight_init="elus" if masked else "elu",
@@ -258,14 +267,28 @@ def train_config(arch, masked, args, precision="float32"):
     )
 
 
-def build(config, steps_per_execution):
-    """The compiled model of `config` with `steps_per_execution` steps per
-    call, built and compiled under `config.mixed_precision` (as in training:
-    the policy is global while Keras builds and compiles)."""
+def build_application(name, config, spec):
+    """`keras.applications.<name>` with `weights=None` for images of `spec`:
+    plain, or through `ssm_keras.supermask` as `config` says."""
+    plain = getattr(keras.applications, name)(
+        weights=None, input_shape=spec.image_shape, classes=spec.num_classes)
+    if not config.masked:
+        return plain
+    return ssm_keras.supermask(plain, config.mask_kind, kernel_initializer=config.weight_init,
+                               init_factor=config.init_factor, seed=config.seed)
+
+
+def build(arch, config, steps_per_execution):
+    """The compiled model of `arch` and `config` with `steps_per_execution`
+    steps per call, built and compiled under `config.mixed_precision` (as in
+    training: the policy is global while Keras builds and compiles)."""
     spec = data.DATASETS[config.dataset]
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
-        model = training.build_model(config, spec)
+        if is_application(arch):
+            model = build_application(arch, config, spec)
+        else:
+            model = training.build_model(config, spec)
         config.steps_per_execution = steps_per_execution
         training.compile_model(model, config, steps_per_epoch=1000)
     finally:
@@ -287,7 +310,8 @@ def training_gflop_per_image(model):
     shape[1:-1])` is a layer's forward FLOP and the first layer computes no
     input gradient.
     """
-    kernel_layers = (keras.layers.Dense, keras.layers.Conv2D, ssm_layers.MaskedLayer)
+    kernel_layers = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
+                     keras.layers.DepthwiseConv2D, ssm_layers.MaskedLayer)
     forward = [
         2 * math.prod(layer.kernel.shape) * math.prod(layer.output.shape[1:-1])
         for layer in ssm_layers.find_layers(model, kernel_layers)
@@ -364,11 +388,11 @@ def measure_training(arch, args, batch, precision):
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     spe = args.steps_per_execution
     if spe == 0:
-        probe = build(configs["masked"], 1)
+        probe = build(arch, configs["masked"], 1)
         train_window(probe, dataset, 2)  # traces
         spe = choose_steps_per_execution(train_window(probe, dataset, 3) / 3,
                                          args.execution_seconds)
-    trained = {name: build(config, spe) for name, config in configs.items()}
+    trained = {name: build(arch, config, spe) for name, config in configs.items()}
     for model in trained.values():
         train_window(model, dataset, spe)  # traces
     step_seconds = train_window(trained["masked"], dataset, 2 * spe) / (2 * spe)
