@@ -83,7 +83,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="Adam, weights")
-    parser.add_argument("--mask_learning_rate", type=float, default=0.01, help="Adam, scores")
+    parser.add_argument("--mask_learning_rate", type=float, default=0.003, help="Adam, scores")
     parser.add_argument("--score_weight_decay", type=float, default=5e-4,
                         help="the paper's weight decay on the scores")
     parser.add_argument("--init_factor", type=float, default=3.0, help="elus factor")

@@ -36,8 +36,9 @@ class LayerFactory:
         kernel_initializer: initialiser name or object of the kernels `W0`.
         init_factor: the `factor` of the `elus` initialiser.
         activation: hidden-layer activation (`elu`, `relu`, ...).
-        seed: int; each kernel is seeded by `derive_seed(seed, name, "kernel")`,
-            as `supermask` seeds a masked layer's `W0`.
+        seed: int or None; each kernel is seeded by `derive_seed(seed, name,
+            "kernel")`, as `supermask` seeds a masked layer's `W0` (None:
+            unseeded, fresh random values).
     """
 
     def __init__(self, kernel_initializer, init_factor, activation, seed):
@@ -46,12 +47,15 @@ class LayerFactory:
         self.seed = seed
 
     def _kwargs(self, name, activation):
-        seed = ssm_initializers.derive_seed(self.seed, name, "kernel")
+        initializer = self.kernel_initializer
+        if self.seed is not None:
+            seed = ssm_initializers.derive_seed(self.seed, name, "kernel")
+            initializer = ssm_initializers.with_seed(initializer, seed)
         return dict(
             name=name,
             activation=self.activation if activation == "hidden" else activation,
             use_bias=False,
-            kernel_initializer=ssm_initializers.with_seed(self.kernel_initializer, seed),
+            kernel_initializer=initializer,
         )
 
     def dense(self, units, name, activation="hidden"):

@@ -205,7 +205,8 @@ def supermask(
         kernel_initializer: initialiser of `W0` for `redraw` (a name of
             `ssm_keras.initializers.get` or an initialiser).
         init_factor: the `factor` of the `elus` initialiser (default 6).
-        seed: int; seeds `W0` (`redraw`) and the scores.
+        seed: int; seeds `W0` (`redraw`) and the scores. None draws them
+            unseeded (not reproducible).
         layers: None (every layer with a kernel), a collection of layer
             names, or a predicate `layer -> bool`; the others stay as they are.
         tau_fraction, density, score_initializer, bernoulli_eval, regime:
@@ -233,8 +234,8 @@ def supermask(
         raise ValueError(
             f"kernels must be one of {KERNEL_CHOICES}. Received: kernels={kernels!r}"
         )
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int. Received: seed={seed!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
     _check_clonable(model)
     mask_config = MaskConfig(mask, tau_fraction, density, score_initializer,
                              bernoulli_eval, regime)

@@ -184,3 +184,21 @@ def test_keras_builtin_initializers_by_name_and_seeding():
     again = initializers.with_seed(initializers.get("he_normal"), 5)
     np.testing.assert_array_equal(init((4, 4)).numpy(), again((4, 4)).numpy())
     assert initializers.derive_seed(0, "a", "kernel") != initializers.derive_seed(0, "b", "kernel")
+
+
+def test_a_model_saved_before_supermask_loads_with_the_same_outputs():
+    """`data/pre_supermask_model.json`: a masked conv (bias, `same` padding),
+    batch norm and masked dense model as the layers before `supermask`
+    serialised it (no `train_bias`, no `dilation_rate`; the conv's defaults
+    were `padding="same"`, `use_bias=False`), with its weights and outputs."""
+    import json
+    import pathlib
+
+    saved = json.loads((pathlib.Path(__file__).parent / "data" / "pre_supermask_model.json")
+                       .read_text())
+    model = keras.saving.deserialize_keras_object(saved["model"])
+    model.set_weights([np.asarray(weights, np.float32) for weights in saved["weights"]])
+    outputs = model.predict(np.asarray(saved["images"], np.float32), verbose=0)
+    np.testing.assert_allclose(outputs, np.asarray(saved["outputs"]), rtol=1e-6, atol=1e-7)
+    assert model.get_layer("conv").padding == "same"
+    assert model.get_layer("conv").train_bias is False

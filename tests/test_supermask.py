@@ -22,10 +22,10 @@ def _sequential_cnn(name="user_cnn"):
         keras.Input(IMAGE_SHAPE),
         keras.layers.Rescaling(1 / 255),
         keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
-        keras.layers.BatchNormalization(name="bn1"),
+        keras.layers.BatchNormalization(momentum=0.9, name="bn1"),
         keras.layers.MaxPooling2D(),
         keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw"),
-        keras.layers.BatchNormalization(name="bn2"),
+        keras.layers.BatchNormalization(momentum=0.9, name="bn2"),
         keras.layers.ReLU(),
         keras.layers.Flatten(),
         keras.layers.Dense(32, activation="relu", name="d1"),
@@ -315,18 +315,19 @@ def test_a_user_cnn_learns_real_mnist_under_plain_fit(mnist_dir, tmp_path):
     """supermask + compile + fit + MaskMonitor, as a user would, on 4,000 real
     MNIST images: the mask learns (test accuracy far above chance) and the
     monitor logs per-layer statistics."""
+    keras.utils.set_random_seed(0)
     splits = data.load_splits("mnist", data_dir=str(mnist_dir), validation_size=0,
                               max_examples=4000)
     (train_x, train_y), (test_x, test_y) = splits.train, splits.test
     masked = ssm_keras.supermask(_sequential_cnn(), seed=0, init_factor=3.0)
     masked.compile(
-        optimizer=ssm_keras.decay_scores_only(keras.optimizers.Adam(0.01), masked, 1e-4),
+        optimizer=ssm_keras.decay_scores_only(keras.optimizers.Adam(0.003), masked, 1e-4),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     monitor = ssm_keras.MaskMonitor(str(tmp_path / "logs"))
-    history = masked.fit(train_x.astype("float32"), train_y, epochs=2, batch_size=64,
+    history = masked.fit(train_x.astype("float32"), train_y, epochs=3, batch_size=64,
                          callbacks=[monitor], verbose=0)
     _, accuracy = masked.evaluate(test_x.astype("float32"), test_y, verbose=0)
-    assert accuracy > 0.8, accuracy
+    assert accuracy > 0.85, accuracy
     summary = statistics.summarize(masked)
     assert history.history["remaining_percent"][-1] == pytest.approx(summary["remaining_percent"])
     assert history.history["mask_flips"][0] > 0
