@@ -56,6 +56,10 @@ class TrainConfig:
     bernoulli_eval: str = flag_field(
         "expected",
         "How bernoulli masks evaluate: expected (sigmoid(s) > 0.5) or sample.")
+    train_batch_norm: bool = flag_field(
+        False,
+        "Masked models: train the batch norms' scale and offset too (they stay at 1 and 0 "
+        "otherwise); the weight decay stays on the scores.")
     activation: str | None = flag_field(
         None,
         "Hidden activation (default: elu for fcn/conv, relu for residual nets).")
@@ -232,6 +236,11 @@ class TrainConfig:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one.")
+        if self.train_batch_norm and self.regime != "mask":
+            raise ConfigError(
+                "--train_batch_norm trains batch-norm parameters beside the mask: it needs "
+                f"--regime=mask. Received: --regime={self.regime}"
+            )
 
     def _check_mask_flags_used(self):
         """Refuses `--tau_fraction` / `--density` set for a mask that ignores it."""

@@ -250,6 +250,7 @@ def build_model(
     activation=None,
     width=None,
     seed=0,
+    train_batch_norm=False,
 ):
     """Builds (does not compile) a masked or plain model of the registry.
 
@@ -267,6 +268,8 @@ def build_model(
             Conv nets: every hidden width times `width`); None is the
             architecture's default (1; 10 for `wrn28`).
         seed: int; the initial kernels and scores are a function of it.
+        train_batch_norm: masked models: whether the batch norms' `gamma`
+            and `beta` train (`supermask`'s argument).
 
     Returns:
         A functional `keras.Model` named `arch`.
@@ -292,8 +295,9 @@ def build_model(
     plain = keras.Model(inputs, outputs, name=arch)
     if not masked:
         return plain
-    return supermask(plain, kernel_initializer=kernel_initializer,
-                     init_factor=init_factor, seed=seed, **dataclasses.asdict(mask_config))
+    return supermask(plain, kernel_initializer=kernel_initializer, init_factor=init_factor,
+                     seed=seed, train_batch_norm=train_batch_norm,
+                     **dataclasses.asdict(mask_config))
 
 
 def masked_weight_count(model):

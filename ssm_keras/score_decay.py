@@ -40,8 +40,14 @@ def decay_scores_only(optimizer, model, weight_decay):
         raise ValueError(f"model {model.name!r} has no masked layers (see ssm_keras.supermask).")
     initial_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     optimizer.weight_decay = weight_decay / initial_rate if weight_decay else None
-    scores = {id(layer.scores) for layer in masked}
+    exclude_all_but_scores(optimizer, model)
+    return optimizer
+
+
+def exclude_all_but_scores(optimizer, model):
+    """Excludes every trainable variable of `model` but the masked layers'
+    scores from `optimizer`'s weight decay (before the optimiser is built)."""
+    scores = {id(layer.scores) for layer in ssm_layers.masked_layers(model)}
     others = [variable for variable in model.trainable_variables if id(variable) not in scores]
     if others:
         optimizer.exclude_from_weight_decay(var_list=others)
-    return optimizer

@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
-from ssm_keras import data, distribute, init_file, losses, models, run_dir, statistics
+from ssm_keras import (data, distribute, init_file, losses, models, run_dir, score_decay,
+                       statistics)
 
 
 def default_model_dir(config):
@@ -110,6 +111,7 @@ def build_model(config, spec):
         activation=config.activation,
         width=config.width,
         seed=config.seed,
+        train_batch_norm=config.train_batch_norm,
     )
     if config.init_file:
         init_file.load_init(model, config.init_file, config.arch)
@@ -119,9 +121,14 @@ def build_model(config, spec):
 
 
 def compile_model(model, config, steps_per_epoch):
-    """Compiles `model` with `make_optimizer`, `losses.get(config.loss)` and accuracy."""
+    """Compiles `model` with `make_optimizer`, `losses.get(config.loss)` and
+    accuracy; in the `mask` regime the weight decay acts on the scores only
+    (not on batch-norm parameters that `--train_batch_norm` trains)."""
+    optimizer = make_optimizer(config, steps_per_epoch)
+    if config.regime == "mask":
+        score_decay.exclude_all_but_scores(optimizer, model)
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
+        optimizer=optimizer,
         loss=losses.get(config.loss),
         metrics=["accuracy"],
         jit_compile="auto" if config.jit_compile is None else config.jit_compile,

@@ -333,3 +333,24 @@ def test_a_user_cnn_learns_real_mnist_under_plain_fit(mnist_dir, tmp_path):
     assert history.history["mask_flips"][0] > 0
     assert os.listdir(tmp_path / "logs" / "masks")
     json.dumps(summary)
+
+
+def test_train_batch_norm_flag_trains_gamma_and_beta_without_decaying_them():
+    from ssm_keras import config as ssm_config
+    from ssm_keras import training
+
+    settings = ssm_config.TrainConfig(arch="resnet20", dataset="cifar10", train_batch_norm=True,
+                                      weight_decay=5e-4, learning_rate=0.1)
+    settings.validate()
+    model = training.build_model(settings, data.DATASETS["cifar10"])
+    training.compile_model(model, settings, steps_per_epoch=10)
+    names = {variable.path.split("/")[-1] for variable in model.trainable_variables}
+    assert names == {"scores", "gamma", "beta"}
+    before = {variable.path: variable.numpy().copy() for variable in model.trainable_variables}
+    model.optimizer.apply_gradients(
+        [(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+    for variable in model.trainable_variables:
+        decayed = variable.path.endswith("scores")
+        assert np.array_equal(variable.numpy(), before[variable.path]) != decayed, variable.path
+    with pytest.raises(ssm_config.ConfigError, match="--regime=weights"):
+        ssm_config.TrainConfig(regime="weights", train_batch_norm=True).validate()
