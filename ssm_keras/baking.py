@@ -89,8 +89,8 @@ def standardization_model(image_shape, name="standardize"):
 _CONV_ARGUMENTS = ("kernel_size", "strides", "padding", "dilation_rate")
 STOCK_COUNTERPARTS = {
     ssm_layers.MaskedDense: (keras.layers.Dense, ("units",)),
-    ssm_layers.MaskedConv1D: (keras.layers.Conv1D, ("filters", *_CONV_ARGUMENTS)),
-    ssm_layers.MaskedConv2D: (keras.layers.Conv2D, ("filters", *_CONV_ARGUMENTS)),
+    ssm_layers.MaskedConv1D: (keras.layers.Conv1D, ("filters", "groups", *_CONV_ARGUMENTS)),
+    ssm_layers.MaskedConv2D: (keras.layers.Conv2D, ("filters", "groups", *_CONV_ARGUMENTS)),
     ssm_layers.MaskedDepthwiseConv2D: (
         keras.layers.DepthwiseConv2D, ("depth_multiplier", *_CONV_ARGUMENTS)),
 }

@@ -374,8 +374,13 @@ class MaskedConv(MaskedLayer):
         if self.padding == "causal":
             return (input_shape[0], _causal_steps(input_shape[1], self.strides[0]),
                     self._output_channels(self._kernel_shape(input_shape)))
-        kernel = keras.KerasTensor(self._kernel_shape(input_shape))
+        kernel = keras.KerasTensor(self._ungrouped_kernel_shape(input_shape))
         return self._convolve(keras.KerasTensor(input_shape), kernel, self.padding).shape
+
+    def _ungrouped_kernel_shape(self, input_shape):
+        """A kernel shape with the output shape of this layer's kernel and
+        all input channels (what `keras.ops.conv`'s shape inference takes)."""
+        return self._kernel_shape(input_shape)
 
     def get_config(self):
         config = {
@@ -392,18 +397,34 @@ def _causal_steps(steps, stride):
 
 
 class _MaskedFilterConv(MaskedConv):
-    """A masked convolution with `filters` outputs, kernel `(*kernel_size,
-    in_channels, filters)`."""
+    """A masked convolution with `filters` outputs in `groups` groups, kernel
+    `(*kernel_size, in_channels / groups, filters)`: the channels split into
+    `groups` equal parts, each convolved with its `filters / groups` filters
+    (`groups = in_channels = filters` is a depthwise convolution)."""
 
-    def __init__(self, rank, filters, kernel_size, **kwargs):
+    def __init__(self, rank, filters, kernel_size, groups=1, **kwargs):
         if not isinstance(filters, int) or filters <= 0:
             raise ValueError(
                 f"filters must be a positive int. Received: filters={filters!r}"
             )
+        if not isinstance(groups, int) or groups <= 0 or filters % groups:
+            raise ValueError(
+                "groups must be a positive int that divides filters. Received: "
+                f"groups={groups!r}, filters={filters}"
+            )
         super().__init__(rank, kernel_size, **kwargs)
         self.filters = filters
+        self.groups = groups
 
     def _kernel_shape(self, input_shape):
+        if input_shape[-1] % self.groups:
+            raise ValueError(
+                f"groups must divide the input channels. Received: groups={self.groups}, "
+                f"input channels={input_shape[-1]}"
+            )
+        return (*self.kernel_size, input_shape[-1] // self.groups, self.filters)
+
+    def _ungrouped_kernel_shape(self, input_shape):
         return (*self.kernel_size, input_shape[-1], self.filters)
 
     def _convolve(self, inputs, kernel, padding):
@@ -411,8 +432,7 @@ class _MaskedFilterConv(MaskedConv):
                               dilation_rate=self.dilation_rate)
 
     def get_config(self):
-        config = {**super().get_config(), "filters": self.filters}
-        return config
+        return {**super().get_config(), "filters": self.filters, "groups": self.groups}
 
 
 @keras.saving.register_keras_serializable(package="ssm_keras")
@@ -425,8 +445,8 @@ class MaskedConv1D(_MaskedFilterConv):
     Args:
         filters: positive int, the number of output channels.
         kernel_size: int or tuple of one int.
-        strides, padding (`valid`, `same` or `causal`), dilation_rate: as
-            `keras.layers.Conv1D`.
+        strides, padding (`valid`, `same` or `causal`), dilation_rate,
+            groups: as `keras.layers.Conv1D`.
         **kwargs: the `MaskedLayer` arguments.
 
     Input shape:
@@ -456,7 +476,7 @@ class MaskedConv2D(_MaskedFilterConv):
     Args:
         filters: positive int, the number of output channels.
         kernel_size: int or pair of ints.
-        strides, padding (`valid` or `same`), dilation_rate: as
+        strides, padding (`valid` or `same`), dilation_rate, groups: as
             `keras.layers.Conv2D`.
         **kwargs: the `MaskedLayer` arguments.
 

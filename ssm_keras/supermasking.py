@@ -71,9 +71,9 @@ def _conv_arguments(layer):
 MASKED_COUNTERPARTS = {
     keras.layers.Dense: lambda layer, kwargs: ssm_layers.MaskedDense(layer.units, **kwargs),
     keras.layers.Conv1D: lambda layer, kwargs: ssm_layers.MaskedConv1D(
-        layer.filters, **_conv_arguments(layer), **kwargs),
+        layer.filters, groups=layer.groups, **_conv_arguments(layer), **kwargs),
     keras.layers.Conv2D: lambda layer, kwargs: ssm_layers.MaskedConv2D(
-        layer.filters, **_conv_arguments(layer), **kwargs),
+        layer.filters, groups=layer.groups, **_conv_arguments(layer), **kwargs),
     keras.layers.DepthwiseConv2D: lambda layer, kwargs: ssm_layers.MaskedDepthwiseConv2D(
         depth_multiplier=layer.depth_multiplier, **_conv_arguments(layer), **kwargs),
 }
@@ -132,8 +132,6 @@ def _why_not_exact(layer, train_bias):
             f"{', '.join(kind.__name__ for kind in MASKED_COUNTERPARTS)}); pass "
             "layers= to leave it as it is"
         )
-    if getattr(layer, "groups", 1) != 1:
-        return f"it is a grouped convolution (groups={layer.groups})"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return f"masked convolutions are channels_last (data_format={layer.data_format!r})"
     for attribute in ("kernel_regularizer", "kernel_constraint",

@@ -165,6 +165,18 @@ def test_train_bias_and_train_batch_norm_make_exactly_those_variables_trainable(
     assert not np.array_equal(masked.get_layer("bn1").moving_mean.numpy(), before)
 
 
+def test_a_grouped_convolution_is_masked_and_baked_exactly():
+    model = _with_layer(keras.layers.Conv2D(6, 3, groups=3, use_bias=False, name="grouped"),
+                        (8, 8, 6))
+    masked = _randomize(ssm_keras.supermask(model, kernels="keep", seed=0))
+    layer = masked.get_layer("grouped")
+    assert tuple(layer.kernel.shape) == (3, 3, 2, 6) and layer.groups == 3
+    model.get_layer("grouped").kernel.assign(layer.effective_kernel())
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 6)).astype("float32")
+    np.testing.assert_allclose(masked(images), model(images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ssm_keras.bake(masked)(images), model(images), rtol=1e-5, atol=1e-6)
+
+
 def test_layers_selects_by_name_or_predicate():
     model = _sequential_cnn()
     by_name = ssm_keras.supermask(model, layers=["d1", "d2"])
@@ -205,8 +217,6 @@ def _subclassed():
 
 @pytest.mark.parametrize("make, kwargs, fragment", [
     (_subclassed, {}, "is a subclassed keras.Model (_Subclassed)"),
-    (lambda: _with_layer(keras.layers.Conv2D(6, 3, groups=3, name="grouped"), (8, 8, 6)), {},
-     "layer 'grouped': it is a grouped convolution (groups=3)"),
     (lambda: _with_layer(keras.layers.Conv2D(4, 3, data_format="channels_first", name="cf")), {},
      "layer 'cf': masked convolutions are channels_last"),
     (lambda: _with_layer(keras.layers.Dense(4, kernel_regularizer="l2", name="reg")), {},
@@ -354,3 +364,14 @@ def test_train_batch_norm_flag_trains_gamma_and_beta_without_decaying_them():
         assert np.array_equal(variable.numpy(), before[variable.path]) != decayed, variable.path
     with pytest.raises(ssm_config.ConfigError, match="--regime=weights"):
         ssm_config.TrainConfig(regime="weights", train_batch_norm=True).validate()
+
+
+def test_the_public_api_is_importable_from_the_package():
+    from ssm_keras import baking, callbacks, compact, score_decay, supermasking
+
+    modules = (baking, callbacks, compact, layers, score_decay, supermasking)
+    for name in ssm_keras.__all__:
+        owners = [module for module in modules if getattr(module, name, None) is not None]
+        assert owners and getattr(ssm_keras, name) is getattr(owners[0], name), name
+    with pytest.raises(AttributeError, match="no attribute 'supermask_all'"):
+        ssm_keras.supermask_all  # noqa: B018
