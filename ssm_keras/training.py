@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
-from ssm_keras import data, distribute, init_file, losses, models, run_dir, statistics
+from ssm_keras import (data, distribute, init_file, losses, models, run_dir, sparsity,
+                       statistics)
 
 
 def default_model_dir(config):
@@ -131,13 +132,19 @@ def compile_model(model, config, steps_per_epoch):
 
 
 def stateful_callbacks(config):
-    """The callbacks whose state a checkpoint keeps: `ReduceLROnPlateau` for `plateau`."""
-    if config.lr_schedule != "plateau":
-        return []
-    return [keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss" if config.validation_size else "loss",
-        factor=config.plateau_factor, patience=config.plateau_patience,
-    )]
+    """The callbacks whose state a checkpoint keeps: `ReduceLROnPlateau` for
+    `plateau`, `sparsity.SparsityController` for `--target_remaining`. They
+    read the logs of `callbacks.MaskMonitor`: list them after it."""
+    stateful = []
+    if config.lr_schedule == "plateau":
+        stateful.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss" if config.validation_size else "loss",
+            factor=config.plateau_factor, patience=config.plateau_patience,
+        ))
+    if config.target_remaining is not None:
+        stateful.append(sparsity.SparsityController(
+            config.target_remaining, config.epochs, config.weight_decay, config.learning_rate))
+    return stateful
 
 
 def _callbacks(config, model_dir, restored, clock, chief):
