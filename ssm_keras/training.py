@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
-from ssm_keras import (data, distribute, init_file, losses, models, run_dir, sparsity,
-                       statistics)
+from ssm_keras import (batch_norm, data, distribute, init_file, losses, models, run_dir,
+                       sparsity, statistics)
 
 
 def default_model_dir(config):
@@ -403,10 +403,16 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     of `data.make_epoch_dataset` for `(seed, e)`, whatever
     `--steps_per_execution`, and is validated on `splits.validation` (when
     it is not empty), so a run resumed at epoch `e` ends like one never
-    interrupted. Does nothing when `initial_epoch >= config.epochs`.
+    interrupted. A model that evaluates other masks than it trains with
+    (`batch_norm.needs_recalibration`) has its batch-norm statistics
+    re-estimated before each validation. Does nothing when
+    `initial_epoch >= config.epochs`.
     """
     if initial_epoch >= config.epochs:
         return
+    if batch_norm.needs_recalibration(model):
+        callbacks = [batch_norm.RecalibrateBatchNorm(splits.train[0], config.batch_size),
+                     *callbacks]
     epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
     train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,
@@ -457,6 +463,8 @@ def _train(config, model_dir, splits, strategy, restored, start_run):
         if chief:
             _write_divergence(model_dir, config, checkpoint.history, error)
         raise
+    if batch_norm.needs_recalibration(model):
+        batch_norm.recalibrate(model, splits.train[0], config.batch_size)
     evaluations = {
         "validation": _evaluate(model, *splits.validation, config.batch_size),
         "test": _evaluate(model, *splits.test, config.batch_size),
