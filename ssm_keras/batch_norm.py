@@ -15,7 +15,9 @@ training batches (no augmentation):
 
 `RecalibrateBatchNorm` does it before every validation of a run; training
 does it before the final evaluation, so the saved model (and every export
-made from it) holds these statistics.
+made from it) holds these statistics. The same helps any model after a
+short run: with Keras' momentum 0.99 a few hundred steps leave the moving
+statistics far from the data's (`recalibrates` with `setting=True`).
 """
 
 import keras
@@ -36,6 +38,15 @@ def needs_recalibration(model):
                   and layer.bernoulli_eval == "expected"
                   for layer in ssm_layers.masked_layers(model))
     return sampled and bool(ssm_layers.find_layers(model, keras.layers.BatchNormalization))
+
+
+def recalibrates(model, setting):
+    """Whether `model` gets its statistics re-estimated for `setting`
+    (`--recalibrate_batch_norm`): None, as `needs_recalibration`; True, when
+    it has batch-norm layers; False, never."""
+    if setting is None:
+        return needs_recalibration(model)
+    return setting and bool(ssm_layers.find_layers(model, keras.layers.BatchNormalization))
 
 
 def _statistics_model(model):

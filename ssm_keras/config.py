@@ -56,6 +56,13 @@ class TrainConfig:
     bernoulli_eval: str = flag_field(
         "expected",
         "How bernoulli masks evaluate: expected (sigmoid(s) > 0.5) or sample.")
+    recalibrate_batch_norm: bool | None = flag_field(
+        None,
+        "Re-estimate the batch-norm statistics over training batches before every evaluation "
+        "(ssm_keras.batch_norm). Unset: only for masks that evaluate another mask than they "
+        "train with (bernoulli with --bernoulli_eval=expected); --recalibrate_batch_norm: "
+        "every model with batch norm (short runs, whose moving statistics lag); "
+        "--norecalibrate_batch_norm: never.")
     activation: str | None = flag_field(
         None,
         "Hidden activation (default: elu for fcn/conv, relu for residual nets).")

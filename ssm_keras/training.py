@@ -403,14 +403,14 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     of `data.make_epoch_dataset` for `(seed, e)`, whatever
     `--steps_per_execution`, and is validated on `splits.validation` (when
     it is not empty), so a run resumed at epoch `e` ends like one never
-    interrupted. A model that evaluates other masks than it trains with
-    (`batch_norm.needs_recalibration`) has its batch-norm statistics
-    re-estimated before each validation. Does nothing when
+    interrupted. With `--recalibrate_batch_norm` (by default, a model that
+    evaluates other masks than it trains with), the batch-norm statistics
+    are re-estimated before each validation (`batch_norm`). Does nothing when
     `initial_epoch >= config.epochs`.
     """
     if initial_epoch >= config.epochs:
         return
-    if batch_norm.needs_recalibration(model):
+    if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
         callbacks = [batch_norm.RecalibrateBatchNorm(splits.train[0], config.batch_size),
                      *callbacks]
     epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
@@ -463,7 +463,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run):
         if chief:
             _write_divergence(model_dir, config, checkpoint.history, error)
         raise
-    if batch_norm.needs_recalibration(model):
+    if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
         batch_norm.recalibrate(model, splits.train[0], config.batch_size)
     evaluations = {
         "validation": _evaluate(model, *splits.validation, config.batch_size),

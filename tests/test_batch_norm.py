@@ -52,13 +52,19 @@ def test_evaluation_uses_the_statistics_of_the_evaluated_mask(mnist_dir):
     assert after > before + 0.05
 
 
-def test_models_that_evaluate_the_mask_they_train_need_no_recalibration():
-    assert not batch_norm.needs_recalibration(keras.Sequential([
-        keras.Input((4,)), layers.MaskedDense(3, mask="signed"),
-        keras.layers.BatchNormalization()]))
-    assert not batch_norm.needs_recalibration(keras.Sequential([
+def test_which_models_are_recalibrated_for_each_setting():
+    signed = keras.Sequential([keras.Input((4,)), layers.MaskedDense(3, mask="signed"),
+                               keras.layers.BatchNormalization()])
+    sampling = keras.Sequential([
         keras.Input((4,)), layers.MaskedDense(3, mask="bernoulli", bernoulli_eval="sample"),
-        keras.layers.BatchNormalization()]))
+        keras.layers.BatchNormalization()])
+    expected = _bernoulli_bn_model()
+    without = keras.Sequential([keras.Input((4,)), layers.MaskedDense(3, mask="bernoulli")])
+    assert [batch_norm.recalibrates(model, None) for model in (
+        signed, sampling, expected, without)] == [False, False, True, False]
+    assert [batch_norm.recalibrates(model, True) for model in (
+        signed, sampling, expected, without)] == [True, True, True, False]
+    assert not batch_norm.recalibrates(expected, False)
 
 
 def test_validation_in_fit_sees_the_recalibrated_statistics():

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from ssm_keras import config as ssm_config
 from ssm_keras import layers, sparsity, training
 
-from conftest import Crash, tiny_config, tiny_splits
+from conftest import crashed_run, tiny_config, tiny_splits
 
 # Measured on 1,000 real MNIST training images (FCN, target 5%): the runs of
 # 6 and 12 epochs ended at 5.20% and 5.10%.
@@ -76,16 +76,7 @@ def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     settings = dict(epochs=4, target_remaining=20.0, weight_decay=1e-3)
     straight = training.run(tiny_config(tmp_path / "a", **settings), splits=splits)
     config = tiny_config(tmp_path / "b", **settings)
-    original = training._callbacks
-
-    def crashing(*args, **kwargs):
-        callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, Crash(2)], checkpoint
-
-    monkeypatch.setattr(training, "_callbacks", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        training.run(config, splits=splits)
-    monkeypatch.setattr(training, "_callbacks", original)
+    crashed_run(monkeypatch, config, splits)
     resumed = training.run(config, splits=splits)
     histories = [[json.loads(line) for line in (tmp_path / name / "run" / "history.jsonl")
                   .read_text().splitlines()] for name in ("a", "b")]
