@@ -16,13 +16,15 @@ share of the remaining weights pruned every epoch), reaching `P` after
 
 The decay of each epoch after the first (which trains with `--weight_decay`)
 is computed from the scores (`weight_decay_for`): the decay alone
-multiplies every score by `f = prod_t (1 - lr_t * wd / lr_0)` over the
-epoch's steps, which leaves the weights whose ratio `r = |s| / tau`
+multiplies every score by `f = (1 - lr * wd / lr_0) ** n` over the epoch's
+`n` steps (`lr`: the learning rate as the epoch starts), which leaves the
+weights whose ratio `r = |s| / tau`
 (`s / tau` for binary masks) exceeds `1 / f`; `f` is chosen so that exactly
 the share `p*_(e+1) / 100` of the weights does. The loss's gradients move the
 scores too; measuring them again after every epoch corrects for that. A mask
 already at or below the path gets no decay: weight decay only shrinks
-scores, so it comes back only as fast as the gradients regrow it.
+scores, so it comes back only as fast as the gradients regrow it. A run
+continued with `--resume` to more epochs follows the path of its new `E`.
 """
 
 import keras
