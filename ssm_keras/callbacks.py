@@ -151,8 +151,10 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     Args:
         directory: the checkpoint folder.
-        stateful: callbacks whose `wait`, `best` and `cooldown_counter`
-            attributes are saved and restored; list them before this one.
+        stateful: callbacks whose state is saved and restored: the
+            attributes named by their `CHECKPOINT_ATTRIBUTES`, else `wait`,
+            `best` and `cooldown_counter` (`ReduceLROnPlateau`); list them
+            before this one.
         clock: a callable returning the wall time spent so far (seconds).
         write: False on non-chief workers of a multi-worker run.
         restored: the `state.json` of the checkpoint training resumes from.
@@ -185,12 +187,16 @@ class RunCheckpoint(keras.callbacks.Callback):
             "history": self.history,
             "wall_time_s": self.clock() if self.clock else None,
             "callbacks": [
-                {key: _plain_value(getattr(callback, key)) for key in self.STATE_ATTRIBUTES
+                {key: _plain_value(getattr(callback, key)) for key in _state_keys(callback)
                  if hasattr(callback, key)}
                 for callback in self.stateful
             ],
         }
         run_dir.write_checkpoint(self.directory, self.model.save, state)
+
+
+def _state_keys(callback):
+    return getattr(callback, "CHECKPOINT_ATTRIBUTES", RunCheckpoint.STATE_ATTRIBUTES)
 
 
 def _plain_value(value):

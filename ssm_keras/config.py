@@ -60,6 +60,13 @@ class TrainConfig:
         False,
         "Masked models: train the batch norms' scale and offset too (they stay at 1 and 0 "
         "otherwise); the weight decay stays on the scores.")
+    recalibrate_batch_norm: bool | None = flag_field(
+        None,
+        "Re-estimate the batch-norm statistics over training batches before every evaluation "
+        "(ssm_keras.batch_norm). Unset: only for masks that evaluate another mask than they "
+        "train with (bernoulli with --bernoulli_eval=expected); --recalibrate_batch_norm: "
+        "every model with batch norm (short runs, whose moving statistics lag); "
+        "--norecalibrate_batch_norm: never.")
     activation: str | None = flag_field(
         None,
         "Hidden activation (default: elu for fcn/conv, relu for residual nets).")
@@ -111,6 +118,12 @@ class TrainConfig:
         2.5e-4,
         "Decoupled weight decay in the paper's sense (on the learning-rate schedule: Keras "
         "weight_decay = weight_decay / learning_rate).")
+    target_remaining: float | None = flag_field(
+        None,
+        "Threshold masks (signed, binary): the remaining weights (% of the masked weights) "
+        "to end at: the weight decay of the scores (--weight_decay in the first epoch) is "
+        "steered once per epoch along a path from the start to this value "
+        "(ssm_keras.sparsity).")
     loss: str = flag_field(
         "crossentropy",
         "crossentropy (exact, from the logits) or clipped_crossentropy (the paper's code: "
@@ -217,6 +230,7 @@ class TrainConfig:
                 f"Received: {self.lr_decay_rate}, {self.plateau_factor}"
             )
         self._check_mask_flags_used()
+        self._check_target_remaining()
         if self.width is not None:
             _positive("width", self.width)
         if self.max_examples is not None:
@@ -253,6 +267,35 @@ class TrainConfig:
                     f"--{name} only shapes {' and '.join(kinds)} masks; --mask={self.mask_kind} "
                     f"ignores it. Received: --{name}={getattr(self, name)}"
                 )
+
+
+    def _check_target_remaining(self):
+        """Refuses `--target_remaining` out of (0, 100) or for a mask it cannot steer."""
+        target = self.target_remaining
+        if target is None:
+            return
+        if not 0 < target < 100:
+            raise ConfigError(
+                f"--target_remaining is a percentage in (0, 100). Received: "
+                f"--target_remaining={target}")
+        kinds = " and ".join(choices.THRESHOLD_KINDS)
+        if self.regime != "mask":
+            raise ConfigError(
+                f"--target_remaining steers the pruning of a mask in training; "
+                f"--regime={self.regime} trains none.")
+        if self.mask_kind in choices.TOPK_KINDS:
+            raise ConfigError(
+                f"--target_remaining steers {kinds} masks; a --mask={self.mask_kind} mask keeps "
+                "the fraction --density of each layer: set that instead.")
+        if self.mask_kind not in choices.THRESHOLD_KINDS:
+            raise ConfigError(
+                f"--target_remaining steers {kinds} masks (weight decay against a threshold); "
+                f"--mask={self.mask_kind} has no threshold.")
+        if self.tau_fraction == 0:
+            raise ConfigError(
+                "--target_remaining prunes with weight decay, which never brings a score "
+                "across a threshold of 0: set --tau_fraction in (0, 1). Received: "
+                "--tau_fraction=0")
 
 
 def _choice(name, value, allowed):

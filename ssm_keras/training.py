@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
-from ssm_keras import (data, distribute, init_file, losses, models, run_dir, score_decay,
-                       statistics)
+from ssm_keras import (batch_norm, data, distribute, init_file, losses, models, run_dir,
+                       score_decay, sparsity, statistics)
 
 
 def default_model_dir(config):
@@ -138,13 +138,19 @@ def compile_model(model, config, steps_per_epoch):
 
 
 def stateful_callbacks(config):
-    """The callbacks whose state a checkpoint keeps: `ReduceLROnPlateau` for `plateau`."""
-    if config.lr_schedule != "plateau":
-        return []
-    return [keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss" if config.validation_size else "loss",
-        factor=config.plateau_factor, patience=config.plateau_patience,
-    )]
+    """The callbacks whose state a checkpoint keeps: `ReduceLROnPlateau` for
+    `plateau`, `sparsity.SparsityController` for `--target_remaining`. They
+    read the logs of `callbacks.MaskMonitor`: list them after it."""
+    stateful = []
+    if config.lr_schedule == "plateau":
+        stateful.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss" if config.validation_size else "loss",
+            factor=config.plateau_factor, patience=config.plateau_patience,
+        ))
+    if config.target_remaining is not None:
+        stateful.append(sparsity.SparsityController(
+            config.target_remaining, config.epochs, config.weight_decay, config.learning_rate))
+    return stateful
 
 
 def _callbacks(config, model_dir, restored, clock, chief):
@@ -403,10 +409,16 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     of `data.make_epoch_dataset` for `(seed, e)`, whatever
     `--steps_per_execution`, and is validated on `splits.validation` (when
     it is not empty), so a run resumed at epoch `e` ends like one never
-    interrupted. Does nothing when `initial_epoch >= config.epochs`.
+    interrupted. With `--recalibrate_batch_norm` (by default, a model that
+    evaluates other masks than it trains with), the batch-norm statistics
+    are re-estimated before each validation (`batch_norm`). Does nothing when
+    `initial_epoch >= config.epochs`.
     """
     if initial_epoch >= config.epochs:
         return
+    if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
+        callbacks = [batch_norm.RecalibrateBatchNorm(splits.train[0], config.batch_size),
+                     *callbacks]
     epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
     train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,
@@ -457,6 +469,8 @@ def _train(config, model_dir, splits, strategy, restored, start_run):
         if chief:
             _write_divergence(model_dir, config, checkpoint.history, error)
         raise
+    if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
+        batch_norm.recalibrate(model, splits.train[0], config.batch_size)
     evaluations = {
         "validation": _evaluate(model, *splits.validation, config.batch_size),
         "test": _evaluate(model, *splits.test, config.batch_size),

@@ -128,6 +128,22 @@ class Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+def crashed_run(monkeypatch, config, splits, after_epoch=2):
+    """Runs `config` in this process until a kill after `after_epoch` epochs."""
+    from ssm_keras import training  # pylint: disable=import-outside-toplevel
+
+    original = training._callbacks
+
+    def crashing(*args, **kwargs):
+        callbacks, checkpoint = original(*args, **kwargs)
+        return [*callbacks, Crash(after_epoch)], checkpoint
+
+    monkeypatch.setattr(training, "_callbacks", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config, splits=splits)
+    monkeypatch.setattr(training, "_callbacks", original)
+
+
 @pytest.fixture
 def mnist_dir():
     path = shared_data_dir() / "mnist"

@@ -373,6 +373,11 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
     # The Bernoulli variant starts from the binary mask's scores; (3) from the binary mask.
     assert _flag(commands[2], "mask") == "bernoulli"
     assert _flag(commands[2], "score_init") == "glorot_uniform"
+    # The binary mask trains with the flagfile's Adam, the Bernoulli mask with SGD at a large
+    # learning rate (Zhou et al.).
+    assert (_flag(commands[2], "optimizer"), _flag(commands[2], "learning_rate")) == (
+        "sgd", str(study.BERNOULLI_LEARNING_RATE))
+    assert "--optimizer=sgd" not in commands[1] and "--optimizer=adam" not in commands[1]
     assert "--mask=bernoulli" not in commands[1]
     assert _flag(commands[3], "mask_from") == str(runs / "mask")
     histories = {run: plots.load_run(str(runs / run))[1] for run in study.RUNS}
@@ -384,7 +389,7 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
     assert "Wide ResNet-28-1 on mnist" in summary
     assert "| 1. weights only | 50.00% | 50.00% | 100.00% | 3 |" in summary
     assert "| 2b. mask only (Bernoulli) | 50.00% | 50.00% | 30.00% | 2 |" in summary
-    assert "| 3. mask then weights (lr 1e-5) | 50.00% | 50.00% | 50.00% | 3 |" in summary
+    assert "| 3. mask then weights (Adam, lr 1e-5) | 50.00% | 50.00% | 50.00% | 3 |" in summary
     record = json.loads((runs / "study.json").read_text())
     utilisation = {entry["label"]: entry for entry in record["layer_utilisation"]}
     assert set(utilisation) == {study.LABELS["mask"], study.LABELS["mask_bernoulli"]}
@@ -405,6 +410,13 @@ def test_study_without_bernoulli_runs_three(tmp_path):
     assert study.main([f"--runs_dir={tmp_path}", "--nobernoulli"], runner) == 0
     assert [os.path.basename(_flag(c, "model_dir")) for c in commands] == [
         "weights", "mask", "mask_then_weights"]
+
+
+def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):
+    study = _script("supermask_init_study")
+    args, extra = study.parse_args([f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=0.01"])
+    assert _flag(study.regime_command(args, extra, "mask_bernoulli"), "learning_rate") == "0.01"
+    assert "--learning_rate=0.01" not in study.regime_command(args, extra, "mask")
 
 
 def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):

@@ -19,7 +19,7 @@ from ssm_keras import config as ssm_config
 from ssm_keras import command, data, init_file, layers, run_dir, train, training
 from ssm_keras.data import sources
 
-from conftest import REPO, Crash, shared_data_dir, tiny_config, tiny_splits
+from conftest import REPO, crashed_run, shared_data_dir, tiny_config, tiny_splits
 
 
 def test_run_learns_and_writes_results(tmp_path):
@@ -82,16 +82,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
     straight = training.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
     config = tiny_config(tmp_path / "b", augment="crop_flip")
-    original = training._callbacks
-
-    def crashing(*args, **kwargs):
-        callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, Crash(2)], checkpoint
-
-    monkeypatch.setattr(training, "_callbacks", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        training.run(config, splits=splits)
-    monkeypatch.setattr(training, "_callbacks", original)
+    crashed_run(monkeypatch, config, splits)
     assert not (tmp_path / "b" / "run" / "results.json").exists()
     resumed = training.run(config, splits=splits)
     history = [json.loads(line) for line in
@@ -388,20 +379,6 @@ def test_fresh_process_loads_models_after_import_and_the_command_fails_cleanly(t
     assert not (tmp_path / "run").exists()
 
 
-def _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch):
-    """Runs `config` until a crash after `after_epoch` epochs."""
-    original = training._callbacks
-
-    def crashing(*args, **kwargs):
-        callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, Crash(after_epoch)], checkpoint
-
-    monkeypatch.setattr(training, "_callbacks", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        training.run(config, splits=splits)
-    monkeypatch.setattr(training, "_callbacks", original)
-
-
 def test_overwrite_and_new_runs_check_everything_before_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_why_offline", lambda: "no network in this test")
     splits = tiny_splits()
@@ -437,7 +414,7 @@ def test_checkpoint_is_one_checked_unit_and_the_folder_any_spelling(tmp_path, mo
     splits = tiny_splits()
     straight = training.run(tiny_config(tmp_path / "a"), splits=splits)
     config = tiny_config(tmp_path / "b")
-    _crashed_run(tmp_path, monkeypatch, config, splits, after_epoch=2)
+    crashed_run(monkeypatch, config, splits)
     folder = tmp_path / "b" / "run" / "checkpoint"
     state = _strict_json(folder / "state.json")
     assert state["epoch"] == 2 and state["model"] == "model-2.keras"

@@ -1,0 +1,146 @@
+"""Sparsity you ask for: steering the scores' weight decay to a target.
+
+A threshold mask (`signed`, `binary`) keeps the weights whose score is
+beyond the fixed threshold `tau` of its layer; the decoupled weight decay on
+the scores is what prunes it. How far a given decay prunes depends on the
+architecture and the schedule's length, so `--target_remaining=P` steers the
+decay instead: the mask stays the paper's threshold mask, only the decay
+changes, once per epoch, so that the remaining percentage `p_e` after epoch
+`e` follows the target path
+
+    p*_e = p_0 * (P / p_0) ** min(1, e / (REACH_FRACTION * E))
+
+from the measured start `p_0` (before training) to `P`: geometric (the same
+share of the remaining weights pruned every epoch), reaching `P` after
+`REACH_FRACTION` of the `E` epochs and holding it for the rest.
+
+The decay of each epoch after the first (which trains with `--weight_decay`)
+is computed from the scores (`weight_decay_for`): the decay alone
+multiplies every score by `f = (1 - lr * wd / lr_0) ** n` over the epoch's
+`n` steps (`lr`: the learning rate as the epoch starts), which leaves the
+weights whose ratio `r = |s| / tau`
+(`s / tau` for binary masks) exceeds `1 / f`; `f` is chosen so that exactly
+the share `p*_(e+1) / 100` of the weights does. The loss's gradients move the
+scores too; measuring them again after every epoch corrects for that. A mask
+already at or below the path gets no decay: weight decay only shrinks
+scores, so it comes back only as fast as the gradients regrow it. A run
+continued with `--resume` to more epochs follows the path of its new `E`.
+"""
+
+import keras
+import numpy as np
+
+from ssm_keras import callbacks as ssm_callbacks
+from ssm_keras import layers as ssm_layers
+
+# The fraction of the epochs after which the target path reaches the target.
+REACH_FRACTION = 0.75
+
+
+def target_path(start_percent, target_percent, epoch, epochs):
+    """`p*_e`: the target remaining percentage after `epoch` of `epochs`
+    (see the module docstring); `start_percent` at epoch 0."""
+    progress = min(1.0, epoch / (REACH_FRACTION * epochs))
+    return start_percent * (target_percent / start_percent) ** progress
+
+
+def threshold_ratios(model):
+    """`r = |s| / tau` (signed masks) or `s / tau` (binary) of every masked
+    weight of `model`, one flat array: a weight remains while `r > 1`."""
+    ratios = []
+    for layer in ssm_layers.masked_layers(model):
+        scores = keras.ops.convert_to_numpy(layer.scores).ravel()
+        tau = float(keras.ops.convert_to_numpy(layer.threshold))
+        ratios.append((np.abs(scores) if layer.mask_kind == "signed" else scores) / tau)
+    return np.concatenate(ratios)
+
+
+def weight_decay_for(ratios, wanted_percent, steps, learning_rate, initial_learning_rate):
+    """The paper's decay `wd` that leaves `wanted_percent` of `ratios` above 1.
+
+    Over `steps` steps at `learning_rate` Keras multiplies each score by
+    `f = (1 - learning_rate * wd / initial_learning_rate) ** steps`; the
+    kept share of `ratios * f > 1` is `wanted_percent / 100` for
+    `f = 1 / quantile(ratios, 1 - wanted_percent / 100)`. Returns 0 when no
+    shrinking is needed (`f >= 1`).
+    """
+    threshold = np.quantile(ratios, 1.0 - wanted_percent / 100.0)
+    if threshold <= 1.0:
+        return 0.0
+    factor = 1.0 / threshold
+    return float((1.0 - factor ** (1.0 / steps)) * initial_learning_rate / learning_rate)
+
+
+class SparsityController(keras.callbacks.Callback):
+    """Steers the optimiser's weight decay so that the mask ends at a target.
+
+    The first epoch trains with the decay it is given; after each epoch it
+    sets the next epoch's decay with `weight_decay_for` (the path's next
+    value, the epoch's number of steps, the learning rate now), and adds
+    to the epoch's logs, hence to the history and to TensorBoard
+    (`train/epoch_score_weight_decay`, `train/epoch_target_remaining_percent`):
+    `score_weight_decay`, the decay the epoch trained with (the paper's
+    sense, see `config.TrainConfig.keras_weight_decay`), and
+    `target_remaining_percent`, the path's value after the epoch.
+
+    Keras bakes the decay into the traced training step, so a new decay
+    retraces it (once per epoch). Its state (`start_percent`,
+    `weight_decay`) is kept by `callbacks.RunCheckpoint`
+    (`CHECKPOINT_ATTRIBUTES`), so a resumed run steers exactly as one never
+    interrupted.
+
+    Args:
+        target_percent: `P`, the remaining percentage to end at.
+        epochs: the run's epochs `E`.
+        weight_decay: the decay of the first epoch (the paper's sense).
+        initial_learning_rate: `lr_0`; Keras' decay is `weight_decay / lr_0`.
+    """
+
+    CHECKPOINT_ATTRIBUTES = ("start_percent", "weight_decay")
+
+    def __init__(self, target_percent, epochs, weight_decay, initial_learning_rate):
+        super().__init__()
+        self.target_percent = target_percent
+        self.epochs = epochs
+        self.initial_learning_rate = initial_learning_rate
+        self.weight_decay = weight_decay
+        self.start_percent = None
+        self._steering = False
+        self._steps = 0
+
+    def _apply(self):
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+        optimizer.weight_decay = self.weight_decay / self.initial_learning_rate
+        self.model.make_train_function(force=True)
+
+    def _path(self, epoch):
+        return target_path(self.start_percent, self.target_percent, epoch, self.epochs)
+
+    def on_train_begin(self, logs=None):
+        self._steering = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The first time after `on_train_begin`, where `RunCheckpoint`
+        # restores this callback's state.
+        self._steps = 0
+        if self._steering:
+            return
+        if self.start_percent is None:
+            ratios = threshold_ratios(self.model)
+            self.start_percent = 100.0 * float(np.mean(ratios > 1.0))
+        self._apply()
+        self._steering = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1  # Keras passes the last step an execution ran
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(score_weight_decay=self.weight_decay,
+                        target_remaining_percent=self._path(epoch + 1))
+        self.weight_decay = weight_decay_for(
+            threshold_ratios(self.model), self._path(epoch + 2), self._steps,
+            ssm_callbacks.current_learning_rate(self.model.optimizer),
+            self.initial_learning_rate)
+        self._apply()

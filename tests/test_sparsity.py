@@ -1,0 +1,106 @@
+"""`--target_remaining`: the steered weight decay ends a threshold mask at
+the remaining percentage asked for, logs its path, and resumes exactly."""
+
+import glob
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from ssm_keras import config as ssm_config
+from ssm_keras import layers, sparsity, training
+
+from conftest import crashed_run, tiny_config, tiny_splits
+
+# Measured on 1,000 real MNIST training images (FCN, target 5%): the runs of
+# 6 and 12 epochs ended at 5.20% and 5.10%.
+TOLERANCE_POINTS = 0.5
+
+
+def test_target_path_runs_geometrically_from_the_start_to_the_target():
+    assert sparsity.target_path(60.0, 6.0, 0, 8) == pytest.approx(60.0)
+    assert sparsity.target_path(60.0, 6.0, 3, 8) == pytest.approx(60.0 * 0.1 ** 0.5)
+    assert sparsity.target_path(60.0, 6.0, 6, 8) == pytest.approx(6.0)  # 0.75 of the run
+    assert sparsity.target_path(60.0, 6.0, 8, 8) == pytest.approx(6.0)
+
+
+def test_weight_decay_for_leaves_the_wanted_share_when_only_decay_acts():
+    ratios = np.random.default_rng(0).uniform(0.0, 2.5, 100_000)
+    steps, rate, initial = 50, 0.02, 0.05
+    decay = sparsity.weight_decay_for(ratios, 12.0, steps, rate, initial)
+    shrunk = ratios * (1.0 - rate * decay / initial) ** steps
+    assert 100.0 * np.mean(shrunk > 1.0) == pytest.approx(12.0, abs=0.01)
+    assert sparsity.weight_decay_for(ratios, 70.0, steps, rate, initial) == 0.0  # 60% remain
+
+
+def _mnist_config(tmp_path, mnist_dir, epochs):
+    return ssm_config.TrainConfig(
+        arch="fcn", dataset="mnist", data_dir=str(mnist_dir.parent), max_examples=1000,
+        validation_size=500, epochs=epochs, batch_size=64, learning_rate=0.05, init_factor=6,
+        weight_decay=2.5e-4, target_remaining=5.0, lr_decay_epochs=epochs / 10,
+        steps_per_execution=8, model_dir=str(tmp_path / f"run{epochs}"), verbose=0)
+
+
+def _scalars(pattern, tag):
+    values = []
+    for path in glob.glob(pattern):
+        accumulator = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags().get("tensors", []):
+            values += [float(tf.make_ndarray(event.tensor_proto))
+                       for event in accumulator.Tensors(tag)]
+    return values
+
+
+@pytest.mark.parametrize("epochs", [6, 12])
+def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir, epochs):
+    results = training.run(_mnist_config(tmp_path, mnist_dir, epochs))
+    assert abs(results["remaining_percent"] - 5.0) <= TOLERANCE_POINTS
+    assert results["test_accuracy"] > 0.8  # a pruned mask that still classifies
+    model_dir = tmp_path / f"run{epochs}"
+    history = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
+    decays = [entry["score_weight_decay"] for entry in history]
+    targets = [entry["target_remaining_percent"] for entry in history]
+    assert decays[0] == 2.5e-4 and len(set(decays)) == epochs  # steered every epoch
+    assert max(decays) > 10 * 2.5e-4  # far more than the start: the schedule is short
+    assert targets == pytest.approx(sorted(targets, reverse=True)) and targets[-1] == 5.0
+    logged = _scalars(str(model_dir / "logs" / "train" / "events.*"), "epoch_score_weight_decay")
+    assert logged == pytest.approx(decays, rel=1e-6)
+
+
+def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    settings = dict(epochs=4, target_remaining=20.0, weight_decay=1e-3)
+    straight = training.run(tiny_config(tmp_path / "a", **settings), splits=splits)
+    config = tiny_config(tmp_path / "b", **settings)
+    crashed_run(monkeypatch, config, splits)
+    resumed = training.run(config, splits=splits)
+    histories = [[json.loads(line) for line in (tmp_path / name / "run" / "history.jsonl")
+                  .read_text().splitlines()] for name in ("a", "b")]
+    steered = [[(entry["score_weight_decay"], entry["remaining_percent"]) for entry in history]
+               for history in histories]
+    assert steered[0] == steered[1] and len(set(decay for decay, _ in steered[0])) > 1
+    assert resumed["remaining_percent"] == straight["remaining_percent"]
+    models = [keras.saving.load_model(tmp_path / name / "run" / "model.keras") for name in "ab"]
+    for layer_a, layer_b in zip(*(layers.masked_layers(model) for model in models)):
+        np.testing.assert_array_equal(layer_a.scores.numpy(), layer_b.scores.numpy())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(mask="topk"), "a --mask=topk mask keeps the fraction --density"),
+    (dict(mask="signed_topk"), "a --mask=signed_topk mask keeps the fraction --density"),
+    (dict(mask="bernoulli"), "--mask=bernoulli has no threshold"),
+    (dict(regime="weights"), "--regime=weights trains none"),
+    (dict(tau_fraction=0.0), "never brings a score across a threshold of 0"),
+    (dict(target_remaining=100.0), "--target_remaining is a percentage in (0, 100)"),
+    (dict(target_remaining=0.0), "--target_remaining is a percentage in (0, 100)"),
+])
+def test_target_remaining_is_refused_where_it_cannot_steer(tmp_path, overrides, message):
+    config = tiny_config(tmp_path, **{"target_remaining": 3.0, **overrides})
+    with pytest.raises(ssm_config.ConfigError, match=message.replace("(", r"\(").replace(
+            ")", r"\)")):
+        config.validate()
+    tiny_config(tmp_path, target_remaining=3.0, mask="binary").validate()
