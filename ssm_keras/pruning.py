@@ -81,6 +81,7 @@ def _acts_per_unit(layer):
 
 
 def _channels_last(layer):
+    """Whether the layer works on channels along the last axis."""
     data_format = getattr(layer, "data_format", "channels_last")
     axis = getattr(layer, "axis", -1)
     return data_format == "channels_last" and (
@@ -90,10 +91,12 @@ def _channels_last(layer):
 
 
 def _supported_weighted(layer):
-    if isinstance(layer, keras.layers.Conv2D):
-        return layer.groups == 1 and layer.data_format == "channels_last" and type(
-            layer) is keras.layers.Conv2D
-    return type(layer) is keras.layers.Dense
+    """A stock `Dense` or `Conv2D` whose weights are `[kernel(, bias)]`
+    (no LoRA, no quantisation, no groups, channels last)."""
+    plain = not getattr(layer, "lora_enabled", False) and layer.quantization_mode is None
+    if type(layer) is keras.layers.Conv2D:
+        return plain and layer.groups == 1 and layer.data_format == "channels_last"
+    return plain and type(layer) is keras.layers.Dense
 
 
 def _single_node_output(layer):
@@ -138,10 +141,9 @@ def _chains(model):
                 if _supported_weighted(layer) and len(tensor.shape) == rank:
                     chains[producer.name] = _Chain(producer, chain, layer, flatten_shape)
                 break
-            if isinstance(layer, keras.layers.Flatten) and flatten_shape is None:
-                if len(tensor.shape) != 4 or None in tensor.shape[1:3]:
-                    break
-                if layer.data_format != "channels_last":
+            if isinstance(layer, keras.layers.Flatten):
+                if (flatten_shape is not None or len(tensor.shape) != 4
+                        or None in tensor.shape[1:3] or layer.data_format != "channels_last"):
                     break
                 flatten_shape = tuple(tensor.shape[1:3])
             elif not (isinstance(layer, PER_CHANNEL) and _channels_last(layer)
