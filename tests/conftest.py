@@ -28,6 +28,11 @@ from ssm_keras import command, data, export, layers, models, training  # noqa: E
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FCN_SHAPE = (8, 8, 1)
+# Largest test-accuracy change each TFLite format may show against the Keras
+# model: the float formats compute the same float32 network (probabilities
+# within 1e-5), so no test image changes class; the dynamic-range file
+# quantises activations to 8 bits, which moves a few borderline images.
+TFLITE_ACCURACY_TOLERANCE = {"tflite": 0.0, "tflite_sparse": 0.0, "tflite_dynamic": 0.005}
 CONV_SHAPE = (8, 8, 3)
 
 

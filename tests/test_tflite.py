@@ -7,11 +7,7 @@ import pytest
 
 from ssm_keras import export, tflite
 
-# Largest test-accuracy change each TFLite format may show against the Keras
-# model: the float formats compute the same float32 network (probabilities
-# within 1e-5), so no test image changes class; the dynamic-range file
-# quantises activations to 8 bits, which moves a few borderline images.
-ACCURACY_TOLERANCE = {"tflite": 0.0, "tflite_sparse": 0.0, "tflite_dynamic": 0.005}
+from conftest import TFLITE_ACCURACY_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +27,7 @@ def test_each_tflite_format_scores_the_trained_accuracy(kind, trained_fcn, tflit
     correct = int(np.sum(np.argmax(probabilities, axis=1) == labels))
     recorded = round(results["test_accuracy"] * len(labels))  # float32 in results.json
     assert 0.5 < recorded / len(labels) < 0.99  # trained, not perfect
-    assert abs(correct - recorded) <= ACCURACY_TOLERANCE[kind] * len(labels), (correct, recorded)
+    assert abs(correct - recorded) <= TFLITE_ACCURACY_TOLERANCE[kind] * len(labels), (correct, recorded)
     assert summary["tflite_max_difference"][kind] <= tflite.TOLERANCE[kind]
     assert summary["bytes"][export.OUTPUTS[kind]] == path.stat().st_size
     runner = tflite.interpreter(path).get_signature_runner(tflite.SIGNATURE)
