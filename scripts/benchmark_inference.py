@@ -34,7 +34,6 @@ the markdown table it prints (`.md`); refuses to replace them unless given
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -49,7 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import benchmark  # noqa: E402  (scripts/benchmark.py: machine_info, output_paths)
+import benchmark  # noqa: E402  (scripts/benchmark.py: machine_info, the report files)
 from ssm_keras import data, export, run_dir, tflite  # noqa: E402
 
 RUNTIME_FORMATS = ("keras", "saved_model", *tflite.KINDS)
@@ -74,32 +73,20 @@ def parse_args(argv):
                         help="length of each latency measurement and throughput window")
     parser.add_argument("--tflite_threads", type=int, default=os.cpu_count(),
                         help="threads of the TFLite interpreter")
-    parser.add_argument("--out", default="benchmark_inference.json",
-                        help="JSON file to write; the table goes to the same name with .md")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out (and its .md) if they exist")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny windows (tests): " + json.dumps(QUICK))
-    args = parser.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
+    benchmark.add_report_arguments(parser, "benchmark_inference.json", QUICK)
+    args = benchmark.parse_with_quick(parser, argv, QUICK)
     args.runs = [path.strip() for path in args.runs.split(",") if path.strip()]
     if not args.runs:
         parser.error("--runs is empty; give comma-separated run directories")
     for name, lowest in {"windows": 1, "seconds": 1e-9, "tflite_threads": 1}.items():
         if getattr(args, name) < lowest:
             parser.error(f"--{name}={getattr(args, name)}: must be at least {lowest}")
-    if os.path.splitext(args.out)[1] == ".md":
-        parser.error(f"--out={args.out}: give the JSON file's name; the table goes beside it")
     for path in args.runs:
         try:
             run_dir.read_results(path)
         except run_dir.RunDirError as error:
             parser.error(f"--runs: {error}")
-    existing = [path for path in benchmark.output_paths(args.out) if os.path.exists(path)]
-    if existing and not args.overwrite:
-        parser.error(f"{', '.join(existing)} exists; choose another --out or pass --overwrite")
+    benchmark.check_report_arguments(parser, args)
     return args
 
 
@@ -273,12 +260,7 @@ def main(argv=None):
             f"{args.tflite_threads}, load average {machine['load_average'][0]:.2f} -> "
             f"{machine['load_average_end'][0]:.2f}\n\n"
             + format_table(report["models"], report["results"]) + "\n")
-    json_path, table_path = benchmark.output_paths(args.out)
-    with open(json_path, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2)
-    with open(table_path, "w", encoding="utf-8") as file:
-        file.write(text)
-    print(text + f"wrote {json_path} and {table_path}")
+    benchmark.write_report(args.out, report, text)
     return report
 
 

@@ -1,10 +1,14 @@
 """Dead-unit pruning of baked models: equal outputs, fewer weights, an honest report."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
 from ssm_keras import baking, export, pruning
+
+from conftest import export_cli
 
 
 def _units(model, name):
@@ -150,3 +154,19 @@ def test_a_changed_output_is_refused(monkeypatch):
                         lambda chain, weights: np.zeros((1, 3), np.float32))
     with pytest.raises(pruning.PruningError, match="changed its outputs by up to"):
         pruning.prune_dead_units(model)
+
+
+def test_export_removes_dead_units_unless_told_not_to(trained_fcn, tmp_path, capsys):
+    run = trained_fcn[0]
+    units = {}
+    for prune in ("--prune_dead_units", "--noprune_dead_units"):
+        out_dir = tmp_path / prune
+        assert export_cli(f"--model_dir={run}", f"--out={out_dir}", "--formats=keras", prune) == 0
+        printed = capsys.readouterr().out
+        summary = json.loads((out_dir / "export.json").read_text())
+        baked = keras.saving.load_model(out_dir / "model.keras")
+        units[prune] = [_units(baked, name) for name in ("dense_1", "dense_2", "dense_3")]
+        assert ("dead units removed:" in printed) == ("dead_units" in summary)
+    assert units["--noprune_dead_units"] == [300, 100, 10]
+    assert units["--prune_dead_units"][0] < 300 and units["--prune_dead_units"][2] == 10
+    assert summary.get("dead_units") is None
