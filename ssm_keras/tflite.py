@@ -12,11 +12,12 @@ pixels; output `probabilities`, float32 `(None, classes)`.
 | `tflite_sparse`  | `Optimize.EXPERIMENTAL_SPARSITY`   | float32, sparse (non-zeros + index) |
 
 With a signed-constant initialisation every effective kernel of a layer is
-`{-c, 0, +c}`, so int8 weights with scale `c / 127` hold it exactly (up to
-the rounding of `127 * (c / 127)` to float32). `tflite_dynamic` is not exact
-all the same: its "hybrid" kernels also quantise each layer's *input*
-activations to int8 on the fly (one scale per row), which the float
-formats do not.
+`{-c, 0, +c}`, so int8 weights with scale `c / 127` hold it exactly: the
+converter writes `{-127, 0, 127}` and `127 * scale == c` in float32 (checked
+by the tests on a trained FCN; TFLite leaves kernels of fewer than 1,024
+entries in float32). `tflite_dynamic` is not exact all the same: its
+"hybrid" kernels also quantise each layer's *input* activations to int8 on
+the fly (one scale per row), which the float formats do not.
 
 `check_agreement` runs a file in the TFLite interpreter and compares its
 probabilities with the baked Keras model's:

@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -42,3 +43,19 @@ def test_quantised_and_sparse_files_are_smaller(tflite_export):
     assert sizes["model_dynamic.tflite"] < sizes["model.tflite"] / 3  # int8 against float32
     assert sizes["model_sparse.tflite"] < sizes["model.tflite"] / 3  # about 1% non-zeros
     assert json.loads((out_dir / "export.json").read_text())["tflite_tolerance"] == tflite.TOLERANCE
+
+
+def test_dynamic_range_weights_are_the_signed_constants_exactly(tflite_export):
+    """Its int8 weights are `{-127, 0, 127}` times `c / 127`: lossless; the
+    file differs from the float model only by its 8-bit activations."""
+    out_dir, _ = tflite_export
+    baked = keras.saving.load_model(out_dir / "model.keras")
+    constants = {float(np.max(np.abs(layer.kernel.numpy()))) for layer in baked.layers
+                 if isinstance(layer, keras.layers.Dense)}
+    lite = tflite.interpreter(out_dir / "model_dynamic.tflite")
+    quantised = [tensor for tensor in lite.get_tensor_details() if tensor["dtype"] == np.int8]
+    assert len(quantised) >= 2  # dense_1, dense_2 (TFLite keeps tensors under 1,024 in float)
+    for tensor in quantised:
+        assert set(np.unique(lite.get_tensor(tensor["index"]))) <= {-127, 0, 127}
+        scales = tensor["quantization_parameters"]["scales"].astype(np.float32)
+        assert {float(value) for value in np.float32(127) * scales} <= constants
