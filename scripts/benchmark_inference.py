@@ -7,7 +7,7 @@
 Every finished run of `--runs` (signed supermasks and the baselines of the
 same architectures, `--regime=weights`) is exported with `ssm_keras.export`
 into `--work_dir` in every format (dead units removed from the baked model
-unless `--noprune_dead_units`, each TFLite file checked against it), and each runtime format is measured
+unless `--no-prune_dead_units`, each TFLite file checked against it), and each runtime format is measured
 on the run's real test set:
 
 | format           | runtime                                               |
