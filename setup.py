@@ -12,6 +12,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["ssm_keras", "ssm_keras.*"]),
+    package_data={"ssm_keras": ["pretrained_models/*.ssm"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
@@ -30,6 +31,7 @@ setuptools.setup(
             "ssm-export=ssm_keras.export:cli",
             "ssm-tune=ssm_keras.tune:cli",
             "ssm-plots=ssm_keras.plots:cli",
+            "ssm-evaluate=ssm_keras.evaluate:cli",
         ],
     },
 )

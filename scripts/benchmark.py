@@ -125,16 +125,8 @@ def parse_args(argv):
                              "precision's compute dtype)")
     parser.add_argument("--matmul_size", type=int, default=2048,
                         help="n of the n^3 matmul that measures the peak GFLOP/s")
-    parser.add_argument("--out", default="benchmark.json",
-                        help="JSON file to write; the table goes to the same name with .md")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out (and its .md) if they exist")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny windows (tests): " + json.dumps(QUICK))
-    args = parser.parse_args(argv)
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
+    add_report_arguments(parser, "benchmark.json", QUICK)
+    args = parse_with_quick(parser, argv, QUICK)
     args.archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
     if not args.archs:
         parser.error("--archs is empty; give comma-separated architectures")
@@ -158,6 +150,33 @@ def parse_args(argv):
     for name in ("width", "peak_gflops"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name}={getattr(args, name)}: must be positive")
+    check_report_arguments(parser, args)
+    return args
+
+
+# The report files (shared with `benchmark_inference.py`).
+def add_report_arguments(parser, default_out, quick):
+    """`--out`, `--overwrite` and `--quick` (whose settings are `quick`)."""
+    parser.add_argument("--out", default=default_out,
+                        help="JSON file to write; the table goes to the same name with .md")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out (and its .md) if they exist")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny windows (tests): " + json.dumps(quick))
+
+
+def parse_with_quick(parser, argv, quick):
+    """Parses `argv`; with `--quick`, the settings of `quick` replace those given."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    return args
+
+
+def check_report_arguments(parser, args):
+    """Refuses an `--out` that names the table, lies in no folder, or exists
+    without `--overwrite`."""
     if os.path.splitext(args.out)[1] == ".md":
         parser.error(f"--out={args.out}: give the JSON file's name; the table goes beside it")
     if not os.path.isdir(os.path.dirname(args.out) or "."):
@@ -165,12 +184,21 @@ def parse_args(argv):
     existing = [path for path in output_paths(args.out) if os.path.exists(path)]
     if existing and not args.overwrite:
         parser.error(f"{', '.join(existing)} exists; choose another --out or pass --overwrite")
-    return args
 
 
 def output_paths(out):
     """The JSON report and, beside it, the markdown table."""
     return out, os.path.splitext(out)[0] + ".md"
+
+
+def write_report(out, report, text):
+    """Writes `report` to `out` and `text` beside it (`.md`), and prints `text`."""
+    json_path, table_path = output_paths(out)
+    with open(json_path, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+    with open(table_path, "w", encoding="utf-8") as file:
+        file.write(text)
+    print(text + f"wrote {json_path} and {table_path}")
 
 
 # The machine.
@@ -613,12 +641,7 @@ def main(argv=None):
             f"devices {', '.join(machine['devices'])}, matmul GFLOP/s: {matmuls}, load average "
             f"{machine['load_average'][0]:.2f} -> {machine['load_average_end'][0]:.2f}\n\n"
             + format_table(report["results"]) + "\n")
-    json_path, table_path = output_paths(args.out)
-    with open(json_path, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2)
-    with open(table_path, "w", encoding="utf-8") as file:
-        file.write(text)
-    print(text + f"wrote {json_path} and {table_path}")
+    write_report(args.out, report, text)
     return report
 
 

@@ -1,7 +1,8 @@
 """Exports a finished training run for serving and for compact storage.
 
     python -m ssm_keras.export --model_dir=RUN_DIR --out=OUT_DIR \\
-        [--formats=keras,saved_model,compact] [--overwrite]
+        [--formats=keras,saved_model,compact,tflite,tflite_dynamic,tflite_sparse] \\
+        [--overwrite] [--noprune_dead_units]
     python -m ssm_keras.export --compact_file=model.ssm --out=OUT_DIR ...
 
 The source is a finished training run (`RUN_DIR` holds `model.keras` and a
@@ -9,16 +10,32 @@ The source is a finished training run (`RUN_DIR` holds `model.keras` and a
 earlier export (so a few-kilobyte `model.ssm` can be shipped and turned into
 a SavedModel where it is served). `OUT_DIR` receives, per format:
 
-| format        | output         | what                                              |
-| ------------- | -------------- | ------------------------------------------------- |
-| `keras`       | `model.keras`  | the baked model: stock Keras layers, kernels      |
-|               |                | `W0 * m`; takes float32 raw pixels                |
-| `saved_model` | `saved_model/` | TensorFlow SavedModel; signature `serve` (also    |
-|               |                | `serving_default`): uint8 `images` of shape       |
-|               |                | `(None, H, W, C)` to float32 `probabilities`      |
-| `compact`     | `model.ssm`    | the compact format of `ssm_keras.compact`         |
+| format           | output                 | what                                  |
+| ---------------- | ---------------------- | ------------------------------------- |
+| `keras`          | `model.keras`          | the baked model: stock Keras layers,  |
+|                  |                        | kernels `W0 * m`; float32 raw pixels  |
+| `saved_model`    | `saved_model/`         | TensorFlow SavedModel; signature      |
+|                  |                        | `serve` (also `serving_default`):     |
+|                  |                        | uint8 `images` of shape               |
+|                  |                        | `(None, H, W, C)` to float32          |
+|                  |                        | `probabilities`                       |
+| `compact`        | `model.ssm`            | the compact format of                 |
+|                  |                        | `ssm_keras.compact`                   |
+| `tflite`         | `model.tflite`         | TensorFlow Lite, float32 weights      |
+| `tflite_dynamic` | `model_dynamic.tflite` | TensorFlow Lite, int8 weights         |
+| `tflite_sparse`  | `model_sparse.tflite`  | TensorFlow Lite, sparse float32       |
+|                  |                        | weights                               |
 
-and `export.json` with the file sizes and compression ratios. Neither
+(default: `keras,saved_model,compact`; the TFLite files have the
+SavedModel's `serve` signature, see `ssm_keras.tflite`) and `export.json`
+with the file sizes, compression ratios, each TFLite file's largest
+difference from the baked model on check images (an export whose TFLite
+file differs by more than `tflite.TOLERANCE` is refused) and the dead units
+removed.
+
+The baked model of the `keras`, `saved_model` and TFLite outputs has its
+dead units removed (`pruning.prune_dead_units`; the outputs stay equal)
+unless `--noprune_dead_units`; `model.ssm` always stores the whole mask. Neither
 `model.keras` nor `saved_model/` needs ssm_keras to load. An existing export
 in `OUT_DIR` is only replaced with `--overwrite`; the new files are written to
 a temporary folder first and then moved in one by one, so a failed export
@@ -40,12 +57,18 @@ import tensorflow as tf
 from absl import flags
 from absl import logging
 
-from ssm_keras import command, compact, run_dir
+from ssm_keras import command, compact, pruning, run_dir, tflite
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import ExportError, bake
 
-FORMATS = ("keras", "saved_model", "compact")
-OUTPUTS = {"keras": "model.keras", "saved_model": "saved_model", "compact": "model.ssm"}
+FORMATS = ("keras", "saved_model", "compact", *tflite.KINDS)
+DEFAULT_FORMATS = ("keras", "saved_model", "compact")
+BAKED_FORMATS = ("keras", "saved_model", *tflite.KINDS)
+OUTPUTS = {
+    "keras": "model.keras", "saved_model": "saved_model", "compact": "model.ssm",
+    "tflite": "model.tflite", "tflite_dynamic": "model_dynamic.tflite",
+    "tflite_sparse": "model_sparse.tflite",
+}
 SUMMARY = "export.json"
 SERVING_DTYPE = tf.uint8
 
@@ -135,8 +158,8 @@ def file_size(path):
     )
 
 
-def _summary(model, source, folder, formats):
-    """The `export.json` content: sizes and compression ratios.
+def _summary(model, source, folder, formats, checks):
+    """The `export.json` content: sizes, compression ratios and `checks`.
 
     `float32_kernel_bytes = 4 * masked weights`; `compact_ratio[name] =
     bytes of name / bytes of model.ssm`, for the float32 kernels and for
@@ -152,6 +175,7 @@ def _summary(model, source, folder, formats):
         "masked_weights": weights,
         "remaining_weights": sum(layer.mask_counts()["remaining"] for layer in masked),
         "float32_kernel_bytes": 4 * weights,
+        **checks,
     }
     if "compact" in formats:
         compact_bytes = sizes[OUTPUTS["compact"]]
@@ -163,17 +187,56 @@ def _summary(model, source, folder, formats):
     return summary
 
 
-def _write_formats(model, metadata, folder, formats):
-    """Writes the files of `formats` into `folder`."""
-    if "keras" in formats or "saved_model" in formats:
-        baked = bake(model)
-        _check_baked(model, baked)
+def _baked_for_export(model, prune_dead_units):
+    """`(baked model, checks)`: the baked model, its dead units removed if
+    asked, checked against `model`; `checks` holds the pruning report."""
+    baked = bake(model)
+    checks = {}
+    if prune_dead_units:
+        baked, report = pruning.prune_dead_units(baked)
+        checks["dead_units"] = report
+    _check_baked(model, baked)
+    return baked, checks
+
+
+def _write_tflite(baked, folder, formats):
+    """Writes the TFLite files of `formats`, converted from the SavedModel in
+    `folder` (written there for them when it is not an output), and checks
+    each against `baked`: `{"tflite_max_difference": {kind: difference},
+    "tflite_tolerance": {kind: tolerance}}`."""
+    saved_model = os.path.join(folder, OUTPUTS["saved_model"])
+    if "saved_model" not in formats:
+        saved_model = tempfile.mkdtemp(prefix="saved_model-", dir=folder)
+        save_saved_model(baked, saved_model)
+    images = tflite.check_images(baked.input_shape[1:])
+    differences = {}
+    for kind in formats:
+        if kind in tflite.KINDS:
+            path = os.path.join(folder, OUTPUTS[kind])
+            with open(path, "wb") as file:
+                file.write(tflite.convert(saved_model, kind))
+            differences[kind] = tflite.check_agreement(path, baked, kind, images)
+    if "saved_model" not in formats:
+        shutil.rmtree(saved_model)
+    return {"tflite_max_difference": differences,
+            "tflite_tolerance": {kind: tflite.TOLERANCE[kind] for kind in differences}}
+
+
+def _write_formats(model, metadata, folder, formats, prune_dead_units):
+    """Writes the files of `formats` into `folder`; returns what was checked
+    (the dead units removed, the TFLite files' differences)."""
+    checks = {}
+    if any(name in BAKED_FORMATS for name in formats):
+        baked, checks = _baked_for_export(model, prune_dead_units)
     if "keras" in formats:
         baked.save(os.path.join(folder, OUTPUTS["keras"]))
     if "saved_model" in formats:
         save_saved_model(baked, os.path.join(folder, OUTPUTS["saved_model"]))
+    if any(name in tflite.KINDS for name in formats):
+        checks.update(_write_tflite(baked, folder, formats))
     if "compact" in formats:
         compact.save_compact(model, os.path.join(folder, OUTPUTS["compact"]), metadata)
+    return checks
 
 
 def _existing_outputs(out_dir):
@@ -286,7 +349,7 @@ def recover(out_dir):
                               f"({error}); remove it by hand") from None
 
 
-def _export(model, metadata, source, out_dir, formats):
+def _export(model, metadata, source, out_dir, formats, prune_dead_units):
     """Writes the export into a staging folder inside `out_dir`, then swaps
     it in: a failure before the swap leaves `out_dir` as it was, and so
     does a kill (see `recover`)."""
@@ -294,8 +357,8 @@ def _export(model, metadata, source, out_dir, formats):
     try:
         os.makedirs(out_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir)
-        _write_formats(model, metadata, staging, formats)
-        summary = _summary(model, source, staging, formats)
+        checks = _write_formats(model, metadata, staging, formats, prune_dead_units)
+        summary = _summary(model, source, staging, formats, checks)
         with open(os.path.join(staging, SUMMARY), "w", encoding="utf-8") as file:
             json.dump(summary, file, indent=2, allow_nan=False)
         with open(os.path.join(staging, READY), "w", encoding="utf-8") as file:
@@ -314,7 +377,8 @@ def _export(model, metadata, source, out_dir, formats):
     return summary
 
 
-def export_run(model_dir, out_dir, formats=FORMATS, overwrite=False):
+def export_run(model_dir, out_dir, formats=DEFAULT_FORMATS, overwrite=False,
+               prune_dead_units=True):
     """Exports a finished training run into `out_dir`.
 
     Args:
@@ -324,23 +388,28 @@ def export_run(model_dir, out_dir, formats=FORMATS, overwrite=False):
         overwrite: replace an export already in `out_dir` (all of its
             files, also those of formats not written now); without it an
             existing export is an error and nothing is written.
+        prune_dead_units: remove the dead units of the baked model
+            (`pruning.prune_dead_units`) before writing the baked formats.
 
     Returns:
         The summary also written to `out_dir/export.json`.
 
     Raises:
         RunDirError: a run that is not finished (`run_dir.read_results`).
-        ExportError: bad formats, an existing export without `overwrite`, or
-            a run that cannot be exported.
+        ExportError: bad formats, an existing export without `overwrite`, a
+            run that cannot be exported, or a TFLite file that disagrees
+            with the baked model (`tflite.TFLiteError`).
     """
     formats = check_formats(formats)
     recover(out_dir)
     _check_destination(out_dir, overwrite, model_dir)
     model, results = load_run(model_dir)
-    return _export(model, _run_metadata(results), os.path.abspath(model_dir), out_dir, formats)
+    return _export(model, _run_metadata(results), os.path.abspath(model_dir), out_dir, formats,
+                   prune_dead_units)
 
 
-def export_compact(compact_path, out_dir, formats=FORMATS, overwrite=False):
+def export_compact(compact_path, out_dir, formats=DEFAULT_FORMATS, overwrite=False,
+                   prune_dead_units=True):
     """Exports the model of a compact file, e.g. a SavedModel from `model.ssm`.
 
     Arguments and result as `export_run`; the compact file's metadata is
@@ -351,7 +420,8 @@ def export_compact(compact_path, out_dir, formats=FORMATS, overwrite=False):
     _check_destination(out_dir, overwrite, compact_path)
     loaded = compact.load_compact(compact_path)
     source = os.path.abspath(compact_path)
-    return _export(loaded.masked_model, loaded.metadata, source, out_dir, formats)
+    return _export(loaded.masked_model, loaded.metadata, source, out_dir, formats,
+                   prune_dead_units)
 
 
 # Command line.
@@ -367,7 +437,13 @@ def define_flags(flag_values=flags.FLAGS):
     )
     flags.DEFINE_string("out", None, "Output directory.", flag_values=flag_values)
     flags.DEFINE_string(
-        "formats", ",".join(FORMATS), f"Comma-separated subset of {','.join(FORMATS)}.",
+        "formats", ",".join(DEFAULT_FORMATS), f"Comma-separated subset of {','.join(FORMATS)}.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "prune_dead_units", True,
+        "Remove the hidden units whose incoming or outgoing weights are all zero from the "
+        "baked model (keras, saved_model and TFLite outputs); the outputs stay equal.",
         flag_values=flag_values,
     )
     flags.DEFINE_bool(
@@ -390,6 +466,13 @@ def _report(summary):
         f"model.ssm is {ratio}x smaller than {name}"
         for name, ratio in summary.get("compact_ratio", {}).items()
     ]
+    lines += [
+        f"{OUTPUTS[kind]} agrees with the baked model: probabilities differ by at most "
+        f"{difference:.2g} (tolerance {summary['tflite_tolerance'][kind]:g})"
+        for kind, difference in summary.get("tflite_max_difference", {}).items()
+    ]
+    if "dead_units" in summary:
+        lines += pruning.format_report(summary["dead_units"])
     return "\n".join(lines)
 
 
@@ -398,11 +481,11 @@ def run_command(flag_values):
     logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
     formats = parse_formats(flag_values.formats)
     if flag_values.model_dir is not None:
-        summary = export_run(flag_values.model_dir, flag_values.out, formats, flag_values.overwrite)
+        summary = export_run(flag_values.model_dir, flag_values.out, formats,
+                             flag_values.overwrite, flag_values.prune_dead_units)
     else:
-        summary = export_compact(
-            flag_values.compact_file, flag_values.out, formats, flag_values.overwrite
-        )
+        summary = export_compact(flag_values.compact_file, flag_values.out, formats,
+                                 flag_values.overwrite, flag_values.prune_dead_units)
     print(_report(summary))
 
 

@@ -1,6 +1,7 @@
 """Shared test fixtures and helpers: quiet TensorFlow, the repository and the
 real-data folder, a tiny learnable problem and its training settings, masked
-models with trained-looking scores, and the export command."""
+models with trained-looking scores, a signed FCN trained on real MNIST, and
+the export command."""
 
 import math
 import os
@@ -23,10 +24,15 @@ tf.config.set_logical_device_configuration(
 from absl import flags  # noqa: E402
 
 from ssm_keras import config as ssm_config  # noqa: E402  (after the devices are set)
-from ssm_keras import command, data, export, layers, models  # noqa: E402
+from ssm_keras import command, data, export, layers, models, training  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FCN_SHAPE = (8, 8, 1)
+# Largest test-accuracy change each TFLite format may show against the Keras
+# model: the float formats compute the same float32 network (probabilities
+# within 1e-5), so no test image changes class; the dynamic-range file
+# quantises activations to 8 bits, which moves a few borderline images.
+TFLITE_ACCURACY_TOLERANCE = {"tflite": 0.0, "tflite_sparse": 0.0, "tflite_dynamic": 0.005}
 CONV_SHAPE = (8, 8, 3)
 
 
@@ -150,6 +156,28 @@ def mnist_dir():
     if not (path / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST not found in {path} (set SSM_TEST_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_fcn(tmp_path_factory):
+    """A signed FCN trained for 3 epochs on 12,000 real MNIST training images
+    with a strong weight decay (about 1% of the weights remain, many units
+    dead): `(run directory, results, test images, test labels)`, the test
+    split being the full 10,000-image MNIST test set."""
+    if not (shared_data_dir() / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found in {shared_data_dir() / 'mnist'} (set SSM_TEST_DATA)")
+    full = data.load_splits("mnist", str(shared_data_dir()), validation_size=0)
+    train = (full.train[0][:12000], full.train[1][:12000])
+    splits = data.Splits(full.spec, train, (full.test[0][:500], full.test[1][:500]), full.test,
+                         source=full.source)
+    run = tmp_path_factory.mktemp("trained") / "fcn"
+    settings = ssm_config.TrainConfig(
+        arch="fcn", dataset="mnist", mask="signed", regime="mask", weight_init="elus",
+        epochs=3, batch_size=128, learning_rate=0.05, weight_decay=0.005, validation_size=0,
+        steps_per_execution=32, jit_compile=True, model_dir=str(run), verbose=0)
+    results = training.run(settings, splits)
+    keras.utils.clear_session()
+    return run, results, *full.test
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssm_keras import baking, compact, export, layers, models
+from ssm_keras import baking, compact, export, layers, models, tflite
 from ssm_keras.run_dir import RunDirError
 
 from conftest import (FCN_SHAPE, CONV_SHAPE, REPO, assert_one_error_line, effective_kernels,
@@ -210,6 +210,33 @@ def test_existing_export_is_kept_unless_overwrite(fcn_run, tmp_path, capsys):
                 "--overwrite") == 0
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.keras"]
     assert json.loads((out_dir / "export.json").read_text())["formats"] == ["keras"]
+
+
+def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_path, capsys,
+                                                                   monkeypatch):
+    run_dir, _ = fcn_run
+    out_dir = tmp_path / "out"
+    assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--formats=compact") == 0
+    capsys.readouterr()
+    before = {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)}
+    original = tflite.predict
+
+    def off_by_a_class(path, images, **kwargs):  # as a broken conversion would be
+        probabilities = original(path, images, **kwargs)
+        return np.roll(probabilities, 1, axis=1) if "dynamic" in str(path) else probabilities
+
+    monkeypatch.setattr(tflite, "predict", off_by_a_class)
+    assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--overwrite",
+                      "--formats=keras,tflite,tflite_dynamic") == 1
+    assert_one_error_line(capsys.readouterr(), "the tflite_dynamic file disagrees with the "
+                                               "baked model")
+    assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
+    monkeypatch.undo()
+    summary = export.export_run(str(run_dir), str(out_dir), ("tflite", "tflite_sparse"),
+                                overwrite=True)
+    assert sorted(os.listdir(out_dir)) == ["export.json", "model.tflite", "model_sparse.tflite"]
+    for kind in ("tflite", "tflite_sparse"):
+        assert summary["tflite_max_difference"][kind] <= tflite.TOLERANCE[kind] == 1e-5
 
 
 def test_command_line_exits_with_one_error_line(fcn_run, tmp_path):

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import command, models, plots, train, training
+from ssm_keras import command, export, models, plots, train, training
 from ssm_keras import config as ssm_config
 
-from conftest import REPO, tiny_config, tiny_splits
+from conftest import REPO, TFLITE_ACCURACY_TOLERANCE, shared_data_dir, tiny_config, tiny_splits
 
 
 def _script(name):
@@ -92,6 +92,35 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
         benchmark.main(["--archs=fcn", "--quick", f"--out={out}"])
     assert str(out) in capsys.readouterr().err
     assert json.loads(out.read_text()) == report
+
+
+def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys):
+    run, results, _, labels = trained_fcn
+    script = _script("benchmark_inference")
+    out = tmp_path / "inference.json"
+    argv = [f"--runs={run}", f"--data_dir={shared_data_dir()}", "--quick", f"--out={out}",
+            f"--work_dir={tmp_path / 'exports'}"]
+    report = script.main(argv)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    rows = {row["format"]: row for row in report["results"]}
+    assert sorted(rows) == sorted([*script.RUNTIME_FORMATS, "compact"])
+    recorded = round(results["test_accuracy"] * len(labels))
+    (model,) = report["models"]
+    assert model["dead_units_removed"] > 0 and model["regime"] == "mask"
+    for name, row in rows.items():
+        path = tmp_path / "exports" / run.name / row["file"]
+        assert row["bytes"] == export.file_size(path) > 0
+        if name == "compact":
+            continue
+        correct = round(row["test_accuracy"] * len(labels))
+        assert abs(correct - recorded) <= TFLITE_ACCURACY_TOLERANCE.get(name, 0) * len(labels)
+        assert row["batch_1_latency_us"] > 0 and row["batch_128_images_per_s"] > 0
+    assert rows["tflite_sparse"]["bytes"] < rows["tflite"]["bytes"]
+    table = (tmp_path / "inference.md").read_text()
+    assert table.count("| fcn | signed supermask") == 6
+    with pytest.raises(SystemExit):
+        script.main(argv)  # no --overwrite
+    assert "exists; choose another --out or pass --overwrite" in capsys.readouterr().err
 
 
 def test_benchmark_peaks_and_speedups():

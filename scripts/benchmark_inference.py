@@ -1,0 +1,268 @@
+"""Inference of exported models: file bytes, latency, throughput, accuracy.
+
+    python scripts/benchmark_inference.py --data_dir=../shared/data \\
+        --runs=runs/fcn_mnist_signed,runs/fcn_mnist_baseline
+    python scripts/benchmark_inference.py --runs=RUN --data_dir=DATA --quick   # seconds
+
+Every finished run of `--runs` (signed supermasks and the baselines of the
+same architectures, `--regime=weights`) is exported with `ssm_keras.export`
+into `--work_dir` in every format (dead units removed from the baked model
+unless `--no-prune_dead_units`, each TFLite file checked against it), and each runtime format is measured
+on the run's real test set:
+
+| format           | runtime                                               |
+| ---------------- | ----------------------------------------------------- |
+| `keras`          | `keras.saving.load_model`, called in a `tf.function`  |
+|                  | on float32 raw pixels                                 |
+| `saved_model`    | `tf.saved_model.load(...).serve` on uint8 images      |
+| `tflite`,        | `tf.lite.Interpreter` (`--tflite_threads` threads,    |
+| `tflite_dynamic`,| XNNPACK as TFLite applies it by default): `set_tensor`|
+| `tflite_sparse`  | of uint8 images, `invoke`, `get_tensor`               |
+
+- *batch-1 latency*: the median over single calls, each on one test image
+  (cycling through the first 256), for about `--seconds` after warm-up;
+- *batch-128 throughput*: `128 * calls / seconds` on a fixed batch of 128
+  test images, the median over `--windows` windows of about `--seconds`;
+- *test accuracy*: over the whole test set, in that runtime;
+- *bytes*: the exported file (or folder); `model.ssm` (no runtime: it
+  rebuilds the Keras model) is listed with its bytes only.
+
+All formats of all runs are measured in one process, one after the other.
+Writes `--out` (JSON: machine, settings, every measurement) and, beside it,
+the markdown table it prints (`.md`); refuses to replace them unless given
+`--overwrite`.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `benchmark`
+
+import ssm_keras  # noqa: E402,F401  (first: its CPU settings precede TensorFlow)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import benchmark  # noqa: E402  (scripts/benchmark.py: machine_info, the report files)
+from ssm_keras import data, export, run_dir, tflite  # noqa: E402
+
+RUNTIME_FORMATS = ("keras", "saved_model", *tflite.KINDS)
+RUNTIMES = {"keras": "Keras", "saved_model": "SavedModel", "tflite": "TFLite float32",
+            "tflite_dynamic": "TFLite dynamic-range int8", "tflite_sparse": "TFLite sparse"}
+LATENCY_IMAGES = 256
+THROUGHPUT_BATCH = 128
+QUICK = {"windows": 1, "seconds": 0.05}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", required=True,
+                        help="comma-separated finished run directories")
+    parser.add_argument("--data_dir", default=None, help="local copy of the data sets")
+    parser.add_argument("--work_dir", default=None,
+                        help="folder for the exports (default: a temporary folder)")
+    parser.add_argument("--prune_dead_units", action=argparse.BooleanOptionalAction,
+                        default=True, help="remove dead units from the baked model (as export)")
+    parser.add_argument("--windows", type=int, default=5, help="throughput windows per format")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="length of each latency measurement and throughput window")
+    parser.add_argument("--tflite_threads", type=int, default=os.cpu_count(),
+                        help="threads of the TFLite interpreter")
+    benchmark.add_report_arguments(parser, "benchmark_inference.json", QUICK)
+    args = benchmark.parse_with_quick(parser, argv, QUICK)
+    args.runs = [path.strip() for path in args.runs.split(",") if path.strip()]
+    if not args.runs:
+        parser.error("--runs is empty; give comma-separated run directories")
+    for name, lowest in {"windows": 1, "seconds": 1e-9, "tflite_threads": 1}.items():
+        if getattr(args, name) < lowest:
+            parser.error(f"--{name}={getattr(args, name)}: must be at least {lowest}")
+    for path in args.runs:
+        try:
+            run_dir.read_results(path)
+        except run_dir.RunDirError as error:
+            parser.error(f"--runs: {error}")
+    benchmark.check_report_arguments(parser, args)
+    return args
+
+
+# Runtimes: each `predictor(format, path)` maps uint8 images to probabilities.
+def _keras_predictor(path):
+    model = keras.saving.load_model(path)
+    call = tf.function(lambda images: model(tf.cast(images, tf.float32), training=False))
+    return lambda images: call(tf.constant(images)).numpy()
+
+
+def _saved_model_predictor(path):
+    loaded = tf.saved_model.load(path)  # held by the closure: its variables must live
+    return lambda images: loaded.serve(tf.constant(images))["probabilities"].numpy()
+
+
+def _tflite_predictor(path, threads):
+    """Calls of one interpreter, resized whenever the batch size changes."""
+    lite = tflite.interpreter(path, threads)
+    (image_input,), (output,) = lite.get_input_details(), lite.get_output_details()
+    shape = [tuple(image_input["shape"])]
+
+    def predict(images):
+        if images.shape != shape[0]:
+            lite.resize_tensor_input(image_input["index"], images.shape)
+            lite.allocate_tensors()
+            shape[0] = images.shape
+        lite.set_tensor(image_input["index"], images)
+        lite.invoke()
+        return lite.get_tensor(output["index"])
+
+    return predict
+
+
+def predictor(name, path, threads):
+    if name == "keras":
+        return _keras_predictor(path)
+    if name == "saved_model":
+        return _saved_model_predictor(path)
+    return _tflite_predictor(path, threads)
+
+
+# Measurements.
+def batch_1_latency_us(predict, images, seconds):
+    """Median microseconds of single-image calls over about `seconds`."""
+    singles = [images[index:index + 1] for index in range(min(LATENCY_IMAGES, len(images)))]
+    for single in singles[:8]:
+        predict(single)
+    timings, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(timings) < 10:
+        single = singles[len(timings) % len(singles)]
+        begin = time.perf_counter()
+        predict(single)
+        timings.append(time.perf_counter() - begin)
+    return 1e6 * statistics.median(timings)
+
+
+def throughput(predict, batch, windows, seconds):
+    """Median images/s over `windows` windows of calls on `batch`."""
+    predict(batch)
+    begin = time.perf_counter()
+    predict(batch)
+    calls = max(1, round(seconds / (time.perf_counter() - begin)))
+    rates = []
+    for _ in range(windows):
+        begin = time.perf_counter()
+        for _ in range(calls):
+            predict(batch)
+        rates.append(calls * len(batch) / (time.perf_counter() - begin))
+    return statistics.median(rates)
+
+
+def accuracy(predict, images, labels, batch_size=500):
+    correct = sum(
+        int(np.sum(np.argmax(predict(images[start:start + batch_size]), axis=1)
+                   == labels[start:start + batch_size]))
+        for start in range(0, len(images), batch_size))
+    return correct / len(images)
+
+
+def measure_run(path, work_dir, args, test):
+    """Exports one run and measures every format: `(run record, rows)`."""
+    results = run_dir.read_results(path)
+    out_dir = os.path.join(work_dir, os.path.basename(os.path.normpath(path)))
+    summary = export.export_run(path, out_dir, (*RUNTIME_FORMATS, "compact"), overwrite=True,
+                                prune_dead_units=args.prune_dead_units)
+    images, labels = test
+    batch = images[:THROUGHPUT_BATCH]
+    model = {"run": os.path.abspath(path), "arch": results["arch"],
+             "dataset": results["dataset"], "regime": results["regime"],
+             "mask": results.get("mask"),
+             "recorded_test_accuracy": results["test_accuracy"],
+             "remaining_weights": results.get("remaining_weights"),
+             "dead_units_removed": sum(entry["units_removed"]
+                                       for entry in summary.get("dead_units", [])),
+             "baked_parameters": sum(entry["weights_after"]
+                                     for entry in summary.get("dead_units", [])) or None,
+             "tflite_max_difference": summary["tflite_max_difference"]}
+    rows = []
+    for name in RUNTIME_FORMATS:
+        file_path = os.path.join(out_dir, export.OUTPUTS[name])
+        predict = predictor(name, file_path, args.tflite_threads)
+        rows.append({
+            "run": model["run"], "format": name, "runtime": RUNTIMES[name],
+            "file": export.OUTPUTS[name], "bytes": summary["bytes"][export.OUTPUTS[name]],
+            "batch_1_latency_us": batch_1_latency_us(predict, images, args.seconds),
+            "batch_128_images_per_s": throughput(predict, batch, args.windows, args.seconds),
+            "test_accuracy": accuracy(predict, images, labels),
+        })
+        keras.utils.clear_session()
+    rows.append({"run": model["run"], "format": "compact", "runtime": None,
+                 "file": export.OUTPUTS["compact"],
+                 "bytes": summary["bytes"][export.OUTPUTS["compact"]]})
+    return model, rows
+
+
+def _test_split(results, data_dir, cache):
+    """The real test set of the run's data set (loaded once per data set)."""
+    name = results["dataset"]
+    if name not in cache:
+        splits = data.load_splits(name, data_dir, validation_size=0)
+        cache[name] = splits.test
+    return cache[name]
+
+
+def format_table(models, rows):
+    """The markdown table: one row per run and format."""
+    lines = [
+        "| arch | model | test accuracy (run) | format | runtime | bytes | batch-1 latency "
+        "| batch-128 img/s | test accuracy |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    by_run = {model["run"]: model for model in models}
+    for row in rows:
+        model = by_run[row["run"]]
+        kind = ("baseline (weights trained)" if model["regime"] == "weights" else
+                f"{model['mask']} supermask, {model['remaining_weights']:,} weights remain, "
+                f"{model['dead_units_removed']:,} dead units removed")
+        measured = ("| - | - | - |" if row["runtime"] is None else
+                    f"| {row['batch_1_latency_us']:,.1f} us "
+                    f"| {row['batch_128_images_per_s']:,.0f} "
+                    f"| {100 * row['test_accuracy']:.2f}% |")
+        lines.append(
+            f"| {model['arch']} | {kind} | {100 * model['recorded_test_accuracy']:.2f}% "
+            f"| {row['file']} | {row['runtime'] or '-'} | {row['bytes']:,} {measured}")
+    return "\n".join(lines)
+
+
+def run(args):
+    """Measures every run of `args.runs`; returns the JSON dict."""
+    machine = benchmark.machine_info()
+    settings = {key: value for key, value in vars(args).items() if key != "out"}
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="benchmark_inference-")
+    models, rows, tests = [], [], {}
+    for path in args.runs:
+        test = _test_split(run_dir.read_results(path), args.data_dir, tests)
+        model, measured = measure_run(path, work_dir, args, test)
+        models.append(model)
+        rows += measured
+    machine["load_average_end"] = list(os.getloadavg())
+    return {"machine": machine, "settings": settings, "models": models, "results": rows}
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    report = run(args)
+    machine = report["machine"]
+    cpu_id = machine["cpu_id"]
+    text = (f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
+            f"{' '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
+            f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, TFLite threads "
+            f"{args.tflite_threads}, load average {machine['load_average'][0]:.2f} -> "
+            f"{machine['load_average_end'][0]:.2f}\n\n"
+            + format_table(report["models"], report["results"]) + "\n")
+    benchmark.write_report(args.out, report, text)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The shipped pretrained models and the evaluate command."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from absl import flags
+
+from ssm_keras import command, compact, evaluate, layers, pretrained
+
+from conftest import assert_one_error_line, shared_data_dir
+
+
+def evaluate_cli(*argv):
+    """Runs `ssm_keras.evaluate` with `argv` in this process: its exit status."""
+    flag_values = flags.FlagValues()
+    evaluate.define_flags(flag_values)
+    flag_values(["evaluate", *argv])
+    return command.run(lambda: evaluate.run_command(flag_values))
+
+
+def test_the_fcn_seeds_are_shipped_in_kilobytes():
+    assert {f"fcn_mnist_signed_seed{seed}" for seed in (0, 1, 2)} <= set(pretrained.names())
+    sizes = [os.path.getsize(pretrained.path(name)) for name in pretrained.names()]
+    assert sum(sizes) < 1_000_000 and max(sizes) < 20_000
+
+
+@pytest.mark.parametrize("name", pretrained.names())
+def test_entry_rebuilds_bit_exact_and_scores_its_recorded_accuracy(name, mnist_dir, tmp_path):
+    masked, baked, metadata = pretrained.load(name)
+    resaved = tmp_path / "again.ssm"
+    compact.save_compact(masked, resaved, metadata)
+    with open(pretrained.path(name), "rb") as file:
+        assert resaved.read_bytes() == file.read()
+    kernels = {layer.name: layer.effective_kernel().numpy() for layer in layers.masked_layers(masked)}
+    for layer_name, kernel in kernels.items():
+        np.testing.assert_array_equal(baked.get_layer(layer_name).kernel.numpy(), kernel)
+    assert sum(np.count_nonzero(kernel) for kernel in kernels.values()) == (
+        metadata["remaining_weights"])
+    assert metadata["command"].startswith("python -m ssm_keras.train --flagfile=flags/")
+    assert metadata["recipe"]["settings"]["seed"] == metadata["seed"]
+    result = evaluate.evaluate(name, data_dir=str(shared_data_dir()))
+    assert result["total"] == 10_000
+    assert result["correct"] == round(metadata["test_accuracy"] * result["total"])
+
+
+def test_evaluate_a_run_scores_its_recorded_accuracy(trained_fcn, capsys):
+    run, results, _, labels = trained_fcn
+    assert evaluate_cli(f"--model_dir={run}", f"--data_dir={shared_data_dir()}") == 0
+    correct = round(results["test_accuracy"] * len(labels))
+    expected = f"test accuracy {100 * correct / len(labels):.2f}% ({correct:,} of 10,000 mnist"
+    assert expected in capsys.readouterr().out
+
+
+def test_evaluate_refuses_bad_input_with_one_error_line(mnist_dir, tmp_path, capsys,
+                                                        monkeypatch):
+    name = pretrained.names()[0]
+    data_dir = f"--data_dir={shared_data_dir()}"
+    assert evaluate_cli("--pretrained=fcn_imagenet", data_dir) == 1
+    assert_one_error_line(capsys.readouterr(), f"no pretrained model 'fcn_imagenet'; the "
+                                               f"shipped ones are: {name}")
+    assert evaluate_cli(f"--pretrained={name}", data_dir, "--dataset=cifar10") == 1
+    assert_one_error_line(capsys.readouterr(), "--dataset=cifar10 does not match "
+                                               f"{name}, which was trained on mnist")
+    damaged = tmp_path / "pretrained_models"
+    shutil.copytree(pretrained.FOLDER, damaged)
+    content = bytearray((damaged / f"{name}.ssm").read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    (damaged / f"{name}.ssm").write_bytes(bytes(content))
+    monkeypatch.setattr(pretrained, "FOLDER", str(damaged))
+    assert evaluate_cli(f"--pretrained={name}", data_dir) == 1
+    assert_one_error_line(capsys.readouterr(), "is corrupt (SHA-256 checksum mismatch)")
+
+
+def test_dataset_check_names_what_does_not_fit():
+    with pytest.raises(evaluate.EvaluationError, match=r"cifar10 has 10 classes of \(32, 32, 3\)"):
+        evaluate.check_dataset(None, "cifar10", (28, 28, 1), 10, "model.ssm")
+    with pytest.raises(evaluate.EvaluationError, match="does not record its data set"):
+        evaluate.check_dataset(None, None, (28, 28, 1), 10, "model.ssm")
+    assert evaluate.check_dataset("mnist", None, (28, 28, 1), 10, "x") == "mnist"
