@@ -128,7 +128,7 @@ def _baked_weights(layer):
     return layer.get_weights()
 
 
-def bake(model):
+def bake(model, prune_dead_units=False):
     """A copy of a functional or Sequential masked model made of stock Keras
     layers only, nested models included: the counterpart of
     `tfmot.sparsity.keras.strip_pruning`.
@@ -139,6 +139,11 @@ def bake(model):
     takes the same inputs and computes the same outputs, and
     `keras.saving.load_model` reads it without ssm_keras.
 
+    With `prune_dead_units`, hidden units and channels that a trained mask
+    left without inputs or outputs are removed where that keeps the outputs
+    equal (`ssm_keras.pruning.prune_dead_units`, which also reports what
+    each layer lost; the export does this by default).
+
     Raises:
         ExportError: a layer cannot be baked (a sampling Bernoulli mask, or
             a masked layer type without a stock counterpart).
@@ -148,4 +153,8 @@ def bake(model):
         weights = _baked_weights(layer)
         if weights:
             baked_layer.set_weights(weights)
+    if prune_dead_units:
+        from ssm_keras import pruning  # imported here: pruning imports this module
+
+        baked, _ = pruning.prune_dead_units(baked)
     return baked

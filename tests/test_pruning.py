@@ -41,6 +41,7 @@ def test_trained_fcn_loses_dead_units_and_keeps_its_outputs(trained_fcn):
     np.testing.assert_array_equal(np.argmax(pruned.predict(inputs, verbose=0), axis=1), expected)
     _assert_report_matches(report, baked, pruned)
     assert pruned.count_params() < baked.count_params() / 2
+    assert baking.bake(masked, prune_dead_units=True).count_params() == pruned.count_params()
     for name in ("dense_1", "dense_2"):
         kernel = baked.get_layer(name).kernel.numpy()
         outgoing = baked.get_layer("dense_2" if name == "dense_1" else "dense_3").kernel.numpy()
