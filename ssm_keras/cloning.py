@@ -13,13 +13,16 @@ def clone_layers(model, convert):
     Returns:
         `(clone, pairs)`: the new model, and `(old layer, new layer)` for every
         leaf layer, in the order `convert` saw them, so that the caller can
-        copy weights.
+        copy weights. (A functional model's graph may also hold operations
+        that are not layers, e.g. `keras.ops.add` applied to its tensors;
+        they are copied but not listed: they hold no weights.)
     """
     pairs = []
 
     def recording_convert(layer):
         new_layer = convert(layer)
-        pairs.append((layer, new_layer))
+        if isinstance(layer, keras.layers.Layer):
+            pairs.append((layer, new_layer))
         return new_layer
 
     clone = keras.models.clone_model(model, clone_function=recording_convert, recursive=True)

@@ -35,7 +35,7 @@ def _sequential_cnn(name="user_cnn"):
 
 def _nested_model():
     """A functional model holding a Sequential block and a functional block,
-    a Conv1D branch, biases and batch norm."""
+    a Conv1D branch, a `keras.ops` call, biases and batch norm."""
     block = keras.Sequential([
         keras.Input((14, 14, 4)),
         keras.layers.Conv2D(6, 3, padding="same", name="block_conv"),
@@ -55,6 +55,7 @@ def _nested_model():
     r = keras.layers.Conv1D(4, 5, padding="causal", dilation_rate=2, name="rows_conv")(rows)
     r = keras.layers.GlobalAveragePooling1D()(r)
     x = keras.layers.Concatenate()([x, r])
+    x = keras.ops.add(x, x)  # an operation, not a layer, in the graph (as in ConvNeXt)
     x = keras.layers.Dense(64, activation="relu", name="mix")(x)
     return keras.Model(inputs, head(x), name="nested")
 
