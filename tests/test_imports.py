@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 
 import ssm_keras
 from ssm_keras import initializers, layers
@@ -14,6 +15,7 @@ from ssm_keras import initializers, layers
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_config_without_tensorflow_then_classes_registered_once_tensorflow_is_imported():
     """One new process: `import ssm_keras.config` loads neither TensorFlow nor
     Keras; `import tensorflow` afterwards (which imports Keras itself)
