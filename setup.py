@@ -1,22 +1,40 @@
 """Installs ssm_keras: signed supermasks for Keras 3 on TensorFlow."""
 
+import pathlib
+import re
+
 import setuptools
+
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def package_version():
+    """`__version__` of ssm_keras/__init__.py, read as text: importing the
+    package would import Keras and TensorFlow before they are installed."""
+    init = HERE / "ssm_keras" / "__init__.py"
+    match = re.search(r'^__version__ = "([^"]+)"$', init.read_text(encoding="utf-8"), re.M)
+    if match is None:
+        raise RuntimeError(f"no __version__ = \"...\" line in {init}")
+    return match.group(1)
+
 
 setuptools.setup(
     name="ssm_keras",
-    version="0.1.0",
+    version=package_version(),
     description=(
         "Signed supermasks (keep, hide, invert) for Keras 3 on TensorFlow: "
         "train masks over frozen random weights, tune, export."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["ssm_keras", "ssm_keras.*"]),
     package_data={"ssm_keras": ["pretrained_models/*.ssm"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
-        "keras>=3.0",
+        # Tested with Keras 3.15.1 (and TensorFlow 2.21): Keras 3 only.
+        "keras>=3.0,<4",
         "tensorflow-datasets>=4.9",
         "keras-tuner[bayesian]>=1.4",
         "absl-py>=1.0",

@@ -10,15 +10,12 @@ import os
 # oneDNN kernels for convolutions and matrix products on x86 CPUs: measured
 # with scripts/benchmark.py (2 AMD EPYC cores, TensorFlow 2.21), masked Conv4
 # trained at 181 images/s with them and 142 without, the masked FCN at 35,700
-# and 31,400 (README, "Speed"). TensorFlow enables them by itself
-# only on CPUs with AVX-512 VNNI or AMX; it reads the variable once, when it
-# is first imported, so this works when ssm_keras is imported before
-# TensorFlow (as `python -m ssm_keras.train` does). Set
-# TF_ENABLE_ONEDNN_OPTS=0 to turn them off. It is set here and not in the
-# commands' entry points because those live inside this package: this file
-# runs first, and it must import Keras (hence TensorFlow) to register the
-# classes that a saved model.keras names, so an entry point would come too
-# late.
+# and 31,400 (docs/speed.md). TensorFlow enables them by itself only on CPUs
+# with AVX-512 VNNI or AMX; it reads the variable once, when it is first
+# imported, so this works when ssm_keras is imported before TensorFlow (as
+# `python -m ssm_keras.train` does). Set TF_ENABLE_ONEDNN_OPTS=0 to turn them
+# off. It is set here, in the first file of the package that runs, and not in
+# the commands' entry points, which would come after their own imports.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 _backend = os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -26,15 +23,6 @@ if _backend != "tensorflow":
     raise ImportError(
         "ssm_keras needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
         f"{_backend!r}. Unset KERAS_BACKEND or set it to 'tensorflow'."
-    )
-
-import keras  # noqa: E402  (imported after the backend check on purpose)
-
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        "ssm_keras needs the TensorFlow backend of Keras 3, but Keras uses "
-        f"{keras.backend.backend()!r} (set in ~/.keras/keras.json?). Set "
-        "KERAS_BACKEND=tensorflow."
     )
 
 __version__ = "0.1.0"
@@ -71,6 +59,9 @@ def __dir__():
     return sorted({*globals(), *__all__})
 
 # Registers every class a saved model names (the layers and the
-# initialisers), so that `import ssm_keras` makes a run's model.keras
-# loadable with `keras.saving.load_model`.
-from ssm_keras import initializers, layers  # noqa: E402,F401
+# initialisers) when Keras is imported, so that `import ssm_keras` makes a
+# run's model.keras loadable with `keras.saving.load_model`, while
+# `import ssm_keras.config` imports neither Keras nor TensorFlow.
+from ssm_keras import registration  # noqa: E402
+
+registration.register_when_keras_loads()

@@ -48,7 +48,7 @@ class TrainConfig:
         "Initialiser of the frozen weights: elus, elu, signed_kaiming_constant or any Keras "
         "initialiser name.")
     # The defaults train `conv4` (the default arch): the paper's recipe with
-    # init factor 3 (not its 6) and half its weight decay (README, "Conv nets").
+    # init factor 3 (not its 6) and half its weight decay (docs/recipes.md, "Conv nets").
     init_factor: float = flag_field(3.0, "elus: W0 = sqrt(init_factor / fan_in) * sign(N(0, 1)).")
     score_init: str | None = flag_field(
         None,

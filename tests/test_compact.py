@@ -63,6 +63,7 @@ ROUND_TRIPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(ROUND_TRIPS))
 def test_compact_round_trip_is_exact(case, tmp_path):
     make_model, codec = ROUND_TRIPS[case]
@@ -97,6 +98,7 @@ def test_compact_fcn_with_4_percent_remaining_is_over_100x_smaller(tmp_path):
     assert 266_200 * 4 / size >= 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("coding", compact.MASK_CODINGS)
 @pytest.mark.parametrize("density", [0.0, 1e-4, 0.04, 0.5, 1.0])
 @pytest.mark.parametrize("signs", [True, False])

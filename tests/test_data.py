@@ -69,6 +69,7 @@ def rows(images):
 # Real MNIST.
 
 
+@pytest.mark.slow
 def test_real_mnist_shapes_counts_and_validation_split(mnist_dir):
     splits = data.load_splits("mnist", str(mnist_dir), validation_size=5000, seed=1)
     assert splits.source == f"idx:{mnist_dir}"
@@ -105,6 +106,7 @@ def test_max_examples_caps_every_split(mnist_dir, monkeypatch):
     assert splits.source == f"idx:{mnist_dir}"
 
 
+@pytest.mark.slow
 def test_max_examples_takes_every_class_of_class_sorted_files(tmp_path):
     """Image folders load class by class; a capped split must not be one class."""
     write_image_folders(tmp_path, (28, 28, 1), CLASS_NAMES, per_class=(30, 20))
@@ -558,6 +560,7 @@ def test_evaluation_batches_are_raw_float_values_in_order():
         np.testing.assert_array_equal(a_labels, b_labels)
 
 
+@pytest.mark.slow
 def test_training_shuffles_each_epoch_reproducibly():
     images = pixels((32, 4, 4, 1))
     labels = np.arange(32)
@@ -607,6 +610,7 @@ def test_crop_flip_is_a_shifted_or_flipped_copy():
     assert changed >= 12
 
 
+@pytest.mark.slow
 def test_flip_translate_rotate_changes_images_reproducibly():
     images = pixels((8, 12, 12, 3))
     labels = np.arange(8)
@@ -628,6 +632,7 @@ def test_flip_translate_rotate_changes_images_reproducibly():
     assert not np.allclose(other, augmented)
 
 
+@pytest.mark.slow
 def test_augmented_epochs_differ_but_streams_repeat():
     images = pixels((8, 6, 6, 1))
     labels = np.arange(8)

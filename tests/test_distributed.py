@@ -141,6 +141,7 @@ def mnist_data_dir(mnist_dir):
     return str(mnist_dir.parent)
 
 
+@pytest.mark.slow
 def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, capsys):
     """Two worker processes on localhost train 1 epoch, resume to 2, and end with
     the weights of one process training 2 epochs under `mirrored` on two CPUs."""

@@ -57,6 +57,7 @@ def test_standardization_model_equals_the_layer_bit_for_bit():
 @pytest.mark.parametrize("arch, input_shape", [
     ("fcn", FCN_SHAPE), ("conv2", CONV_SHAPE), ("resnet20", CONV_SHAPE),
 ])
+@pytest.mark.slow
 def test_bake_gives_stock_layers_witheffective_kernels(arch, input_shape):
     model = randomized_model(arch, input_shape)
     baked = baking.bake(model)
@@ -106,6 +107,7 @@ FRESH_PROCESS_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_exported_model_serves_without_ssm_keras(fcn_run, tmp_path):
     run_dir, model = fcn_run
     out_dir = tmp_path / "export"
@@ -149,6 +151,7 @@ def compact_bytes(tmp_path_factory):
     return path.read_bytes()
 
 
+@pytest.mark.slow
 def test_compact_file_exports_for_serving(compact_bytes, tmp_path, capsys):
     path = tmp_path / "model.ssm"
     path.write_bytes(compact_bytes)
@@ -178,6 +181,7 @@ RUN_DAMAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", sorted(RUN_DAMAGES))
 def test_unfinished_run_is_refused(damage, fcn_run, tmp_path, capsys):
     damage_run, message, error = RUN_DAMAGES[damage]
@@ -196,6 +200,7 @@ def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
     assert_one_error_line(capsys.readouterr(), "unknown format(s) ['onnx']")
 
 
+@pytest.mark.slow
 def test_existing_export_is_kept_unless_overwrite(fcn_run, tmp_path, capsys):
     run_dir, _ = fcn_run
     out_dir = tmp_path / "out"
@@ -239,6 +244,7 @@ def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_
         assert summary["tflite_max_difference"][kind] <= tflite.TOLERANCE[kind] == 1e-5
 
 
+@pytest.mark.slow
 def test_command_line_exits_with_one_error_line(fcn_run, tmp_path):
     """The real command, in a subprocess: status 1 and no traceback."""
     run_dir = tmp_path / "run"
@@ -258,6 +264,7 @@ def test_command_line_exits_with_one_error_line(fcn_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_export_never_replaces_its_source(fcn_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(fcn_run[0], run_dir)
@@ -274,6 +281,7 @@ def test_export_never_replaces_its_source(fcn_run, tmp_path, capsys):
     assert_one_error_line(capsys.readouterr(), "is or contains the source")
 
 
+@pytest.mark.slow
 def test_unwritable_out_and_full_disk_are_one_error_line(fcn_run, tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
     for out in (tmp_path / "file", tmp_path / "file" / "out"):
@@ -295,6 +303,7 @@ def test_unwritable_out_and_full_disk_are_one_error_line(fcn_run, tmp_path, caps
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
 
 
+@pytest.mark.slow
 def test_killed_export_keeps_every_output_and_is_finished_later(fcn_run, tmp_path, monkeypatch):
     out_dir = tmp_path / "out"
     export.export_run(str(fcn_run[0]), str(out_dir), ("keras", "compact"))

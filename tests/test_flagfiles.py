@@ -64,6 +64,7 @@ def test_flags_after_the_flagfile_override_it():
     assert config.arch == "conv2" and config.weight_decay == 0.0005
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FLAGFILES, ids=lambda path: path.stem)
 def test_flagfile_starts_training(path, tmp_path_factory):
     runs = tmp_path_factory.getbasetemp() / "flagfile_runs"

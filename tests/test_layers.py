@@ -24,6 +24,7 @@ def _gradients(layer, inputs):
 @pytest.mark.parametrize("kind, trainable, non_trainable", [
     ("signed", 1, 2), ("binary", 1, 2), ("bernoulli", 1, 1), ("topk", 1, 1),
 ])
+@pytest.mark.slow
 def test_weight_counts(kind, trainable, non_trainable):
     layer = _dense(mask=kind)
     assert len(layer.trainable_weights) == trainable
@@ -125,6 +126,7 @@ def test_same_seed_and_name_give_identical_weights():
     assert not np.array_equal(first.scores.numpy(), other.scores.numpy())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", choices.MASK_KINDS)
 def test_keras_round_trip(tmp_path, kind):
     inputs = keras.Input((6, 6, 2))
@@ -155,6 +157,7 @@ def test_keras_round_trip(tmp_path, kind):
     ({"kernel_initializer": "gaussian_blur"}, "gaussian_blur"),
     ({"regime": "weights_only"}, "regime='weights_only'"),
 ])
+@pytest.mark.slow
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")) as info:
         layers.MaskedDense(3, **kwargs)

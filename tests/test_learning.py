@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from ssm_keras import data, layers, models
 
@@ -12,6 +13,7 @@ def _accuracy(model, images, labels):
     return float(np.mean(np.argmax(model.predict(images, verbose=0), axis=1) == labels))
 
 
+@pytest.mark.slow
 def test_scores_alone_learn_mnist(mnist_dir):
     splits = data.load_splits("mnist", data_dir=str(shared_data_dir()), validation_size=0,
                               max_examples=12000)

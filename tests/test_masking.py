@@ -79,6 +79,7 @@ def test_topk_mask_keeps_largest_magnitudes():
     "size, density, expected",
     [(10, 0.3, 3), (10, 0.31, 4), (7, 1.0, 7), (1000, 0.001, 1), (5, 1e-9, 1), (266200, 0.04, 10648)],
 )
+@pytest.mark.slow
 def test_topk_count_is_ceiling(size, density, expected):
     assert masking.topk_count(size, density) == expected
 
@@ -93,6 +94,7 @@ def test_topk_exact_count_with_ties(kind):
     assert np.count_nonzero(all_tied.numpy()) == 9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", choices.MASK_KINDS)
 def test_float16_scores_under_mixed_precision(kind):
     keras.mixed_precision.set_global_policy("mixed_float16")
@@ -121,6 +123,7 @@ def test_unknown_mask_kind_names_value():
         masking.compute_mask("ternary", SCORES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", choices.THRESHOLD_KINDS)
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
 def test_fused_masked_kernel_equals_kernel_times_mask(kind, dtype):
@@ -149,6 +152,7 @@ def test_fused_masked_kernel_equals_kernel_times_mask(kind, dtype):
 
 
 @pytest.mark.parametrize("kind", choices.THRESHOLD_KINDS)
+@pytest.mark.slow
 def test_fused_masked_kernel_with_frozen_kernel_computes_only_the_score_gradient(kind):
     rng = np.random.default_rng(2)
     kernel = tf.Variable(rng.normal(size=(6, 4)).astype(np.float32), trainable=False)

@@ -22,6 +22,7 @@ def _fcn(policy):
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", MIXED)
 def test_masks_are_exact_and_compute_is_low_precision(policy):
     reference, mixed = _fcn("float32"), _fcn(policy)
@@ -55,6 +56,7 @@ def test_masks_are_exact_and_compute_is_low_precision(policy):
     np.testing.assert_allclose(outputs.numpy(), reference(images).numpy(), atol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy, scaled", [("float32", False), ("mixed_bfloat16", False),
                                             ("mixed_float16", True)])
 def test_only_float16_scales_the_loss(policy, scaled):
@@ -91,6 +93,7 @@ def _train(splits, policy, folder):
     return training.run(settings, splits=splits)["test_accuracy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", MIXED)
 def test_masked_fcn_learns_mnist_as_in_float32(policy, mnist_slice, float32_accuracy, tmp_path):
     accuracy = _train(mnist_slice, policy, tmp_path)

@@ -15,6 +15,7 @@ PAPER_COUNTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, input_shape", list(PAPER_COUNTS))
 def test_masked_weight_counts_match_the_paper(arch, input_shape):
     model = models.build_model(arch, input_shape=input_shape)
@@ -49,6 +50,7 @@ def _wrn_count(k, classes=10):
     return total + previous * classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth, width", [(20, 1), (20, 2), (56, 1), (110, 1), (32, 3)])
 def test_resnet_masked_weight_counts(depth, width):
     model = models.build_model(f"resnet{depth}", width=width, num_classes=10)
@@ -56,6 +58,7 @@ def test_resnet_masked_weight_counts(depth, width):
     assert len(model.layers) > depth  # conv, bn, activation and add layers
 
 
+@pytest.mark.slow
 def test_wrn28_masked_weight_count_and_plain_bn():
     model = models.build_model("wrn28", width=2, num_classes=100)
     assert models.masked_weight_count(model) == _wrn_count(2, classes=100)
@@ -69,6 +72,7 @@ def test_wrn28_masked_weight_count_and_plain_bn():
     assert all(n.center and n.scale for n in plain_norms)
 
 
+@pytest.mark.slow
 def test_masked_and_plain_models_share_initial_kernels():
     masked = models.build_model("conv2", input_shape=(8, 8, 3), seed=4, kernel_initializer="elu")
     plain = models.build_model("conv2", input_shape=(8, 8, 3), seed=4, kernel_initializer="elu",
@@ -81,6 +85,7 @@ def test_masked_and_plain_models_share_initial_kernels():
                               masked.get_layer("conv_1").kernel.numpy())
 
 
+@pytest.mark.slow
 def test_batch_norm_uses_batch_statistics_in_training_and_moving_averages_at_inference():
     model = models.build_model("resnet20", input_shape=(8, 8, 3), seed=0)
     bn = model.get_layer("bn_stem")
@@ -97,6 +102,7 @@ def test_batch_norm_uses_batch_statistics_in_training_and_moving_averages_at_inf
 ALL_ARCHS = ["fcn", "resnet32", "resnet44"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_one_training_step_changes_only_scores(arch):
     shape = (28, 28, 1) if arch == "fcn" else (16, 16, 3)
@@ -138,6 +144,7 @@ def test_with_regime_freezes_mask_and_trains_kernel():
     (lambda: models.build_model("fcn", num_classes=1), "num_classes=1"),
     (lambda: models.build_model("resnet20", width=0), "width=0"),
 ])
+@pytest.mark.slow
 def test_bad_model_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -51,6 +51,7 @@ def _flag(command, name):
 
 
 # Benchmark.
+@pytest.mark.slow
 def test_benchmark_quick_fcn(tmp_path, capsys):
     benchmark = _script("benchmark")
     out = tmp_path / "bench.json"
@@ -168,6 +169,7 @@ def test_benchmark_step_choices_and_flops():
     ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
     ("--out=/no/such/folder/b.json", "/no/such/folder"),
 ])
+@pytest.mark.slow
 def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
     benchmark = _script("benchmark")
     with pytest.raises(SystemExit) as exit_info:
@@ -184,6 +186,7 @@ def finished_run(tmp_path_factory):
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_plot_run_writes_both_figures(finished_run, tmp_path):
     paths = plots.plot_run(str(finished_run), str(tmp_path / "out"))
     assert [os.path.basename(path) for path in paths] == [plots.COMPOSITION_FILE,
@@ -198,6 +201,7 @@ def test_plot_run_writes_both_figures(finished_run, tmp_path):
     ([132189, 60095, 43281], "linear"),  # within a decade: a log axis would have no label
     ([20000, 900, 894], "symlog"), ([0, 5, 50], "symlog"), ([0, 0], "linear"), ([], "linear"),
 ])
+@pytest.mark.slow
 def test_mask_flips_axis_is_logarithmic_only_over_a_decade(flips, scale, tmp_path):
     assert plots.flips_scale(flips) == scale
     figure_path = plots.plot_training_curves(
@@ -216,6 +220,7 @@ def test_pareto_front_keeps_trials_no_other_beats_on_both_axes(tmp_path):
     assert os.path.getsize(path) > 10_000
 
 
+@pytest.mark.slow
 def test_plot_data_of_a_real_run(finished_run):
     results, history = plots.load_run(str(finished_run))
     data = plots.composition_data(results["layers"])
@@ -239,6 +244,7 @@ def _plots_cli(*argv):
     return command.run(lambda: plots.run_command(flag_values))
 
 
+@pytest.mark.slow
 def test_plots_command(finished_run, tmp_path, capsys):
     assert _plots_cli(f"--model_dir={finished_run}", f"--out={tmp_path}") == 0
     assert sorted(os.listdir(tmp_path)) == [plots.COMPOSITION_FILE, plots.CURVES_FILE]
@@ -267,6 +273,7 @@ def test_mean_layers_averages_fractions():
 
 
 # Reproduction.
+@pytest.mark.slow
 def test_reproduce_skips_finished_runs_and_aggregates(tmp_path):
     reproduce = _script("reproduce")
     runs = tmp_path / "runs"
@@ -311,6 +318,7 @@ def test_reproduce_skips_finished_runs_and_aggregates(tmp_path):
         assert (runs / name).stat().st_size > 10_000, name
 
 
+@pytest.mark.slow
 def test_reproduce_tuned_recipe_has_its_own_row(tmp_path):
     reproduce = _script("reproduce")
     runs = tmp_path / "runs"
@@ -328,6 +336,7 @@ def test_reproduce_tuned_recipe_has_its_own_row(tmp_path):
     assert (runs / "fcn_mnist_signed_tuned" / "mask_composition.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     reproduce = _script("reproduce")
     _fake_run(tmp_path / "fcn_mnist_signed" / "seed0", 0.9, 3.0, epochs=100,
@@ -346,6 +355,7 @@ def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     (["--model_dir=x"], "--model_dir"), (["--aggregate_only", "--epochs=5"], "--epochs=5"),
     (["--epochs", "5"], "'5'"),
 ])
+@pytest.mark.slow
 def test_reproduce_bad_arguments_name_the_value(arguments, named, capsys):
     reproduce = _script("reproduce")
     with pytest.raises(SystemExit) as exit_info:
@@ -371,6 +381,7 @@ def test_reproduce_mean_std():
 
 
 # Supermask as initialisation.
+@pytest.mark.slow
 def test_study_runs_every_regime_from_one_seed(tmp_path):
     study = _script("supermask_init_study")
     runs = tmp_path / "study"
@@ -427,6 +438,7 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
     assert study.main(argv, runner) == 0 and len(commands) == 4  # all finished
 
 
+@pytest.mark.slow
 def test_study_without_bernoulli_runs_three(tmp_path):
     study = _script("supermask_init_study")
     commands = []

@@ -22,6 +22,7 @@ from ssm_keras.data import sources
 from conftest import REPO, crashed_run, shared_data_dir, tiny_config, tiny_splits
 
 
+@pytest.mark.slow
 def test_run_learns_and_writes_results(tmp_path):
     results = training.run(tiny_config(tmp_path, epochs=4), splits=tiny_splits())
     model_dir = tmp_path / "run"
@@ -59,6 +60,7 @@ def _tags(pattern):
     return tags
 
 
+@pytest.mark.slow
 def test_tensorboard_logs(tmp_path):
     training.run(tiny_config(tmp_path, epochs=2), splits=tiny_splits())
     logs = tmp_path / "run" / "logs"
@@ -78,6 +80,7 @@ def test_tensorboard_logs(tmp_path):
     assert b"--arch=fcn" in tf.make_ndarray(text).item()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
     straight = training.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
@@ -97,6 +100,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
                                       layer_b.compute_mask_values().numpy())
 
 
+@pytest.mark.slow
 def test_finished_run_is_never_silently_overwritten(tmp_path):
     splits = tiny_splits()
     first = training.run(tiny_config(tmp_path, epochs=1), splits=splits)
@@ -114,6 +118,7 @@ def test_finished_run_is_never_silently_overwritten(tmp_path):
     assert first["flags"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_baseline_and_mask_then_weights_regimes(tmp_path):
     splits = tiny_splits()
     mask_run = training.run(tiny_config(tmp_path / "mask", epochs=2), splits=splits)
@@ -132,6 +137,7 @@ def test_baseline_and_mask_then_weights_regimes(tmp_path):
         assert not np.array_equal(before.kernel.numpy(), after.kernel.numpy())
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
     assert len(tf.config.list_logical_devices("CPU")) == 2
     splits = tiny_splits()
@@ -171,6 +177,7 @@ def _run_cli(cli_flags, capsys, args):
     (["--regime=mask_then_weights"], "--mask_from"),
     (["--init_file=/nonexistent/init.npz", "--arch=fcn", "--dataset=mnist"], "does not exist"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_one_clear_line(cli_flags, capsys, tmp_path, args, message):
     code, err = _run_cli(cli_flags, capsys, [*args, f"--model_dir={tmp_path}/run",
                                              f"--data_dir={shared_data_dir()}"])
@@ -179,6 +186,7 @@ def test_cli_bad_input_one_clear_line(cli_flags, capsys, tmp_path, args, message
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_unreachable_data_and_bad_init_files(cli_flags, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_why_offline", lambda: "no network in this test")
     code, err = _run_cli(cli_flags, capsys, ["--arch=fcn", "--dataset=mnist",
@@ -197,11 +205,13 @@ def test_cli_unreachable_data_and_bad_init_files(cli_flags, capsys, tmp_path, mo
                      splits=tiny_splits(shape=(8, 8, 3)))
 
 
+@pytest.mark.slow
 def test_images_too_small_for_the_architecture(tmp_path):
     with pytest.raises(ssm_config.ConfigError, match="needs images of at least 16x16"):
         training.run(tiny_config(tmp_path, arch="conv8"), splits=tiny_splits(shape=(8, 8, 3)))
 
 
+@pytest.mark.slow
 def test_init_file_reproduces_the_start(tmp_path):
     splits = tiny_splits()
     init = tmp_path / "init.npz"
@@ -223,6 +233,7 @@ def test_init_file_reproduces_the_start(tmp_path):
     (True, True),
     (False, False),
 ])
+@pytest.mark.slow
 def test_jit_compile_setting_reaches_keras(jit_compile, expected):
     config = ssm_config.TrainConfig(arch="fcn", dataset="mnist", jit_compile=jit_compile)
     model = training.build_model(config, data.DATASETS["mnist"])
@@ -243,6 +254,7 @@ class _EpochBatches(keras.callbacks.Callback):
         self.steps.append(int(self.model.optimizer.iterations.numpy()) - self.start)
 
 
+@pytest.mark.slow
 def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path, monkeypatch):
     # 300 examples in batches of 32: 10 batches per epoch, 4 per execution.
     splits = tiny_splits(train_size=300)
@@ -285,6 +297,7 @@ def _strict_json(path):
     (dict(mask="signed", density=0.2), "--density only shapes topk and signed_topk"),
     (dict(seed=-1), "--seed must be >= 0"),
 ])
+@pytest.mark.slow
 def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
     with pytest.raises(ssm_config.ConfigError, match=message):
         training.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
@@ -292,6 +305,7 @@ def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
     tiny_config(tmp_path, mask="topk", density=0.2).validate()  # used flags pass
 
 
+@pytest.mark.slow
 def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
     splits = tiny_splits()
     with pytest.raises(ssm_callbacks.Diverged, match="the loss is (nan|inf) after epoch 1"):
@@ -312,6 +326,7 @@ def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
     assert _strict_json(tmp_path / "b" / "run" / "results.json")["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_non_finite_weights_stop_training():
     # NaN scores hide every weight: the loss stays finite, the weights do not.
     model = training.build_model(tiny_config(pathlib.Path("unused")), tiny_splits().spec)
@@ -324,6 +339,7 @@ def test_non_finite_weights_stop_training():
         stop.on_epoch_end(2, {"loss": 1.1})
 
 
+@pytest.mark.slow
 def test_bad_init_files_are_refused(tmp_path):
     splits = tiny_splits()
     init = tmp_path / "init.npz"
@@ -350,6 +366,7 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
     assert _strict_json(path) == {"a": None, "b": [1.0, None]}
 
 
+@pytest.mark.slow
 def test_fresh_process_loads_models_after_import_and_the_command_fails_cleanly(tmp_path):
     """One new process (they are slow to start): `import ssm_keras` alone makes
     a saved model loadable; then `python -m ssm_keras.train` with a bad flag
@@ -379,6 +396,7 @@ def test_fresh_process_loads_models_after_import_and_the_command_fails_cleanly(t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_and_new_runs_check_everything_before_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_why_offline", lambda: "no network in this test")
     splits = tiny_splits()
@@ -400,6 +418,7 @@ def test_overwrite_and_new_runs_check_everything_before_writing(tmp_path, monkey
     assert corrected["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_run_folder_is_refused(tmp_path):
     splits = tiny_splits()
     model_dir = str(tmp_path / "run")
@@ -410,6 +429,7 @@ def test_a_second_process_on_the_run_folder_is_refused(tmp_path):
     assert training.run(tiny_config(tmp_path, epochs=1), splits=splits)["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_is_one_checked_unit_and_the_folder_any_spelling(tmp_path, monkeypatch):
     splits = tiny_splits()
     straight = training.run(tiny_config(tmp_path / "a"), splits=splits)
@@ -443,6 +463,7 @@ def test_checkpoint_is_one_checked_unit_and_the_folder_any_spelling(tmp_path, mo
     assert resumed["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, monkeypatch):
     splits = tiny_splits()
     (tmp_path / "file").write_text("x")
@@ -482,6 +503,7 @@ def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, mo
     (["--epochs=many"], "error: flag --epochs=many: invalid literal for int()"),
     (["extra"], "error: unexpected arguments: extra"),
 ])
+@pytest.mark.slow
 def test_bad_command_lines_are_one_error_line(capsys, args, message):
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)

@@ -78,6 +78,7 @@ def _tags(pattern):
     ("1e-3:0.3", tuning.Range(1e-3, 0.3, "log")),
     ("0.05:0.05", tuning.Range(0.05, 0.05, "log")),
 ])
+@pytest.mark.slow
 def test_parse_range_and_fixed_values(text, expected):
     bounds = tuning.parse_range("learning_rate", text)
     assert bounds == expected
@@ -143,6 +144,7 @@ def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
     assert seen == {"signed", "signed_topk", "bernoulli"}
 
 
+@pytest.mark.slow
 def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
         tmp_path, mnist_splits, monkeypatch):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
@@ -204,6 +206,7 @@ def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
         tuning.run(search, tiny_config(epochs=3), mnist_splits)
 
 
+@pytest.mark.slow
 def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=4,
                                  mask_choices="signed,signed_topk", density_range="0.05:0.05")
@@ -223,6 +226,7 @@ def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_spl
     assert f"--mask={rows[0]['mask']}\n" in (tmp_path / "p" / "best.flags").read_text()
 
 
+@pytest.mark.slow
 def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits,
                                                                  monkeypatch):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", tuner="hyperband",
@@ -276,6 +280,7 @@ def cli_flags():
     (["--mask_choices=signed,topk", "--regime=weights"],
      "--mask_choices searches the mask kind of --regime=mask. Received: --regime=weights"),
 ])
+@pytest.mark.slow
 def test_cli_bad_search_one_clear_line(cli_flags, capsys, tmp_path, args, message):
     cli_flags.unparse_flags()
     cli_flags(["ssm_keras.tune", "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path}",
@@ -294,6 +299,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_search_chief_and_two_workers(tmp_path):
     if not (shared_data_dir() / "mnist" / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST not found in {shared_data_dir()} (set SSM_TEST_DATA)")
@@ -330,6 +336,7 @@ def test_distributed_search_chief_and_two_workers(tmp_path):
     assert (tmp_path / "p" / "best.flags").read_text().count("--learning_rate=") == 1
 
 
+@pytest.mark.slow
 def test_the_same_command_gives_the_same_search(tmp_path):
     config = tiny_config(seed=0)
     search = tuning.SearchConfig(directory=str(tmp_path), max_trials=3)
@@ -352,6 +359,7 @@ def test_the_same_command_gives_the_same_search(tmp_path):
     assert len({values["learning_rate"] for values in trials[0]}) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("directory", ["file", "file/below"])
 def test_directory_that_is_a_file_is_one_clear_line(cli_flags, capsys, tmp_path, directory):
     (tmp_path / "file").write_text("x")
@@ -365,6 +373,7 @@ def test_directory_that_is_a_file_is_one_clear_line(cli_flags, capsys, tmp_path,
     assert os.listdir(tmp_path) == ["file"]
 
 
+@pytest.mark.slow
 def test_a_diverged_trial_fails_alone_other_errors_stop_the_search():
     @tuning._fatal_user_errors
     def diverging():

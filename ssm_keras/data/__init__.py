@@ -16,8 +16,8 @@ Example:
                                epoch=lambda: 0)
 """
 
-from ssm_keras.data.pipeline import make_epoch_dataset, make_eval_dataset
-from ssm_keras.data.sources import load_splits
+import importlib
+
 from ssm_keras.data.specs import (
     AUGMENTATIONS,
     DATASETS,
@@ -26,6 +26,24 @@ from ssm_keras.data.specs import (
     DataError,
     Splits,
 )
+
+# The loaders and the pipelines import TensorFlow, so they load on first use:
+# `ssm_keras.config` needs only `specs` and stays free of TensorFlow.
+_LAZY = {
+    "load_splits": "ssm_keras.data.sources",
+    "make_epoch_dataset": "ssm_keras.data.pipeline",
+    "make_eval_dataset": "ssm_keras.data.pipeline",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
 
 __all__ = [
     "AUGMENTATIONS",
