@@ -30,6 +30,7 @@ def _by_hand(model, images, batch_size):
             np.mean([batch.var(0) for batch in batches], 0))
 
 
+@pytest.mark.slow
 def test_evaluation_uses_the_statistics_of_the_evaluated_mask(mnist_dir):
     splits = data.load_splits("mnist", str(mnist_dir.parent), 500, 0, 2000)
     model = _bernoulli_bn_model()
@@ -67,6 +68,7 @@ def test_which_models_are_recalibrated_for_each_setting():
     assert not batch_norm.recalibrates(expected, False)
 
 
+@pytest.mark.slow
 def test_validation_in_fit_sees_the_recalibrated_statistics():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (256, 28, 28, 1)).astype(np.uint8)

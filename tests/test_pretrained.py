@@ -26,6 +26,7 @@ def test_the_fcn_seeds_are_shipped_in_kilobytes():
     assert sum(sizes) < 1_000_000 and max(sizes) < 20_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", pretrained.names())
 def test_entry_rebuilds_bit_exact_and_scores_its_recorded_accuracy(name, mnist_dir, tmp_path):
     masked, baked, metadata = pretrained.load(name)
@@ -45,6 +46,7 @@ def test_entry_rebuilds_bit_exact_and_scores_its_recorded_accuracy(name, mnist_d
     assert result["correct"] == round(metadata["test_accuracy"] * result["total"])
 
 
+@pytest.mark.slow
 def test_evaluate_a_run_scores_its_recorded_accuracy(trained_fcn, capsys):
     run, results, _, labels = trained_fcn
     assert evaluate_cli(f"--model_dir={run}", f"--data_dir={shared_data_dir()}") == 0
@@ -53,6 +55,7 @@ def test_evaluate_a_run_scores_its_recorded_accuracy(trained_fcn, capsys):
     assert expected in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_bad_input_with_one_error_line(mnist_dir, tmp_path, capsys,
                                                         monkeypatch):
     name = pretrained.names()[0]

@@ -30,6 +30,7 @@ def _assert_report_matches(report, model, pruned):
     assert sum(entry["weights_after"] for entry in report) == pruned.count_params()
 
 
+@pytest.mark.slow
 def test_trained_fcn_loses_dead_units_and_keeps_its_outputs(trained_fcn):
     run, _, images, labels = trained_fcn
     masked, _ = export.load_run(str(run))
@@ -157,6 +158,7 @@ def test_a_changed_output_is_refused(monkeypatch):
         pruning.prune_dead_units(model)
 
 
+@pytest.mark.slow
 def test_export_removes_dead_units_unless_told_not_to(trained_fcn, tmp_path, capsys):
     run = trained_fcn[0]
     units = {}

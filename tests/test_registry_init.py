@@ -17,6 +17,8 @@ import pytest
 
 from ssm_keras import layers, models
 
+pytestmark = pytest.mark.slow  # builds every architecture, deep ones included
+
 CASES = json.loads((pathlib.Path(__file__).parent / "data" / "registry_init_digests.json").read_text())
 
 

@@ -55,6 +55,7 @@ def _scalars(pattern, tag):
     return values
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs", [6, 12])
 def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir, epochs):
     results = training.run(_mnist_config(tmp_path, mnist_dir, epochs))
@@ -71,6 +72,7 @@ def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir
     assert logged == pytest.approx(decays, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
     settings = dict(epochs=4, target_remaining=20.0, weight_decay=1e-3)

@@ -101,6 +101,7 @@ def test_every_kernel_layer_of_a_nested_model_is_masked():
     assert len(masked.trainable_variables) == 6
 
 
+@pytest.mark.slow
 def test_outputs_match_a_plain_model_with_the_effective_kernels():
     """A masked model computes what the original computes with W0 * m(s)."""
     model = _nested_model()
@@ -142,6 +143,7 @@ def test_keep_uses_the_current_kernels_and_redraw_is_seeded_by_name():
                               redrawn.get_layer("d1").scores.numpy())
 
 
+@pytest.mark.slow
 def test_train_bias_and_train_batch_norm_make_exactly_those_variables_trainable():
     model = _sequential_cnn()
 
@@ -240,6 +242,7 @@ def test_what_cannot_be_masked_exactly_is_refused_in_one_line(make, kwargs, frag
     assert fragment in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_bake_of_a_nested_supermask_loads_and_agrees_without_ssm_keras(tmp_path):
     masked = _randomize(ssm_keras.supermask(_nested_model(), train_batch_norm=True, seed=2))
     baked = ssm_keras.bake(masked)
@@ -263,6 +266,7 @@ def test_bake_of_a_nested_supermask_loads_and_agrees_without_ssm_keras(tmp_path)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [_sequential_cnn, _nested_model])
 def test_compact_round_trip_is_bit_exact(tmp_path, make):
     masked = _randomize(ssm_keras.supermask(make(), kernels="keep", seed=1))
@@ -286,6 +290,7 @@ def _find(model, name):
     return next(layer for layer in cloning.leaf_layers(model) if layer.name == name)
 
 
+@pytest.mark.slow
 def test_saved_supermask_reloads_with_the_same_outputs(tmp_path):
     masked = _randomize(ssm_keras.supermask(_nested_model(), train_bias=True, seed=4))
     masked.save(tmp_path / "masked.keras")
@@ -322,6 +327,7 @@ def test_decay_scores_only_decays_scores_at_the_papers_rate():
         ssm_keras.decay_scores_only(optimizer, masked, 5e-4)
 
 
+@pytest.mark.slow
 def test_a_user_cnn_learns_real_mnist_under_plain_fit(mnist_dir, tmp_path):
     """supermask + compile + fit + MaskMonitor, as a user would, on 4,000 real
     MNIST images: the mask learns (test accuracy far above chance) and the
@@ -346,6 +352,7 @@ def test_a_user_cnn_learns_real_mnist_under_plain_fit(mnist_dir, tmp_path):
     json.dumps(summary)
 
 
+@pytest.mark.slow
 def test_train_batch_norm_flag_trains_gamma_and_beta_without_decaying_them():
     from ssm_keras import config as ssm_config
     from ssm_keras import training

@@ -19,6 +19,7 @@ def tflite_export(trained_fcn, tmp_path_factory):
     return out_dir, summary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", tflite.KINDS)
 def test_each_tflite_format_scores_the_trained_accuracy(kind, trained_fcn, tflite_export):
     _, results, images, labels = trained_fcn
@@ -37,6 +38,7 @@ def test_each_tflite_format_scores_the_trained_accuracy(kind, trained_fcn, tflit
     assert list(image_input["shape_signature"]) == [-1, 28, 28, 1]
 
 
+@pytest.mark.slow
 def test_quantised_and_sparse_files_are_smaller(tflite_export):
     out_dir, summary = tflite_export
     sizes = summary["bytes"]
@@ -45,6 +47,7 @@ def test_quantised_and_sparse_files_are_smaller(tflite_export):
     assert json.loads((out_dir / "export.json").read_text())["tflite_tolerance"] == tflite.TOLERANCE
 
 
+@pytest.mark.slow
 def test_dynamic_range_weights_are_the_signed_constants_exactly(tflite_export):
     """Its int8 weights are `{-127, 0, 127}` times `c / 127`: lossless; the
     file differs from the float model only by its 8-bit activations."""
