@@ -622,7 +622,7 @@ def run(search, config, splits=None):
     _check_folder(folder)
     if role != "worker" and not config.overwrite:
         _check_same_search(folder, settings)
-    strategy = distribute.get_strategy(config.strategy, config.tpu)
+    strategy = training.make_strategy(config)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
         hypermodel = SupermaskHyperModel(
