@@ -153,7 +153,7 @@ def parse_args(argv):
         if getattr(args, name) < lowest:
             parser.error(f"--{name}={getattr(args, name)}: must be at least {lowest}")
     for name in ("width", "peak_gflops"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
+        if getattr(args, name) is not None and not getattr(args, name) > 0:  # NaN too
             parser.error(f"--{name}={getattr(args, name)}: must be positive")
     if os.path.splitext(args.out)[1] == ".md":
         parser.error(f"--out={args.out}: give the JSON file's name; the table goes beside it")

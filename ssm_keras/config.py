@@ -197,8 +197,8 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{field.name} must be a finite number. Received: --{field.name}={value}"
                 )
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0. Received: --seed={self.seed}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be in [0, 2**63). Received: --seed={self.seed}")
         for name in ("learning_rate", "batch_size", "epochs", "lr_decay_epochs",
                      "steps_per_execution", "init_factor"):
             _positive(name, getattr(self, name))

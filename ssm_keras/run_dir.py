@@ -103,8 +103,13 @@ def read_json(path):
 
 
 def is_finished(model_dir):
-    """Whether `model_dir` holds a run that ended (its `results.json`)."""
-    return os.path.isfile(os.path.join(model_dir, RESULTS))
+    """Whether `model_dir` holds a finished run: a readable `results.json`
+    with `"status": "finished"` (not a diverged run, not a damaged file)."""
+    try:
+        read_results(model_dir)
+    except RunDirError:
+        return False
+    return True
 
 
 def read_results(model_dir):
@@ -115,6 +120,8 @@ def read_results(model_dir):
             or one still running), unreadable JSON, or a status other than
             `finished` (a diverged run).
     """
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise RunDirError(f"model_dir {model_dir} is a file, not a training run's folder")
     if not os.path.isdir(model_dir):
         raise RunDirError(f"model_dir {model_dir} does not exist")
     path = os.path.join(model_dir, RESULTS)
