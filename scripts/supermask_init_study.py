@@ -81,6 +81,7 @@ def parse_args(argv):
                         help="train regime 2 with the binary mask only")
     args, extra = parser.parse_known_args(argv)
     launch.check_training_flags(parser, extra)
+    launch.check_runs_dir(parser, args.runs_dir)
     return args, extra
 
 

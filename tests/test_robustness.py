@@ -17,6 +17,7 @@ from ssm_keras import baking, command, distribute, init_file, launch, run_dir, t
 from ssm_keras import config as ssm_config
 
 from conftest import REPO, Crash, assert_one_error_line, export_cli, tiny_config, tiny_splits
+from test_scripts import _fake_run, _script
 
 
 def _crash_after(monkeypatch, epochs):
@@ -291,3 +292,54 @@ def test_only_runs_that_finished_count_as_finished(tmp_path):
                              (tmp_path / "done" / "run", "finished")):
         assert launch.train_if_missing(["train"], str(folder), runner) == expected
     assert len(calls) == 2  # the diverged and the truncated runs are not skipped
+
+
+def test_plots_of_hand_edited_run_files_are_one_error_line(tmp_path, capsys):
+    from ssm_keras import plots
+
+    run = tmp_path / "run"
+    _fake_run(run, 0.97, 3.0)
+    results = json.loads((run / "results.json").read_text())
+    flag_values = flags.FlagValues()
+    plots.define_flags(flag_values)
+    flag_values(["plots", f"--model_dir={run}"])
+    for name, text in (
+        ("results.json", json.dumps({**results, "layers": [{"name": "dense_1"}]})),
+        ("results.json", json.dumps({**results, "layers": [[1, 2]]})),
+        ("results.json", json.dumps({**results, "test_accuracy": "high"})),
+        ("history.jsonl", "[1, 2]\n"),
+    ):
+        good = (run / name).read_text()
+        (run / name).write_text(text)
+        assert command.run(lambda: plots.run_command(flag_values)) == 1
+        assert_one_error_line(capsys.readouterr(), f"the results.json or history.jsonl of {run}")
+        (run / name).write_text(good)
+
+
+def test_scripts_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_path, capsys):
+    reproduce, initial_logits = _script("reproduce"), _script("initial_logits")
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        _fake_run(runs / "fcn_mnist_signed" / f"seed{seed}", 0.97, 3.0)
+    diverged = runs / "fcn_mnist_signed" / "seed2"
+    diverged.mkdir()
+    (diverged / "results.json").write_text('{"status": "diverged", "message": "nan", "epoch": 1}')
+    truncated = runs / "fcn_mnist_baseline" / "seed0"
+    truncated.mkdir(parents=True)
+    (truncated / "results.json").write_text('{"status": "fini')
+    assert reproduce.main(["--experiments=fcn_mnist_signed,fcn_mnist_baseline",
+                           "--seeds=0,1,2", f"--runs_dir={runs}", "--aggregate_only"]) == 0
+    table = json.loads((runs / "table.json").read_text())["experiments"]
+    assert table["fcn_mnist_signed"]["seeds"] == [0, 1]
+    capsys.readouterr()
+    (tmp_path / "a file").write_text("x")
+    for script, argv, message in (
+        (reproduce, [f"--runs_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
+        (_script("supermask_init_study"), [f"--runs_dir={tmp_path / 'a file'}"],
+         "is a file; name a folder"),
+        (initial_logits, ["--init_factors=6,-3"], "--init_factors must be > 0"),
+        (initial_logits, [f"--out={tmp_path / 'missing' / 'x.json'}"], "no folder"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            script.parse_args(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
