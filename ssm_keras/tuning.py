@@ -57,6 +57,7 @@ The project folder `directory/project_name`:
                                    remaining weights, with the trials no other beats on both
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -620,11 +621,18 @@ def run(search, config, splits=None):
     role = tuner_role()
     settings = _settings(search, config)
     _check_folder(folder)
-    if role != "worker" and not config.overwrite:
-        _check_same_search(folder, settings)
-    strategy = training.make_strategy(config)
-    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    held = contextlib.ExitStack()
     try:
+        if role != "worker":  # one search at a time in a folder; its workers join it
+            try:
+                held.enter_context(run_dir.lock(folder))
+            except run_dir.RunDirError as error:
+                raise TuneError(str(error).replace("--model_dir=", "the search folder ", 1)
+                                .replace("--model_dir", "--project_name or --directory")) from None
+            if not config.overwrite:
+                _check_same_search(folder, settings)
+        strategy = training.make_strategy(config)
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
         hypermodel = SupermaskHyperModel(
             training.speed_settings_for(config, strategy), space,
             training.prepare_data(config, splits), strategy, search.sparsity_weight,
@@ -635,11 +643,12 @@ def run(search, config, splits=None):
             run_dir.write_json_atomically(os.path.join(folder, "search.json"), settings)
         tuner.search(callbacks=[keras.callbacks.TensorBoard(
             os.path.join(folder, "tensorboard"), write_graph=False)])
+        if role == "worker":
+            return None
+        return summarize(tuner, hypermodel, folder)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    if role == "worker":
-        return None
-    return summarize(tuner, hypermodel, folder)
+        held.close()
 
 
 def trial_rows(oracle, names):

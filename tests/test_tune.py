@@ -378,3 +378,16 @@ def test_a_diverged_trial_fails_alone_other_errors_stop_the_search():
         diverging()
     with pytest.raises(tuning.TuneError, match="damaged checkpoint"):  # a FatalError
         damaged()
+
+
+def test_a_second_search_in_the_same_folder_is_refused(tmp_path, mnist_splits, monkeypatch):
+    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=1)
+    spy = _Spy(monkeypatch)
+    with run_dir.lock(str(tmp_path / "p")):  # as a first search holds it
+        with pytest.raises(tuning.TuneError, match=f"the search folder {tmp_path / 'p'} is in use "
+                                                   f"by process {os.getpid()} on .*choose another "
+                                                   "--project_name or --directory"):
+            tuning.run(search, tiny_config(), mnist_splits)
+        assert os.listdir(tmp_path / "p") == [".lock"]
+    assert spy.calls == []  # no trial trained
+    assert len(tuning.run(search, tiny_config(), mnist_splits)) == 1
