@@ -6,6 +6,7 @@ inverted, hidden or kept: the layer computes with `W = W0 * m(s)`.
 """
 
 import os
+import sys
 
 # oneDNN kernels for convolutions and matrix products on x86 CPUs: measured
 # with scripts/benchmark.py (2 AMD EPYC cores, TensorFlow 2.21), masked Conv4
@@ -21,9 +22,26 @@ import os
 # late.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+
+
+class BackendError(ImportError):
+    """Keras is set to a backend other than TensorFlow."""
+
+
+def _one_line_backend_error(kind, error, traceback, default=sys.excepthook):
+    """Prints an uncaught `BackendError` as one `error: ...` line (a command
+    started with it, e.g. `python -m ssm_keras.train`, then exits with
+    status 1); every other exception as Python does."""
+    if isinstance(error, BackendError):
+        print(f"error: {error}", file=sys.stderr)
+    else:
+        default(kind, error, traceback)
+
+
 _backend = os.environ.get("KERAS_BACKEND", "tensorflow")
 if _backend != "tensorflow":
-    raise ImportError(
+    sys.excepthook = _one_line_backend_error
+    raise BackendError(
         "ssm_keras needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
         f"{_backend!r}. Unset KERAS_BACKEND or set it to 'tensorflow'."
     )
@@ -31,7 +49,8 @@ if _backend != "tensorflow":
 import keras  # noqa: E402  (imported after the backend check on purpose)
 
 if keras.backend.backend() != "tensorflow":
-    raise ImportError(
+    sys.excepthook = _one_line_backend_error
+    raise BackendError(
         "ssm_keras needs the TensorFlow backend of Keras 3, but Keras uses "
         f"{keras.backend.backend()!r} (set in ~/.keras/keras.json?). Set "
         "KERAS_BACKEND=tensorflow."

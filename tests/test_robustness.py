@@ -343,3 +343,12 @@ def test_scripts_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_path
         with pytest.raises(SystemExit) as exit_info:
             script.parse_args(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_another_keras_backend_is_one_error_line(tmp_path):
+    job = subprocess.run([sys.executable, "-m", "ssm_keras.train", "--arch=fcn"], cwd=tmp_path,
+                         env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 1
+    assert job.stderr == ("error: ssm_keras needs the TensorFlow backend of Keras 3, but "
+                          "KERAS_BACKEND='jax'. Unset KERAS_BACKEND or set it to 'tensorflow'.\n")
