@@ -68,6 +68,7 @@ import shutil
 
 import keras
 import keras_tuner
+from keras_tuner.src import config as keras_tuner_config
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import choices, distribute, plots, run_dir, training
@@ -631,6 +632,7 @@ def run(search, config, splits=None):
                                 .replace("--model_dir", "--project_name or --directory")) from None
             if not config.overwrite:
                 _check_same_search(folder, settings)
+        held.enter_context(_without_trial_tracebacks())
         strategy = training.make_strategy(config)
         keras.mixed_precision.set_global_policy(config.mixed_precision)
         hypermodel = SupermaskHyperModel(
@@ -649,6 +651,19 @@ def run(search, config, splits=None):
     finally:
         keras.mixed_precision.set_global_policy("float32")
         held.close()
+
+
+@contextlib.contextmanager
+def _without_trial_tracebacks():
+    """Keras Tuner without the traceback it prints for each failed trial (its
+    `DEBUG`): a diverged trial is expected, `summarize` prints each trial's
+    error as one line, and its trial.json keeps it whole."""
+    debug = keras_tuner_config.DEBUG
+    keras_tuner_config.DEBUG = False
+    try:
+        yield
+    finally:
+        keras_tuner_config.DEBUG = debug
 
 
 def trial_rows(oracle, names):
