@@ -352,3 +352,25 @@ def test_another_keras_backend_is_one_error_line(tmp_path):
     assert job.returncode == 1
     assert job.stderr == ("error: ssm_keras needs the TensorFlow backend of Keras 3, but "
                           "KERAS_BACKEND='jax'. Unset KERAS_BACKEND or set it to 'tensorflow'.\n")
+
+
+def test_a_worker_lost_during_training_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """TensorFlow aborts a multi-worker job's collectives when a peer is gone
+    (measured with two workers, one killed with SIGKILL in epoch 3); here the
+    abort is raised in this process' one-worker job."""
+    import tensorflow as tf
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = distribute.get_strategy("multi_worker_mirrored")
+
+    def aborted(*args, **kwargs):
+        raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: failed to "
+                                         "connect to all addresses\nmore")
+
+    monkeypatch.setattr(training, "fit", aborted)
+    code = command.run(lambda: training.run(tiny_config(tmp_path), splits=tiny_splits(),
+                                            strategy=strategy))
+    assert code == 1
+    assert_one_error_line(capsys.readouterr(), "a worker of the job stopped or cannot be reached "
+                          "(Collective ops is aborted by: failed to connect to all addresses). "
+                          "Start all workers again with the same command")
