@@ -163,8 +163,8 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_a_worker_whose_peers_never_start_says_so_and_gives_up(tmp_path, mnist_dir):
-    ports = [_free_port(), _free_port()]
+def _worker(tmp_path, mnist_dir, ports):
+    """Worker 0 of a cluster on localhost `ports`, run as a command: its exit status and stderr."""
     tf_config = json.dumps({"cluster": {"worker": [f"localhost:{port}" for port in ports]},
                             "task": {"type": "worker", "index": 0}})
     job = subprocess.run(
@@ -174,6 +174,24 @@ def test_a_worker_whose_peers_never_start_says_so_and_gives_up(tmp_path, mnist_d
         cwd=tmp_path, env={**os.environ, "TF_CONFIG": tf_config, "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=300,
     )
+    return job
+
+
+def test_a_worker_whose_address_is_taken_is_one_error_line(tmp_path, mnist_dir):
+    with socket.socket() as taken:
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        job = _worker(tmp_path, mnist_dir, [port, _free_port()])
+    lines = [line for line in job.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: cannot start this worker of TF_CONFIG (Could not start gRPC "
+                     f"server); is localhost:{port} free and this machine's?"], job.stderr[-3000:]
+    assert job.returncode == 1 and "Traceback" not in job.stderr
+
+
+def test_a_worker_whose_peers_never_start_says_so_and_gives_up(tmp_path, mnist_dir):
+    ports = [_free_port(), _free_port()]
+    job = _worker(tmp_path, mnist_dir, ports)
     lines = [line for line in job.stderr.splitlines() if line.startswith(("note:", "error:"))]
     assert lines == [
         "note: waiting up to 2 s (--worker_timeout) for the other workers of TF_CONFIG: "
