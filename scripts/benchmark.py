@@ -148,7 +148,7 @@ def parse_args(argv):
         if getattr(args, name) < lowest:
             parser.error(f"--{name}={getattr(args, name)}: must be at least {lowest}")
     for name in ("width", "peak_gflops"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
+        if getattr(args, name) is not None and not getattr(args, name) > 0:  # NaN too
             parser.error(f"--{name}={getattr(args, name)}: must be positive")
     check_report_arguments(parser, args)
     return args

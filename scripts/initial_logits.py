@@ -47,6 +47,10 @@ def parse_args(argv):
             ssm_config.TrainConfig(arch=arch, dataset=args.dataset).validate()
         except ssm_config.ConfigError as error:
             parser.error(str(error))
+    if not all(factor > 0 for factor in args.init_factors):  # NaN too
+        parser.error(f"--init_factors must be > 0. Received: {args.init_factors}")
+    if not os.path.isdir(os.path.dirname(args.out) or "."):
+        parser.error(f"--out={args.out}: no folder {os.path.dirname(args.out)}")
     if args.examples < 1:
         parser.error(f"--examples must be > 0. Received: --examples={args.examples}")
     if os.path.exists(args.out):

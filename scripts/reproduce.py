@@ -54,7 +54,7 @@ from absl import flags as absl_flags
 
 from ssm_keras import config as ssm_config
 from ssm_keras import command, launch, plots, train
-from ssm_keras.run_dir import RESULTS
+from ssm_keras import run_dir as run_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -106,6 +106,7 @@ def parse_args(argv):
     except ValueError:
         parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
     launch.check_training_flags(parser, extra)
+    launch.check_runs_dir(parser, args.runs_dir)
     if args.compress < 1:
         parser.error(f"--compress={args.compress}: give a positive integer (1: no compression)")
     scheduled = [flag for flag in extra if flag.split("=", 1)[0] in COMPRESSED]
@@ -174,14 +175,10 @@ def mean_std(values):
 
 
 def load_results(runs_dir, experiment, seeds):
-    """`{seed: results dict}` of the finished runs of one experiment."""
-    found = {}
-    for seed in seeds:
-        path = os.path.join(run_dir(runs_dir, experiment, seed), RESULTS)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as file:
-                found[seed] = json.load(file)
-    return found
+    """`{seed: results dict}` of the finished runs of one experiment (not
+    the diverged ones, nor damaged files: `run_dir.is_finished`)."""
+    return {seed: run_folder.read_results(run_dir(runs_dir, experiment, seed))
+            for seed in seeds if run_folder.is_finished(run_dir(runs_dir, experiment, seed))}
 
 
 def flagfile_settings(flags_dir, experiment):

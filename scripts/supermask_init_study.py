@@ -94,6 +94,7 @@ def parse_args(argv):
                         help="the SGD learning rate of mask_bernoulli (default: %(default)s)")
     args, extra = parser.parse_known_args(argv)
     launch.check_training_flags(parser, extra)
+    launch.check_runs_dir(parser, args.runs_dir)
     return args, extra
 
 

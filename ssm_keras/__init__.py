@@ -18,9 +18,11 @@ import os
 # the commands' entry points, which would come after their own imports.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+from ssm_keras import registration  # noqa: E402  (light: imports no Keras)
+
 _backend = os.environ.get("KERAS_BACKEND", "tensorflow")
 if _backend != "tensorflow":
-    raise ImportError(
+    raise registration.backend_error(
         "ssm_keras needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
         f"{_backend!r}. Unset KERAS_BACKEND or set it to 'tensorflow'."
     )
@@ -62,6 +64,4 @@ def __dir__():
 # initialisers) when Keras is imported, so that `import ssm_keras` makes a
 # run's model.keras loadable with `keras.saving.load_model`, while
 # `import ssm_keras.config` imports neither Keras nor TensorFlow.
-from ssm_keras import registration  # noqa: E402
-
 registration.register_when_keras_loads()

@@ -29,17 +29,23 @@ class StopOnNonFinite(keras.callbacks.Callback):
     trainable weights, is not finite.
 
     A masked layer with NaN scores hides every weight and still has a
-    finite loss, so the weights are checked too (once per epoch: a few
-    milliseconds). Put it before `RunCheckpoint`, so that no checkpoint
-    holds the diverged state.
+    finite loss, so the weights are checked too, once per epoch, where they
+    are: `all(isfinite(v))` is reduced on the device for each variable `v`,
+    and only those booleans are copied to the host. Put it before
+    `RunCheckpoint`, so that no checkpoint holds the diverged state.
     """
 
     def on_epoch_end(self, epoch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             raise Diverged(epoch + 1, f"the loss is {loss}")
-        for variable in self.model.trainable_variables:
-            if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+        variables = self.model.trainable_variables
+        if not variables:
+            return
+        finite = keras.ops.convert_to_numpy(keras.ops.stack(
+            [keras.ops.all(keras.ops.isfinite(variable)) for variable in variables]))
+        for variable, ok in zip(variables, finite):
+            if not ok:
                 raise Diverged(epoch + 1, f"{variable.path} holds non-finite values")
 
 

@@ -71,6 +71,9 @@ def parse_flags(argv, flag_values=flags.FLAGS):
         return flag_values(argv)
     except flags.Error as error:
         sys.exit(_fail(str(error).removeprefix("ERROR:: ")))
+    except UnicodeDecodeError as error:  # a flagfile that is not text
+        sys.exit(_fail(f"a flagfile is not UTF-8 text ({error}); --flagfile names a text "
+                       "file of --name=value lines."))
 
 
 def run(work, argv=None):

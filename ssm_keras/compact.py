@@ -83,6 +83,7 @@ import hashlib
 import json
 import lzma
 import math
+import os
 import struct
 import typing
 import zlib
@@ -607,8 +608,48 @@ def load_compact(path):
     return CompactModel(model, baking.bake(model), header["metadata"])
 
 
+def _config_layers(model_config):
+    """The layer records of a model's `get_config()`, nested models replaced by theirs."""
+    for layer in model_config["layers"]:
+        if "layers" in layer["config"]:
+            yield from _config_layers(layer["config"])
+        else:
+            yield layer
+
+
+def _check_sizes(header):
+    """Refuses a header whose model is not the one its records store, or
+    would not fit in this machine's memory, before a variable is allocated.
+
+    Each layer config's `units` or `filters` must be the last dimension of
+    the kernel the file records for it; and the values recorded, kept about
+    three times (kernels, scores, the baked copy) as float32, must fit in
+    the physical memory.
+    """
+    kernels = {record["layer"]: record["shape"] for record in header["masked_layers"]}
+    kernels.update({record["layer"]: record["shape"] for record in header["variables"]
+                    if record["name"] == "kernel"})
+    for layer in _config_layers(header["model"]):
+        config = layer["config"]
+        for key in ("units", "filters"):
+            if key in config and config[key] != (kernels.get(config["name"]) or [None])[-1]:
+                raise CompactFileError(
+                    f"layer {config['name']!r} has {key}={config[key]}, but the file records a "
+                    f"kernel of shape {kernels.get(config['name'])} for it"
+                )
+    values = sum(math.prod(record["shape"])
+                 for record in [*header["masked_layers"], *header["variables"]])
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 3 * 4 * values > memory:
+        raise CompactFileError(
+            f"its model has {values:,} values, more than this machine's {memory / 2**30:.1f} "
+            "GiB of memory can hold"
+        )
+
+
 def _restore(header, payload, path):
     """The masked model a checked header describes, its variables restored."""
+    _check_sizes(header)
     try:
         model_class = keras.Sequential if header.get("model_class") == "Sequential" else keras.Model
         model = model_class.from_config(header["model"])

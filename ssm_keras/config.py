@@ -142,6 +142,10 @@ class TrainConfig:
         "multi_worker_mirrored (the workers of TF_CONFIG; --model_dir on a file system they "
         "share; scripts/local_workers.py starts N on this machine) or tpu.")
     tpu: str | None = flag_field(None, "TPU name or address (or 'local') for --strategy=tpu.")
+    worker_timeout: float = flag_field(
+        600.0,
+        "multi_worker_mirrored: seconds to wait for every worker of TF_CONFIG to start "
+        "(0: no limit).")
     mixed_precision: str = flag_field("float32", "float32, mixed_float16 or mixed_bfloat16.")
     jit_compile: bool | None = flag_field(
         None,
@@ -210,8 +214,8 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{field.name} must be a finite number. Received: --{field.name}={value}"
                 )
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0. Received: --seed={self.seed}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be in [0, 2**63). Received: --seed={self.seed}")
         for name in ("learning_rate", "batch_size", "epochs", "lr_decay_epochs",
                      "steps_per_execution", "init_factor"):
             _positive(name, getattr(self, name))
@@ -229,8 +233,13 @@ class TrainConfig:
                 "--lr_decay_rate must be in (0, 1] and --plateau_factor in (0, 1). "
                 f"Received: {self.lr_decay_rate}, {self.plateau_factor}"
             )
+        if self.worker_timeout < 0:
+            raise ConfigError(
+                f"--worker_timeout must be >= 0. Received: --worker_timeout={self.worker_timeout}"
+            )
         self._check_mask_flags_used()
         self._check_target_remaining()
+        self._check_flags_used()
         if self.width is not None:
             _positive("width", self.width)
         if self.max_examples is not None:
@@ -265,6 +274,30 @@ class TrainConfig:
             if self.mask_kind not in kinds and getattr(self, name) != defaults[name]:
                 raise ConfigError(
                     f"--{name} only shapes {' and '.join(kinds)} masks; --mask={self.mask_kind} "
+                    f"ignores it. Received: --{name}={getattr(self, name)}"
+                )
+
+    def _check_flags_used(self):
+        """Refuses a flag set away from its default where the run ignores it
+        (e.g. `--momentum` with `--optimizer=adam`)."""
+        sgd = ("optimizer", "sgd")
+        exponential = ("lr_schedule", "exponential")
+        plateau = ("lr_schedule", "plateau")
+        users = {  # flag: the setting under which it is used
+            "momentum": sgd, "nesterov": sgd,
+            "lr_decay_rate": exponential, "lr_decay_epochs": exponential,
+            "plateau_patience": plateau, "plateau_factor": plateau,
+            "init_factor": ("weight_init", "elus"),
+            "bernoulli_eval": ("mask", "bernoulli"),
+            "tpu": ("strategy", "tpu"),
+            "worker_timeout": ("strategy", "multi_worker_mirrored"),
+        }
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        for name, (setting, value) in users.items():
+            actual = self.mask_kind if setting == "mask" else getattr(self, setting)
+            if actual != value and getattr(self, name) != defaults[name]:
+                raise ConfigError(
+                    f"--{name} is only used with --{setting}={value}; --{setting}={actual} "
                     f"ignores it. Received: --{name}={getattr(self, name)}"
                 )
 

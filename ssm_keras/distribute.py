@@ -3,15 +3,27 @@ the processes of a multi-worker run need to agree on."""
 
 import json
 import os
+import subprocess
+import sys
 
 import tensorflow as tf
+
+from ssm_keras.errors import UserError
+
+# What each task of a multi-worker cluster may be.
+TASK_TYPES = ("chief", "worker")
+
+
+class DistributeError(UserError):
+    """A cluster that cannot be used: a malformed `TF_CONFIG`, workers that do
+    not join, a worker lost during the run."""
 
 
 # The mirrored strategies made so far in this process, by name.
 _MIRRORED = {}
 
 
-def get_strategy(name, tpu=None):
+def get_strategy(name, tpu=None, worker_timeout=600.0):
     """Returns the strategy named `name`.
 
     `mirrored` and `multi_worker_mirrored` are made once per process and then
@@ -25,9 +37,13 @@ def get_strategy(name, tpu=None):
             logical CPU devices), `multi_worker_mirrored` (the cluster in the
             `TF_CONFIG` environment variable) or `tpu`.
         tpu: for `tpu`: the TPU's name or address, or `local`.
+        worker_timeout: for `multi_worker_mirrored`: seconds to wait for
+            the other workers of `TF_CONFIG` to start (see `join_workers`).
 
     Raises:
         ValueError: an unknown name, or `tpu` without a TPU address.
+        DistributeError: `multi_worker_mirrored` with a malformed
+            `TF_CONFIG`, or workers that did not start in time.
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -36,7 +52,7 @@ def get_strategy(name, tpu=None):
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name in ("mirrored", "multi_worker_mirrored"):
         if name not in _MIRRORED:
-            _MIRRORED[name] = _make_mirrored(name)
+            _MIRRORED[name] = _make_mirrored(name, worker_timeout)
         return _MIRRORED[name]
     if name == "tpu":
         if not tpu:
@@ -134,21 +150,135 @@ def chief_value(strategy, value):
     return int(strategy.reduce("SUM", values, axis=None))
 
 
-def _make_mirrored(name):
+def _make_mirrored(name, worker_timeout):
     if name == "multi_worker_mirrored":
-        return MultiWorkerMirroredStrategy()
+        return join_workers(worker_timeout)
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([device.name for device in devices])
+
+
+def join_workers(timeout):
+    """The `MultiWorkerMirroredStrategy` of the cluster in `TF_CONFIG`, made
+    once every worker has started.
+
+    TensorFlow makes the strategy only when all workers have joined, waiting
+    for them in one call that holds Python's lock and ignores SIGTERM, with
+    no time limit. Here the wait is announced at once on stderr (one `note:`
+    line naming the workers waited for); if they have not all joined after
+    `timeout` seconds (0: no limit), a watchdog process prints one `error:`
+    line and kills this process (it has written nothing yet: the strategy is
+    made before the run folder is touched).
+    """
+    cluster = cluster_config()
+    task = cluster.get("task", {})
+    others = [f"{kind} {index} ({address})"
+              for kind, addresses in cluster.get("cluster", {}).items()
+              for index, address in enumerate(addresses)
+              if (kind, index) != (task.get("type"), task.get("index"))]
+    watchdog = None
+    if others:
+        limit = f"up to {timeout:g} s" if timeout > 0 else "without a time limit"
+        print(f"note: waiting {limit} (--worker_timeout) for the other workers of TF_CONFIG: "
+              f"{', '.join(others)}", file=sys.stderr, flush=True)
+    if others and timeout > 0:
+        message = (f"error: not every worker of TF_CONFIG started within --worker_timeout="
+                   f"{timeout:g} s (waited for {', '.join(others)}). Start each with the same "
+                   "command and its own TF_CONFIG task (scripts/local_workers.py does), or "
+                   "raise --worker_timeout.")
+        watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
+            stdin=subprocess.DEVNULL)
+    try:
+        return MultiWorkerMirroredStrategy()
+    except tf.errors.OpError as error:
+        raise DistributeError(
+            f"cannot start this worker of TF_CONFIG ({error.message.splitlines()[0]}); is "
+            f"{cluster_address(cluster)} free and this machine's?"
+        ) from None
+    finally:
+        if watchdog:
+            watchdog.kill()
+            watchdog.wait()
+
+
+# The watchdog of `join_workers`: `python -c _WATCHDOG PID SECONDS MESSAGE`
+# prints MESSAGE on stderr and kills process PID after SECONDS, unless killed first.
+_WATCHDOG = """
+import os, signal, sys, time
+time.sleep(float(sys.argv[2]))
+print(sys.argv[3], file=sys.stderr, flush=True)
+os.kill(int(sys.argv[1]), signal.SIGKILL)
+"""
+
+
+def cluster_address(cluster):
+    """The address of this process' task in a `cluster_config()`."""
+    task = cluster.get("task", {})
+    return cluster["cluster"][task["type"]][task["index"]] if task else "localhost"
+
+
+def cluster_config():
+    """The `TF_CONFIG` environment variable, parsed and checked; `{}` without it.
+
+    It must be a JSON object whose `cluster` maps `chief` and/or `worker` to
+    lists of `host:port` addresses, and whose `task` names one of them by
+    `type` and `index`.
+
+    Raises:
+        DistributeError: anything else, saying what.
+    """
+    text = os.environ.get("TF_CONFIG", "")
+    if not text.strip():
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise DistributeError(f"TF_CONFIG is not JSON ({error}). Received: {text[:200]}") from None
+    example = ('e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    if not isinstance(config, dict):
+        raise DistributeError(f"TF_CONFIG must be a JSON object, {example}. Received: {text[:200]}")
+    cluster, task = config.get("cluster", {}), config.get("task", {})
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise DistributeError(f"TF_CONFIG's cluster and task must be objects, {example}.")
+    for kind, addresses in cluster.items():
+        if kind not in TASK_TYPES or not isinstance(addresses, list):
+            raise DistributeError(
+                f"TF_CONFIG's cluster may only list {' and '.join(TASK_TYPES)} addresses "
+                f"(a list each). Received: {kind!r}: {addresses!r}"
+            )
+        for address in addresses:
+            host, _, port = str(address).rpartition(":")
+            if not isinstance(address, str) or not host or not port.isdigit() \
+                    or not 0 < int(port) < 65536:
+                raise DistributeError(
+                    f"TF_CONFIG: {kind} address {address!r} is not host:port (a port in 1..65535)."
+                )
+    if cluster and not task:
+        raise DistributeError(f"TF_CONFIG names a cluster but no task of this process, {example}.")
+    if task:
+        kind, index = task.get("type"), task.get("index", 0)
+        known = kind in cluster and isinstance(index, int) and not isinstance(index, bool)
+        if not known or not 0 <= index < len(cluster[kind]):
+            raise DistributeError(
+                f"TF_CONFIG's task ({kind!r}, index {index!r}) is not in its cluster "
+                f"({', '.join(f'{name}: {len(found)}' for name, found in cluster.items()) or 'empty'})."
+            )
+        config["task"] = {**task, "index": index}
+    return config
 
 
 def is_chief():
     """Whether this process writes the run's files (the chief or worker 0).
 
     Without `TF_CONFIG` (a single process) it is.
+
+    Raises:
+        DistributeError: a malformed `TF_CONFIG` (see `cluster_config`).
     """
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    config = cluster_config()
+    task = config.get("task", {})
     task_type, index = task.get("type"), task.get("index", 0)
     if task_type in (None, "chief"):
         return True
-    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
-    return task_type == "worker" and index == 0 and "chief" not in cluster
+    return task_type == "worker" and index == 0 and "chief" not in config["cluster"]

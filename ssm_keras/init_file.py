@@ -13,6 +13,7 @@ model's init file also initialises the plain model of the same architecture
 (its kernels), which is how the baseline starts from the same `W0`.
 """
 
+import contextlib
 import json
 import os
 import zipfile
@@ -47,24 +48,50 @@ def _layer_variables(layer):
 
 
 def save_init(model, path, arch):
-    """Writes the model's current kernels and scores to `path` (.npz).
+    """Writes the model's current kernels and scores to `path` (.npz), through
+    a temporary file and a rename, so that a kill leaves no partial file.
 
-    Refuses to overwrite an existing file.
+    An existing file is never overwritten: if it holds exactly these arrays
+    (the file a killed run with the same settings wrote) it is kept as it
+    is; otherwise InitFileError. InitFileError too if the file cannot be
+    written (no partial file is left behind).
     """
-    if os.path.exists(path):
-        raise InitFileError(
-            f"Init file {path} already exists; it is not overwritten. "
-            "Choose another path or remove it first."
-        )
     arrays = {
         f"{layer.name}/{name}": np.asarray(variable.numpy())
         for layer in _kernel_layers(model)
         for name, variable in _layer_variables(layer).items()
     }
+    if os.path.exists(path):
+        if not _holds(path, arch, arrays):
+            raise InitFileError(
+                f"Init file {path} already exists; it is not overwritten. "
+                "Choose another path or remove it first."
+            )
+        return
     meta = {"format": FORMAT, "version": VERSION, "arch": arch}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as file:
-        np.savez(file, __meta__=np.array(json.dumps(meta)), **arrays)
+    temporary = f"{path}.tmp.npz"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(temporary, "wb") as file:
+            np.savez(file, __meta__=np.array(json.dumps(meta)), **arrays)
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise InitFileError(
+            f"--save_init_file={path} cannot be written: {error.strerror or error}"
+            + (f" ({error.filename})" if error.filename else "") + "."
+        ) from None
+
+
+def _holds(path, arch, arrays):
+    """Whether the init file `path` is of `arch` and holds exactly `arrays`."""
+    try:
+        meta, found = read_init(path)
+    except InitFileError:
+        return False
+    return (meta["arch"] == arch and found.keys() == arrays.keys()
+            and all(np.array_equal(found[key], value) for key, value in arrays.items()))
 
 
 def read_init(path):
@@ -119,6 +146,11 @@ def load_init(model, path, arch):
                     f"Init file {path}: {key!r} has shape {arrays[key].shape}, "
                     f"the model needs {tuple(variable.shape)} (other width, "
                     "input shape or number of classes?)."
+                )
+            if not np.issubdtype(arrays[key].dtype, np.floating):
+                raise InitFileError(
+                    f"Init file {path}: {key!r} holds {arrays[key].dtype} values; kernels "
+                    "and scores are real floating-point numbers."
                 )
             if not np.all(np.isfinite(arrays[key])):
                 raise InitFileError(

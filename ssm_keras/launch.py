@@ -7,6 +7,7 @@ run (`run_dir.is_finished`).
 """
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -34,6 +35,12 @@ def check_training_flags(parser, extra):
         if name not in names:
             parser.error(f"{argument}: neither a flag of this script nor of ssm_keras.train "
                          "(python -m ssm_keras.train --help lists those)")
+
+
+def check_runs_dir(parser, runs_dir):
+    """Stops with a usage error of `parser` if `runs_dir` is a file."""
+    if os.path.exists(runs_dir) and not os.path.isdir(runs_dir):
+        parser.error(f"--runs_dir={runs_dir} is a file; name a folder (it is made if missing)")
 
 
 def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):

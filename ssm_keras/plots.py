@@ -355,8 +355,8 @@ def plot_run(model_dir, out_dir=None):
     """
     results, history = load_run(model_dir)
     out_dir = out_dir or model_dir
-    title = run_title(results)
     try:
+        title = run_title(results)
         paths = [plot_mask_composition(results["layers"],
                                        os.path.join(out_dir, COMPOSITION_FILE), title)]
         if history:
@@ -364,6 +364,13 @@ def plot_run(model_dir, out_dir=None):
                                               title))
     except OSError as error:
         raise PlotError(str(error)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        # Hand-edited or foreign files: a record without a key, or of another type.
+        raise PlotError(
+            f"the results.json or history.jsonl of {model_dir} lacks a value or holds one of "
+            f"the wrong type ({type(error).__name__}: {error}); were they written by "
+            "ssm_keras.train?"
+        ) from None
     return paths
 
 

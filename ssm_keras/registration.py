@@ -19,13 +19,33 @@ import sys
 REGISTERING_MODULES = ("ssm_keras.initializers", "ssm_keras.layers")
 
 
+class BackendError(ImportError):
+    """Keras is set to a backend other than TensorFlow."""
+
+
+def _one_line_backend_error(kind, error, traceback, default=sys.excepthook):
+    """Prints an uncaught `BackendError` as one `error: ...` line (a command
+    started with it, e.g. `python -m ssm_keras.train`, then exits with
+    status 1); every other exception as Python does."""
+    if isinstance(error, BackendError):
+        print(f"error: {error}", file=sys.stderr)
+    else:
+        default(kind, error, traceback)
+
+
+def backend_error(message):
+    """A `BackendError`, which an uncaught raise prints as one line."""
+    sys.excepthook = _one_line_backend_error
+    return BackendError(message)
+
+
 def register_now():
     """Imports the modules that register the saved classes, after checking
     that Keras runs on TensorFlow (the Keras config file can choose another
     backend even when `KERAS_BACKEND` is unset)."""
     keras = sys.modules["keras"]
     if keras.backend.backend() != "tensorflow":
-        raise ImportError(
+        raise backend_error(
             "ssm_keras needs the TensorFlow backend of Keras 3, but Keras uses "
             f"{keras.backend.backend()!r} (set in ~/.keras/keras.json?). Set "
             "KERAS_BACKEND=tensorflow."

@@ -103,8 +103,13 @@ def read_json(path):
 
 
 def is_finished(model_dir):
-    """Whether `model_dir` holds a run that ended (its `results.json`)."""
-    return os.path.isfile(os.path.join(model_dir, RESULTS))
+    """Whether `model_dir` holds a finished run: a readable `results.json`
+    with `"status": "finished"` (not a diverged run, not a damaged file)."""
+    try:
+        read_results(model_dir)
+    except RunDirError:
+        return False
+    return True
 
 
 def read_results(model_dir):
@@ -115,6 +120,8 @@ def read_results(model_dir):
             or one still running), unreadable JSON, or a status other than
             `finished` (a diverged run).
     """
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise RunDirError(f"model_dir {model_dir} is a file, not a training run's folder")
     if not os.path.isdir(model_dir):
         raise RunDirError(f"model_dir {model_dir} does not exist")
     path = os.path.join(model_dir, RESULTS)
@@ -198,10 +205,11 @@ def read_checkpoint(folder):
     if not os.path.isfile(state_path):
         return None
     state = read_json(state_path)
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise RunDirError(f"{state_path} is not a checkpoint state (no epoch number).")
     advice = ("Delete the checkpoint folder to train from the last intact state, "
               "or pass --overwrite to start over.")
+    problem = _state_problem(state)
+    if problem:
+        raise RunDirError(f"{state_path} is not a checkpoint state: {problem}. {advice}")
     if "model" not in state:  # written before checkpoints named their model
         return state, os.path.join(folder, MODEL)
     path = os.path.join(folder, str(state["model"]))
@@ -213,6 +221,37 @@ def read_checkpoint(folder):
             f"{state_path} recorded (SHA-256 differs). {advice}"
         )
     return state, path
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _state_problem(state):
+    """What is wrong with a `state.json` value, or None if it is whole.
+
+    A checkpoint after epoch `e >= 1` holds `e` history records numbered
+    `1..e`, so a damaged epoch number cannot pass for the run's progress.
+    """
+    if not isinstance(state, dict):
+        return f"expected a JSON object, found {type(state).__name__}"
+    epoch, history = state.get("epoch"), state.get("history", [])
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        return f"the epoch number must be an integer >= 1, found {epoch!r}"
+    if (not isinstance(history, list) or len(history) != epoch
+            or any(not isinstance(entry, dict) or entry.get("epoch") != number
+                   for number, entry in enumerate(history, 1))):
+        return f"it says {epoch} epochs were trained, but its history does not list epochs 1 to {epoch}"
+    wall_time = state.get("wall_time_s")
+    if wall_time is not None and not _is_number(wall_time):
+        return f"wall_time_s must be a number, found {wall_time!r}"
+    saved = state.get("callbacks", [])
+    if not isinstance(saved, list) or any(not isinstance(entry, dict) for entry in saved):
+        return f"callbacks must be a list of objects, found {saved!r}"
+    for key in ("model", "model_sha256"):
+        if key in state and not isinstance(state[key], str):
+            return f"{key} must be a string, found {state[key]!r}"
+    return None
 
 
 def read_state(model_dir):
@@ -341,6 +380,11 @@ def check(model_dir, flags, resume=False, overwrite=False):
             raise RunDirError(f"--resume: --model_dir={model_dir} holds no run to resume.")
         return None
     saved = read_json(flags_path)
+    if not isinstance(saved, dict):
+        raise RunDirError(
+            f"{flags_path} is damaged (a JSON {type(saved).__name__}, not the run's settings). "
+            "Pass --overwrite to replace the run, or choose another --model_dir."
+        )
     results = read_json(results_path) if os.path.isfile(results_path) else None
     status = results.get("status") if isinstance(results, dict) else None
     if status == "diverged":

@@ -27,6 +27,7 @@ from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import config as ssm_config
 from ssm_keras import (batch_norm, data, distribute, init_file, losses, models, run_dir,
                        score_decay, sparsity, statistics)
+from ssm_keras import layers as ssm_layers
 
 
 def default_model_dir(config):
@@ -87,6 +88,30 @@ def _load_mask_model(path):
     return load_model_file(model_path, f"--mask_from={path}", compile=False)
 
 
+def _check_mask_source(config, trained):
+    """Refuses a `--mask_from` model without a trained mask (a baseline, a
+    baked export), or of another architecture or mask kind than `config`
+    records: the run trains that model, so its flags must name it."""
+    masked = ssm_layers.masked_layers(trained)
+    source = f"--mask_from={config.mask_from}"
+    if not masked:
+        raise run_dir.RunDirError(
+            f"{source} holds no trained mask (a baseline or a baked export?); name the run "
+            "directory or model.keras of a --regime=mask run."
+        )
+    if trained.name != config.arch:
+        raise run_dir.RunDirError(
+            f"{source} is a {trained.name} model; pass --arch={trained.name} to train it. "
+            f"Received: --arch={config.arch}"
+        )
+    kinds = sorted({layer.mask_kind for layer in masked})
+    if kinds != [config.mask_kind]:
+        raise run_dir.RunDirError(
+            f"{source} has {'/'.join(kinds)} masks; pass --mask={kinds[0]} to train it. "
+            f"Received: --mask={config.mask_kind}"
+        )
+
+
 def build_model(config, spec):
     """The model of `config` for images of `spec` (a `data.DatasetSpec`)."""
     if config.regime == "mask_then_weights":
@@ -97,6 +122,7 @@ def build_model(config, spec):
                 f"{tuple(trained.input_shape[1:])}, but --dataset={config.dataset} "
                 f"has {spec.image_shape}."
             )
+        _check_mask_source(config, trained)
         return models.with_regime(trained, "mask_then_weights")
     model = models.build_model(
         config.arch,
@@ -290,9 +316,10 @@ def run(config, splits=None, strategy=None):
             infinite; `results.json` has `"status": "diverged"`.
     """
     config.validate()
+    config = with_home_expanded(config)
     model_dir = config.model_dir or default_model_dir(config)
     flags = {**config.to_dict(), "model_dir": model_dir}
-    strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+    strategy = strategy or make_strategy(config)
     config = speed_settings_for(config, strategy)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
@@ -301,10 +328,43 @@ def run(config, splits=None, strategy=None):
         with contextlib.ExitStack() as held:
             restored = prepare_model_dir(model_dir, flags, config, strategy, held)
             start_run = (lambda: run_dir.start(model_dir, flags, config.overwrite)
-                         ) if distribute.is_chief() else None
+                         ) if _is_chief(strategy) else None
             return _train(config, model_dir, splits, strategy, restored, start_run)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError) as error:
+        if not _multi_worker(strategy):
+            raise
+        # A worker stopped: TensorFlow aborts the job's collectives.
+        raise distribute.DistributeError(
+            f"a worker of the job stopped or cannot be reached ({error.message.splitlines()[0]}). "
+            "Start all workers again with the same command: the run resumes from its last "
+            "checkpoint."
+        ) from None
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def make_strategy(config):
+    """The `tf.distribute.Strategy` of `config.strategy` (see `distribute.get_strategy`)."""
+    return distribute.get_strategy(config.strategy, config.tpu, config.worker_timeout)
+
+
+def with_home_expanded(config):
+    """`config` with `~` expanded in its file and folder settings, as a shell would."""
+    return dataclasses.replace(config, **{
+        key: os.path.expanduser(getattr(config, key))
+        for key in run_dir.PATH_KEYS if getattr(config, key)
+    })
+
+
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _is_chief(strategy):
+    """Whether this process writes the run folder: always, but in a
+    multi-worker run, where only the chief does (`TF_CONFIG` is read only then)."""
+    return not _multi_worker(strategy) or distribute.is_chief()
 
 
 def speed_settings_for(config, strategy):
@@ -332,7 +392,7 @@ def prepare_model_dir(model_dir, flags, config, strategy, held):
         RunDirError: the folder cannot be used, or a worker finds another
             epoch there than the chief.
     """
-    chief = distribute.is_chief()
+    chief = _is_chief(strategy)
     refusal, restored = None, None
     if chief:
         try:
@@ -340,7 +400,7 @@ def prepare_model_dir(model_dir, flags, config, strategy, held):
             restored = run_dir.check(model_dir, flags, config.resume, config.overwrite)
         except run_dir.RunDirError as error:
             refusal = error
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not _multi_worker(strategy):
         if refusal:
             raise refusal
         return restored if chief else run_dir.read_state(model_dir)
@@ -447,7 +507,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run):
     """Trains the run; `start_run()` (on the chief; None elsewhere) writes
     the run folder once the data and the model are made."""
     chief = start_run is not None
-    strategy = strategy or distribute.get_strategy(config.strategy, config.tpu)
+    strategy = strategy or make_strategy(config)
     splits = prepare_data(config, splits)
     model = make_model(config, splits, strategy,
                        run_dir.checkpoint_dir(model_dir) if restored else None)

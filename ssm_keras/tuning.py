@@ -57,6 +57,7 @@ The project folder `directory/project_name`:
                                    remaining weights, with the trials no other beats on both
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -67,6 +68,7 @@ import shutil
 
 import keras
 import keras_tuner
+from keras_tuner.src import config as keras_tuner_config
 
 from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import choices, distribute, plots, run_dir, training
@@ -620,11 +622,19 @@ def run(search, config, splits=None):
     role = tuner_role()
     settings = _settings(search, config)
     _check_folder(folder)
-    if role != "worker" and not config.overwrite:
-        _check_same_search(folder, settings)
-    strategy = distribute.get_strategy(config.strategy, config.tpu)
-    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    held = contextlib.ExitStack()
     try:
+        if role != "worker":  # one search at a time in a folder; its workers join it
+            try:
+                held.enter_context(run_dir.lock(folder))
+            except run_dir.RunDirError as error:
+                raise TuneError(str(error).replace("--model_dir=", "the search folder ", 1)
+                                .replace("--model_dir", "--project_name or --directory")) from None
+            if not config.overwrite:
+                _check_same_search(folder, settings)
+        held.enter_context(_without_trial_tracebacks())
+        strategy = training.make_strategy(config)
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
         hypermodel = SupermaskHyperModel(
             training.speed_settings_for(config, strategy), space,
             training.prepare_data(config, splits), strategy, search.sparsity_weight,
@@ -635,11 +645,25 @@ def run(search, config, splits=None):
             run_dir.write_json_atomically(os.path.join(folder, "search.json"), settings)
         tuner.search(callbacks=[keras.callbacks.TensorBoard(
             os.path.join(folder, "tensorboard"), write_graph=False)])
+        if role == "worker":
+            return None
+        return summarize(tuner, hypermodel, folder)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    if role == "worker":
-        return None
-    return summarize(tuner, hypermodel, folder)
+        held.close()
+
+
+@contextlib.contextmanager
+def _without_trial_tracebacks():
+    """Keras Tuner without the traceback it prints for each failed trial (its
+    `DEBUG`): a diverged trial is expected, `summarize` prints each trial's
+    error as one line, and its trial.json keeps it whole."""
+    debug = keras_tuner_config.DEBUG
+    keras_tuner_config.DEBUG = False
+    try:
+        yield
+    finally:
+        keras_tuner_config.DEBUG = debug
 
 
 def trial_rows(oracle, names):

@@ -231,3 +231,26 @@ def test_compact_header_of_wrong_types_is_refused(change, compact_bytes, tmp_pat
     path.write_bytes(_recompact(compact_bytes, change))
     assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}") == 1
     assert_one_error_line(capsys.readouterr(), f"compact file {path}")
+
+
+def _widen_first_masked_layer(units, shape=None):
+    """A header change: the first masked layer gets `units` (and its record `shape`)."""
+    def change(header):
+        record = header["masked_layers"][0]
+        for layer in header["model"]["layers"]:
+            if layer["config"]["name"] == record["layer"]:
+                layer["config"]["units"] = units
+        record["shape"] = shape or record["shape"]
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_widen_first_masked_layer(10**9), "has units=1000000000, but the file records a kernel"),
+    (_widen_first_masked_layer(10**6, [10**6, 10**6]), "more than this machine's"),
+])
+def test_compact_header_asking_for_a_huge_model_is_refused_before_allocating(
+        change, message, compact_bytes, tmp_path, capsys):
+    path = tmp_path / "model.ssm"
+    path.write_bytes(_recompact(compact_bytes, change))
+    assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}") == 1
+    assert_one_error_line(capsys.readouterr(), message)

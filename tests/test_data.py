@@ -714,3 +714,13 @@ def test_epoch_dataset_yields_the_epoch_it_is_asked_for():
     for (a_images, a_labels), (b_images, b_labels) in zip(epochs[1], epochs[3], strict=True):
         np.testing.assert_array_equal(a_images, b_images)
         np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_cache_folder_that_is_a_file_is_skipped(tmp_path, monkeypatch):
+    expected = write_image_folders(tmp_path / "src", (32, 32, 3), CLASS_NAMES)
+    archive = tar_gz(tmp_path / "cifar10-jpeg.tar.gz", tmp_path / "src")
+    (tmp_path / "not a folder").write_text("x")
+    monkeypatch.setenv("SSM_CACHE_DIR", str(tmp_path / "not a folder"))
+    splits = data.load_splits("cifar10", str(archive), validation_size=0)
+    check_images(splits, expected, CLASS_NAMES)
+    assert (tmp_path / "not a folder").read_text() == "x"

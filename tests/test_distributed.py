@@ -79,14 +79,15 @@ def test_a_worker_resumes_from_the_chiefs_epoch_or_stops(tmp_path, monkeypatch):
     strategy = distribute.get_strategy("multi_worker_mirrored")
     model_dir = tmp_path / "run"
     (model_dir / "checkpoint").mkdir(parents=True)
-    (model_dir / "checkpoint" / "state.json").write_text('{"epoch": 3}')
+    state = {"epoch": 3, "history": [{"epoch": epoch} for epoch in (1, 2, 3)]}
+    (model_dir / "checkpoint" / "state.json").write_text(json.dumps(state))
     monkeypatch.setattr(distribute, "is_chief", lambda: False)
 
     def as_worker(chief_epoch):
         monkeypatch.setattr(distribute, "chief_value", lambda strategy, value: chief_epoch)
         return training.prepare_model_dir(str(model_dir), {}, None, strategy, None)
 
-    assert as_worker(3) == {"epoch": 3}
+    assert as_worker(3) == state
     with pytest.raises(run_dir.RunDirError, match="chief resumes after 2 finished epochs, but "
                        "this worker finds 3 there. --model_dir must be on a file system"):
         as_worker(2)

@@ -167,7 +167,7 @@ def test_benchmark_step_choices_and_flops():
     ("--archs=conv5", "conv5"), ("--windows=0", "--windows=0"), ("--batch_size=-1", "--batch_size"),
     ("--peak_gflops=0", "--peak_gflops"), ("--out=bench.md", "bench.md"),
     ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
-    ("--out=/no/such/folder/b.json", "/no/such/folder"),
+    ("--out=/no/such/folder/b.json", "/no/such/folder"), ("--peak_gflops=nan", "--peak_gflops=nan"),
 ])
 @pytest.mark.slow
 def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):

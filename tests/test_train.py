@@ -295,7 +295,7 @@ def _strict_json(path):
     (dict(init_factor=float("inf")), "--init_factor must be a finite number"),
     (dict(mask="topk", tau_fraction=0.3), "--tau_fraction only shapes signed and binary"),
     (dict(mask="signed", density=0.2), "--density only shapes topk and signed_topk"),
-    (dict(seed=-1), "--seed must be >= 0"),
+    (dict(seed=-1), r"--seed must be in \[0, 2\*\*63\)"),
 ])
 @pytest.mark.slow
 def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):

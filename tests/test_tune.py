@@ -387,3 +387,32 @@ def test_a_diverged_trial_fails_alone_other_errors_stop_the_search():
         diverging()
     with pytest.raises(tuning.TuneError, match="damaged checkpoint"):  # a FatalError
         damaged()
+
+
+def test_a_second_search_in_the_same_folder_is_refused(tmp_path, mnist_splits, monkeypatch):
+    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=1)
+    spy = _Spy(monkeypatch)
+    with run_dir.lock(str(tmp_path / "p")):  # as a first search holds it
+        with pytest.raises(tuning.TuneError, match=f"the search folder {tmp_path / 'p'} is in use "
+                                                   f"by process {os.getpid()} on .*choose another "
+                                                   "--project_name or --directory"):
+            tuning.run(search, tiny_config(), mnist_splits)
+        assert os.listdir(tmp_path / "p") == [".lock"]
+    assert spy.calls == []  # no trial trained
+    assert len(tuning.run(search, tiny_config(), mnist_splits)) == 1
+
+
+def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_splits, capsys):
+    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
+                                 learning_rate_range="1e6:1e7")
+    code = command.run(lambda: tuning.run(search, tiny_config(regime="weights", epochs=1),
+                                          mnist_splits))
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in captured.out + captured.err
+    assert captured.err.startswith("error: No trial of the search in ") and len(
+        captured.err.splitlines()) == 1
+    assert [line for line in captured.out.splitlines() if " FAILED: " in line] == [
+        f"Trial {i} FAILED: ssm_keras.callbacks.Diverged: training diverged: the loss is nan "
+        "after epoch 1. Try a smaller --learning_rate or --init_factor, or check --init_file."
+        for i in (0, 1)]

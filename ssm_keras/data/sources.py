@@ -19,6 +19,7 @@ Example:
     splits = load_splits("cifar10", data_dir="../shared/data")
 """
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -206,7 +207,8 @@ def _save_cache(path: pathlib.Path, splits: tuple[Arrays, Arrays]) -> None:
             np.savez(file, **arrays)
         os.replace(partial, path)
     except OSError:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. SSM_CACHE_DIR is a file
+            partial.unlink(missing_ok=True)
 
 
 def _read_local(spec: DatasetSpec, path: pathlib.Path):

@@ -1,0 +1,394 @@
+"""Inputs a careless or hostile user gives: damaged run files, mismatched
+models, flags a run would ignore, unusable files and clusters. Each is
+either handled right or refused with one line that says what to do."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+from ssm_keras import baking, command, distribute, init_file, launch, run_dir, train, training
+from ssm_keras import config as ssm_config
+
+from conftest import REPO, Crash, assert_one_error_line, export_cli, tiny_config, tiny_splits
+from test_scripts import _fake_run, _script
+
+
+def _crash_after(monkeypatch, epochs):
+    """Makes the next `training.run` stop after `epochs` epochs, as a kill would."""
+    original = training._callbacks
+
+    def crashing(*args, **kwargs):
+        callbacks, checkpoint = original(*args, **kwargs)
+        return [*callbacks, Crash(epochs)], checkpoint
+
+    monkeypatch.setattr(training, "_callbacks", crashing)
+
+
+def test_damaged_checkpoint_state_and_flags_are_refused_not_believed(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    config = tiny_config(tmp_path)  # 3 epochs
+    _crash_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config, splits=splits)
+    monkeypatch.undo()
+    folder = tmp_path / "run"
+    state_path = folder / "checkpoint" / "state.json"
+    flags_path = folder / "flags.json"
+    good_state, good_flags = state_path.read_text(), flags_path.read_text()
+    state = json.loads(good_state)
+    assert state["epoch"] == 1
+    damaged_states = [
+        ({**state, "epoch": 99}, "says 99 epochs were trained, but its history"),
+        ({**state, "epoch": -1}, "integer >= 1, found -1"),
+        ({**state, "epoch": True}, "integer >= 1, found True"),
+        ({**state, "history": "abc"}, "its history does not list epochs 1 to 1"),
+        ({**state, "wall_time_s": "long"}, "wall_time_s must be a number"),
+        ({**state, "callbacks": {"wait": 1}}, "callbacks must be a list"),
+        ([state], "expected a JSON object, found list"),
+    ]
+    for damaged, message in damaged_states:
+        state_path.write_text(json.dumps(damaged))
+        with pytest.raises(run_dir.RunDirError, match=message):
+            training.run(config, splits=splits)
+    state_path.write_text(good_state)
+    for damaged in ("[1, 2]", '"flags"'):
+        flags_path.write_text(damaged)
+        with pytest.raises(run_dir.RunDirError, match="flags.json is damaged"):
+            training.run(config, splits=splits)
+    flags_path.write_text(good_flags)
+    assert not (folder / "results.json").exists()
+    resumed = training.run(config, splits=splits)
+    assert resumed["epochs"] == 3
+    history = run_dir.read_history(str(folder))
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+
+
+def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
+    fcn_splits, conv_splits = tiny_splits(), tiny_splits(shape=(8, 8, 3))
+    conv2 = tmp_path / "conv2" / "run"
+    training.run(tiny_config(tmp_path / "conv2", arch="conv2", epochs=1), splits=conv_splits)
+    training.run(tiny_config(tmp_path / "weights", regime="weights", epochs=1), splits=fcn_splits)
+    training.run(tiny_config(tmp_path / "mask", epochs=1), splits=fcn_splits)
+    mask_run = tmp_path / "mask" / "run"
+    baked = tmp_path / "baked.keras"
+    baking.bake(keras.saving.load_model(mask_run / "model.keras")).save(baked)
+
+    def tune(mask_from, splits=fcn_splits, **overrides):
+        return training.run(tiny_config(tmp_path / "tuned", regime="mask_then_weights", epochs=1,
+                                        mask_from=str(mask_from), **overrides), splits=splits)
+
+    with pytest.raises(run_dir.RunDirError, match="is a conv2 model; pass --arch=conv2 to train "
+                                                  "it. Received: --arch=fcn"):
+        tune(conv2, splits=conv_splits)
+    for no_mask in (tmp_path / "weights" / "run", baked):
+        with pytest.raises(run_dir.RunDirError, match="holds no trained mask"):
+            tune(no_mask)
+    with pytest.raises(run_dir.RunDirError, match="has signed masks; pass --mask=signed"):
+        tune(mask_run, mask="binary")
+    assert not (tmp_path / "tuned").exists()
+    results = tune(conv2, splits=conv_splits, arch="conv2")
+    saved = json.loads((tmp_path / "tuned" / "run" / "results.json").read_text())
+    assert results["arch"] == saved["arch"] == "conv2" and saved["mask"] == "signed"
+
+
+class _KilledBeforeTheFirstCheckpoint(Exception):
+    pass
+
+
+def test_a_run_killed_after_writing_its_init_file_resumes(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    init = tmp_path / "inits" / "init.npz"
+    config = tiny_config(tmp_path, epochs=1, save_init_file=str(init))
+
+    def killed(*args, **kwargs):
+        raise _KilledBeforeTheFirstCheckpoint
+
+    monkeypatch.setattr(training, "fit", killed)
+    with pytest.raises(_KilledBeforeTheFirstCheckpoint):
+        training.run(config, splits=splits)
+    monkeypatch.undo()
+    written = init.read_bytes()
+    assert (tmp_path / "run" / "flags.json").exists() and not (tmp_path / "run" / "checkpoint").exists()
+    assert training.run(config, splits=splits)["epochs"] == 1  # the same command goes on
+    assert init.read_bytes() == written
+    # Another start (seed) is still refused, and the file kept.
+    with pytest.raises(init_file.InitFileError, match="already exists; it is not overwritten"):
+        training.run(tiny_config(tmp_path / "other", seed=5, save_init_file=str(init)),
+                     splits=splits)
+    assert init.read_bytes() == written
+    assert sorted(path.name for path in init.parent.iterdir()) == ["init.npz"]
+
+
+def test_init_files_that_cannot_be_written_or_hold_no_floats(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(init_file.InitFileError, match="--save_init_file=.*file/init.npz cannot "
+                                                      "be written: File exists"):
+        training.run(tiny_config(tmp_path / "a", save_init_file=str(tmp_path / "file" / "init.npz")),
+                     splits=splits)
+
+    def full_disk(file, **arrays):
+        file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(init_file.np, "savez", full_disk)
+    with pytest.raises(init_file.InitFileError, match="cannot be written: No space left on device"):
+        training.run(tiny_config(tmp_path / "b", save_init_file=str(tmp_path / "full.npz")),
+                     splits=splits)
+    monkeypatch.undo()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # no run, no partial file
+    init = tmp_path / "init.npz"
+    training.run(tiny_config(tmp_path / "c", epochs=1, save_init_file=str(init)), splits=splits)
+    arrays = dict(np.load(init))
+    kernel = "dense_1/kernel"
+    for values, kind in ((np.full(arrays[kernel].shape, "w"), "<U1"),
+                         (arrays[kernel].astype(np.int8), "int8"),
+                         (arrays[kernel].astype(np.complex64), "complex64")):
+        np.savez(tmp_path / "bad.npz", **{**arrays, kernel: values})
+        with pytest.raises(init_file.InitFileError, match=f"'{kernel}' holds {kind} values"):
+            training.run(tiny_config(tmp_path / "d", init_file=str(tmp_path / "bad.npz")),
+                         splits=splits)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(tmp_path, mnist_dir, ports):
+    """Worker 0 of a cluster on localhost `ports`, run as a command: its exit status and stderr."""
+    tf_config = json.dumps({"cluster": {"worker": [f"localhost:{port}" for port in ports]},
+                            "task": {"type": "worker", "index": 0}})
+    job = subprocess.run(
+        [sys.executable, "-m", "ssm_keras.train", "--arch=fcn", "--dataset=mnist",
+         f"--data_dir={mnist_dir.parent}", "--max_examples=64", "--epochs=1",
+         "--strategy=multi_worker_mirrored", "--worker_timeout=2", "--model_dir=run"],
+        cwd=tmp_path, env={**os.environ, "TF_CONFIG": tf_config, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=300,
+    )
+    return job
+
+
+def test_a_worker_whose_address_is_taken_is_one_error_line(tmp_path, mnist_dir):
+    with socket.socket() as taken:
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        job = _worker(tmp_path, mnist_dir, [port, _free_port()])
+    lines = [line for line in job.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: cannot start this worker of TF_CONFIG (Could not start gRPC "
+                     f"server); is localhost:{port} free and this machine's?"], job.stderr[-3000:]
+    assert job.returncode == 1 and "Traceback" not in job.stderr
+
+
+def test_a_worker_whose_peers_never_start_says_so_and_gives_up(tmp_path, mnist_dir):
+    ports = [_free_port(), _free_port()]
+    job = _worker(tmp_path, mnist_dir, ports)
+    lines = [line for line in job.stderr.splitlines() if line.startswith(("note:", "error:"))]
+    assert lines == [
+        "note: waiting up to 2 s (--worker_timeout) for the other workers of TF_CONFIG: "
+        f"worker 1 (localhost:{ports[1]})",
+        "error: not every worker of TF_CONFIG started within --worker_timeout=2 s (waited for "
+        f"worker 1 (localhost:{ports[1]})). Start each with the same command and its own "
+        "TF_CONFIG task (scripts/local_workers.py does), or raise --worker_timeout.",
+    ], job.stderr[-3000:]
+    assert job.returncode != 0 and "Traceback" not in job.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("{not json", "TF_CONFIG is not JSON"),
+    ('[1, 2]', "TF_CONFIG must be a JSON object"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+     "task ('worker', index 3) is not in its cluster (worker: 1)"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "ps", "index": 0}}',
+     "may only list chief and worker addresses"),
+    ('{"cluster": {"worker": ["a:1", "no port"]}, "task": {"type": "worker", "index": 0}}',
+     "worker address 'no port' is not host:port"),
+    ('{"cluster": {"worker": ["a:1", "b:99999"]}, "task": {"type": "worker", "index": 0}}',
+     "worker address 'b:99999' is not host:port"),
+])
+def test_malformed_tf_config_is_one_line(monkeypatch, tf_config, message):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(distribute.DistributeError, match=message.replace("(", r"\(").replace(
+            ")", r"\)")):
+        distribute.join_workers(timeout=1)
+
+
+def test_runs_that_are_not_multi_worker_do_not_read_tf_config(tmp_path, monkeypatch):
+    # Not even a malformed one, nor one that makes this process worker 1.
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(distribute.DistributeError):
+        distribute.is_chief()
+    results = training.run(tiny_config(tmp_path, epochs=1), splits=tiny_splits())
+    assert results["epochs"] == 1 and (tmp_path / "run" / "results.json").exists()
+
+
+def test_home_in_paths_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    results = training.run(tiny_config(tmp_path, epochs=1, model_dir="~/runs/x",
+                                       save_init_file="~/init.npz"), splits=tiny_splits())
+    assert (tmp_path / "home" / "runs" / "x" / "results.json").is_file()
+    assert (tmp_path / "home" / "init.npz").is_file()
+    assert results["model_dir"] == str(tmp_path / "home" / "runs" / "x")
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(optimizer="adam", momentum=0.5),
+     "--momentum is only used with --optimizer=sgd; --optimizer=adam ignores it. "
+     "Received: --momentum=0.5"),
+    (dict(optimizer="adam", nesterov=False), "--nesterov is only used with --optimizer=sgd"),
+    (dict(lr_schedule="constant", lr_decay_rate=0.5),
+     "--lr_decay_rate is only used with --lr_schedule=exponential; --lr_schedule=constant"),
+    (dict(lr_schedule="cosine", lr_decay_epochs=3.0), "--lr_decay_epochs is only used with"),
+    (dict(plateau_patience=3), "--plateau_patience is only used with --lr_schedule=plateau"),
+    (dict(weight_init="glorot_uniform", init_factor=6.0),
+     "--init_factor is only used with --weight_init=elus; --weight_init=glorot_uniform"),
+    (dict(mask="signed", bernoulli_eval="sample"),
+     "--bernoulli_eval is only used with --mask=bernoulli; --mask=signed ignores it"),
+    (dict(tpu="foo"), "--tpu is only used with --strategy=tpu; --strategy=default"),
+    (dict(worker_timeout=5.0), "--worker_timeout is only used with --strategy=multi_worker"),
+    (dict(worker_timeout=-1.0), "--worker_timeout must be >= 0"),
+    (dict(seed=2**64), r"--seed must be in \[0, 2\*\*63\)"),
+])
+def test_flags_the_run_would_ignore_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ssm_config.ConfigError, match=message.replace("(", r"\(").replace(
+            ")", r"\)") if "\\" not in message else message):
+        tiny_config(tmp_path, **overrides).validate()
+
+
+def test_flags_that_are_used_pass(tmp_path):
+    for overrides in (dict(optimizer="sgd", momentum=0.5), dict(lr_decay_rate=0.5),
+                      dict(lr_schedule="plateau", plateau_patience=3),
+                      dict(weight_init="elus", init_factor=6.0),
+                      dict(mask="bernoulli", bernoulli_eval="sample"),
+                      dict(strategy="tpu", tpu="local"),
+                      dict(strategy="multi_worker_mirrored", worker_timeout=5.0)):
+        tiny_config(tmp_path, **overrides).validate()
+
+
+def test_files_that_are_not_what_they_should_be_are_one_error_line(tmp_path, capsys):
+    binary = tmp_path / "run.flags"
+    binary.write_bytes(b"\x00\xff\xfe\x80binary")
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        command.parse_flags(["ssm_keras.train", f"--flagfile={binary}"], flag_values)
+    assert exit_info.value.code == 1
+    assert_one_error_line(capsys.readouterr(), "a flagfile is not UTF-8 text")
+    (tmp_path / "a file").write_text("x")
+    assert export_cli(f"--model_dir={tmp_path / 'a file'}", f"--out={tmp_path / 'out'}") == 1
+    assert_one_error_line(capsys.readouterr(), "a file is a file, not a training run's folder")
+
+
+def test_only_runs_that_finished_count_as_finished(tmp_path):
+    splits = tiny_splits()
+    diverged = tmp_path / "diverged"
+    with pytest.raises(Exception, match="diverged"):
+        training.run(tiny_config(diverged, regime="weights", learning_rate=1e6), splits=splits)
+    training.run(tiny_config(tmp_path / "done", epochs=1), splits=splits)
+    truncated = tmp_path / "truncated" / "run"
+    truncated.mkdir(parents=True)
+    (truncated / "results.json").write_text('{"status": "fini')
+    calls = []
+
+    def runner(command):
+        calls.append(command)
+        return 1
+
+    for folder, expected in ((diverged / "run", "failed"), (truncated, "failed"),
+                             (tmp_path / "done" / "run", "finished")):
+        assert launch.train_if_missing(["train"], str(folder), runner) == expected
+    assert len(calls) == 2  # the diverged and the truncated runs are not skipped
+
+
+def test_plots_of_hand_edited_run_files_are_one_error_line(tmp_path, capsys):
+    from ssm_keras import plots
+
+    run = tmp_path / "run"
+    _fake_run(run, 0.97, 3.0)
+    results = json.loads((run / "results.json").read_text())
+    flag_values = flags.FlagValues()
+    plots.define_flags(flag_values)
+    flag_values(["plots", f"--model_dir={run}"])
+    for name, text in (
+        ("results.json", json.dumps({**results, "layers": [{"name": "dense_1"}]})),
+        ("results.json", json.dumps({**results, "layers": [[1, 2]]})),
+        ("results.json", json.dumps({**results, "test_accuracy": "high"})),
+        ("history.jsonl", "[1, 2]\n"),
+    ):
+        good = (run / name).read_text()
+        (run / name).write_text(text)
+        assert command.run(lambda: plots.run_command(flag_values)) == 1
+        assert_one_error_line(capsys.readouterr(), f"the results.json or history.jsonl of {run}")
+        (run / name).write_text(good)
+
+
+def test_scripts_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_path, capsys):
+    reproduce, initial_logits = _script("reproduce"), _script("initial_logits")
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        _fake_run(runs / "fcn_mnist_signed" / f"seed{seed}", 0.97, 3.0)
+    diverged = runs / "fcn_mnist_signed" / "seed2"
+    diverged.mkdir()
+    (diverged / "results.json").write_text('{"status": "diverged", "message": "nan", "epoch": 1}')
+    truncated = runs / "fcn_mnist_baseline" / "seed0"
+    truncated.mkdir(parents=True)
+    (truncated / "results.json").write_text('{"status": "fini')
+    assert reproduce.main(["--experiments=fcn_mnist_signed,fcn_mnist_baseline",
+                           "--seeds=0,1,2", f"--runs_dir={runs}", "--aggregate_only"]) == 0
+    table = json.loads((runs / "table.json").read_text())["experiments"]
+    assert table["fcn_mnist_signed"]["seeds"] == [0, 1]
+    capsys.readouterr()
+    (tmp_path / "a file").write_text("x")
+    for script, argv, message in (
+        (reproduce, [f"--runs_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
+        (_script("supermask_init_study"), [f"--runs_dir={tmp_path / 'a file'}"],
+         "is a file; name a folder"),
+        (initial_logits, ["--init_factors=6,-3"], "--init_factors must be > 0"),
+        (initial_logits, [f"--out={tmp_path / 'missing' / 'x.json'}"], "no folder"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            script.parse_args(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_another_keras_backend_is_one_error_line(tmp_path):
+    job = subprocess.run([sys.executable, "-m", "ssm_keras.train", "--arch=fcn"], cwd=tmp_path,
+                         env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 1
+    assert job.stderr == ("error: ssm_keras needs the TensorFlow backend of Keras 3, but "
+                          "KERAS_BACKEND='jax'. Unset KERAS_BACKEND or set it to 'tensorflow'.\n")
+
+
+def test_a_worker_lost_during_training_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """TensorFlow aborts a multi-worker job's collectives when a peer is gone
+    (measured with two workers, one killed with SIGKILL in epoch 3); here the
+    abort is raised in this process' one-worker job."""
+    import tensorflow as tf
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = distribute.get_strategy("multi_worker_mirrored")
+
+    def aborted(*args, **kwargs):
+        raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: failed to "
+                                         "connect to all addresses\nmore")
+
+    monkeypatch.setattr(training, "fit", aborted)
+    code = command.run(lambda: training.run(tiny_config(tmp_path), splits=tiny_splits(),
+                                            strategy=strategy))
+    assert code == 1
+    assert_one_error_line(capsys.readouterr(), "a worker of the job stopped or cannot be reached "
+                          "(Collective ops is aborted by: failed to connect to all addresses). "
+                          "Start all workers again with the same command")
