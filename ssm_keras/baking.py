@@ -100,14 +100,8 @@ def _plain_layer(layer):
     """The stock layer that replaces `layer` in the baked model (no weights yet)."""
     if type(layer) in STOCK_COUNTERPARTS:
         stock, arguments = STOCK_COUNTERPARTS[type(layer)]
-        return stock(
-            **{argument: getattr(layer, argument) for argument in arguments},
-            name=layer.name,
-            dtype=layer.dtype_policy,
-            activation=layer.activation,
-            use_bias=layer.use_bias,
-            activity_regularizer=layer.activity_regularizer,
-        )
+        return stock(**{argument: getattr(layer, argument) for argument in arguments},
+                     **ssm_layers.shared_arguments(layer))
     if isinstance(layer, ssm_layers.PerImageStandardization):
         return standardization_model(layer.input.shape[1:], name=layer.name)
     if isinstance(layer, ssm_layers.FixedAffineBatchNormalization):

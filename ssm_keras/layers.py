@@ -604,6 +604,14 @@ class PerImageStandardization(keras.layers.Layer):
         return input_shape
 
 
+def shared_arguments(layer):
+    """The arguments a masked layer and its Keras counterpart share besides
+    the kernel's shape: name, dtype policy, activation, bias use and activity
+    regulariser (`supermask` and `bake` convert one into the other)."""
+    return dict(name=layer.name, dtype=layer.dtype_policy, activation=layer.activation,
+                use_bias=layer.use_bias, activity_regularizer=layer.activity_regularizer)
+
+
 def find_layers(model, types):
     """The layers of `model` that are instances of `types`, in order,
     nested models included, each once."""

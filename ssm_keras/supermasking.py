@@ -246,14 +246,10 @@ def supermask(
 
     def masked_kwargs(layer):
         return dict(
-            name=layer.name,
-            dtype=layer.dtype_policy,
-            activation=layer.activation,
-            use_bias=layer.use_bias,
+            **ssm_layers.shared_arguments(layer),
             bias_initializer=layer.bias_initializer,
             train_bias=train_bias,
             kernel_initializer=initializer if kernels == "redraw" else _kernel_initializer(layer),
-            activity_regularizer=layer.activity_regularizer,
             seed=seed,
             **dataclasses.asdict(mask_config),
         )
