@@ -27,7 +27,9 @@ pixel values) and the preprocessing done by the model's first layers;
 `metadata`, free JSON (data set, architecture, ...); `masked_layers`, one
 record per masked layer (below); `variables`, every other variable
 (thresholds, biases, batch-norm moving statistics, weights of plain layers)
-as `{layer, name, dtype, shape, offset, size}`, stored raw (little-endian) in
+as `{layer, name, index, dtype, shape, offset, size}` (`index`: the position
+in the layer's weights, by which it is restored; files without it are
+restored by name), stored raw (little-endian) in
 the payload. A blob reference `{offset, size}` counts bytes from the start of
 the payload.
 
@@ -389,20 +391,22 @@ def _encode_masked_layer(layer, payload):
 
 
 def _stored_variables(model):
-    """`(layer, variable)` of every variable but masked kernels and scores."""
+    """`(layer, index, variable)` of every variable but masked kernels and
+    scores; `index` is the variable's position in `layer.weights`."""
     for layer in cloning.leaf_layers(model):
         coded = ("kernel", "scores") if isinstance(layer, ssm_layers.MaskedLayer) else ()
-        for variable in layer.weights:
+        for index, variable in enumerate(layer.weights):
             if variable.name not in coded:
-                yield layer, variable
+                yield layer, index, variable
 
 
-def _encode_variable(layer, variable, payload):
+def _encode_variable(layer, index, variable, payload):
     dtype = np.dtype(variable.dtype).newbyteorder("<")
     data = variable.numpy().astype(dtype).tobytes()
     return {
         "layer": layer.name,
         "name": variable.name,
+        "index": index,
         "dtype": str(variable.dtype),
         "shape": list(variable.shape),
         **payload.add(data),
@@ -450,8 +454,8 @@ def save_compact(model, path, metadata=None):
             for layer in ssm_layers.masked_layers(model)
         ],
         "variables": [
-            _encode_variable(layer, variable, payload)
-            for layer, variable in _stored_variables(model)
+            _encode_variable(layer, index, variable, payload)
+            for layer, index, variable in _stored_variables(model)
         ],
     }
     header_bytes = compress_header(header)
@@ -566,10 +570,15 @@ def _restore_masked_layer(layer, record, payload):
 
 
 def _restore_variable(variables, record, payload):
+    """Restores one variable, found by its layer and position (`index`), or
+    by its layer and name in files written before positions were stored
+    (a variable created without a name gets a different one in every
+    process, e.g. `variable_18`)."""
     key = (record["layer"], record["name"])
-    if key not in variables:
+    lookup = (record["layer"], record["index"]) if "index" in record else key
+    if lookup not in variables:
         raise CompactFileError(f"the model has no variable {'/'.join(key)}")
-    variable = variables[key]
+    variable = variables[lookup]
     dtype = np.dtype(record["dtype"]).newbyteorder("<")
     value = np.frombuffer(_blob(payload, record), dtype)
     shape = tuple(variable.shape)
@@ -656,9 +665,10 @@ def _restore(header, payload, path):
     except (TypeError, ValueError, KeyError) as error:
         raise CompactFileError(f"compact file {path}: cannot rebuild its model ({error})") from None
     variables = {
-        (layer.name, variable.name): variable
+        key: variable
         for layer in cloning.leaf_layers(model)
-        for variable in layer.weights
+        for index, variable in enumerate(layer.weights)
+        for key in ((layer.name, variable.name), (layer.name, index))
     }
     for record in header["variables"]:
         _restore_variable(variables, record, payload)

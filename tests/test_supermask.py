@@ -383,3 +383,26 @@ def test_the_public_api_is_importable_from_the_package():
         assert owners and getattr(ssm_keras, name) is getattr(owners[0], name), name
     with pytest.raises(AttributeError, match="no attribute 'supermask_all'"):
         ssm_keras.supermask_all  # noqa: B018
+
+
+@keras.saving.register_keras_serializable(package="ssm_keras_tests")
+class _UnnamedScale(keras.layers.Layer):
+    """A user layer whose weight has no name (as keras.applications'
+    ConvNeXt LayerScale): Keras names it `variable_<n>`, a new n per build."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+
+@pytest.mark.slow
+def test_compact_round_trip_of_a_layer_with_an_unnamed_weight(tmp_path):
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Dense(3, name="out")(_UnnamedScale(name="scale")(inputs))
+    masked = ssm_keras.supermask(keras.Model(inputs, outputs), seed=0)
+    masked.get_layer("scale").scale.assign(np.arange(1, 7, dtype="float32"))
+    ssm_keras.save_compact(masked, tmp_path / "model.ssm")
+    loaded = ssm_keras.load_compact(tmp_path / "model.ssm").masked_model
+    np.testing.assert_array_equal(loaded.get_layer("scale").scale.numpy(), np.arange(1, 7))
