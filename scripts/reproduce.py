@@ -7,7 +7,7 @@
     python scripts/reproduce.py --aggregate_only     # table and plots of what is finished
 
 Experiments are the stems of the flagfiles in `flags/` that belong to the
-paper's table (DESIGN section 6), `<model>_<data>_signed` and
+paper's table (Koster et al. 2022, Table 1), `<model>_<data>_signed` and
 `<model>_<data>_baseline`, and the recipes found with `ssm_keras.tune`,
 `<model>_<data>_signed_tuned` (`TUNED`; a row of their own in the table).
 Each missing run is one subprocess
@@ -58,7 +58,7 @@ from ssm_keras import run_dir as run_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# DESIGN section 6: the paper's means (test accuracy in %, remaining weights).
+# The paper's means (test accuracy in %, remaining weights), Koster et al. 2022.
 PAPER = {
     "fcn_mnist": ("FCN", "MNIST", 97.42, 97.48, 3.77, "10.1K"),
     "conv2_cifar10": ("Conv2", "CIFAR-10", 68.79, 68.37, 0.60, "25.8K"),

@@ -1,4 +1,4 @@
-"""The supermask-as-initialisation study (DESIGN section 5), end to end.
+"""The supermask-as-initialisation study (docs/study.md), end to end.
 
     python scripts/supermask_init_study.py --data_dir=../shared/data
     # Wide ResNet-28-1 on MNIST, 3 epochs per run:
@@ -19,9 +19,9 @@ and the flagfiles' `--weight_init`), each one run of `ssm_keras.train`:
    SGD at a very large constant learning rate (`--bernoulli_learning_rate`);
 3. `mask_then_weights`: `flags/wrn28_cifar10_mask_then_weights.flags` with
    `--mask_from=<runs_dir>/mask`: the binary mask of (2) is frozen and its
-   surviving weights train with Adam at learning rate 1e-5. DESIGN section
-   5 says "the best mask of (2)": this is the mask (2) ends with (its
-   `model.keras`); no best-validation checkpoint is kept.
+   surviving weights train with Adam at learning rate 1e-5. The study's
+   description takes "the best mask of (2)": this is the mask (2) ends with
+   (its `model.keras`); no best-validation checkpoint is kept.
 
 Extra flags (any flag of `ssm_keras.train`, such as `--dataset=mnist`) apply
 to every run and override the flagfiles; the earlier recipe (SGD for the
