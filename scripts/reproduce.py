@@ -7,7 +7,7 @@
     python scripts/reproduce.py --aggregate_only     # table and plots of what is finished
 
 Experiments are the stems of the flagfiles in `flags/` that belong to the
-paper's table (Koster et al. 2022, Table 1), `<model>_<data>_signed` and
+paper's results table (Koster et al., ICLR 2022), `<model>_<data>_signed` and
 `<model>_<data>_baseline`, and the recipes found with `ssm_keras.tune`,
 `<model>_<data>_signed_tuned` (`TUNED`; a row of their own in the table).
 Each missing run is one subprocess
