@@ -114,6 +114,11 @@ def regime_command(args, extra, run):
     if run == "mask_bernoulli":
         run_flags = (*run_flags, f"--learning_rate={args.bernoulli_learning_rate}")
     more = [*run_flags, *extra]
+    schedules = [flag.split("=", 1)[1] for flag in more if flag.startswith("--lr_schedule=")]
+    if schedules and schedules[-1] != "plateau":
+        # The mask flagfile's plateau settings would be refused as ignored.
+        more += [f"--plateau_patience={TrainConfig.plateau_patience}",
+                 f"--plateau_factor={TrainConfig.plateau_factor}"]
     if regime == "mask_then_weights":
         more.append(f"--mask_from={regime_dir(args.runs_dir, 'mask')}")
     return launch.train_command(flagfile, regime_dir(args.runs_dir, run), args.seed,
