@@ -670,6 +670,7 @@ def test_bad_batch_size_or_labels_are_refused():
             make(images, np.arange(2), 2)
 
 
+@pytest.mark.slow
 def test_flip_translate_rotate_geometry(monkeypatch):
     """Rotations turn about the centre; without them, a flip or nothing."""
     spot = np.zeros((8, 9, 9, 1), np.uint8)

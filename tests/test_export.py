@@ -217,6 +217,7 @@ def test_existing_export_is_kept_unless_overwrite(fcn_run, tmp_path, capsys):
     assert json.loads((out_dir / "export.json").read_text())["formats"] == ["keras"]
 
 
+@pytest.mark.slow
 def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_path, capsys,
                                                                    monkeypatch):
     run_dir, _ = fcn_run

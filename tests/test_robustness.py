@@ -31,6 +31,7 @@ def _crash_after(monkeypatch, epochs):
     monkeypatch.setattr(training, "_callbacks", crashing)
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_state_and_flags_are_refused_not_believed(tmp_path, monkeypatch):
     splits = tiny_splits()
     config = tiny_config(tmp_path)  # 3 epochs
@@ -70,6 +71,7 @@ def test_damaged_checkpoint_state_and_flags_are_refused_not_believed(tmp_path, m
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
     fcn_splits, conv_splits = tiny_splits(), tiny_splits(shape=(8, 8, 3))
     conv2 = tmp_path / "conv2" / "run"
@@ -102,6 +104,7 @@ class _KilledBeforeTheFirstCheckpoint(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_writing_its_init_file_resumes(tmp_path, monkeypatch):
     splits = tiny_splits()
     init = tmp_path / "inits" / "init.npz"
@@ -126,6 +129,7 @@ def test_a_run_killed_after_writing_its_init_file_resumes(tmp_path, monkeypatch)
     assert sorted(path.name for path in init.parent.iterdir()) == ["init.npz"]
 
 
+@pytest.mark.slow
 def test_init_files_that_cannot_be_written_or_hold_no_floats(tmp_path, monkeypatch):
     splits = tiny_splits()
     (tmp_path / "file").write_text("x")
@@ -177,6 +181,7 @@ def _worker(tmp_path, mnist_dir, ports):
     return job
 
 
+@pytest.mark.slow
 def test_a_worker_whose_address_is_taken_is_one_error_line(tmp_path, mnist_dir):
     with socket.socket() as taken:
         taken.bind(("localhost", 0))
@@ -189,6 +194,7 @@ def test_a_worker_whose_address_is_taken_is_one_error_line(tmp_path, mnist_dir):
     assert job.returncode == 1 and "Traceback" not in job.stderr
 
 
+@pytest.mark.slow
 def test_a_worker_whose_peers_never_start_says_so_and_gives_up(tmp_path, mnist_dir):
     ports = [_free_port(), _free_port()]
     job = _worker(tmp_path, mnist_dir, ports)
@@ -223,6 +229,7 @@ def test_malformed_tf_config_is_one_line(monkeypatch, tf_config, message):
         distribute.join_workers(timeout=1)
 
 
+@pytest.mark.slow
 def test_runs_that_are_not_multi_worker_do_not_read_tf_config(tmp_path, monkeypatch):
     # Not even a malformed one, nor one that makes this process worker 1.
     monkeypatch.setenv("TF_CONFIG", "{not json")
@@ -232,6 +239,7 @@ def test_runs_that_are_not_multi_worker_do_not_read_tf_config(tmp_path, monkeypa
     assert results["epochs"] == 1 and (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_home_in_paths_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
@@ -291,6 +299,7 @@ def test_files_that_are_not_what_they_should_be_are_one_error_line(tmp_path, cap
     assert_one_error_line(capsys.readouterr(), "a file is a file, not a training run's folder")
 
 
+@pytest.mark.slow
 def test_only_runs_that_finished_count_as_finished(tmp_path):
     splits = tiny_splits()
     diverged = tmp_path / "diverged"
@@ -334,6 +343,7 @@ def test_plots_of_hand_edited_run_files_are_one_error_line(tmp_path, capsys):
         (run / name).write_text(good)
 
 
+@pytest.mark.slow
 def test_scripts_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_path, capsys):
     reproduce, initial_logits = _script("reproduce"), _script("initial_logits")
     runs = tmp_path / "runs"

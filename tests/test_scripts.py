@@ -95,6 +95,7 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert json.loads(out.read_text()) == report
 
 
+@pytest.mark.slow
 def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys):
     run, results, _, labels = trained_fcn
     script = _script("benchmark_inference")

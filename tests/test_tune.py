@@ -389,6 +389,7 @@ def test_a_diverged_trial_fails_alone_other_errors_stop_the_search():
         damaged()
 
 
+@pytest.mark.slow
 def test_a_second_search_in_the_same_folder_is_refused(tmp_path, mnist_splits, monkeypatch):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=1)
     spy = _Spy(monkeypatch)
@@ -402,6 +403,7 @@ def test_a_second_search_in_the_same_folder_is_refused(tmp_path, mnist_splits, m
     assert len(tuning.run(search, tiny_config(), mnist_splits)) == 1
 
 
+@pytest.mark.slow
 def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_splits, capsys):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
                                  learning_rate_range="1e6:1e7")
