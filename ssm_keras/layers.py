@@ -462,7 +462,6 @@ class MaskedConv1D(_MaskedFilterConv):
     """
 
     def __init__(self, filters, kernel_size, **kwargs):
-        kwargs.pop("rank", None)
         super().__init__(1, filters, kernel_size, **kwargs)
 
 
@@ -494,7 +493,6 @@ class MaskedConv2D(_MaskedFilterConv):
     """
 
     def __init__(self, filters, kernel_size, **kwargs):
-        kwargs.pop("rank", None)
         super().__init__(2, filters, kernel_size, **kwargs)
 
 
@@ -536,7 +534,6 @@ class MaskedDepthwiseConv2D(MaskedConv):
                 "depth_multiplier must be a positive int. Received: "
                 f"depth_multiplier={depth_multiplier!r}"
             )
-        kwargs.pop("rank", None)
         super().__init__(2, kernel_size, **kwargs)
         self.depth_multiplier = depth_multiplier
 
