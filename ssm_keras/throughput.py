@@ -1,9 +1,5 @@
-"""Training and inference throughput: masked models against plain Keras.
-
-    python scripts/benchmark.py                          # fcn, conv2, conv4, batch 128
-    python scripts/benchmark.py --archs=conv6,resnet20 --out=bench.json
-    python scripts/benchmark.py --archs=fcn --quick      # seconds (the tests use it)
-    python scripts/benchmark.py --archs=MobileNetV2      # any keras.applications model
+"""Training and inference throughput: masked models against plain Keras
+(the measurements of `ssm_keras.benchmark`).
 
 For every architecture the signed-supermask model and the plain Keras model
 of the same architecture (`models.build_model(arch, masked=True/False)`; for
@@ -24,7 +20,7 @@ model's throughput is the median over its windows of
     images/s = window_steps * batch_size / window seconds,
 
 and `step_time_ratio = plain images/s / masked images/s` is what a masked
-step costs in plain steps (issue 6's target: at most 1.05). `paired_step_time_ratio`,
+step costs in plain steps (the target: at most 1.05). `paired_step_time_ratio`,
 the median over window pairs of masked seconds / plain seconds, is less
 sensitive to a load that changes during the run.
 
@@ -63,207 +59,101 @@ averages are recorded at start and end.
 Inference: images/s of the baked export (`baking.bake`, stock Keras layers)
 and of the masked model, each called as a `tf.function` on the batch, median
 of `--windows` windows.
-
-Import `ssm_keras` before TensorFlow, as here, so that its CPU settings
-apply. Writes `--out` (JSON: machine, settings, every training window) and,
-beside it, the markdown table it prints (`.md`); refuses to replace them
-unless given `--overwrite`.
 """
 
-import argparse
-import json
+import dataclasses
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import ssm_keras  # noqa: E402  (first: its CPU settings precede TensorFlow)
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from ssm_keras import baking, choices, data, masking, models, training  # noqa: E402
-from ssm_keras import config as ssm_config  # noqa: E402
-from ssm_keras import layers as ssm_layers  # noqa: E402
+import ssm_keras
+from ssm_keras import baking, choices, data, masking, measurement, models, training
+from ssm_keras import config as ssm_config
+from ssm_keras import layers as ssm_layers
+from ssm_keras.command import flag_field
+from ssm_keras.errors import UserError
 
 DEFAULT_ARCHS = "fcn,conv2,conv4"
 MAX_STEPS_PER_EXECUTION = 64
-QUICK = {"windows": 2, "window_seconds": 0.2, "execution_seconds": 0.05, "window_steps": 0,
-         "matmul_size": 256}
-ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-            "OMP_NUM_THREADS", "KERAS_BACKEND")
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", default=DEFAULT_ARCHS,
-                        help="comma-separated architectures of models.ARCHITECTURES or "
-                             "keras.applications models (MobileNetV2, ...)")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps_per_execution", type=int, default=0,
-                        help="training steps per call into TensorFlow; 0: per architecture")
-    parser.add_argument("--execution_seconds", type=float, default=0.25,
-                        help="longest execution when --steps_per_execution=0")
-    parser.add_argument("--windows", type=int, default=5, help="timed windows per model")
-    parser.add_argument("--window_steps", type=int, default=0,
-                        help="training steps per window; 0: about --window_seconds")
-    parser.add_argument("--window_seconds", type=float, default=5.0)
-    parser.add_argument("--width", type=int, default=None, help="width multiplier")
-    parser.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="compile steps with XLA (default: as training, Keras decides: "
-                             "on with a GPU or TPU, off on CPUs)")
-    parser.add_argument("--precisions", default="float32",
-                        help="comma-separated dtype policies of "
-                             f"{', '.join(choices.PRECISIONS)}")
-    parser.add_argument("--peak_gflops", type=float, default=None,
-                        help="the peak GFLOP/s for the arithmetic ceiling of every precision "
-                             "(default: measured in this run, by a matmul in each "
-                             "precision's compute dtype)")
-    parser.add_argument("--matmul_size", type=int, default=2048,
-                        help="n of the n^3 matmul that measures the peak GFLOP/s")
-    add_report_arguments(parser, "benchmark.json", QUICK)
-    args = parse_with_quick(parser, argv, QUICK)
-    args.archs = [arch.strip() for arch in args.archs.split(",") if arch.strip()]
-    if not args.archs:
-        parser.error("--archs is empty; give comma-separated architectures")
-    args.precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
-    if not args.precisions:
-        parser.error("--precisions is empty; give comma-separated dtype policies of "
-                     f"{', '.join(choices.PRECISIONS)}")
-    for precision in args.precisions:
-        if precision not in choices.PRECISIONS:
-            parser.error(f"--precisions: {precision!r} is not one of "
-                         f"{', '.join(choices.PRECISIONS)}")
-    for arch in args.archs:
-        if arch not in models.ARCHITECTURES and not is_application(arch):
-            parser.error(f"--archs: {arch!r} is neither an architecture of "
-                         f"{', '.join(models.ARCHITECTURES)} nor a keras.applications model")
-    minimum = {"batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
-               "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1}
-    for name, lowest in minimum.items():
-        if getattr(args, name) < lowest:
-            parser.error(f"--{name}={getattr(args, name)}: must be at least {lowest}")
-    for name in ("width", "peak_gflops"):
-        if getattr(args, name) is not None and not getattr(args, name) > 0:  # NaN too
-            parser.error(f"--{name}={getattr(args, name)}: must be positive")
-    check_report_arguments(parser, args)
-    return args
+class BenchmarkError(UserError):
+    """A bad setting of `ssm_keras.benchmark`."""
 
 
-# The report files (shared with `benchmark_inference.py`).
-def add_report_arguments(parser, default_out, quick):
-    """`--out`, `--overwrite` and `--quick` (whose settings are `quick`)."""
-    parser.add_argument("--out", default=default_out,
-                        help="JSON file to write; the table goes to the same name with .md")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out (and its .md) if they exist")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny windows (tests): " + json.dumps(quick))
+def split_names(text):
+    """The names of a comma-separated list, blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def parse_with_quick(parser, argv, quick):
-    """Parses `argv`; with `--quick`, the settings of `quick` replace those given."""
-    args = parser.parse_args(argv)
-    if args.quick:
-        for key, value in quick.items():
-            setattr(args, key, value)
-    return args
+@dataclasses.dataclass
+class BenchmarkConfig:
+    """The settings of a throughput benchmark; the field names are the
+    `ssm_keras.benchmark` flags."""
 
+    archs: str = flag_field(
+        DEFAULT_ARCHS,
+        "Comma-separated architectures of models.ARCHITECTURES or keras.applications "
+        "models (MobileNetV2, ...).")
+    batch_size: int = flag_field(128, "Images per training step.")
+    steps_per_execution: int = flag_field(
+        0, "Training steps per call into TensorFlow; 0: per architecture.")
+    execution_seconds: float = flag_field(
+        0.25, "Longest execution when --steps_per_execution=0.")
+    windows: int = flag_field(5, "Timed windows per model.")
+    window_steps: int = flag_field(
+        0, "Training steps per window; 0: about --window_seconds.")
+    window_seconds: float = flag_field(5.0, "Seconds of a window when --window_steps=0.")
+    width: int | None = flag_field(None, "Width multiplier.")
+    jit_compile: bool | None = flag_field(
+        None, "Compile steps with XLA (default: as training, Keras decides: on with a GPU or "
+        "TPU, off on CPUs).")
+    precisions: str = flag_field(
+        "float32", f"Comma-separated dtype policies of {', '.join(choices.PRECISIONS)}.")
+    peak_gflops: float | None = flag_field(
+        None, "The peak GFLOP/s for the arithmetic ceiling of every precision (default: "
+        "measured in this run, by a matmul in each precision's compute dtype).")
+    matmul_size: int = flag_field(
+        2048, "n of the n^3 matmul that measures the peak GFLOP/s.")
 
-def check_report_arguments(parser, args):
-    """Refuses an `--out` that names the table, lies in no folder, or exists
-    without `--overwrite`."""
-    if os.path.splitext(args.out)[1] == ".md":
-        parser.error(f"--out={args.out}: give the JSON file's name; the table goes beside it")
-    if not os.path.isdir(os.path.dirname(args.out) or "."):
-        parser.error(f"--out={args.out}: no folder {os.path.dirname(args.out)}")
-    existing = [path for path in output_paths(args.out) if os.path.exists(path)]
-    if existing and not args.overwrite:
-        parser.error(f"{', '.join(existing)} exists; choose another --out or pass --overwrite")
+    def arch_names(self):
+        """The architectures of `--archs`."""
+        return split_names(self.archs)
 
+    def precision_names(self):
+        """The dtype policies of `--precisions`."""
+        return split_names(self.precisions)
 
-def output_paths(out):
-    """The JSON report and, beside it, the markdown table."""
-    return out, os.path.splitext(out)[0] + ".md"
-
-
-def write_report(out, report, text):
-    """Writes `report` to `out` and `text` beside it (`.md`), and prints `text`."""
-    json_path, table_path = output_paths(out)
-    with open(json_path, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2)
-    with open(table_path, "w", encoding="utf-8") as file:
-        file.write(text)
-    print(text + f"wrote {json_path} and {table_path}")
-
-
-# The machine.
-# CPU features that decide which kernels TensorFlow can use: vector width,
-# and the fast bfloat16 / float16 paths (AVX-512 BF16 dot products, AMX tiles).
-CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
-
-
-def _first_cpuinfo_entry():
-    """`/proc/cpuinfo`'s fields for the first processor ({} where there is none)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
-
-
-def cpu_info():
-    """Model name, family/model/stepping (which name a processor generation
-    when the name does not, e.g. "AMD EPYC" in a virtual machine) and the
-    `CPU_FEATURES` present."""
-    fields = _first_cpuinfo_entry()
-    present = set(fields.get("flags", "").split())
-    return {
-        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
-        "cpu_id": {key.replace(" ", "_"): fields.get(key) for key in
-                   ("vendor_id", "cpu family", "model", "stepping")},
-        "cpu_flags": [flag for flag in CPU_FEATURES if flag in present],
-    }
-
-
-def matmul_gflops(size=2048, dtype="float32", repeats=5):
-    """GFLOP/s of a `size`^3 matmul in `dtype`, best of `repeats`: `2 n^3 / t`."""
-    a = tf.cast(tf.random.stateless_normal((size, size), seed=(0, 0)), dtype)
-    product = tf.function(lambda x: tf.matmul(x, x))
-    product(a).numpy()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
-
-
-def machine_info():
-    """CPU, cores, load, TensorFlow and Keras versions, devices, settings."""
-    return {
-        **cpu_info(),
-        "cores": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "devices": [device.name for device in tf.config.list_logical_devices()],
-        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
-        "environment": {key: os.environ.get(key) for key in ENV_KEYS},
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-    }
+    def validate(self):
+        """Raises `BenchmarkError` on the first bad setting, naming its value."""
+        if not self.arch_names():
+            raise BenchmarkError("--archs is empty; give comma-separated architectures")
+        if not self.precision_names():
+            raise BenchmarkError("--precisions is empty; give comma-separated dtype policies "
+                                 f"of {', '.join(choices.PRECISIONS)}")
+        for precision in self.precision_names():
+            if precision not in choices.PRECISIONS:
+                raise BenchmarkError(f"--precisions: {precision!r} is not one of "
+                                     f"{', '.join(choices.PRECISIONS)}")
+        for arch in self.arch_names():
+            if arch not in models.ARCHITECTURES and not is_application(arch):
+                raise BenchmarkError(
+                    f"--archs: {arch!r} is neither an architecture of "
+                    f"{', '.join(models.ARCHITECTURES)} nor a keras.applications model")
+        minimum = {"batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
+                   "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1}
+        for name, lowest in minimum.items():
+            if getattr(self, name) < lowest:
+                raise BenchmarkError(f"--{name}={getattr(self, name)}: must be at least "
+                                     f"{lowest}")
+        for name in ("width", "peak_gflops"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:  # NaN too
+                raise BenchmarkError(f"--{name}={getattr(self, name)}: must be positive")
 
 
 # Models and data.
@@ -277,7 +167,7 @@ def is_application(name):
     return name[:1].isupper() and callable(getattr(keras.applications, name, None))
 
 
-def train_config(arch, masked, args, precision="float32"):
+def train_config(arch, masked, settings, precision="float32"):
     """The `TrainConfig` of one benchmarked model (the flagfiles' recipes)
     under the dtype policy `precision`; a `keras.applications` model trains
     with the conv nets' recipe."""
@@ -286,11 +176,11 @@ def train_config(arch, masked, args, precision="float32"):
         dataset=default_dataset(arch),
         regime="mask" if masked else "weights",
         weight_init="elus" if masked else "elu",
-        width=args.width,
-        batch_size=args.batch_size,
+        width=settings.width,
+        batch_size=settings.batch_size,
         learning_rate=0.05 if masked else 0.01,
-        jit_compile=args.jit_compile,
-        steps_per_execution=max(args.steps_per_execution, 1),
+        jit_compile=settings.jit_compile,
+        steps_per_execution=max(settings.steps_per_execution, 1),
         mixed_precision=precision,
     )
 
@@ -352,18 +242,18 @@ def compute_dtype(precision):
     return keras.DTypePolicy(precision).compute_dtype
 
 
-def measured_peaks(args):
+def measured_peaks(settings):
     """`{compute dtype: GFLOP/s}` of the matmul in each precision's compute dtype."""
-    dtypes = sorted({compute_dtype(precision) for precision in args.precisions})
-    return {dtype: matmul_gflops(args.matmul_size, dtype) for dtype in dtypes}
+    dtypes = sorted({compute_dtype(precision) for precision in settings.precision_names()})
+    return {dtype: measurement.matmul_gflops(settings.matmul_size, dtype) for dtype in dtypes}
 
 
-def peak_for(precision, peaks, args):
+def peak_for(precision, peaks, settings):
     """The peak GFLOP/s of `precision`'s ceiling and where it came from."""
-    if args.peak_gflops is not None:
-        return args.peak_gflops, "--peak_gflops"
+    if settings.peak_gflops is not None:
+        return settings.peak_gflops, "--peak_gflops"
     dtype = compute_dtype(precision)
-    return peaks[dtype], f"measured: {dtype} {args.matmul_size}^3 matmul"
+    return peaks[dtype], f"measured: {dtype} {settings.matmul_size}^3 matmul"
 
 
 # Timing.
@@ -409,28 +299,28 @@ def median_images_per_second(seconds, steps, batch_size):
     return statistics.median(steps * batch_size / s for s in seconds)
 
 
-def measure_training(arch, args, batch, precision):
+def measure_training(arch, settings, batch, precision):
     """Interleaved training windows of the masked and the plain model."""
-    configs = {name: train_config(arch, name == "masked", args, precision)
+    configs = {name: train_config(arch, name == "masked", settings, precision)
                for name in ("masked", "plain")}
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    spe = args.steps_per_execution
+    spe = settings.steps_per_execution
     if spe == 0:
         probe = build(arch, configs["masked"], 1)
         train_window(probe, dataset, 2)  # traces
         spe = choose_steps_per_execution(train_window(probe, dataset, 3) / 3,
-                                         args.execution_seconds)
+                                         settings.execution_seconds)
     trained = {name: build(arch, config, spe) for name, config in configs.items()}
     for model in trained.values():
         train_window(model, dataset, spe)  # traces
     step_seconds = train_window(trained["masked"], dataset, 2 * spe) / (2 * spe)
-    steps = args.window_steps or window_steps_for(step_seconds, spe, args.window_seconds)
+    steps = settings.window_steps or window_steps_for(step_seconds, spe, settings.window_seconds)
     seconds = {name: [] for name in trained}
-    for window in range(args.windows):
+    for window in range(settings.windows):
         order = ("masked", "plain") if window % 2 == 0 else ("plain", "masked")
         for name in order:
             seconds[name].append(train_window(trained[name], dataset, steps))
-    speed = {name: median_images_per_second(s, steps, args.batch_size)
+    speed = {name: median_images_per_second(s, steps, settings.batch_size)
              for name, s in seconds.items()}
     return trained, {
         "steps_per_execution": spe,
@@ -521,25 +411,25 @@ def measure_inference(model, images, windows, window_seconds):
     return median_images_per_second(seconds, calls, len(images))
 
 
-def benchmark_arch(arch, args, precision, peaks):
+def benchmark_arch(arch, settings, precision, peaks):
     """Training and inference throughput of one architecture under the dtype
     policy `precision`; `peaks` as `measured_peaks` returns them."""
     spec = data.DATASETS[default_dataset(arch)]
-    batch = synthetic_batch(spec, args.batch_size)
-    trained, train = measure_training(arch, args, batch, precision)
+    batch = synthetic_batch(spec, settings.batch_size)
+    trained, train = measure_training(arch, settings, batch, precision)
     gflop = training_gflop_per_image(trained["plain"])
-    peak, peak_source = peak_for(precision, peaks, args)
+    peak, peak_source = peak_for(precision, peaks, settings)
     ceiling = peak / gflop
     masked = trained["masked"]
-    plain_step = args.batch_size / train["plain"]["images_per_s"]
+    plain_step = settings.batch_size / train["plain"]["images_per_s"]
     mask_seconds = mask_seconds_per_step(masked, precision)
-    inference_seconds = min(args.window_seconds, 2.0)
+    inference_seconds = min(settings.window_seconds, 2.0)
     return {
         "arch": arch,
         "precision": precision,
         "data": f"synthetic, {spec.name} shapes",
         "input_shape": list(spec.image_shape),
-        "batch_size": args.batch_size,
+        "batch_size": settings.batch_size,
         "masked_weights": models.masked_weight_count(masked),
         "training": train,
         "mask_seconds_per_step": mask_seconds,
@@ -552,9 +442,9 @@ def benchmark_arch(arch, args, precision, peaks):
         "plain_fraction_of_ceiling": train["plain"]["images_per_s"] / ceiling,
         "inference": {
             "baked_images_per_s": measure_inference(
-                baking.bake(masked), batch[0], args.windows, inference_seconds),
+                baking.bake(masked), batch[0], settings.windows, inference_seconds),
             "masked_images_per_s": measure_inference(
-                masked, batch[0], args.windows, inference_seconds),
+                masked, batch[0], settings.windows, inference_seconds),
         },
     }
 
@@ -612,38 +502,19 @@ def format_table(records):
     return "\n".join(lines)
 
 
-def run(args):
-    """Benchmarks every architecture of `args.archs` under every precision of
-    `args.precisions`; returns the JSON dict."""
-    machine = machine_info()
-    peaks = measured_peaks(args)
+def run(settings):
+    """Benchmarks every architecture of `settings.archs` under every precision of
+    `settings.precisions`; returns the JSON dict."""
+    machine = measurement.machine_info()
+    peaks = measured_peaks(settings)
     machine["matmul_gflops"] = peaks
-    settings = {key: value for key, value in vars(args).items() if key != "out"}
+    recorded = {**dataclasses.asdict(settings), "archs": settings.arch_names(),
+                "precisions": settings.precision_names()}
     records = []
-    for arch in args.archs:
-        for precision in args.precisions:
+    for arch in settings.arch_names():
+        for precision in settings.precision_names():
             keras.utils.clear_session()
-            records.append(benchmark_arch(arch, args, precision, peaks))
+            records.append(benchmark_arch(arch, settings, precision, peaks))
     add_speedups(records)
     machine["load_average_end"] = list(os.getloadavg())
-    return {"machine": machine, "settings": settings, "results": records}
-
-
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    report = run(args)
-    machine = report["machine"]
-    cpu_id = machine["cpu_id"]
-    matmuls = ", ".join(f"{dtype} {gflops:.0f}" for dtype, gflops in machine["matmul_gflops"].items())
-    text = (f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
-            f"{' '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
-            f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
-            f"devices {', '.join(machine['devices'])}, matmul GFLOP/s: {matmuls}, load average "
-            f"{machine['load_average'][0]:.2f} -> {machine['load_average_end'][0]:.2f}\n\n"
-            + format_table(report["results"]) + "\n")
-    write_report(args.out, report, text)
-    return report
-
-
-if __name__ == "__main__":
-    main()
+    return {"machine": machine, "settings": recorded, "results": records}
