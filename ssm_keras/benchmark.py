@@ -31,6 +31,7 @@ def define_flags(flag_values=flags.FLAGS):
     command.define_flags(throughput.BenchmarkConfig, flag_values)
     measurement.define_report_flags(flag_values, "benchmark.json", QUICK)
     flags.adopt_module_key_flags(throughput, flag_values)
+    flags.adopt_module_key_flags(measurement, flag_values)
 
 
 def run_command(flag_values):

@@ -1,7 +1,7 @@
 """How saturated a network starts: its logits at initialisation, on real images.
 
-    python scripts/initial_logits.py --data_dir=../shared/data
-    python scripts/initial_logits.py --archs=conv6 --init_factors=6,3,2 --seeds=0,1
+    python -m ssm_keras.initial_logits --data_dir=../shared/data
+    python -m ssm_keras.initial_logits --archs=conv6 --init_factors=6,3,2 --seeds=0,1
 
 For each architecture, `elus` init factor and seed, the untrained model of
 `python -m ssm_keras.train --arch=A --init_factor=F --seed=S` (every other
@@ -14,48 +14,56 @@ prints, and writes as JSON to `--out`:
   `-log(clip(p_y, 1e-7, 1 - 1e-7))` gives no gradient (`ssm_keras.losses`).
 """
 
-import argparse
 import json
 import os
-import sys
 
 import keras
 import numpy as np
+from absl import flags
 
+from ssm_keras import command, data, losses, training
 from ssm_keras import config as ssm_config
-from ssm_keras import data, losses, training
+from ssm_keras.errors import UserError
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--archs", default="conv2,conv4,conv6,conv8")
-    parser.add_argument("--init_factors", default="6,3")
-    parser.add_argument("--seeds", default="0")
-    parser.add_argument("--examples", type=int, default=500)
-    parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--out", default="initial_logits.json")
-    args = parser.parse_args(argv)
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the flags: what to build, on which images, and `--out`."""
+    flags.DEFINE_list("archs", ["conv2", "conv4", "conv6", "conv8"], "Architectures.",
+                      flag_values=flag_values)
+    flags.DEFINE_list("init_factors", ["6", "3"], "Comma-separated elus init factors (> 0).",
+                      flag_values=flag_values)
+    flags.DEFINE_list("seeds", ["0"], "Comma-separated seeds.", flag_values=flag_values)
+    flags.DEFINE_integer("examples", 500, "Training images classified (> 0).",
+                         flag_values=flag_values)
+    flags.DEFINE_string("dataset", "cifar10", "The data set.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "Local copy of the data sets.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("out", "initial_logits.json", "JSON file to write (never replaced).",
+                        flag_values=flag_values)
+
+
+def checked_settings(flag_values):
+    """`(archs, init factors, seeds)` of the parsed flags; `UserError` on the
+    first bad setting."""
     try:
-        args.init_factors = [float(value) for value in args.init_factors.split(",")]
-        args.seeds = [int(value) for value in args.seeds.split(",")]
+        factors = [float(value) for value in flag_values["init_factors"].value]
+        seeds = [int(value) for value in flag_values["seeds"].value]
     except ValueError as error:
-        parser.error(f"--init_factors and --seeds take comma-separated numbers ({error})")
-    args.archs = args.archs.split(",")
-    for arch in args.archs:
-        try:
-            ssm_config.TrainConfig(arch=arch, dataset=args.dataset).validate()
-        except ssm_config.ConfigError as error:
-            parser.error(str(error))
-    if not all(factor > 0 for factor in args.init_factors):  # NaN too
-        parser.error(f"--init_factors must be > 0. Received: {args.init_factors}")
-    if not os.path.isdir(os.path.dirname(args.out) or "."):
-        parser.error(f"--out={args.out}: no folder {os.path.dirname(args.out)}")
-    if args.examples < 1:
-        parser.error(f"--examples must be > 0. Received: --examples={args.examples}")
-    if os.path.exists(args.out):
-        parser.error(f"--out={args.out} exists; it is not overwritten")
-    return args
+        raise UserError(f"--init_factors and --seeds take comma-separated numbers ({error})") from None
+    archs, dataset = flag_values["archs"].value, flag_values["dataset"].value
+    for arch in archs:
+        ssm_config.TrainConfig(arch=arch, dataset=dataset).validate()
+    if not all(factor > 0 for factor in factors):  # NaN too
+        raise UserError(f"--init_factors must be > 0. Received: {factors}")
+    out = flag_values["out"].value
+    if not os.path.isdir(os.path.dirname(out) or "."):
+        raise UserError(f"--out={out}: no folder {os.path.dirname(out)}")
+    if flag_values["examples"].value < 1:
+        raise UserError("--examples must be > 0. Received: "
+                        f"--examples={flag_values['examples'].value}")
+    if os.path.exists(out):
+        raise UserError(f"--out={out} exists; it is not overwritten")
+    return archs, factors, seeds
 
 
 def logit_statistics(model, images, labels, batch_size=250):
@@ -71,19 +79,18 @@ def logit_statistics(model, images, labels, batch_size=250):
             "clipped_fraction": float(np.mean(true_log_probability < np.log(losses.EPSILON)))}
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        splits = data.load_splits(args.dataset, args.data_dir, 0, 0, None)
-    except data.DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    images, labels = (array[:args.examples] for array in splits.train)
+def run_command(flag_values):
+    """Prints and writes the statistics of every architecture, init factor
+    and seed; returns the rows."""
+    archs, factors, seeds = checked_settings(flag_values)
+    dataset = flag_values["dataset"].value
+    splits = data.load_splits(dataset, flag_values["data_dir"].value, 0, 0, None)
+    images, labels = (array[:flag_values["examples"].value] for array in splits.train)
     rows = []
-    for arch in args.archs:
-        for factor in args.init_factors:
-            for seed in args.seeds:
-                config = ssm_config.TrainConfig(arch=arch, dataset=args.dataset,
+    for arch in archs:
+        for factor in factors:
+            for seed in seeds:
+                config = ssm_config.TrainConfig(arch=arch, dataset=dataset,
                                                 init_factor=factor, seed=seed)
                 model = training.build_model(config, splits.spec)
                 row = {"arch": arch, "init_factor": factor, "seed": seed,
@@ -92,10 +99,10 @@ def main(argv=None):
                 print(f"{arch} init factor {factor:g} seed {seed}: logit std "
                       f"{row['logit_std']:.2f}, p_true < 1e-7 for "
                       f"{100 * row['clipped_fraction']:.1f}% of {len(labels)} images", flush=True)
-    with open(args.out, "w", encoding="utf-8") as file:
-        json.dump({"dataset": args.dataset, "rows": rows}, file, indent=2)
-    return 0
+    with open(flag_values["out"].value, "w", encoding="utf-8") as file:
+        json.dump({"dataset": dataset, "rows": rows}, file, indent=2)
+    return rows
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command.main(define_flags, run_command)
