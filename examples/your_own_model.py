@@ -26,7 +26,6 @@ import time
 
 import ssm_keras
 import keras
-import numpy as np
 
 from ssm_keras import data, statistics
 
