@@ -13,13 +13,8 @@ import tensorflow as tf
 from ssm_keras import (benchmark, benchmark_inference, check_applications, command, export,
                        inference_speed, initial_logits, measurement, models, throughput)
 
-from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, parsed_flags,
-                      shared_data_dir)
-
-
-def _exit_status(module, *argv):
-    """The exit status of command `module` run with `argv` in this process."""
-    return command.run(lambda: module.run_command(parsed_flags(module, *argv)))
+from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
+                      parsed_flags, shared_data_dir)
 
 
 @pytest.mark.slow
@@ -62,7 +57,7 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert "| fcn | float32 | 128 |" in table and f"{train['step_time_ratio']:.3f}" in table
     assert (tmp_path / "bench.md").read_text().strip() in table
     # A second run refuses to replace the results, and names them.
-    assert _exit_status(benchmark, "--archs=fcn", "--quick", f"--out={out}") == 1
+    assert command_status(benchmark, "--archs=fcn", "--quick", f"--out={out}") == 1
     assert_one_error_line(capsys.readouterr(), str(out))
     assert json.loads(out.read_text()) == report
 
@@ -93,7 +88,7 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
     table = (tmp_path / "inference.md").read_text()
     assert table.count("| fcn | signed supermask") == 6
     capsys.readouterr()
-    assert _exit_status(benchmark_inference, *argv) == 1  # no --overwrite
+    assert command_status(benchmark_inference, *argv) == 1  # no --overwrite
     assert_one_error_line(capsys.readouterr(), "exists; choose another --out or pass --overwrite")
 
 
@@ -142,7 +137,7 @@ def test_benchmark_step_choices_and_flops():
     ("--archs=", "--archs is empty"),
 ])
 def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
-    assert _exit_status(benchmark, argument) == 1
+    assert command_status(benchmark, argument) == 1
     assert_one_error_line(capsys.readouterr(), named)
 
 
@@ -158,16 +153,16 @@ def test_benchmark_unknown_flag_is_one_error_line(capsys):
     (["--runs=x", "--windows=0"], "--windows=0"),
 ])
 def test_benchmark_inference_bad_arguments_name_the_value(arguments, named, capsys):
-    assert _exit_status(benchmark_inference, *arguments) == 1
+    assert command_status(benchmark_inference, *arguments) == 1
     assert_one_error_line(capsys.readouterr(), named)
 
 
 def test_check_applications_refuses_unknown_models_before_any_check(tmp_path, capsys):
-    assert _exit_status(check_applications, f"--out={tmp_path / 'out'}",
+    assert command_status(check_applications, f"--out={tmp_path / 'out'}",
                         "--models=MobileNetV2,NoSuchNet") == 1
     assert_one_error_line(capsys.readouterr(), "NoSuchNet not in keras.applications")
     assert not (tmp_path / "out").exists()
-    assert _exit_status(check_applications, "--models=MobileNetV2") == 1
+    assert command_status(check_applications, "--models=MobileNetV2") == 1
     assert_one_error_line(capsys.readouterr(), "--out is required")
 
 
@@ -192,5 +187,5 @@ def test_initial_logit_statistics_match_numpy():
     ("--archs=conv5", "conv5"), ("--examples=0", "--examples=0"),
 ])
 def test_initial_logits_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
-    assert _exit_status(initial_logits, argument, f"--out={tmp_path / 'logits.json'}") == 1
+    assert command_status(initial_logits, argument, f"--out={tmp_path / 'logits.json'}") == 1
     assert_one_error_line(capsys.readouterr(), named)

@@ -12,7 +12,7 @@ from absl import flags
 from ssm_keras import command, init_study, plots, reproduce, reproduction, study, train
 from ssm_keras import config as ssm_config
 
-from conftest import REPO, assert_one_error_line, parsed_flags
+from conftest import REPO, assert_one_error_line, command_status, parsed_flags
 
 
 def _fake_run(model_dir, accuracy, remaining_percent, epochs=3, regime="mask", flags=None):
@@ -43,16 +43,6 @@ def _flag(command_line, name):
 
 def _no_training(command_line):
     raise AssertionError(f"nothing should train: {command_line}")
-
-
-def _exit_status(module, *argv, runner=_no_training):
-    """The exit status of command `module` run with `argv` and `runner` in
-    this process (1 for a command line it cannot parse)."""
-    try:
-        flag_values = parsed_flags(module, *argv)
-    except SystemExit as exit_info:
-        return exit_info.code
-    return command.run(lambda: module.run_command(flag_values, runner))
 
 
 # Reproduction.
@@ -144,14 +134,15 @@ def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     (["--recipe=fcn_mnist_signed"], "'recipe'"),
 ])
 def test_reproduce_bad_arguments_name_the_value(arguments, named, tmp_path, capsys):
-    assert _exit_status(reproduce, f"--runs_dir={tmp_path}", *arguments) == 1
+    assert command_status(reproduce, f"--runs_dir={tmp_path}", *arguments,
+                          runner=_no_training) == 1
     assert_one_error_line(capsys.readouterr(), named)
     assert not (tmp_path / "table.md").exists()
 
 
 def test_reproduce_reports_failed_runs(tmp_path, capsys):
-    status = _exit_status(reproduce, "--experiments=conv4_cifar10_signed", "--seeds=0",
-                          f"--runs_dir={tmp_path}", runner=lambda command_line: 1)
+    status = command_status(reproduce, "--experiments=conv4_cifar10_signed", "--seeds=0",
+                            f"--runs_dir={tmp_path}", runner=lambda command_line: 1)
     assert status == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: the runs in {tmp_path / 'conv4_cifar10_signed' / 'seed0'} failed; "
@@ -253,9 +244,9 @@ def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):
         commands.append(command_line)
         return 1
 
-    assert _exit_status(reproduce, "--experiments=conv4_cifar10_signed,resnet20_cifar10_signed",
-                        "--seeds=0", f"--runs_dir={tmp_path}", "--compress=5", "--verbose=2",
-                        runner=runner) == 1
+    assert command_status(reproduce, "--experiments=conv4_cifar10_signed,resnet20_cifar10_signed",
+                          "--seeds=0", f"--runs_dir={tmp_path}", "--compress=5", "--verbose=2",
+                          runner=runner) == 1
     conv4, resnet20 = commands
     # Conv4: 100 epochs, decay every 10; ResNet-20: 110 epochs, plateau patience 15.
     assert conv4[-3:] == ["--epochs=20", "--lr_decay_epochs=2", "--verbose=2"]
