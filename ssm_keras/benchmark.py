@@ -15,8 +15,6 @@ ssm_keras.check_applications` (every keras.applications model) and `python
 -m ssm_keras.initial_logits` (saturation at initialisation).
 """
 
-import dataclasses
-
 from absl import flags
 
 from ssm_keras import command, measurement, throughput
@@ -36,14 +34,8 @@ def define_flags(flag_values=flags.FLAGS):
 
 def run_command(flag_values):
     """Benchmarks what the parsed flags say, writes the report; returns it."""
-    settings = command.from_flags(throughput.BenchmarkConfig, flag_values)
-    if flag_values["quick"].value:
-        settings = dataclasses.replace(settings, **QUICK)
-    settings.validate()
-    out, overwrite = flag_values["out"].value, flag_values["overwrite"].value
-    measurement.check_out(out, overwrite)
+    settings = measurement.settings_from_flags(throughput.BenchmarkConfig, flag_values, QUICK)
     report = throughput.run(settings)
-    report["settings"].update(overwrite=overwrite, quick=flag_values["quick"].value)
     machine = report["machine"]
     matmuls = ", ".join(f"{dtype} {gflops:.0f}"
                         for dtype, gflops in machine["matmul_gflops"].items())
@@ -51,7 +43,7 @@ def run_command(flag_values):
             f"matmul GFLOP/s: {matmuls}, load average {machine['load_average'][0]:.2f} -> "
             f"{machine['load_average_end'][0]:.2f}\n\n"
             + throughput.format_table(report["results"]) + "\n")
-    measurement.write_report(out, report, text)
+    measurement.write_report(flag_values, report, text)
     return report
 
 

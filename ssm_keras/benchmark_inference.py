@@ -11,8 +11,6 @@ beside it, the markdown table it prints (`.md`); refuses to replace them
 unless given `--overwrite`.
 """
 
-import dataclasses
-
 from absl import flags
 
 from ssm_keras import command, inference_speed, measurement
@@ -31,20 +29,15 @@ def define_flags(flag_values=flags.FLAGS):
 
 def run_command(flag_values):
     """Measures the runs the parsed flags name, writes the report; returns it."""
-    settings = command.from_flags(inference_speed.InferenceConfig, flag_values)
-    if flag_values["quick"].value:
-        settings = dataclasses.replace(settings, **QUICK)
-    settings.validate()
-    out, overwrite = flag_values["out"].value, flag_values["overwrite"].value
-    measurement.check_out(out, overwrite)
+    settings = measurement.settings_from_flags(inference_speed.InferenceConfig, flag_values,
+                                               QUICK)
     report = inference_speed.run(settings)
-    report["settings"].update(overwrite=overwrite, quick=flag_values["quick"].value)
     machine = report["machine"]
     text = (f"{measurement.machine_summary(machine)}, TFLite threads "
             f"{settings.tflite_threads}, load average {machine['load_average'][0]:.2f} -> "
             f"{machine['load_average_end'][0]:.2f}\n\n"
             + inference_speed.format_table(report["models"], report["results"]) + "\n")
-    measurement.write_report(out, report, text)
+    measurement.write_report(flag_values, report, text)
     return report
 
 

@@ -7,6 +7,7 @@ versions, devices, threading settings and the environment variables of
 `ENV_KEYS`; `matmul_gflops` is the rate `2 n^3 / t` of an `n x n` matmul.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import keras
 import tensorflow as tf
 from absl import flags
 
+from ssm_keras import command
 from ssm_keras.errors import UserError
 
 # CPU features that decide which kernels TensorFlow can use: vector width,
@@ -129,9 +131,24 @@ def check_out(out, overwrite):
                           "--overwrite")
 
 
-def write_report(out, report, text):
-    """Writes `report` to `out` and `text` beside it (`.md`), and prints `text`."""
-    json_path, table_path = output_paths(out)
+def settings_from_flags(config_class, flag_values, quick):
+    """The `config_class` settings of the parsed flags, those of `quick`
+    replacing them with `--quick`, validated (`settings.validate()`), once
+    `--out` is checked (`check_out`)."""
+    settings = command.from_flags(config_class, flag_values)
+    if flag_values["quick"].value:
+        settings = dataclasses.replace(settings, **quick)
+    settings.validate()
+    check_out(flag_values["out"].value, flag_values["overwrite"].value)
+    return settings
+
+
+def write_report(flag_values, report, text):
+    """Writes `report`, its settings completed with `--overwrite` and
+    `--quick`, to `--out` and `text` beside it (`.md`), and prints `text`."""
+    report["settings"].update(overwrite=flag_values["overwrite"].value,
+                              quick=flag_values["quick"].value)
+    json_path, table_path = output_paths(flag_values["out"].value)
     with open(json_path, "w", encoding="utf-8") as file:
         json.dump(report, file, indent=2)
     with open(table_path, "w", encoding="utf-8") as file:
