@@ -146,8 +146,20 @@ def run(work, argv=None):
     return 0
 
 
+def help_for_console_script(module_name, flag_values=flags.FLAGS):
+    """Makes `--help` of a console script show the docstring and the key
+    flags of command module `module_name`, as `python -m` does: absl shows
+    those of `__main__`, which for a console script is its wrapper file."""
+    if module_name == "__main__":
+        return
+    sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
+    for flag in flag_values.get_key_flags_for_module(module_name):
+        flag_values.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def main(define, work):
     """The whole command: `define(flags.FLAGS)`, parse the command line, then
     `work(flags.FLAGS)`; exits with the status of `run`."""
     define(flags.FLAGS)
+    help_for_console_script(define.__module__)
     app.run(lambda argv: run(lambda: work(flags.FLAGS), argv), flags_parser=parse_flags)

@@ -21,6 +21,7 @@ def define_flags(flag_values=flags.FLAGS):
     command.define_flags(ssm_config.TrainConfig, flag_values)
     command.define_recipe_flag(flag_values)
     flags.adopt_module_key_flags(ssm_config, flag_values)
+    flags.adopt_module_key_flags(command, flag_values)  # --recipe
 
 
 def run_command(flag_values):

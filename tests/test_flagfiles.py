@@ -12,9 +12,12 @@ flagfile's own.
 import dataclasses
 import importlib.resources
 import pathlib
+import sys
+import types
 
 import numpy as np
 import pytest
+from absl import flags
 
 from ssm_keras import command, data, train, training, tune
 from ssm_keras import config as ssm_config
@@ -76,6 +79,20 @@ def test_tune_reads_a_recipe_as_train_does():
     assert command.from_flags(ssm_config.TrainConfig, searched) == parse(
         REPO / "flags" / "fcn_mnist_signed.flags")
     assert searched["tuner"].value == "hyperband"
+
+
+def test_console_script_help_lists_the_commands_doc_and_flags(monkeypatch):
+    """A console script's `__main__` is its wrapper file: `--help` shows the
+    command module's docstring and key flags all the same."""
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ssm-train"])
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    assert "--recipe" not in flag_values.main_module_help()
+    command.help_for_console_script(train.__name__, flag_values)
+    assert sys.modules["__main__"].__doc__ == train.__doc__
+    listed = flag_values.main_module_help()
+    assert all(f"--{name}:" in listed for name in ("recipe", "arch", "epochs", "data_dir"))
 
 
 def test_unknown_recipe_is_one_error_line_listing_the_recipes(capsys):
