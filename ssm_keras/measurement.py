@@ -4,15 +4,13 @@ report files, a JSON file (`--out`) with the markdown table beside it (`.md`).
 `machine_info()` records the CPU (model name, family/model/stepping, the
 `CPU_FEATURES` present), cores, load averages, Python, TensorFlow and Keras
 versions, devices, threading settings and the environment variables of
-`ENV_KEYS`; `matmul_gflops` is the rate `2 n^3 / t` of an `n x n` matmul.
+`ENV_KEYS`.
 """
 
 import dataclasses
 import json
-import math
 import os
 import platform
-import time
 
 import keras
 import tensorflow as tf
@@ -60,19 +58,6 @@ def cpu_info():
                    ("vendor_id", "cpu family", "model", "stepping")},
         "cpu_flags": [flag for flag in CPU_FEATURES if flag in present],
     }
-
-
-def matmul_gflops(size=2048, dtype="float32", repeats=5):
-    """GFLOP/s of a `size`^3 matmul in `dtype`, best of `repeats`: `2 n^3 / t`."""
-    a = tf.cast(tf.random.stateless_normal((size, size), seed=(0, 0)), dtype)
-    product = tf.function(lambda x: tf.matmul(x, x))
-    product(a).numpy()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def machine_info():

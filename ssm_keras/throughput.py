@@ -24,13 +24,10 @@ step costs in plain steps (the target: at most 1.05). `paired_step_time_ratio`,
 the median over window pairs of masked seconds / plain seconds, is less
 sensitive to a load that changes during the run.
 
-`mask_fraction_of_plain_step` is the mask's own arithmetic in plain steps:
-the seconds per step of the fused forward `W = W0 * m(s)` and the score
-gradient `dL/ds = dL/dW * W0` of every masked layer, run alone in a loop
-(`mask_seconds_per_step`), over the plain step's seconds. These two
-element-wise passes over each kernel are what a masked step must do on top
-of a plain one, so `1 + mask_fraction_of_plain_step` is the lowest
-`step_time_ratio` this implementation of the mask can reach.
+`mask_fraction_of_plain_step` is the mask's own arithmetic in plain steps
+(`arithmetic.mask_seconds_per_step` over the plain step's seconds), so
+`1 + mask_fraction_of_plain_step` is the lowest `step_time_ratio` this
+implementation of the mask can reach.
 
 `--steps_per_execution=0` (the default) picks it per architecture: the
 largest power of two up to 64 whose execution of steps lasts at most
@@ -44,17 +41,11 @@ makes each window last about `--window_seconds`.
 in float32, layers computing in the low precision, loss scaling for
 float16) and reports each mixed policy's speed-up over float32.
 
-The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. A
-dense or convolution layer's forward pass costs `F = 2 * prod(kernel shape)
-* output positions` FLOP; training costs `3 F` per layer (forward, input
-gradient, kernel gradient) except `2 F` for the first one, whose input
-gradient is never computed. The peak is measured in the same run: the best
-of `2 n^3 / t` over repeated `n x n` matmuls (`n = --matmul_size`) in the
-policy's compute dtype (float32, bfloat16 or float16), on the device the
-models train on: a large matmul is the densest arithmetic TensorFlow runs,
-so its rate stands in for the processor's peak under its present load.
-`--peak_gflops` replaces the measured peak of every precision. The load
-averages are recorded at start and end.
+The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`
+(`ssm_keras.arithmetic`), the peak measured in the same run by a matmul of
+`n = --matmul_size` in each policy's compute dtype; `--peak_gflops` replaces
+the measured peak of every precision. The load averages are recorded at
+start and end.
 
 Inference: images/s of the baked export (`baking.bake`, stock Keras layers)
 and of the masked model, each called as a `tf.function` on the batch, median
@@ -62,7 +53,6 @@ of `--windows` windows.
 """
 
 import dataclasses
-import math
 import os
 import statistics
 import time
@@ -72,9 +62,8 @@ import numpy as np
 import tensorflow as tf
 
 import ssm_keras
-from ssm_keras import baking, choices, data, masking, measurement, models, training
+from ssm_keras import arithmetic, baking, choices, data, measurement, models, training
 from ssm_keras import config as ssm_config
-from ssm_keras import layers as ssm_layers
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -222,40 +211,6 @@ def synthetic_batch(spec, batch_size, seed=0):
     return images, labels
 
 
-def training_gflop_per_image(model):
-    """Training GFLOP per image of the dense and convolution layers:
-    `sum(3 F) - F_first`, where `F = 2 * prod(kernel shape) * prod(output
-    shape[1:-1])` is a layer's forward FLOP and the first layer computes no
-    input gradient.
-    """
-    kernel_layers = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                     keras.layers.DepthwiseConv2D, ssm_layers.MaskedLayer)
-    forward = [
-        2 * math.prod(layer.kernel.shape) * math.prod(layer.output.shape[1:-1])
-        for layer in ssm_layers.find_layers(model, kernel_layers)
-    ]
-    return (3 * sum(forward) - forward[0]) / 1e9
-
-
-def compute_dtype(precision):
-    """The dtype layers compute in under the policy `precision`."""
-    return keras.DTypePolicy(precision).compute_dtype
-
-
-def measured_peaks(settings):
-    """`{compute dtype: GFLOP/s}` of the matmul in each precision's compute dtype."""
-    dtypes = sorted({compute_dtype(precision) for precision in settings.precision_names()})
-    return {dtype: measurement.matmul_gflops(settings.matmul_size, dtype) for dtype in dtypes}
-
-
-def peak_for(precision, peaks, settings):
-    """The peak GFLOP/s of `precision`'s ceiling and where it came from."""
-    if settings.peak_gflops is not None:
-        return settings.peak_gflops, "--peak_gflops"
-    dtype = compute_dtype(precision)
-    return peaks[dtype], f"measured: {dtype} {settings.matmul_size}^3 matmul"
-
-
 # Timing.
 class WindowTimer(keras.callbacks.Callback):
     """Seconds from the start to the end of each epoch (a timing window)."""
@@ -334,65 +289,6 @@ def measure_training(arch, settings, batch, precision):
     }
 
 
-def _mask_loop(layers, dtype, iterations, with_mask):
-    """A `tf.function` running `iterations` times, for every layer, the
-    forward `W = W0 * m(s)` and backward `dL/ds = dL/dW * W0` of the fused
-    threshold mask (`with_mask`), or only what the loop itself costs: shifting
-    the scores by the iteration (so that nothing is hoisted out of the loop)
-    and summing `W0` and `dL/dW` (the reductions that consume the results)."""
-    tensors = [(tf.cast(layer.kernel.value, dtype),
-                tf.convert_to_tensor(layer.scores.value), layer.threshold.value,
-                tf.ones(layer.kernel.shape, dtype), layer.mask_kind) for layer in layers]
-
-    def iteration(shift):
-        total = tf.constant(0.0)
-        for kernel, scores, threshold, upstream, kind in tensors:
-            scores = scores + shift
-            if not with_mask:
-                total += tf.reduce_sum(tf.cast(kernel, tf.float32) + scores)
-                total += tf.reduce_sum(tf.cast(upstream, tf.float32))
-                continue
-            with tf.GradientTape() as tape:
-                tape.watch(scores)
-                masked = masking.threshold_masked_kernel(kind, kernel, scores, threshold,
-                                                         frozen_kernel=True)
-            score_gradient = tape.gradient(masked, scores, output_gradients=upstream)
-            total += tf.reduce_sum(tf.cast(masked, tf.float32) + score_gradient)
-        return total
-
-    @tf.function
-    def loop():
-        total = tf.constant(0.0)
-        for step in tf.range(iterations):
-            total += iteration(tf.cast(step, tf.float32) * 1e-12)
-        return total
-
-    return loop
-
-
-def mask_seconds_per_step(model, precision, iterations=200, repeats=3):
-    """Seconds per training step of the mask's own arithmetic in `model`: the
-    fused forward and the score gradient of every masked layer (the two
-    element-wise passes over its kernel that a plain step does not make),
-    timed in a loop of `iterations` and less the loop's own cost; best of
-    `repeats`. None for masks without a fused threshold kernel."""
-    layers = ssm_layers.masked_layers(model)
-    if not all(layer.mask_kind in choices.THRESHOLD_KINDS for layer in layers):
-        return None
-    dtype = compute_dtype(precision)
-    seconds = {}
-    for with_mask in (True, False):
-        loop = _mask_loop(layers, dtype, iterations, with_mask)
-        loop().numpy()  # traces
-        best = math.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            loop().numpy()
-            best = min(best, time.perf_counter() - start)
-        seconds[with_mask] = best / iterations
-    return max(0.0, seconds[True] - seconds[False])
-
-
 def measure_inference(model, images, windows, window_seconds):
     """Median images/s of `model(images)` as a `tf.function`, after warm-up."""
     images = tf.constant(images)
@@ -413,16 +309,17 @@ def measure_inference(model, images, windows, window_seconds):
 
 def benchmark_arch(arch, settings, precision, peaks):
     """Training and inference throughput of one architecture under the dtype
-    policy `precision`; `peaks` as `measured_peaks` returns them."""
+    policy `precision`; `peaks` as `arithmetic.measured_peaks` returns them."""
     spec = data.DATASETS[default_dataset(arch)]
     batch = synthetic_batch(spec, settings.batch_size)
     trained, train = measure_training(arch, settings, batch, precision)
-    gflop = training_gflop_per_image(trained["plain"])
-    peak, peak_source = peak_for(precision, peaks, settings)
+    gflop = arithmetic.training_gflop_per_image(trained["plain"])
+    peak, peak_source = arithmetic.peak_for(precision, peaks, settings.peak_gflops,
+                                            settings.matmul_size)
     ceiling = peak / gflop
     masked = trained["masked"]
     plain_step = settings.batch_size / train["plain"]["images_per_s"]
-    mask_seconds = mask_seconds_per_step(masked, precision)
+    mask_seconds = arithmetic.mask_seconds_per_step(masked, precision)
     inference_seconds = min(settings.window_seconds, 2.0)
     return {
         "arch": arch,
@@ -506,7 +403,7 @@ def run(settings):
     """Benchmarks every architecture of `settings.archs` under every precision of
     `settings.precisions`; returns the JSON dict."""
     machine = measurement.machine_info()
-    peaks = measured_peaks(settings)
+    peaks = arithmetic.measured_peaks(settings.precision_names(), settings.matmul_size)
     machine["matmul_gflops"] = peaks
     recorded = {**dataclasses.asdict(settings), "archs": settings.arch_names(),
                 "precisions": settings.precision_names()}

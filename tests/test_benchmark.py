@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssm_keras import (benchmark, benchmark_inference, check_applications, command, export,
-                       inference_speed, initial_logits, measurement, models, throughput)
+from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applications, command,
+                       export, inference_speed, initial_logits, measurement, models, throughput)
 
 from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
                       parsed_flags, shared_data_dir)
@@ -97,10 +97,9 @@ def test_benchmark_peaks_and_speedups():
         benchmark, "--precisions=float32,mixed_bfloat16", "--matmul_size=64"))
     assert settings.precision_names() == ["float32", "mixed_bfloat16"]
     peaks = {"float32": 100.0, "bfloat16": 300.0}
-    assert throughput.peak_for("mixed_bfloat16", peaks, settings) == (
-        300.0, "measured: bfloat16 64^3 matmul")
-    settings.peak_gflops = 50.0
-    assert throughput.peak_for("mixed_bfloat16", peaks, settings) == (50.0, "--peak_gflops")
+    assert arithmetic.peak_for("mixed_bfloat16", peaks, settings.peak_gflops,
+                               settings.matmul_size) == (300.0, "measured: bfloat16 64^3 matmul")
+    assert arithmetic.peak_for("mixed_bfloat16", peaks, 50.0, 64) == (50.0, "--peak_gflops")
 
     def record(arch, precision, masked, plain):
         return {"arch": arch, "precision": precision,
@@ -124,7 +123,7 @@ def test_benchmark_step_choices_and_flops():
     conv4 = models.build_model("conv4", masked=False)
     multiply_adds = (32 * 32 * (27 * 64 + 576 * 64) + 16 * 16 * (576 * 128 + 1152 * 128)
                      + 8192 * 256 + 256 * 256 + 256 * 10)
-    gflop = throughput.training_gflop_per_image(conv4)
+    gflop = arithmetic.training_gflop_per_image(conv4)
     assert gflop == pytest.approx((3 * multiply_adds - 32 * 32 * 27 * 64) * 2 / 1e9)
     assert gflop == pytest.approx(0.59, abs=0.005)  # 0.197 forward, 3x for training
 
