@@ -1,4 +1,4 @@
-"""The scripts: benchmark, reproduction table, supermask-as-init study, run plots."""
+"""The scripts: benchmark, reproduction table, supermask-as-init study."""
 
 import importlib.util
 import json
@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import command, export, models, plots, train, training
+from ssm_keras import command, export, models, plots, train
 from ssm_keras import config as ssm_config
 
-from conftest import REPO, TFLITE_ACCURACY_TOLERANCE, shared_data_dir, tiny_config, tiny_splits
+from conftest import REPO, TFLITE_ACCURACY_TOLERANCE, shared_data_dir
 
 
 def _script(name):
@@ -156,7 +156,7 @@ def test_benchmark_step_choices_and_flops():
     assert benchmark.window_steps_for(0.004, 32, 5.0) == 32 * 39  # 5 / 0.128 = 39.06
     assert benchmark.window_steps_for(2.0, 1, 5.0) == 2
     assert benchmark.median_images_per_second([1.0, 2.0, 4.0], 10, 128) == 640
-    conv4 = models.build_model("conv4", masked=False)
+    conv4 = models.build_architecture("conv4", masked=False)
     multiply_adds = (32 * 32 * (27 * 64 + 576 * 64) + 16 * 16 * (576 * 128 + 1152 * 128)
                      + 8192 * 256 + 256 * 256 + 256 * 10)
     gflop = benchmark.training_gflop_per_image(conv4)
@@ -177,100 +177,6 @@ def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
         benchmark.parse_args([argument])
     assert exit_info.value.code == 2
     assert named in capsys.readouterr().err
-
-
-# Plots of a run.
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("plots")
-    training.run(tiny_config(tmp_path, epochs=2), splits=tiny_splits())
-    return tmp_path / "run"
-
-
-@pytest.mark.slow
-def test_plot_run_writes_both_figures(finished_run, tmp_path):
-    paths = plots.plot_run(str(finished_run), str(tmp_path / "out"))
-    assert [os.path.basename(path) for path in paths] == [plots.COMPOSITION_FILE,
-                                                          plots.CURVES_FILE]
-    for path in paths:
-        with open(path, "rb") as file:
-            assert file.read(8) == b"\x89PNG\r\n\x1a\n"
-        assert os.path.getsize(path) > 20_000
-
-
-@pytest.mark.parametrize("flips, scale", [
-    ([132189, 60095, 43281], "linear"),  # within a decade: a log axis would have no label
-    ([20000, 900, 894], "symlog"), ([0, 5, 50], "symlog"), ([0, 0], "linear"), ([], "linear"),
-])
-@pytest.mark.slow
-def test_mask_flips_axis_is_logarithmic_only_over_a_decade(flips, scale, tmp_path):
-    assert plots.flips_scale(flips) == scale
-    figure_path = plots.plot_training_curves(
-        [{"epoch": e + 1, "mask_flips": f, "accuracy": 0.5} for e, f in enumerate(flips)],
-        str(tmp_path / "curves.png"))
-    assert os.path.getsize(figure_path) > 0
-
-
-def test_pareto_front_keeps_trials_no_other_beats_on_both_axes(tmp_path):
-    points = [{"label": label, "remaining_percent": remaining, "accuracy": accuracy}
-              for label, remaining, accuracy in [
-                  ("a", 2.0, 97.0), ("b", 1.0, 96.0), ("c", 3.0, 96.5), ("d", 2.5, 97.4),
-                  ("e", 1.0, 95.0), ("f", 4.0, 97.4)]]
-    assert [p["label"] for p in plots.pareto_front(points)] == ["b", "a", "d"]
-    path = plots.plot_trials(points, str(tmp_path / "trials.png"), "search", best="d")
-    assert os.path.getsize(path) > 10_000
-
-
-@pytest.mark.slow
-def test_plot_data_of_a_real_run(finished_run):
-    results, history = plots.load_run(str(finished_run))
-    data = plots.composition_data(results["layers"])
-    assert data["names"] == ["dense_1", "dense_2", "dense_3"]  # one bar per layer
-    for index, record in enumerate(results["layers"]):
-        parts = [data[kind][index] for kind in plots.KINDS]
-        assert sum(parts) == pytest.approx(100.0)
-        assert data["remaining"][index] == pytest.approx(100 * record["remaining"] / record["total"])
-        assert 0 < data["inverted"][index] < data["remaining"][index] < 100
-    curves = plots.curve_data(history)
-    assert curves["epoch"] == [1, 2]
-    assert curves["val_accuracy"] == pytest.approx([100 * h["val_accuracy"] for h in history])
-    assert curves["mask_flips"] == [h["mask_flips"] for h in history]
-    assert set(plots.CURVE_KEYS) <= set(curves)
-
-
-def _plots_cli(*argv):
-    flag_values = flags.FlagValues()
-    plots.define_flags(flag_values)
-    flag_values(["plots", *argv])
-    return command.run(lambda: plots.run_command(flag_values))
-
-
-@pytest.mark.slow
-def test_plots_command(finished_run, tmp_path, capsys):
-    assert _plots_cli(f"--model_dir={finished_run}", f"--out={tmp_path}") == 0
-    assert sorted(os.listdir(tmp_path)) == [plots.COMPOSITION_FILE, plots.CURVES_FILE]
-    capsys.readouterr()
-    assert _plots_cli(f"--model_dir={tmp_path / 'missing'}") == 1
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("error: ") and "does not exist" in error[0]
-    assert _plots_cli(f"--model_dir={tmp_path}") == 1
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and f"{tmp_path} has no results.json" in error[0]
-    a_file = tmp_path / "a_file"
-    a_file.write_text("kept")
-    assert _plots_cli(f"--model_dir={finished_run}", f"--out={a_file}") == 1
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("error: ") and a_file.read_text() == "kept"
-
-
-def test_mean_layers_averages_fractions():
-    layers = [[{"name": "a", "total": 10, "kept_fraction": k, "inverted_fraction": 0.1,
-                "hidden_fraction": 0.9 - k}] for k in (0.1, 0.3)]
-    (mean,) = plots.mean_layers(layers)
-    assert mean["kept_fraction"] == pytest.approx(0.2)
-    assert mean["hidden_fraction"] == pytest.approx(0.7)
-    with pytest.raises(plots.PlotError):
-        plots.mean_layers([layers[0], [{**layers[1][0], "name": "b"}]])
 
 
 # Reproduction.
