@@ -50,11 +50,12 @@ def define_flags(flag_values=flags.FLAGS):
 
 def _report(summary):
     lines = [f"{name}: {size:,} bytes" for name, size in summary["bytes"].items()]
-    lines.append(
-        f"float32 kernels: {summary['float32_kernel_bytes']:,} bytes "
-        f"({summary['remaining_weights']:,} of {summary['masked_weights']:,} "
-        "masked weights remain)"
-    )
+    if summary["masked_weights"]:  # a baseline (weights trained) has no masked kernels
+        lines.append(
+            f"float32 kernels: {summary['float32_kernel_bytes']:,} bytes "
+            f"({summary['remaining_weights']:,} of {summary['masked_weights']:,} "
+            "masked weights remain)"
+        )
     lines += [
         f"model.ssm is {ratio}x smaller than {name}"
         for name, ratio in summary.get("compact_ratio", {}).items()

@@ -126,8 +126,8 @@ def _summary(model, source, folder, formats, checks):
     """The `export.json` content: sizes, compression ratios and `checks`.
 
     `float32_kernel_bytes = 4 * masked weights`; `compact_ratio[name] =
-    bytes of name / bytes of model.ssm`, for the float32 kernels and for
-    the other exported files.
+    bytes of name / bytes of model.ssm`, for the other exported files and,
+    when the model has masked layers, for their float32 kernels.
     """
     masked = ssm_layers.masked_layers(model)
     weights = sum(int(np.prod(layer.kernel.shape)) for layer in masked)
@@ -143,7 +143,7 @@ def _summary(model, source, folder, formats, checks):
     }
     if "compact" in formats:
         compact_bytes = sizes[OUTPUTS["compact"]]
-        references = {"float32_kernels": 4 * weights, **sizes}
+        references = {"float32_kernels": 4 * weights, **sizes} if weights else dict(sizes)
         del references[OUTPUTS["compact"]]
         summary["compact_ratio"] = {
             name: round(size / compact_bytes, 2) for name, size in references.items()

@@ -157,12 +157,26 @@ def test_compact_file_exports_for_serving(compact_bytes, tmp_path, capsys):
     path.write_bytes(compact_bytes)
     out_dir = tmp_path / "out"
     assert export_cli(f"--compact_file={path}", f"--out={out_dir}", "--formats=keras,compact") == 0
-    assert "model.ssm is" in capsys.readouterr().out
+    report = capsys.readouterr().out
+    assert "model.ssm is" in report
+    masked_weights = 64 * 300 + 300 * 100 + 100 * 10
+    assert f"float32 kernels: {4 * masked_weights:,} bytes (" in report
     assert (out_dir / "model.ssm").read_bytes() == compact_bytes
     baked = keras.saving.load_model(out_dir / "model.keras")
     images = random_images(FCN_SHAPE).astype(np.float32)
     expected = compact.load_compact(path).masked_model(images).numpy()
     np.testing.assert_allclose(baked(images).numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_a_baseline_export_reports_no_masked_kernels(tmp_path, capsys):
+    path = tmp_path / "baseline.ssm"
+    compact.save_compact(models.build_architecture("fcn", masked=False, input_shape=FCN_SHAPE),
+                         path)
+    assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}",
+                      "--formats=compact") == 0
+    report = capsys.readouterr().out
+    assert f"model.ssm: {os.path.getsize(path):,} bytes" in report
+    assert "kernels" not in report
 
 
 RUN_DAMAGES = {
