@@ -24,16 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import cloning
+from ssm_keras import cloning, pruning
 from ssm_keras import layers as ssm_layers
-from ssm_keras.errors import UserError
-
-
-class ExportError(UserError):
-    """A model, run directory or file that cannot be exported or loaded.
-
-    The message is one line that says what is wrong and what to do.
-    """
+from ssm_keras.errors import ExportError
 
 
 def inference_mask(layer):
@@ -148,7 +141,5 @@ def bake(model, prune_dead_units=False):
         if weights:
             baked_layer.set_weights(weights)
     if prune_dead_units:
-        from ssm_keras import pruning  # imported here: pruning imports this module
-
         baked, _ = pruning.prune_dead_units(baked)
     return baked

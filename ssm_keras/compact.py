@@ -8,73 +8,13 @@ that, entropy-coded, and rebuilds the masked and the baked model with
 effective kernels equal to the trained ones (`np.array_equal`; a hidden
 entry is a zero whose sign bit is not kept).
 
-File layout, version 1 (integers little-endian):
-
-| offset     | size | field                                                  |
-| ---------- | ---- | ------------------------------------------------------ |
-| 0          | 8    | magic `89 53 53 4D 0D 0A 1A 0A` (`\\x89SSM\\r\\n\\x1a\\n`)     |
-| 8          | 2    | format version, uint16: 1                              |
-| 10         | 4    | header size `H`, uint32                                |
-| 14         | 8    | payload size `P`, uint64                               |
-| 22         | H    | header: UTF-8 JSON, raw DEFLATE with `HEADER_DICTIONARY` |
-| 22 + H     | P    | payload: the blobs the header points to                |
-| 22 + H + P | 32   | SHA-256 of bytes `[0, 22 + H + P)`                     |
-
-Header JSON: `format` (`"ssm_keras.compact"`); `model`, the functional or
-Sequential model's `get_config()` (`model_class`: `"Sequential"` for the
-latter; absent for the former); `preprocessing`, the input shape and dtype (raw
-pixel values) and the preprocessing done by the model's first layers;
-`metadata`, free JSON (data set, architecture, ...); `masked_layers`, one
-record per masked layer (below); `variables`, every other variable
-(thresholds, biases, batch-norm moving statistics, weights of plain layers)
-as `{layer, name, index, dtype, shape, offset, size}` (`index`: the position
-in the layer's weights, by which it is restored; files without it are
-restored by name), stored raw (little-endian) in
-the payload. A blob reference `{offset, size}` counts bytes from the start of
-the payload.
-
-Masked layer record: `layer`, `shape`, `codec`, `mask` (see below) and:
-
-| codec             | extra fields                          | effective kernel `W`        |
-| ----------------- | ------------------------------------- | --------------------------- |
-| `signed_constant` | `scale`: float32 `c`                  | `c * t`, `t = sign(W0) * m` |
-| `seeded`          | `initializer`: Keras config with its  | `W0 * m`, `W0` redrawn      |
-|                   | stateless seed; `sha256` of `W0`      |                             |
-| `values`          | `values`: blob of float32 `W` at the  | those values, 0 elsewhere   |
-|                   | mask's non-zeros, in C order          |                             |
-
-`signed_constant` is used when all `|W0|` of a layer equal one constant;
-`seeded` when a seeded layer's initialiser redraws `W0` bit for bit (the
-hash detects a redraw that differs, e.g. under another TensorFlow version);
-`values` otherwise (fine-tuned `mask_then_weights` kernels, unseeded layers;
-its mask is `m != 0`, without signs).
-
-A mask record is a blob reference plus `coding`, `count` (non-zero entries)
-and `signs` (whether negative entries are stored). The writer codes each
-mask in all three codings and keeps the smallest:
-
-- `rice` (plus `rice_k`): the non-zero entries, in C order, at flat positions
-  `p_0 < p_1 < ...`, as gaps `g_i = p_i - p_(i-1) - 1` (`p_(-1) = -1`),
-  Golomb-Rice coded with the `k` that gives the fewest bits: `g >> k` in
-  unary (that many one-bits, then a zero-bit) for all gaps, then `g mod 2^k`
-  in `k` bits for all gaps, then, if `signs`, one bit per entry (1 =
-  negative); bits packed most significant first (`np.packbits`), zero-padded.
-  Rice codes are the optimal prefix codes for the geometric gaps of randomly
-  placed entries.
-- `lzma`: 2-bit codes (0 -> 0, +1 -> 1, -1 -> 2), four per byte, the first
-  entry in the high bits, in C order, as a raw LZMA2 stream (`_LZMA_FILTERS`:
-  preset 9e, 8 MiB dictionary, lc = lp = pb = 0). LZMA finds the structure of
-  trained masks (dead units, inputs that matter).
-- `lzma_units_first`: the same over the kernel with its last axis (the
-  units) moved first, so that each unit's weights are contiguous.
-
-Measured mask bytes of an FCN (266,200 weights; order-0 entropy of `t`):
-
-| mask                    | entropy | rice  | lzma   | lzma_units_first | kept (per layer) |
-| ----------------------- | ------- | ----- | ------ | ---------------- | ---------------- |
-| random, 4% non-zero     | 9,290   | 9,325 | 11,696 | 11,771           | 9,325            |
-| trained on MNIST, 3.51% | 8,006   | 8,105 | 8,648  | 8,012            | 7,592            |
-| trained on MNIST, 1.17% | 3,244   | 3,279 | 2,527  | 2,394            | 2,072            |
+Each masked kernel is stored by one codec: `signed_constant` (`c` and `t`),
+`seeded` (the initialiser's stateless seed and a SHA-256 of `W0`, redrawn on
+load) or `values` (the surviving float32 weights); each mask in the smallest
+of three codings: `rice` (Golomb-Rice coded gaps between non-zero entries),
+`lzma` (2-bit entries, LZMA2) and `lzma_units_first` (the same, unit by
+unit). The file layout, byte by byte, and measured sizes:
+docs/compact-format.md.
 
 The rebuilt masked model has the stored mask but not the trained scores: its
 kernel is `W0` (`seeded`), `c * sign(t)` (`signed_constant`) or the stored
@@ -95,6 +35,7 @@ import numpy as np
 
 from ssm_keras import baking, choices, cloning
 from ssm_keras import layers as ssm_layers
+from ssm_keras.errors import ExportError
 
 MAGIC = b"\x89SSM\r\n\x1a\n"
 VERSION = 1
@@ -163,7 +104,7 @@ HEADER_DICTIONARY = "".join([
 ]).encode("ascii")
 
 
-class CompactFileError(baking.ExportError):
+class CompactFileError(ExportError):
     """A compact file that is missing, truncated, corrupt or of another version."""
 
 
@@ -430,7 +371,7 @@ def save_compact(model, path, metadata=None):
     """Writes a masked functional or Sequential model as a compact `.ssm` file.
 
     Args:
-        model: a model with masked layers (of `supermask` or `build_model`),
+        model: a model with masked layers (of `supermask` or `models.build_architecture`),
             nested models included.
         path: the file to write (overwritten if it exists).
         metadata: a JSON-serialisable dict stored in the header.

@@ -20,6 +20,11 @@ UNSIGNED_TWIN = {"signed": "binary", "signed_topk": "topk", "binary": "binary",
                  "topk": "topk", "bernoulli": "bernoulli"}
 
 
+def _names(names):
+    """`"a, b, c"`: a choice list as the help strings show it."""
+    return ", ".join(names)
+
+
 class ConfigError(UserError, ValueError):
     """A setting that is out of range or unknown; the message says which."""
 
@@ -31,8 +36,8 @@ class TrainConfig:
     # Model and mask.
     arch: str = flag_field(
         "conv4",
-        "Architecture: fcn, conv2, conv4, conv6, conv8, resnet20/32/44/56/110, wrn28.")
-    mask: str = flag_field("signed", "Mask kind: signed, binary, bernoulli, topk, signed_topk.")
+        f"Architecture: {_names(choices.ARCHITECTURES)}.")
+    mask: str = flag_field("signed", f"Mask kind: {_names(choices.MASK_KINDS)}.")
     signed: bool | None = flag_field(
         None,
         "--signed / --nosigned: use the signed (keep, hide, invert) or unsigned (keep, hide) "
@@ -45,7 +50,7 @@ class TrainConfig:
         "Top-k masks: fraction of each layer's weights kept, in (0, 1].")
     weight_init: str = flag_field(
         "elus",
-        "Initialiser of the frozen weights: elus, elu, signed_kaiming_constant or any Keras "
+        f"Initialiser of the frozen weights: {_names(choices.INITIALIZERS)} or any Keras "
         "initialiser name.")
     # The defaults train `conv4` (the default arch): the paper's recipe with
     # init factor 3 (not its 6) and half its weight decay (docs/recipes.md, "Conv nets").
@@ -55,7 +60,8 @@ class TrainConfig:
         "Initialiser of the scores (default: the mask kind's).")
     bernoulli_eval: str = flag_field(
         "expected",
-        "How bernoulli masks evaluate: expected (sigmoid(s) > 0.5) or sample.")
+        f"How bernoulli masks evaluate: {_names(choices.BERNOULLI_EVAL_MODES)} (expected: "
+        "sigmoid(s) > 0.5).")
     train_batch_norm: bool = flag_field(
         False,
         "Masked models: train the batch norms' scale and offset too (they stay at 1 and 0 "
@@ -69,7 +75,8 @@ class TrainConfig:
         "--norecalibrate_batch_norm: never.")
     activation: str | None = flag_field(
         None,
-        "Hidden activation (default: elu for fcn/conv, relu for residual nets).")
+        f"Hidden activation: {_names(choices.ACTIVATIONS)} (default: elu for fcn/conv, relu "
+        "for residual nets).")
     width: int | None = flag_field(None, "Width multiplier (wrn28: the widening factor k).")
     seed: int = flag_field(
         0,
@@ -88,7 +95,7 @@ class TrainConfig:
         None,
         "mask_then_weights: run directory (or .keras file) of the trained mask.")
     # Data.
-    dataset: str = flag_field("cifar10", "mnist, fashion_mnist, cifar10 or cifar100.")
+    dataset: str = flag_field("cifar10", f"Data set: {_names(specs.DATASETS)}.")
     data_dir: str | None = flag_field(
         None,
         "Local data (IDX .gz files, CIFAR archives, class folders or their .tar.gz) or a "
@@ -99,17 +106,20 @@ class TrainConfig:
         "Use at most this many examples of each split (smoke tests).")
     augment: str = flag_field(
         "none",
-        "none, crop_flip (pad 4, random crop, flip) or flip_translate_rotate.")
+        f"Augmentation: {_names(specs.AUGMENTATIONS)} (crop_flip: pad 4, random crop, "
+        "flip).")
     # Optimisation.
     batch_size: int = flag_field(128, "Global batch size (split over replicas).")
     epochs: int = flag_field(100, "Training epochs.")
-    optimizer: str = flag_field("sgd", "sgd (with --momentum, --nesterov) or adam.")
+    optimizer: str = flag_field(
+        "sgd",
+        f"Optimizer: {_names(choices.OPTIMIZERS)} (sgd with --momentum, --nesterov).")
     learning_rate: float = flag_field(0.05, "Initial learning rate.")
     momentum: float = flag_field(0.9, "SGD momentum.")
     nesterov: bool = flag_field(True, "Nesterov momentum.")
     lr_schedule: str = flag_field(
         "exponential",
-        "exponential (smooth), constant, cosine or plateau.")
+        f"Learning-rate schedule: {_names(choices.SCHEDULES)} (exponential: smooth).")
     lr_decay_rate: float = flag_field(0.9, "exponential: factor per --lr_decay_epochs.")
     lr_decay_epochs: float = flag_field(10.0, "exponential: epochs per --lr_decay_rate.")
     plateau_patience: int = flag_field(15, "plateau: epochs without improvement before reducing.")
@@ -120,14 +130,15 @@ class TrainConfig:
         "weight_decay = weight_decay / learning_rate).")
     target_remaining: float | None = flag_field(
         None,
-        "Threshold masks (signed, binary): the remaining weights (% of the masked weights) "
-        "to end at: the weight decay of the scores (--weight_decay in the first epoch) is "
-        "steered once per epoch along a path from the start to this value "
+        f"Threshold masks ({_names(choices.THRESHOLD_KINDS)}): the remaining weights (% of the "
+        "masked weights) to end at: the weight decay of the scores (--weight_decay in the "
+        "first epoch) is steered once per epoch along a path from the start to this value "
         "(ssm_keras.sparsity).")
     loss: str = flag_field(
         "crossentropy",
-        "crossentropy (exact, from the logits) or clipped_crossentropy (the paper's code: "
-        "-log(clip(p_true, 1e-7, 1 - 1e-7)), no gradient where clipped).")
+        f"Loss: {_names(choices.LOSSES)} (crossentropy: exact, from the logits; "
+        "clipped_crossentropy: the paper's code, -log(clip(p_true, 1e-7, 1 - 1e-7)), no "
+        "gradient where clipped).")
     # Run.
     model_dir: str | None = flag_field(
         None,
@@ -138,15 +149,16 @@ class TrainConfig:
     overwrite: bool = flag_field(False, "Replace a run already in --model_dir.")
     strategy: str = flag_field(
         "default",
-        "default, one_device, mirrored (all GPUs, else all logical CPUs), "
-        "multi_worker_mirrored (the workers of TF_CONFIG; --model_dir on a file system they "
-        "share; scripts/local_workers.py starts N on this machine) or tpu.")
+        f"Distribution strategy: {_names(choices.STRATEGIES)} (mirrored: all GPUs, else all "
+        "logical CPUs; multi_worker_mirrored: the workers of TF_CONFIG, --model_dir on a file "
+        "system they share, scripts/local_workers.py starts N on this machine).")
     tpu: str | None = flag_field(None, "TPU name or address (or 'local') for --strategy=tpu.")
     worker_timeout: float = flag_field(
         600.0,
         "multi_worker_mirrored: seconds to wait for every worker of TF_CONFIG to start "
         "(0: no limit).")
-    mixed_precision: str = flag_field("float32", "float32, mixed_float16 or mixed_bfloat16.")
+    mixed_precision: str = flag_field(
+        "float32", f"Precision policy: {_names(choices.PRECISIONS)}.")
     jit_compile: bool | None = flag_field(
         None,
         "Compile training steps with XLA (--nojit_compile: never); unset, Keras decides: on "

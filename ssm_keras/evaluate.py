@@ -1,98 +1,28 @@
-"""Measures the test accuracy of a shipped pretrained model or of a finished run.
+"""The `ssm-evaluate` command: the test accuracy of a pretrained model or a run.
 
     python -m ssm_keras.evaluate --pretrained=fcn_mnist_signed_seed0 --data_dir=../shared/data
     python -m ssm_keras.evaluate --model_dir=runs/fcn_mnist_signed --data_dir=../shared/data
 
-The model is evaluated on the full test split of the data set it was trained
-on (`--dataset` may name it, and must then be that one), and the accuracy is
-printed next to the one its run recorded:
-
-    fcn_mnist_signed_seed0: test accuracy 97.52% (9,752 of 10,000 mnist test images); recorded 97.52%
+evaluates the model on the full test split of the data set it was trained
+on (`--dataset` may name it, and must then be that one; `ssm_keras.evaluation`)
+and prints the accuracy next to the one its run recorded.
 """
 
-import numpy as np
 from absl import flags
 from absl import logging
 
-from ssm_keras import command, data, export, pretrained
-from ssm_keras.errors import UserError
-
-
-class EvaluationError(UserError):
-    """A data set that does not fit the model."""
-
-
-def check_dataset(recorded, requested, input_shape, num_classes, what):
-    """The data set to evaluate `what` on: `requested` or the `recorded` one.
-
-    Raises:
-        EvaluationError: neither is known, they differ, it is not one of
-            `data.DATASETS`, or its images or classes do not fit the model.
-    """
-    name = requested or recorded
-    if name is None:
-        raise EvaluationError(f"{what} does not record its data set; pass --dataset")
-    if recorded is not None and requested is not None and requested != recorded:
-        raise EvaluationError(
-            f"--dataset={requested} does not match {what}, which was trained on {recorded}")
-    spec = data.DATASETS.get(name)
-    if spec is None:
-        raise EvaluationError(
-            f"unknown data set {name!r}; expected one of {', '.join(data.DATASETS)}")
-    if tuple(spec.image_shape) != tuple(input_shape) or spec.num_classes != num_classes:
-        raise EvaluationError(
-            f"{name} has {spec.num_classes} classes of {spec.image_shape} images; {what} "
-            f"takes {tuple(input_shape)} images and predicts {num_classes} classes")
-    return name
-
-
-def test_accuracy(model, images, labels, batch_size=128):
-    """`(correct, total)`: test images whose most probable class is the label."""
-    probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return int(np.sum(np.argmax(probabilities, axis=1) == labels)), len(labels)
-
-
-def _source(pretrained_name, model_dir):
-    """`(model, metadata, what)` of a pretrained entry or a finished run."""
-    if pretrained_name is not None:
-        masked, _, metadata = pretrained.load(pretrained_name)
-        return masked, metadata, pretrained_name
-    model, results = export.load_run(model_dir)
-    return model, results, model_dir
-
-
-def evaluate(pretrained_name=None, model_dir=None, data_dir=None, dataset=None,
-             batch_size=128):
-    """Evaluates a pretrained entry (or a run) on its data set's test split.
-
-    Returns:
-        `{"name", "dataset", "correct", "total", "test_accuracy",
-        "recorded_test_accuracy"}`.
-
-    Raises:
-        PretrainedError, CompactFileError, RunDirError, ExportError: an
-            unknown entry, a damaged file, a run that is not finished.
-        EvaluationError, DataError: a data set that does not fit the model,
-            or that cannot be read.
-    """
-    model, metadata, what = _source(pretrained_name, model_dir)
-    name = check_dataset(metadata.get("dataset"), dataset, model.input_shape[1:],
-                         model.output_shape[-1], what)
-    images, labels = data.load_splits(name, data_dir, validation_size=0).test
-    correct, total = test_accuracy(model, images, labels, batch_size)
-    return {"name": what, "dataset": name, "correct": correct, "total": total,
-            "test_accuracy": correct / total,
-            "recorded_test_accuracy": metadata.get("test_accuracy")}
+from ssm_keras import command, evaluation
+from ssm_keras.data import specs
 
 
 def summary_line(result):
+    """`name: test accuracy ...% (correct of total ...); recorded ...%`."""
     recorded = result["recorded_test_accuracy"]
     return (f"{result['name']}: test accuracy {100 * result['test_accuracy']:.2f}% "
             f"({result['correct']:,} of {result['total']:,} {result['dataset']} test images); "
             + (f"recorded {100 * recorded:.2f}%" if recorded is not None else "none recorded"))
 
 
-# Command line.
 def define_flags(flag_values=flags.FLAGS):
     """Defines the command's flags in `flag_values`."""
     flags.DEFINE_string("pretrained", None,
@@ -102,7 +32,8 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_string("data_dir", None, "Local copy of the data sets.", flag_values=flag_values)
     flags.DEFINE_string("dataset", None,
-                        "Data set to evaluate on (default: the one the model was trained on).",
+                        f"Data set to evaluate on: {', '.join(specs.DATASETS)} (default: the "
+                        "one the model was trained on).",
                         flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 128, "Images per batch.", lower_bound=1,
                          flag_values=flag_values)
@@ -113,9 +44,10 @@ def define_flags(flag_values=flags.FLAGS):
 def run_command(flag_values):
     """Evaluates what the parsed flags name and prints one line."""
     logging.set_verbosity(logging.WARNING)
-    print(summary_line(evaluate(flag_values.pretrained, flag_values.model_dir,
-                                flag_values.data_dir, flag_values.dataset,
-                                flag_values.batch_size)))
+    result = evaluation.evaluate(flag_values.pretrained, flag_values.model_dir,
+                                 flag_values.data_dir, flag_values.dataset,
+                                 flag_values.batch_size)
+    print(summary_line(result))
 
 
 def cli():

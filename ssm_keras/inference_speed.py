@@ -2,7 +2,7 @@
 (the measurements of `ssm_keras.benchmark_inference`).
 
 Every finished run of `--runs` (signed supermasks and the baselines of the
-same architectures, `--regime=weights`) is exported with `ssm_keras.export`
+same architectures, `--regime=weights`) is exported with `ssm_keras.exporting`
 into `--work_dir` in every format (dead units removed from the baked model
 unless `--noprune_dead_units`, each TFLite file checked against it), and each runtime format is measured
 on the run's real test set:
@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import data, export, measurement, run_dir, tflite
+from ssm_keras import data, exporting, measurement, run_dir, tflite
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -168,7 +168,7 @@ def measure_run(path, work_dir, settings, test):
     """Exports one run and measures every format: `(run record, rows)`."""
     results = run_dir.read_results(path)
     out_dir = os.path.join(work_dir, os.path.basename(os.path.normpath(path)))
-    summary = export.export_run(path, out_dir, (*RUNTIME_FORMATS, "compact"), overwrite=True,
+    summary = exporting.export_run(path, out_dir, (*RUNTIME_FORMATS, "compact"), overwrite=True,
                                 prune_dead_units=settings.prune_dead_units)
     images, labels = test
     batch = images[:THROUGHPUT_BATCH]
@@ -184,11 +184,11 @@ def measure_run(path, work_dir, settings, test):
              "tflite_max_difference": summary["tflite_max_difference"]}
     rows = []
     for name in RUNTIME_FORMATS:
-        file_path = os.path.join(out_dir, export.OUTPUTS[name])
+        file_path = os.path.join(out_dir, exporting.OUTPUTS[name])
         predict = predictor(name, file_path, settings.tflite_threads)
         rows.append({
             "run": model["run"], "format": name, "runtime": RUNTIMES[name],
-            "file": export.OUTPUTS[name], "bytes": summary["bytes"][export.OUTPUTS[name]],
+            "file": exporting.OUTPUTS[name], "bytes": summary["bytes"][exporting.OUTPUTS[name]],
             "batch_1_latency_us": batch_1_latency_us(predict, images, settings.seconds),
             "batch_128_images_per_s": throughput(predict, batch, settings.windows,
                                                  settings.seconds),
@@ -196,8 +196,8 @@ def measure_run(path, work_dir, settings, test):
         })
         keras.utils.clear_session()
     rows.append({"run": model["run"], "format": "compact", "runtime": None,
-                 "file": export.OUTPUTS["compact"],
-                 "bytes": summary["bytes"][export.OUTPUTS["compact"]]})
+                 "file": exporting.OUTPUTS["compact"],
+                 "bytes": summary["bytes"][exporting.OUTPUTS["compact"]]})
     return model, rows
 
 

@@ -23,7 +23,7 @@ recipes' `--weight_init`), each one run of `ssm_keras.train`:
 import dataclasses
 import os
 
-from ssm_keras import command, launch, plots
+from ssm_keras import command, launch, plotting
 from ssm_keras.command import flag_field
 from ssm_keras.config import TrainConfig
 from ssm_keras.layers import DEFAULT_SCORE_INITIALIZERS
@@ -113,7 +113,7 @@ def study_curves(histories):
         if not history:
             continue
         offset = len(histories.get("mask", [])) if run == "mask_then_weights" else 0
-        data = plots.curve_data(history)
+        data = plotting.curve_data(history)
         if "val_accuracy" in data:
             curves.append({"label": LABELS[run],
                            "epochs": [epoch + offset for epoch in data["epoch"]],
@@ -131,7 +131,7 @@ def utilisation_series(runs):
     series = []
     for run in MASK_RUNS:
         if run in runs:
-            data = plots.composition_data(runs[run][0]["layers"])
+            data = plotting.composition_data(runs[run][0]["layers"])
             series.append({"label": LABELS[run], "totals": data["totals"],
                            "kept_percent": data["remaining"]})
     return series

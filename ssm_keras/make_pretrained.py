@@ -18,7 +18,7 @@ import os
 
 from absl import flags
 
-from ssm_keras import command, compact, export, pretrained
+from ssm_keras import command, compact, exporting, pretrained
 from ssm_keras.config import TrainConfig
 from ssm_keras.errors import UserError
 
@@ -111,7 +111,7 @@ def run_command(flag_values):
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for run in runs:
-        model, results = export.load_run(run)
+        model, results = exporting.load_run(run)
         path = os.path.join(out_dir, entry_name(results) + pretrained.SUFFIX)
         if os.path.exists(path) and not overwrite:
             raise UserError(f"{path} exists; pass --overwrite to replace it")

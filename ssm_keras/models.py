@@ -238,7 +238,7 @@ def check_input_shape(arch, input_shape):
         )
 
 
-def build_model(
+def build_architecture(
     arch,
     *,
     masked=True,

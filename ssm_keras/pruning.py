@@ -43,7 +43,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from ssm_keras.baking import ExportError
+from ssm_keras.errors import ExportError
 
 RTOL = 1e-5
 ATOL = 1e-6

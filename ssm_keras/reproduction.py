@@ -18,7 +18,7 @@ shorter, with the same path of learning rate and weight decay:
 deviation over seeds (`sqrt(sum (x - mean)^2 / (n - 1))`) of the test
 accuracy and of the remaining weights, next to the paper's numbers, with the
 epochs trained (so a shortened schedule shows). `write_plots`
-(`ssm_keras.plots`):
+(`ssm_keras.plotting`):
 
 - `<runs_dir>/accuracy_vs_remaining.png`: test accuracy against remaining
   weights, ours (mean and standard deviation) and the paper's;
@@ -35,7 +35,7 @@ import os
 
 from absl import flags as absl_flags
 
-from ssm_keras import command, plots, train
+from ssm_keras import command, plotting, train
 from ssm_keras import config as ssm_config
 from ssm_keras import run_dir as run_folder
 from ssm_keras.command import flag_field
@@ -259,9 +259,9 @@ def format_table(table, extra=()):
 
 # Plots.
 def mean_curve(histories, key):
-    """Mean and standard deviation of `plots.curve_data(history)[key]` per
+    """Mean and standard deviation of `plotting.curve_data(history)[key]` per
     epoch, over the runs that reached that epoch."""
-    series = [plots.curve_data(history).get(key, []) for history in histories]
+    series = [plotting.curve_data(history).get(key, []) for history in histories]
     epochs, means, stds = [], [], []
     for index in range(max(map(len, series), default=0)):
         mean, std = mean_std(values[index] for values in series if len(values) > index)
@@ -277,16 +277,16 @@ def write_plots(runs_dir, table):
     points, curves = [], []
     for experiment, record in table.items():
         model, variant = split_experiment(experiment)
-        runs = [plots.load_run(run_dir(runs_dir, experiment, seed)) for seed in record["seeds"]]
+        runs = [plotting.load_run(run_dir(runs_dir, experiment, seed)) for seed in record["seeds"]]
         if not runs:
             continue
         for seed in record["seeds"]:
-            paths += plots.plot_run(run_dir(runs_dir, experiment, seed))
+            paths += plotting.plot_run(run_dir(runs_dir, experiment, seed))
         label = f"{PAPER[model][0]} {variant.replace('_', ' ')}"
         if variant != "baseline":
-            layers = plots.mean_layers([results["layers"] for results, _ in runs])
-            paths.append(plots.plot_mask_composition(
-                layers, os.path.join(runs_dir, experiment, plots.COMPOSITION_FILE),
+            layers = plotting.mean_layers([results["layers"] for results, _ in runs])
+            paths.append(plotting.plot_mask_composition(
+                layers, os.path.join(runs_dir, experiment, plotting.COMPOSITION_FILE),
                 f"{label}: mean over {len(runs)} seed(s)"))
         points.append({
             "label": label,
@@ -304,11 +304,11 @@ def write_plots(runs_dir, table):
         if curve["epochs"]:
             curves.append({"label": label, **curve})
     if points:
-        paths.append(plots.plot_accuracy_vs_remaining(
+        paths.append(plotting.plot_accuracy_vs_remaining(
             points, os.path.join(runs_dir, "accuracy_vs_remaining.png"),
             "test accuracy against remaining weights (hollow: paper)"))
     if curves:
-        paths.append(plots.plot_accuracy_curves(
+        paths.append(plotting.plot_accuracy_curves(
             curves, os.path.join(runs_dir, "validation_accuracy.png"),
             "validation accuracy, mean over seeds"))
     return paths

@@ -29,7 +29,7 @@ import os
 
 from absl import flags
 
-from ssm_keras import command, init_study, launch, plots, run_dir
+from ssm_keras import command, init_study, launch, plotting, run_dir
 from ssm_keras.errors import UserError
 
 
@@ -68,18 +68,18 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     launch.check_runs_dir(settings.runs_dir)
     extra = launch.training_flags(flag_values, own=("seed", "data_dir"))
     statuses = train_regimes(settings, seed, data_dir, extra, runner)
-    runs = {run: plots.load_run(init_study.regime_dir(settings.runs_dir, run))
+    runs = {run: plotting.load_run(init_study.regime_dir(settings.runs_dir, run))
             for run in init_study.selected_runs(settings)
             if run_dir.is_finished(init_study.regime_dir(settings.runs_dir, run))}
     title = init_study.study_title(runs)
     curves = init_study.study_curves({run: history for run, (_, history) in runs.items()})
     if curves:
-        plots.plot_accuracy_curves(
+        plotting.plot_accuracy_curves(
             curves, os.path.join(settings.runs_dir, "validation_accuracy.png"),
             f"supermask as initialisation, {title}: validation accuracy")
     utilisation = init_study.utilisation_series(runs)
     if utilisation:
-        plots.plot_layer_utilisation(
+        plotting.plot_layer_utilisation(
             utilisation, os.path.join(settings.runs_dir, "layer_utilisation.png"),
             f"supermask as initialisation, {title}: weights kept per layer")
     rows = init_study.summary_rows(runs)

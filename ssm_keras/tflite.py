@@ -1,9 +1,8 @@
 """TensorFlow Lite files of a baked model, and the check that they agree with it.
 
-Three encodings of the same network, each converted by TensorFlow's own
-converter from the SavedModel that `export.save_saved_model` writes, so each
-has its `serve` signature: input `images`, uint8 `(None, H, W, C)` raw
-pixels; output `probabilities`, float32 `(None, classes)`.
+Each of `KINDS` is converted by TensorFlow's own converter from the
+SavedModel that `exporting.save_saved_model` writes, so each has its `serve`
+signature (uint8 `images` in, float32 `probabilities` out):
 
 | kind             | converter setting                  | weights stored as                   |
 | ---------------- | ---------------------------------- | ----------------------------------- |
@@ -11,21 +10,13 @@ pixels; output `probabilities`, float32 `(None, classes)`.
 | `tflite_dynamic` | `Optimize.DEFAULT` (dynamic range) | int8 with a float scale per channel |
 | `tflite_sparse`  | `Optimize.EXPERIMENTAL_SPARSITY`   | float32, sparse (non-zeros + index) |
 
-With a signed-constant initialisation every effective kernel of a layer is
-`{-c, 0, +c}`, so int8 weights with scale `c / 127` hold it exactly: the
-converter writes `{-127, 0, 127}` and `127 * scale == c` in float32 (checked
-by the tests on a trained FCN; TFLite leaves kernels of fewer than 1,024
-entries in float32). `tflite_dynamic` is not exact all the same: its
-"hybrid" kernels also quantise each layer's *input* activations to int8 on
-the fly (one scale per row), which the float formats do not.
-
-`check_agreement` runs a file in the TFLite interpreter and compares its
-probabilities with the baked Keras model's:
+`check_agreement` runs a file in the TFLite interpreter and refuses it unless
 
     max |p_tflite - p_keras| <= TOLERANCE[kind]
 
-`TOLERANCE` is 1e-5 for the float formats (float32 round-off of other
-kernels) and 1e-2 for `tflite_dynamic` (8-bit activations).
+(float32 round-off for the float formats; `tflite_dynamic` also quantises
+each layer's input activations to int8 on the fly). What the formats store
+and how far they differ, measured: docs/export.md.
 """
 
 import warnings
@@ -33,7 +24,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras.baking import ExportError
+from ssm_keras.errors import ExportError
 
 SIGNATURE = "serve"
 KINDS = ("tflite", "tflite_dynamic", "tflite_sparse")

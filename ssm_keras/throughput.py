@@ -2,7 +2,7 @@
 (the measurements of `ssm_keras.benchmark`).
 
 For every architecture the signed-supermask model and the plain Keras model
-of the same architecture (`models.build_model(arch, masked=True/False)`; for
+of the same architecture (`models.build_architecture(arch, masked=True/False)`; for
 a `keras.applications` model, the model with `weights=None` at CIFAR-10's
 32x32 and it through `ssm_keras.supermask`) are
 compiled as `ssm_keras.training` compiles them (SGD, Nesterov momentum,

@@ -124,7 +124,7 @@ def build_model(config, spec):
             )
         _check_mask_source(config, trained)
         return models.with_regime(trained, "mask_then_weights")
-    model = models.build_model(
+    model = models.build_architecture(
         config.arch,
         masked=config.masked,
         input_shape=spec.image_shape,

@@ -89,8 +89,8 @@ def randomize_scores(model, seed=0, density=None):
 
 
 def randomized_model(arch="fcn", input_shape=FCN_SHAPE, density=None, **kwargs):
-    """A masked model of `models.build_model` with `randomize_scores` applied."""
-    model = models.build_model(arch, input_shape=input_shape, **kwargs)
+    """A masked model of `models.build_architecture` with `randomize_scores` applied."""
+    model = models.build_architecture(arch, input_shape=input_shape, **kwargs)
     return randomize_scores(model, density=density)
 
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applications, command,
-                       export, inference_speed, initial_logits, measurement, models, throughput)
+                       exporting, inference_speed, initial_logits, measurement, models, throughput)
 
 from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
                       parsed_flags, shared_data_dir)
@@ -78,7 +78,7 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
     assert model["dead_units_removed"] > 0 and model["regime"] == "mask"
     for name, row in rows.items():
         path = tmp_path / "exports" / run.name / row["file"]
-        assert row["bytes"] == export.file_size(path) > 0
+        assert row["bytes"] == exporting.file_size(path) > 0
         if name == "compact":
             continue
         correct = round(row["test_accuracy"] * len(labels))
@@ -120,7 +120,7 @@ def test_benchmark_step_choices_and_flops():
     assert throughput.window_steps_for(0.004, 32, 5.0) == 32 * 39  # 5 / 0.128 = 39.06
     assert throughput.window_steps_for(2.0, 1, 5.0) == 2
     assert throughput.median_images_per_second([1.0, 2.0, 4.0], 10, 128) == 640
-    conv4 = models.build_model("conv4", masked=False)
+    conv4 = models.build_architecture("conv4", masked=False)
     multiply_adds = (32 * 32 * (27 * 64 + 576 * 64) + 16 * 16 * (576 * 128 + 1152 * 128)
                      + 8192 * 256 + 256 * 256 + 256 * 10)
     gflop = arithmetic.training_gflop_per_image(conv4)

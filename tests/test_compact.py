@@ -37,8 +37,8 @@ ROUND_TRIPS = {
     "elus_signed": (lambda: randomized_model(), "signed_constant"),
     "elus_binary_large_thresholds": (
         lambda: _large_thresholds(
-            models.build_model("fcn", input_shape=FCN_SHAPE,
-                               mask_config=models.MaskConfig(mask="binary"))
+            models.build_architecture("fcn", input_shape=FCN_SHAPE,
+                                      mask_config=models.MaskConfig(mask="binary"))
         ),
         "signed_constant",
     ),

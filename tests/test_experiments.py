@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import command, init_study, plots, reproduce, reproduction, study, train
+from ssm_keras import command, init_study, plotting, reproduce, reproduction, study, train
 from ssm_keras import config as ssm_config
 
 from conftest import REPO, assert_one_error_line, command_status, parsed_flags
@@ -196,7 +196,7 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
     assert "--optimizer=sgd" not in commands[1] and "--optimizer=adam" not in commands[1]
     assert "--mask=bernoulli" not in commands[1]
     assert _flag(commands[3], "mask_from") == str(runs / "mask")
-    histories = {run: plots.load_run(str(runs / run))[1] for run in init_study.RUNS}
+    histories = {run: plotting.load_run(str(runs / run))[1] for run in init_study.RUNS}
     curves = init_study.study_curves(histories)
     assert [curve["epochs"] for curve in curves] == [[1, 2, 3], [1, 2], [1, 2], [3, 4, 5]]
     assert (runs / "validation_accuracy.png").stat().st_size > 10_000

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssm_keras import baking, compact, export, layers, models, tflite
+from ssm_keras import baking, compact, exporting, layers, models, staging, tflite
 from ssm_keras.run_dir import RunDirError
 
 from conftest import (FCN_SHAPE, CONV_SHAPE, REPO, assert_one_error_line, effective_kernels,
@@ -76,7 +76,7 @@ def test_bake_gives_stock_layers_witheffective_kernels(arch, input_shape):
 
 def test_bake_refuses_a_sampling_bernoulli_mask():
     config = models.MaskConfig(mask="bernoulli", bernoulli_eval="sample")
-    model = models.build_model("fcn", input_shape=FCN_SHAPE, mask_config=config)
+    model = models.build_architecture("fcn", input_shape=FCN_SHAPE, mask_config=config)
     with pytest.raises(baking.ExportError, match="bernoulli_eval='expected'"):
         baking.bake(model)
 
@@ -111,7 +111,7 @@ FRESH_PROCESS_CHECK = textwrap.dedent("""
 def test_exported_model_serves_without_ssm_keras(fcn_run, tmp_path):
     run_dir, model = fcn_run
     out_dir = tmp_path / "export"
-    summary = export.export_run(str(run_dir), str(out_dir))
+    summary = exporting.export_run(str(run_dir), str(out_dir))
     images = random_images(FCN_SHAPE)
     np.save(tmp_path / "images.npy", images)
     expected = model.predict(images.astype(np.float32), verbose=0)
@@ -157,12 +157,26 @@ def test_compact_file_exports_for_serving(compact_bytes, tmp_path, capsys):
     path.write_bytes(compact_bytes)
     out_dir = tmp_path / "out"
     assert export_cli(f"--compact_file={path}", f"--out={out_dir}", "--formats=keras,compact") == 0
-    assert "model.ssm is" in capsys.readouterr().out
+    report = capsys.readouterr().out
+    assert "model.ssm is" in report
+    masked_weights = 64 * 300 + 300 * 100 + 100 * 10
+    assert f"float32 kernels: {4 * masked_weights:,} bytes (" in report
     assert (out_dir / "model.ssm").read_bytes() == compact_bytes
     baked = keras.saving.load_model(out_dir / "model.keras")
     images = random_images(FCN_SHAPE).astype(np.float32)
     expected = compact.load_compact(path).masked_model(images).numpy()
     np.testing.assert_allclose(baked(images).numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_a_baseline_export_reports_no_masked_kernels(tmp_path, capsys):
+    path = tmp_path / "baseline.ssm"
+    compact.save_compact(models.build_architecture("fcn", masked=False, input_shape=FCN_SHAPE),
+                         path)
+    assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}",
+                      "--formats=compact") == 0
+    report = capsys.readouterr().out
+    assert f"model.ssm: {os.path.getsize(path):,} bytes" in report
+    assert "kernels" not in report
 
 
 RUN_DAMAGES = {
@@ -192,7 +206,7 @@ def test_unfinished_run_is_refused(damage, fcn_run, tmp_path, capsys):
     assert export_cli(f"--model_dir={folder}", f"--out={out_dir}") == 1
     assert_one_error_line(capsys.readouterr(), message)
     with pytest.raises(error, match=re.escape(message)):
-        export.export_run(str(folder), str(out_dir))
+        exporting.export_run(str(folder), str(out_dir))
 
 
 def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
@@ -204,7 +218,9 @@ def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
 def test_existing_export_is_kept_unless_overwrite(fcn_run, tmp_path, capsys):
     run_dir, _ = fcn_run
     out_dir = tmp_path / "out"
+    _write(out_dir / ".export-killed" / "model.ssm", "half")  # left by a killed export
     assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--formats=compact") == 0
+    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm"]
     report = capsys.readouterr().out
     assert "model.ssm:" in report and "smaller than float32_kernels" in report
     before = {name: (out_dir / name).read_bytes() for name in ("model.ssm", "export.json")}
@@ -238,7 +254,7 @@ def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_
                                                "baked model")
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
     monkeypatch.undo()
-    summary = export.export_run(str(run_dir), str(out_dir), ("tflite", "tflite_sparse"),
+    summary = exporting.export_run(str(run_dir), str(out_dir), ("tflite", "tflite_sparse"),
                                 overwrite=True)
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.tflite", "model_sparse.tflite"]
     for kind in ("tflite", "tflite_sparse"):
@@ -304,37 +320,39 @@ def test_unwritable_out_and_full_disk_are_one_error_line(fcn_run, tmp_path, caps
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
 
 
-@pytest.mark.slow
-def test_killed_export_keeps_every_output_and_is_finished_later(fcn_run, tmp_path, monkeypatch):
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_recover_finishes_a_half_swapped_export_and_deletes_an_unfinished_one(tmp_path):
+    """The folder a kill leaves while an export of saved_model and compact
+    replaces one of keras and compact: the old saved_model was renamed aside
+    and the new one not yet moved in (renames without `renameat2`)."""
     out_dir = tmp_path / "out"
-    export.export_run(str(fcn_run[0]), str(out_dir), ("keras", "compact"))
-    old = {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)}
-    moves = []
-    original = export._move_in
+    for name in ("model.keras", "model.ssm", "export.json"):
+        _write(out_dir / name, f"old {name}")
+    ready = out_dir / ".export-ready"
+    _write(ready / "saved_model.old" / "saved_model.pb", "old saved_model")
+    _write(ready / "saved_model" / "saved_model.pb", "new saved_model")
+    for name in ("model.ssm", "export.json"):
+        _write(ready / name, f"new {name}")
+    _write(ready / staging.READY, json.dumps(["saved_model", "model.ssm", "export.json"]))
+    _write(out_dir / ".export-unfinished" / "model.keras", "half")  # killed before READY
+    exporting.recover(str(out_dir))
+    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm", "saved_model"]
+    assert os.listdir(out_dir / "saved_model") == ["saved_model.pb"]
+    assert (out_dir / "saved_model" / "saved_model.pb").read_text() == "new saved_model"
+    for name in ("model.ssm", "export.json"):
+        assert (out_dir / name).read_text() == f"new {name}"
+    exporting.recover(str(out_dir))  # nothing left to do
+    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm", "saved_model"]
 
-    def killed_after_one_move(new, old_path):
-        if moves:
-            raise KeyboardInterrupt  # as a kill would stop the process
-        moves.append(old_path)
-        original(new, old_path)
 
-    monkeypatch.setattr(export, "_move_in", killed_after_one_move)
-    with pytest.raises(KeyboardInterrupt):
-        export.export_run(str(fcn_run[0]), str(out_dir), ("compact",), overwrite=True)
-    monkeypatch.undo()
-    names = os.listdir(out_dir)
-    assert {"model.keras", "model.ssm", "export.json"} <= set(names)  # none missing
-    assert [name for name in names if name.startswith(".export-")]
-    export.recover(str(out_dir))  # what the next export into out_dir does first
-    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm"]
-    assert json.loads((out_dir / "export.json").read_text())["formats"] == ["compact"]
-    assert (out_dir / "model.ssm").read_bytes() == old["model.ssm"]  # the same model
-    # A staging folder killed before it was complete is deleted, nothing else.
-    (out_dir / ".export-killed").mkdir()
-    (out_dir / ".export-killed" / "model.ssm").write_bytes(b"half")
-    export.recover(str(out_dir))
-    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm"]
-    assert (out_dir / "model.ssm").read_bytes() == old["model.ssm"]
+def test_a_staging_folder_that_cannot_be_finished_is_one_error_line(tmp_path):
+    _write(tmp_path / ".export-broken" / staging.READY, "not json")
+    with pytest.raises(baking.ExportError, match="left by an earlier export .* remove it by hand"):
+        exporting.recover(str(tmp_path))
 
 
 def test_folder_outputs_are_exchanged_in_one_step(tmp_path):
@@ -342,6 +360,6 @@ def test_folder_outputs_are_exchanged_in_one_step(tmp_path):
     (tmp_path / "new" / "a").write_text("new")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "b").write_text("old")
-    export._move_in(str(tmp_path / "new"), str(tmp_path / "old"))
+    staging.move_in(str(tmp_path / "new"), str(tmp_path / "old"))
     assert sorted(os.listdir(tmp_path)) == ["old"]
     assert os.listdir(tmp_path / "old") == ["a"]

@@ -19,7 +19,7 @@ def test_scores_alone_learn_mnist(mnist_dir):
                               max_examples=12000)
     train_images, train_labels = splits.train[0][:12000].astype(np.float32), splits.train[1][:12000]
     test_images, test_labels = splits.test[0][:2000].astype(np.float32), splits.test[1][:2000]
-    model = models.build_model("fcn", input_shape=(28, 28, 1), num_classes=10, seed=0)
+    model = models.build_architecture("fcn", input_shape=(28, 28, 1), num_classes=10, seed=0)
     random_mask_accuracy = _accuracy(model, test_images, test_labels)
     kernels = [layer.kernel.numpy() for layer in layers.masked_layers(model)]
     model.compile(

@@ -16,8 +16,8 @@ MIXED = ("mixed_bfloat16", "mixed_float16")
 def _fcn(policy):
     keras.mixed_precision.set_global_policy(policy)
     try:
-        return models.build_model("fcn", input_shape=(28, 28, 1), num_classes=10, seed=0,
-                                  init_factor=3.0)
+        return models.build_architecture("fcn", input_shape=(28, 28, 1), num_classes=10,
+                                         seed=0, init_factor=3.0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

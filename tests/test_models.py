@@ -18,9 +18,9 @@ PAPER_COUNTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("arch, input_shape", list(PAPER_COUNTS))
 def test_masked_weight_counts_match_the_paper(arch, input_shape):
-    model = models.build_model(arch, input_shape=input_shape)
+    model = models.build_architecture(arch, input_shape=input_shape)
     assert models.masked_weight_count(model) == PAPER_COUNTS[(arch, input_shape)]
-    plain = models.build_model(arch, input_shape=input_shape, masked=False)
+    plain = models.build_architecture(arch, input_shape=input_shape, masked=False)
     assert plain.count_params() == PAPER_COUNTS[(arch, input_shape)]
 
 
@@ -53,41 +53,42 @@ def _wrn_count(k, classes=10):
 @pytest.mark.slow
 @pytest.mark.parametrize("depth, width", [(20, 1), (20, 2), (56, 1), (110, 1), (32, 3)])
 def test_resnet_masked_weight_counts(depth, width):
-    model = models.build_model(f"resnet{depth}", width=width, num_classes=10)
+    model = models.build_architecture(f"resnet{depth}", width=width, num_classes=10)
     assert models.masked_weight_count(model) == _resnet_count(depth, width)
     assert len(model.layers) > depth  # conv, bn, activation and add layers
 
 
 @pytest.mark.slow
 def test_wrn28_masked_weight_count_and_plain_bn():
-    model = models.build_model("wrn28", width=2, num_classes=100)
+    model = models.build_architecture("wrn28", width=2, num_classes=100)
     assert models.masked_weight_count(model) == _wrn_count(2, classes=100)
     norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
     # Affine parameters at their identity values, frozen: none is learned.
     assert norms and all(isinstance(n, layers.FixedAffineBatchNormalization) for n in norms)
     assert all(len(n.trainable_weights) == 0 for n in norms)
     assert all(np.all(n.gamma.numpy() == 1) and np.all(n.beta.numpy() == 0) for n in norms)
-    plain = models.build_model("wrn28", width=2, num_classes=100, masked=False)
+    plain = models.build_architecture("wrn28", width=2, num_classes=100, masked=False)
     plain_norms = [l for l in plain.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert all(n.center and n.scale for n in plain_norms)
 
 
 @pytest.mark.slow
 def test_masked_and_plain_models_share_initial_kernels():
-    masked = models.build_model("conv2", input_shape=(8, 8, 3), seed=4, kernel_initializer="elu")
-    plain = models.build_model("conv2", input_shape=(8, 8, 3), seed=4, kernel_initializer="elu",
-                               masked=False)
+    masked = models.build_architecture("conv2", input_shape=(8, 8, 3), seed=4,
+                                       kernel_initializer="elu")
+    plain = models.build_architecture("conv2", input_shape=(8, 8, 3), seed=4,
+                                      kernel_initializer="elu", masked=False)
     for layer in layers.masked_layers(masked):
         np.testing.assert_array_equal(layer.kernel.numpy(),
                                       plain.get_layer(layer.name).kernel.numpy())
-    other_seed = models.build_model("conv2", input_shape=(8, 8, 3), seed=5)
+    other_seed = models.build_architecture("conv2", input_shape=(8, 8, 3), seed=5)
     assert not np.array_equal(other_seed.get_layer("conv_1").kernel.numpy(),
                               masked.get_layer("conv_1").kernel.numpy())
 
 
 @pytest.mark.slow
 def test_batch_norm_uses_batch_statistics_in_training_and_moving_averages_at_inference():
-    model = models.build_model("resnet20", input_shape=(8, 8, 3), seed=0)
+    model = models.build_architecture("resnet20", input_shape=(8, 8, 3), seed=0)
     bn = model.get_layer("bn_stem")
     x = np.random.default_rng(0).uniform(0, 255, size=(16, 8, 8, 3)).astype(np.float32)
     probe = keras.Model(model.input, bn.output)
@@ -106,7 +107,7 @@ ALL_ARCHS = ["fcn", "resnet32", "resnet44"]
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_one_training_step_changes_only_scores(arch):
     shape = (28, 28, 1) if arch == "fcn" else (16, 16, 3)
-    model = models.build_model(arch, input_shape=shape, num_classes=5, seed=0)
+    model = models.build_architecture(arch, input_shape=shape, num_classes=5, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, size=(4, *shape)).astype(np.float32)
@@ -122,7 +123,7 @@ def test_one_training_step_changes_only_scores(arch):
 
 
 def test_with_regime_freezes_mask_and_trains_kernel():
-    model = models.build_model("fcn", input_shape=(6, 6, 1), num_classes=3, seed=0)
+    model = models.build_architecture("fcn", input_shape=(6, 6, 1), num_classes=3, seed=0)
     tuned = models.with_regime(model, "mask_then_weights")
     masked = layers.masked_layers(tuned)
     for layer in masked:
@@ -139,10 +140,10 @@ def test_with_regime_freezes_mask_and_trains_kernel():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: models.build_model("conv9"), "arch='conv9'"),
-    (lambda: models.build_model("conv8", input_shape=(8, 8, 3)), "at least 16x16"),
-    (lambda: models.build_model("fcn", num_classes=1), "num_classes=1"),
-    (lambda: models.build_model("resnet20", width=0), "width=0"),
+    (lambda: models.build_architecture("conv9"), "arch='conv9'"),
+    (lambda: models.build_architecture("conv8", input_shape=(8, 8, 3)), "at least 16x16"),
+    (lambda: models.build_architecture("fcn", num_classes=1), "num_classes=1"),
+    (lambda: models.build_architecture("resnet20", width=0), "width=0"),
 ])
 @pytest.mark.slow
 def test_bad_model_arguments(call, message):

@@ -1,11 +1,11 @@
-"""The plots of a run and the plots command."""
+"""Plots of a run: the data behind the figures, the figures, the `plots` command."""
 
 import os
 
 import pytest
 from absl import flags
 
-from ssm_keras import command, plots, training
+from ssm_keras import command, plotting, plots, training
 
 from conftest import tiny_config, tiny_splits
 
@@ -19,9 +19,9 @@ def finished_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_plot_run_writes_both_figures(finished_run, tmp_path):
-    paths = plots.plot_run(str(finished_run), str(tmp_path / "out"))
-    assert [os.path.basename(path) for path in paths] == [plots.COMPOSITION_FILE,
-                                                          plots.CURVES_FILE]
+    paths = plotting.plot_run(str(finished_run), str(tmp_path / "out"))
+    assert [os.path.basename(path) for path in paths] == [plotting.COMPOSITION_FILE,
+                                                          plotting.CURVES_FILE]
     for path in paths:
         with open(path, "rb") as file:
             assert file.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -34,8 +34,8 @@ def test_plot_run_writes_both_figures(finished_run, tmp_path):
 ])
 @pytest.mark.slow
 def test_mask_flips_axis_is_logarithmic_only_over_a_decade(flips, scale, tmp_path):
-    assert plots.flips_scale(flips) == scale
-    figure_path = plots.plot_training_curves(
+    assert plotting.flips_scale(flips) == scale
+    figure_path = plotting.plot_training_curves(
         [{"epoch": e + 1, "mask_flips": f, "accuracy": 0.5} for e, f in enumerate(flips)],
         str(tmp_path / "curves.png"))
     assert os.path.getsize(figure_path) > 0
@@ -46,26 +46,26 @@ def test_pareto_front_keeps_trials_no_other_beats_on_both_axes(tmp_path):
               for label, remaining, accuracy in [
                   ("a", 2.0, 97.0), ("b", 1.0, 96.0), ("c", 3.0, 96.5), ("d", 2.5, 97.4),
                   ("e", 1.0, 95.0), ("f", 4.0, 97.4)]]
-    assert [p["label"] for p in plots.pareto_front(points)] == ["b", "a", "d"]
-    path = plots.plot_trials(points, str(tmp_path / "trials.png"), "search", best="d")
+    assert [p["label"] for p in plotting.pareto_front(points)] == ["b", "a", "d"]
+    path = plotting.plot_trials(points, str(tmp_path / "trials.png"), "search", best="d")
     assert os.path.getsize(path) > 10_000
 
 
 @pytest.mark.slow
 def test_plot_data_of_a_real_run(finished_run):
-    results, history = plots.load_run(str(finished_run))
-    data = plots.composition_data(results["layers"])
+    results, history = plotting.load_run(str(finished_run))
+    data = plotting.composition_data(results["layers"])
     assert data["names"] == ["dense_1", "dense_2", "dense_3"]  # one bar per layer
     for index, record in enumerate(results["layers"]):
-        parts = [data[kind][index] for kind in plots.KINDS]
+        parts = [data[kind][index] for kind in plotting.KINDS]
         assert sum(parts) == pytest.approx(100.0)
         assert data["remaining"][index] == pytest.approx(100 * record["remaining"] / record["total"])
         assert 0 < data["inverted"][index] < data["remaining"][index] < 100
-    curves = plots.curve_data(history)
+    curves = plotting.curve_data(history)
     assert curves["epoch"] == [1, 2]
     assert curves["val_accuracy"] == pytest.approx([100 * h["val_accuracy"] for h in history])
     assert curves["mask_flips"] == [h["mask_flips"] for h in history]
-    assert set(plots.CURVE_KEYS) <= set(curves)
+    assert set(plotting.CURVE_KEYS) <= set(curves)
 
 
 def _plots_cli(*argv):
@@ -78,7 +78,7 @@ def _plots_cli(*argv):
 @pytest.mark.slow
 def test_plots_command(finished_run, tmp_path, capsys):
     assert _plots_cli(f"--model_dir={finished_run}", f"--out={tmp_path}") == 0
-    assert sorted(os.listdir(tmp_path)) == [plots.COMPOSITION_FILE, plots.CURVES_FILE]
+    assert sorted(os.listdir(tmp_path)) == [plotting.COMPOSITION_FILE, plotting.CURVES_FILE]
     capsys.readouterr()
     assert _plots_cli(f"--model_dir={tmp_path / 'missing'}") == 1
     error = capsys.readouterr().err.strip().splitlines()
@@ -96,8 +96,8 @@ def test_plots_command(finished_run, tmp_path, capsys):
 def test_mean_layers_averages_fractions():
     layers = [[{"name": "a", "total": 10, "kept_fraction": k, "inverted_fraction": 0.1,
                 "hidden_fraction": 0.9 - k}] for k in (0.1, 0.3)]
-    (mean,) = plots.mean_layers(layers)
+    (mean,) = plotting.mean_layers(layers)
     assert mean["kept_fraction"] == pytest.approx(0.2)
     assert mean["hidden_fraction"] == pytest.approx(0.7)
-    with pytest.raises(plots.PlotError):
-        plots.mean_layers([layers[0], [{**layers[1][0], "name": "b"}]])
+    with pytest.raises(plotting.PlotError):
+        plotting.mean_layers([layers[0], [{**layers[1][0], "name": "b"}]])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import command, compact, evaluate, layers, pretrained
+from ssm_keras import command, compact, evaluate, evaluation, layers, pretrained
 
 from conftest import assert_one_error_line, shared_data_dir
 
@@ -41,7 +41,7 @@ def test_entry_rebuilds_bit_exact_and_scores_its_recorded_accuracy(name, mnist_d
         metadata["remaining_weights"])
     assert metadata["command"].startswith("python -m ssm_keras.train --flagfile=flags/")
     assert metadata["recipe"]["settings"]["seed"] == metadata["seed"]
-    result = evaluate.evaluate(name, data_dir=str(shared_data_dir()))
+    result = evaluation.evaluate(name, data_dir=str(shared_data_dir()))
     assert result["total"] == 10_000
     assert result["correct"] == round(metadata["test_accuracy"] * result["total"])
 
@@ -77,8 +77,8 @@ def test_evaluate_refuses_bad_input_with_one_error_line(mnist_dir, tmp_path, cap
 
 
 def test_dataset_check_names_what_does_not_fit():
-    with pytest.raises(evaluate.EvaluationError, match=r"cifar10 has 10 classes of \(32, 32, 3\)"):
-        evaluate.check_dataset(None, "cifar10", (28, 28, 1), 10, "model.ssm")
-    with pytest.raises(evaluate.EvaluationError, match="does not record its data set"):
-        evaluate.check_dataset(None, None, (28, 28, 1), 10, "model.ssm")
-    assert evaluate.check_dataset("mnist", None, (28, 28, 1), 10, "x") == "mnist"
+    with pytest.raises(evaluation.EvaluationError, match=r"cifar10 has 10 classes of \(32, 32, 3\)"):
+        evaluation.check_dataset(None, "cifar10", (28, 28, 1), 10, "model.ssm")
+    with pytest.raises(evaluation.EvaluationError, match="does not record its data set"):
+        evaluation.check_dataset(None, None, (28, 28, 1), 10, "model.ssm")
+    assert evaluation.check_dataset("mnist", None, (28, 28, 1), 10, "x") == "mnist"

@@ -47,5 +47,5 @@ def test_registry_initial_state_is_unchanged(case):
     kwargs["input_shape"] = tuple(kwargs["input_shape"])
     if "mask" in case:
         kwargs["mask_config"] = models.MaskConfig(mask=case["mask"])
-    model = models.build_model(case["arch"], **kwargs)
+    model = models.build_architecture(case["arch"], **kwargs)
     assert initial_state_digest(model) == case["sha256"]

@@ -1,0 +1,78 @@
+"""The test accuracy of a shipped pretrained model or of a finished run.
+
+`evaluate(pretrained_name=..., model_dir=..., data_dir=...)` evaluates the
+model on the full test split of the data set it was trained on; the
+command is `ssm_keras.evaluate`.
+"""
+
+import numpy as np
+
+from ssm_keras import data, exporting, pretrained
+from ssm_keras.errors import UserError
+
+
+class EvaluationError(UserError):
+    """A data set that does not fit the model."""
+
+
+def check_dataset(recorded, requested, input_shape, num_classes, what):
+    """The data set to evaluate `what` on: `requested` or the `recorded` one.
+
+    Raises:
+        EvaluationError: neither is known, they differ, it is not one of
+            `data.DATASETS`, or its images or classes do not fit the model.
+    """
+    name = requested or recorded
+    if name is None:
+        raise EvaluationError(f"{what} does not record its data set; pass --dataset")
+    if recorded is not None and requested is not None and requested != recorded:
+        raise EvaluationError(
+            f"--dataset={requested} does not match {what}, which was trained on {recorded}")
+    spec = data.DATASETS.get(name)
+    if spec is None:
+        raise EvaluationError(
+            f"unknown data set {name!r}; expected one of {', '.join(data.DATASETS)}")
+    if tuple(spec.image_shape) != tuple(input_shape) or spec.num_classes != num_classes:
+        raise EvaluationError(
+            f"{name} has {spec.num_classes} classes of {spec.image_shape} images; {what} "
+            f"takes {tuple(input_shape)} images and predicts {num_classes} classes")
+    return name
+
+
+def test_accuracy(model, images, labels, batch_size=128):
+    """`(correct, total)`: test images whose most probable class is the label."""
+    probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+    return int(np.sum(np.argmax(probabilities, axis=1) == labels)), len(labels)
+
+
+def _source(pretrained_name, model_dir):
+    """`(model, metadata, what)` of a pretrained entry or a finished run."""
+    if pretrained_name is not None:
+        masked, _, metadata = pretrained.load(pretrained_name)
+        return masked, metadata, pretrained_name
+    model, results = exporting.load_run(model_dir)
+    return model, results, model_dir
+
+
+def evaluate(pretrained_name=None, model_dir=None, data_dir=None, dataset=None,
+             batch_size=128):
+    """Evaluates a pretrained entry (or a run) on its data set's test split.
+
+    Returns:
+        `{"name", "dataset", "correct", "total", "test_accuracy",
+        "recorded_test_accuracy"}`.
+
+    Raises:
+        PretrainedError, CompactFileError, RunDirError, ExportError: an
+            unknown entry, a damaged file, a run that is not finished.
+        EvaluationError, DataError: a data set that does not fit the model,
+            or that cannot be read.
+    """
+    model, metadata, what = _source(pretrained_name, model_dir)
+    name = check_dataset(metadata.get("dataset"), dataset, model.input_shape[1:],
+                         model.output_shape[-1], what)
+    images, labels = data.load_splits(name, data_dir, validation_size=0).test
+    correct, total = test_accuracy(model, images, labels, batch_size)
+    return {"name": what, "dataset": name, "correct": correct, "total": total,
+            "test_accuracy": correct / total,
+            "recorded_test_accuracy": metadata.get("test_accuracy")}

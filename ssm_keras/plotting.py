@@ -1,0 +1,359 @@
+"""Plots of finished runs: mask composition per layer and training curves.
+
+Data preparation (`composition_data`, `curve_data`, `mean_layers`,
+`pareto_front`) is separate from the drawing; the figure functions
+(`plot_mask_composition`, `plot_training_curves`, `plot_accuracy_curves`,
+`plot_accuracy_vs_remaining`, `plot_layer_utilisation`, `plot_trials`) draw
+with matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no
+pyplot state or display is involved. `plot_run` writes a run's two figures;
+the command is `ssm_keras.plots`.
+"""
+
+import os
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from ssm_keras import run_dir
+from ssm_keras.errors import UserError
+
+COMPOSITION_FILE = "mask_composition.png"
+CURVES_FILE = "training_curves.png"
+KINDS = ("kept", "inverted", "hidden")
+COLORS = {"kept": "#2b8a3e", "inverted": "#c92a2a", "hidden": "#ced4da"}
+DPI = 120
+
+
+class PlotError(UserError):
+    """A run directory that cannot be plotted; the message says why."""
+
+
+# Reading a run.
+def load_run(model_dir):
+    """`(results, history)` of a finished run: `results.json` and the list of
+    `history.jsonl` records (one per epoch).
+
+    Raises:
+        RunDirError: not a finished, readable run (`run_dir.read_results`).
+        PlotError: `results.json` has no per-layer statistics.
+    """
+    results = run_dir.read_results(model_dir)
+    if not isinstance(results.get("layers"), list):
+        raise PlotError(f"{os.path.join(model_dir, run_dir.RESULTS)} has no per-layer "
+                        "statistics ('layers').")
+    return results, run_dir.read_history(model_dir)
+
+
+# Data preparation.
+def composition_data(layers):
+    """Per-layer percentages of kept, inverted and hidden weights.
+
+    Args:
+        layers: `results["layers"]` records (name, total, `kept_fraction`,
+            `inverted_fraction`, `hidden_fraction`).
+
+    Returns:
+        `{"names", "totals", "kept", "inverted", "hidden", "remaining"}`,
+        lists in layer order; percentages are `100 * fraction`, and
+        `remaining = kept + inverted`.
+    """
+    data = {"names": [record["name"] for record in layers],
+            "totals": [record["total"] for record in layers]}
+    for kind in KINDS:
+        data[kind] = [100.0 * record[f"{kind}_fraction"] for record in layers]
+    data["remaining"] = [kept + inverted for kept, inverted in zip(data["kept"], data["inverted"])]
+    return data
+
+
+def mean_layers(layer_lists):
+    """Layer records whose fractions are the means over several runs of one
+    experiment (same layers in the same order)."""
+    names = [[record["name"] for record in layers] for layers in layer_lists]
+    if any(other != names[0] for other in names):
+        raise PlotError("the runs of one experiment have different layers; cannot average them.")
+    averaged = []
+    for records in zip(*layer_lists):
+        averaged.append({
+            "name": records[0]["name"],
+            "total": records[0]["total"],
+            **{f"{kind}_fraction": sum(r[f"{kind}_fraction"] for r in records) / len(records)
+               for kind in KINDS},
+        })
+    return averaged
+
+
+def pareto_front(points):
+    """The points no other point beats on both axes: fewer remaining weights
+    and higher accuracy. Sorted by `remaining_percent`.
+
+    Args:
+        points: dicts with `remaining_percent` and `accuracy`.
+    """
+    front = []
+    for point in sorted(points, key=lambda p: (p["remaining_percent"], -p["accuracy"])):
+        if not front or point["accuracy"] > front[-1]["accuracy"]:
+            front.append(point)
+    return front
+
+
+CURVE_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss", "remaining_percent",
+              "mask_flips", "learning_rate")
+
+
+PERCENT_KEYS = ("accuracy", "val_accuracy")
+
+
+def curve_data(history):
+    """`{"epoch": [...], key: [...]}` for each of `CURVE_KEYS` that every
+    epoch record of `history` has; accuracies in % (`100 * accuracy`)."""
+    data = {"epoch": [record["epoch"] for record in history]}
+    for key in CURVE_KEYS:
+        if history and all(key in record for record in history):
+            scale = 100.0 if key in PERCENT_KEYS else 1.0
+            data[key] = [scale * float(record[key]) for record in history]
+    return data
+
+
+# Figures.
+def _save(figure, path):
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def plot_mask_composition(layers, path, title=None):
+    """Stacked bars per layer: kept, inverted, hidden (left, 0-100%) and the
+    remaining weights alone (right, zoomed). Returns `path`."""
+    data = composition_data(layers)
+    count = len(data["names"])
+    labels = [f"{name} ({total:,})" for name, total in zip(data["names"], data["totals"])]
+    figure = Figure(figsize=(11, 1.2 + 0.45 * count), layout="constrained")
+    full, zoom = figure.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+    rows = list(range(count))
+    left = [0.0] * count
+    for kind in KINDS:
+        full.barh(rows, data[kind], left=left, color=COLORS[kind], label=kind)
+        left = [start + width for start, width in zip(left, data[kind])]
+    full.set_xlim(0, 100)
+    full.set_xlabel("% of the layer's weights")
+    full.set_yticks(rows, labels)
+    full.invert_yaxis()
+    full.set_title("composition")
+    zoom.barh(rows, data["kept"], color=COLORS["kept"], label="kept")
+    zoom.barh(rows, data["inverted"], left=data["kept"], color=COLORS["inverted"],
+              label="inverted")
+    widest = max(data["remaining"], default=0.0) or 1.0
+    for row, remaining in zip(rows, data["remaining"]):
+        zoom.text(remaining + 0.01 * widest, row, f"{remaining:.2f}%", va="center",
+                  fontsize="small")
+    zoom.set_xlim(0, 1.2 * widest)
+    zoom.set_xlabel("% of the layer's weights (remaining only)")
+    zoom.set_title("remaining = kept + inverted")
+    figure.legend(*full.get_legend_handles_labels(), loc="outside lower center", ncols=3,
+                  fontsize="small")
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def flips_scale(flips):
+    """The mask-flips axis: `symlog` when the positive counts span a decade
+    or more (so it has a labelled power of ten), else `linear`."""
+    positive = [value for value in flips if value > 0]
+    return "symlog" if positive and max(positive) >= 10 * min(positive) else "linear"
+
+
+def plot_training_curves(history, path, title=None):
+    """Accuracy, loss, remaining weights (%) and mask flips per epoch, in a
+    2 x 2 grid. Returns `path`."""
+    data = curve_data(history)
+    epochs = data["epoch"]
+    figure = Figure(figsize=(10, 7), layout="constrained")
+    (accuracy, loss), (remaining, flips) = figure.subplots(2, 2, sharex=True)
+    panels = (
+        (accuracy, "accuracy (%)", (("accuracy", "training"), ("val_accuracy", "validation"))),
+        (loss, "loss", (("loss", "training"), ("val_loss", "validation"))),
+        (remaining, "remaining weights (%)", (("remaining_percent", None),)),
+        (flips, "mask flips per epoch", (("mask_flips", None),)),
+    )
+    for axes, ylabel, series in panels:
+        for key, label in series:
+            if key in data:
+                axes.plot(epochs, data[key], marker="o", markersize=3, label=label)
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:  # a labelled line was drawn
+            axes.legend(fontsize="small")
+    if flips_scale(data.get("mask_flips", [])) == "symlog":
+        flips.set_yscale("symlog", linthresh=1)  # logarithmic, but 0 flips still show
+    for axes in (remaining, flips):
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_accuracy_curves(curves, path, title=None, ylabel="validation accuracy (%)"):
+    """One line per curve on shared axes. Returns `path`.
+
+    Args:
+        curves: dicts with `label`, `epochs`, `values` and optionally `std`
+            (drawn as a band of plus or minus one standard deviation).
+    """
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
+    for curve in curves:
+        line, = axes.plot(curve["epochs"], curve["values"], marker="o", markersize=3,
+                          label=curve["label"])
+        if curve.get("std"):
+            low = [value - std for value, std in zip(curve["values"], curve["std"])]
+            high = [value + std for value, std in zip(curve["values"], curve["std"])]
+            axes.fill_between(curve["epochs"], low, high, color=line.get_color(), alpha=0.2)
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_layer_utilisation(series, path, title=None):
+    """Per masked layer, the percentage of its weights kept against its
+    number of weights (log scale). Returns `path`.
+
+    Args:
+        series: dicts with `label`, `totals` (each layer's number of weights)
+            and `kept_percent` (`100 * remaining / total` of that layer).
+    """
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
+    for index, entry in enumerate(series):
+        axes.plot(entry["totals"], entry["kept_percent"], "osD^v"[index % 5],
+                  markersize=9 - 2 * (index % 3), markerfacecolor="none", markeredgewidth=1.5,
+                  label=entry["label"])
+    axes.set_xscale("log")
+    axes.set_xlabel("weights in the layer")
+    axes.set_ylabel("weights kept (%)")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small")
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_accuracy_vs_remaining(points, path, title=None):
+    """Test accuracy against remaining weights (log scale). Returns `path`.
+
+    Args:
+        points: dicts with `label`, `remaining_percent`, `accuracy` (both in
+            %), optional `remaining_std` and `accuracy_std` (error bars) and
+            `paper` (True: drawn hollow, as the paper's reference).
+    """
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    colors = {}
+    for point in points:
+        color = colors.setdefault(point["label"], f"C{len(colors) % 10}")
+        paper = point.get("paper", False)
+        axes.errorbar(
+            point["remaining_percent"], point["accuracy"],
+            xerr=point.get("remaining_std"), yerr=point.get("accuracy_std"),
+            fmt="s" if paper else "o", markersize=7, color=color,
+            markerfacecolor="none" if paper else color, capsize=3,
+            label=None if paper else point["label"],
+        )
+    if any(point.get("paper") for point in points):
+        axes.plot([], [], "s", color="grey", markerfacecolor="none", label="paper")
+    axes.set_xscale("log")
+    axes.set_xlabel("remaining weights (%)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small", ncols=2)
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_trials(points, path, title=None, best=None):
+    """Accuracy against remaining weights (log scale) of every trial of a
+    search, the Pareto front (`pareto_front`) joined by a line. Returns `path`.
+
+    Args:
+        points: dicts with `label` (the trial id), `remaining_percent` and
+            `accuracy` (both in %).
+        best: the label of the best trial, ringed.
+    """
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([p["remaining_percent"] for p in points], [p["accuracy"] for p in points],
+              "o", color="C0", alpha=0.6, label="trial")
+    front = pareto_front(points)
+    axes.plot([p["remaining_percent"] for p in front], [p["accuracy"] for p in front],
+              "-", color="C1", drawstyle="steps-post", label="Pareto front")
+    for point in front:
+        axes.annotate(point["label"], (point["remaining_percent"], point["accuracy"]),
+                      textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+    for point in points:
+        if point["label"] == best:
+            axes.plot(point["remaining_percent"], point["accuracy"], "o", markersize=13,
+                      markerfacecolor="none", color="C3", label=f"best trial ({best})")
+    axes.set_xscale("log")
+    remaining = [p["remaining_percent"] for p in points]
+    if max(remaining) < 10 * min(remaining):  # within a decade: label the minor ticks plainly
+        axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.set_xlabel("remaining weights (%)")
+    axes.set_ylabel("validation accuracy (%)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small")
+    if title:
+        axes.set_title(title)
+    return _save(figure, path)
+
+
+def run_title(results):
+    """`arch regime on dataset: test accuracy, remaining weights`."""
+    regime = results.get("regime")
+    what = {"weights": "baseline", "mask_then_weights": "mask then weights"}.get(
+        regime, f"{results.get('mask')} supermask")
+    accuracy = results.get("test_accuracy")
+    text = f"{results.get('arch', '?')} {what} on {results.get('dataset', '?')}"
+    if accuracy is not None:
+        text += f": test accuracy {100 * accuracy:.2f}%"
+    if results.get("remaining_percent") is not None:
+        text += f", {results['remaining_percent']:.2f}% of the weights remain"
+    return text
+
+
+def plot_run(model_dir, out_dir=None):
+    """Writes `mask_composition.png` and `training_curves.png` of a finished
+    run into `out_dir` (default `model_dir`); returns their paths.
+
+    Raises:
+        RunDirError, PlotError: `model_dir` holds no finished run with
+            per-layer statistics (`load_run`), or `out_dir` cannot be written.
+    """
+    results, history = load_run(model_dir)
+    out_dir = out_dir or model_dir
+    try:
+        title = run_title(results)
+        paths = [plot_mask_composition(results["layers"],
+                                       os.path.join(out_dir, COMPOSITION_FILE), title)]
+        if history:
+            paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
+                                              title))
+    except OSError as error:
+        raise PlotError(str(error)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        # Hand-edited or foreign files: a record without a key, or of another type.
+        raise PlotError(
+            f"the results.json or history.jsonl of {model_dir} lacks a value or holds one of "
+            f"the wrong type ({type(error).__name__}: {error}); were they written by "
+            "ssm_keras.train?"
+        ) from None
+    return paths
