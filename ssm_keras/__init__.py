@@ -8,7 +8,7 @@ inverted, hidden or kept: the layer computes with `W = W0 * m(s)`.
 import os
 
 # oneDNN kernels for convolutions and matrix products on x86 CPUs: measured
-# with scripts/benchmark.py (2 AMD EPYC cores, TensorFlow 2.21), masked Conv4
+# with ssm-benchmark (2 AMD EPYC cores, TensorFlow 2.21), masked Conv4
 # trained at 181 images/s with them and 142 without, the masked FCN at 35,700
 # and 31,400 (docs/speed.md). TensorFlow enables them by itself only on CPUs
 # with AVX-512 VNNI or AMX; it reads the variable once, when it is first

@@ -16,6 +16,8 @@ stderr and exit status 1, without a traceback.
 """
 
 import dataclasses
+import importlib.resources
+import os
 import sys
 import typing
 
@@ -57,6 +59,55 @@ def from_flags(cls, flag_values=flags.FLAGS):
     })
 
 
+class UnknownRecipe(UserError):
+    """A `--recipe` that names no shipped flagfile."""
+
+
+RECIPE_SUFFIX = ".flags"
+
+
+def recipes_dir():
+    """The folder of the shipped recipes, `ssm_keras/recipes/` (package data;
+    `flags/` of a checkout links to it)."""
+    return os.fspath(importlib.resources.files("ssm_keras") / "recipes")
+
+
+def recipe_names():
+    """The names of the shipped recipes: the stems of `ssm_keras/recipes/*.flags`."""
+    return sorted(name.removesuffix(RECIPE_SUFFIX) for name in os.listdir(recipes_dir())
+                  if name.endswith(RECIPE_SUFFIX))
+
+
+def recipe_path(name):
+    """The path of the shipped flagfile of recipe `name`; `UnknownRecipe`,
+    listing the names there are, if it ships none."""
+    if name not in recipe_names():
+        raise UnknownRecipe(f"--recipe={name}: no such recipe; choose one of "
+                            f"{', '.join(recipe_names())}")
+    return os.path.join(recipes_dir(), name + RECIPE_SUFFIX)
+
+
+def define_recipe_flag(flag_values=flags.FLAGS):
+    """Defines `--recipe=NAME`, read by `parse_flags` as `--flagfile=` the
+    shipped `ssm_keras/recipes/NAME.flags` before every other flag."""
+    flags.DEFINE_string(
+        "recipe", None,
+        "A shipped flagfile by name, e.g. fcn_mnist_signed (ssm_keras/recipes/<name>.flags; "
+        "flags/ in a checkout), read as --flagfile= before every other flag, so flags "
+        "given override it.", flag_values=flag_values)
+
+
+def with_recipe(argv, flag_values):
+    """`argv` with `--flagfile=<the recipe's file>` first when it (or a
+    flagfile in it) sets `--recipe`; `flag_values` is left unparsed."""
+    if "recipe" not in flag_values:
+        return argv
+    flag_values(argv)
+    name = flag_values["recipe"].value
+    flag_values.unparse_flags()
+    return argv if name is None else [argv[0], f"--flagfile={recipe_path(name)}", *argv[1:]]
+
+
 def _fail(message):
     """Prints `message` as one `error: ...` line on stderr; returns exit status 1."""
     print(f"error: {' '.join(str(message).splitlines())}", file=sys.stderr)
@@ -65,10 +116,13 @@ def _fail(message):
 
 def parse_flags(argv, flag_values=flags.FLAGS):
     """Parses the command line into `flag_values` (absl's `flags_parser`); an
-    unknown or bad flag, or a missing flagfile, ends the command with one
-    `error: ...` line and exit status 1. Returns the arguments left over."""
+    unknown or bad flag, a missing flagfile or an unknown `--recipe` ends the
+    command with one `error: ...` line and exit status 1. Returns the
+    arguments left over."""
     try:
-        return flag_values(argv)
+        return flag_values(with_recipe(argv, flag_values))
+    except UnknownRecipe as error:
+        sys.exit(_fail(error))
     except flags.Error as error:
         sys.exit(_fail(str(error).removeprefix("ERROR:: ")))
     except UnicodeDecodeError as error:  # a flagfile that is not text
@@ -92,8 +146,20 @@ def run(work, argv=None):
     return 0
 
 
+def help_for_console_script(module_name, flag_values=flags.FLAGS):
+    """Makes `--help` of a console script show the docstring and the key
+    flags of command module `module_name`, as `python -m` does: absl shows
+    those of `__main__`, which for a console script is its wrapper file."""
+    if module_name == "__main__":
+        return
+    sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
+    for flag in flag_values.get_key_flags_for_module(module_name):
+        flag_values.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def main(define, work):
     """The whole command: `define(flags.FLAGS)`, parse the command line, then
     `work(flags.FLAGS)`; exits with the status of `run`."""
     define(flags.FLAGS)
+    help_for_console_script(define.__module__)
     app.run(lambda argv: run(lambda: work(flags.FLAGS), argv), flags_parser=parse_flags)

@@ -1,9 +1,9 @@
 """Training runs started as `python -m ssm_keras.train` subprocesses.
 
-The helpers of the scripts that drive many runs (`scripts/reproduce.py`,
-`scripts/supermask_init_study.py`): check the training flags passed through
-them, build a run's command, and run it unless its folder holds a finished
-run (`run_dir.is_finished`).
+The helpers of the commands that drive many runs (`ssm_keras.reproduce`,
+`ssm_keras.study`): take the training flags given to them, build a run's
+command, and run it unless its folder holds a finished run
+(`run_dir.is_finished`).
 """
 
 import dataclasses
@@ -11,60 +11,71 @@ import os
 import subprocess
 import sys
 
-from ssm_keras import run_dir
+from ssm_keras import command, run_dir
 from ssm_keras.config import TrainConfig
+from ssm_keras.errors import UserError
 
-# Training flags the scripts set per run themselves.
-SET_PER_RUN = {"model_dir", "seed", "flagfile", "resume", "overwrite", "mask_from"}
-
-
-def check_training_flags(parser, extra):
-    """Stops with a usage error of `parser` (an `argparse.ArgumentParser`)
-    unless every argument of `extra` is `--name[=value]` (or `--noname`) of a
-    flag of `ssm_keras.train` that the scripts do not set per run themselves
-    (`SET_PER_RUN`)."""
-    names = {field.name for field in dataclasses.fields(TrainConfig)}
-    for argument in extra:
-        name = argument[2:].split("=", 1)[0] if argument.startswith("--") else None
-        if name is None:
-            parser.error(f"unexpected argument {argument!r}; training flags take the "
-                         "form --name=value")
-        name = name[2:] if name.startswith("no") and name[2:] in names else name
-        if name in SET_PER_RUN:
-            parser.error(f"{argument}: the script sets --{name} for each run itself")
-        if name not in names:
-            parser.error(f"{argument}: neither a flag of this script nor of ssm_keras.train "
-                         "(python -m ssm_keras.train --help lists those)")
+# Training flags the commands set per run themselves.
+SET_PER_RUN = {"model_dir", "seed", "resume", "overwrite", "mask_from"}
 
 
-def check_runs_dir(parser, runs_dir):
-    """Stops with a usage error of `parser` if `runs_dir` is a file."""
+class LaunchError(UserError):
+    """A training flag the command sets itself, or a runs folder that is a file."""
+
+
+def define_training_flags(flag_values):
+    """Defines every flag of `ssm_keras.train` (one per `TrainConfig` field)
+    in `flag_values`: the command passes those given on to each run."""
+    command.define_flags(TrainConfig, flag_values)
+
+
+def training_flags(flag_values, own=()):
+    """`--name=value` (absl's spelling) of every `ssm_keras.train` flag given
+    on the command line, but those in `own` (the command reads them itself).
+
+    Raises `LaunchError` for a flag the command sets per run (`SET_PER_RUN`).
+    """
+    given = []
+    for field in dataclasses.fields(TrainConfig):
+        flag = flag_values[field.name]
+        if not flag.present or field.name in own:
+            continue
+        if field.name in SET_PER_RUN:
+            raise LaunchError(f"{flag.serialize()}: the command sets --{field.name} for each "
+                              "run itself")
+        given.append(flag.serialize())
+    return given
+
+
+def check_runs_dir(runs_dir):
+    """Raises `LaunchError` if `runs_dir` is a file."""
     if os.path.exists(runs_dir) and not os.path.isdir(runs_dir):
-        parser.error(f"--runs_dir={runs_dir} is a file; name a folder (it is made if missing)")
+        raise LaunchError(f"--runs_dir={runs_dir} is a file; name a folder (it is made if "
+                          "missing)")
 
 
 def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):
     """The `python -m ssm_keras.train` command line of one run."""
-    command = [sys.executable, "-m", "ssm_keras.train", f"--flagfile={flagfile}",
-               f"--model_dir={model_dir}"]
+    command_line = [sys.executable, "-m", "ssm_keras.train", f"--flagfile={flagfile}",
+                    f"--model_dir={model_dir}"]
     if seed is not None:
-        command.append(f"--seed={seed}")
+        command_line.append(f"--seed={seed}")
     if data_dir:
-        command.append(f"--data_dir={data_dir}")
-    return command + list(extra)
+        command_line.append(f"--data_dir={data_dir}")
+    return command_line + list(extra)
 
 
-def subprocess_runner(command):
-    """Runs `command`, output to this terminal; returns its exit status."""
-    print("$ " + " ".join(command), flush=True)
-    return subprocess.run(command, check=False).returncode
+def subprocess_runner(command_line):
+    """Runs `command_line`, output to this terminal; returns its exit status."""
+    print("$ " + " ".join(command_line), flush=True)
+    return subprocess.run(command_line, check=False).returncode
 
 
-def train_if_missing(command, model_dir, runner=subprocess_runner):
-    """Runs `command` unless `model_dir` holds a finished run.
+def train_if_missing(command_line, model_dir, runner=subprocess_runner):
+    """Runs `command_line` unless `model_dir` holds a finished run.
 
     Returns `"finished"` (already there), `"trained"` or `"failed"`.
     """
     if run_dir.is_finished(model_dir):
         return "finished"
-    return "trained" if runner(command) == 0 and run_dir.is_finished(model_dir) else "failed"
+    return "trained" if runner(command_line) == 0 and run_dir.is_finished(model_dir) else "failed"

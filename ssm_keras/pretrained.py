@@ -7,7 +7,7 @@
 
 Each entry is a compact file (`ssm_keras.compact`) in the package folder
 `pretrained_models/`, named `<entry>.ssm`, written by
-`scripts/make_pretrained.py` from a finished training run. Its metadata holds
+`python -m ssm_keras.make_pretrained` from a finished training run. Its metadata holds
 what the run recorded: `dataset`, `arch`, `input_shape`, `num_classes`,
 `regime`, `mask`, `test_accuracy` (on the data set's full test split),
 `remaining_weights`, `masked_weights`, `epochs`, `seed`, `recipe` (the

@@ -2,9 +2,11 @@
 
     python -m ssm_keras.train --arch=conv4 --signed --data_dir=../shared/data
     python -m ssm_keras.train --flagfile=flags/fcn_mnist_signed.flags
+    ssm-train --recipe=fcn_mnist_signed --data_dir=../shared/data   # the same, installed
 
 Every flag is a field of `ssm_keras.config.TrainConfig`; flags given after
-`--flagfile` override it. The work is done by `ssm_keras.training.run`.
+`--flagfile` override it; `--recipe=NAME` reads the shipped flagfile
+`ssm_keras/recipes/NAME.flags` first. The work is done by `ssm_keras.training.run`.
 """
 
 from absl import flags
@@ -14,9 +16,12 @@ from ssm_keras import config as ssm_config
 
 
 def define_flags(flag_values=flags.FLAGS):
-    """Defines one absl flag per `TrainConfig` field (not at import time)."""
+    """Defines one absl flag per `TrainConfig` field and `--recipe` (not at
+    import time)."""
     command.define_flags(ssm_config.TrainConfig, flag_values)
+    command.define_recipe_flag(flag_values)
     flags.adopt_module_key_flags(ssm_config, flag_values)
+    flags.adopt_module_key_flags(command, flag_values)  # --recipe
 
 
 def run_command(flag_values):

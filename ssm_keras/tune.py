@@ -20,9 +20,12 @@ from ssm_keras import config as ssm_config
 
 
 def define_flags(flag_values=flags.FLAGS):
-    """Defines the flags of `ssm_keras.train` and the search flags (one per
-    `SearchConfig` field); `--help` lists the search flags."""
+    """Defines the flags of `ssm_keras.train` (with `--recipe`) and the
+    search flags (one per `SearchConfig` field); `--help` lists the search
+    flags and `--recipe`."""
     command.define_flags(ssm_config.TrainConfig, flag_values)
+    command.define_recipe_flag(flag_values)
+    flags.adopt_module_key_flags(command, flag_values)  # --recipe
     command.define_flags(tuning.SearchConfig, flag_values)
     flags.adopt_module_key_flags(tuning, flag_values)
 

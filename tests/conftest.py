@@ -114,6 +114,26 @@ def export_cli(*argv):
     return command.run(lambda: export.run_command(flag_values))
 
 
+def parsed_flags(module, *argv):
+    """A fresh `FlagValues` with the flags of command `module`, parsed from
+    `argv` as its command line is (`command.parse_flags`: `--recipe` too)."""
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    command.parse_flags([module.__name__, *argv], flag_values)
+    return flag_values
+
+
+def command_status(module, *argv, **work_arguments):
+    """The exit status of command `module` run with `argv` in this process:
+    `module.run_command(flag_values, **work_arguments)` through the shell,
+    or 1 for a command line it cannot parse (after its one error line)."""
+    try:
+        flag_values = parsed_flags(module, *argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+    return command.run(lambda: module.run_command(flag_values, **work_arguments))
+
+
 def assert_one_error_line(captured, fragment):
     """A command printed one `error: ` line holding `fragment`, and nothing else."""
     lines = captured.err.strip().splitlines()

@@ -1,4 +1,6 @@
-"""Every flagfile in flags/ parses and starts training (one step, tiny data).
+"""The shipped recipes (ssm_keras/recipes/*.flags, flags/ in a checkout):
+found through the package, read by `--recipe` as by `--flagfile`, and each
+parses and starts training (one step, tiny data).
 
 To keep the suite fast, the images are as small as each architecture allows
 (8x8 for residual nets, 16x16 for Conv-8) and the Wide ResNet's widening
@@ -7,18 +9,23 @@ factor is 2 instead of 10; the step runs eagerly (tracing the graph of a
 flagfile's own.
 """
 
+import dataclasses
+import importlib.resources
 import pathlib
+import sys
+import types
 
 import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import command, data, train, training
+from ssm_keras import command, data, train, training, tune
 from ssm_keras import config as ssm_config
 
-from conftest import REPO
+from conftest import REPO, assert_one_error_line, parsed_flags
 
-FLAGFILES = sorted((REPO / "flags").glob("*.flags"))
+RECIPES = importlib.resources.files("ssm_keras") / "recipes"
+FLAGFILES = sorted(pathlib.Path(command.recipes_dir()).glob("*.flags"))
 # mask_then_weights needs the trained mask of its companion run first.
 FLAGFILES.sort(key=lambda path: "mask_then_weights" in path.name)
 
@@ -40,10 +47,60 @@ def random_splits(dataset, arch, size=8):
 
 
 def parse(path, *overrides):
-    values = flags.FlagValues()
-    train.define_flags(values)
-    values(["ssm_keras.train", f"--flagfile={path}", *overrides])
-    return command.from_flags(ssm_config.TrainConfig, values)
+    return command.from_flags(ssm_config.TrainConfig,
+                              parsed_flags(train, f"--flagfile={path}", *overrides))
+
+
+def test_recipes_are_package_data_that_flags_links_to():
+    shipped = sorted(entry.name for entry in RECIPES.iterdir() if entry.name.endswith(".flags"))
+    assert shipped == sorted(path.name for path in FLAGFILES)
+    assert command.recipe_names() == [name.removesuffix(".flags") for name in shipped]
+    assert "recipes/*.flags" in (REPO / "setup.py").read_text()  # package_data
+    for name in shipped:  # a checkout's flags/NAME.flags is the shipped file
+        assert (REPO / "flags" / name).read_text() == RECIPES.joinpath(name).read_text()
+
+
+@pytest.mark.parametrize("name", ["fcn_mnist_signed", "conv4_cifar10_signed_paper",
+                                  "wrn28_cifar10_mask"])
+def test_recipe_flag_reads_the_shipped_flagfile_first(name):
+    by_recipe = command.from_flags(ssm_config.TrainConfig,
+                                   parsed_flags(train, f"--recipe={name}"))
+    assert by_recipe == parse(REPO / "flags" / f"{name}.flags")
+    assert by_recipe != ssm_config.TrainConfig()
+    # Flags given override the recipe wherever they stand, as after --flagfile.
+    overridden = dataclasses.replace(by_recipe, epochs=1, seed=7)
+    for argv in (["--epochs=1", f"--recipe={name}", "--seed=7"],
+                 [f"--recipe={name}", "--seed=7", "--epochs=1"]):
+        assert command.from_flags(ssm_config.TrainConfig, parsed_flags(train, *argv)) == overridden
+
+
+def test_tune_reads_a_recipe_as_train_does():
+    searched = parsed_flags(tune, "--recipe=fcn_mnist_signed", "--tuner=hyperband")
+    assert command.from_flags(ssm_config.TrainConfig, searched) == parse(
+        REPO / "flags" / "fcn_mnist_signed.flags")
+    assert searched["tuner"].value == "hyperband"
+
+
+def test_console_script_help_lists_the_commands_doc_and_flags(monkeypatch):
+    """A console script's `__main__` is its wrapper file: `--help` shows the
+    command module's docstring and key flags all the same."""
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ssm-train"])
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    assert "--recipe" not in flag_values.main_module_help()
+    command.help_for_console_script(train.__name__, flag_values)
+    assert sys.modules["__main__"].__doc__ == train.__doc__
+    listed = flag_values.main_module_help()
+    assert all(f"--{name}:" in listed for name in ("recipe", "arch", "epochs", "data_dir"))
+
+
+def test_unknown_recipe_is_one_error_line_listing_the_recipes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parsed_flags(train, "--recipe=fcn_mnist_signd")
+    assert exit_info.value.code == 1
+    assert_one_error_line(capsys.readouterr(), "--recipe=fcn_mnist_signd: no such recipe; "
+                          f"choose one of {', '.join(command.recipe_names())}")
 
 
 def test_all_experiments_have_flagfiles():
@@ -59,7 +116,8 @@ def test_all_experiments_have_flagfiles():
 
 
 def test_flags_after_the_flagfile_override_it():
-    config = parse(REPO / "flags" / "conv2_cifar10_signed.flags", "--learning_rate=0.5", "--seed=7")
+    config = parse(REPO / "flags" / "conv2_cifar10_signed.flags", "--learning_rate=0.5",
+                   "--seed=7")
     assert config.learning_rate == 0.5 and config.seed == 7
     assert config.arch == "conv2" and config.weight_decay == 0.0005
 

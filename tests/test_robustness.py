@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import baking, command, distribute, init_file, launch, run_dir, train, training
+from ssm_keras import (baking, command, distribute, init_file, initial_logits, launch,
+                       reproduce, run_dir, study, train, training)
 from ssm_keras import config as ssm_config
 
-from conftest import REPO, Crash, assert_one_error_line, export_cli, tiny_config, tiny_splits
-from test_scripts import _fake_run, _script
+from conftest import (REPO, Crash, assert_one_error_line, command_status, export_cli,
+                      parsed_flags, tiny_config, tiny_splits)
+from test_experiments import _fake_run, _no_training
 
 
 def _crash_after(monkeypatch, epochs):
@@ -344,8 +346,7 @@ def test_plots_of_hand_edited_run_files_are_one_error_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_scripts_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_path, capsys):
-    reproduce, initial_logits = _script("reproduce"), _script("initial_logits")
+def test_experiments_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_path, capsys):
     runs = tmp_path / "runs"
     for seed in range(2):
         _fake_run(runs / "fcn_mnist_signed" / f"seed{seed}", 0.97, 3.0)
@@ -355,22 +356,22 @@ def test_scripts_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_path
     truncated = runs / "fcn_mnist_baseline" / "seed0"
     truncated.mkdir(parents=True)
     (truncated / "results.json").write_text('{"status": "fini')
-    assert reproduce.main(["--experiments=fcn_mnist_signed,fcn_mnist_baseline",
-                           "--seeds=0,1,2", f"--runs_dir={runs}", "--aggregate_only"]) == 0
+    reproduce.run_command(parsed_flags(
+        reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_baseline", "--seeds=0,1,2",
+        f"--runs_dir={runs}", "--aggregate_only"), _no_training)
     table = json.loads((runs / "table.json").read_text())["experiments"]
     assert table["fcn_mnist_signed"]["seeds"] == [0, 1]
     capsys.readouterr()
     (tmp_path / "a file").write_text("x")
-    for script, argv, message in (
+    for module, argv, message in (
         (reproduce, [f"--runs_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
-        (_script("supermask_init_study"), [f"--runs_dir={tmp_path / 'a file'}"],
-         "is a file; name a folder"),
+        (study, [f"--runs_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
         (initial_logits, ["--init_factors=6,-3"], "--init_factors must be > 0"),
         (initial_logits, [f"--out={tmp_path / 'missing' / 'x.json'}"], "no folder"),
     ):
-        with pytest.raises(SystemExit) as exit_info:
-            script.parse_args(argv)
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        runner = {"runner": _no_training} if module is not initial_logits else {}
+        assert command_status(module, *argv, **runner) == 1
+        assert_one_error_line(capsys.readouterr(), message)
 
 
 def test_another_keras_backend_is_one_error_line(tmp_path):

@@ -1,6 +1,6 @@
 """Draws the README's picture of a signed supermask: docs/images/signed_supermask.png.
 
-    python scripts/mask_figure.py [--out=docs/images/signed_supermask.png]
+    python examples/mask_figure.py [--out=docs/images/signed_supermask.png]
 
 Four 6x6 matrices of one layer, left to right: the frozen random weights
 `W0 = c * sign(N(0, 1))` (signed constant), the trained scores `s` with the

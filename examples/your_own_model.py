@@ -16,7 +16,7 @@ with Adam and the paper's weight decay on the scores only
 (`ssm_keras.decay_scores_only`). Writes `--out/results.json` and
 `--out/results.md`:
 
-    python scripts/your_own_model.py --data_dir=../shared/data --out=own_model
+    python examples/your_own_model.py --data_dir=../shared/data --out=own_model
 """
 
 import argparse
@@ -26,7 +26,6 @@ import time
 
 import ssm_keras
 import keras
-import numpy as np
 
 from ssm_keras import data, statistics
 

@@ -1,13 +1,10 @@
-"""Inference of exported models: file bytes, latency, throughput, accuracy.
-
-    python scripts/benchmark_inference.py --data_dir=../shared/data \\
-        --runs=runs/fcn_mnist_signed,runs/fcn_mnist_baseline
-    python scripts/benchmark_inference.py --runs=RUN --data_dir=DATA --quick   # seconds
+"""Inference of exported models: file bytes, latency, throughput, accuracy
+(the measurements of `ssm_keras.benchmark_inference`).
 
 Every finished run of `--runs` (signed supermasks and the baselines of the
-same architectures, `--regime=weights`) is exported with `ssm_keras.export`
+same architectures, `--regime=weights`) is exported with `ssm_keras.exporting`
 into `--work_dir` in every format (dead units removed from the baked model
-unless `--no-prune_dead_units`, each TFLite file checked against it), and each runtime format is measured
+unless `--noprune_dead_units`, each TFLite file checked against it), and each runtime format is measured
 on the run's real test set:
 
 | format           | runtime                                               |
@@ -28,66 +25,67 @@ on the run's real test set:
   rebuilds the Keras model) is listed with its bytes only.
 
 All formats of all runs are measured in one process, one after the other.
-Writes `--out` (JSON: machine, settings, every measurement) and, beside it,
-the markdown table it prints (`.md`); refuses to replace them unless given
-`--overwrite`.
 """
 
-import argparse
+import dataclasses
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `benchmark`
+import keras
+import numpy as np
+import tensorflow as tf
 
-import ssm_keras  # noqa: E402,F401  (first: its CPU settings precede TensorFlow)
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import benchmark  # noqa: E402  (scripts/benchmark.py: machine_info, the report files)
-from ssm_keras import data, export, run_dir, tflite  # noqa: E402
+from ssm_keras import data, exporting, measurement, run_dir, tflite
+from ssm_keras.command import flag_field
+from ssm_keras.errors import UserError
 
 RUNTIME_FORMATS = ("keras", "saved_model", *tflite.KINDS)
 RUNTIMES = {"keras": "Keras", "saved_model": "SavedModel", "tflite": "TFLite float32",
             "tflite_dynamic": "TFLite dynamic-range int8", "tflite_sparse": "TFLite sparse"}
 LATENCY_IMAGES = 256
 THROUGHPUT_BATCH = 128
-QUICK = {"windows": 1, "seconds": 0.05}
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", required=True,
-                        help="comma-separated finished run directories")
-    parser.add_argument("--data_dir", default=None, help="local copy of the data sets")
-    parser.add_argument("--work_dir", default=None,
-                        help="folder for the exports (default: a temporary folder)")
-    parser.add_argument("--prune_dead_units", action=argparse.BooleanOptionalAction,
-                        default=True, help="remove dead units from the baked model (as export)")
-    parser.add_argument("--windows", type=int, default=5, help="throughput windows per format")
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="length of each latency measurement and throughput window")
-    parser.add_argument("--tflite_threads", type=int, default=os.cpu_count(),
-                        help="threads of the TFLite interpreter")
-    benchmark.add_report_arguments(parser, "benchmark_inference.json", QUICK)
-    args = benchmark.parse_with_quick(parser, argv, QUICK)
-    args.runs = [path.strip() for path in args.runs.split(",") if path.strip()]
-    if not args.runs:
-        parser.error("--runs is empty; give comma-separated run directories")
-    for name, lowest in {"windows": 1, "seconds": 1e-9, "tflite_threads": 1}.items():
-        if getattr(args, name) < lowest:
-            parser.error(f"--{name}={getattr(args, name)}: must be at least {lowest}")
-    for path in args.runs:
-        try:
-            run_dir.read_results(path)
-        except run_dir.RunDirError as error:
-            parser.error(f"--runs: {error}")
-    benchmark.check_report_arguments(parser, args)
-    return args
+class InferenceBenchmarkError(UserError):
+    """A bad setting of `ssm_keras.benchmark_inference`."""
+
+
+@dataclasses.dataclass
+class InferenceConfig:
+    """The settings of an inference benchmark; the field names are the
+    `ssm_keras.benchmark_inference` flags."""
+
+    runs: str | None = flag_field(None, "Required: comma-separated finished run directories.")
+    data_dir: str | None = flag_field(None, "Local copy of the data sets.")
+    work_dir: str | None = flag_field(
+        None, "Folder for the exports (default: a temporary folder).")
+    prune_dead_units: bool = flag_field(
+        True, "Remove dead units from the baked model (as export).")
+    windows: int = flag_field(5, "Throughput windows per format.")
+    seconds: float = flag_field(
+        2.0, "Length of each latency measurement and throughput window.")
+    tflite_threads: int = flag_field(os.cpu_count(), "Threads of the TFLite interpreter.")
+
+    def run_dirs(self):
+        """The run directories of `--runs`."""
+        return [path.strip() for path in (self.runs or "").split(",") if path.strip()]
+
+    def validate(self):
+        """Raises `InferenceBenchmarkError` on the first bad setting."""
+        if not self.run_dirs():
+            raise InferenceBenchmarkError(
+                "--runs is required; give comma-separated finished run directories")
+        for name, lowest in {"windows": 1, "seconds": 1e-9, "tflite_threads": 1}.items():
+            if getattr(self, name) < lowest:
+                raise InferenceBenchmarkError(
+                    f"--{name}={getattr(self, name)}: must be at least {lowest}")
+        for path in self.run_dirs():
+            try:
+                run_dir.read_results(path)
+            except run_dir.RunDirError as error:
+                raise InferenceBenchmarkError(f"--runs: {error}") from None
 
 
 # Runtimes: each `predictor(format, path)` maps uint8 images to probabilities.
@@ -166,12 +164,12 @@ def accuracy(predict, images, labels, batch_size=500):
     return correct / len(images)
 
 
-def measure_run(path, work_dir, args, test):
+def measure_run(path, work_dir, settings, test):
     """Exports one run and measures every format: `(run record, rows)`."""
     results = run_dir.read_results(path)
     out_dir = os.path.join(work_dir, os.path.basename(os.path.normpath(path)))
-    summary = export.export_run(path, out_dir, (*RUNTIME_FORMATS, "compact"), overwrite=True,
-                                prune_dead_units=args.prune_dead_units)
+    summary = exporting.export_run(path, out_dir, (*RUNTIME_FORMATS, "compact"), overwrite=True,
+                                prune_dead_units=settings.prune_dead_units)
     images, labels = test
     batch = images[:THROUGHPUT_BATCH]
     model = {"run": os.path.abspath(path), "arch": results["arch"],
@@ -186,19 +184,20 @@ def measure_run(path, work_dir, args, test):
              "tflite_max_difference": summary["tflite_max_difference"]}
     rows = []
     for name in RUNTIME_FORMATS:
-        file_path = os.path.join(out_dir, export.OUTPUTS[name])
-        predict = predictor(name, file_path, args.tflite_threads)
+        file_path = os.path.join(out_dir, exporting.OUTPUTS[name])
+        predict = predictor(name, file_path, settings.tflite_threads)
         rows.append({
             "run": model["run"], "format": name, "runtime": RUNTIMES[name],
-            "file": export.OUTPUTS[name], "bytes": summary["bytes"][export.OUTPUTS[name]],
-            "batch_1_latency_us": batch_1_latency_us(predict, images, args.seconds),
-            "batch_128_images_per_s": throughput(predict, batch, args.windows, args.seconds),
+            "file": exporting.OUTPUTS[name], "bytes": summary["bytes"][exporting.OUTPUTS[name]],
+            "batch_1_latency_us": batch_1_latency_us(predict, images, settings.seconds),
+            "batch_128_images_per_s": throughput(predict, batch, settings.windows,
+                                                 settings.seconds),
             "test_accuracy": accuracy(predict, images, labels),
         })
         keras.utils.clear_session()
     rows.append({"run": model["run"], "format": "compact", "runtime": None,
-                 "file": export.OUTPUTS["compact"],
-                 "bytes": summary["bytes"][export.OUTPUTS["compact"]]})
+                 "file": exporting.OUTPUTS["compact"],
+                 "bytes": summary["bytes"][exporting.OUTPUTS["compact"]]})
     return model, rows
 
 
@@ -234,35 +233,17 @@ def format_table(models, rows):
     return "\n".join(lines)
 
 
-def run(args):
-    """Measures every run of `args.runs`; returns the JSON dict."""
-    machine = benchmark.machine_info()
-    settings = {key: value for key, value in vars(args).items() if key != "out"}
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="benchmark_inference-")
+def run(settings):
+    """Measures every run of `settings.runs`; returns the JSON dict."""
+    machine = measurement.machine_info()
+    work_dir = settings.work_dir or tempfile.mkdtemp(prefix="benchmark_inference-")
     models, rows, tests = [], [], {}
-    for path in args.runs:
-        test = _test_split(run_dir.read_results(path), args.data_dir, tests)
-        model, measured = measure_run(path, work_dir, args, test)
+    for path in settings.run_dirs():
+        test = _test_split(run_dir.read_results(path), settings.data_dir, tests)
+        model, measured = measure_run(path, work_dir, settings, test)
         models.append(model)
         rows += measured
     machine["load_average_end"] = list(os.getloadavg())
-    return {"machine": machine, "settings": settings, "models": models, "results": rows}
-
-
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    report = run(args)
-    machine = report["machine"]
-    cpu_id = machine["cpu_id"]
-    text = (f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
-            f"{' '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
-            f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, TFLite threads "
-            f"{args.tflite_threads}, load average {machine['load_average'][0]:.2f} -> "
-            f"{machine['load_average_end'][0]:.2f}\n\n"
-            + format_table(report["models"], report["results"]) + "\n")
-    benchmark.write_report(args.out, report, text)
-    return report
-
-
-if __name__ == "__main__":
-    main()
+    return {"machine": machine, "settings": {**dataclasses.asdict(settings),
+                                             "runs": settings.run_dirs()},
+            "models": models, "results": rows}

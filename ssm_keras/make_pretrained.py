@@ -1,6 +1,6 @@
 """Writes the compact files that `ssm_keras.pretrained` ships, from finished runs.
 
-    python scripts/make_pretrained.py --flagfile=flags/fcn_mnist_signed.flags \\
+    python -m ssm_keras.make_pretrained --recipe_flagfile=flags/fcn_mnist_signed.flags \\
         --runs=runs/fcn_mnist_signed_seed0,runs/fcn_mnist_signed_seed1
 
 Each run becomes `ssm_keras/pretrained_models/<arch>_<dataset>_<mask>_seed<S>.ssm`
@@ -9,36 +9,35 @@ run recorded (data set, architecture, test accuracy, remaining weights,
 epochs, seed), the recipe (the flagfile and every training setting) and the
 command that trained it: `python -m ssm_keras.train --flagfile=<flagfile>
 --data_dir=DATA --seed=S` plus each setting in which the run differs from
-the flagfile. An existing file is replaced only with `--overwrite`.
+the flagfile (`--recipe_flagfile`; absl keeps `--flagfile` for flags read
+from a file). An existing file is replaced only with `--overwrite`.
 """
 
-import argparse
 import dataclasses
 import os
-import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from ssm_keras import compact, export, pretrained  # noqa: E402
-from ssm_keras.config import TrainConfig  # noqa: E402
-from ssm_keras.run_dir import RunDirError  # noqa: E402
+from ssm_keras import command, compact, exporting, pretrained
+from ssm_keras.config import TrainConfig
+from ssm_keras.errors import UserError
 
 # Settings that say where a run was, not how it was trained.
 PLACES = ("model_dir", "data_dir", "resume", "overwrite", "verbose", "init_file",
           "save_init_file")
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", required=True, help="comma-separated finished run directories")
-    parser.add_argument("--flagfile", required=True, help="the flagfile the runs were trained with")
-    parser.add_argument("--out_dir", default=pretrained.FOLDER)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    args.runs = [path.strip() for path in args.runs.split(",") if path.strip()]
-    if not os.path.isfile(args.flagfile):
-        parser.error(f"--flagfile={args.flagfile}: no such file")
-    return args
+def define_flags(flag_values=flags.FLAGS):
+    """Defines `--runs`, `--recipe_flagfile`, `--out_dir` and `--overwrite`."""
+    flags.DEFINE_list("runs", [], "Required: comma-separated finished run directories.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("recipe_flagfile", None,
+                        "Required: the flagfile the runs were trained with.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("out_dir", pretrained.FOLDER, "Folder of the compact files.",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("overwrite", False, "Replace compact files that exist.",
+                      flag_values=flag_values)
 
 
 def flagfile_settings(path):
@@ -96,24 +95,32 @@ def metadata(results, flagfile):
 
 
 def entry_name(results):
+    """`<arch>_<dataset>_<mask>_seed<S>`: the name of a run's entry."""
     return f"{results['arch']}_{results['dataset']}_{results['mask']}_seed{results['flags']['seed']}"
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    os.makedirs(args.out_dir, exist_ok=True)
-    for run in args.runs:
-        try:
-            model, results = export.load_run(run)
-        except RunDirError as error:
-            sys.exit(f"error: {error}")
-        path = os.path.join(args.out_dir, entry_name(results) + pretrained.SUFFIX)
-        if os.path.exists(path) and not args.overwrite:
-            sys.exit(f"error: {path} exists; pass --overwrite to replace it")
-        size = compact.save_compact(model, path, metadata(results, args.flagfile))
+def run_command(flag_values):
+    """Writes the compact file of every run; returns their paths."""
+    runs, flagfile = flag_values["runs"].value, flag_values["recipe_flagfile"].value
+    out_dir, overwrite = flag_values["out_dir"].value, flag_values["overwrite"].value
+    if not runs:
+        raise UserError("--runs is required: comma-separated finished run directories")
+    if not flagfile or not os.path.isfile(flagfile):
+        raise UserError(f"--recipe_flagfile={flagfile}: no such file; name the flagfile the "
+                        "runs were trained with")
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for run in runs:
+        model, results = exporting.load_run(run)
+        path = os.path.join(out_dir, entry_name(results) + pretrained.SUFFIX)
+        if os.path.exists(path) and not overwrite:
+            raise UserError(f"{path} exists; pass --overwrite to replace it")
+        size = compact.save_compact(model, path, metadata(results, flagfile))
         print(f"{path}: {size:,} bytes, test accuracy {100 * results['test_accuracy']:.2f}%, "
               f"{results['remaining_weights']:,} weights remain")
+        paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":
-    main()
+    command.main(define_flags, run_command)

@@ -1,37 +1,24 @@
-"""Reproduces the paper's table: runs the experiments, aggregates, plots.
+"""Reproduction of the paper's table: its numbers, the experiments, and
+the table and plots of finished runs (the work of `ssm_keras.reproduce`).
 
-    python scripts/reproduce.py --data_dir=../shared/data
-    python scripts/reproduce.py --experiments=fcn_mnist_signed,fcn_mnist_baseline \\
-        --seeds=0,1,2 --runs_dir=runs/reproduce --epochs=5
-    python scripts/reproduce.py --experiments=conv4_cifar10_signed --compress=5
-    python scripts/reproduce.py --aggregate_only     # table and plots of what is finished
+Experiments are the names of the shipped recipes (`ssm_keras/recipes/`)
+that belong to the paper's results table (Koster et al., ICLR 2022),
+`<model>_<data>_signed` and `<model>_<data>_baseline`, and the recipes found
+with `ssm_keras.tune`, `<model>_<data>_signed_tuned` (`TUNED`; a row of their
+own in the table).
 
-Experiments are the stems of the flagfiles in `flags/` that belong to the
-paper's results table (Koster et al., ICLR 2022), `<model>_<data>_signed` and
-`<model>_<data>_baseline`, and the recipes found with `ssm_keras.tune`,
-`<model>_<data>_signed_tuned` (`TUNED`; a row of their own in the table).
-Each missing run is one subprocess
-
-    python -m ssm_keras.train --flagfile=flags/<experiment>.flags --seed=S \\
-        --model_dir=<runs_dir>/<experiment>/seed<S> [--data_dir=...] [extra flags]
-
-where extra flags (any flag of `ssm_keras.train`, e.g. `--epochs=5` for a
-shorter schedule) come after the flagfile and override it. A run whose
-`results.json` exists is finished and skipped; an interrupted one resumes.
-
-`--compress=K` runs each flagfile's schedule K times shorter, with the same
-path of learning rate and weight decay: it passes `--epochs=ceil(E / K)`,
-`--lr_decay_epochs=D / K` (exponential schedules) or
+`compressed_schedule(settings, K)` runs a flagfile's schedule K times
+shorter, with the same path of learning rate and weight decay:
+`--epochs=ceil(E / K)`, `--lr_decay_epochs=D / K` (exponential schedules) or
 `--plateau_patience=ceil(P / K)` (plateau schedules) for the flagfile's `E`,
-`D` and `P` (so `--compress=5` makes the paper's 100 epochs
-with decay every 10 into 20 epochs with decay every 2).
+`D` and `P` (so K = 5 makes the paper's 100 epochs with decay every 10 into
+20 epochs with decay every 2).
 
-Then, from every finished run's `results.json`, it writes
-`<runs_dir>/table.md` and `table.json`: per model, the mean and sample
-standard deviation over seeds (`sqrt(sum (x - mean)^2 / (n - 1))`) of the
-test accuracy and of the remaining weights, next to the paper's numbers,
-with the epochs trained (so a shortened schedule shows). Plots
-(`ssm_keras.plots`):
+`aggregate` and `format_table`: per model, the mean and sample standard
+deviation over seeds (`sqrt(sum (x - mean)^2 / (n - 1))`) of the test
+accuracy and of the remaining weights, next to the paper's numbers, with the
+epochs trained (so a shortened schedule shows). `write_plots`
+(`ssm_keras.plotting`):
 
 - `<runs_dir>/accuracy_vs_remaining.png`: test accuracy against remaining
   weights, ours (mean and standard deviation) and the paper's;
@@ -42,21 +29,17 @@ with the epochs trained (so a shortened schedule shows). Plots
 - every run directory: `mask_composition.png` and `training_curves.png`.
 """
 
-import argparse
 import dataclasses
-import json
 import math
 import os
-import pathlib
-import sys
 
 from absl import flags as absl_flags
 
+from ssm_keras import command, plotting, train
 from ssm_keras import config as ssm_config
-from ssm_keras import command, launch, plots, train
 from ssm_keras import run_dir as run_folder
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from ssm_keras.command import flag_field
+from ssm_keras.errors import UserError
 
 # The paper's means (test accuracy in %, remaining weights), Koster et al. 2022.
 PAPER = {
@@ -78,44 +61,49 @@ TUNED = ("fcn_mnist_signed_tuned",)
 NOT_RECIPE = {"epochs", "model_dir", "data_dir", "seed", "resume", "overwrite", "verbose",
               "strategy", "tpu", "jit_compile", "steps_per_execution", "run_eagerly"}
 # Flags that `--compress` derives from each flagfile.
-COMPRESSED = ("--epochs", "--lr_decay_epochs", "--plateau_patience")
+COMPRESSED = ("epochs", "lr_decay_epochs", "plateau_patience")
 EXPERIMENTS = tuple(f"{model}_{variant}" for model in PAPER for variant in VARIANTS)
 ALLOWED = EXPERIMENTS + TUNED
 
 
-def parse_args(argv):
-    """`(args, extra)`: this script's flags, and the flags passed to training."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--experiments", default=",".join(EXPERIMENTS),
-                        help="comma-separated flagfile stems (default: the whole table)")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--runs_dir", default="runs/reproduce")
-    parser.add_argument("--data_dir", default=None, help="passed to ssm_keras.train")
-    parser.add_argument("--flags_dir", default=str(REPO / "flags"))
-    parser.add_argument("--compress", type=int, default=1,
-                        help="run each flagfile's schedule this many times shorter (default 1)")
-    parser.add_argument("--aggregate_only", action="store_true",
-                        help="train nothing; table and plots of the finished runs")
-    args, extra = parser.parse_known_args(argv)
-    args.experiments = [name.strip() for name in args.experiments.split(",") if name.strip()]
-    unknown = sorted(set(args.experiments) - set(ALLOWED))
-    if unknown:
-        parser.error(f"unknown experiments {unknown}; choose from {', '.join(ALLOWED)}")
-    try:
-        args.seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds={args.seeds}: give comma-separated integers, e.g. 0,1,2")
-    launch.check_training_flags(parser, extra)
-    launch.check_runs_dir(parser, args.runs_dir)
-    if args.compress < 1:
-        parser.error(f"--compress={args.compress}: give a positive integer (1: no compression)")
-    scheduled = [flag for flag in extra if flag.split("=", 1)[0] in COMPRESSED]
-    if args.compress > 1 and scheduled:
-        parser.error(f"--compress sets {', '.join(sorted(COMPRESSED))} itself; "
-                     f"drop {' '.join(scheduled)}")
-    if extra and args.aggregate_only:
-        parser.error(f"--aggregate_only trains nothing; drop {' '.join(extra)}")
-    return args, extra
+class ReproduceError(UserError):
+    """A bad setting of `ssm_keras.reproduce`."""
+
+
+@dataclasses.dataclass
+class ReproduceConfig:
+    """The settings of a reproduction; the field names are the
+    `ssm_keras.reproduce` flags (besides those of `ssm_keras.train`)."""
+
+    experiments: str = flag_field(
+        ",".join(EXPERIMENTS),
+        "Comma-separated names of shipped recipes (default: the whole table).")
+    seeds: str = flag_field("0,1,2", "Comma-separated seeds.")
+    runs_dir: str = flag_field("runs/reproduce", "Folder of the runs, the table and the plots.")
+    flags_dir: str = flag_field(
+        command.recipes_dir(),
+        "Folder of the flagfiles <experiment>.flags (default: the shipped recipes).")
+    compress: int = flag_field(
+        1, "Run each flagfile's schedule this many times shorter (1: as it is).")
+    aggregate_only: bool = flag_field(
+        False, "Train nothing; write the table and plots of the finished runs.")
+
+    def experiment_names(self):
+        """The experiments of `--experiments`; `ReproduceError` for an unknown one."""
+        names = [name.strip() for name in self.experiments.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(ALLOWED))
+        if unknown:
+            raise ReproduceError(f"--experiments: unknown experiments {unknown}; choose from "
+                                 f"{', '.join(ALLOWED)}")
+        return names
+
+    def seed_numbers(self):
+        """The seeds of `--seeds`; `ReproduceError` unless they are integers."""
+        try:
+            return [int(seed) for seed in self.seeds.split(",")]
+        except ValueError:
+            raise ReproduceError(f"--seeds={self.seeds}: give comma-separated integers, "
+                                 "e.g. 0,1,2") from None
 
 
 def split_experiment(name):
@@ -128,10 +116,10 @@ def split_experiment(name):
 
 
 def run_dir(runs_dir, experiment, seed):
+    """`<runs_dir>/<experiment>/seed<seed>`: the folder of one run."""
     return os.path.join(runs_dir, experiment, f"seed{seed}")
 
 
-# Training.
 def compressed_schedule(settings, factor):
     """The flags that run the schedule of `settings` (a flagfile's settings,
     None if it has none) `factor` times shorter on the same learning-rate and
@@ -145,21 +133,6 @@ def compressed_schedule(settings, factor):
     if settings["lr_schedule"] == "plateau":
         flags.append(f"--plateau_patience={math.ceil(settings['plateau_patience'] / factor)}")
     return flags
-
-
-def train_missing(args, extra, runner=launch.subprocess_runner):
-    """Trains every missing run; returns `{model_dir: status}`."""
-    statuses = {}
-    for experiment in args.experiments:
-        flagfile = os.path.join(args.flags_dir, f"{experiment}.flags")
-        schedule = compressed_schedule(flagfile_settings(args.flags_dir, experiment),
-                                       args.compress)
-        for seed in args.seeds:
-            model_dir = run_dir(args.runs_dir, experiment, seed)
-            command_line = launch.train_command(flagfile, model_dir, seed, args.data_dir,
-                                                [*schedule, *extra])
-            statuses[model_dir] = launch.train_if_missing(command_line, model_dir, runner)
-    return statuses
 
 
 # Aggregation.
@@ -182,7 +155,7 @@ def load_results(runs_dir, experiment, seeds):
 
 
 def flagfile_settings(flags_dir, experiment):
-    """The `TrainConfig` fields, as a dict, that `flags/<experiment>.flags`
+    """The `TrainConfig` fields, as a dict, that `<flags_dir>/<experiment>.flags`
     gives (its defaults included); None if there is no such flagfile."""
     path = os.path.join(flags_dir, f"{experiment}.flags")
     if not os.path.isfile(path):
@@ -205,7 +178,7 @@ def differing_flags(expected, runs):
     return sorted(found)
 
 
-def aggregate(runs_dir, experiments, seeds, flags_dir=str(REPO / "flags")):
+def aggregate(runs_dir, experiments, seeds, flags_dir):
     """Per experiment: seeds found, epochs trained and the flagfile's, other
     flags that differ from the flagfile, and mean and standard deviation of
     test accuracy (%), remaining weights (%) and their count."""
@@ -286,9 +259,9 @@ def format_table(table, extra=()):
 
 # Plots.
 def mean_curve(histories, key):
-    """Mean and standard deviation of `plots.curve_data(history)[key]` per
+    """Mean and standard deviation of `plotting.curve_data(history)[key]` per
     epoch, over the runs that reached that epoch."""
-    series = [plots.curve_data(history).get(key, []) for history in histories]
+    series = [plotting.curve_data(history).get(key, []) for history in histories]
     epochs, means, stds = [], [], []
     for index in range(max(map(len, series), default=0)):
         mean, std = mean_std(values[index] for values in series if len(values) > index)
@@ -304,16 +277,16 @@ def write_plots(runs_dir, table):
     points, curves = [], []
     for experiment, record in table.items():
         model, variant = split_experiment(experiment)
-        runs = [plots.load_run(run_dir(runs_dir, experiment, seed)) for seed in record["seeds"]]
+        runs = [plotting.load_run(run_dir(runs_dir, experiment, seed)) for seed in record["seeds"]]
         if not runs:
             continue
         for seed in record["seeds"]:
-            paths += plots.plot_run(run_dir(runs_dir, experiment, seed))
+            paths += plotting.plot_run(run_dir(runs_dir, experiment, seed))
         label = f"{PAPER[model][0]} {variant.replace('_', ' ')}"
         if variant != "baseline":
-            layers = plots.mean_layers([results["layers"] for results, _ in runs])
-            paths.append(plots.plot_mask_composition(
-                layers, os.path.join(runs_dir, experiment, plots.COMPOSITION_FILE),
+            layers = plotting.mean_layers([results["layers"] for results, _ in runs])
+            paths.append(plotting.plot_mask_composition(
+                layers, os.path.join(runs_dir, experiment, plotting.COMPOSITION_FILE),
                 f"{label}: mean over {len(runs)} seed(s)"))
         points.append({
             "label": label,
@@ -331,38 +304,11 @@ def write_plots(runs_dir, table):
         if curve["epochs"]:
             curves.append({"label": label, **curve})
     if points:
-        paths.append(plots.plot_accuracy_vs_remaining(
+        paths.append(plotting.plot_accuracy_vs_remaining(
             points, os.path.join(runs_dir, "accuracy_vs_remaining.png"),
             "test accuracy against remaining weights (hollow: paper)"))
     if curves:
-        paths.append(plots.plot_accuracy_curves(
+        paths.append(plotting.plot_accuracy_curves(
             curves, os.path.join(runs_dir, "validation_accuracy.png"),
             "validation accuracy, mean over seeds"))
     return paths
-
-
-def main(argv=None, runner=launch.subprocess_runner):
-    """Trains what is missing, then writes the table and the plots.
-
-    Returns 0, or 1 when a run failed (the table holds the others).
-    """
-    args, extra = parse_args(sys.argv[1:] if argv is None else argv)
-    statuses = {} if args.aggregate_only else train_missing(args, extra, runner)
-    table = aggregate(args.runs_dir, args.experiments, args.seeds, args.flags_dir)
-    os.makedirs(args.runs_dir, exist_ok=True)
-    text = format_table(table, extra)
-    with open(os.path.join(args.runs_dir, "table.md"), "w", encoding="utf-8") as file:
-        file.write(text)
-    with open(os.path.join(args.runs_dir, "table.json"), "w", encoding="utf-8") as file:
-        json.dump({"extra_flags": extra, "seeds": args.seeds, "runs": statuses,
-                   "experiments": table}, file, indent=2)
-    write_plots(args.runs_dir, table)
-    print(text)
-    failed = [path for path, status in statuses.items() if status == "failed"]
-    for path in failed:
-        print(f"error: the run in {path} failed", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

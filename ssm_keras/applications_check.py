@@ -1,4 +1,5 @@
-"""Every image model of `keras.applications` through `ssm_keras.supermask`.
+"""Every image model of `keras.applications` through `ssm_keras.supermask`
+(the checks of `ssm_keras.check_applications`).
 
 For each model (built with `weights=None`, 10 classes, no classifier
 activation, at the smallest of 32x32 and 75x75 that it accepts): supermask
@@ -8,14 +9,9 @@ the baked model's outputs with the masked model's; write a compact file, load
 it and compare effective kernels (bit for bit) and outputs. A model that
 `supermask` refuses is recorded with its one-line reason.
 
-Each model runs in a process of its own (memory), and the results go to
-`--out` as JSON and Markdown:
-
-    python scripts/applications.py --out=applications            # all
-    python scripts/applications.py --out=applications --models=MobileNetV2,ResNet50
+`check_in_subprocess` runs `check_one` in a process of its own (memory).
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,9 +20,13 @@ import tempfile
 import time
 
 SIZES = (32, 75)
+# The program of the process that checks one model, named by its argument.
+CHECK_ONE = ("import json, sys; from ssm_keras import applications_check; "
+             "print(json.dumps(applications_check.check_one(sys.argv[1])))")
 
 
 def application_names():
+    """Every image model of `keras.applications`, by name."""
     import keras
 
     return sorted(
@@ -107,7 +107,8 @@ def check_one(name):
     return record
 
 
-def _markdown(records):
+def markdown(records):
+    """The markdown table of the records, one row per model."""
     lines = [
         "| model | input | parameters | status | masked layers | masked weights | "
         "max output difference (baked, compact) / output scale | compact bytes | reason |",
@@ -131,38 +132,18 @@ def _markdown(records):
     return "\n".join(lines) + "\n"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="Folder for applications.json/.md.")
-    parser.add_argument("--models", default="", help="Comma-separated names (default: all).")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--timeout", type=float, default=1800, help="Seconds per model.")
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(check_one(args.one)))
-        return
-    os.makedirs(args.out, exist_ok=True)
-    names = [name for name in args.models.split(",") if name] or application_names()
-    records = []
-    for name in names:
-        try:
-            result = subprocess.run(
-                [sys.executable, __file__, "--out", args.out, "--one", name],
-                capture_output=True, text=True, timeout=args.timeout,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            lines = result.stdout.strip().splitlines()
-            record = (json.loads(lines[-1]) if result.returncode == 0 and lines else
-                      {"model": name, "status": "error",
-                       "reason": " ".join(result.stderr.strip().splitlines()[-1:])})
-        except subprocess.TimeoutExpired:
-            record = {"model": name, "status": "error", "reason": f"over {args.timeout:.0f} s"}
-        records.append(record)
-        print(f"{name}: {record['status']} {record.get('reason', '')}", flush=True)
-        with open(os.path.join(args.out, "applications.json"), "w") as file:
-            json.dump(records, file, indent=1)
-        with open(os.path.join(args.out, "applications.md"), "w") as file:
-            file.write(_markdown(records))
-
-
-if __name__ == "__main__":
-    main()
+def check_in_subprocess(name, timeout):
+    """The record of `check_one(name)` run in a new process; an `error`
+    record with the last line of its stderr if it fails, or after `timeout`
+    seconds."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", CHECK_ONE, name], capture_output=True, text=True,
+            timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    except subprocess.TimeoutExpired:
+        return {"model": name, "status": "error", "reason": f"over {timeout:.0f} s"}
+    lines = result.stdout.strip().splitlines()
+    if result.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    return {"model": name, "status": "error",
+            "reason": " ".join(result.stderr.strip().splitlines()[-1:])}

@@ -1,0 +1,141 @@
+"""What every measurement command shares: the machine it ran on, and its
+report files, a JSON file (`--out`) with the markdown table beside it (`.md`).
+
+`machine_info()` records the CPU (model name, family/model/stepping, the
+`CPU_FEATURES` present), cores, load averages, Python, TensorFlow and Keras
+versions, devices, threading settings and the environment variables of
+`ENV_KEYS`.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+
+import keras
+import tensorflow as tf
+from absl import flags
+
+from ssm_keras import command
+from ssm_keras.errors import UserError
+
+# CPU features that decide which kernels TensorFlow can use: vector width,
+# and the fast bfloat16 / float16 paths (AVX-512 BF16 dot products, AMX tiles).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+            "OMP_NUM_THREADS", "KERAS_BACKEND")
+
+
+class ReportError(UserError):
+    """A bad `--out`, or one that exists without `--overwrite`."""
+
+
+# The machine.
+def _first_cpuinfo_entry():
+    """`/proc/cpuinfo`'s fields for the first processor ({} where there is none)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_info():
+    """Model name, family/model/stepping (which name a processor generation
+    when the name does not, e.g. "AMD EPYC" in a virtual machine) and the
+    `CPU_FEATURES` present."""
+    fields = _first_cpuinfo_entry()
+    present = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
+        "cpu_id": {key.replace(" ", "_"): fields.get(key) for key in
+                   ("vendor_id", "cpu family", "model", "stepping")},
+        "cpu_flags": [flag for flag in CPU_FEATURES if flag in present],
+    }
+
+
+def machine_info():
+    """CPU, cores, load, TensorFlow and Keras versions, devices, settings."""
+    return {
+        **cpu_info(),
+        "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "devices": [device.name for device in tf.config.list_logical_devices()],
+        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+        "environment": {key: os.environ.get(key) for key in ENV_KEYS},
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+
+
+def machine_summary(machine):
+    """The first words of a report: CPU (family, model; features), cores,
+    TensorFlow and Keras versions."""
+    cpu_id = machine["cpu_id"]
+    return (f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
+            f"{' '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
+            f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}")
+
+
+# The report files.
+def define_report_flags(flag_values, default_out, quick):
+    """`--out`, `--overwrite` and `--quick` (whose settings are `quick`)."""
+    flags.DEFINE_string("out", default_out,
+                        "JSON file to write; the table goes to the same name with .md.",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("overwrite", False, "Replace --out (and its .md) if they exist.",
+                      flag_values=flag_values)
+    flags.DEFINE_bool("quick", False, "Tiny windows (tests): " + json.dumps(quick),
+                      flag_values=flag_values)
+
+
+def output_paths(out):
+    """The JSON report and, beside it, the markdown table."""
+    return out, os.path.splitext(out)[0] + ".md"
+
+
+def check_out(out, overwrite):
+    """Raises `ReportError` for an `--out` that names the table, lies in no
+    folder, or exists without `--overwrite`."""
+    if os.path.splitext(out)[1] == ".md":
+        raise ReportError(f"--out={out}: give the JSON file's name; the table goes beside it")
+    if not os.path.isdir(os.path.dirname(out) or "."):
+        raise ReportError(f"--out={out}: no folder {os.path.dirname(out)}")
+    existing = [path for path in output_paths(out) if os.path.exists(path)]
+    if existing and not overwrite:
+        raise ReportError(f"{', '.join(existing)} exists; choose another --out or pass "
+                          "--overwrite")
+
+
+def settings_from_flags(config_class, flag_values, quick):
+    """The `config_class` settings of the parsed flags, those of `quick`
+    replacing them with `--quick`, validated (`settings.validate()`), once
+    `--out` is checked (`check_out`)."""
+    settings = command.from_flags(config_class, flag_values)
+    if flag_values["quick"].value:
+        settings = dataclasses.replace(settings, **quick)
+    settings.validate()
+    check_out(flag_values["out"].value, flag_values["overwrite"].value)
+    return settings
+
+
+def write_report(flag_values, report, text):
+    """Writes `report`, its settings completed with `--overwrite` and
+    `--quick`, to `--out` and `text` beside it (`.md`), and prints `text`."""
+    report["settings"].update(overwrite=flag_values["overwrite"].value,
+                              quick=flag_values["quick"].value)
+    json_path, table_path = output_paths(flag_values["out"].value)
+    with open(json_path, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+    with open(table_path, "w", encoding="utf-8") as file:
+        file.write(text)
+    print(text + f"wrote {json_path} and {table_path}")

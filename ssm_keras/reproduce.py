@@ -1,0 +1,110 @@
+"""Reproduces the paper's table: runs the experiments, aggregates, plots.
+
+    ssm-reproduce --data_dir=../shared/data
+    python -m ssm_keras.reproduce --experiments=fcn_mnist_signed,fcn_mnist_baseline \\
+        --seeds=0,1,2 --runs_dir=runs/reproduce --epochs=5
+    ssm-reproduce --experiments=conv4_cifar10_signed --compress=5
+    ssm-reproduce --aggregate_only     # table and plots of what is finished
+
+Each missing run is one subprocess
+
+    python -m ssm_keras.train --flagfile=<flags_dir>/<experiment>.flags --seed=S \\
+        --model_dir=<runs_dir>/<experiment>/seed<S> [--data_dir=...] [training flags]
+
+where the training flags (any flag of `ssm_keras.train` given here, e.g.
+`--epochs=5` for a shorter schedule) come after the flagfile and override
+it; `--flags_dir` defaults to the shipped recipes. A run whose
+`results.json` exists is finished and skipped; an interrupted one resumes.
+`--compress=K` runs each flagfile's schedule K times shorter on the same
+learning-rate path (`reproduction.compressed_schedule`).
+
+Then, from every finished run's `results.json`, it writes
+`<runs_dir>/table.md` and `table.json` (mean and standard deviation over
+seeds next to the paper's numbers) and the plots of `reproduction.write_plots`.
+A failed run ends the command with one `error:` line (exit 1) after the
+table of the others.
+"""
+
+import json
+import os
+
+from absl import flags
+
+from ssm_keras import command, launch, reproduction
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the `ReproduceConfig` flags and every flag of `ssm_keras.train`
+    (passed on to each run); `--help` lists the former."""
+    command.define_flags(reproduction.ReproduceConfig, flag_values)
+    launch.define_training_flags(flag_values)
+    flags.adopt_module_key_flags(reproduction, flag_values)
+
+
+def training_flags(settings, flag_values):
+    """The training flags given (but `--data_dir`), checked against `settings`."""
+    extra = launch.training_flags(flag_values, own=("data_dir",))
+    scheduled = [flag for flag in extra if flag[2:].split("=", 1)[0] in reproduction.COMPRESSED]
+    if settings.compress > 1 and scheduled:
+        raise reproduction.ReproduceError(
+            f"--compress sets {', '.join(f'--{name}' for name in reproduction.COMPRESSED)} "
+            f"itself; drop {' '.join(scheduled)}")
+    if extra and settings.aggregate_only:
+        raise reproduction.ReproduceError(
+            f"--aggregate_only trains nothing; drop {' '.join(extra)}")
+    return extra
+
+
+def train_missing(settings, experiments, seeds, data_dir, extra,
+                  runner=launch.subprocess_runner):
+    """Trains every missing run; returns `{model_dir: status}`."""
+    statuses = {}
+    for experiment in experiments:
+        flagfile = os.path.join(settings.flags_dir, f"{experiment}.flags")
+        schedule = reproduction.compressed_schedule(
+            reproduction.flagfile_settings(settings.flags_dir, experiment), settings.compress)
+        for seed in seeds:
+            model_dir = reproduction.run_dir(settings.runs_dir, experiment, seed)
+            command_line = launch.train_command(flagfile, model_dir, seed, data_dir,
+                                                [*schedule, *extra])
+            statuses[model_dir] = launch.train_if_missing(command_line, model_dir, runner)
+    return statuses
+
+
+def run_command(flag_values, runner=launch.subprocess_runner):
+    """Trains what is missing, then writes the table and the plots; returns
+    the table. Raises `ReproduceError` when a run failed (the table holds
+    the others)."""
+    settings = command.from_flags(reproduction.ReproduceConfig, flag_values)
+    experiments, seeds = settings.experiment_names(), settings.seed_numbers()
+    if settings.compress < 1:
+        raise reproduction.ReproduceError(
+            f"--compress={settings.compress}: give a positive integer (1: no compression)")
+    launch.check_runs_dir(settings.runs_dir)
+    extra = training_flags(settings, flag_values)
+    statuses = {} if settings.aggregate_only else train_missing(
+        settings, experiments, seeds, flag_values["data_dir"].value, extra, runner)
+    table = reproduction.aggregate(settings.runs_dir, experiments, seeds, settings.flags_dir)
+    os.makedirs(settings.runs_dir, exist_ok=True)
+    text = reproduction.format_table(table, extra)
+    with open(os.path.join(settings.runs_dir, "table.md"), "w", encoding="utf-8") as file:
+        file.write(text)
+    with open(os.path.join(settings.runs_dir, "table.json"), "w", encoding="utf-8") as file:
+        json.dump({"extra_flags": extra, "seeds": seeds, "runs": statuses,
+                   "experiments": table}, file, indent=2)
+    reproduction.write_plots(settings.runs_dir, table)
+    print(text)
+    failed = [path for path, status in statuses.items() if status == "failed"]
+    if failed:
+        raise reproduction.ReproduceError(f"the runs in {', '.join(failed)} failed; see their "
+                                          "output above")
+    return table
+
+
+def cli():
+    """The `ssm-reproduce` console script."""
+    command.main(define_flags, run_command)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,107 @@
+"""The supermask-as-initialisation study (docs/study.md), end to end.
+
+    ssm-study --data_dir=../shared/data
+    # Wide ResNet-28-1 on MNIST, 3 epochs per run:
+    python -m ssm_keras.study --data_dir=../shared/data \\
+        --runs_dir=runs/study_mnist --dataset=mnist --width=1 --epochs=3
+
+Trains the runs of `ssm_keras.init_study` (weights only; a binary mask, and
+with `--bernoulli` a Bernoulli one; the binary mask then its weights) from
+the same initial weights, `--seed` (default 0). Training flags (any flag of
+`ssm_keras.train`, such as `--dataset=mnist`) apply to every run and
+override the recipes; the earlier recipe (SGD for the masks and the
+fine-tuning) is `--optimizer=sgd --lr_schedule=constant
+--bernoulli_learning_rate=0.01`. Finished runs are skipped; a failed run
+stops the training and ends the command with one `error:` line (exit 1)
+after the summary of the others. It writes, into `--runs_dir`:
+
+- `validation_accuracy.png`: the validation-accuracy curves, with (3) drawn
+  after (2) (epochs `E2 + 1, ...`), since it continues from it;
+- `layer_utilisation.png`: per masked layer of each trained mask (2 and
+  2b; 3 keeps the mask of 2), the percentage of its weights kept, against
+  the layer's number of weights;
+- `study.md` and `study.json`: per run the test accuracy, the best
+  validation accuracy, the remaining weights and the epochs, and per layer
+  of each mask its weights and the percentage kept.
+"""
+
+import os
+
+from absl import flags
+
+from ssm_keras import command, init_study, launch, plotting, run_dir
+from ssm_keras.errors import UserError
+
+
+class RunFailed(UserError):
+    """A run of the study failed."""
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the `StudyConfig` flags and every flag of `ssm_keras.train`
+    (passed on to each run); `--help` lists the former."""
+    command.define_flags(init_study.StudyConfig, flag_values)
+    launch.define_training_flags(flag_values)
+    flags.adopt_module_key_flags(init_study, flag_values)
+
+
+def train_regimes(settings, seed, data_dir, extra, runner=launch.subprocess_runner):
+    """Runs the missing runs in order; stops when one fails.
+
+    Returns `{run: "finished" | "trained" | "failed"}`.
+    """
+    statuses = {}
+    for run in init_study.selected_runs(settings):
+        statuses[run] = launch.train_if_missing(
+            init_study.regime_command(settings, seed, data_dir, extra, run),
+            init_study.regime_dir(settings.runs_dir, run), runner)
+        if statuses[run] == "failed":
+            break
+    return statuses
+
+
+def run_command(flag_values, runner=launch.subprocess_runner):
+    """Trains the missing regimes, then writes the plots and the summary;
+    returns the summary's rows. Raises `RunFailed` when a regime failed."""
+    settings = command.from_flags(init_study.StudyConfig, flag_values)
+    seed, data_dir = flag_values["seed"].value, flag_values["data_dir"].value
+    launch.check_runs_dir(settings.runs_dir)
+    extra = launch.training_flags(flag_values, own=("seed", "data_dir"))
+    statuses = train_regimes(settings, seed, data_dir, extra, runner)
+    runs = {run: plotting.load_run(init_study.regime_dir(settings.runs_dir, run))
+            for run in init_study.selected_runs(settings)
+            if run_dir.is_finished(init_study.regime_dir(settings.runs_dir, run))}
+    title = init_study.study_title(runs)
+    curves = init_study.study_curves({run: history for run, (_, history) in runs.items()})
+    if curves:
+        plotting.plot_accuracy_curves(
+            curves, os.path.join(settings.runs_dir, "validation_accuracy.png"),
+            f"supermask as initialisation, {title}: validation accuracy")
+    utilisation = init_study.utilisation_series(runs)
+    if utilisation:
+        plotting.plot_layer_utilisation(
+            utilisation, os.path.join(settings.runs_dir, "layer_utilisation.png"),
+            f"supermask as initialisation, {title}: weights kept per layer")
+    rows = init_study.summary_rows(runs)
+    text = init_study.format_summary(title, rows, extra)
+    os.makedirs(settings.runs_dir, exist_ok=True)
+    with open(os.path.join(settings.runs_dir, "study.md"), "w", encoding="utf-8") as file:
+        file.write(text)
+    run_dir.write_json_atomically(
+        os.path.join(settings.runs_dir, "study.json"),
+        {"seed": seed, "extra_flags": extra, "title": title, "statuses": statuses,
+         "runs": rows, "layer_utilisation": utilisation})
+    print(text)
+    if "failed" in statuses.values():
+        failed = next(run for run, status in statuses.items() if status == "failed")
+        raise RunFailed(f"run {failed} failed; see its output above")
+    return rows
+
+
+def cli():
+    """The `ssm-study` console script."""
+    command.main(define_flags, run_command)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,190 @@
+"""The measurement commands: ssm-benchmark (training and inference
+throughput), benchmark_inference (exported files), check_applications and
+initial_logits, each run in this process."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applications, command,
+                       exporting, inference_speed, initial_logits, measurement, models, throughput)
+
+from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
+                      parsed_flags, shared_data_dir)
+
+
+@pytest.mark.slow
+def test_benchmark_quick_fcn(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    benchmark.run_command(parsed_flags(benchmark, "--archs=fcn", "--quick", f"--out={out}"))
+    report = json.loads(out.read_text())
+    (record,) = report["results"]
+    train = record["training"]
+    masked, plain = train["masked"]["images_per_s"], train["plain"]["images_per_s"]
+    assert masked > 0 and plain > 0
+    assert train["step_time_ratio"] == pytest.approx(plain / masked, rel=1e-12)
+    assert len(train["masked"]["window_seconds"]) == len(train["plain"]["window_seconds"]) == 2
+    assert train["window_steps"] % train["steps_per_execution"] == 0
+    # As in training, Keras decides on XLA: off on CPUs.
+    assert train["jit_compile"] == bool(tf.config.list_physical_devices("GPU"))
+    assert record["masked_weights"] == 266200
+    # The first layer (784 x 300) computes no input gradient.
+    assert record["training_gflop_per_image"] == pytest.approx((3 * 266200 - 235200) * 2 / 1e9)
+    assert record["inference"]["baked_images_per_s"] > 0
+    assert record["inference"]["masked_images_per_s"] > 0
+    machine = report["machine"]
+    assert machine["cores"] == os.cpu_count() and machine["tensorflow"] == tf.__version__
+    # --quick replaced the window settings; the report records what ran.
+    assert report["settings"]["archs"] == ["fcn"] and report["settings"]["quick"] is True
+    assert report["settings"]["windows"] == benchmark.QUICK["windows"]
+    # The ceiling comes from the float32 matmul measured in this run.
+    assert record["precision"] == "float32" and "speedup_over_float32" not in record
+    assert record["peak_gflops"] == machine["matmul_gflops"]["float32"] > 0
+    assert record["peak_source"] == "measured: float32 256^3 matmul"
+    assert record["ceiling_images_per_s"] == pytest.approx(
+        record["peak_gflops"] / record["training_gflop_per_image"])
+    # The mask's own arithmetic is a part of the step.
+    assert 0 <= record["mask_seconds_per_step"] < 128 / masked
+    assert record["mask_fraction_of_plain_step"] == pytest.approx(
+        record["mask_seconds_per_step"] * plain / 128)
+    assert machine["cpu"] and set(machine["cpu_flags"]) <= set(measurement.CPU_FEATURES)
+    assert "TF_ENABLE_ONEDNN_OPTS" in machine["environment"]
+    table = capsys.readouterr().out
+    assert "| fcn | float32 | 128 |" in table and f"{train['step_time_ratio']:.3f}" in table
+    assert (tmp_path / "bench.md").read_text().strip() in table
+    # A second run refuses to replace the results, and names them.
+    assert command_status(benchmark, "--archs=fcn", "--quick", f"--out={out}") == 1
+    assert_one_error_line(capsys.readouterr(), str(out))
+    assert json.loads(out.read_text()) == report
+
+
+@pytest.mark.slow
+def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys):
+    run, results, _, labels = trained_fcn
+    out = tmp_path / "inference.json"
+    argv = [f"--runs={run}", f"--data_dir={shared_data_dir()}", "--quick", f"--out={out}",
+            f"--work_dir={tmp_path / 'exports'}"]
+    report = benchmark_inference.run_command(parsed_flags(benchmark_inference, *argv))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["settings"]["runs"] == [str(run)]
+    rows = {row["format"]: row for row in report["results"]}
+    assert sorted(rows) == sorted([*inference_speed.RUNTIME_FORMATS, "compact"])
+    recorded = round(results["test_accuracy"] * len(labels))
+    (model,) = report["models"]
+    assert model["dead_units_removed"] > 0 and model["regime"] == "mask"
+    for name, row in rows.items():
+        path = tmp_path / "exports" / run.name / row["file"]
+        assert row["bytes"] == exporting.file_size(path) > 0
+        if name == "compact":
+            continue
+        correct = round(row["test_accuracy"] * len(labels))
+        assert abs(correct - recorded) <= TFLITE_ACCURACY_TOLERANCE.get(name, 0) * len(labels)
+        assert row["batch_1_latency_us"] > 0 and row["batch_128_images_per_s"] > 0
+    assert rows["tflite_sparse"]["bytes"] < rows["tflite"]["bytes"]
+    table = (tmp_path / "inference.md").read_text()
+    assert table.count("| fcn | signed supermask") == 6
+    capsys.readouterr()
+    assert command_status(benchmark_inference, *argv) == 1  # no --overwrite
+    assert_one_error_line(capsys.readouterr(), "exists; choose another --out or pass --overwrite")
+
+
+def test_benchmark_peaks_and_speedups():
+    settings = command.from_flags(throughput.BenchmarkConfig, parsed_flags(
+        benchmark, "--precisions=float32,mixed_bfloat16", "--matmul_size=64"))
+    assert settings.precision_names() == ["float32", "mixed_bfloat16"]
+    peaks = {"float32": 100.0, "bfloat16": 300.0}
+    assert arithmetic.peak_for("mixed_bfloat16", peaks, settings.peak_gflops,
+                               settings.matmul_size) == (300.0, "measured: bfloat16 64^3 matmul")
+    assert arithmetic.peak_for("mixed_bfloat16", peaks, 50.0, 64) == (50.0, "--peak_gflops")
+
+    def record(arch, precision, masked, plain):
+        return {"arch": arch, "precision": precision,
+                "training": {"masked": {"images_per_s": masked},
+                             "plain": {"images_per_s": plain}}}
+
+    records = [record("conv2", "float32", 100, 120), record("conv2", "mixed_bfloat16", 150, 150),
+               record("fcn", "mixed_float16", 10, 10)]
+    throughput.add_speedups(records)
+    assert records[1]["speedup_over_float32"] == {"masked": 1.5, "plain": 1.25}
+    assert "speedup_over_float32" not in records[0] and "speedup_over_float32" not in records[2]
+
+
+def test_benchmark_step_choices_and_flops():
+    assert throughput.choose_steps_per_execution(0.004, 0.25) == 32  # 64 * 4 ms > 0.25 s
+    assert throughput.choose_steps_per_execution(1e-5, 0.25) == 64  # the cap
+    assert throughput.choose_steps_per_execution(0.9, 0.25) == 1
+    assert throughput.window_steps_for(0.004, 32, 5.0) == 32 * 39  # 5 / 0.128 = 39.06
+    assert throughput.window_steps_for(2.0, 1, 5.0) == 2
+    assert throughput.median_images_per_second([1.0, 2.0, 4.0], 10, 128) == 640
+    conv4 = models.build_architecture("conv4", masked=False)
+    multiply_adds = (32 * 32 * (27 * 64 + 576 * 64) + 16 * 16 * (576 * 128 + 1152 * 128)
+                     + 8192 * 256 + 256 * 256 + 256 * 10)
+    gflop = arithmetic.training_gflop_per_image(conv4)
+    assert gflop == pytest.approx((3 * multiply_adds - 32 * 32 * 27 * 64) * 2 / 1e9)
+    assert gflop == pytest.approx(0.59, abs=0.005)  # 0.197 forward, 3x for training
+
+
+@pytest.mark.parametrize("argument, named", [
+    ("--archs=conv5", "conv5"), ("--windows=0", "--windows=0"), ("--batch_size=-1", "--batch_size"),
+    ("--peak_gflops=0", "--peak_gflops"), ("--out=bench.md", "bench.md"),
+    ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
+    ("--out=/no/such/folder/b.json", "/no/such/folder"), ("--peak_gflops=nan", "--peak_gflops=nan"),
+    ("--archs=", "--archs is empty"),
+])
+def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
+    assert command_status(benchmark, argument) == 1
+    assert_one_error_line(capsys.readouterr(), named)
+
+
+def test_benchmark_unknown_flag_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parsed_flags(benchmark, "--window=3")
+    assert exit_info.value.code == 1
+    assert_one_error_line(capsys.readouterr(), "window")
+
+
+@pytest.mark.parametrize("arguments, named", [
+    ([], "--runs is required"), (["--runs=/no/such/run"], "/no/such/run"),
+    (["--runs=x", "--windows=0"], "--windows=0"),
+])
+def test_benchmark_inference_bad_arguments_name_the_value(arguments, named, capsys):
+    assert command_status(benchmark_inference, *arguments) == 1
+    assert_one_error_line(capsys.readouterr(), named)
+
+
+def test_check_applications_refuses_unknown_models_before_any_check(tmp_path, capsys):
+    assert command_status(check_applications, f"--out={tmp_path / 'out'}",
+                        "--models=MobileNetV2,NoSuchNet") == 1
+    assert_one_error_line(capsys.readouterr(), "NoSuchNet not in keras.applications")
+    assert not (tmp_path / "out").exists()
+    assert command_status(check_applications, "--models=MobileNetV2") == 1
+    assert_one_error_line(capsys.readouterr(), "--out is required")
+
+
+# Initial logits.
+def test_initial_logit_statistics_match_numpy():
+    kernel = np.array([[1.0, -1.0, 0.0], [10.0, 0.0, -10.0]], np.float32)
+    inputs = keras.Input((1, 1, 2))
+    logits = keras.layers.Dense(3, use_bias=False)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="softmax")(logits))
+    model.layers[2].kernel.assign(kernel)
+    images = np.array([[0, 0], [1, 0], [0, 1], [0, 2]], np.uint8).reshape(4, 1, 1, 2)
+    labels = np.array([0, 1, 2, 0])
+    expected_logits = images.reshape(4, 2).astype(np.float32) @ kernel
+    # p_true: 1/3; e^1/(e^1+e^-1+1); e^-10/(e^10+1+e^-10) ~ 2e-9; e^20/(...) ~ 1.
+    statistics = initial_logits.logit_statistics(model, images, labels, batch_size=3)
+    assert statistics["logit_std"] == pytest.approx(expected_logits.std(), rel=1e-6)
+    assert statistics["clipped_fraction"] == 0.25
+
+
+@pytest.mark.parametrize("argument, named", [
+    ("--init_factors=6,x", "--init_factors and --seeds"), ("--init_factors=0", "> 0"),
+    ("--archs=conv5", "conv5"), ("--examples=0", "--examples=0"),
+])
+def test_initial_logits_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
+    assert command_status(initial_logits, argument, f"--out={tmp_path / 'logits.json'}") == 1
+    assert_one_error_line(capsys.readouterr(), named)

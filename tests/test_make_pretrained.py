@@ -1,0 +1,41 @@
+"""The command that writes the shipped supermasks, `ssm_keras.make_pretrained`,
+run in this process on a trained FCN."""
+
+import pytest
+
+from ssm_keras import compact, make_pretrained
+
+from conftest import REPO, assert_one_error_line, command_status, parsed_flags
+
+FLAGFILE = str(REPO / "flags" / "fcn_mnist_signed.flags")
+
+
+@pytest.mark.slow
+def test_make_pretrained_records_the_run_and_its_command(trained_fcn, tmp_path, capsys):
+    run, results, _, _ = trained_fcn
+    argv = [f"--runs={run}", f"--recipe_flagfile={FLAGFILE}", f"--out_dir={tmp_path}"]
+    (path,) = make_pretrained.run_command(parsed_flags(make_pretrained, *argv))
+    assert path == str(tmp_path / "fcn_mnist_signed_seed0.ssm")
+    metadata = compact.load_compact(path).metadata
+    assert metadata["test_accuracy"] == results["test_accuracy"]
+    assert metadata["remaining_weights"] == results["remaining_weights"]
+    assert metadata["recipe"]["flagfile"] == FLAGFILE
+    # The flagfile, then every setting in which the run differs from it.
+    command_line = metadata["command"].split()
+    assert command_line[:6] == ["python", "-m", "ssm_keras.train", f"--flagfile={FLAGFILE}",
+                                "--data_dir=DATA", "--seed=0"]
+    assert {"--epochs=3", "--weight_decay=0.005", "--validation_size=0"} <= set(command_line)
+    assert not any(flag.startswith(("--arch=", "--model_dir=")) for flag in command_line)
+    capsys.readouterr()
+    assert command_status(make_pretrained, *argv) == 1  # no --overwrite
+    assert_one_error_line(capsys.readouterr(), f"{path} exists; pass --overwrite")
+
+
+@pytest.mark.parametrize("argv, named", [
+    ([f"--recipe_flagfile={FLAGFILE}"], "--runs is required"),
+    (["--runs=x", "--recipe_flagfile=no/such.flags"], "--recipe_flagfile=no/such.flags"),
+    (["--runs=x", f"--flagfile={FLAGFILE}"], "arch"),  # absl's --flagfile reads flags
+])
+def test_make_pretrained_bad_arguments_name_the_value(argv, named, tmp_path, capsys):
+    assert command_status(make_pretrained, *argv, f"--out_dir={tmp_path}") == 1
+    assert_one_error_line(capsys.readouterr(), named)
