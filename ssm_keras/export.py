@@ -13,8 +13,6 @@ from absl import flags
 from absl import logging
 
 from ssm_keras import command, exporting, pruning
-# The library names that scripts/ import from this module.
-from ssm_keras.exporting import OUTPUTS, export_run, file_size, load_run  # noqa: F401
 
 
 def define_flags(flag_values=flags.FLAGS):

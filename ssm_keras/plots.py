@@ -18,12 +18,6 @@ writes, from the run's `results.json` and `history.jsonl` (see
 from absl import flags
 
 from ssm_keras import command, plotting
-# The library names that tuning and scripts/ import from this module.
-from ssm_keras.plotting import (  # noqa: F401
-    COMPOSITION_FILE, composition_data, curve_data, load_run, mean_layers,
-    plot_accuracy_curves, plot_accuracy_vs_remaining, plot_layer_utilisation,
-    plot_mask_composition, plot_run, plot_trials,
-)
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -71,7 +71,7 @@ import keras_tuner
 from keras_tuner.src import config as keras_tuner_config
 
 from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import choices, distribute, plots, run_dir, training
+from ssm_keras import choices, distribute, plotting, run_dir, training
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -733,7 +733,7 @@ def summarize(tuner, hypermodel, folder):
         raise TuneError(f"No trial of the search in {folder} finished; their errors are in "
                         f"{os.path.join(folder, 'trial_*', 'trial.json')}.")
     best = finished[0]
-    plots.plot_trials(
+    plotting.plot_trials(
         [{"label": row["trial_id"], "remaining_percent": row["remaining_percent"],
           "accuracy": 100 * row["val_accuracy"]}
          for row in rows
