@@ -39,3 +39,25 @@ def leaf_layers(model):
         else:
             found[id(layer)] = layer
     return list(found.values())
+
+
+def in_float32(model):
+    """`model` with every layer computing in float32, weights shared by value.
+
+    A model trained under a mixed-precision policy (`mixed_bfloat16`) keeps
+    its variables in float32 but computes in bfloat16, and saving it keeps
+    that policy. Exports and shipped files are meant for any processor, so
+    they compute in float32: the copy holds the same variables, and its
+    outputs are the float32 ones (`W0 * m` is exact in float32). A model
+    whose layers are all float32 is returned as it is.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in leaf_layers(model)):
+        return model
+
+    def in_float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone, pairs = clone_layers(model, in_float32_layer)
+    for layer, float32_layer in pairs:
+        float32_layer.set_weights(layer.get_weights())
+    return clone

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import compact, pruning, run_dir, staging, tflite
+from ssm_keras import cloning, compact, pruning, run_dir, staging, tflite
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import bake
 from ssm_keras.errors import ExportError
@@ -237,7 +237,9 @@ def recover(out_dir):
 def _export(model, metadata, source, out_dir, formats, prune_dead_units):
     """Writes the export into a staging folder inside `out_dir`, then swaps
     it in: a failure before the swap leaves `out_dir` as it was, and so
-    does a kill (see `recover`)."""
+    does a kill (see `recover`). Every output computes in float32, whatever
+    policy the model was trained under (`cloning.in_float32`)."""
+    model = cloning.in_float32(model)
     folder = None
     try:
         folder = staging.new_staging_folder(out_dir)

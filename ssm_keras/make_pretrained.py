@@ -11,6 +11,11 @@ command that trained it: `python -m ssm_keras.train --flagfile=<flagfile>
 --data_dir=DATA --seed=S` plus each setting in which the run differs from
 the flagfile (`--recipe_flagfile`; absl keeps `--flagfile` for flags read
 from a file). An existing file is replaced only with `--overwrite`.
+
+Shipped models compute in float32 (`cloning.in_float32`). For a run trained
+under a mixed-precision policy the recorded `test_accuracy` is measured
+again on the float32 model (`--data_dir` is then required) and the run's
+own figure is kept as `test_accuracy_as_trained`.
 """
 
 import dataclasses
@@ -18,7 +23,7 @@ import os
 
 from absl import flags
 
-from ssm_keras import command, compact, exporting, pretrained
+from ssm_keras import cloning, command, compact, data, evaluation, exporting, pretrained
 from ssm_keras.config import TrainConfig
 from ssm_keras.errors import UserError
 
@@ -38,6 +43,9 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_bool("overwrite", False, "Replace compact files that exist.",
                       flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "Data folder, to measure the float32 test accuracy "
+                        "of runs trained under a mixed-precision policy.",
+                        flag_values=flag_values)
 
 
 def flagfile_settings(path):
@@ -94,6 +102,22 @@ def metadata(results, flagfile):
     }
 
 
+def float32_accuracy(model, results, data_dir, run):
+    """`{"test_accuracy": ...}` of the float32 `model` of a run trained under
+    a mixed-precision policy, with the run's figure as
+    `test_accuracy_as_trained`; `{}` for a float32 run."""
+    policy = results["flags"].get("mixed_precision", "float32")
+    if policy == "float32":
+        return {}
+    if data_dir is None:
+        raise UserError(f"{run} was trained with --mixed_precision={policy}; pass --data_dir "
+                        "to measure the test accuracy of its float32 model")
+    images, labels = data.load_splits(results["dataset"], data_dir, validation_size=0).test
+    correct, total = evaluation.test_accuracy(model, images, labels)
+    return {"test_accuracy": correct / total,
+            "test_accuracy_as_trained": results["test_accuracy"]}
+
+
 def entry_name(results):
     """`<arch>_<dataset>_<mask>_seed<S>`: the name of a run's entry."""
     return f"{results['arch']}_{results['dataset']}_{results['mask']}_seed{results['flags']['seed']}"
@@ -115,8 +139,11 @@ def run_command(flag_values):
         path = os.path.join(out_dir, entry_name(results) + pretrained.SUFFIX)
         if os.path.exists(path) and not overwrite:
             raise UserError(f"{path} exists; pass --overwrite to replace it")
-        size = compact.save_compact(model, path, metadata(results, flagfile))
-        print(f"{path}: {size:,} bytes, test accuracy {100 * results['test_accuracy']:.2f}%, "
+        model = cloning.in_float32(model)
+        recorded = {**metadata(results, flagfile),
+                    **float32_accuracy(model, results, flag_values["data_dir"].value, run)}
+        size = compact.save_compact(model, path, recorded)
+        print(f"{path}: {size:,} bytes, test accuracy {100 * recorded['test_accuracy']:.2f}%, "
               f"{results['remaining_weights']:,} weights remain")
         paths.append(path)
     return paths

@@ -1,11 +1,15 @@
 """The command that writes the shipped supermasks, `ssm_keras.make_pretrained`,
 run in this process on a trained FCN."""
 
+import json
+import shutil
+
 import pytest
 
 from ssm_keras import compact, make_pretrained
 
-from conftest import REPO, assert_one_error_line, command_status, parsed_flags
+from conftest import (REPO, assert_one_error_line, command_status, parsed_flags,
+                      shared_data_dir)
 
 FLAGFILE = str(REPO / "flags" / "fcn_mnist_signed.flags")
 
@@ -29,6 +33,26 @@ def test_make_pretrained_records_the_run_and_its_command(trained_fcn, tmp_path, 
     capsys.readouterr()
     assert command_status(make_pretrained, *argv) == 1  # no --overwrite
     assert_one_error_line(capsys.readouterr(), f"{path} exists; pass --overwrite")
+
+
+@pytest.mark.slow
+def test_a_mixed_precision_run_records_its_float32_accuracy(trained_fcn, tmp_path, capsys):
+    run, results, _, _ = trained_fcn
+    mixed = tmp_path / "mixed_run"
+    shutil.copytree(run, mixed)
+    as_trained = 0.5  # what a run would record under bfloat16, told apart from float32's
+    (mixed / "results.json").write_text(json.dumps({
+        **results, "test_accuracy": as_trained,
+        "flags": {**results["flags"], "mixed_precision": "mixed_bfloat16"}}))
+    argv = [f"--runs={mixed}", f"--recipe_flagfile={FLAGFILE}", f"--out_dir={tmp_path}"]
+    assert command_status(make_pretrained, *argv) == 1
+    assert_one_error_line(capsys.readouterr(), "--mixed_precision=mixed_bfloat16; pass --data_dir")
+    (path,) = make_pretrained.run_command(
+        parsed_flags(make_pretrained, *argv, f"--data_dir={shared_data_dir()}"))
+    metadata = compact.load_compact(path).metadata
+    # The float32 model's, counted over the 10,000 test images.
+    assert round(metadata["test_accuracy"] * 10_000) == round(results["test_accuracy"] * 10_000)
+    assert metadata["test_accuracy_as_trained"] == as_trained
 
 
 @pytest.mark.parametrize("argv, named", [

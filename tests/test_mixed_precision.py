@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssm_keras import config, data, layers, models, training
+from ssm_keras import cloning, compact, config, data, exporting, layers, models, training
 
 from conftest import shared_data_dir
 
@@ -99,3 +99,22 @@ def test_masked_fcn_learns_mnist_as_in_float32(policy, mnist_slice, float32_accu
     accuracy = _train(mnist_slice, policy, tmp_path)
     assert float32_accuracy > 0.9
     assert abs(accuracy - float32_accuracy) <= 0.003, (accuracy, float32_accuracy)
+
+
+@pytest.mark.parametrize("policy", MIXED)
+def test_exports_compute_in_float32(policy, tmp_path):
+    reference, mixed = _fcn("float32"), _fcn(policy)
+    assert cloning.in_float32(reference) is reference
+    copy = cloning.in_float32(mixed)
+    assert {layer.dtype_policy.name for layer in cloning.leaf_layers(copy)} == {"float32"}
+    images = np.random.default_rng(0).uniform(0, 255, (16, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_array_equal(copy(images).numpy(), reference(images).numpy())
+    compact.save_compact(mixed, tmp_path / "mixed.ssm")
+    exporting.export_compact(str(tmp_path / "mixed.ssm"), str(tmp_path / "out"),
+                             formats=("keras", "compact"))
+    for path in ("out/model.keras", "out/model.ssm"):
+        loaded = (keras.saving.load_model(tmp_path / path) if path.endswith(".keras")
+                  else compact.load_compact(tmp_path / path).masked_model)
+        assert {layer.dtype_policy.name for layer in cloning.leaf_layers(loaded)} == {"float32"}
+        np.testing.assert_allclose(loaded(images).numpy(), reference(images).numpy(),
+                                   rtol=1e-5, atol=1e-6)
