@@ -2,11 +2,13 @@
 
     python -m ssm_keras.benchmark_inference --data_dir=../shared/data \\
         --runs=runs/fcn_mnist_signed,runs/fcn_mnist_baseline
+    python -m ssm_keras.benchmark_inference --pretrained=fcn_mnist_signed_seed0 \\
+        --data_dir=../shared/data       # a shipped entry
     python -m ssm_keras.benchmark_inference --runs=RUN --data_dir=DATA --quick   # seconds
 
-Exports every finished run of `--runs` in every format and measures each
-runtime on the run's real test set, as `ssm_keras.inference_speed`
-describes. Writes `--out` (JSON: machine, settings, every measurement) and,
+Exports every finished run of `--runs` and every shipped entry of
+`--pretrained` in every format and measures each runtime on the real test
+set, as `ssm_keras.inference_speed` describes. Writes `--out` (JSON: machine, settings, every measurement) and,
 beside it, the markdown table it prints (`.md`); refuses to replace them
 unless given `--overwrite`.
 """

@@ -2,10 +2,12 @@
 (the measurements of `ssm_keras.benchmark_inference`).
 
 Every finished run of `--runs` (signed supermasks and the baselines of the
-same architectures, `--regime=weights`) is exported with `ssm_keras.exporting`
-into `--work_dir` in every format (dead units removed from the baked model
-unless `--noprune_dead_units`, each TFLite file checked against it), and each runtime format is measured
-on the run's real test set:
+same architectures, `--regime=weights`) and every shipped entry of
+`--pretrained` (`ssm_keras.pretrained`) is exported with
+`ssm_keras.exporting` into `--work_dir` in every format (dead units removed
+from the baked model unless `--noprune_dead_units`, each TFLite file checked
+against it), and each runtime format is measured on the real test set of
+its data set:
 
 | format           | runtime                                               |
 | ---------------- | ----------------------------------------------------- |
@@ -37,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import data, exporting, measurement, run_dir, tflite
+from ssm_keras import compact, data, exporting, measurement, pretrained, run_dir, tflite
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -57,7 +59,9 @@ class InferenceConfig:
     """The settings of an inference benchmark; the field names are the
     `ssm_keras.benchmark_inference` flags."""
 
-    runs: str | None = flag_field(None, "Required: comma-separated finished run directories.")
+    runs: str | None = flag_field(None, "Comma-separated finished run directories.")
+    pretrained: str | None = flag_field(
+        None, "Comma-separated shipped entries (ssm_keras.pretrained.names()).")
     data_dir: str | None = flag_field(None, "Local copy of the data sets.")
     work_dir: str | None = flag_field(
         None, "Folder for the exports (default: a temporary folder).")
@@ -70,13 +74,18 @@ class InferenceConfig:
 
     def run_dirs(self):
         """The run directories of `--runs`."""
-        return [path.strip() for path in (self.runs or "").split(",") if path.strip()]
+        return _items(self.runs)
+
+    def entry_names(self):
+        """The shipped entries of `--pretrained`."""
+        return _items(self.pretrained)
 
     def validate(self):
         """Raises `InferenceBenchmarkError` on the first bad setting."""
-        if not self.run_dirs():
+        if not self.run_dirs() and not self.entry_names():
             raise InferenceBenchmarkError(
-                "--runs is required; give comma-separated finished run directories")
+                "give --runs (comma-separated finished run directories), --pretrained "
+                "(comma-separated shipped entries) or both")
         for name, lowest in {"windows": 1, "seconds": 1e-9, "tflite_threads": 1}.items():
             if getattr(self, name) < lowest:
                 raise InferenceBenchmarkError(
@@ -86,6 +95,16 @@ class InferenceConfig:
                 run_dir.read_results(path)
             except run_dir.RunDirError as error:
                 raise InferenceBenchmarkError(f"--runs: {error}") from None
+        for name in self.entry_names():
+            try:
+                pretrained.path(name)
+            except pretrained.PretrainedError as error:
+                raise InferenceBenchmarkError(f"--pretrained: {error}") from None
+
+
+def _items(text):
+    """The non-empty items of a comma-separated flag value."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
 # Runtimes: each `predictor(format, path)` maps uint8 images to probabilities.
@@ -164,15 +183,31 @@ def accuracy(predict, images, labels, batch_size=500):
     return correct / len(images)
 
 
-def measure_run(path, work_dir, settings, test):
-    """Exports one run and measures every format: `(run record, rows)`."""
-    results = run_dir.read_results(path)
-    out_dir = os.path.join(work_dir, os.path.basename(os.path.normpath(path)))
-    summary = exporting.export_run(path, out_dir, (*RUNTIME_FORMATS, "compact"), overwrite=True,
-                                prune_dead_units=settings.prune_dead_units)
+# The sources: `(label, record, export)`, `record` holding what the run or
+# entry recorded and `export(out_dir, formats, overwrite, prune_dead_units)`
+# writing its export.
+def run_source(path):
+    """A finished run directory as a source."""
+    return (os.path.abspath(path), run_dir.read_results(path),
+            lambda *arguments: exporting.export_run(path, *arguments))
+
+
+def pretrained_source(name):
+    """A shipped entry as a source (its compact file's metadata is the record)."""
+    file = pretrained.path(name)
+    header, _ = compact.read_compact(file)
+    return (name, header["metadata"],
+            lambda *arguments: exporting.export_compact(file, *arguments))
+
+
+def measure(source, work_dir, settings, test):
+    """Exports one source and measures every format: `(model record, rows)`."""
+    label, results, export = source
+    out_dir = os.path.join(work_dir, os.path.basename(os.path.normpath(label)))
+    summary = export(out_dir, (*RUNTIME_FORMATS, "compact"), True, settings.prune_dead_units)
     images, labels = test
     batch = images[:THROUGHPUT_BATCH]
-    model = {"run": os.path.abspath(path), "arch": results["arch"],
+    model = {"run": label, "arch": results["arch"],
              "dataset": results["dataset"], "regime": results["regime"],
              "mask": results.get("mask"),
              "recorded_test_accuracy": results["test_accuracy"],
@@ -234,16 +269,20 @@ def format_table(models, rows):
 
 
 def run(settings):
-    """Measures every run of `settings.runs`; returns the JSON dict."""
+    """Measures every run of `settings.runs` and every entry of
+    `settings.pretrained`; returns the JSON dict."""
     machine = measurement.machine_info()
     work_dir = settings.work_dir or tempfile.mkdtemp(prefix="benchmark_inference-")
+    sources = ([pretrained_source(name) for name in settings.entry_names()]
+               + [run_source(path) for path in settings.run_dirs()])
     models, rows, tests = [], [], {}
-    for path in settings.run_dirs():
-        test = _test_split(run_dir.read_results(path), settings.data_dir, tests)
-        model, measured = measure_run(path, work_dir, settings, test)
+    for source in sources:
+        test = _test_split(source[1], settings.data_dir, tests)
+        model, measured = measure(source, work_dir, settings, test)
         models.append(model)
         rows += measured
     machine["load_average_end"] = list(os.getloadavg())
     return {"machine": machine, "settings": {**dataclasses.asdict(settings),
-                                             "runs": settings.run_dirs()},
+                                             "runs": settings.run_dirs(),
+                                             "pretrained": settings.entry_names()},
             "models": models, "results": rows}

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applications, command,
-                       exporting, inference_speed, initial_logits, measurement, models, throughput)
+                       exporting, inference_speed, initial_logits, measurement, models, pretrained,
+                       throughput)
 
 from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
                       parsed_flags, shared_data_dir)
@@ -66,27 +67,32 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
 def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys):
     run, results, _, labels = trained_fcn
     out = tmp_path / "inference.json"
-    argv = [f"--runs={run}", f"--data_dir={shared_data_dir()}", "--quick", f"--out={out}",
-            f"--work_dir={tmp_path / 'exports'}"]
+    entry = pretrained.names()[0]
+    argv = [f"--runs={run}", f"--pretrained={entry}", f"--data_dir={shared_data_dir()}",
+            "--quick", f"--out={out}", f"--work_dir={tmp_path / 'exports'}"]
     report = benchmark_inference.run_command(parsed_flags(benchmark_inference, *argv))
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["settings"]["runs"] == [str(run)]
-    rows = {row["format"]: row for row in report["results"]}
-    assert sorted(rows) == sorted([*inference_speed.RUNTIME_FORMATS, "compact"])
-    recorded = round(results["test_accuracy"] * len(labels))
-    (model,) = report["models"]
-    assert model["dead_units_removed"] > 0 and model["regime"] == "mask"
-    for name, row in rows.items():
-        path = tmp_path / "exports" / run.name / row["file"]
-        assert row["bytes"] == exporting.file_size(path) > 0
-        if name == "compact":
-            continue
-        correct = round(row["test_accuracy"] * len(labels))
-        assert abs(correct - recorded) <= TFLITE_ACCURACY_TOLERANCE.get(name, 0) * len(labels)
-        assert row["batch_1_latency_us"] > 0 and row["batch_128_images_per_s"] > 0
-    assert rows["tflite_sparse"]["bytes"] < rows["tflite"]["bytes"]
+    assert report["settings"]["pretrained"] == [entry]
+    recorded = {str(run): results["test_accuracy"],
+                entry: pretrained.load(entry)[2]["test_accuracy"]}
+    assert [model["run"] for model in report["models"]] == [entry, str(run)]
+    for model in report["models"]:
+        assert model["dead_units_removed"] > 0 and model["regime"] == "mask"
+        rows = {row["format"]: row for row in report["results"] if row["run"] == model["run"]}
+        assert sorted(rows) == sorted([*inference_speed.RUNTIME_FORMATS, "compact"])
+        for name, row in rows.items():
+            path = tmp_path / "exports" / os.path.basename(model["run"]) / row["file"]
+            assert row["bytes"] == exporting.file_size(path) > 0
+            if name == "compact":
+                continue
+            correct = round(row["test_accuracy"] * len(labels))
+            expected = round(recorded[model["run"]] * len(labels))
+            assert abs(correct - expected) <= TFLITE_ACCURACY_TOLERANCE.get(name, 0) * len(labels)
+            assert row["batch_1_latency_us"] > 0 and row["batch_128_images_per_s"] > 0
+        assert rows["tflite_sparse"]["bytes"] < rows["tflite"]["bytes"]
     table = (tmp_path / "inference.md").read_text()
-    assert table.count("| fcn | signed supermask") == 6
+    assert table.count("| fcn | signed supermask") == 12
     capsys.readouterr()
     assert command_status(benchmark_inference, *argv) == 1  # no --overwrite
     assert_one_error_line(capsys.readouterr(), "exists; choose another --out or pass --overwrite")
@@ -148,7 +154,8 @@ def test_benchmark_unknown_flag_is_one_error_line(capsys):
 
 
 @pytest.mark.parametrize("arguments, named", [
-    ([], "--runs is required"), (["--runs=/no/such/run"], "/no/such/run"),
+    ([], "give --runs"), (["--runs=/no/such/run"], "/no/such/run"),
+    (["--pretrained=fcn_imagenet"], "--pretrained: no pretrained model 'fcn_imagenet'"),
     (["--runs=x", "--windows=0"], "--windows=0"),
 ])
 def test_benchmark_inference_bad_arguments_name_the_value(arguments, named, capsys):
