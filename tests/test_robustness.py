@@ -117,21 +117,17 @@ def test_malformed_tf_config_is_one_line(monkeypatch, tf_config, message):
 
 
 @pytest.mark.slow
-def test_runs_that_are_not_multi_worker_do_not_read_tf_config(tmp_path, monkeypatch):
-    # Not even a malformed one, nor one that makes this process worker 1.
+def test_runs_read_no_tf_config_unless_multi_worker_and_expand_home(tmp_path, monkeypatch):
+    # Not even a malformed TF_CONFIG, nor one that makes this process worker 1;
+    # `~` in the file and folder settings is the home folder, as in a shell.
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(distribute.DistributeError):
         distribute.is_chief()
-    results = training.run(tiny_config(tmp_path, epochs=1), splits=tiny_splits())
-    assert results["epochs"] == 1 and (tmp_path / "run" / "results.json").exists()
-
-
-@pytest.mark.slow
-def test_home_in_paths_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     results = training.run(tiny_config(tmp_path, epochs=1, model_dir="~/runs/x",
                                        save_init_file="~/init.npz"), splits=tiny_splits())
+    assert results["epochs"] == 1
     assert (tmp_path / "home" / "runs" / "x" / "results.json").is_file()
     assert (tmp_path / "home" / "init.npz").is_file()
     assert results["model_dir"] == str(tmp_path / "home" / "runs" / "x")
@@ -272,6 +268,7 @@ class _PeerLost(keras.callbacks.Callback):
                                          "connect to all addresses\nmore")
 
 
+@pytest.mark.slow
 def test_a_worker_lost_during_training_is_one_error_line(tmp_path, monkeypatch, capsys):
     """TensorFlow aborts a multi-worker job's collectives when a peer is gone
     (measured with two workers, one killed with SIGKILL in epoch 3); here the
