@@ -54,47 +54,51 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def _worker(tmp_path, mnist_dir, ports):
-    """Worker 0 of a cluster on localhost `ports`, run as a command: its exit status and stderr."""
+def _start_worker(folder, mnist_dir, ports):
+    """Starts worker 0 of a cluster on localhost `ports` as a command in `folder`."""
     tf_config = json.dumps({"cluster": {"worker": [f"localhost:{port}" for port in ports]},
                             "task": {"type": "worker", "index": 0}})
-    job = subprocess.run(
+    folder.mkdir()
+    return subprocess.Popen(
         [sys.executable, "-m", "ssm_keras.train", "--arch=fcn", "--dataset=mnist",
          f"--data_dir={mnist_dir.parent}", "--max_examples=64", "--epochs=1",
          "--strategy=multi_worker_mirrored", "--worker_timeout=2", "--model_dir=run"],
-        cwd=tmp_path, env={**os.environ, "TF_CONFIG": tf_config, "PYTHONPATH": str(REPO)},
-        capture_output=True, text=True, timeout=300,
+        cwd=folder, env={**os.environ, "TF_CONFIG": tf_config, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    return job
 
 
 @pytest.mark.slow
-def test_a_worker_whose_address_is_taken_is_one_error_line(tmp_path, mnist_dir):
+def test_a_worker_that_cannot_start_or_whose_peers_never_start_is_one_error_line(
+        tmp_path, mnist_dir):
+    # Two workers in their own processes at once (each takes seconds to start):
+    # one whose address is taken, one whose peer never starts.
     with socket.socket() as taken:
         taken.bind(("localhost", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        job = _worker(tmp_path, mnist_dir, [port, _free_port()])
-    lines = [line for line in job.stderr.splitlines() if line.startswith("error:")]
+        alone = [_free_port(), _free_port()]
+        jobs = {"taken": _start_worker(tmp_path / "taken", mnist_dir, [port, _free_port()]),
+                "alone": _start_worker(tmp_path / "alone", mnist_dir, alone)}
+        try:
+            stderr = {name: job.communicate(timeout=300)[1] for name, job in jobs.items()}
+        finally:
+            for job in jobs.values():
+                job.kill()
+    lines = [line for line in stderr["taken"].splitlines() if line.startswith("error:")]
     assert lines == [f"error: cannot start this worker of TF_CONFIG (Could not start gRPC "
-                     f"server); is localhost:{port} free and this machine's?"], job.stderr[-3000:]
-    assert job.returncode == 1 and "Traceback" not in job.stderr
-
-
-@pytest.mark.slow
-def test_a_worker_whose_peers_never_start_says_so_and_gives_up(tmp_path, mnist_dir):
-    ports = [_free_port(), _free_port()]
-    job = _worker(tmp_path, mnist_dir, ports)
-    lines = [line for line in job.stderr.splitlines() if line.startswith(("note:", "error:"))]
+                     f"server); is localhost:{port} free and this machine's?"], stderr["taken"][-3000:]
+    assert jobs["taken"].returncode == 1 and "Traceback" not in stderr["taken"]
+    lines = [line for line in stderr["alone"].splitlines() if line.startswith(("note:", "error:"))]
     assert lines == [
         "note: waiting up to 2 s (--worker_timeout) for the other workers of TF_CONFIG: "
-        f"worker 1 (localhost:{ports[1]})",
+        f"worker 1 (localhost:{alone[1]})",
         "error: not every worker of TF_CONFIG started within --worker_timeout=2 s (waited for "
-        f"worker 1 (localhost:{ports[1]})). Start each with the same command and its own "
+        f"worker 1 (localhost:{alone[1]})). Start each with the same command and its own "
         "TF_CONFIG task (scripts/local_workers.py does), or raise --worker_timeout.",
-    ], job.stderr[-3000:]
-    assert job.returncode != 0 and "Traceback" not in job.stderr
-    assert not (tmp_path / "run").exists()
+    ], stderr["alone"][-3000:]
+    assert jobs["alone"].returncode != 0 and "Traceback" not in stderr["alone"]
+    assert not (tmp_path / "alone" / "run").exists()
 
 
 @pytest.mark.parametrize("tf_config, message", [
