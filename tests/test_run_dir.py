@@ -15,54 +15,39 @@ from conftest import crashed_run, strict_json, tiny_config, tiny_splits
 
 
 @pytest.mark.slow
-def test_finished_run_is_never_silently_overwritten(tmp_path):
+def test_one_process_checks_everything_first_and_never_silently_overwrites(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSM_OFFLINE", "1")
     splits = tiny_splits()
+    model_dir = str(tmp_path / "run")
+    # A second process on the folder is refused.
+    with run_dir.lock(model_dir):  # as the first process holds it
+        with pytest.raises(run_dir.RunDirError, match=f"in use by process {os.getpid()} on "):
+            training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+        assert os.listdir(model_dir) == [".lock"]
+    # A new run with bad data writes nothing; the corrected command then runs.
+    with pytest.raises(data.DataError, match="Cannot load the mnist data set"):
+        training.run(tiny_config(tmp_path / "new", epochs=1, data_dir=str(tmp_path / "nothing")))
+    assert not (tmp_path / "new").exists()
     first = training.run(tiny_config(tmp_path, epochs=1), splits=splits)
-    results_path = tmp_path / "run" / "results.json"
-    before = results_path.read_text()
+    assert first["epochs"] == 1 and first["flags"]["seed"] == 0
+    # A finished run is refused, and untouched by an --overwrite with bad data.
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
+              if path.is_file()}
     with pytest.raises(run_dir.RunDirError, match="finished run"):
         training.run(tiny_config(tmp_path, epochs=1), splits=splits)
-    assert results_path.read_text() == before
+    with pytest.raises(data.DataError, match="Cannot load the mnist data set"):
+        training.run(tiny_config(tmp_path, epochs=1, overwrite=True,
+                                 data_dir=str(tmp_path / "nothing")))
+    after = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
+             if path.is_file()}
+    assert after == before  # (the lock file is empty again)
+    # --resume goes on with the same settings only; --overwrite starts again.
     with pytest.raises(run_dir.RunDirError, match="--learning_rate"):
         training.run(tiny_config(tmp_path, epochs=2, learning_rate=0.2, resume=True), splits=splits)
     resumed = training.run(tiny_config(tmp_path, epochs=2, resume=True), splits=splits)
     assert resumed["epochs"] == 2
     replaced = training.run(tiny_config(tmp_path, epochs=1, overwrite=True, seed=3), splits=splits)
     assert replaced["epochs"] == 1 and replaced["flags"]["seed"] == 3
-    assert first["flags"]["seed"] == 0
-
-
-@pytest.mark.slow
-def test_overwrite_and_new_runs_check_everything_before_writing(tmp_path, monkeypatch):
-    monkeypatch.setenv("SSM_OFFLINE", "1")
-    splits = tiny_splits()
-    training.run(tiny_config(tmp_path, epochs=1), splits=splits)
-    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
-              if path.is_file()}
-    bad_data = dict(data_dir=str(tmp_path / "nothing"), overwrite=True)
-    with pytest.raises(data.DataError, match="Cannot load the mnist data set"):
-        training.run(tiny_config(tmp_path, epochs=1, **bad_data))
-    after = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
-             if path.is_file()}
-    assert after == before  # the finished run is untouched (the lock file is empty again)
-    # A new run with bad data writes nothing; the corrected command then runs.
-    fresh = tiny_config(tmp_path / "new", epochs=1, data_dir=str(tmp_path / "nothing"))
-    with pytest.raises(data.DataError):
-        training.run(fresh)
-    assert not (tmp_path / "new").exists()
-    corrected = training.run(tiny_config(tmp_path / "new", epochs=1), splits=splits)
-    assert corrected["epochs"] == 1
-
-
-@pytest.mark.slow
-def test_a_second_process_on_the_run_folder_is_refused(tmp_path):
-    splits = tiny_splits()
-    model_dir = str(tmp_path / "run")
-    with run_dir.lock(model_dir):  # as the first process holds it
-        with pytest.raises(run_dir.RunDirError, match=f"in use by process {os.getpid()} on "):
-            training.run(tiny_config(tmp_path, epochs=1), splits=splits)
-        assert os.listdir(model_dir) == [".lock"]
-    assert training.run(tiny_config(tmp_path, epochs=1), splits=splits)["epochs"] == 1
 
 
 @pytest.mark.slow
