@@ -295,7 +295,7 @@ def _write_divergence(model_dir, config, history, error):
     _write_history(model_dir, history)
 
 
-def run(config, splits=None, strategy=None):
+def run(config, splits=None, strategy=None, callbacks=()):
     """Trains, evaluates and saves one run; returns its results dict.
 
     In a multi-worker run every worker calls it with the same `config`; they
@@ -308,6 +308,17 @@ def run(config, splits=None, strategy=None):
         splits: `data.Splits` to use instead of loading `config.dataset`
             (tests, benchmarks).
         strategy: a `tf.distribute.Strategy` instead of `config.strategy`.
+        callbacks: more `keras.callbacks.Callback`s for `model.fit`, called
+            after the run's own, so they see each epoch's logs with the mask
+            statistics once its checkpoint is written (`self.model` is the
+            model being trained). One that raises stops the run as a kill
+            would: the same command resumes it from the last checkpoint. One
+            that sets `self.model.stop_training` ends training early; the
+            run is then evaluated and saved with the epochs it trained.
+
+    Returns:
+        The results dict, as written to `results.json` (see `run_dir`), with
+        `model_dir`.
 
     Raises:
         ConfigError, DataError, InitFileError, RunDirError: bad settings or
@@ -329,7 +340,7 @@ def run(config, splits=None, strategy=None):
             restored = prepare_model_dir(model_dir, flags, config, strategy, held)
             start_run = (lambda: run_dir.start(model_dir, flags, config.overwrite)
                          ) if _is_chief(strategy) else None
-            return _train(config, model_dir, splits, strategy, restored, start_run)
+            return _train(config, model_dir, splits, strategy, restored, start_run, callbacks)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError) as error:
         if not _multi_worker(strategy):
@@ -503,9 +514,10 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     )
 
 
-def _train(config, model_dir, splits, strategy, restored, start_run):
+def _train(config, model_dir, splits, strategy, restored, start_run, extra_callbacks):
     """Trains the run; `start_run()` (on the chief; None elsewhere) writes
-    the run folder once the data and the model are made."""
+    the run folder once the data and the model are made. `extra_callbacks`
+    come after the run's own (see `run`)."""
     chief = start_run is not None
     strategy = strategy or make_strategy(config)
     splits = prepare_data(config, splits)
@@ -524,7 +536,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run):
             _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
     callbacks, checkpoint = _callbacks(config, model_dir, restored, clock, chief)
     try:
-        fit(model, config, splits, callbacks, initial_epoch)
+        fit(model, config, splits, [*callbacks, *extra_callbacks], initial_epoch)
     except ssm_callbacks.Diverged as error:
         if chief:
             _write_divergence(model_dir, config, checkpoint.history, error)

@@ -71,7 +71,7 @@ import keras_tuner
 from keras_tuner.src import config as keras_tuner_config
 
 from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import choices, distribute, plotting, run_dir, training
+from ssm_keras import choices, plotting, run_dir, training
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
@@ -380,15 +380,18 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
         splits: the data, a `data.Splits`.
         strategy: the `tf.distribute.Strategy` of each trial.
         sparsity_weight: `lambda` of `val_sparse_objective`.
+        callbacks: more `keras.callbacks.Callback`s for every trial, called
+            after the trial's own (see `run`).
     """
 
-    def __init__(self, config, space, splits, strategy, sparsity_weight):
+    def __init__(self, config, space, splits, strategy, sparsity_weight, callbacks=()):
         super().__init__(name="supermask")
         self.config = config
         self.space = space
         self.splits = splits
         self.strategy = strategy
         self.sparsity_weight = sparsity_weight
+        self.callbacks = list(callbacks)
 
     def declare_hyperparameters(self, hp):
         only_for = conditions(self.space)
@@ -441,7 +444,8 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
                         if isinstance(callback, keras.callbacks.TensorBoard)), None)
         monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight),
                     ssm_callbacks.StopOnNonFinite()]
-        training.fit(model, config, self.splits, [*monitors, *stateful, *callbacks, recorder],
+        training.fit(model, config, self.splits,
+                     [*monitors, *stateful, *callbacks, recorder, *self.callbacks],
                      initial_epoch=restored["epoch"] if restored else 0)
         last = {**recorder.history[-1], "epochs": recorder.history[-1]["epoch"]}
         return {name: float(last[name]) for name in TRIAL_METRICS}
@@ -595,7 +599,7 @@ def _check_same_search(folder, settings):
         )
 
 
-def run(search, config, splits=None):
+def run(search, config, splits=None, callbacks=()):
     """Runs a search, or continues the one in its project folder.
 
     On a distributed worker (`tuner_role() == "worker"`) it runs trials of
@@ -606,6 +610,13 @@ def run(search, config, splits=None):
         search: a `SearchConfig`.
         config: the `TrainConfig` of every trial, but for the tuned fields.
         splits: `data.Splits` to use instead of loading `config.dataset`.
+        callbacks: more `keras.callbacks.Callback`s for every trial's
+            `model.fit` (the same objects in each trial), called after the
+            trial's own, so they see each epoch's logs with the objective
+            and the mask statistics once the trial's checkpoint is written.
+            One that raises a `UserError` stops the search, any other
+            exception fails the trial (a `KeyboardInterrupt` stops the
+            process as a kill would: the same command continues the search).
 
     Returns:
         The summary rows (see `trial_rows`), best first; None on a worker.
@@ -637,7 +648,7 @@ def run(search, config, splits=None):
         keras.mixed_precision.set_global_policy(config.mixed_precision)
         hypermodel = SupermaskHyperModel(
             training.speed_settings_for(config, strategy), space,
-            training.prepare_data(config, splits), strategy, search.sparsity_weight,
+            training.prepare_data(config, splits), strategy, search.sparsity_weight, callbacks,
         )
         # A worker never deletes the chief's folder.
         tuner = make_tuner(search, config, hypermodel, config.overwrite and role != "worker")

@@ -1,8 +1,9 @@
 """Shared test fixtures and helpers: quiet TensorFlow, the repository and the
-real-data folder, a tiny learnable problem and its training settings, masked
-models with trained-looking scores, a signed FCN trained on real MNIST, and
-the export command."""
+real-data folder (`mnist_dir`), a tiny learnable problem and its training
+settings, masked models with trained-looking scores, a signed FCN trained on
+real MNIST, and the commands run in this process on fresh flags (`cli`)."""
 
+import json
 import math
 import os
 import pathlib
@@ -106,32 +107,57 @@ def effective_kernels(model):
     return {layer.name: layer.effective_kernel().numpy() for layer in layers.masked_layers(model)}
 
 
+def _fresh_flags(module):
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    return flag_values
+
+
 def export_cli(*argv):
     """Runs `ssm_keras.export` with `argv` in this process: its exit status."""
-    flag_values = flags.FlagValues()
-    export.define_flags(flag_values)
-    flag_values(["export", *argv])
-    return command.run(lambda: export.run_command(flag_values))
+    return command_status(export, *argv)
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli(module, *argv)`: runs command `module` in this process on fresh
+    flags (`command_status`); returns its exit status and what it printed
+    on stderr."""
+
+    def run(module, *argv):
+        capsys.readouterr()
+        code = command_status(module, *argv)
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def strict_json(path):
+    """The JSON in `path`, refusing NaN and Infinity as strict parsers do."""
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def parsed_flags(module, *argv):
     """A fresh `FlagValues` with the flags of command `module`, parsed from
     `argv` as its command line is (`command.parse_flags`: `--recipe` too)."""
-    flag_values = flags.FlagValues()
-    module.define_flags(flag_values)
+    flag_values = _fresh_flags(module)
     command.parse_flags([module.__name__, *argv], flag_values)
     return flag_values
 
 
 def command_status(module, *argv, **work_arguments):
-    """The exit status of command `module` run with `argv` in this process:
+    """Runs command `module` with `argv` in this process on fresh flags, as
+    its console script would (`command.main`): the exit status of
     `module.run_command(flag_values, **work_arguments)` through the shell,
     or 1 for a command line it cannot parse (after its one error line)."""
+    flag_values = _fresh_flags(module)
     try:
-        flag_values = parsed_flags(module, *argv)
+        left = command.parse_flags([module.__name__, *argv], flag_values)
     except SystemExit as exit_info:
         return exit_info.code
-    return command.run(lambda: module.run_command(flag_values, **work_arguments))
+    return command.run(lambda: module.run_command(flag_values, **work_arguments), left)
 
 
 def assert_one_error_line(captured, fragment):
@@ -143,7 +169,8 @@ def assert_one_error_line(captured, fragment):
 
 
 class Crash(keras.callbacks.Callback):
-    """Stops the process' training after `epoch` epochs, as a kill would."""
+    """Stops training after `epoch` epochs (once their checkpoint is written,
+    when it comes after the run's own callbacks), as a kill would."""
 
     def __init__(self, epoch):
         super().__init__()
@@ -154,24 +181,17 @@ class Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def crashed_run(monkeypatch, config, splits, after_epoch=2):
+def crashed_run(config, splits, after_epoch=2):
     """Runs `config` in this process until a kill after `after_epoch` epochs."""
-    from ssm_keras import training  # pylint: disable=import-outside-toplevel
-
-    original = training._callbacks
-
-    def crashing(*args, **kwargs):
-        callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, Crash(after_epoch)], checkpoint
-
-    monkeypatch.setattr(training, "_callbacks", crashing)
     with pytest.raises(KeyboardInterrupt):
-        training.run(config, splits=splits)
-    monkeypatch.setattr(training, "_callbacks", original)
+        training.run(config, splits=splits, callbacks=[Crash(after_epoch)])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_dir():
+    """The real MNIST IDX files' folder in the shared data folder
+    (`shared_data_dir`); a test that needs it is skipped, with the reason,
+    when they are not there."""
     path = shared_data_dir() / "mnist"
     if not (path / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST not found in {path} (set SSM_TEST_DATA)")
@@ -179,14 +199,12 @@ def mnist_dir():
 
 
 @pytest.fixture(scope="session")
-def trained_fcn(tmp_path_factory):
+def trained_fcn(tmp_path_factory, mnist_dir):
     """A signed FCN trained for 3 epochs on 12,000 real MNIST training images
     with a strong weight decay (about 1% of the weights remain, many units
     dead): `(run directory, results, test images, test labels)`, the test
     split being the full 10,000-image MNIST test set."""
-    if not (shared_data_dir() / "mnist" / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found in {shared_data_dir() / 'mnist'} (set SSM_TEST_DATA)")
-    full = data.load_splits("mnist", str(shared_data_dir()), validation_size=0)
+    full = data.load_splits("mnist", str(mnist_dir.parent), validation_size=0)
     train = (full.train[0][:12000], full.train[1][:12000])
     splits = data.Splits(full.spec, train, (full.test[0][:500], full.test[1][:500]), full.test,
                          source=full.source)

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags
@@ -23,10 +24,22 @@ from ssm_keras import command, distribute, train, training
 from ssm_keras import config as ssm_config
 
 
+class ModelRecorder(keras.callbacks.Callback):
+    """Keeps each model it sees trained, in `models`."""
+
+    def __init__(self):
+        super().__init__()
+        self.models = []
+
+    def on_train_end(self, logs=None):
+        self.models.append(self.model)
+
+
 def main(out_dir, argv):
-    train.define_flags()
-    flags.FLAGS([sys.argv[0], *argv])
-    config = command.from_flags(ssm_config.TrainConfig)
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values([sys.argv[0], *argv])
+    config = command.from_flags(ssm_config.TrainConfig, flag_values)
     strategy = distribute.get_strategy(config.strategy)
     index = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
     value = float(index)
@@ -36,17 +49,11 @@ def main(out_dir, argv):
     pair = strategy.reduce("MEAN", per_replica, axis=None)
     scalar = strategy.reduce("MEAN", per_replica[0], axis=0)
 
-    models = []
-    fit = training.fit
-
-    def recording_fit(model, *args, **kwargs):
-        models.append(model)
-        fit(model, *args, **kwargs)
-
-    training.fit = recording_fit
-    training.run(dataclasses.replace(config, epochs=config.epochs - 1), strategy=strategy)
-    training.run(dataclasses.replace(config, resume=True), strategy=strategy)
-    weights = {f"weight{i}": np.asarray(w) for i, w in enumerate(models[-1].get_weights())}
+    trained = ModelRecorder()
+    training.run(dataclasses.replace(config, epochs=config.epochs - 1), strategy=strategy,
+                 callbacks=[trained])
+    training.run(dataclasses.replace(config, resume=True), strategy=strategy, callbacks=[trained])
+    weights = {f"weight{i}": np.asarray(w) for i, w in enumerate(trained.models[-1].get_weights())}
     np.savez(os.path.join(out_dir, f"worker{index}.npz"), pid=os.getpid(),
              pair_scalar=pair[0].numpy(), pair_vector=pair[1].numpy(),
              scalar=scalar.numpy(), **weights)

@@ -1,9 +1,7 @@
 """Tests of ssm_keras.data: local readers, splits, errors and tf.data pipelines."""
 
-import dataclasses
 import functools
 import gzip
-import hashlib
 import pickle
 import struct
 import sys
@@ -15,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from ssm_keras import data
-from ssm_keras.data import formats, pipeline, sources
+from ssm_keras.data import pipeline
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -35,7 +33,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(
         tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"), raising=False
     )
-    monkeypatch.setattr(sources, "_why_offline", lambda: "offline in this test")
+    monkeypatch.setenv("SSM_OFFLINE", "1")
 
 
 def pixels(shape, start=0):
@@ -377,20 +375,19 @@ def test_undecodable_jpeg_is_named(tmp_path):
         data.load_splits("mnist", str(tmp_path))
 
 
-def test_idx_files_of_another_known_data_set_are_refused(tmp_path, monkeypatch):
+def test_idx_files_of_unknown_labels_are_either_data_set(tmp_path):
     train = pixels((4, 28, 28)), np.array([3, 0, 9, 3], np.uint8)
     test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
     write_mnist(tmp_path, train, test)
-    digest = hashlib.sha256(idx(train[1])).hexdigest()
-    monkeypatch.setitem(formats._KNOWN_IDX_LABELS, digest, "fashion_mnist")
-    with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz is the label file "
-                                             r"of fashion_mnist, not of mnist"):
-        data.load_splits("mnist", str(tmp_path), validation_size=0)
-    assert len(data.load_splits("fashion_mnist", str(tmp_path), validation_size=0).train[1]) == 4
+    for name in ("mnist", "fashion_mnist"):
+        splits = data.load_splits(name, str(tmp_path), validation_size=0)
+        assert splits.train[1].tolist() == [3, 0, 9, 3] and splits.test[1].tolist() == [1, 2]
 
 
 def test_real_mnist_is_not_taken_for_fashion_mnist(mnist_dir):
-    with pytest.raises(data.DataError, match="is the label file of mnist, not of fashion_mnist"):
+    with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz is the label file of "
+                                             r"mnist, not of fashion_mnist: check --data_dir, "
+                                             r"or pass --dataset=mnist"):
         data.load_splits("fashion_mnist", str(mnist_dir))
 
 
@@ -412,7 +409,7 @@ def test_nothing_usable_names_every_place_tried(tmp_path, offline):
     message = str(error.value)
     assert f"{tmp_path}: no cifar100 files found" in message
     assert "tensorflow_datasets: not prepared" in message
-    assert "offline in this test" in message
+    assert "no download: SSM_OFFLINE=1 is set" in message
     assert "--data_dir=DIR" in message and "cifar-100-python.tar.gz" in message
 
 
@@ -474,19 +471,14 @@ def test_tfds_prepared_copy_is_read_without_download(tmp_path, monkeypatch):
 
     fake = types.SimpleNamespace(builder=Builder, load=load, as_numpy=lambda x: x)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-    monkeypatch.setattr(
-        sources, "_why_offline", lambda: pytest.fail("checked the network")
-    )
-    # Not the system-wide copy, should the dataset-fashion-mnist package be installed.
-    layout = dataclasses.replace(sources._LAYOUTS["fashion_mnist"], default_dirs=())
-    monkeypatch.setitem(sources._LAYOUTS, "fashion_mnist", layout)
+    monkeypatch.setenv("SSM_OFFLINE", "1")  # prepared data needs no network
 
-    splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=2)
+    splits = data.load_splits("mnist", str(tmp_path), validation_size=2)
 
-    assert splits.source == "tfds:fashion_mnist"
+    assert splits.source == "tfds:mnist"
     assert calls == [
         (
-            "fashion_mnist",
+            "mnist",
             dict(
                 split=["train", "test"],
                 batch_size=-1,
@@ -671,25 +663,23 @@ def test_bad_batch_size_or_labels_are_refused():
 
 
 @pytest.mark.slow
-def test_flip_translate_rotate_geometry(monkeypatch):
+def test_flip_translate_rotate_geometry():
     """Rotations turn about the centre; without them, a flip or nothing."""
-    spot = np.zeros((8, 9, 9, 1), np.uint8)
+    seed = tf.constant([3, 4], tf.int64)
+    spot = np.zeros((8, 9, 9, 1), np.float32)
     spot[:, 4, 4] = 255
-    monkeypatch.setattr(pipeline, "_MAX_TRANSLATION", 0.0)
-    (result,) = epoch_batches(
-        spot, np.arange(8), 8, [0], augment="flip_translate_rotate"
-    )
-    rotated = result[0][0]
+    rotated = pipeline.flip_translate_rotate(spot, seed, max_translation=0.0).numpy()
     np.testing.assert_allclose(rotated[:, 4, 4, 0], 255, atol=0.01)
+    assert not np.allclose(rotated, spot, atol=1.0)  # the pixels around it moved
 
-    ramp = np.tile(pixels((1, 5, 5, 1)), (16, 1, 1, 1))
-    monkeypatch.setattr(pipeline, "_MAX_ROTATION", 0.0)
-    (result,) = epoch_batches(
-        ramp, np.arange(16), 16, [0], augment="flip_translate_rotate"
-    )
+    ramp = np.tile(pixels((1, 5, 5, 1)), (16, 1, 1, 1)).astype(np.float32)
+    moved = pipeline.flip_translate_rotate(ramp, seed, max_rotation=0.0).numpy()
+    assert not np.allclose(moved, ramp[0]) and not np.allclose(moved, ramp[0, :, ::-1])
+    flipped = pipeline.flip_translate_rotate(ramp, seed, max_translation=0.0,
+                                             max_rotation=0.0).numpy()
     kinds = [
         "same" if np.array_equal(image, ramp[0]) else "mirror"
-        for image in result[0][0]
+        for image in flipped
         if np.array_equal(image, ramp[0]) or np.array_equal(image, ramp[0, :, ::-1])
     ]
     assert len(kinds) == 16 and set(kinds) == {"same", "mirror"}

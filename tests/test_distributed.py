@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from ssm_keras import command, distribute, run_dir, train, training
 from ssm_keras import config as ssm_config
 
-from conftest import REPO
+from conftest import REPO, parsed_flags
+from multi_worker_job import ModelRecorder
 
 # A tiny run of the FCN flagfile (which asks for --steps_per_execution=32 and
 # --jit_compile) on real MNIST: 256 training examples, two steps per epoch.
@@ -81,7 +81,8 @@ def test_a_worker_resumes_from_the_chiefs_epoch_or_stops(tmp_path, monkeypatch):
     (model_dir / "checkpoint").mkdir(parents=True)
     state = {"epoch": 3, "history": [{"epoch": epoch} for epoch in (1, 2, 3)]}
     (model_dir / "checkpoint" / "state.json").write_text(json.dumps(state))
-    monkeypatch.setattr(distribute, "is_chief", lambda: False)
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, '
+                                    '"task": {"type": "worker", "index": 1}}')
 
     def as_worker(chief_epoch):
         monkeypatch.setattr(distribute, "chief_value", lambda strategy, value: chief_epoch)
@@ -131,10 +132,7 @@ def test_launcher_refuses_bad_arguments(arguments, message):
 
 
 def _parse(argv):
-    flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
-    flag_values(["train", *argv])
-    return command.from_flags(ssm_config.TrainConfig, flag_values)
+    return command.from_flags(ssm_config.TrainConfig, parsed_flags(train, *argv))
 
 
 @pytest.fixture
@@ -158,17 +156,9 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
     # Meanwhile, in this process: two replicas, no interruption.
     config = _parse([*FLAGFILE_RUN, f"--data_dir={mnist_data_dir}",
                      f"--model_dir={tmp_path / 'mirrored'}", "--strategy=mirrored"])
-    models = []
-    fit = training.fit
-
-    def recording_fit(model, *args, **kwargs):
-        models.append(model)
-        fit(model, *args, **kwargs)
-
+    trained = ModelRecorder()
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(training, "fit", recording_fit)
-            mirrored = training.run(config)
+        mirrored = training.run(config, callbacks=[trained])
         output = job.communicate(timeout=300)[0]
     finally:
         if job.poll() is None:
@@ -201,6 +191,6 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
     history = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
     assert results["epochs"] == 2 and [entry["epoch"] for entry in history] == [1, 2]
 
-    for name, weight in zip(names, models[0].get_weights()):
+    for name, weight in zip(names, trained.models[0].get_weights()):
         np.testing.assert_array_equal(workers[0][name], weight)
     assert results["test_accuracy"] == mirrored["test_accuracy"]

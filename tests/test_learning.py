@@ -6,8 +6,6 @@ import pytest
 
 from ssm_keras import data, layers, models
 
-from conftest import shared_data_dir
-
 
 def _accuracy(model, images, labels):
     return float(np.mean(np.argmax(model.predict(images, verbose=0), axis=1) == labels))
@@ -15,7 +13,7 @@ def _accuracy(model, images, labels):
 
 @pytest.mark.slow
 def test_scores_alone_learn_mnist(mnist_dir):
-    splits = data.load_splits("mnist", data_dir=str(shared_data_dir()), validation_size=0,
+    splits = data.load_splits("mnist", data_dir=str(mnist_dir.parent), validation_size=0,
                               max_examples=12000)
     train_images, train_labels = splits.train[0][:12000].astype(np.float32), splits.train[1][:12000]
     test_images, test_labels = splits.test[0][:2000].astype(np.float32), splits.test[1][:2000]

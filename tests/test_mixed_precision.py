@@ -8,8 +8,6 @@ import tensorflow as tf
 
 from ssm_keras import cloning, compact, config, data, exporting, layers, models, training
 
-from conftest import shared_data_dir
-
 MIXED = ("mixed_bfloat16", "mixed_float16")
 
 
@@ -36,9 +34,11 @@ def test_masks_are_exact_and_compute_is_low_precision(policy):
         np.testing.assert_array_equal(layer.compute_mask_values().numpy(),
                                       exact.compute_mask_values().numpy())
         with tf.GradientTape() as tape:
-            # What `Layer.__call__` does around `call`: variables read in the compute dtype.
-            with keras.src.backend.AutocastScope(layer.compute_dtype):
-                kernel = layer.effective_kernel(training=True)
+            # Read as in the layer's `call`: `Layer.__call__` reads variables in
+            # the compute dtype of its policy.
+            read = keras.layers.Lambda(lambda _, layer=layer: layer.effective_kernel(training=True),
+                                       dtype=layer.dtype_policy)
+            kernel = read(tf.zeros(1))
             loss = tf.reduce_sum(tf.cast(kernel, tf.float32))
         score_gradient = tape.gradient(loss, layer.scores)
         # W = +-W0 or 0 in the low precision: the frozen kernel's sign
@@ -71,11 +71,8 @@ def test_only_float16_scales_the_loss(policy, scaled):
 
 
 @pytest.fixture(scope="module")
-def mnist_slice():
-    path = shared_data_dir() / "mnist"
-    if not (path / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found in {path} (set SSM_TEST_DATA)")
-    return data.load_splits("mnist", data_dir=str(shared_data_dir()), validation_size=0,
+def mnist_slice(mnist_dir):
+    return data.load_splits("mnist", data_dir=str(mnist_dir.parent), validation_size=0,
                             max_examples=12000)
 
 

@@ -5,19 +5,15 @@ import shutil
 
 import numpy as np
 import pytest
-from absl import flags
 
-from ssm_keras import command, compact, data, evaluate, evaluation, layers, pretrained
+from ssm_keras import compact, data, evaluate, evaluation, layers, pretrained
 
-from conftest import assert_one_error_line, shared_data_dir
+from conftest import assert_one_error_line, command_status, shared_data_dir
 
 
 def evaluate_cli(*argv):
     """Runs `ssm_keras.evaluate` with `argv` in this process: its exit status."""
-    flag_values = flags.FlagValues()
-    evaluate.define_flags(flag_values)
-    flag_values(["evaluate", *argv])
-    return command.run(lambda: evaluate.run_command(flag_values))
+    return command_status(evaluate, *argv)
 
 
 def test_the_entries_are_shipped_in_kilobytes():

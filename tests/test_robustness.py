@@ -9,68 +9,15 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
-from absl import flags
 
-from ssm_keras import (baking, command, distribute, init_file, initial_logits, launch,
-                       reproduce, run_dir, study, train, training)
+from ssm_keras import (baking, command, distribute, initial_logits, launch, plots, reproduce,
+                       run_dir, study, train, training)
 from ssm_keras import config as ssm_config
 
-from conftest import (REPO, Crash, assert_one_error_line, command_status, export_cli,
-                      parsed_flags, tiny_config, tiny_splits)
+from conftest import (REPO, assert_one_error_line, command_status, export_cli, parsed_flags,
+                      tiny_config, tiny_splits)
 from test_experiments import _fake_run, _no_training
-
-
-def _crash_after(monkeypatch, epochs):
-    """Makes the next `training.run` stop after `epochs` epochs, as a kill would."""
-    original = training._callbacks
-
-    def crashing(*args, **kwargs):
-        callbacks, checkpoint = original(*args, **kwargs)
-        return [*callbacks, Crash(epochs)], checkpoint
-
-    monkeypatch.setattr(training, "_callbacks", crashing)
-
-
-@pytest.mark.slow
-def test_damaged_checkpoint_state_and_flags_are_refused_not_believed(tmp_path, monkeypatch):
-    splits = tiny_splits()
-    config = tiny_config(tmp_path)  # 3 epochs
-    _crash_after(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        training.run(config, splits=splits)
-    monkeypatch.undo()
-    folder = tmp_path / "run"
-    state_path = folder / "checkpoint" / "state.json"
-    flags_path = folder / "flags.json"
-    good_state, good_flags = state_path.read_text(), flags_path.read_text()
-    state = json.loads(good_state)
-    assert state["epoch"] == 1
-    damaged_states = [
-        ({**state, "epoch": 99}, "says 99 epochs were trained, but its history"),
-        ({**state, "epoch": -1}, "integer >= 1, found -1"),
-        ({**state, "epoch": True}, "integer >= 1, found True"),
-        ({**state, "history": "abc"}, "its history does not list epochs 1 to 1"),
-        ({**state, "wall_time_s": "long"}, "wall_time_s must be a number"),
-        ({**state, "callbacks": {"wait": 1}}, "callbacks must be a list"),
-        ([state], "expected a JSON object, found list"),
-    ]
-    for damaged, message in damaged_states:
-        state_path.write_text(json.dumps(damaged))
-        with pytest.raises(run_dir.RunDirError, match=message):
-            training.run(config, splits=splits)
-    state_path.write_text(good_state)
-    for damaged in ("[1, 2]", '"flags"'):
-        flags_path.write_text(damaged)
-        with pytest.raises(run_dir.RunDirError, match="flags.json is damaged"):
-            training.run(config, splits=splits)
-    flags_path.write_text(good_flags)
-    assert not (folder / "results.json").exists()
-    resumed = training.run(config, splits=splits)
-    assert resumed["epochs"] == 3
-    history = run_dir.read_history(str(folder))
-    assert [entry["epoch"] for entry in history] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -102,114 +49,57 @@ def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
     assert results["arch"] == saved["arch"] == "conv2" and saved["mask"] == "signed"
 
 
-class _KilledBeforeTheFirstCheckpoint(Exception):
-    pass
-
-
-@pytest.mark.slow
-def test_a_run_killed_after_writing_its_init_file_resumes(tmp_path, monkeypatch):
-    splits = tiny_splits()
-    init = tmp_path / "inits" / "init.npz"
-    config = tiny_config(tmp_path, epochs=1, save_init_file=str(init))
-
-    def killed(*args, **kwargs):
-        raise _KilledBeforeTheFirstCheckpoint
-
-    monkeypatch.setattr(training, "fit", killed)
-    with pytest.raises(_KilledBeforeTheFirstCheckpoint):
-        training.run(config, splits=splits)
-    monkeypatch.undo()
-    written = init.read_bytes()
-    assert (tmp_path / "run" / "flags.json").exists() and not (tmp_path / "run" / "checkpoint").exists()
-    assert training.run(config, splits=splits)["epochs"] == 1  # the same command goes on
-    assert init.read_bytes() == written
-    # Another start (seed) is still refused, and the file kept.
-    with pytest.raises(init_file.InitFileError, match="already exists; it is not overwritten"):
-        training.run(tiny_config(tmp_path / "other", seed=5, save_init_file=str(init)),
-                     splits=splits)
-    assert init.read_bytes() == written
-    assert sorted(path.name for path in init.parent.iterdir()) == ["init.npz"]
-
-
-@pytest.mark.slow
-def test_init_files_that_cannot_be_written_or_hold_no_floats(tmp_path, monkeypatch):
-    splits = tiny_splits()
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(init_file.InitFileError, match="--save_init_file=.*file/init.npz cannot "
-                                                      "be written: File exists"):
-        training.run(tiny_config(tmp_path / "a", save_init_file=str(tmp_path / "file" / "init.npz")),
-                     splits=splits)
-
-    def full_disk(file, **arrays):
-        file.write(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(init_file.np, "savez", full_disk)
-    with pytest.raises(init_file.InitFileError, match="cannot be written: No space left on device"):
-        training.run(tiny_config(tmp_path / "b", save_init_file=str(tmp_path / "full.npz")),
-                     splits=splits)
-    monkeypatch.undo()
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # no run, no partial file
-    init = tmp_path / "init.npz"
-    training.run(tiny_config(tmp_path / "c", epochs=1, save_init_file=str(init)), splits=splits)
-    arrays = dict(np.load(init))
-    kernel = "dense_1/kernel"
-    for values, kind in ((np.full(arrays[kernel].shape, "w"), "<U1"),
-                         (arrays[kernel].astype(np.int8), "int8"),
-                         (arrays[kernel].astype(np.complex64), "complex64")):
-        np.savez(tmp_path / "bad.npz", **{**arrays, kernel: values})
-        with pytest.raises(init_file.InitFileError, match=f"'{kernel}' holds {kind} values"):
-            training.run(tiny_config(tmp_path / "d", init_file=str(tmp_path / "bad.npz")),
-                         splits=splits)
-
-
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         return sock.getsockname()[1]
 
 
-def _worker(tmp_path, mnist_dir, ports):
-    """Worker 0 of a cluster on localhost `ports`, run as a command: its exit status and stderr."""
+def _start_worker(folder, mnist_dir, ports):
+    """Starts worker 0 of a cluster on localhost `ports` as a command in `folder`."""
     tf_config = json.dumps({"cluster": {"worker": [f"localhost:{port}" for port in ports]},
                             "task": {"type": "worker", "index": 0}})
-    job = subprocess.run(
+    folder.mkdir()
+    return subprocess.Popen(
         [sys.executable, "-m", "ssm_keras.train", "--arch=fcn", "--dataset=mnist",
          f"--data_dir={mnist_dir.parent}", "--max_examples=64", "--epochs=1",
          "--strategy=multi_worker_mirrored", "--worker_timeout=2", "--model_dir=run"],
-        cwd=tmp_path, env={**os.environ, "TF_CONFIG": tf_config, "PYTHONPATH": str(REPO)},
-        capture_output=True, text=True, timeout=300,
+        cwd=folder, env={**os.environ, "TF_CONFIG": tf_config, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    return job
 
 
 @pytest.mark.slow
-def test_a_worker_whose_address_is_taken_is_one_error_line(tmp_path, mnist_dir):
+def test_a_worker_that_cannot_start_or_whose_peers_never_start_is_one_error_line(
+        tmp_path, mnist_dir):
+    # Two workers in their own processes at once (each takes seconds to start):
+    # one whose address is taken, one whose peer never starts.
     with socket.socket() as taken:
         taken.bind(("localhost", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        job = _worker(tmp_path, mnist_dir, [port, _free_port()])
-    lines = [line for line in job.stderr.splitlines() if line.startswith("error:")]
+        alone = [_free_port(), _free_port()]
+        jobs = {"taken": _start_worker(tmp_path / "taken", mnist_dir, [port, _free_port()]),
+                "alone": _start_worker(tmp_path / "alone", mnist_dir, alone)}
+        try:
+            stderr = {name: job.communicate(timeout=300)[1] for name, job in jobs.items()}
+        finally:
+            for job in jobs.values():
+                job.kill()
+    lines = [line for line in stderr["taken"].splitlines() if line.startswith("error:")]
     assert lines == [f"error: cannot start this worker of TF_CONFIG (Could not start gRPC "
-                     f"server); is localhost:{port} free and this machine's?"], job.stderr[-3000:]
-    assert job.returncode == 1 and "Traceback" not in job.stderr
-
-
-@pytest.mark.slow
-def test_a_worker_whose_peers_never_start_says_so_and_gives_up(tmp_path, mnist_dir):
-    ports = [_free_port(), _free_port()]
-    job = _worker(tmp_path, mnist_dir, ports)
-    lines = [line for line in job.stderr.splitlines() if line.startswith(("note:", "error:"))]
+                     f"server); is localhost:{port} free and this machine's?"], stderr["taken"][-3000:]
+    assert jobs["taken"].returncode == 1 and "Traceback" not in stderr["taken"]
+    lines = [line for line in stderr["alone"].splitlines() if line.startswith(("note:", "error:"))]
     assert lines == [
         "note: waiting up to 2 s (--worker_timeout) for the other workers of TF_CONFIG: "
-        f"worker 1 (localhost:{ports[1]})",
+        f"worker 1 (localhost:{alone[1]})",
         "error: not every worker of TF_CONFIG started within --worker_timeout=2 s (waited for "
-        f"worker 1 (localhost:{ports[1]})). Start each with the same command and its own "
+        f"worker 1 (localhost:{alone[1]})). Start each with the same command and its own "
         "TF_CONFIG task (scripts/local_workers.py does), or raise --worker_timeout.",
-    ], job.stderr[-3000:]
-    assert job.returncode != 0 and "Traceback" not in job.stderr
-    assert not (tmp_path / "run").exists()
+    ], stderr["alone"][-3000:]
+    assert jobs["alone"].returncode != 0 and "Traceback" not in stderr["alone"]
+    assert not (tmp_path / "alone" / "run").exists()
 
 
 @pytest.mark.parametrize("tf_config, message", [
@@ -232,21 +122,17 @@ def test_malformed_tf_config_is_one_line(monkeypatch, tf_config, message):
 
 
 @pytest.mark.slow
-def test_runs_that_are_not_multi_worker_do_not_read_tf_config(tmp_path, monkeypatch):
-    # Not even a malformed one, nor one that makes this process worker 1.
+def test_runs_read_no_tf_config_unless_multi_worker_and_expand_home(tmp_path, monkeypatch):
+    # Not even a malformed TF_CONFIG, nor one that makes this process worker 1;
+    # `~` in the file and folder settings is the home folder, as in a shell.
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(distribute.DistributeError):
         distribute.is_chief()
-    results = training.run(tiny_config(tmp_path, epochs=1), splits=tiny_splits())
-    assert results["epochs"] == 1 and (tmp_path / "run" / "results.json").exists()
-
-
-@pytest.mark.slow
-def test_home_in_paths_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     results = training.run(tiny_config(tmp_path, epochs=1, model_dir="~/runs/x",
                                        save_init_file="~/init.npz"), splits=tiny_splits())
+    assert results["epochs"] == 1
     assert (tmp_path / "home" / "runs" / "x" / "results.json").is_file()
     assert (tmp_path / "home" / "init.npz").is_file()
     assert results["model_dir"] == str(tmp_path / "home" / "runs" / "x")
@@ -290,11 +176,7 @@ def test_flags_that_are_used_pass(tmp_path):
 def test_files_that_are_not_what_they_should_be_are_one_error_line(tmp_path, capsys):
     binary = tmp_path / "run.flags"
     binary.write_bytes(b"\x00\xff\xfe\x80binary")
-    flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
-    with pytest.raises(SystemExit) as exit_info:
-        command.parse_flags(["ssm_keras.train", f"--flagfile={binary}"], flag_values)
-    assert exit_info.value.code == 1
+    assert command_status(train, f"--flagfile={binary}") == 1
     assert_one_error_line(capsys.readouterr(), "a flagfile is not UTF-8 text")
     (tmp_path / "a file").write_text("x")
     assert export_cli(f"--model_dir={tmp_path / 'a file'}", f"--out={tmp_path / 'out'}") == 1
@@ -324,14 +206,9 @@ def test_only_runs_that_finished_count_as_finished(tmp_path):
 
 
 def test_plots_of_hand_edited_run_files_are_one_error_line(tmp_path, capsys):
-    from ssm_keras import plots
-
     run = tmp_path / "run"
     _fake_run(run, 0.97, 3.0)
     results = json.loads((run / "results.json").read_text())
-    flag_values = flags.FlagValues()
-    plots.define_flags(flag_values)
-    flag_values(["plots", f"--model_dir={run}"])
     for name, text in (
         ("results.json", json.dumps({**results, "layers": [{"name": "dense_1"}]})),
         ("results.json", json.dumps({**results, "layers": [[1, 2]]})),
@@ -340,7 +217,7 @@ def test_plots_of_hand_edited_run_files_are_one_error_line(tmp_path, capsys):
     ):
         good = (run / name).read_text()
         (run / name).write_text(text)
-        assert command.run(lambda: plots.run_command(flag_values)) == 1
+        assert command_status(plots, f"--model_dir={run}") == 1
         assert_one_error_line(capsys.readouterr(), f"the results.json or history.jsonl of {run}")
         (run / name).write_text(good)
 
@@ -383,22 +260,25 @@ def test_another_keras_backend_is_one_error_line(tmp_path):
                           "KERAS_BACKEND='jax'. Unset KERAS_BACKEND or set it to 'tensorflow'.\n")
 
 
+class _PeerLost(keras.callbacks.Callback):
+    """Raises what TensorFlow raises in a worker whose peer is gone."""
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: failed to "
+                                         "connect to all addresses\nmore")
+
+
+@pytest.mark.slow
 def test_a_worker_lost_during_training_is_one_error_line(tmp_path, monkeypatch, capsys):
     """TensorFlow aborts a multi-worker job's collectives when a peer is gone
     (measured with two workers, one killed with SIGKILL in epoch 3); here the
     abort is raised in this process' one-worker job."""
-    import tensorflow as tf
-
     monkeypatch.delenv("TF_CONFIG", raising=False)
     strategy = distribute.get_strategy("multi_worker_mirrored")
-
-    def aborted(*args, **kwargs):
-        raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: failed to "
-                                         "connect to all addresses\nmore")
-
-    monkeypatch.setattr(training, "fit", aborted)
     code = command.run(lambda: training.run(tiny_config(tmp_path), splits=tiny_splits(),
-                                            strategy=strategy))
+                                            strategy=strategy, callbacks=[_PeerLost()]))
     assert code == 1
     assert_one_error_line(capsys.readouterr(), "a worker of the job stopped or cannot be reached "
                           "(Collective ops is aborted by: failed to connect to all addresses). "

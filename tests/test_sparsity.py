@@ -73,12 +73,12 @@ def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir
 
 
 @pytest.mark.slow
-def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path):
     splits = tiny_splits()
     settings = dict(epochs=4, target_remaining=20.0, weight_decay=1e-3)
     straight = training.run(tiny_config(tmp_path / "a", **settings), splits=splits)
     config = tiny_config(tmp_path / "b", **settings)
-    crashed_run(monkeypatch, config, splits)
+    crashed_run(config, splits)
     resumed = training.run(config, splits=splits)
     histories = [[json.loads(line) for line in (tmp_path / name / "run" / "history.jsonl")
                   .read_text().splitlines()] for name in ("a", "b")]

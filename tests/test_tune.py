@@ -9,29 +9,25 @@ import socket
 import subprocess
 import sys
 
+import keras
 import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 
 from ssm_keras import config as ssm_config
-from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import command, data, run_dir, train, training, tune, tuning
 
-from conftest import REPO, Crash, shared_data_dir
+from conftest import REPO, parsed_flags, shared_data_dir
 
 TINY = dict(arch="fcn", dataset="mnist", max_examples=256, validation_size=256, batch_size=64,
             epochs=2, verbose=0)
 
 
 @pytest.fixture(scope="module")
-def mnist_splits():
-    folder = shared_data_dir() / "mnist"
-    if not (folder / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found in {folder} (set SSM_TEST_DATA)")
-    return data.load_splits("mnist", str(shared_data_dir()), TINY["validation_size"], 0,
+def mnist_splits(mnist_dir):
+    return data.load_splits("mnist", str(mnist_dir.parent), TINY["validation_size"], 0,
                             TINY["max_examples"])
 
 
@@ -39,29 +35,38 @@ def tiny_config(**overrides):
     return ssm_config.TrainConfig(**{**TINY, "data_dir": str(shared_data_dir()), **overrides})
 
 
-_FIT = training.fit
+def _blank_mnist_splits():
+    """MNIST-shaped splits of 64 black images: for searches that never train."""
+    arrays = (np.zeros((64, 28, 28, 1), np.uint8), np.zeros(64, np.int64))
+    return data.Splits(data.DATASETS["mnist"], arrays, arrays, arrays, source="unused")
 
 
-class _Spy:
-    """Replaces `training.fit`: records each call's initial epoch, can stop the process."""
+class _Trials(keras.callbacks.Callback):
+    """Records the first epoch of each trial trained in this process; with
+    `crash_at=(trial, epoch)`, stops the process after that epoch of the
+    `trial`-th of them (counted from 1), as a kill would."""
 
-    def __init__(self, monkeypatch, crash_at=None):
+    def __init__(self, crash_at=None):
+        super().__init__()
         self.calls = []
-        self.crash_at = crash_at  # (call number, epoch) after which a KeyboardInterrupt comes
-        monkeypatch.setattr(training, "fit", self)
+        self.crash_at = crash_at
 
-    def __call__(self, model, config, splits, callbacks, initial_epoch=0):
-        self.calls.append(initial_epoch)
-        if self.crash_at and self.crash_at[0] == len(self.calls):
-            callbacks = [*callbacks, Crash(self.crash_at[1])]
-        return _FIT(model, config, splits, callbacks, initial_epoch)
+    def on_train_begin(self, logs=None):
+        self.calls.append(None)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.calls[-1] is None:
+            self.calls[-1] = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.crash_at == (len(self.calls), epoch + 1):
+            raise KeyboardInterrupt
 
 
 def _retrain(flagfile, model_dir):
     """Trains from a flagfile the way `python -m ssm_keras.train --flagfile=` does."""
-    flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
-    flag_values(["train", f"--flagfile={flagfile}", f"--model_dir={model_dir}", "--verbose=0"])
+    flag_values = parsed_flags(train, f"--flagfile={flagfile}", f"--model_dir={model_dir}",
+                                "--verbose=0")
     return training.run(command.from_flags(ssm_config.TrainConfig, flag_values))
 
 
@@ -121,9 +126,7 @@ def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
     config = tiny_config(tau_fraction=0.3, signed=True)
     search = tuning.SearchConfig(directory="unused", mask_choices="signed,signed_topk,bernoulli")
     space = tuning.search_space(search, config)
-    arrays = (np.zeros((64, 28, 28, 1), np.uint8), np.zeros(64, np.int64))
-    splits = data.Splits(data.DATASETS["mnist"], arrays, arrays, arrays, source="unused")
-    hypermodel = tuning.SupermaskHyperModel(config, space, splits,
+    hypermodel = tuning.SupermaskHyperModel(config, space, _blank_mnist_splits(),
                                             tf.distribute.get_strategy(), 0.1)
     hp = keras_tuner.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
@@ -146,26 +149,27 @@ def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
 
 @pytest.mark.slow
 def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
-        tmp_path, mnist_splits, monkeypatch):
+        tmp_path, mnist_splits):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
                                  objective="sparse", sparsity_weight=0.5)
     config = tiny_config()
     project = tmp_path / "p"
     # Killed after the first of the two epochs of the second trial.
-    spy = _Spy(monkeypatch, crash_at=(2, 1))
+    trials = _Trials(crash_at=(2, 1))
     with pytest.raises(KeyboardInterrupt):
-        tuning.run(search, config, mnist_splits)
-    assert spy.calls == [0, 0]
+        tuning.run(search, config, mnist_splits, callbacks=[trials])
+    assert trials.calls == [0, 0]
     assert json.loads((project / "trial_1" / "checkpoint" / "state.json").read_text())["epoch"] == 1
     # The same command: the second trial goes on from its first epoch.
-    spy = _Spy(monkeypatch)
-    rows = tuning.run(search, config, mnist_splits)
-    assert spy.calls == [1]
+    trials = _Trials()
+    rows = tuning.run(search, config, mnist_splits, callbacks=[trials])
+    assert trials.calls == [1]
     assert [row["status"] for row in rows] == ["COMPLETED"] * 2
     # More trials: only the new one runs.
-    spy = _Spy(monkeypatch)
-    rows = tuning.run(dataclasses.replace(search, max_trials=3), config, mnist_splits)
-    assert spy.calls == [0]
+    trials = _Trials()
+    rows = tuning.run(dataclasses.replace(search, max_trials=3), config, mnist_splits,
+                      callbacks=[trials])
+    assert trials.calls == [0]
     assert sorted(row["trial_id"] for row in rows) == ["0", "1", "2"]
     for row in rows:
         assert row["status"] == "COMPLETED" and row["epochs"] == 2
@@ -227,16 +231,15 @@ def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_spl
 
 
 @pytest.mark.slow
-def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits,
-                                                                 monkeypatch):
+def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", tuner="hyperband",
                                  hyperband_factor=2)
     # max_epochs 2, factor 2: trials 0 and 1 train 1 epoch, trial 2 continues the
     # better one to 2 epochs; stop before the next bracket.
-    spy = _Spy(monkeypatch, crash_at=(4, 1))
+    trials = _Trials(crash_at=(4, 1))
     with pytest.raises(KeyboardInterrupt):
-        tuning.run(search, tiny_config(), mnist_splits)
-    assert spy.calls[:3] == [0, 0, 1]
+        tuning.run(search, tiny_config(), mnist_splits, callbacks=[trials])
+    assert trials.calls[:3] == [0, 0, 1]
     trials = {trial.trial_id: trial for trial in map(
         keras_tuner.engine.trial.Trial.load, glob.glob(f"{tmp_path}/p/trial_*/trial.json"))}
     first, second, continued = sorted(trials)[:3]
@@ -250,15 +253,6 @@ def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_
     recorded = trials[continued].metrics
     assert scratch["validation_accuracy"] == recorded.get_last_value("val_accuracy")
     assert scratch["remaining_weights"] == recorded.get_last_value("remaining_weights")
-
-
-@pytest.fixture(scope="module")
-def cli_flags():
-    if "arch" not in flags.FLAGS:  # test_train.py may have defined them
-        train.define_flags()
-    if "tuner" not in flags.FLAGS:
-        command.define_flags(tuning.SearchConfig)
-    yield flags.FLAGS
 
 
 @pytest.mark.parametrize("args, message", [
@@ -280,14 +274,9 @@ def cli_flags():
     (["--mask_choices=signed,topk", "--regime=weights"],
      "--mask_choices searches the mask kind of --regime=mask. Received: --regime=weights"),
 ])
-@pytest.mark.slow
-def test_cli_bad_search_one_clear_line(cli_flags, capsys, tmp_path, args, message):
-    cli_flags.unparse_flags()
-    cli_flags(["ssm_keras.tune", "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path}",
-               *args])
-    code = command.run(lambda: tune.run_command(cli_flags), ["ssm_keras.tune"])
-    err = capsys.readouterr().err
-    assert code == 1
+def test_cli_bad_search_one_clear_line(cli, tmp_path, args, message):
+    code, err = cli(tune, "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path}", *args)
+    assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith("error: ") and message in err, err
     assert "Traceback" not in err
     assert not os.listdir(tmp_path)
@@ -300,11 +289,9 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_distributed_search_chief_and_two_workers(tmp_path):
-    if not (shared_data_dir() / "mnist" / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found in {shared_data_dir()} (set SSM_TEST_DATA)")
+def test_distributed_search_chief_and_two_workers(tmp_path, mnist_dir):
     args = [sys.executable, "-m", "ssm_keras.tune", "--arch=fcn", "--dataset=mnist",
-            f"--data_dir={shared_data_dir()}", "--max_examples=256", "--validation_size=256",
+            f"--data_dir={mnist_dir.parent}", "--max_examples=256", "--validation_size=256",
             "--batch_size=64", "--epochs=2", "--verbose=0", "--max_trials=4",
             f"--directory={tmp_path}", "--project_name=p"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_ORACLE_IP": "127.0.0.1",
@@ -341,8 +328,7 @@ def test_the_same_command_gives_the_same_search(tmp_path):
     config = tiny_config(seed=0)
     search = tuning.SearchConfig(directory=str(tmp_path), max_trials=3)
     space = tuning.search_space(search, config)
-    arrays = (np.zeros((64, 28, 28, 1), np.uint8), np.zeros(64, np.int64))
-    splits = data.Splits(data.DATASETS["mnist"], arrays, arrays, arrays, source="unused")
+    splits = _blank_mnist_splits()
     trials = []
     for project in ("a", "b"):
         hypermodel = tuning.SupermaskHyperModel(config, space, splits,
@@ -359,48 +345,38 @@ def test_the_same_command_gives_the_same_search(tmp_path):
     assert len({values["learning_rate"] for values in trials[0]}) == 3
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("directory", ["file", "file/below"])
-def test_directory_that_is_a_file_is_one_clear_line(cli_flags, capsys, tmp_path, directory):
+def test_directory_that_is_a_file_is_one_clear_line(cli, tmp_path, directory):
     (tmp_path / "file").write_text("x")
-    cli_flags.unparse_flags()
-    cli_flags(["ssm_keras.tune", "--arch=fcn", "--dataset=mnist",
-               f"--directory={tmp_path / directory}"])
-    code = command.run(lambda: tune.run_command(cli_flags), ["ssm_keras.tune"])
-    err = capsys.readouterr().err
+    code, err = cli(tune, "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path / directory}")
     assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith(f"error: --directory: the search folder {tmp_path / directory}")
     assert os.listdir(tmp_path) == ["file"]
 
 
 @pytest.mark.slow
-def test_a_diverged_trial_fails_alone_other_errors_stop_the_search():
-    @tuning._fatal_user_errors
-    def diverging():
-        raise ssm_callbacks.Diverged(2, "the loss is nan")
-
-    @tuning._fatal_user_errors
-    def damaged():
-        raise run_dir.RunDirError("damaged checkpoint")
-
-    with pytest.raises(ssm_callbacks.Diverged):  # Keras Tuner fails the trial, goes on
-        diverging()
-    with pytest.raises(tuning.TuneError, match="damaged checkpoint"):  # a FatalError
-        damaged()
-
-
-@pytest.mark.slow
-def test_a_second_search_in_the_same_folder_is_refused(tmp_path, mnist_splits, monkeypatch):
+def test_a_second_search_or_a_damaged_trial_stops_the_search(tmp_path, mnist_splits):
+    # A diverged trial fails alone (the next test); a user error in a trial,
+    # here a damaged checkpoint it would go on from, stops the search.
+    damaged = tuning.SearchConfig(directory=str(tmp_path), project_name="q", max_trials=2)
+    state = tmp_path / "q" / "trial_0" / "checkpoint" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"epoch": 1}')
+    trials = _Trials()
+    with pytest.raises(tuning.TuneError, match=f"{state} is not a checkpoint state"):
+        tuning.run(damaged, tiny_config(), mnist_splits, callbacks=[trials])
+    assert not (tmp_path / "q" / "trial_1").exists()
+    # One search at a time in a folder.
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=1)
-    spy = _Spy(monkeypatch)
     with run_dir.lock(str(tmp_path / "p")):  # as a first search holds it
         with pytest.raises(tuning.TuneError, match=f"the search folder {tmp_path / 'p'} is in use "
                                                    f"by process {os.getpid()} on .*choose another "
                                                    "--project_name or --directory"):
-            tuning.run(search, tiny_config(), mnist_splits)
+            tuning.run(search, tiny_config(), mnist_splits, callbacks=[trials])
         assert os.listdir(tmp_path / "p") == [".lock"]
-    assert spy.calls == []  # no trial trained
-    assert len(tuning.run(search, tiny_config(), mnist_splits)) == 1
+    assert trials.calls == []  # no trial trained
+    assert len(tuning.run(search, tiny_config(), mnist_splits, callbacks=[trials])) == 1
+    assert trials.calls == [0]
 
 
 @pytest.mark.slow

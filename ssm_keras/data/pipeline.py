@@ -18,8 +18,6 @@ import tensorflow as tf
 from ssm_keras.data.specs import AUGMENTATIONS, DataError
 
 _PAD = 4  # Pixels of zero padding for "crop_flip".
-_MAX_TRANSLATION = 0.1  # Fraction of the image size, "flip_translate_rotate".
-_MAX_ROTATION = math.radians(15.0)
 
 
 def _crop_flip(images, seed):
@@ -45,10 +43,19 @@ def _crop_flip(images, seed):
     return tf.gather(cropped, columns, axis=2, batch_dims=1)
 
 
-def _flip_translate_rotate(images, seed):
-    """Randomly flips, translates (up to 10%) and rotates (up to 15 degrees).
+def flip_translate_rotate(images, seed, max_translation=0.1, max_rotation=math.radians(15.0)):
+    """The `"flip_translate_rotate"` augmentation of a batch of images.
 
-    Bilinear interpolation, reflecting at the borders; a batch at a time.
+    Each image is flipped left-right with probability 1/2, shifted by up to
+    `max_translation` of its width and height, and rotated about its centre
+    by up to `max_rotation` radians, all drawn uniformly and statelessly from
+    `seed`; bilinear interpolation, reflecting at the borders.
+
+    Args:
+        images: float NHWC batch.
+        seed: shape `[2]` integer tensor; the same seed, the same result.
+        max_translation: the largest shift, a fraction of the image size.
+        max_rotation: the largest angle, in radians.
     """
     shape = tf.shape(images)
     size = shape[0]
@@ -56,12 +63,12 @@ def _flip_translate_rotate(images, seed):
     seeds = tf.random.experimental.stateless_split(seed, 4)
     sign = tf.where(tf.random.stateless_uniform([size], seeds[0]) < 0.5, -1.0, 1.0)
     shift_x = width * tf.random.stateless_uniform(
-        [size], seeds[1], -_MAX_TRANSLATION, _MAX_TRANSLATION
+        [size], seeds[1], -max_translation, max_translation
     )
     shift_y = height * tf.random.stateless_uniform(
-        [size], seeds[2], -_MAX_TRANSLATION, _MAX_TRANSLATION
+        [size], seeds[2], -max_translation, max_translation
     )
-    angle = tf.random.stateless_uniform([size], seeds[3], -_MAX_ROTATION, _MAX_ROTATION)
+    angle = tf.random.stateless_uniform([size], seeds[3], -max_rotation, max_rotation)
     cos, sin = tf.cos(angle), tf.sin(angle)
     # Output pixel (x, y) -> input pixel: undo the shift, the rotation about
     # the centre (cx, cy), then the flip.
@@ -98,7 +105,7 @@ def _to_float(images, labels):
 
 _AUGMENT_FUNCTIONS = {
     "crop_flip": _crop_flip,
-    "flip_translate_rotate": _flip_translate_rotate,
+    "flip_translate_rotate": flip_translate_rotate,
 }
 
 

@@ -8,7 +8,9 @@ test splits. It reads, in this order, the first source that works:
    binary archives, or `train/<class>/` and `test/<class>/` image folders
    (also as a `.tar.gz`), read by `formats`;
 2. `tensorflow_datasets`, when it has the data prepared or the download
-   server can be reached.
+   server can be reached (never downloads with the environment variable
+   `SSM_OFFLINE` set to anything but `0` or empty: a machine without
+   internet access is told at once instead of after a connection timeout).
 
 Decoded image folders are cached as `.npz` files under `SSM_CACHE_DIR`
 (default `~/.cache/ssm_keras`), never inside the data folder. The validation
@@ -260,7 +262,11 @@ def _find_local(spec: DatasetSpec, root: pathlib.Path, tried: list[str]):
 
 
 def _why_offline() -> str | None:
-    """Returns why the tfds download server is unreachable, None if it is."""
+    """Why tfds may not download: `SSM_OFFLINE` is set, or its download
+    server cannot be reached; None if it may."""
+    offline = os.environ.get("SSM_OFFLINE", "")
+    if offline not in ("", "0"):
+        return f"SSM_OFFLINE={offline} is set"
     try:
         socket.create_connection(_DOWNLOAD_HOST, timeout=3).close()
     except OSError as err:

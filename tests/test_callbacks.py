@@ -1,0 +1,114 @@
+"""The callbacks of a run: mask statistics and TensorBoard summaries, the
+divergence check, and the caller's own callbacks after them."""
+
+import glob
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from ssm_keras import callbacks as ssm_callbacks
+from ssm_keras import command, layers, run_dir, training
+
+from conftest import strict_json, tiny_config, tiny_splits
+
+
+def _tags(pattern):
+    tags = {}
+    for path in glob.glob(pattern):
+        accumulator = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        accumulator.Reload()
+        for kind, names in accumulator.Tags().items():
+            if isinstance(names, list):
+                tags.setdefault(kind, set()).update(names)
+        tags.setdefault("_values", {}).update(
+            {name: [event.tensor_proto for event in accumulator.Tensors(name)]
+             for name in accumulator.Tags().get("tensors", [])})
+    return tags
+
+
+class _RecordAndStop(keras.callbacks.Callback):
+    """Records each epoch's logs and the model; ends training after `epochs` epochs."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+        self.logs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs.append(dict(logs))
+        if epoch + 1 == self.epochs:
+            self.model.stop_training = True
+
+
+@pytest.mark.slow
+def test_summaries_and_the_callers_callbacks(tmp_path):
+    caller = _RecordAndStop(epochs=2)
+    results = training.run(tiny_config(tmp_path, epochs=3), splits=tiny_splits(),
+                           callbacks=[caller])
+    # The caller's callback saw each epoch's logs with the mask statistics,
+    # as history.jsonl records them, and stopped the run after 2 of 3 epochs:
+    # a finished run of the epochs it trained.
+    history = run_dir.read_history(str(tmp_path / "run"))
+    assert results["epochs"] == 2 and [entry["epoch"] for entry in history] == [1, 2]
+    assert results["status"] == strict_json(tmp_path / "run" / "results.json")["status"] == "finished"
+    for logs, entry in zip(caller.logs, history, strict=True):
+        for key in ("loss", "val_accuracy", "mask_flips", "remaining_percent"):
+            assert logs[key] == pytest.approx(entry[key], rel=1e-6), key
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    for trained, loaded in zip(layers.masked_layers(caller.model), layers.masked_layers(saved)):
+        np.testing.assert_array_equal(trained.scores.numpy(), loaded.scores.numpy())
+    # TensorBoard: mask statistics per layer and overall, the learning rate,
+    # the curves and the flags.
+    logs = tmp_path / "run" / "logs"
+    masks = _tags(str(logs / "masks" / "events.*"))
+    for tag in ("overall/remaining_percent", "overall/mask_flips", "learning_rate",
+                "overall/kept_fraction", "overall/inverted_fraction", "overall/hidden_fraction",
+                "dense_1/kept_fraction", "dense_3/hidden_fraction", "dense_2/remaining_percent",
+                "dense_1/scores"):
+        assert tag in masks["tensors"], tag
+    remaining = [tf.make_ndarray(t) for t in masks["_values"]["overall/remaining_percent"]]
+    assert len(remaining) == 2 and all(0 < float(v) < 100 for v in remaining)
+    rate = [float(tf.make_ndarray(t)) for t in masks["_values"]["learning_rate"]]
+    assert rate[0] == pytest.approx(0.1 * 0.9 ** (1 / 10), rel=1e-4)  # 1 of 10 decay epochs
+    assert "epoch_loss" in _tags(str(logs / "train" / "events.*"))["tensors"]
+    assert "epoch_accuracy" in _tags(str(logs / "validation" / "events.*"))["tensors"]
+    text = _tags(str(logs / "flags" / "events.*"))["_values"]["flags"][0]
+    assert b"--arch=fcn" in tf.make_ndarray(text).item()
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
+    splits = tiny_splits()
+    with pytest.raises(ssm_callbacks.Diverged, match="the loss is (nan|inf) after epoch 1"):
+        training.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
+    results = strict_json(tmp_path / "run" / "results.json")
+    assert results["status"] == "diverged" and results["epoch"] == 1
+    assert not (tmp_path / "run" / "model.keras").exists()
+    assert run_dir.read_state(str(tmp_path / "run")) is None  # no checkpoint of a diverged state
+    with pytest.raises(run_dir.RunDirError, match="diverged"):
+        training.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
+    # The command ends with one error line and status 1.
+    code = command.run(lambda: training.run(  # as the train command does
+        tiny_config(tmp_path / "b", regime="weights", learning_rate=1e6), splits=splits))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: training diverged: the loss is "), err
+    assert len(err.splitlines()) == 1
+    assert strict_json(tmp_path / "b" / "run" / "results.json")["status"] == "diverged"
+
+
+@pytest.mark.slow
+def test_non_finite_weights_stop_training():
+    # NaN scores hide every weight: the loss stays finite, the weights do not.
+    model = training.build_model(tiny_config(pathlib.Path("unused")), tiny_splits().spec)
+    stop = ssm_callbacks.StopOnNonFinite()
+    stop.set_model(model)
+    stop.on_epoch_end(0, {"loss": 1.1})
+    scores = layers.masked_layers(model)[1].scores
+    scores.assign(np.full(scores.shape, np.nan, np.float32))
+    with pytest.raises(ssm_callbacks.Diverged, match="scores holds non-finite values after epoch 3"):
+        stop.on_epoch_end(2, {"loss": 1.1})
