@@ -14,6 +14,7 @@ unless given `--overwrite`.
 """
 
 from absl import flags
+from absl import logging
 
 from ssm_keras import command, inference_speed, measurement
 
@@ -31,6 +32,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def run_command(flag_values):
     """Measures the runs the parsed flags name, writes the report; returns it."""
+    logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
     settings = measurement.settings_from_flags(inference_speed.InferenceConfig, flag_values,
                                                QUICK)
     report = inference_speed.run(settings)
