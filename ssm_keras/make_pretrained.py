@@ -132,7 +132,7 @@ def run_command(flag_values):
     if not flagfile or not os.path.isfile(flagfile):
         raise UserError(f"--recipe_flagfile={flagfile}: no such file; name the flagfile the "
                         "runs were trained with")
-    os.makedirs(out_dir, exist_ok=True)
+    command.make_folder("out_dir", out_dir)
     paths = []
     for run in runs:
         model, results = exporting.load_run(run)

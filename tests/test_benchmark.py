@@ -172,6 +172,25 @@ def test_check_applications_refuses_unknown_models_before_any_check(tmp_path, ca
     assert_one_error_line(capsys.readouterr(), "--out is required")
 
 
+
+def test_check_applications_refuses_bad_settings_before_any_check(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert command_status(check_applications, f"--out={afile}", "--models=MobileNetV2") == 1
+    assert_one_error_line(capsys.readouterr(), f"--out={afile}: cannot make this folder")
+    assert afile.read_text() == "mine"
+    out = tmp_path / "out"
+    assert command_status(check_applications, f"--out={out}", "--models=MobileNetV2",
+                          "--timeout=0") == 1
+    assert_one_error_line(capsys.readouterr(), "--timeout=0.0")
+    out.mkdir()
+    (out / "applications.md").write_text("an earlier check")
+    assert command_status(check_applications, f"--out={out}", "--models=MobileNetV2") == 1
+    assert_one_error_line(capsys.readouterr(), "applications.md exists; choose another --out "
+                          "or pass --overwrite")
+    assert (out / "applications.md").read_text() == "an earlier check"
+
+
 # Initial logits.
 def test_initial_logit_statistics_match_numpy():
     kernel = np.array([[1.0, -1.0, 0.0], [10.0, 0.0, -10.0]], np.float32)

@@ -63,3 +63,12 @@ def test_a_mixed_precision_run_records_its_float32_accuracy(trained_fcn, tmp_pat
 def test_make_pretrained_bad_arguments_name_the_value(argv, named, tmp_path, capsys):
     assert command_status(make_pretrained, *argv, f"--out_dir={tmp_path}") == 1
     assert_one_error_line(capsys.readouterr(), named)
+
+
+def test_make_pretrained_out_dir_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert command_status(make_pretrained, "--runs=x", f"--recipe_flagfile={FLAGFILE}",
+                          f"--out_dir={afile}") == 1
+    assert_one_error_line(capsys.readouterr(), f"--out_dir={afile}: cannot make this folder")
+    assert afile.read_text() == "mine"
