@@ -146,6 +146,20 @@ def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
     assert_one_error_line(capsys.readouterr(), named)
 
 
+def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
+    out = f"--out={tmp_path / 'b.json'}"
+    settings = measurement.settings_from_flags(
+        throughput.BenchmarkConfig, parsed_flags(benchmark, "--quick", "--windows=3", out),
+        benchmark.QUICK)
+    assert settings.windows == 3
+    assert settings.window_seconds == benchmark.QUICK["window_seconds"]
+    # A bad value given with --quick is refused, not replaced.
+    assert command_status(benchmark, "--quick", "--window_seconds=-1", out) == 1
+    assert_one_error_line(capsys.readouterr(), "--window_seconds=-1")
+    assert command_status(benchmark_inference, "--quick", "--runs=x", "--windows=0", out) == 1
+    assert_one_error_line(capsys.readouterr(), "--windows=0")
+
+
 def test_benchmark_unknown_flag_is_one_error_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parsed_flags(benchmark, "--window=3")
