@@ -4,6 +4,7 @@ initial_logits, each run in this process."""
 
 import json
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -92,7 +93,8 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
             assert row["batch_1_latency_us"] > 0 and row["batch_128_images_per_s"] > 0
         assert rows["tflite_sparse"]["bytes"] < rows["tflite"]["bytes"]
     table = (tmp_path / "inference.md").read_text()
-    assert table.count("| fcn | signed supermask") == 12
+    assert table.count(f"| fcn | {entry}: signed supermask") == 6
+    assert table.count(f"| fcn | {run.name}: signed supermask") == 6
     capsys.readouterr()
     assert command_status(benchmark_inference, *argv) == 1  # no --overwrite
     assert_one_error_line(capsys.readouterr(), "exists; choose another --out or pass --overwrite")
@@ -165,6 +167,34 @@ def test_benchmark_unknown_flag_is_one_error_line(capsys):
         parsed_flags(benchmark, "--window=3")
     assert exit_info.value.code == 1
     assert_one_error_line(capsys.readouterr(), "window")
+
+
+def test_benchmark_inference_table_names_each_model():
+    models = [{"run": "fcn_mnist_signed_seed0", "arch": "fcn", "regime": "mask",
+               "mask": "signed", "recorded_test_accuracy": 0.975, "remaining_weights": 6345,
+               "dead_units_removed": 244},
+              {"run": "/runs/fcn_mnist_baseline/seed1", "arch": "fcn", "regime": "weights",
+               "mask": None, "recorded_test_accuracy": 0.98, "remaining_weights": None,
+               "dead_units_removed": 0}]
+    rows = [{"run": model["run"], "format": "compact", "runtime": None, "file": "model.ssm",
+             "bytes": 4940} for model in models]
+    lines = inference_speed.format_table(models, rows).splitlines()[2:]
+    assert lines == [
+        "| fcn | fcn_mnist_signed_seed0: signed supermask, 6,345 weights remain, 244 dead "
+        "units removed | 97.50% | model.ssm | - | 4,940 | - | - | - |",
+        "| fcn | seed1: baseline (weights trained) | 98.00% | model.ssm | - | 4,940 "
+        "| - | - | - |"]
+
+
+def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    out = tmp_path / "inference.json"
+    benchmark_inference.run_command(parsed_flags(
+        benchmark_inference, "--pretrained=fcn_mnist_signed_seed0", "--quick",
+        "--seconds=0.001", f"--data_dir={shared_data_dir()}", f"--out={out}"))
+    assert out.exists()
+    assert not [path for path in tmp_path.iterdir()
+                if path.name.startswith("benchmark_inference-")]
 
 
 @pytest.mark.parametrize("arguments, named", [
