@@ -89,8 +89,11 @@ class ReproduceConfig:
         False, "Train nothing; write the table and plots of the finished runs.")
 
     def experiment_names(self):
-        """The experiments of `--experiments`; `ReproduceError` for an unknown one."""
+        """The experiments of `--experiments`; `ReproduceError` for an unknown
+        one or none."""
         names = [name.strip() for name in self.experiments.split(",") if name.strip()]
+        if not names:
+            raise ReproduceError(f"--experiments is empty; choose from {', '.join(ALLOWED)}")
         unknown = sorted(set(names) - set(ALLOWED))
         if unknown:
             raise ReproduceError(f"--experiments: unknown experiments {unknown}; choose from "

@@ -130,7 +130,7 @@ def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     (["--model_dir=x"], "--model_dir"), (["--aggregate_only", "--epochs=5"], "--epochs=5"),
     (["--epochs=x"], "--epochs=x"), (["--experiments=conv5_cifar10_signed"], "conv5_cifar10"),
     (["--compress=0"], "--compress=0"), (["--compress=5", "--epochs=3"], "drop --epochs=3"),
-    (["--recipe=fcn_mnist_signed"], "'recipe'"),
+    (["--recipe=fcn_mnist_signed"], "'recipe'"), (["--experiments= ,"], "--experiments is empty"),
 ])
 def test_reproduce_bad_arguments_name_the_value(arguments, named, tmp_path, capsys):
     assert command_status(reproduce, f"--runs_dir={tmp_path}", *arguments,
