@@ -69,20 +69,26 @@ def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):
     return command_line + list(extra)
 
 
-def run_config(command_line):
-    """The validated `TrainConfig` of the run `command_line` (of
-    `train_command`) starts, read as `ssm_keras.train` reads its flags;
-    `UserError` (an unreadable flagfile, a bad value) if that run would
-    stop at once."""
+def train_config(arguments):
+    """The `TrainConfig` that `python -m ssm_keras.train <arguments>` reads
+    (`--flagfile=` ones included), not validated; `LaunchError` for an
+    unknown flag, a bad value of a flag's type or an unreadable flagfile."""
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
     try:
-        flag_values([TRAIN[-1], *command_line[len(TRAIN):]])
+        flag_values([TRAIN[-1], *arguments])
     except flags.Error as error:
         raise LaunchError(str(error).removeprefix("ERROR:: ")) from None
     except UnicodeDecodeError as error:
         raise LaunchError(f"a flagfile is not UTF-8 text ({error})") from None
-    config = command.from_flags(TrainConfig, flag_values)
+    return command.from_flags(TrainConfig, flag_values)
+
+
+def run_config(command_line):
+    """The validated `TrainConfig` of the run `command_line` (of
+    `train_command`) starts; `UserError` (an unreadable flagfile, a bad
+    value) if that run would stop at once."""
+    config = train_config(command_line[len(TRAIN):])
     config.validate()
     return config
 
