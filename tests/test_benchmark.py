@@ -68,7 +68,7 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
 def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys):
     run, results, _, labels = trained_fcn
     out = tmp_path / "inference.json"
-    entry = pretrained.names()[0]
+    entry = "fcn_mnist_signed_seed0"  # an FCN on MNIST, as the run
     argv = [f"--runs={run}", f"--pretrained={entry}", f"--data_dir={shared_data_dir()}",
             "--quick", f"--out={out}", f"--work_dir={tmp_path / 'exports'}"]
     report = benchmark_inference.run_command(parsed_flags(benchmark_inference, *argv))
