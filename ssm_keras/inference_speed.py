@@ -201,20 +201,30 @@ def pretrained_source(name):
             lambda *arguments: exporting.export_compact(file, *arguments))
 
 
-def source_name(label):
-    """The short name of a source: a shipped entry's name, the last part of
-    a run directory's path."""
-    return os.path.basename(os.path.normpath(label))
+def short_names(labels):
+    """`{label: name}`: a shipped entry's name, and for a run directory the
+    fewest last parts of its path that no other label ends with too, e.g.
+    `fcn_mnist_signed/seed0` beside `fcn_mnist_baseline/seed0`."""
+    parts = {label: os.path.normpath(label).split(os.sep) for label in labels}
+    names = {}
+    for label, own in parts.items():
+        count = 1
+        while count < len(own) and any(other[-count:] == own[-count:]
+                                       for key, other in parts.items() if key != label):
+            count += 1
+        names[label] = "/".join(own[-count:])
+    return names
 
 
-def measure(source, work_dir, settings, test):
-    """Exports one source and measures every format: `(model record, rows)`."""
+def measure(source, name, work_dir, settings, test):
+    """Exports one source into `<work_dir>/<name>` and measures every format:
+    `(model record, rows)`."""
     label, results, export = source
-    out_dir = os.path.join(work_dir, source_name(label))
+    out_dir = os.path.join(work_dir, name)
     summary = export(out_dir, (*RUNTIME_FORMATS, "compact"), True, settings.prune_dead_units)
     images, labels = test
     batch = images[:THROUGHPUT_BATCH]
-    model = {"run": label, "arch": results["arch"],
+    model = {"run": label, "name": name, "arch": results["arch"],
              "dataset": results["dataset"], "regime": results["regime"],
              "mask": results.get("mask"),
              "recorded_test_accuracy": results["test_accuracy"],
@@ -253,8 +263,8 @@ def _test_split(results, data_dir, cache):
 
 
 def format_table(models, rows):
-    """The markdown table: one row per run and format, the model named by
-    its entry or the last part of its run directory."""
+    """The markdown table: one row per run and format, each model named
+    (`short_names`)."""
     lines = [
         "| arch | model | test accuracy (run) | format | runtime | bytes | batch-1 latency "
         "| batch-128 img/s | test accuracy |",
@@ -263,7 +273,7 @@ def format_table(models, rows):
     by_run = {model["run"]: model for model in models}
     for row in rows:
         model = by_run[row["run"]]
-        kind = (f"{source_name(model['run'])}: " + (
+        kind = (f"{model['name']}: " + (
             "baseline (weights trained)" if model["regime"] == "weights" else
             f"{model['mask']} supermask, {model['remaining_weights']:,} weights remain, "
             f"{model['dead_units_removed']:,} dead units removed"))
@@ -283,13 +293,14 @@ def run(settings):
     machine = measurement.machine_info()
     sources = ([pretrained_source(name) for name in settings.entry_names()]
                + [run_source(path) for path in settings.run_dirs()])
+    names = short_names([label for label, _, _ in sources])
     models, rows, tests = [], [], {}
     with contextlib.ExitStack() as stack:
         work_dir = settings.work_dir or stack.enter_context(
             tempfile.TemporaryDirectory(prefix="benchmark_inference-"))
         for source in sources:
             test = _test_split(source[1], settings.data_dir, tests)
-            model, measured = measure(source, work_dir, settings, test)
+            model, measured = measure(source, names[source[0]], work_dir, settings, test)
             models.append(model)
             rows += measured
     machine["load_average_end"] = list(os.getloadavg())

@@ -83,7 +83,7 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
         rows = {row["format"]: row for row in report["results"] if row["run"] == model["run"]}
         assert sorted(rows) == sorted([*inference_speed.RUNTIME_FORMATS, "compact"])
         for name, row in rows.items():
-            path = tmp_path / "exports" / os.path.basename(model["run"]) / row["file"]
+            path = tmp_path / "exports" / model["name"] / row["file"]
             assert row["bytes"] == exporting.file_size(path) > 0
             if name == "compact":
                 continue
@@ -170,10 +170,12 @@ def test_benchmark_unknown_flag_is_one_error_line(capsys):
 
 
 def test_benchmark_inference_table_names_each_model():
-    models = [{"run": "fcn_mnist_signed_seed0", "arch": "fcn", "regime": "mask",
+    models = [{"run": "fcn_mnist_signed_seed0", "name": "fcn_mnist_signed_seed0",
+               "arch": "fcn", "regime": "mask",
                "mask": "signed", "recorded_test_accuracy": 0.975, "remaining_weights": 6345,
                "dead_units_removed": 244},
-              {"run": "/runs/fcn_mnist_baseline/seed1", "arch": "fcn", "regime": "weights",
+              {"run": "/runs/fcn_mnist_baseline/seed1", "name": "fcn_mnist_baseline/seed1",
+               "arch": "fcn", "regime": "weights",
                "mask": None, "recorded_test_accuracy": 0.98, "remaining_weights": None,
                "dead_units_removed": 0}]
     rows = [{"run": model["run"], "format": "compact", "runtime": None, "file": "model.ssm",
@@ -182,8 +184,20 @@ def test_benchmark_inference_table_names_each_model():
     assert lines == [
         "| fcn | fcn_mnist_signed_seed0: signed supermask, 6,345 weights remain, 244 dead "
         "units removed | 97.50% | model.ssm | - | 4,940 | - | - | - |",
-        "| fcn | seed1: baseline (weights trained) | 98.00% | model.ssm | - | 4,940 "
+        "| fcn | fcn_mnist_baseline/seed1: baseline (weights trained) | 98.00% | model.ssm "
+        "| - | 4,940 "
         "| - | - | - |"]
+
+
+def test_benchmark_inference_names_runs_by_the_path_parts_that_tell_them_apart():
+    assert inference_speed.short_names([
+        "fcn_mnist_signed_seed0", "/r/fcn_mnist_signed/seed0", "/r/fcn_mnist_baseline/seed0",
+        "/r/fcn_mnist_baseline/seed1", "/q/fcn_mnist_baseline/seed1", "/r/fcn"]) == {
+        "fcn_mnist_signed_seed0": "fcn_mnist_signed_seed0",
+        "/r/fcn_mnist_signed/seed0": "fcn_mnist_signed/seed0",
+        "/r/fcn_mnist_baseline/seed0": "fcn_mnist_baseline/seed0",
+        "/r/fcn_mnist_baseline/seed1": "r/fcn_mnist_baseline/seed1",
+        "/q/fcn_mnist_baseline/seed1": "q/fcn_mnist_baseline/seed1", "/r/fcn": "fcn"}
 
 
 def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch):
