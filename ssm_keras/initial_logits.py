@@ -50,10 +50,12 @@ def checked_settings(flag_values):
         seeds = [int(value) for value in flag_values["seeds"].value]
     except ValueError as error:
         raise UserError(f"--init_factors and --seeds take comma-separated numbers ({error})") from None
+    if not all(factor > 0 for factor in factors):  # NaN too
+        raise UserError(f"--init_factors must be > 0. Received: {factors}")
     archs, dataset = flag_values["archs"].value, flag_values["dataset"].value
     for arch in archs:
         for factor in factors:
-            for seed in seeds:  # e.g. --init_factor must be > 0, --seed in [0, 2**63)
+            for seed in seeds:  # each a valid run, e.g. --seed in [0, 2**63)
                 ssm_config.TrainConfig(arch=arch, dataset=dataset, init_factor=factor,
                                        seed=seed).validate()
     out = flag_values["out"].value

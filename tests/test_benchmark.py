@@ -264,7 +264,7 @@ def test_initial_logit_statistics_match_numpy():
 
 @pytest.mark.parametrize("argument, named", [
     ("--init_factors=6,x", "--init_factors and --seeds"), ("--init_factors=0", "> 0"),
-    ("--init_factors=nan", "--init_factor must be a finite number"), ("--seeds=0,-1", "--seed=-1"),
+    ("--init_factors=nan", "--init_factors must be > 0"), ("--seeds=0,-1", "--seed=-1"),
     ("--archs=conv5", "conv5"), ("--examples=0", "--examples=0"),
 ])
 def test_initial_logits_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
