@@ -5,7 +5,8 @@
 
 Each model is checked in a process of its own as `ssm_keras.applications_check`
 describes; after each, `--out/applications.json` and `applications.md` hold
-the records so far.
+the records so far (replacing those of an earlier check only with
+`--overwrite`).
 """
 
 import json
@@ -18,12 +19,14 @@ from ssm_keras.errors import UserError
 
 
 def define_flags(flag_values=flags.FLAGS):
-    """Defines `--out`, `--models` and `--timeout`."""
+    """Defines `--out`, `--models`, `--timeout` and `--overwrite`."""
     flags.DEFINE_string("out", None, "Required: folder for applications.json and .md.",
                         flag_values=flag_values)
     flags.DEFINE_list("models", [], "Comma-separated model names (default: all).",
                       flag_values=flag_values)
-    flags.DEFINE_float("timeout", 1800, "Seconds per model.", flag_values=flag_values)
+    flags.DEFINE_float("timeout", 1800, "Seconds per model (> 0).", flag_values=flag_values)
+    flags.DEFINE_bool("overwrite", False, "Replace the applications.json and .md in --out.",
+                      flag_values=flag_values)
 
 
 def run_command(flag_values):
@@ -37,15 +40,22 @@ def run_command(flag_values):
     if unknown:
         raise UserError(f"--models: {', '.join(unknown)} not in keras.applications; choose "
                         f"from {', '.join(known)}")
-    os.makedirs(out, exist_ok=True)
+    if not timeout > 0:
+        raise UserError(f"--timeout={timeout}: give the seconds per model, > 0")
+    reports = [os.path.join(out, name) for name in ("applications.json", "applications.md")]
+    existing = [path for path in reports if os.path.exists(path)]
+    if existing and not flag_values["overwrite"].value:
+        raise UserError(f"{', '.join(existing)} exists; choose another --out or pass "
+                        "--overwrite")
+    command.make_folder("out", out)
     records = []
     for name in names:
         record = applications_check.check_in_subprocess(name, timeout)
         records.append(record)
         print(f"{name}: {record['status']} {record.get('reason', '')}", flush=True)
-        with open(os.path.join(out, "applications.json"), "w", encoding="utf-8") as file:
+        with open(reports[0], "w", encoding="utf-8") as file:
             json.dump(records, file, indent=1)
-        with open(os.path.join(out, "applications.md"), "w", encoding="utf-8") as file:
+        with open(reports[1], "w", encoding="utf-8") as file:
             file.write(applications_check.markdown(records))
     return records
 

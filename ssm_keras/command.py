@@ -1,4 +1,7 @@
-"""The shell shared by the commands `train`, `tune`, `export` and `plots`.
+"""The shell shared by every command of the package (`ssm_keras.train`,
+`tune`, `export`, `plots`, `evaluate`, `reproduce`, `benchmark`, `study`,
+`benchmark_inference`, `check_applications`, `initial_logits`,
+`make_pretrained`).
 
 A command module defines its flags in a function (never at import time) and
 does its work in a function of the parsed flags; `main` puts them together:
@@ -106,6 +109,17 @@ def with_recipe(argv, flag_values):
     name = flag_values["recipe"].value
     flag_values.unparse_flags()
     return argv if name is None else [argv[0], f"--flagfile={recipe_path(name)}", *argv[1:]]
+
+
+def make_folder(flag, path):
+    """Makes the folder `path` that flag `--flag` names (and its parents);
+    `UserError` naming the flag when it cannot be made, e.g. a file stands
+    there."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--{flag}={path}: cannot make this folder ({error.strerror}: "
+                        f"{error.filename}); name a folder") from None
 
 
 def _fail(message):

@@ -29,6 +29,7 @@ its data set:
 All formats of all runs are measured in one process, one after the other.
 """
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -64,7 +65,7 @@ class InferenceConfig:
         None, "Comma-separated shipped entries (ssm_keras.pretrained.names()).")
     data_dir: str | None = flag_field(None, "Local copy of the data sets.")
     work_dir: str | None = flag_field(
-        None, "Folder for the exports (default: a temporary folder).")
+        None, "Folder for the exports, kept (default: a temporary folder, removed at the end).")
     prune_dead_units: bool = flag_field(
         True, "Remove dead units from the baked model (as export).")
     windows: int = flag_field(5, "Throughput windows per format.")
@@ -200,14 +201,30 @@ def pretrained_source(name):
             lambda *arguments: exporting.export_compact(file, *arguments))
 
 
-def measure(source, work_dir, settings, test):
-    """Exports one source and measures every format: `(model record, rows)`."""
+def short_names(labels):
+    """`{label: name}`: a shipped entry's name, and for a run directory the
+    fewest last parts of its path that no other label ends with too, e.g.
+    `fcn_mnist_signed/seed0` beside `fcn_mnist_baseline/seed0`."""
+    parts = {label: os.path.normpath(label).split(os.sep) for label in labels}
+    names = {}
+    for label, own in parts.items():
+        count = 1
+        while count < len(own) and any(other[-count:] == own[-count:]
+                                       for key, other in parts.items() if key != label):
+            count += 1
+        names[label] = "/".join(own[-count:])
+    return names
+
+
+def measure(source, name, work_dir, settings, test):
+    """Exports one source into `<work_dir>/<name>` and measures every format:
+    `(model record, rows)`."""
     label, results, export = source
-    out_dir = os.path.join(work_dir, os.path.basename(os.path.normpath(label)))
+    out_dir = os.path.join(work_dir, name)
     summary = export(out_dir, (*RUNTIME_FORMATS, "compact"), True, settings.prune_dead_units)
     images, labels = test
     batch = images[:THROUGHPUT_BATCH]
-    model = {"run": label, "arch": results["arch"],
+    model = {"run": label, "name": name, "arch": results["arch"],
              "dataset": results["dataset"], "regime": results["regime"],
              "mask": results.get("mask"),
              "recorded_test_accuracy": results["test_accuracy"],
@@ -246,7 +263,8 @@ def _test_split(results, data_dir, cache):
 
 
 def format_table(models, rows):
-    """The markdown table: one row per run and format."""
+    """The markdown table: one row per run and format, each model named
+    (`short_names`)."""
     lines = [
         "| arch | model | test accuracy (run) | format | runtime | bytes | batch-1 latency "
         "| batch-128 img/s | test accuracy |",
@@ -255,9 +273,10 @@ def format_table(models, rows):
     by_run = {model["run"]: model for model in models}
     for row in rows:
         model = by_run[row["run"]]
-        kind = ("baseline (weights trained)" if model["regime"] == "weights" else
-                f"{model['mask']} supermask, {model['remaining_weights']:,} weights remain, "
-                f"{model['dead_units_removed']:,} dead units removed")
+        kind = (f"{model['name']}: " + (
+            "baseline (weights trained)" if model["regime"] == "weights" else
+            f"{model['mask']} supermask, {model['remaining_weights']:,} weights remain, "
+            f"{model['dead_units_removed']:,} dead units removed"))
         measured = ("| - | - | - |" if row["runtime"] is None else
                     f"| {row['batch_1_latency_us']:,.1f} us "
                     f"| {row['batch_128_images_per_s']:,.0f} "
@@ -272,15 +291,18 @@ def run(settings):
     """Measures every run of `settings.runs` and every entry of
     `settings.pretrained`; returns the JSON dict."""
     machine = measurement.machine_info()
-    work_dir = settings.work_dir or tempfile.mkdtemp(prefix="benchmark_inference-")
     sources = ([pretrained_source(name) for name in settings.entry_names()]
                + [run_source(path) for path in settings.run_dirs()])
+    names = short_names([label for label, _, _ in sources])
     models, rows, tests = [], [], {}
-    for source in sources:
-        test = _test_split(source[1], settings.data_dir, tests)
-        model, measured = measure(source, work_dir, settings, test)
-        models.append(model)
-        rows += measured
+    with contextlib.ExitStack() as stack:
+        work_dir = settings.work_dir or stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="benchmark_inference-"))
+        for source in sources:
+            test = _test_split(source[1], settings.data_dir, tests)
+            model, measured = measure(source, names[source[0]], work_dir, settings, test)
+            models.append(model)
+            rows += measured
     machine["load_average_end"] = list(os.getloadavg())
     return {"machine": machine, "settings": {**dataclasses.asdict(settings),
                                              "runs": settings.run_dirs(),

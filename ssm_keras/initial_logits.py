@@ -32,7 +32,7 @@ def define_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
     flags.DEFINE_list("init_factors", ["6", "3"], "Comma-separated elus init factors (> 0).",
                       flag_values=flag_values)
-    flags.DEFINE_list("seeds", ["0"], "Comma-separated seeds.", flag_values=flag_values)
+    flags.DEFINE_list("seeds", ["0"], "Comma-separated seeds (>= 0).", flag_values=flag_values)
     flags.DEFINE_integer("examples", 500, "Training images classified (> 0).",
                          flag_values=flag_values)
     flags.DEFINE_string("dataset", "cifar10", "The data set.", flag_values=flag_values)
@@ -50,11 +50,14 @@ def checked_settings(flag_values):
         seeds = [int(value) for value in flag_values["seeds"].value]
     except ValueError as error:
         raise UserError(f"--init_factors and --seeds take comma-separated numbers ({error})") from None
-    archs, dataset = flag_values["archs"].value, flag_values["dataset"].value
-    for arch in archs:
-        ssm_config.TrainConfig(arch=arch, dataset=dataset).validate()
     if not all(factor > 0 for factor in factors):  # NaN too
         raise UserError(f"--init_factors must be > 0. Received: {factors}")
+    archs, dataset = flag_values["archs"].value, flag_values["dataset"].value
+    for arch in archs:
+        for factor in factors:
+            for seed in seeds:  # each a valid run, e.g. --seed in [0, 2**63)
+                ssm_config.TrainConfig(arch=arch, dataset=dataset, init_factor=factor,
+                                       seed=seed).validate()
     out = flag_values["out"].value
     if not os.path.isdir(os.path.dirname(out) or "."):
         raise UserError(f"--out={out}: no folder {os.path.dirname(out)}")

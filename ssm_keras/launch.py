@@ -2,7 +2,8 @@
 
 The helpers of the commands that drive many runs (`ssm_keras.reproduce`,
 `ssm_keras.study`): take the training flags given to them, build a run's
-command, and run it unless its folder holds a finished run
+command, check the settings of every run still to train before the first
+starts (`check_runs`), and run each unless its folder holds a finished run
 (`run_dir.is_finished`).
 """
 
@@ -11,10 +12,14 @@ import os
 import subprocess
 import sys
 
-from ssm_keras import command, run_dir
+from absl import flags
+
+from ssm_keras import command, run_dir, train
 from ssm_keras.config import TrainConfig
 from ssm_keras.errors import UserError
 
+# The program of every run; its flags follow.
+TRAIN = (sys.executable, "-m", "ssm_keras.train")
 # Training flags the commands set per run themselves.
 SET_PER_RUN = {"model_dir", "seed", "resume", "overwrite", "mask_from"}
 
@@ -56,13 +61,49 @@ def check_runs_dir(runs_dir):
 
 def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):
     """The `python -m ssm_keras.train` command line of one run."""
-    command_line = [sys.executable, "-m", "ssm_keras.train", f"--flagfile={flagfile}",
-                    f"--model_dir={model_dir}"]
+    command_line = [*TRAIN, f"--flagfile={flagfile}", f"--model_dir={model_dir}"]
     if seed is not None:
         command_line.append(f"--seed={seed}")
     if data_dir:
         command_line.append(f"--data_dir={data_dir}")
     return command_line + list(extra)
+
+
+def train_config(arguments):
+    """The `TrainConfig` that `python -m ssm_keras.train <arguments>` reads
+    (`--flagfile=` ones included), not validated; `LaunchError` for an
+    unknown flag, a bad value of a flag's type or an unreadable flagfile."""
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    try:
+        flag_values([TRAIN[-1], *arguments])
+    except flags.Error as error:
+        raise LaunchError(str(error).removeprefix("ERROR:: ")) from None
+    except UnicodeDecodeError as error:
+        raise LaunchError(f"a flagfile is not UTF-8 text ({error})") from None
+    return command.from_flags(TrainConfig, flag_values)
+
+
+def run_config(command_line):
+    """The validated `TrainConfig` of the run `command_line` (of
+    `train_command`) starts; `UserError` (an unreadable flagfile, a bad
+    value) if that run would stop at once."""
+    config = train_config(command_line[len(TRAIN):])
+    config.validate()
+    return config
+
+
+def check_runs(runs):
+    """Checks the settings of every run of `runs` (`{model_dir: command
+    line}`) whose folder holds no finished run, before any trains: a
+    `LaunchError` names the first run that would stop at once, and why."""
+    for model_dir, command_line in runs.items():
+        if run_dir.is_finished(model_dir):
+            continue
+        try:
+            run_config(command_line)
+        except UserError as error:
+            raise LaunchError(f"the run {model_dir} cannot start: {error}") from None
 
 
 def subprocess_runner(command_line):

@@ -23,8 +23,8 @@ import os
 
 from absl import flags
 
-from ssm_keras import cloning, command, compact, data, evaluation, exporting, pretrained
-from ssm_keras.config import TrainConfig
+from ssm_keras import (cloning, command, compact, data, evaluation, exporting, launch,
+                       pretrained)
 from ssm_keras.errors import UserError
 
 # Settings that say where a run was, not how it was trained.
@@ -48,41 +48,14 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
 
 
-def flagfile_settings(path):
-    """`{name: text}` of the `--name=value` lines of a flagfile."""
-    settings = {}
-    with open(path, encoding="utf-8") as file:
-        for line in file:
-            line = line.strip()
-            if line.startswith("--"):
-                name, _, value = line[2:].partition("=")
-                settings[name] = value
-    return settings
-
-
-def _same(text, value):
-    """Whether a flag's text (`""` for a bare `--name`) gives `value`."""
-    if isinstance(value, bool):
-        return (text or "true").lower() == str(value).lower()
-    try:
-        return float(text) == float(value)
-    except (TypeError, ValueError):
-        return text == str(value)
-
-
 def training_command(flagfile, flags):
     """The command that trains a run of `flags`: the flagfile, the seed, and
-    every setting that differs from the flagfile's (or, where the flagfile
-    is silent, from `TrainConfig`'s default)."""
-    given = flagfile_settings(flagfile)
-    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
-    extra = []
-    for name, value in sorted(flags.items()):
-        if name in PLACES or name == "seed":
-            continue
-        same = _same(given[name], value) if name in given else value == defaults.get(name)
-        if not same:
-            extra.append(f"--{name}={str(value).lower() if isinstance(value, bool) else value}")
+    every setting that differs from the flagfile's (its defaults where it
+    is silent)."""
+    given = dataclasses.asdict(launch.train_config([f"--flagfile={flagfile}"]))
+    extra = [f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
+             for name, value in sorted(flags.items())
+             if name not in PLACES and name != "seed" and value != given.get(name)]
     return " ".join(["python -m ssm_keras.train", f"--flagfile={flagfile}", "--data_dir=DATA",
                      f"--seed={flags['seed']}", *extra])
 
@@ -132,7 +105,7 @@ def run_command(flag_values):
     if not flagfile or not os.path.isfile(flagfile):
         raise UserError(f"--recipe_flagfile={flagfile}: no such file; name the flagfile the "
                         "runs were trained with")
-    os.makedirs(out_dir, exist_ok=True)
+    command.make_folder("out_dir", out_dir)
     paths = []
     for run in runs:
         model, results = exporting.load_run(run)

@@ -94,7 +94,8 @@ def define_report_flags(flag_values, default_out, quick):
                         flag_values=flag_values)
     flags.DEFINE_bool("overwrite", False, "Replace --out (and its .md) if they exist.",
                       flag_values=flag_values)
-    flags.DEFINE_bool("quick", False, "Tiny windows (tests): " + json.dumps(quick),
+    flags.DEFINE_bool("quick", False, "Tiny windows (tests), for the flags not given: "
+                      + json.dumps(quick),
                       flag_values=flag_values)
 
 
@@ -117,12 +118,13 @@ def check_out(out, overwrite):
 
 
 def settings_from_flags(config_class, flag_values, quick):
-    """The `config_class` settings of the parsed flags, those of `quick`
-    replacing them with `--quick`, validated (`settings.validate()`), once
-    `--out` is checked (`check_out`)."""
+    """The `config_class` settings of the parsed flags, with `--quick` those
+    of `quick` for the flags not given, validated (`settings.validate()`),
+    once `--out` is checked (`check_out`)."""
     settings = command.from_flags(config_class, flag_values)
     if flag_values["quick"].value:
-        settings = dataclasses.replace(settings, **quick)
+        settings = dataclasses.replace(settings, **{
+            name: value for name, value in quick.items() if not flag_values[name].present})
     settings.validate()
     check_out(flag_values["out"].value, flag_values["overwrite"].value)
     return settings

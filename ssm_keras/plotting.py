@@ -340,6 +340,8 @@ def plot_run(model_dir, out_dir=None):
     """
     results, history = load_run(model_dir)
     out_dir = out_dir or model_dir
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise PlotError(f"{out_dir} is a file; name a folder for the plots")
     try:
         title = run_title(results)
         paths = [plot_mask_composition(results["layers"],
@@ -348,7 +350,8 @@ def plot_run(model_dir, out_dir=None):
             paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
                                               title))
     except OSError as error:
-        raise PlotError(str(error)) from None
+        raise PlotError(f"cannot write the plots into {out_dir}: {error.strerror} "
+                        f"({error.filename})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         # Hand-edited or foreign files: a record without a key, or of another type.
         raise PlotError(

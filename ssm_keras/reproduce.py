@@ -57,18 +57,20 @@ def training_flags(settings, flag_values):
 
 def train_missing(settings, experiments, seeds, data_dir, extra,
                   runner=launch.subprocess_runner):
-    """Trains every missing run; returns `{model_dir: status}`."""
-    statuses = {}
+    """Trains every missing run, once the settings of all are checked
+    (`launch.check_runs`); returns `{model_dir: status}`."""
+    runs = {}
     for experiment in experiments:
         flagfile = os.path.join(settings.flags_dir, f"{experiment}.flags")
         schedule = reproduction.compressed_schedule(
             reproduction.flagfile_settings(settings.flags_dir, experiment), settings.compress)
         for seed in seeds:
             model_dir = reproduction.run_dir(settings.runs_dir, experiment, seed)
-            command_line = launch.train_command(flagfile, model_dir, seed, data_dir,
-                                                [*schedule, *extra])
-            statuses[model_dir] = launch.train_if_missing(command_line, model_dir, runner)
-    return statuses
+            runs[model_dir] = launch.train_command(flagfile, model_dir, seed, data_dir,
+                                                   [*schedule, *extra])
+    launch.check_runs(runs)
+    return {model_dir: launch.train_if_missing(command_line, model_dir, runner)
+            for model_dir, command_line in runs.items()}
 
 
 def run_command(flag_values, runner=launch.subprocess_runner):

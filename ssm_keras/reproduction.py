@@ -33,10 +33,7 @@ import dataclasses
 import math
 import os
 
-from absl import flags as absl_flags
-
-from ssm_keras import command, plotting, train
-from ssm_keras import config as ssm_config
+from ssm_keras import command, launch, plotting
 from ssm_keras import run_dir as run_folder
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
@@ -89,8 +86,11 @@ class ReproduceConfig:
         False, "Train nothing; write the table and plots of the finished runs.")
 
     def experiment_names(self):
-        """The experiments of `--experiments`; `ReproduceError` for an unknown one."""
+        """The experiments of `--experiments`; `ReproduceError` for an unknown
+        one or none."""
         names = [name.strip() for name in self.experiments.split(",") if name.strip()]
+        if not names:
+            raise ReproduceError(f"--experiments is empty; choose from {', '.join(ALLOWED)}")
         unknown = sorted(set(names) - set(ALLOWED))
         if unknown:
             raise ReproduceError(f"--experiments: unknown experiments {unknown}; choose from "
@@ -160,10 +160,7 @@ def flagfile_settings(flags_dir, experiment):
     path = os.path.join(flags_dir, f"{experiment}.flags")
     if not os.path.isfile(path):
         return None
-    values = absl_flags.FlagValues()
-    train.define_flags(values)
-    values(["reproduce", f"--flagfile={path}"])
-    return dataclasses.asdict(command.from_flags(ssm_config.TrainConfig, values))
+    return dataclasses.asdict(launch.train_config([f"--flagfile={path}"]))
 
 
 def differing_flags(expected, runs):

@@ -46,15 +46,18 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def train_regimes(settings, seed, data_dir, extra, runner=launch.subprocess_runner):
-    """Runs the missing runs in order; stops when one fails.
+    """Runs the missing runs in order, once the settings of all are checked
+    (`launch.check_runs`); stops when one fails.
 
     Returns `{run: "finished" | "trained" | "failed"}`.
     """
+    runs = {init_study.regime_dir(settings.runs_dir, run):
+            (run, init_study.regime_command(settings, seed, data_dir, extra, run))
+            for run in init_study.selected_runs(settings)}
+    launch.check_runs({model_dir: command_line for model_dir, (_, command_line) in runs.items()})
     statuses = {}
-    for run in init_study.selected_runs(settings):
-        statuses[run] = launch.train_if_missing(
-            init_study.regime_command(settings, seed, data_dir, extra, run),
-            init_study.regime_dir(settings.runs_dir, run), runner)
+    for model_dir, (run, command_line) in runs.items():
+        statuses[run] = launch.train_if_missing(command_line, model_dir, runner)
         if statuses[run] == "failed":
             break
     return statuses

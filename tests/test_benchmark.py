@@ -4,6 +4,7 @@ initial_logits, each run in this process."""
 
 import json
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -67,7 +68,7 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
 def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys):
     run, results, _, labels = trained_fcn
     out = tmp_path / "inference.json"
-    entry = pretrained.names()[0]
+    entry = "fcn_mnist_signed_seed0"  # an FCN on MNIST, as the run
     argv = [f"--runs={run}", f"--pretrained={entry}", f"--data_dir={shared_data_dir()}",
             "--quick", f"--out={out}", f"--work_dir={tmp_path / 'exports'}"]
     report = benchmark_inference.run_command(parsed_flags(benchmark_inference, *argv))
@@ -82,7 +83,7 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
         rows = {row["format"]: row for row in report["results"] if row["run"] == model["run"]}
         assert sorted(rows) == sorted([*inference_speed.RUNTIME_FORMATS, "compact"])
         for name, row in rows.items():
-            path = tmp_path / "exports" / os.path.basename(model["run"]) / row["file"]
+            path = tmp_path / "exports" / model["name"] / row["file"]
             assert row["bytes"] == exporting.file_size(path) > 0
             if name == "compact":
                 continue
@@ -92,7 +93,8 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
             assert row["batch_1_latency_us"] > 0 and row["batch_128_images_per_s"] > 0
         assert rows["tflite_sparse"]["bytes"] < rows["tflite"]["bytes"]
     table = (tmp_path / "inference.md").read_text()
-    assert table.count("| fcn | signed supermask") == 12
+    assert table.count(f"| fcn | {entry}: signed supermask") == 6
+    assert table.count(f"| fcn | {run.name}: signed supermask") == 6
     capsys.readouterr()
     assert command_status(benchmark_inference, *argv) == 1  # no --overwrite
     assert_one_error_line(capsys.readouterr(), "exists; choose another --out or pass --overwrite")
@@ -146,11 +148,64 @@ def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
     assert_one_error_line(capsys.readouterr(), named)
 
 
+def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
+    out = f"--out={tmp_path / 'b.json'}"
+    settings = measurement.settings_from_flags(
+        throughput.BenchmarkConfig, parsed_flags(benchmark, "--quick", "--windows=3", out),
+        benchmark.QUICK)
+    assert settings.windows == 3
+    assert settings.window_seconds == benchmark.QUICK["window_seconds"]
+    # A bad value given with --quick is refused, not replaced.
+    assert command_status(benchmark, "--quick", "--window_seconds=-1", out) == 1
+    assert_one_error_line(capsys.readouterr(), "--window_seconds=-1")
+    assert command_status(benchmark_inference, "--quick", "--runs=x", "--windows=0", out) == 1
+    assert_one_error_line(capsys.readouterr(), "--windows=0")
+
+
 def test_benchmark_unknown_flag_is_one_error_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parsed_flags(benchmark, "--window=3")
     assert exit_info.value.code == 1
     assert_one_error_line(capsys.readouterr(), "window")
+
+
+def test_benchmark_inference_table_names_each_model():
+    models = [{"run": "fcn_mnist_signed_seed0", "name": "fcn_mnist_signed_seed0",
+               "arch": "fcn", "regime": "mask",
+               "mask": "signed", "recorded_test_accuracy": 0.975, "remaining_weights": 6345,
+               "dead_units_removed": 244},
+              {"run": "/runs/fcn_mnist_baseline/seed1", "name": "fcn_mnist_baseline/seed1",
+               "arch": "fcn", "regime": "weights",
+               "mask": None, "recorded_test_accuracy": 0.98, "remaining_weights": None,
+               "dead_units_removed": 0}]
+    rows = [{"run": model["run"], "format": "compact", "runtime": None, "file": "model.ssm",
+             "bytes": 4940} for model in models]
+    lines = inference_speed.format_table(models, rows).splitlines()[2:]
+    assert lines == [
+        "| fcn | fcn_mnist_signed_seed0: signed supermask, 6,345 weights remain, 244 dead "
+        "units removed | 97.50% | model.ssm | - | 4,940 | - | - | - |",
+        "| fcn | fcn_mnist_baseline/seed1: baseline (weights trained) | 98.00% | model.ssm "
+        "| - | 4,940 "
+        "| - | - | - |"]
+
+
+def test_benchmark_inference_names_runs_by_the_path_parts_that_tell_them_apart():
+    assert inference_speed.short_names([
+        "fcn_mnist_signed_seed0", "/r/fcn_mnist_signed/seed0", "/r/fcn_mnist_baseline/seed0",
+        "/r/fcn_mnist_baseline/seed1", "/q/fcn_mnist_baseline/seed1", "/r/fcn"]) == {
+        "fcn_mnist_signed_seed0": "fcn_mnist_signed_seed0",
+        "/r/fcn_mnist_signed/seed0": "fcn_mnist_signed/seed0",
+        "/r/fcn_mnist_baseline/seed0": "fcn_mnist_baseline/seed0",
+        "/r/fcn_mnist_baseline/seed1": "r/fcn_mnist_baseline/seed1",
+        "/q/fcn_mnist_baseline/seed1": "q/fcn_mnist_baseline/seed1", "/r/fcn": "fcn"}
+
+
+def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    report = inference_speed.run(inference_speed.InferenceConfig())  # nothing to measure
+    assert report["settings"]["work_dir"] is None and report["results"] == []
+    assert not [path for path in tmp_path.iterdir()
+                if path.name.startswith("benchmark_inference-")]
 
 
 @pytest.mark.parametrize("arguments, named", [
@@ -172,6 +227,25 @@ def test_check_applications_refuses_unknown_models_before_any_check(tmp_path, ca
     assert_one_error_line(capsys.readouterr(), "--out is required")
 
 
+
+def test_check_applications_refuses_bad_settings_before_any_check(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert command_status(check_applications, f"--out={afile}", "--models=MobileNetV2") == 1
+    assert_one_error_line(capsys.readouterr(), f"--out={afile}: cannot make this folder")
+    assert afile.read_text() == "mine"
+    out = tmp_path / "out"
+    assert command_status(check_applications, f"--out={out}", "--models=MobileNetV2",
+                          "--timeout=0") == 1
+    assert_one_error_line(capsys.readouterr(), "--timeout=0.0")
+    out.mkdir()
+    (out / "applications.md").write_text("an earlier check")
+    assert command_status(check_applications, f"--out={out}", "--models=MobileNetV2") == 1
+    assert_one_error_line(capsys.readouterr(), "applications.md exists; choose another --out "
+                          "or pass --overwrite")
+    assert (out / "applications.md").read_text() == "an earlier check"
+
+
 # Initial logits.
 def test_initial_logit_statistics_match_numpy():
     kernel = np.array([[1.0, -1.0, 0.0], [10.0, 0.0, -10.0]], np.float32)
@@ -190,6 +264,7 @@ def test_initial_logit_statistics_match_numpy():
 
 @pytest.mark.parametrize("argument, named", [
     ("--init_factors=6,x", "--init_factors and --seeds"), ("--init_factors=0", "> 0"),
+    ("--init_factors=nan", "--init_factors must be > 0"), ("--seeds=0,-1", "--seed=-1"),
     ("--archs=conv5", "conv5"), ("--examples=0", "--examples=0"),
 ])
 def test_initial_logits_bad_arguments_name_the_value(argument, named, tmp_path, capsys):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import command, init_study, plotting, reproduce, reproduction, study, train
-from ssm_keras import config as ssm_config
+from ssm_keras import command, init_study, launch, plotting, reproduce, reproduction, study
 
 from conftest import REPO, assert_one_error_line, command_status, parsed_flags
 
@@ -131,7 +130,7 @@ def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     (["--model_dir=x"], "--model_dir"), (["--aggregate_only", "--epochs=5"], "--epochs=5"),
     (["--epochs=x"], "--epochs=x"), (["--experiments=conv5_cifar10_signed"], "conv5_cifar10"),
     (["--compress=0"], "--compress=0"), (["--compress=5", "--epochs=3"], "drop --epochs=3"),
-    (["--recipe=fcn_mnist_signed"], "'recipe'"),
+    (["--recipe=fcn_mnist_signed"], "'recipe'"), (["--experiments= ,"], "--experiments is empty"),
 ])
 def test_reproduce_bad_arguments_name_the_value(arguments, named, tmp_path, capsys):
     assert command_status(reproduce, f"--runs_dir={tmp_path}", *arguments,
@@ -149,6 +148,28 @@ def test_reproduce_reports_failed_runs(tmp_path, capsys):
                    "see their output above"]
     record = json.loads((tmp_path / "table.json").read_text())["experiments"]
     assert record["conv4_cifar10_signed"]["seeds"] == []
+
+
+@pytest.mark.parametrize("arguments, named", [
+    (["--epochs=-1"], "fcn_mnist_signed/seed0 cannot start: --epochs must be > 0"),
+    (["--flags_dir=/no/such/recipes"], "/no/such/recipes/fcn_mnist_signed.flags"),
+    # The recipe sets --init_factor=6, which only the elus initialiser uses.
+    (["--weight_init=he_normal"], "--init_factor is only used with --weight_init=elus"),
+])
+def test_reproduce_checks_every_run_before_the_first_trains(arguments, named, tmp_path,
+                                                             capsys):
+    assert command_status(reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_baseline",
+                          "--seeds=0,1", f"--runs_dir={tmp_path}", *arguments,
+                          runner=_no_training) == 1
+    assert_one_error_line(capsys.readouterr(), named)
+
+
+def test_study_checks_every_run_before_the_first_trains(tmp_path, capsys):
+    # Only the third run, mask_bernoulli, uses this learning rate.
+    assert command_status(study, f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=-1",
+                          runner=_no_training) == 1
+    assert_one_error_line(capsys.readouterr(), f"the run {tmp_path / 'mask_bernoulli'} cannot "
+                          "start: --learning_rate must be > 0. Received: --learning_rate=-1.0")
 
 
 def test_reproduce_mean_std():
@@ -178,10 +199,7 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
         "wrn28_cifar10_weights.flags", "wrn28_cifar10_mask.flags",
         "wrn28_cifar10_mask.flags", "wrn28_cifar10_mask_then_weights.flags"]
     for command_line in commands:  # each command's flags are a valid training run
-        flag_values = flags.FlagValues()
-        train.define_flags(flag_values)
-        flag_values(["train", *command_line[3:]])
-        command.from_flags(ssm_config.TrainConfig, flag_values).validate()
+        launch.run_config(command_line)
     assert [os.path.basename(_flag(c, "model_dir")) for c in commands] == list(init_study.RUNS)
     assert {_flag(c, "seed") for c in commands} == {"0"}
     assert all("--width=1" in c and "--epochs=3" in c and "--dataset=mnist" in c

@@ -1,12 +1,14 @@
 """The command that writes the shipped supermasks, `ssm_keras.make_pretrained`,
 run in this process on a trained FCN."""
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
 from ssm_keras import compact, make_pretrained
+from ssm_keras.config import TrainConfig
 
 from conftest import (REPO, assert_one_error_line, command_status, parsed_flags,
                       shared_data_dir)
@@ -63,3 +65,22 @@ def test_a_mixed_precision_run_records_its_float32_accuracy(trained_fcn, tmp_pat
 def test_make_pretrained_bad_arguments_name_the_value(argv, named, tmp_path, capsys):
     assert command_status(make_pretrained, *argv, f"--out_dir={tmp_path}") == 1
     assert_one_error_line(capsys.readouterr(), named)
+
+
+def test_make_pretrained_out_dir_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert command_status(make_pretrained, "--runs=x", f"--recipe_flagfile={FLAGFILE}",
+                          f"--out_dir={afile}") == 1
+    assert_one_error_line(capsys.readouterr(), f"--out_dir={afile}: cannot make this folder")
+    assert afile.read_text() == "mine"
+
+
+def test_training_command_names_only_the_settings_the_flagfile_does_not_give(tmp_path):
+    flagfile = tmp_path / "mine.flags"
+    flagfile.write_text("# a recipe\n--arch=fcn\n--nonesterov\n--weight_decay=2.5e-4\n")
+    run_flags = {**dataclasses.asdict(TrainConfig(arch="fcn", nesterov=False,
+                                                  weight_decay=0.00025, epochs=3, seed=1)),
+                 "model_dir": "runs/mine"}
+    assert make_pretrained.training_command(str(flagfile), run_flags) == (
+        f"python -m ssm_keras.train --flagfile={flagfile} --data_dir=DATA --seed=1 --epochs=3")

@@ -90,7 +90,8 @@ def test_plots_command(finished_run, tmp_path, capsys):
     a_file.write_text("kept")
     assert _plots_cli(f"--model_dir={finished_run}", f"--out={a_file}") == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("error: ") and a_file.read_text() == "kept"
+    assert error == [f"error: {a_file} is a file; name a folder for the plots"]
+    assert a_file.read_text() == "kept"
 
 
 def test_mean_layers_averages_fractions():
