@@ -38,7 +38,7 @@ def test_evaluation_uses_the_statistics_of_the_evaluated_mask(mnist_dir):
     model.compile(keras.optimizers.SGD(10.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    model.fit(data.make_eval_dataset(*splits.train, 64), epochs=3, verbose=0)
+    model.fit(data.make_eval_dataset(*splits.train, 64), epochs=3, verbose=0, shuffle=False)
     test = data.make_eval_dataset(*splits.test, 64)
     before = model.evaluate(test, verbose=0)[1]
     images = splits.train[0]  # 1,500 images: fewer than 50 batches, so all, in order
@@ -77,6 +77,7 @@ def test_validation_in_fit_sees_the_recalibrated_statistics():
     model.compile(keras.optimizers.SGD(1.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(data.make_eval_dataset(images, labels, 64), epochs=1, verbose=0,
+                        shuffle=False,
                         validation_data=data.make_eval_dataset(images, labels, 64),
                         callbacks=[batch_norm.RecalibrateBatchNorm(images, 64)])
     mean, _ = _by_hand(model, images, 64)
