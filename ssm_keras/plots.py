@@ -1,4 +1,4 @@
-"""The `ssm-plots` command: the figures of a finished run.
+"""The `ssm-plots` command: the figures of a run, finished or not.
 
     python -m ssm_keras.plots --model_dir=RUN_DIR [--out=DIR]
 
@@ -11,8 +11,12 @@ writes, from the run's `results.json` and `history.jsonl` (see
   a second panel zooms in on the remaining weights (kept + inverted), which
   are a few percent of a trained signed supermask.
 - `training_curves.png`: per epoch, training and validation accuracy and
-  loss, the remaining weights in percent, and the mask flips (entries whose
-  value changed since the previous epoch).
+  loss, the remaining weights in percent (with `--target_remaining`, beside
+  the target path), and the mask flips (entries whose value changed since
+  the previous epoch).
+
+Of a run that has not finished (still training, killed, or diverged) it
+writes `training_curves.png` of the epochs so far, its title saying so.
 """
 
 from absl import flags
@@ -22,7 +26,7 @@ from ssm_keras import command, plotting
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines the command's flags in `flag_values`."""
-    flags.DEFINE_string("model_dir", None, "Finished training run directory.",
+    flags.DEFINE_string("model_dir", None, "Training run directory (finished, or with at least one epoch).",
                         flag_values=flag_values)
     flags.DEFINE_string("out", None, "Output directory (default: --model_dir).",
                         flag_values=flag_values)

@@ -1,12 +1,12 @@
-"""Plots of finished runs: mask composition per layer and training curves.
+"""Plots of runs: mask composition per layer and training curves.
 
 Data preparation (`composition_data`, `curve_data`, `mean_layers`,
 `pareto_front`) is separate from the drawing; the figure functions
 (`plot_mask_composition`, `plot_training_curves`, `plot_accuracy_curves`,
 `plot_accuracy_vs_remaining`, `plot_layer_utilisation`, `plot_trials`) draw
 with matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no
-pyplot state or display is involved. `plot_run` writes a run's two figures;
-the command is `ssm_keras.plots`.
+pyplot state or display is involved. `plot_run` writes a run's two figures
+(an unfinished run's training curves only); the command is `ssm_keras.plots`.
 """
 
 import os
@@ -42,6 +42,28 @@ def load_run(model_dir):
         raise PlotError(f"{os.path.join(model_dir, run_dir.RESULTS)} has no per-layer "
                         "statistics ('layers').")
     return results, run_dir.read_history(model_dir)
+
+
+def load_unfinished_run(model_dir):
+    """`(flags, history, status)` of a run that has not finished: its
+    `flags.json`, its epoch records and `"diverged"` (from the
+    `history.jsonl` it wrote as it stopped) or `"unfinished"` (still
+    training or killed: from its last checkpoint).
+
+    Raises:
+        RunDirError: a damaged file.
+        PlotError: no epoch has finished yet.
+    """
+    flags = run_dir.read_json(os.path.join(model_dir, run_dir.FLAGS_JSON))
+    results_path = os.path.join(model_dir, run_dir.RESULTS)
+    if os.path.isfile(results_path):  # not finished, so diverged
+        status, history = "diverged", run_dir.read_history(model_dir)
+    else:
+        state = run_dir.read_state(model_dir)
+        status, history = "unfinished", state["history"] if state else []
+    if not history:
+        raise PlotError(f"the run in {model_dir} has not finished an epoch yet; nothing to plot")
+    return flags, history, status
 
 
 # Data preparation.
@@ -97,7 +119,7 @@ def pareto_front(points):
 
 
 CURVE_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss", "remaining_percent",
-              "mask_flips", "learning_rate")
+              "target_remaining_percent", "mask_flips", "learning_rate")
 
 
 PERCENT_KEYS = ("accuracy", "val_accuracy")
@@ -167,20 +189,25 @@ def flips_scale(flips):
 
 def plot_training_curves(history, path, title=None):
     """Accuracy, loss, remaining weights (%) and mask flips per epoch, in a
-    2 x 2 grid. Returns `path`."""
+    2 x 2 grid; a run with `--target_remaining` also draws its target path
+    (dashed) beside the remaining weights. Returns `path`."""
     data = curve_data(history)
     epochs = data["epoch"]
     figure = Figure(figsize=(10, 7), layout="constrained")
     (accuracy, loss), (remaining, flips) = figure.subplots(2, 2, sharex=True)
+    targeted = "target_remaining_percent" in data
     panels = (
         (accuracy, "accuracy (%)", (("accuracy", "training"), ("val_accuracy", "validation"))),
         (loss, "loss", (("loss", "training"), ("val_loss", "validation"))),
-        (remaining, "remaining weights (%)", (("remaining_percent", None),)),
+        (remaining, "remaining weights (%)", (("remaining_percent", "mask" if targeted else None),
+                                              ("target_remaining_percent", "target path"))),
         (flips, "mask flips per epoch", (("mask_flips", None),)),
     )
     for axes, ylabel, series in panels:
         for key, label in series:
-            if key in data:
+            if key == "target_remaining_percent" and key in data:
+                axes.plot(epochs, data[key], linestyle="--", color="0.4", label=label)
+            elif key in data:
                 axes.plot(epochs, data[key], marker="o", markersize=3, label=label)
         axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
@@ -330,19 +357,36 @@ def run_title(results):
     return text
 
 
+def unfinished_title(flags, history, status):
+    """`arch regime on dataset: epoch E of N, <status>`."""
+    last = history[-1]["epoch"]
+    return f"{run_title(flags)}: epoch {last} of {flags.get('epochs', '?')}, {status}"
+
+
 def plot_run(model_dir, out_dir=None):
     """Writes `mask_composition.png` and `training_curves.png` of a finished
-    run into `out_dir` (default `model_dir`); returns their paths.
+    run into `out_dir` (default `model_dir`); of a run that has not finished
+    (still training, killed or diverged), `training_curves.png` of its
+    epochs so far. Returns the paths written.
 
     Raises:
-        RunDirError, PlotError: `model_dir` holds no finished run with
-            per-layer statistics (`load_run`), or `out_dir` cannot be written.
+        RunDirError, PlotError: `model_dir` holds no run with a finished
+            epoch (`load_run`, `load_unfinished_run`), or `out_dir` cannot
+            be written.
     """
-    results, history = load_run(model_dir)
+    unfinished = (not run_dir.is_finished(model_dir)
+                  and os.path.isfile(os.path.join(model_dir, run_dir.FLAGS_JSON)))
+    if unfinished:
+        flags, history, status = load_unfinished_run(model_dir)
+    else:
+        results, history = load_run(model_dir)
     out_dir = out_dir or model_dir
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PlotError(f"{out_dir} is a file; name a folder for the plots")
     try:
+        if unfinished:
+            return [plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
+                                         unfinished_title(flags, history, status))]
         title = run_title(results)
         paths = [plot_mask_composition(results["layers"],
                                        os.path.join(out_dir, COMPOSITION_FILE), title)]

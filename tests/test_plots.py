@@ -7,7 +7,7 @@ from absl import flags
 
 from ssm_keras import command, plotting, plots, training
 
-from conftest import tiny_config, tiny_splits
+from conftest import crashed_run, tiny_config, tiny_splits
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_plot_data_of_a_real_run(finished_run):
     assert curves["epoch"] == [1, 2]
     assert curves["val_accuracy"] == pytest.approx([100 * h["val_accuracy"] for h in history])
     assert curves["mask_flips"] == [h["mask_flips"] for h in history]
-    assert set(plotting.CURVE_KEYS) <= set(curves)
+    assert set(plotting.CURVE_KEYS) - {"target_remaining_percent"} <= set(curves)
 
 
 def _plots_cli(*argv):
@@ -102,3 +102,29 @@ def test_mean_layers_averages_fractions():
     assert mean["hidden_fraction"] == pytest.approx(0.7)
     with pytest.raises(plotting.PlotError):
         plotting.mean_layers([layers[0], [{**layers[1][0], "name": "b"}]])
+
+
+@pytest.mark.slow
+def test_plots_of_an_unfinished_run_with_a_target(tmp_path, capsys):
+    config = tiny_config(tmp_path, epochs=4, target_remaining=40.0)
+    crashed_run(config, tiny_splits(), after_epoch=2)
+    out = tmp_path / "out"
+    assert _plots_cli(f"--model_dir={config.model_dir}", f"--out={out}") == 0
+    assert capsys.readouterr().out.split() == [str(out / plotting.CURVES_FILE)]
+    flags, history, status = plotting.load_unfinished_run(config.model_dir)
+    assert status == "unfinished" and [record["epoch"] for record in history] == [1, 2]
+    assert plotting.unfinished_title(flags, history, status) == (
+        "fcn signed supermask on mnist: epoch 2 of 4, unfinished")
+    curves = plotting.curve_data(history)
+    assert curves["target_remaining_percent"] == [h["target_remaining_percent"] for h in history]
+    assert 40.0 < curves["target_remaining_percent"][1] < curves["target_remaining_percent"][0]
+
+
+def test_plots_of_a_run_without_a_finished_epoch(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "flags.json").write_text('{"arch": "fcn", "epochs": 3}')
+    assert _plots_cli(f"--model_dir={run}") == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: the run in {run} has not finished an epoch yet; nothing to plot")
+    assert os.listdir(run) == ["flags.json"]
