@@ -94,9 +94,12 @@ def main():
     results_path = os.path.join(args.out, "results.json")
     if os.path.exists(results_path):
         parser.error(f"{results_path} exists; choose another --out")
+    try:
+        splits = data.load_splits(args.dataset, data_dir=args.data_dir, seed=args.seed,
+                                  max_examples=args.max_examples)
+    except data.DataError as error:
+        parser.error(" ".join(str(error).splitlines()))
     os.makedirs(args.out, exist_ok=True)
-    splits = data.load_splits(args.dataset, data_dir=args.data_dir, seed=args.seed,
-                              max_examples=args.max_examples)
     shape, classes = splits.spec.image_shape, splits.spec.num_classes
     runs = {}
     baseline = user_cnn(shape, classes, args.seed)

@@ -16,11 +16,20 @@ from ssm_keras.data import specs
 
 
 def summary_line(result):
-    """`name: test accuracy ...% (correct of total ...); recorded ...%`."""
+    """`name: test accuracy ...% (correct of total ...); recorded ...%`, the
+    recorded figure followed by `(on N test images)` when it was measured on
+    another number of images than this evaluation (a `--max_examples` run)."""
     recorded = result["recorded_test_accuracy"]
+    recorded_images = result.get("recorded_test_images")
+    if recorded is None:
+        recorded_text = "none recorded"
+    elif recorded_images is not None and recorded_images != result["total"]:
+        recorded_text = f"recorded {100 * recorded:.2f}% (on {recorded_images:,} test images)"
+    else:
+        recorded_text = f"recorded {100 * recorded:.2f}%"
     return (f"{result['name']}: test accuracy {100 * result['test_accuracy']:.2f}% "
             f"({result['correct']:,} of {result['total']:,} {result['dataset']} test images); "
-            + (f"recorded {100 * recorded:.2f}%" if recorded is not None else "none recorded"))
+            + recorded_text)
 
 
 def define_flags(flag_values=flags.FLAGS):

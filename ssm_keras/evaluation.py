@@ -60,7 +60,9 @@ def evaluate(pretrained_name=None, model_dir=None, data_dir=None, dataset=None,
 
     Returns:
         `{"name", "dataset", "correct", "total", "test_accuracy",
-        "recorded_test_accuracy"}`.
+        "recorded_test_accuracy", "recorded_test_images"}`; the last is how
+        many test images the run's own figure was measured on (fewer than
+        `total` for a run trained with `--max_examples`; None for an entry).
 
     Raises:
         PretrainedError, CompactFileError, RunDirError, ExportError: an
@@ -75,4 +77,5 @@ def evaluate(pretrained_name=None, model_dir=None, data_dir=None, dataset=None,
     correct, total = test_accuracy(model, images, labels, batch_size)
     return {"name": what, "dataset": name, "correct": correct, "total": total,
             "test_accuracy": correct / total,
-            "recorded_test_accuracy": metadata.get("test_accuracy")}
+            "recorded_test_accuracy": metadata.get("test_accuracy"),
+            "recorded_test_images": (metadata.get("examples") or {}).get("test")}

@@ -12,8 +12,9 @@ what the run recorded: `dataset`, `arch`, `input_shape`, `num_classes`,
 `regime`, `mask`, `test_accuracy` (on the data set's full test split),
 `remaining_weights`, `masked_weights`, `epochs`, `seed`, `recipe` (the
 flagfile and every training setting) and `command` (the command that trained
-it). `load` rebuilds the masked model with the trained mask exactly and the
-baked model (stock Keras layers); `python -m ssm_keras.evaluate
+it, as run in a checkout: its `--flagfile=flags/NAME.flags` is `--recipe=NAME`
+with the package installed). `load` rebuilds the masked model with the
+trained mask exactly and the baked model (stock Keras layers); `python -m ssm_keras.evaluate
 --pretrained=NAME --data_dir=DIR` measures the test accuracy again.
 """
 

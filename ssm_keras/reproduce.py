@@ -83,6 +83,10 @@ def run_command(flag_values, runner=launch.subprocess_runner):
         raise reproduction.ReproduceError(
             f"--compress={settings.compress}: give a positive integer (1: no compression)")
     launch.check_runs_dir(settings.runs_dir)
+    if settings.aggregate_only and not os.path.isdir(settings.runs_dir):
+        raise reproduction.ReproduceError(
+            f"--aggregate_only: --runs_dir={settings.runs_dir} does not exist; name the folder "
+            "that holds the runs")
     extra = training_flags(settings, flag_values)
     statuses = {} if settings.aggregate_only else train_missing(
         settings, experiments, seeds, flag_values["data_dir"].value, extra, runner)

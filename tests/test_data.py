@@ -422,6 +422,12 @@ def test_missing_folder_and_no_data_dir(tmp_path, offline):
         data.load_splits("mnist")
 
 
+def test_tfds_probes_of_empty_folders_log_nothing(tmp_path, offline, caplog):
+    with caplog.at_level("INFO"), pytest.raises(data.DataError):
+        data.load_splits("mnist", str(tmp_path / "absent"))
+    assert [record.getMessage() for record in caplog.records if record.levelname != "INFO"] == []
+
+
 def test_corrupt_idx_names_the_file(tmp_path):
     write_mnist(
         tmp_path,

@@ -139,6 +139,15 @@ def test_reproduce_bad_arguments_name_the_value(arguments, named, tmp_path, caps
     assert not (tmp_path / "table.md").exists()
 
 
+def test_reproduce_aggregate_only_refuses_a_runs_dir_that_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "runs_misspelt"
+    assert command_status(reproduce, f"--runs_dir={missing}", "--aggregate_only",
+                          runner=_no_training) == 1
+    assert_one_error_line(capsys.readouterr(),
+                          f"--aggregate_only: --runs_dir={missing} does not exist")
+    assert not missing.exists()
+
+
 def test_reproduce_reports_failed_runs(tmp_path, capsys):
     status = command_status(reproduce, "--experiments=conv4_cifar10_signed", "--seeds=0",
                             f"--runs_dir={tmp_path}", runner=lambda command_line: 1)

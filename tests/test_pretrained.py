@@ -85,3 +85,15 @@ def test_dataset_check_names_what_does_not_fit():
     with pytest.raises(evaluation.EvaluationError, match="does not record its data set"):
         evaluation.check_dataset(None, None, (28, 28, 1), 10, "model.ssm")
     assert evaluation.check_dataset("mnist", None, (28, 28, 1), 10, "x") == "mnist"
+
+
+def test_summary_line_names_the_images_a_recorded_figure_was_measured_on():
+    result = {"name": "runs/fcn", "dataset": "mnist", "correct": 8357, "total": 10_000,
+              "test_accuracy": 0.8357, "recorded_test_accuracy": 0.8465}
+    full = "runs/fcn: test accuracy 83.57% (8,357 of 10,000 mnist test images); recorded 84.65%"
+    assert evaluate.summary_line({**result, "recorded_test_images": None}) == full
+    assert evaluate.summary_line({**result, "recorded_test_images": 10_000}) == full
+    assert evaluate.summary_line({**result, "recorded_test_images": 2_000}) == (
+        full + " (on 2,000 test images)")
+    assert evaluate.summary_line({**result, "recorded_test_accuracy": None}).endswith(
+        "images); none recorded")

@@ -35,6 +35,7 @@ import tarfile
 from collections.abc import Callable
 
 import numpy as np
+from absl import logging
 
 from ssm_keras.data import formats
 from ssm_keras.data.specs import DATASETS, Arrays, DatasetSpec, DataError, Splits
@@ -274,6 +275,18 @@ def _why_offline() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _absl_errors_only():
+    """absl logging at ERROR inside: tensorflow_datasets warns of every folder
+    it probes that holds no prepared copy, which the error says anyway."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def _load_tfds(spec: DatasetSpec, data_dir: str | None, tried: list[str]):
     """Loads `spec` with tensorflow_datasets, prepared or downloaded.
 
@@ -284,11 +297,12 @@ def _load_tfds(spec: DatasetSpec, data_dir: str | None, tried: list[str]):
     try:
         import tensorflow_datasets as tfds
 
-        prepared = [
-            folder
-            for folder in dict.fromkeys([data_dir, None])
-            if tfds.builder(spec.name, data_dir=folder).is_prepared()
-        ]
+        with _absl_errors_only():
+            prepared = [
+                folder
+                for folder in dict.fromkeys([data_dir, None])
+                if tfds.builder(spec.name, data_dir=folder).is_prepared()
+            ]
         if not prepared:
             offline = _why_offline()
             if offline:
