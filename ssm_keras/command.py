@@ -128,13 +128,28 @@ def _fail(message):
     return 1
 
 
+HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")
+
+
+def asks_for_help(argv):
+    """Whether the command line holds one of absl's help flags (`--help`,
+    `-?`, `--helpfull`, ...)."""
+    return any(argument.startswith("-") and argument.lstrip("-") in HELP_FLAGS
+               for argument in argv[1:])
+
+
 def parse_flags(argv, flag_values=flags.FLAGS):
     """Parses the command line into `flag_values` (absl's `flags_parser`); an
     unknown or bad flag, a missing flagfile or an unknown `--recipe` ends the
-    command with one `error: ...` line and exit status 1. Returns the
-    arguments left over."""
+    command with one `error: ...` line and exit status 1; a help flag ends
+    it with exit status 0 once the help is printed (absl exits with 1).
+    Returns the arguments left over."""
     try:
         return flag_values(with_recipe(argv, flag_values))
+    except SystemExit as stop:
+        if stop.code == 1 and asks_for_help(argv):
+            sys.exit(0)
+        raise
     except UnknownRecipe as error:
         sys.exit(_fail(error))
     except flags.Error as error:

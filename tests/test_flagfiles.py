@@ -17,7 +17,7 @@ import types
 
 import numpy as np
 import pytest
-from absl import flags
+from absl import app, flags
 
 from ssm_keras import command, data, train, training, tune
 from ssm_keras import config as ssm_config
@@ -140,3 +140,22 @@ def test_flagfile_starts_training(path, tmp_path_factory):
     assert (pathlib.Path(config.model_dir) / "model.keras").is_file()
     if config.regime == "weights":
         assert results["remaining_percent"] == 100.0
+
+
+@pytest.mark.parametrize("help_flag", ["--help", "-?", "--helpfull"])
+def test_help_prints_the_flags_and_exits_with_status_0(help_flag, capsys):
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    for flag in (app.HelpFlag(), app.HelpshortFlag(), app.HelpfullFlag()):
+        flags.DEFINE_flag(flag, flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        command.parse_flags(["ssm-train", help_flag], flag_values)
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip()  # absl printed its usage text
+
+
+def test_a_bad_flag_beside_help_still_fails(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parsed_flags(train, "--epochs=many", "--help")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith("error: ")
