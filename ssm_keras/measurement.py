@@ -106,11 +106,16 @@ def output_paths(out):
 
 def check_out(out, overwrite):
     """Raises `ReportError` for an `--out` that names the table, lies in no
-    folder, or exists without `--overwrite`."""
+    folder, names a folder (or its table would), or exists without
+    `--overwrite`."""
     if os.path.splitext(out)[1] == ".md":
         raise ReportError(f"--out={out}: give the JSON file's name; the table goes beside it")
     if not os.path.isdir(os.path.dirname(out) or "."):
         raise ReportError(f"--out={out}: no folder {os.path.dirname(out)}")
+    folders = [path for path in output_paths(out) if os.path.isdir(path)]
+    if folders:
+        raise ReportError(f"--out={out}: {folders[0]} is a folder; name a JSON file (the table "
+                          "goes beside it, .md)")
     existing = [path for path in output_paths(out) if os.path.exists(path)]
     if existing and not overwrite:
         raise ReportError(f"{', '.join(existing)} exists; choose another --out or pass "
@@ -132,12 +137,17 @@ def settings_from_flags(config_class, flag_values, quick):
 
 def write_report(flag_values, report, text):
     """Writes `report`, its settings completed with `--overwrite` and
-    `--quick`, to `--out` and `text` beside it (`.md`), and prints `text`."""
+    `--quick`, to `--out` and `text` beside it (`.md`), and prints `text`;
+    `ReportError` (after printing `text`) if a file cannot be written."""
     report["settings"].update(overwrite=flag_values["overwrite"].value,
                               quick=flag_values["quick"].value)
     json_path, table_path = output_paths(flag_values["out"].value)
-    with open(json_path, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2)
-    with open(table_path, "w", encoding="utf-8") as file:
-        file.write(text)
+    try:
+        with open(json_path, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=2)
+        with open(table_path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        print(text)  # the measurements are not lost
+        raise ReportError(f"cannot write {error.filename}: {error.strerror}") from None
     print(text + f"wrote {json_path} and {table_path}")

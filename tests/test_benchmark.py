@@ -162,6 +162,22 @@ def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
     assert_one_error_line(capsys.readouterr(), "--windows=0")
 
 
+def test_report_out_that_is_a_folder_is_refused_even_with_overwrite(tmp_path):
+    (tmp_path / "b.json").mkdir()
+    (tmp_path / "c.md").mkdir()
+    for out in ("b.json", "c.json"):
+        with pytest.raises(measurement.ReportError, match="is a folder; name a JSON file"):
+            measurement.check_out(str(tmp_path / out), overwrite=True)
+
+
+def test_report_that_cannot_be_written_is_one_error_after_the_table(tmp_path, capsys):
+    out = tmp_path / "gone" / "b.json"  # its folder vanished during the measurements
+    flag_values = parsed_flags(benchmark, f"--out={out}")
+    with pytest.raises(measurement.ReportError, match=f"cannot write {out}: No such file"):
+        measurement.write_report(flag_values, {"settings": {}}, "| the table |\n")
+    assert capsys.readouterr().out == "| the table |\n\n"
+
+
 def test_benchmark_unknown_flag_is_one_error_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parsed_flags(benchmark, "--window=3")
