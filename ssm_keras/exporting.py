@@ -22,6 +22,7 @@ import tensorflow as tf
 from ssm_keras import cloning, compact, pruning, run_dir, staging, tflite
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import bake
+from ssm_keras.command import comma_separated
 from ssm_keras.errors import ExportError
 
 FORMATS = ("keras", "saved_model", "compact", *tflite.KINDS)
@@ -72,7 +73,7 @@ def check_formats(formats):
 
 def parse_formats(text):
     """`"keras, compact"` -> `("keras", "compact")`, checked."""
-    return check_formats(name.strip() for name in text.split(",") if name.strip())
+    return check_formats(comma_separated(text))
 
 
 def save_saved_model(baked, path):

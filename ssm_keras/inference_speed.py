@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssm_keras import compact, data, exporting, measurement, pretrained, run_dir, tflite
-from ssm_keras.command import flag_field
+from ssm_keras.command import comma_separated, flag_field
 from ssm_keras.errors import UserError
 
 RUNTIME_FORMATS = ("keras", "saved_model", *tflite.KINDS)
@@ -75,11 +75,11 @@ class InferenceConfig:
 
     def run_dirs(self):
         """The run directories of `--runs`."""
-        return _items(self.runs)
+        return comma_separated(self.runs)
 
     def entry_names(self):
         """The shipped entries of `--pretrained`."""
-        return _items(self.pretrained)
+        return comma_separated(self.pretrained)
 
     def validate(self):
         """Raises `InferenceBenchmarkError` on the first bad setting."""
@@ -101,11 +101,6 @@ class InferenceConfig:
                 pretrained.path(name)
             except pretrained.PretrainedError as error:
                 raise InferenceBenchmarkError(f"--pretrained: {error}") from None
-
-
-def _items(text):
-    """The non-empty items of a comma-separated flag value."""
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
 # Runtimes: each `predictor(format, path)` maps uint8 images to probabilities.

@@ -88,7 +88,7 @@ class ReproduceConfig:
     def experiment_names(self):
         """The experiments of `--experiments`; `ReproduceError` for an unknown
         one or none."""
-        names = [name.strip() for name in self.experiments.split(",") if name.strip()]
+        names = command.comma_separated(self.experiments)
         if not names:
             raise ReproduceError(f"--experiments is empty; choose from {', '.join(ALLOWED)}")
         unknown = sorted(set(names) - set(ALLOWED))

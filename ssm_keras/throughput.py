@@ -64,7 +64,7 @@ import tensorflow as tf
 import ssm_keras
 from ssm_keras import arithmetic, baking, choices, data, measurement, models, training
 from ssm_keras import config as ssm_config
-from ssm_keras.command import flag_field
+from ssm_keras.command import comma_separated, flag_field
 from ssm_keras.errors import UserError
 
 DEFAULT_ARCHS = "fcn,conv2,conv4"
@@ -73,11 +73,6 @@ MAX_STEPS_PER_EXECUTION = 64
 
 class BenchmarkError(UserError):
     """A bad setting of `ssm_keras.benchmark`."""
-
-
-def split_names(text):
-    """The names of a comma-separated list, blanks dropped."""
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @dataclasses.dataclass
@@ -112,11 +107,11 @@ class BenchmarkConfig:
 
     def arch_names(self):
         """The architectures of `--archs`."""
-        return split_names(self.archs)
+        return comma_separated(self.archs)
 
     def precision_names(self):
         """The dtype policies of `--precisions`."""
-        return split_names(self.precisions)
+        return comma_separated(self.precisions)
 
     def validate(self):
         """Raises `BenchmarkError` on the first bad setting, naming its value."""
