@@ -37,10 +37,8 @@ def run_command(flag_values):
                                                QUICK)
     report = inference_speed.run(settings)
     machine = report["machine"]
-    text = (f"{measurement.machine_summary(machine)}, TFLite threads "
-            f"{settings.tflite_threads}, load average {machine['load_average'][0]:.2f} -> "
-            f"{machine['load_average_end'][0]:.2f}\n\n"
-            + inference_speed.format_table(report["models"], report["results"]) + "\n")
+    text = (measurement.machine_summary(machine, f"TFLite threads {settings.tflite_threads}")
+            + "\n\n" + inference_speed.format_table(report["models"], report["results"]) + "\n")
     measurement.write_report(flag_values, report, text)
     return report
 

@@ -156,21 +156,6 @@ def batch_1_latency_us(predict, images, seconds):
     return 1e6 * statistics.median(timings)
 
 
-def throughput(predict, batch, windows, seconds):
-    """Median images/s over `windows` windows of calls on `batch`."""
-    predict(batch)
-    begin = time.perf_counter()
-    predict(batch)
-    calls = max(1, round(seconds / (time.perf_counter() - begin)))
-    rates = []
-    for _ in range(windows):
-        begin = time.perf_counter()
-        for _ in range(calls):
-            predict(batch)
-        rates.append(calls * len(batch) / (time.perf_counter() - begin))
-    return statistics.median(rates)
-
-
 def accuracy(predict, images, labels, batch_size=500):
     correct = sum(
         int(np.sum(np.argmax(predict(images[start:start + batch_size]), axis=1)
@@ -237,8 +222,8 @@ def measure(source, name, work_dir, settings, test):
             "run": model["run"], "format": name, "runtime": RUNTIMES[name],
             "file": exporting.OUTPUTS[name], "bytes": summary["bytes"][exporting.OUTPUTS[name]],
             "batch_1_latency_us": batch_1_latency_us(predict, images, settings.seconds),
-            "batch_128_images_per_s": throughput(predict, batch, settings.windows,
-                                                 settings.seconds),
+            "batch_128_images_per_s": measurement.images_per_second(
+                predict, batch, settings.windows, settings.seconds),
             "test_accuracy": accuracy(predict, images, labels),
         })
         keras.utils.clear_session()
@@ -298,8 +283,7 @@ def run(settings):
             model, measured = measure(source, names[source[0]], work_dir, settings, test)
             models.append(model)
             rows += measured
-    machine["load_average_end"] = list(os.getloadavg())
-    return {"machine": machine, "settings": {**dataclasses.asdict(settings),
+    return {"machine": measurement.finish_machine_info(machine), "settings": {**dataclasses.asdict(settings),
                                              "runs": settings.run_dirs(),
                                              "pretrained": settings.entry_names()},
             "models": models, "results": rows}

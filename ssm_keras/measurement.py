@@ -1,16 +1,19 @@
-"""What every measurement command shares: the machine it ran on, and its
-report files, a JSON file (`--out`) with the markdown table beside it (`.md`).
+"""What every measurement command shares: the machine it ran on, the rate
+of repeated calls, and its report files, a JSON file (`--out`)
+with the markdown table beside it (`.md`).
 
 `machine_info()` records the CPU (model name, family/model/stepping, the
 `CPU_FEATURES` present), cores, load averages, Python, TensorFlow and Keras
 versions, devices, threading settings and the environment variables of
-`ENV_KEYS`.
+`ENV_KEYS`; `finish_machine_info` adds the load averages at the end.
 """
 
 import dataclasses
 import json
 import os
 import platform
+import statistics
+import time
 
 import keras
 import tensorflow as tf
@@ -77,13 +80,44 @@ def machine_info():
     }
 
 
-def machine_summary(machine):
-    """The first words of a report: CPU (family, model; features), cores,
-    TensorFlow and Keras versions."""
+def finish_machine_info(machine):
+    """Adds to `machine` (`machine_info()`) the load averages at the end,
+    `load_average_end`; returns it."""
+    machine["load_average_end"] = list(os.getloadavg())
+    return machine
+
+
+def machine_summary(machine, *details):
+    """The first line of a report: CPU (family, model; features), cores,
+    TensorFlow and Keras versions, `details`, and the one-minute load
+    average at the start and at the end."""
     cpu_id = machine["cpu_id"]
-    return (f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
-            f"{' '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
-            f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}")
+    return ", ".join([
+        f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
+        f"{' '.join(machine['cpu_flags'])})", f"{machine['cores']} cores",
+        f"TensorFlow {machine['tensorflow']}", f"Keras {machine['keras']}", *details,
+        f"load average {machine['load_average'][0]:.2f} -> "
+        f"{machine['load_average_end'][0]:.2f}"])
+
+
+# Rates.
+def images_per_second(predict, batch, windows, seconds):
+    """Median images/s of `predict(batch)` over `windows` windows of `calls`
+    calls each, `len(batch) * calls / window seconds`, where `calls` makes a
+    window last about `seconds` by the time of one call after a warm-up call
+    (which traces a `tf.function`). `predict` must return when its result
+    is computed (e.g. as a NumPy array)."""
+    predict(batch)
+    begin = time.perf_counter()
+    predict(batch)
+    calls = max(1, round(seconds / (time.perf_counter() - begin)))
+    rates = []
+    for _ in range(windows):
+        begin = time.perf_counter()
+        for _ in range(calls):
+            predict(batch)
+        rates.append(calls * len(batch) / (time.perf_counter() - begin))
+    return statistics.median(rates)
 
 
 # The report files.

@@ -53,7 +53,6 @@ of `--windows` windows.
 """
 
 import dataclasses
-import os
 import statistics
 import time
 
@@ -285,21 +284,11 @@ def measure_training(arch, settings, batch, precision):
 
 
 def measure_inference(model, images, windows, window_seconds):
-    """Median images/s of `model(images)` as a `tf.function`, after warm-up."""
-    images = tf.constant(images)
+    """Median images/s of `model(images)` as a `tf.function`, after warm-up
+    (`measurement.images_per_second`)."""
     infer = tf.function(lambda x: model(x, training=False))
-    infer(images).numpy()  # traces
-    start = time.perf_counter()
-    infer(images).numpy()
-    calls = max(1, round(window_seconds / (time.perf_counter() - start)))
-    seconds = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(calls):
-            outputs = infer(images)
-        outputs.numpy()
-        seconds.append(time.perf_counter() - start)
-    return median_images_per_second(seconds, calls, len(images))
+    return measurement.images_per_second(lambda batch: infer(batch).numpy(),
+                                         tf.constant(images), windows, window_seconds)
 
 
 def benchmark_arch(arch, settings, precision, peaks):
@@ -408,5 +397,4 @@ def run(settings):
             keras.utils.clear_session()
             records.append(benchmark_arch(arch, settings, precision, peaks))
     add_speedups(records)
-    machine["load_average_end"] = list(os.getloadavg())
-    return {"machine": machine, "settings": recorded, "results": records}
+    return {"machine": measurement.finish_machine_info(machine), "settings": recorded, "results": records}

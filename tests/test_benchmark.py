@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applications, command,
                        exporting, inference_speed, initial_logits, measurement, models, pretrained,
@@ -176,6 +177,17 @@ def test_report_that_cannot_be_written_is_one_error_after_the_table(tmp_path, ca
     with pytest.raises(measurement.ReportError, match=f"cannot write {out}: No such file"):
         measurement.write_report(flag_values, {"settings": {}}, "| the table |\n")
     assert capsys.readouterr().out == "| the table |\n\n"
+
+
+@pytest.mark.parametrize("module, names", [
+    (benchmark, ("archs", "precisions", "out", "overwrite", "quick")),
+    (benchmark_inference, ("runs", "pretrained", "tflite_threads", "out", "overwrite", "quick")),
+])
+def test_measurement_help_lists_the_settings_and_report_flags(module, names):
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    listed = {flag.name for flag in flag_values.get_key_flags_for_module(module.__name__)}
+    assert set(names) <= listed
 
 
 def test_benchmark_unknown_flag_is_one_error_line(capsys):
