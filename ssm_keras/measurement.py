@@ -121,12 +121,14 @@ def images_per_second(predict, batch, windows, seconds):
 
 
 # The report files.
-def define_report_flags(flag_values, default_out, quick):
-    """`--out`, `--overwrite` and `--quick` (whose settings are `quick`)."""
+def define_report_flags(flag_values, default_out, quick, also_replaced=""):
+    """`--out`, `--overwrite` (which replaces `--out`, its `.md` and
+    `also_replaced`) and `--quick` (whose settings are `quick`)."""
     flags.DEFINE_string("out", default_out,
                         "JSON file to write; the table goes to the same name with .md.",
                         flag_values=flag_values)
-    flags.DEFINE_bool("overwrite", False, "Replace --out (and its .md) if they exist.",
+    flags.DEFINE_bool("overwrite", False,
+                      f"Replace --out (and its .md){also_replaced} if they exist.",
                       flag_values=flag_values)
     flags.DEFINE_bool("quick", False, "Tiny windows (tests), for the flags not given: "
                       + json.dumps(quick),

@@ -236,6 +236,20 @@ def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch
                 if path.name.startswith("benchmark_inference-")]
 
 
+def test_benchmark_inference_keeps_an_export_in_work_dir_without_overwrite(tmp_path, capsys):
+    entry = "fcn_mnist_signed_seed0"
+    earlier = tmp_path / entry / "export.json"
+    earlier.parent.mkdir()
+    earlier.write_text("an earlier export")
+    assert command_status(benchmark_inference, f"--pretrained={entry}",
+                          f"--work_dir={tmp_path}", f"--out={tmp_path / 'r.json'}") == 1
+    assert_one_error_line(capsys.readouterr(), f"--work_dir: {earlier.parent} already holds an "
+                          "export (export.json); choose another --work_dir or pass --overwrite")
+    assert earlier.read_text() == "an earlier export" and not (tmp_path / "r.json").exists()
+    inference_speed.check_work_dir(str(tmp_path), [entry], overwrite=True)
+    inference_speed.check_work_dir(str(tmp_path), ["another"], overwrite=False)
+
+
 @pytest.mark.parametrize("arguments, named", [
     ([], "give --runs"), (["--runs=/no/such/run"], "/no/such/run"),
     (["--pretrained=fcn_imagenet"], "--pretrained: no pretrained model 'fcn_imagenet'"),
