@@ -29,15 +29,17 @@ class PlotError(UserError):
 
 
 # Reading a run.
-def load_run(model_dir):
-    """`(results, history)` of a finished run: `results.json` and the list of
-    `history.jsonl` records (one per epoch).
+def load_run(model_dir, results=None):
+    """`(results, history)` of a finished run: `results.json` (read unless
+    given as `results`) and the list of `history.jsonl` records (one per
+    epoch).
 
     Raises:
         RunDirError: not a finished, readable run (`run_dir.read_results`).
         PlotError: `results.json` has no per-layer statistics.
     """
-    results = run_dir.read_results(model_dir)
+    if results is None:
+        results = run_dir.read_results(model_dir)
     if not isinstance(results.get("layers"), list):
         raise PlotError(f"{os.path.join(model_dir, run_dir.RESULTS)} has no per-layer "
                         "statistics ('layers').")
@@ -330,15 +332,16 @@ def run_title(results):
     return text
 
 
-def plot_run(model_dir, out_dir=None):
+def plot_run(model_dir, out_dir=None, run=None):
     """Writes `mask_composition.png` and `training_curves.png` of a finished
-    run into `out_dir` (default `model_dir`); returns their paths.
+    run into `out_dir` (default `model_dir`); returns their paths. `run` is
+    its `(results, history)` if already read (`load_run`).
 
     Raises:
         RunDirError, PlotError: `model_dir` holds no finished run with
             per-layer statistics (`load_run`), or `out_dir` cannot be written.
     """
-    results, history = load_run(model_dir)
+    results, history = run or load_run(model_dir)
     out_dir = out_dir or model_dir
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PlotError(f"{out_dir} is a file; name a folder for the plots")

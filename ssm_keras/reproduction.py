@@ -150,8 +150,9 @@ def mean_std(values):
 def load_results(runs_dir, experiment, seeds):
     """`{seed: results dict}` of the finished runs of one experiment (not
     the diverged ones, nor damaged files: `run_dir.is_finished`)."""
-    return {seed: run_folder.read_results(run_dir(runs_dir, experiment, seed))
-            for seed in seeds if run_folder.is_finished(run_dir(runs_dir, experiment, seed))}
+    found = {seed: run_folder.finished_results(run_dir(runs_dir, experiment, seed))
+             for seed in seeds}
+    return {seed: results for seed, results in found.items() if results is not None}
 
 
 def flagfile_settings(flags_dir, experiment):
@@ -274,11 +275,12 @@ def write_plots(runs_dir, table):
     points, curves = [], []
     for experiment, record in table.items():
         model, variant = split_experiment(experiment)
-        runs = [plotting.load_run(run_dir(runs_dir, experiment, seed)) for seed in record["seeds"]]
+        folders = [run_dir(runs_dir, experiment, seed) for seed in record["seeds"]]
+        runs = [plotting.load_run(folder) for folder in folders]
         if not runs:
             continue
-        for seed in record["seeds"]:
-            paths += plotting.plot_run(run_dir(runs_dir, experiment, seed))
+        for folder, run in zip(folders, runs):
+            paths += plotting.plot_run(folder, run=run)
         label = f"{PAPER[model][0]} {variant.replace('_', ' ')}"
         if variant != "baseline":
             layers = plotting.mean_layers([results["layers"] for results, _ in runs])

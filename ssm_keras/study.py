@@ -71,9 +71,12 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     launch.check_runs_dir(settings.runs_dir)
     extra = launch.training_flags(flag_values, own=("seed", "data_dir"))
     statuses = train_regimes(settings, seed, data_dir, extra, runner)
-    runs = {run: plotting.load_run(init_study.regime_dir(settings.runs_dir, run))
-            for run in init_study.selected_runs(settings)
-            if run_dir.is_finished(init_study.regime_dir(settings.runs_dir, run))}
+    runs = {}
+    for run in init_study.selected_runs(settings):
+        model_dir = init_study.regime_dir(settings.runs_dir, run)
+        results = run_dir.finished_results(model_dir)
+        if results is not None:
+            runs[run] = plotting.load_run(model_dir, results)
     title = init_study.study_title(runs)
     curves = init_study.study_curves({run: history for run, (_, history) in runs.items()})
     if curves:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from absl import flags
 
-from ssm_keras import command, init_study, launch, plotting, reproduce, reproduction, study
+from ssm_keras import (command, init_study, launch, plotting, reproduce, reproduction, run_dir,
+                       study)
 
 from conftest import REPO, assert_one_error_line, command_status, parsed_flags
 
@@ -170,6 +171,19 @@ def test_study_checks_every_run_before_the_first_trains(tmp_path, capsys):
                           runner=_no_training) == 1
     assert_one_error_line(capsys.readouterr(), f"the run {tmp_path / 'mask_bernoulli'} cannot "
                           "start: --learning_rate must be > 0. Received: --learning_rate=-1.0")
+
+
+def test_reproduce_reads_each_finished_results_file_once(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        _fake_run(runs / "fcn_mnist_signed" / f"seed{seed}", 0.97, 3.0)
+    (runs / "fcn_mnist_signed" / "seed2").mkdir()  # still training
+    reads, read_json = [], run_dir.read_json
+    monkeypatch.setattr(run_dir, "read_json", lambda path: reads.append(path) or read_json(path))
+    found = reproduction.load_results(str(runs), "fcn_mnist_signed", [0, 1, 2])
+    assert sorted(found) == [0, 1] and found[1]["test_accuracy"] == 0.97
+    assert sorted(reads) == [str(runs / "fcn_mnist_signed" / f"seed{seed}" / "results.json")
+                             for seed in range(2)]
 
 
 def test_reproduce_mean_std():
