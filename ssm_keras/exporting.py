@@ -48,14 +48,19 @@ def load_run(model_dir):
         ExportError: no loadable `model.keras`.
     """
     results = run_dir.read_results(model_dir)
+    return load_model(model_dir), results
+
+
+def load_model(model_dir):
+    """The `model.keras` of a finished run directory (uncompiled);
+    ExportError if there is none or it cannot be loaded."""
     path = os.path.join(model_dir, run_dir.MODEL)
     if not os.path.isfile(path):
         raise ExportError(f"{model_dir} has no model.keras although its run finished")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as error:
         raise ExportError(f"cannot load {path} ({error})") from None
-    return model, results
 
 
 # Writing the formats.
