@@ -49,7 +49,8 @@ start and end.
 
 Inference: images/s of the baked export (`baking.bake`, stock Keras layers)
 and of the masked model, each called as a `tf.function` on the batch, median
-of `--windows` windows.
+of `--windows` windows of about `min(--window_seconds, 2)` seconds
+(`measurement.images_per_second`).
 """
 
 import dataclasses
@@ -153,7 +154,7 @@ def is_application(name):
 def train_config(arch, masked, settings, precision="float32"):
     """The `TrainConfig` of one benchmarked model (the flagfiles' recipes)
     under the dtype policy `precision`; a `keras.applications` model trains
-    with the conv nets' recipe."""
+    with the conv nets' recipe. `build` sets its steps per execution."""
     return ssm_config.TrainConfig(
         arch="conv4" if is_application(arch) else arch,
         dataset=default_dataset(arch),
@@ -163,7 +164,6 @@ def train_config(arch, masked, settings, precision="float32"):
         batch_size=settings.batch_size,
         learning_rate=0.05 if masked else 0.01,
         jit_compile=settings.jit_compile,
-        steps_per_execution=max(settings.steps_per_execution, 1),
         mixed_precision=precision,
     )
 
@@ -183,6 +183,7 @@ def build(arch, config, steps_per_execution):
     """The compiled model of `arch` and `config` with `steps_per_execution`
     steps per call, built and compiled under `config.mixed_precision` (as in
     training: the policy is global while Keras builds and compiles)."""
+    config = dataclasses.replace(config, steps_per_execution=steps_per_execution)
     spec = data.DATASETS[config.dataset]
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
@@ -190,7 +191,6 @@ def build(arch, config, steps_per_execution):
             model = build_application(arch, config, spec)
         else:
             model = training.build_model(config, spec)
-        config.steps_per_execution = steps_per_execution
         training.compile_model(model, config, steps_per_epoch=1000)
     finally:
         keras.mixed_precision.set_global_policy("float32")
