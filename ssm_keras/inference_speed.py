@@ -244,9 +244,12 @@ def measure(source, name, work_dir, settings, test):
 
 def check_work_dir(work_dir, names, overwrite):
     """Raises `InferenceBenchmarkError` if a folder `<work_dir>/<name>` of
-    `names` holds an export and `overwrite` is False."""
+    `names` is a file, or holds an export and `overwrite` is False."""
     for name in names:
         out_dir = os.path.join(work_dir, name)
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise InferenceBenchmarkError(f"--work_dir: {out_dir} is a file; the exports of "
+                                          f"{name} go into a folder there")
         existing = staging.existing(out_dir, exporting.KNOWN_OUTPUTS)
         if existing and not overwrite:
             raise InferenceBenchmarkError(

@@ -25,7 +25,8 @@ SET_PER_RUN = {"model_dir", "seed", "resume", "overwrite", "mask_from"}
 
 
 class LaunchError(UserError):
-    """A training flag the command sets itself, or a runs folder that is a file."""
+    """A run the command cannot start: a training flag it sets itself, a runs
+    folder that is a file, or settings `ssm_keras.train` would refuse."""
 
 
 def define_training_flags(flag_values):

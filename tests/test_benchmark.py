@@ -248,6 +248,9 @@ def test_benchmark_inference_keeps_an_export_in_work_dir_without_overwrite(tmp_p
     assert earlier.read_text() == "an earlier export" and not (tmp_path / "r.json").exists()
     inference_speed.check_work_dir(str(tmp_path), [entry], overwrite=True)
     inference_speed.check_work_dir(str(tmp_path), ["another"], overwrite=False)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(inference_speed.InferenceBenchmarkError, match="afile is a file"):
+        inference_speed.check_work_dir(str(tmp_path), ["afile"], overwrite=True)
 
 
 @pytest.mark.parametrize("arguments, named", [
