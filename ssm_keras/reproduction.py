@@ -176,14 +176,15 @@ def differing_flags(expected, runs):
     return sorted(found)
 
 
-def aggregate(runs_dir, experiments, seeds, flags_dir):
+def aggregate(runs_dir, experiments, seeds, recipes):
     """Per experiment: seeds found, epochs trained and the flagfile's, other
     flags that differ from the flagfile, and mean and standard deviation of
-    test accuracy (%), remaining weights (%) and their count."""
+    test accuracy (%), remaining weights (%) and their count. `recipes`:
+    `{experiment: flagfile_settings(...)}`."""
     table = {}
     for experiment in experiments:
         runs = load_results(runs_dir, experiment, seeds)
-        expected = flagfile_settings(flags_dir, experiment) or {}
+        expected = recipes[experiment] or {}
         record = {"seeds": sorted(runs), "epochs": sorted({r["epochs"] for r in runs.values()}),
                   "flagfile_epochs": expected.get("epochs"),
                   "other_flags": differing_flags(expected, runs.values())}
