@@ -186,6 +186,18 @@ def test_reproduce_reads_each_finished_results_file_once(tmp_path, monkeypatch):
                              for seed in range(2)]
 
 
+@pytest.mark.parametrize("module, arguments", [
+    (reproduce, ["--experiments=fcn_mnist_signed", "--aggregate_only"]), (study, []),
+])
+def test_experiments_refuse_a_runs_dir_below_a_file(module, arguments, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert command_status(module, f"--runs_dir={afile / 'runs'}", *arguments,
+                          runner=_no_training) == 1
+    assert_one_error_line(capsys.readouterr(), f"--runs_dir={afile / 'runs'}: {afile} is a file")
+    assert afile.read_text() == "mine"
+
+
 def test_reproduce_mean_std():
     assert reproduction.mean_std([1.0, 2.0, 6.0]) == pytest.approx((3.0, np.std([1, 2, 6], ddof=1)))
     assert reproduction.mean_std([4.0]) == (4.0, None)
