@@ -160,8 +160,8 @@ def check_out(out, overwrite):
 
 def settings_from_flags(config_class, flag_values, quick):
     """The `config_class` settings of the parsed flags, with `--quick` those
-    of `quick` for the flags not given, validated (`settings.validate()`),
-    once `--out` is checked (`check_out`)."""
+    of `quick` for the flags not given, validated (`settings.validate()`);
+    then `--out` is checked (`check_out`)."""
     settings = command.from_flags(config_class, flag_values)
     if flag_values["quick"].value:
         settings = dataclasses.replace(settings, **{

@@ -14,7 +14,8 @@ Each missing run is one subprocess
 where the training flags (any flag of `ssm_keras.train` given here, e.g.
 `--epochs=5` for a shorter schedule) come after the flagfile and override
 it; `--flags_dir` defaults to the shipped recipes. A run whose
-`results.json` exists is finished and skipped; an interrupted one resumes.
+`results.json` says it finished is skipped; an interrupted one resumes, and
+one that diverged is refused by `ssm_keras.train` (a failed run).
 `--compress=K` runs each flagfile's schedule K times shorter on the same
 learning-rate path (`reproduction.compressed_schedule`).
 
