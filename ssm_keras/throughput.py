@@ -93,7 +93,8 @@ class BenchmarkConfig:
     window_steps: int = flag_field(
         0, "Training steps per window; 0: about --window_seconds.")
     window_seconds: float = flag_field(5.0, "Seconds of a window when --window_steps=0.")
-    width: int | None = flag_field(None, "Width multiplier.")
+    width: int | None = flag_field(
+        None, "Width multiplier of the architectures of models.ARCHITECTURES.")
     jit_compile: bool | None = flag_field(
         None, "Compile steps with XLA (default: as training, Keras decides: on with a GPU or "
         "TPU, off on CPUs).")
@@ -138,6 +139,11 @@ class BenchmarkConfig:
         for name in ("width", "peak_gflops"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:  # NaN too
                 raise BenchmarkError(f"--{name}={getattr(self, name)}: must be positive")
+        applications = [arch for arch in self.arch_names() if is_application(arch)]
+        if self.width is not None and applications:
+            raise BenchmarkError(f"--width={self.width}: the keras.applications models of "
+                                 f"--archs ({', '.join(applications)}) have no width "
+                                 "multiplier; benchmark them without --width")
 
 
 # Models and data.

@@ -143,9 +143,12 @@ def test_benchmark_step_choices_and_flops():
     ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
     ("--out=/no/such/folder/b.json", "/no/such/folder"), ("--peak_gflops=nan", "--peak_gflops=nan"),
     ("--archs=", "--archs is empty"),
+    ("--archs=conv2,MobileNetV2 --width=2 --quick", "(MobileNetV2) have no width multiplier"),
 ])
-def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
-    assert command_status(benchmark, argument) == 1
+def test_benchmark_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
+    out = f"--out={tmp_path / 'b.json'}"  # the settings are refused before anything runs
+    assert command_status(benchmark, *argument.split(), *([] if "--out" in argument else [out])
+                          ) == 1
     assert_one_error_line(capsys.readouterr(), named)
 
 
