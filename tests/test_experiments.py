@@ -276,9 +276,9 @@ def test_study_without_bernoulli_runs_three(tmp_path):
 def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):
     settings = command.from_flags(init_study.StudyConfig, parsed_flags(
         study, f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=0.01"))
-    bernoulli = init_study.regime_command(settings, 0, None, [], "mask_bernoulli")
+    bernoulli = init_study.training_command(settings, 0, None, [], "mask_bernoulli")
     assert _flag(bernoulli, "learning_rate") == "0.01"
-    assert "--learning_rate=0.01" not in init_study.regime_command(settings, 0, None, [], "mask")
+    assert "--learning_rate=0.01" not in init_study.training_command(settings, 0, None, [], "mask")
 
 
 def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):
