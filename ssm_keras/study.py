@@ -64,8 +64,8 @@ def train_runs(settings, seed, data_dir, extra, runner=launch.subprocess_runner)
 
 
 def run_command(flag_values, runner=launch.subprocess_runner):
-    """Trains the missing regimes, then writes the plots and the summary;
-    returns the summary's rows. Raises `RunFailed` when a regime failed."""
+    """Trains the missing runs, then writes the plots and the summary;
+    returns the summary's rows. Raises `RunFailed` when a run failed."""
     settings = command.from_flags(init_study.StudyConfig, flag_values)
     seed, data_dir = flag_values["seed"].value, flag_values["data_dir"].value
     launch.check_runs_dir(settings.runs_dir)
