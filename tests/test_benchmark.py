@@ -152,6 +152,20 @@ def test_benchmark_bad_arguments_name_the_value(argument, named, tmp_path, capsy
     assert_one_error_line(capsys.readouterr(), named)
 
 
+def test_training_flop_counts_separable_and_3d_convolutions():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(16, 3, strides=2, padding="same")(inputs)  # 4 x 4 out
+    x = keras.layers.Reshape((4, 4, 16, 1))(x)
+    x = keras.layers.Conv3D(2, 3, padding="valid")(x)  # 2 x 2 x 14 out
+    outputs = keras.layers.Dense(5)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    separable = 2 * 16 * (3 * 3 * 3 + 3 * 16)  # depthwise 3x3x3x1, pointwise 1x1x3x16
+    conv3d = 2 * (2 * 2 * 14) * (3 * 3 * 3 * 1 * 2)
+    dense = 2 * (2 * 2 * 14 * 2) * 5
+    assert arithmetic.training_gflop_per_image(model) == pytest.approx(
+        (2 * separable + 3 * conv3d + 3 * dense) / 1e9)
+
+
 def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
     out = f"--out={tmp_path / 'b.json'}"
     settings = measurement.settings_from_flags(
