@@ -144,6 +144,8 @@ class BenchmarkConfig:
             raise BenchmarkError(f"--width={self.width}: the keras.applications models of "
                                  f"--archs ({', '.join(applications)}) have no width "
                                  "multiplier; benchmark them without --width")
+        for arch in applications:
+            check_application(arch)
 
 
 # Models and data.
@@ -172,6 +174,21 @@ def train_config(arch, masked, settings, precision="float32"):
         jit_compile=settings.jit_compile,
         mixed_precision=precision,
     )
+
+
+def check_application(name):
+    """Raises `BenchmarkError` if `keras.applications.<name>` cannot be built
+    for the images it is benchmarked on (e.g. InceptionV3 needs at least
+    75x75 pixels)."""
+    spec = data.DATASETS[default_dataset(name)]
+    try:
+        getattr(keras.applications, name)(weights=None, input_shape=spec.image_shape,
+                                          classes=spec.num_classes)
+    except ValueError as error:
+        raise BenchmarkError(f"--archs: {name} cannot be built for {spec.name} images of "
+                             f"shape {spec.image_shape} ({error})") from None
+    finally:
+        keras.utils.clear_session()
 
 
 def build_application(name, config, spec):

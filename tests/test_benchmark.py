@@ -144,6 +144,8 @@ def test_benchmark_step_choices_and_flops():
     ("--out=/no/such/folder/b.json", "/no/such/folder"), ("--peak_gflops=nan", "--peak_gflops=nan"),
     ("--archs=", "--archs is empty"),
     ("--archs=conv2,MobileNetV2 --width=2 --quick", "(MobileNetV2) have no width multiplier"),
+    ("--archs=fcn,InceptionV3 --quick", "--archs: InceptionV3 cannot be built for cifar10 images "
+     "of shape (32, 32, 3) (Input size must be at least 75x75"),
 ])
 def test_benchmark_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
     out = f"--out={tmp_path / 'b.json'}"  # the settings are refused before anything runs
