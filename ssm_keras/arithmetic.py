@@ -4,9 +4,9 @@ ceiling and the mask's own cost that `ssm_keras.throughput` reports.
 The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. A
 dense or convolution layer's forward pass costs `F = 2 * prod(kernel shape)
 * output positions` FLOP (a separable convolution: its depthwise and its
-pointwise kernel; transposed convolutions are not counted); training costs `3 F` per layer (forward, input
-gradient, kernel gradient) except `2 F` for the first one, whose input
-gradient is never computed. The peak is measured: the best of `2 n^3 / t`
+pointwise kernel; transposed convolutions are not counted); training costs
+`3 F` per layer (forward, input gradient, kernel gradient) except `2 F` for
+the first one, whose input gradient is never computed. The peak is measured: the best of `2 n^3 / t`
 over repeated `n x n` matmuls in a precision's compute dtype (float32,
 bfloat16 or float16), on the device the models train on: a large matmul is
 the densest arithmetic TensorFlow runs, so its rate stands in for the

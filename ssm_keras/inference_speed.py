@@ -95,6 +95,12 @@ class InferenceConfig:
             if getattr(self, name) < lowest:
                 raise InferenceBenchmarkError(
                     f"--{name}={getattr(self, name)}: must be at least {lowest}")
+        for flag, items in (("runs", [os.path.realpath(path) for path in self.run_dirs()]),
+                            ("pretrained", self.entry_names())):
+            twice = sorted({item for item in items if items.count(item) > 1})
+            if twice:
+                raise InferenceBenchmarkError(f"--{flag}: {', '.join(twice)} given more than "
+                                              "once; name each once")
         for path in self.run_dirs():
             try:
                 run_dir.read_results(path)
@@ -310,7 +316,7 @@ def run(settings, overwrite=False):
             model, measured = measure(source, names[source[0]], work_dir, settings, test)
             models.append(model)
             rows += measured
-    return {"machine": measurement.finish_machine_info(machine), "settings": {**dataclasses.asdict(settings),
-                                             "runs": settings.run_dirs(),
-                                             "pretrained": settings.entry_names()},
+    recorded = {**dataclasses.asdict(settings), "runs": settings.run_dirs(),
+                "pretrained": settings.entry_names()}
+    return {"machine": measurement.finish_machine_info(machine), "settings": recorded,
             "models": models, "results": rows}

@@ -420,4 +420,5 @@ def run(settings):
             keras.utils.clear_session()
             records.append(benchmark_arch(arch, settings, precision, peaks))
     add_speedups(records)
-    return {"machine": measurement.finish_machine_info(machine), "settings": recorded, "results": records}
+    return {"machine": measurement.finish_machine_info(machine), "settings": recorded,
+            "results": records}

@@ -16,7 +16,7 @@ from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applica
                        exporting, inference_speed, initial_logits, measurement, models, pretrained,
                        throughput)
 
-from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
+from conftest import (REPO, TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
                       parsed_flags, shared_data_dir)
 
 
@@ -276,6 +276,9 @@ def test_benchmark_inference_keeps_an_export_in_work_dir_without_overwrite(tmp_p
     ([], "give --runs"), (["--runs=/no/such/run"], "/no/such/run"),
     (["--pretrained=fcn_imagenet"], "--pretrained: no pretrained model 'fcn_imagenet'"),
     (["--runs=x", "--windows=0"], "--windows=0"),
+    (["--pretrained=fcn_mnist_signed_seed0,fcn_mnist_signed_seed0"],
+     "--pretrained: fcn_mnist_signed_seed0 given more than once"),
+    ([f"--runs={REPO},{REPO}/"], f"--runs: {os.path.realpath(REPO)} given more than once"),
 ])
 def test_benchmark_inference_bad_arguments_name_the_value(arguments, named, capsys):
     assert command_status(benchmark_inference, *arguments) == 1
