@@ -91,10 +91,8 @@ class InferenceConfig:
             raise InferenceBenchmarkError(
                 "give --runs (comma-separated finished run directories), --pretrained "
                 "(comma-separated shipped entries) or both")
-        for name, lowest in {"windows": 1, "seconds": 1e-9, "tflite_threads": 1}.items():
-            if getattr(self, name) < lowest:
-                raise InferenceBenchmarkError(
-                    f"--{name}={getattr(self, name)}: must be at least {lowest}")
+        measurement.check_lowest(self, InferenceBenchmarkError,
+                                 {"windows": 1, "seconds": 1e-9, "tflite_threads": 1})
         for flag, items in (("runs", [os.path.realpath(path) for path in self.run_dirs()]),
                             ("pretrained", self.entry_names())):
             twice = sorted({item for item in items if items.count(item) > 1})

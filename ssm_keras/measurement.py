@@ -10,6 +10,7 @@ versions, devices, threading settings and the environment variables of
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -156,6 +157,16 @@ def check_out(out, overwrite):
     if existing and not overwrite:
         raise ReportError(f"{', '.join(existing)} exists; choose another --out or pass "
                           "--overwrite")
+
+
+def check_lowest(settings, error, lowest):
+    """Raises `error` naming the first setting of `lowest` (`{name: lowest
+    value}`) that is below its lowest value or not finite (NaN or infinite
+    seconds would size no window)."""
+    for name, least in lowest.items():
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value >= least):
+            raise error(f"--{name}={value}: must be a finite number, at least {least}")
 
 
 def settings_from_flags(config_class, flag_values, quick):

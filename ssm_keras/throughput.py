@@ -130,12 +130,9 @@ class BenchmarkConfig:
                 raise BenchmarkError(
                     f"--archs: {arch!r} is neither an architecture of "
                     f"{', '.join(models.ARCHITECTURES)} nor a keras.applications model")
-        minimum = {"batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
-                   "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1}
-        for name, lowest in minimum.items():
-            if getattr(self, name) < lowest:
-                raise BenchmarkError(f"--{name}={getattr(self, name)}: must be at least "
-                                     f"{lowest}")
+        measurement.check_lowest(self, BenchmarkError, {
+            "batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
+            "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1})
         for name in ("width", "peak_gflops"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:  # NaN too
                 raise BenchmarkError(f"--{name}={getattr(self, name)}: must be positive")

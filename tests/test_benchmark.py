@@ -142,7 +142,8 @@ def test_benchmark_step_choices_and_flops():
     ("--peak_gflops=0", "--peak_gflops"), ("--out=bench.md", "bench.md"),
     ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
     ("--out=/no/such/folder/b.json", "/no/such/folder"), ("--peak_gflops=nan", "--peak_gflops=nan"),
-    ("--archs=", "--archs is empty"),
+    ("--archs=", "--archs is empty"), ("--window_seconds=nan", "--window_seconds=nan"),
+    ("--execution_seconds=inf", "--execution_seconds=inf"),
     ("--archs=conv2,MobileNetV2 --width=2 --quick", "(MobileNetV2) have no width multiplier"),
     ("--archs=fcn,InceptionV3 --quick", "--archs: InceptionV3 cannot be built for cifar10 images "
      "of shape (32, 32, 3) (Input size must be at least 75x75"),
@@ -275,7 +276,7 @@ def test_benchmark_inference_keeps_an_export_in_work_dir_without_overwrite(tmp_p
 @pytest.mark.parametrize("arguments, named", [
     ([], "give --runs"), (["--runs=/no/such/run"], "/no/such/run"),
     (["--pretrained=fcn_imagenet"], "--pretrained: no pretrained model 'fcn_imagenet'"),
-    (["--runs=x", "--windows=0"], "--windows=0"),
+    (["--runs=x", "--windows=0"], "--windows=0"), (["--runs=x", "--seconds=nan"], "--seconds=nan"),
     (["--pretrained=fcn_mnist_signed_seed0,fcn_mnist_signed_seed0"],
      "--pretrained: fcn_mnist_signed_seed0 given more than once"),
     ([f"--runs={REPO},{REPO}/"], f"--runs: {os.path.realpath(REPO)} given more than once"),
