@@ -217,14 +217,20 @@ def _inside(path, folder):
 
 def _check_destination(out_dir, overwrite, source):
     """Raises ExportError if `out_dir` is a file, is or contains `source`
-    (the run folder or compact file exported), or holds an export and
-    `overwrite` is False."""
+    (the run folder or compact file exported), is a training run's folder
+    (whose `model.keras` an export would replace, even with `overwrite`),
+    or holds an export and `overwrite` is False."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"--out {out_dir} exists and is not a directory")
     if _inside(source, out_dir):
         raise ExportError(
             f"--out {out_dir} is or contains the source {source}; an export there would "
             "replace what it is made from. Choose another --out"
+        )
+    if os.path.lexists(os.path.join(out_dir, run_dir.RESULTS)):
+        raise ExportError(
+            f"--out {out_dir} is a training run's folder (it holds {run_dir.RESULTS}); an "
+            f"export there would replace its {run_dir.MODEL}. Choose another --out"
         )
     existing = staging.existing(out_dir, KNOWN_OUTPUTS)
     if existing and not overwrite:
