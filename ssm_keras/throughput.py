@@ -176,14 +176,15 @@ def train_config(arch, masked, settings, precision="float32"):
 def check_application(name):
     """Raises `BenchmarkError` if `keras.applications.<name>` cannot be built
     for the images it is benchmarked on (e.g. InceptionV3 needs at least
-    75x75 pixels)."""
+    75x75 pixels) or cannot be masked (`ssm_keras.supermask` refuses, e.g.,
+    the SeparableConv2D layers of NASNet)."""
     spec = data.DATASETS[default_dataset(name)]
     try:
-        getattr(keras.applications, name)(weights=None, input_shape=spec.image_shape,
-                                          classes=spec.num_classes)
+        ssm_keras.supermask(getattr(keras.applications, name)(
+            weights=None, input_shape=spec.image_shape, classes=spec.num_classes))
     except ValueError as error:
-        raise BenchmarkError(f"--archs: {name} cannot be built for {spec.name} images of "
-                             f"shape {spec.image_shape} ({error})") from None
+        raise BenchmarkError(f"--archs: {name} cannot be benchmarked on {spec.name} images "
+                             f"of shape {spec.image_shape} ({error})") from None
     finally:
         keras.utils.clear_session()
 

@@ -145,8 +145,8 @@ def test_benchmark_step_choices_and_flops():
     ("--archs=", "--archs is empty"), ("--window_seconds=nan", "--window_seconds=nan"),
     ("--execution_seconds=inf", "--execution_seconds=inf"),
     ("--archs=conv2,MobileNetV2 --width=2 --quick", "(MobileNetV2) have no width multiplier"),
-    ("--archs=fcn,InceptionV3 --quick", "--archs: InceptionV3 cannot be built for cifar10 images "
-     "of shape (32, 32, 3) (Input size must be at least 75x75"),
+    ("--archs=fcn,InceptionV3 --quick", "--archs: InceptionV3 cannot be benchmarked on cifar10 "
+     "images of shape (32, 32, 3) (Input size must be at least 75x75"),
 ])
 def test_benchmark_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
     out = f"--out={tmp_path / 'b.json'}"  # the settings are refused before anything runs
@@ -167,6 +167,20 @@ def test_training_flop_counts_separable_and_3d_convolutions():
     dense = 2 * (2 * 2 * 14 * 2) * 5
     assert arithmetic.training_gflop_per_image(model) == pytest.approx(
         (2 * separable + 3 * conv3d + 3 * dense) / 1e9)
+
+
+def test_benchmark_refuses_an_application_it_cannot_mask(tmp_path, monkeypatch, capsys):
+    def separable_net(weights, input_shape, classes):  # as NASNet: a SeparableConv2D
+        inputs = keras.Input(input_shape)
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.SeparableConv2D(4, 3)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(classes)(x))
+
+    monkeypatch.setattr(keras.applications, "SeparableNet", separable_net, raising=False)
+    assert command_status(benchmark, "--archs=fcn,SeparableNet", "--quick",
+                          f"--out={tmp_path / 'b.json'}") == 1
+    assert_one_error_line(capsys.readouterr(), "--archs: SeparableNet cannot be benchmarked on "
+                          "cifar10 images of shape (32, 32, 3) (cannot supermask layer")
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
