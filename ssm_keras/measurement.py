@@ -31,7 +31,8 @@ ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_T
 
 
 class ReportError(UserError):
-    """A bad `--out`, or one that exists without `--overwrite`."""
+    """A bad `--out`, one that exists without `--overwrite`, or a report that
+    cannot be written."""
 
 
 # The machine.
