@@ -7,7 +7,6 @@ import pathlib
 
 import numpy as np
 import pytest
-from absl import flags
 
 from ssm_keras import (command, init_study, launch, plotting, reproduce, reproduction, run_dir,
                        study)
