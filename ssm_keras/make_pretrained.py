@@ -11,8 +11,8 @@ command that trained it: `python -m ssm_keras.train --flagfile=<flagfile>
 --data_dir=DATA --seed=S` plus each setting in which the run differs from
 the flagfile (`--recipe_flagfile`; absl keeps `--flagfile` for flags read
 from a file). An existing file is replaced only with `--overwrite`; every
-run is checked (finished, its own file, which may be written) before the
-first file is written.
+run is checked (finished, its own file, which may be written), loaded and,
+if need be, measured before the first file is written.
 
 Shipped models compute in float32 (`cloning.in_float32`). For a run trained
 under a mixed-precision policy the recorded `test_accuracy` is measured
@@ -132,7 +132,7 @@ def planned_files(runs, out_dir, overwrite, data_dir):
 
 def run_command(flag_values):
     """Writes the compact file of every run, once all are checked
-    (`planned_files`); returns their paths."""
+    (`planned_files`), loaded and measured; returns their paths."""
     runs, flagfile = flag_values["runs"].value, flag_values["recipe_flagfile"].value
     out_dir, overwrite = flag_values["out_dir"].value, flag_values["overwrite"].value
     data_dir = flag_values["data_dir"].value
@@ -146,11 +146,14 @@ def run_command(flag_values):
     given = recipe_settings(flagfile)
     test_sets = functools.cache(  # one reading per data set
         lambda name: data.load_splits(name, data_dir, validation_size=0).test)
-    paths = []
+    prepared = []
     for run, (results, path) in planned.items():
         model = cloning.in_float32(exporting.load_model(run))
         recorded = {**metadata(results, flagfile, given),
                     **float32_accuracy(model, results, test_sets)}
+        prepared.append((results, path, model, recorded))
+    paths = []
+    for results, path, model, recorded in prepared:
         size = compact.save_compact(model, path, recorded)
         print(f"{path}: {size:,} bytes, test accuracy {100 * recorded['test_accuracy']:.2f}%, "
               f"{results['remaining_weights']:,} weights remain")

@@ -102,6 +102,17 @@ def test_make_pretrained_checks_every_run_before_writing_any(tmp_path, capsys):
     assert (out / "fcn_mnist_signed_seed1.ssm").read_text() == "mine"
 
 
+@pytest.mark.slow
+def test_make_pretrained_writes_nothing_when_a_later_run_cannot_be_loaded(trained_fcn, tmp_path,
+                                                                          capsys):
+    broken = _finished_run(tmp_path / "broken", 1)  # finished, but its model.keras is gone
+    out = tmp_path / "out"
+    assert command_status(make_pretrained, f"--runs={trained_fcn[0]},{broken}",
+                          f"--recipe_flagfile={FLAGFILE}", f"--out_dir={out}") == 1
+    assert_one_error_line(capsys.readouterr(), f"{broken} has no model.keras")
+    assert list(out.iterdir()) == []
+
+
 def test_training_command_names_only_the_settings_the_flagfile_does_not_give(tmp_path):
     flagfile = tmp_path / "mine.flags"
     flagfile.write_text("# a recipe\n--arch=fcn\n--nonesterov\n--weight_decay=2.5e-4\n")
