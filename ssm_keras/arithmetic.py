@@ -3,9 +3,10 @@ ceiling and the mask's own cost that `ssm_keras.throughput` reports.
 
 The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. A
 dense or convolution layer's forward pass costs `F = 2 * prod(kernel shape)
-* output positions` FLOP; training costs `3 F` per layer (forward, input
-gradient, kernel gradient) except `2 F` for the first one, whose input
-gradient is never computed. The peak is measured: the best of `2 n^3 / t`
+* output positions` FLOP (a separable convolution: its depthwise and its
+pointwise kernel; transposed convolutions are not counted); training costs
+`3 F` per layer (forward, input gradient, kernel gradient) except `2 F` for
+the first one, whose input gradient is never computed. The peak is measured: the best of `2 n^3 / t`
 over repeated `n x n` matmuls in a precision's compute dtype (float32,
 bfloat16 or float16), on the device the models train on: a large matmul is
 the densest arithmetic TensorFlow runs, so its rate stands in for the
@@ -40,18 +41,30 @@ def matmul_gflops(size=2048, dtype="float32", repeats=5):
     return 2 * size**3 / best / 1e9
 
 
+SEPARABLE_LAYERS = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
+                 keras.layers.Conv3D, keras.layers.DepthwiseConv1D,
+                 keras.layers.DepthwiseConv2D, *SEPARABLE_LAYERS, ssm_layers.MaskedLayer)
+
+
+def forward_flop(layer):
+    """`F = 2 * prod(kernel shape) * prod(output shape[1:-1])`, the forward
+    FLOP per image of a layer of `KERNEL_LAYERS`; of a separable
+    convolution, `2 * (prod(depthwise kernel shape) + prod(pointwise kernel
+    shape)) * prod(output shape[1:-1])`."""
+    if isinstance(layer, SEPARABLE_LAYERS):
+        weights = math.prod(layer.depthwise_kernel.shape) + math.prod(layer.pointwise_kernel.shape)
+    else:
+        weights = math.prod(layer.kernel.shape)
+    return 2 * weights * math.prod(layer.output.shape[1:-1])
+
+
 def training_gflop_per_image(model):
-    """Training GFLOP per image of the dense and convolution layers:
-    `sum(3 F) - F_first`, where `F = 2 * prod(kernel shape) * prod(output
-    shape[1:-1])` is a layer's forward FLOP and the first layer computes no
-    input gradient.
+    """Training GFLOP per image of the dense and convolution layers
+    (`KERNEL_LAYERS`): `sum(3 F) - F_first`, where `F` is a layer's forward
+    FLOP (`forward_flop`) and the first layer computes no input gradient.
     """
-    kernel_layers = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                     keras.layers.DepthwiseConv2D, ssm_layers.MaskedLayer)
-    forward = [
-        2 * math.prod(layer.kernel.shape) * math.prod(layer.output.shape[1:-1])
-        for layer in ssm_layers.find_layers(model, kernel_layers)
-    ]
+    forward = [forward_flop(layer) for layer in ssm_layers.find_layers(model, KERNEL_LAYERS)]
     return (3 * sum(forward) - forward[0]) / 1e9
 
 

@@ -39,9 +39,8 @@ def run_command(flag_values):
     machine = report["machine"]
     matmuls = ", ".join(f"{dtype} {gflops:.0f}"
                         for dtype, gflops in machine["matmul_gflops"].items())
-    text = (f"{measurement.machine_summary(machine)}, devices {', '.join(machine['devices'])}, "
-            f"matmul GFLOP/s: {matmuls}, load average {machine['load_average'][0]:.2f} -> "
-            f"{machine['load_average_end'][0]:.2f}\n\n"
+    text = (measurement.machine_summary(machine, f"devices {', '.join(machine['devices'])}",
+                                        f"matmul GFLOP/s: {matmuls}") + "\n\n"
             + throughput.format_table(report["results"]) + "\n")
     measurement.write_report(flag_values, report, text)
     return report

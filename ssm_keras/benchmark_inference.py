@@ -9,8 +9,8 @@
 Exports every finished run of `--runs` and every shipped entry of
 `--pretrained` in every format and measures each runtime on the real test
 set, as `ssm_keras.inference_speed` describes. Writes `--out` (JSON: machine, settings, every measurement) and,
-beside it, the markdown table it prints (`.md`); refuses to replace them
-unless given `--overwrite`.
+beside it, the markdown table it prints (`.md`); refuses to replace them,
+or an export in `--work_dir`, unless given `--overwrite`.
 """
 
 from absl import flags
@@ -25,7 +25,8 @@ QUICK = {"windows": 1, "seconds": 0.05}
 def define_flags(flag_values=flags.FLAGS):
     """Defines the `InferenceConfig` flags and the report flags."""
     command.define_flags(inference_speed.InferenceConfig, flag_values)
-    measurement.define_report_flags(flag_values, "benchmark_inference.json", QUICK)
+    measurement.define_report_flags(flag_values, "benchmark_inference.json", QUICK,
+                                    " and the exports in --work_dir")
     flags.adopt_module_key_flags(inference_speed, flag_values)
     flags.adopt_module_key_flags(measurement, flag_values)
 
@@ -35,12 +36,10 @@ def run_command(flag_values):
     logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
     settings = measurement.settings_from_flags(inference_speed.InferenceConfig, flag_values,
                                                QUICK)
-    report = inference_speed.run(settings)
+    report = inference_speed.run(settings, flag_values["overwrite"].value)
     machine = report["machine"]
-    text = (f"{measurement.machine_summary(machine)}, TFLite threads "
-            f"{settings.tflite_threads}, load average {machine['load_average'][0]:.2f} -> "
-            f"{machine['load_average_end'][0]:.2f}\n\n"
-            + inference_speed.format_table(report["models"], report["results"]) + "\n")
+    text = (measurement.machine_summary(machine, f"TFLite threads {settings.tflite_threads}")
+            + "\n\n" + inference_speed.format_table(report["models"], report["results"]) + "\n")
     measurement.write_report(flag_values, report, text)
     return report
 

@@ -43,6 +43,12 @@ def base_type(annotation):
     return options[0] if options else annotation
 
 
+def comma_separated(text):
+    """The items of a comma-separated flag value, stripped, blanks (and a
+    None value) giving none: `" a, ,b"` -> `["a", "b"]`."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 def define_flags(cls, flag_values=flags.FLAGS):
     """Defines one absl flag per field of dataclass `cls` in `flag_values`.
 

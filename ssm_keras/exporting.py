@@ -22,6 +22,7 @@ import tensorflow as tf
 from ssm_keras import cloning, compact, pruning, run_dir, staging, tflite
 from ssm_keras import layers as ssm_layers
 from ssm_keras.baking import bake
+from ssm_keras.command import comma_separated
 from ssm_keras.errors import ExportError
 
 FORMATS = ("keras", "saved_model", "compact", *tflite.KINDS)
@@ -47,14 +48,19 @@ def load_run(model_dir):
         ExportError: no loadable `model.keras`.
     """
     results = run_dir.read_results(model_dir)
+    return load_model(model_dir), results
+
+
+def load_model(model_dir):
+    """The `model.keras` of a finished run directory (uncompiled);
+    ExportError if there is none or it cannot be loaded."""
     path = os.path.join(model_dir, run_dir.MODEL)
     if not os.path.isfile(path):
         raise ExportError(f"{model_dir} has no model.keras although its run finished")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as error:
         raise ExportError(f"cannot load {path} ({error})") from None
-    return model, results
 
 
 # Writing the formats.
@@ -72,7 +78,7 @@ def check_formats(formats):
 
 def parse_formats(text):
     """`"keras, compact"` -> `("keras", "compact")`, checked."""
-    return check_formats(name.strip() for name in text.split(",") if name.strip())
+    return check_formats(comma_separated(text))
 
 
 def save_saved_model(baked, path):
@@ -211,14 +217,20 @@ def _inside(path, folder):
 
 def _check_destination(out_dir, overwrite, source):
     """Raises ExportError if `out_dir` is a file, is or contains `source`
-    (the run folder or compact file exported), or holds an export and
-    `overwrite` is False."""
+    (the run folder or compact file exported), is a training run's folder
+    (whose `model.keras` an export would replace, even with `overwrite`),
+    or holds an export and `overwrite` is False."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"--out {out_dir} exists and is not a directory")
     if _inside(source, out_dir):
         raise ExportError(
             f"--out {out_dir} is or contains the source {source}; an export there would "
             "replace what it is made from. Choose another --out"
+        )
+    if os.path.lexists(os.path.join(out_dir, run_dir.RESULTS)):
+        raise ExportError(
+            f"--out {out_dir} is a training run's folder (it holds {run_dir.RESULTS}); an "
+            f"export there would replace its {run_dir.MODEL}. Choose another --out"
         )
     existing = staging.existing(out_dir, KNOWN_OUTPUTS)
     if existing and not overwrite:

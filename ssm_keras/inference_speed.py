@@ -4,7 +4,8 @@
 Every finished run of `--runs` (signed supermasks and the baselines of the
 same architectures, `--regime=weights`) and every shipped entry of
 `--pretrained` (`ssm_keras.pretrained`) is exported with
-`ssm_keras.exporting` into `--work_dir` in every format (dead units removed
+`ssm_keras.exporting` into `--work_dir` (an export there is replaced
+only with `--overwrite`) in every format (dead units removed
 from the baked model unless `--noprune_dead_units`, each TFLite file checked
 against it), and each runtime format is measured on the real test set of
 its data set:
@@ -40,8 +41,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import compact, data, exporting, measurement, pretrained, run_dir, tflite
-from ssm_keras.command import flag_field
+from ssm_keras import (compact, data, exporting, measurement, pretrained, run_dir, staging,
+                       tflite)
+from ssm_keras.command import comma_separated, flag_field
 from ssm_keras.errors import UserError
 
 RUNTIME_FORMATS = ("keras", "saved_model", *tflite.KINDS)
@@ -65,7 +67,9 @@ class InferenceConfig:
         None, "Comma-separated shipped entries (ssm_keras.pretrained.names()).")
     data_dir: str | None = flag_field(None, "Local copy of the data sets.")
     work_dir: str | None = flag_field(
-        None, "Folder for the exports, kept (default: a temporary folder, removed at the end).")
+        None, "Folder for the exports, kept, each in <work_dir>/<model name> (default: a "
+        "temporary folder, removed at the end); an export there is replaced only with "
+        "--overwrite.")
     prune_dead_units: bool = flag_field(
         True, "Remove dead units from the baked model (as export).")
     windows: int = flag_field(5, "Throughput windows per format.")
@@ -75,11 +79,11 @@ class InferenceConfig:
 
     def run_dirs(self):
         """The run directories of `--runs`."""
-        return _items(self.runs)
+        return comma_separated(self.runs)
 
     def entry_names(self):
         """The shipped entries of `--pretrained`."""
-        return _items(self.pretrained)
+        return comma_separated(self.pretrained)
 
     def validate(self):
         """Raises `InferenceBenchmarkError` on the first bad setting."""
@@ -87,10 +91,14 @@ class InferenceConfig:
             raise InferenceBenchmarkError(
                 "give --runs (comma-separated finished run directories), --pretrained "
                 "(comma-separated shipped entries) or both")
-        for name, lowest in {"windows": 1, "seconds": 1e-9, "tflite_threads": 1}.items():
-            if getattr(self, name) < lowest:
-                raise InferenceBenchmarkError(
-                    f"--{name}={getattr(self, name)}: must be at least {lowest}")
+        measurement.check_lowest(self, InferenceBenchmarkError,
+                                 {"windows": 1, "seconds": 1e-9, "tflite_threads": 1})
+        for flag, items in (("runs", [os.path.realpath(path) for path in self.run_dirs()]),
+                            ("pretrained", self.entry_names())):
+            twice = sorted({item for item in items if items.count(item) > 1})
+            if twice:
+                raise InferenceBenchmarkError(f"--{flag}: {', '.join(twice)} given more than "
+                                              "once; name each once")
         for path in self.run_dirs():
             try:
                 run_dir.read_results(path)
@@ -103,12 +111,8 @@ class InferenceConfig:
                 raise InferenceBenchmarkError(f"--pretrained: {error}") from None
 
 
-def _items(text):
-    """The non-empty items of a comma-separated flag value."""
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
-
-
-# Runtimes: each `predictor(format, path)` maps uint8 images to probabilities.
+# Runtimes: each `predictor(format_name, path, threads)` maps uint8 images to
+# probabilities.
 def _keras_predictor(path):
     model = keras.saving.load_model(path)
     call = tf.function(lambda images: model(tf.cast(images, tf.float32), training=False))
@@ -138,10 +142,12 @@ def _tflite_predictor(path, threads):
     return predict
 
 
-def predictor(name, path, threads):
-    if name == "keras":
+def predictor(format_name, path, threads):
+    """The runtime of the file `path` in `format_name` (of `RUNTIME_FORMATS`),
+    TFLite with `threads` threads."""
+    if format_name == "keras":
         return _keras_predictor(path)
-    if name == "saved_model":
+    if format_name == "saved_model":
         return _saved_model_predictor(path)
     return _tflite_predictor(path, threads)
 
@@ -161,22 +167,8 @@ def batch_1_latency_us(predict, images, seconds):
     return 1e6 * statistics.median(timings)
 
 
-def throughput(predict, batch, windows, seconds):
-    """Median images/s over `windows` windows of calls on `batch`."""
-    predict(batch)
-    begin = time.perf_counter()
-    predict(batch)
-    calls = max(1, round(seconds / (time.perf_counter() - begin)))
-    rates = []
-    for _ in range(windows):
-        begin = time.perf_counter()
-        for _ in range(calls):
-            predict(batch)
-        rates.append(calls * len(batch) / (time.perf_counter() - begin))
-    return statistics.median(rates)
-
-
 def accuracy(predict, images, labels, batch_size=500):
+    """The fraction of `images` whose most probable class is their label."""
     correct = sum(
         int(np.sum(np.argmax(predict(images[start:start + batch_size]), axis=1)
                    == labels[start:start + batch_size]))
@@ -235,15 +227,16 @@ def measure(source, name, work_dir, settings, test):
                                      for entry in summary.get("dead_units", [])) or None,
              "tflite_max_difference": summary["tflite_max_difference"]}
     rows = []
-    for name in RUNTIME_FORMATS:
-        file_path = os.path.join(out_dir, exporting.OUTPUTS[name])
-        predict = predictor(name, file_path, settings.tflite_threads)
+    for format_name in RUNTIME_FORMATS:
+        file_name = exporting.OUTPUTS[format_name]
+        predict = predictor(format_name, os.path.join(out_dir, file_name),
+                            settings.tflite_threads)
         rows.append({
-            "run": model["run"], "format": name, "runtime": RUNTIMES[name],
-            "file": exporting.OUTPUTS[name], "bytes": summary["bytes"][exporting.OUTPUTS[name]],
+            "run": model["run"], "format": format_name, "runtime": RUNTIMES[format_name],
+            "file": file_name, "bytes": summary["bytes"][file_name],
             "batch_1_latency_us": batch_1_latency_us(predict, images, settings.seconds),
-            "batch_128_images_per_s": throughput(predict, batch, settings.windows,
-                                                 settings.seconds),
+            "batch_128_images_per_s": measurement.images_per_second(
+                predict, batch, settings.windows, settings.seconds),
             "test_accuracy": accuracy(predict, images, labels),
         })
         keras.utils.clear_session()
@@ -251,6 +244,21 @@ def measure(source, name, work_dir, settings, test):
                  "file": exporting.OUTPUTS["compact"],
                  "bytes": summary["bytes"][exporting.OUTPUTS["compact"]]})
     return model, rows
+
+
+def check_work_dir(work_dir, names, overwrite):
+    """Raises `InferenceBenchmarkError` if a folder `<work_dir>/<name>` of
+    `names` is a file, or holds an export and `overwrite` is False."""
+    for name in names:
+        out_dir = os.path.join(work_dir, name)
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise InferenceBenchmarkError(f"--work_dir: {out_dir} is a file; the exports of "
+                                          f"{name} go into a folder there")
+        existing = staging.existing(out_dir, exporting.KNOWN_OUTPUTS)
+        if existing and not overwrite:
+            raise InferenceBenchmarkError(
+                f"--work_dir: {out_dir} already holds an export ({', '.join(existing)}); "
+                "choose another --work_dir or pass --overwrite")
 
 
 def _test_split(results, data_dir, cache):
@@ -287,13 +295,16 @@ def format_table(models, rows):
     return "\n".join(lines)
 
 
-def run(settings):
+def run(settings, overwrite=False):
     """Measures every run of `settings.runs` and every entry of
-    `settings.pretrained`; returns the JSON dict."""
+    `settings.pretrained`; returns the JSON dict. An export already in
+    `settings.work_dir` is replaced only if `overwrite`."""
     machine = measurement.machine_info()
     sources = ([pretrained_source(name) for name in settings.entry_names()]
                + [run_source(path) for path in settings.run_dirs()])
     names = short_names([label for label, _, _ in sources])
+    if settings.work_dir:
+        check_work_dir(settings.work_dir, names.values(), overwrite)
     models, rows, tests = [], [], {}
     with contextlib.ExitStack() as stack:
         work_dir = settings.work_dir or stack.enter_context(
@@ -303,8 +314,7 @@ def run(settings):
             model, measured = measure(source, names[source[0]], work_dir, settings, test)
             models.append(model)
             rows += measured
-    machine["load_average_end"] = list(os.getloadavg())
-    return {"machine": machine, "settings": {**dataclasses.asdict(settings),
-                                             "runs": settings.run_dirs(),
-                                             "pretrained": settings.entry_names()},
+    recorded = {**dataclasses.asdict(settings), "runs": settings.run_dirs(),
+                "pretrained": settings.entry_names()}
+    return {"machine": measurement.finish_machine_info(machine), "settings": recorded,
             "models": models, "results": rows}

@@ -31,7 +31,7 @@ from ssm_keras.layers import DEFAULT_SCORE_INITIALIZERS
 # Each run of the study, in training order: `{run: (regime, extra flags)}`.
 # The Bernoulli mask starts from the binary mask's scores; it has no
 # threshold, so the flagfile's `--tau_fraction` goes back to its default.
-# It trains with SGD at `--bernoulli_learning_rate` (added by `regime_command`).
+# It trains with SGD at `--bernoulli_learning_rate` (added by `training_command`).
 RUNS = {
     "weights": ("weights", ()),
     "mask": ("mask", ()),
@@ -77,12 +77,12 @@ def selected_runs(settings):
     return [run for run in RUNS if settings.bernoulli or run != "mask_bernoulli"]
 
 
-def regime_dir(runs_dir, run):
+def run_folder(runs_dir, run):
     """`<runs_dir>/<run>`: the folder of one run."""
     return os.path.join(runs_dir, run)
 
 
-def regime_command(settings, seed, data_dir, extra, run):
+def training_command(settings, seed, data_dir, extra, run):
     """The training command of one run, with the training flags `extra`
     after the recipe's; (3) takes its mask from (2), the binary one."""
     regime, run_flags = RUNS[run]
@@ -96,8 +96,8 @@ def regime_command(settings, seed, data_dir, extra, run):
         more += [f"--plateau_patience={TrainConfig.plateau_patience}",
                  f"--plateau_factor={TrainConfig.plateau_factor}"]
     if regime == "mask_then_weights":
-        more.append(f"--mask_from={regime_dir(settings.runs_dir, 'mask')}")
-    return launch.train_command(flagfile, regime_dir(settings.runs_dir, run), seed, data_dir,
+        more.append(f"--mask_from={run_folder(settings.runs_dir, 'mask')}")
+    return launch.train_command(flagfile, run_folder(settings.runs_dir, run), seed, data_dir,
                                 more)
 
 

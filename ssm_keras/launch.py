@@ -25,7 +25,8 @@ SET_PER_RUN = {"model_dir", "seed", "resume", "overwrite", "mask_from"}
 
 
 class LaunchError(UserError):
-    """A training flag the command sets itself, or a runs folder that is a file."""
+    """A run the command cannot start: a training flag it sets itself, a runs
+    folder that is a file, or settings `ssm_keras.train` would refuse."""
 
 
 def define_training_flags(flag_values):
@@ -53,10 +54,15 @@ def training_flags(flag_values, own=()):
 
 
 def check_runs_dir(runs_dir):
-    """Raises `LaunchError` if `runs_dir` is a file."""
-    if os.path.exists(runs_dir) and not os.path.isdir(runs_dir):
-        raise LaunchError(f"--runs_dir={runs_dir} is a file; name a folder (it is made if "
-                          "missing)")
+    """Raises `LaunchError` if `runs_dir`, or the nearest of its parents
+    that exists, is a file: no folder could be made there."""
+    existing = os.path.abspath(runs_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "" if existing == os.path.abspath(runs_dir) else f": {existing}"
+        raise LaunchError(f"--runs_dir={runs_dir}{where} is a file; name a folder (it is made "
+                          "if missing)")
 
 
 def train_command(flagfile, model_dir, seed=None, data_dir=None, extra=()):

@@ -10,7 +10,9 @@ epochs, seed), the recipe (the flagfile and every training setting) and the
 command that trained it: `python -m ssm_keras.train --flagfile=<flagfile>
 --data_dir=DATA --seed=S` plus each setting in which the run differs from
 the flagfile (`--recipe_flagfile`; absl keeps `--flagfile` for flags read
-from a file). An existing file is replaced only with `--overwrite`.
+from a file). An existing file is replaced only with `--overwrite`; every
+run is checked (finished, its own file, which may be written), loaded and,
+if need be, measured before the first file is written.
 
 Shipped models compute in float32 (`cloning.in_float32`). For a run trained
 under a mixed-precision policy the recorded `test_accuracy` is measured
@@ -19,12 +21,13 @@ own figure is kept as `test_accuracy_as_trained`.
 """
 
 import dataclasses
+import functools
 import os
 
 from absl import flags
 
 from ssm_keras import (cloning, command, compact, data, evaluation, exporting, launch,
-                       pretrained)
+                       pretrained, run_dir)
 from ssm_keras.errors import UserError
 
 # Settings that say where a run was, not how it was trained.
@@ -48,11 +51,16 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
 
 
-def training_command(flagfile, flags):
+def recipe_settings(flagfile):
+    """Every `TrainConfig` setting, as a dict, that `flagfile` gives (the
+    defaults where it is silent)."""
+    return dataclasses.asdict(launch.train_config([f"--flagfile={flagfile}"]))
+
+
+def training_command(flagfile, flags, given):
     """The command that trains a run of `flags`: the flagfile, the seed, and
-    every setting that differs from the flagfile's (its defaults where it
-    is silent)."""
-    given = dataclasses.asdict(launch.train_config([f"--flagfile={flagfile}"]))
+    every setting that differs from `given`, the flagfile's
+    (`recipe_settings`)."""
     extra = [f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
              for name, value in sorted(flags.items())
              if name not in PLACES and name != "seed" and value != given.get(name)]
@@ -60,8 +68,9 @@ def training_command(flagfile, flags):
                      f"--seed={flags['seed']}", *extra])
 
 
-def metadata(results, flagfile):
-    """What the compact file records of a finished run."""
+def metadata(results, flagfile, given):
+    """What the compact file records of a finished run of the recipe
+    `flagfile`, whose settings are `given` (`recipe_settings`)."""
     flags = results["flags"]
     return {
         **{key: results[key] for key in ("dataset", "arch", "input_shape", "num_classes",
@@ -71,21 +80,23 @@ def metadata(results, flagfile):
         "recipe": {"flagfile": flagfile,
                    "settings": {name: value for name, value in flags.items()
                                 if name not in PLACES}},
-        "command": training_command(flagfile, flags),
+        "command": training_command(flagfile, flags, given),
     }
 
 
-def float32_accuracy(model, results, data_dir, run):
+def trained_policy(results):
+    """The dtype policy a run trained under."""
+    return results["flags"].get("mixed_precision", "float32")
+
+
+def float32_accuracy(model, results, test_sets):
     """`{"test_accuracy": ...}` of the float32 `model` of a run trained under
     a mixed-precision policy, with the run's figure as
-    `test_accuracy_as_trained`; `{}` for a float32 run."""
-    policy = results["flags"].get("mixed_precision", "float32")
-    if policy == "float32":
+    `test_accuracy_as_trained`; `{}` for a float32 run. `test_sets(name)`
+    gives a data set's test split."""
+    if trained_policy(results) == "float32":
         return {}
-    if data_dir is None:
-        raise UserError(f"{run} was trained with --mixed_precision={policy}; pass --data_dir "
-                        "to measure the test accuracy of its float32 model")
-    images, labels = data.load_splits(results["dataset"], data_dir, validation_size=0).test
+    images, labels = test_sets(results["dataset"])
     correct, total = evaluation.test_accuracy(model, images, labels)
     return {"test_accuracy": correct / total,
             "test_accuracy_as_trained": results["test_accuracy"]}
@@ -96,25 +107,53 @@ def entry_name(results):
     return f"{results['arch']}_{results['dataset']}_{results['mask']}_seed{results['flags']['seed']}"
 
 
+def planned_files(runs, out_dir, overwrite, data_dir):
+    """`{run: (results, compact file path)}`; `UserError` for a run that is
+    not finished, one whose file another run of `runs` would write too or
+    that exists without `overwrite`, or one trained under a mixed-precision
+    policy without `data_dir`."""
+    planned = {}
+    for run in runs:
+        results = run_dir.read_results(run)
+        path = os.path.join(out_dir, entry_name(results) + pretrained.SUFFIX)
+        twin = next((other for other, (_, other_path) in planned.items() if other_path == path),
+                    None)
+        if twin is not None:
+            raise UserError(f"--runs: {twin} and {run} would both be written to {path}; "
+                            "give runs of different seeds")
+        if os.path.exists(path) and not overwrite:
+            raise UserError(f"{path} exists; pass --overwrite to replace it")
+        if trained_policy(results) != "float32" and data_dir is None:
+            raise UserError(f"{run} was trained with --mixed_precision={trained_policy(results)}"
+                            "; pass --data_dir to measure the test accuracy of its float32 model")
+        planned[run] = (results, path)
+    return planned
+
+
 def run_command(flag_values):
-    """Writes the compact file of every run; returns their paths."""
+    """Writes the compact file of every run, once all are checked
+    (`planned_files`), loaded and measured; returns their paths."""
     runs, flagfile = flag_values["runs"].value, flag_values["recipe_flagfile"].value
     out_dir, overwrite = flag_values["out_dir"].value, flag_values["overwrite"].value
+    data_dir = flag_values["data_dir"].value
     if not runs:
         raise UserError("--runs is required: comma-separated finished run directories")
     if not flagfile or not os.path.isfile(flagfile):
         raise UserError(f"--recipe_flagfile={flagfile}: no such file; name the flagfile the "
                         "runs were trained with")
     command.make_folder("out_dir", out_dir)
+    planned = planned_files(runs, out_dir, overwrite, data_dir)
+    given = recipe_settings(flagfile)
+    test_sets = functools.cache(  # one reading per data set
+        lambda name: data.load_splits(name, data_dir, validation_size=0).test)
+    prepared = []
+    for run, (results, path) in planned.items():
+        model = cloning.in_float32(exporting.load_model(run))
+        recorded = {**metadata(results, flagfile, given),
+                    **float32_accuracy(model, results, test_sets)}
+        prepared.append((results, path, model, recorded))
     paths = []
-    for run in runs:
-        model, results = exporting.load_run(run)
-        path = os.path.join(out_dir, entry_name(results) + pretrained.SUFFIX)
-        if os.path.exists(path) and not overwrite:
-            raise UserError(f"{path} exists; pass --overwrite to replace it")
-        model = cloning.in_float32(model)
-        recorded = {**metadata(results, flagfile),
-                    **float32_accuracy(model, results, flag_values["data_dir"].value, run)}
+    for results, path, model, recorded in prepared:
         size = compact.save_compact(model, path, recorded)
         print(f"{path}: {size:,} bytes, test accuracy {100 * recorded['test_accuracy']:.2f}%, "
               f"{results['remaining_weights']:,} weights remain")

@@ -1,16 +1,20 @@
-"""What every measurement command shares: the machine it ran on, and its
-report files, a JSON file (`--out`) with the markdown table beside it (`.md`).
+"""What every measurement command shares: the machine it ran on, the rate
+of repeated calls, and its report files, a JSON file (`--out`)
+with the markdown table beside it (`.md`).
 
 `machine_info()` records the CPU (model name, family/model/stepping, the
 `CPU_FEATURES` present), cores, load averages, Python, TensorFlow and Keras
 versions, devices, threading settings and the environment variables of
-`ENV_KEYS`.
+`ENV_KEYS`; `finish_machine_info` adds the load averages at the end.
 """
 
 import dataclasses
 import json
+import math
 import os
 import platform
+import statistics
+import time
 
 import keras
 import tensorflow as tf
@@ -27,7 +31,8 @@ ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_T
 
 
 class ReportError(UserError):
-    """A bad `--out`, or one that exists without `--overwrite`."""
+    """A bad `--out`, one that exists without `--overwrite`, or a report that
+    cannot be written."""
 
 
 # The machine.
@@ -77,22 +82,55 @@ def machine_info():
     }
 
 
-def machine_summary(machine):
-    """The first words of a report: CPU (family, model; features), cores,
-    TensorFlow and Keras versions."""
+def finish_machine_info(machine):
+    """Adds to `machine` (`machine_info()`) the load averages at the end,
+    `load_average_end`; returns it."""
+    machine["load_average_end"] = list(os.getloadavg())
+    return machine
+
+
+def machine_summary(machine, *details):
+    """The first line of a report: CPU (family, model; features), cores,
+    TensorFlow and Keras versions, `details`, and the one-minute load
+    average at the start and at the end."""
     cpu_id = machine["cpu_id"]
-    return (f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
-            f"{' '.join(machine['cpu_flags'])}), {machine['cores']} cores, "
-            f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}")
+    return ", ".join([
+        f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
+        f"{' '.join(machine['cpu_flags'])})", f"{machine['cores']} cores",
+        f"TensorFlow {machine['tensorflow']}", f"Keras {machine['keras']}", *details,
+        f"load average {machine['load_average'][0]:.2f} -> "
+        f"{machine['load_average_end'][0]:.2f}"])
+
+
+# Rates.
+def images_per_second(predict, batch, windows, seconds):
+    """Median images/s of `predict(batch)` over `windows` windows of `calls`
+    calls each, `len(batch) * calls / window seconds`, where `calls` makes a
+    window last about `seconds` by the time of one call after a warm-up call
+    (which traces a `tf.function`). `predict` must return when its result
+    is computed (e.g. as a NumPy array)."""
+    predict(batch)
+    begin = time.perf_counter()
+    predict(batch)
+    calls = max(1, round(seconds / (time.perf_counter() - begin)))
+    rates = []
+    for _ in range(windows):
+        begin = time.perf_counter()
+        for _ in range(calls):
+            predict(batch)
+        rates.append(calls * len(batch) / (time.perf_counter() - begin))
+    return statistics.median(rates)
 
 
 # The report files.
-def define_report_flags(flag_values, default_out, quick):
-    """`--out`, `--overwrite` and `--quick` (whose settings are `quick`)."""
+def define_report_flags(flag_values, default_out, quick, also_replaced=""):
+    """`--out`, `--overwrite` (which replaces `--out`, its `.md` and
+    `also_replaced`) and `--quick` (whose settings are `quick`)."""
     flags.DEFINE_string("out", default_out,
                         "JSON file to write; the table goes to the same name with .md.",
                         flag_values=flag_values)
-    flags.DEFINE_bool("overwrite", False, "Replace --out (and its .md) if they exist.",
+    flags.DEFINE_bool("overwrite", False,
+                      f"Replace --out (and its .md){also_replaced} if they exist.",
                       flag_values=flag_values)
     flags.DEFINE_bool("quick", False, "Tiny windows (tests), for the flags not given: "
                       + json.dumps(quick),
@@ -106,21 +144,36 @@ def output_paths(out):
 
 def check_out(out, overwrite):
     """Raises `ReportError` for an `--out` that names the table, lies in no
-    folder, or exists without `--overwrite`."""
+    folder, names a folder (or its table would), or exists without
+    `--overwrite`."""
     if os.path.splitext(out)[1] == ".md":
         raise ReportError(f"--out={out}: give the JSON file's name; the table goes beside it")
     if not os.path.isdir(os.path.dirname(out) or "."):
         raise ReportError(f"--out={out}: no folder {os.path.dirname(out)}")
+    folders = [path for path in output_paths(out) if os.path.isdir(path)]
+    if folders:
+        raise ReportError(f"--out={out}: {folders[0]} is a folder; name a JSON file (the table "
+                          "goes beside it, .md)")
     existing = [path for path in output_paths(out) if os.path.exists(path)]
     if existing and not overwrite:
         raise ReportError(f"{', '.join(existing)} exists; choose another --out or pass "
                           "--overwrite")
 
 
+def check_lowest(settings, error, lowest):
+    """Raises `error` naming the first setting of `lowest` (`{name: lowest
+    value}`) that is below its lowest value or not finite (NaN or infinite
+    seconds would size no window)."""
+    for name, least in lowest.items():
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value >= least):
+            raise error(f"--{name}={value}: must be a finite number, at least {least}")
+
+
 def settings_from_flags(config_class, flag_values, quick):
     """The `config_class` settings of the parsed flags, with `--quick` those
-    of `quick` for the flags not given, validated (`settings.validate()`),
-    once `--out` is checked (`check_out`)."""
+    of `quick` for the flags not given, validated (`settings.validate()`);
+    then `--out` is checked (`check_out`)."""
     settings = command.from_flags(config_class, flag_values)
     if flag_values["quick"].value:
         settings = dataclasses.replace(settings, **{
@@ -132,12 +185,17 @@ def settings_from_flags(config_class, flag_values, quick):
 
 def write_report(flag_values, report, text):
     """Writes `report`, its settings completed with `--overwrite` and
-    `--quick`, to `--out` and `text` beside it (`.md`), and prints `text`."""
+    `--quick`, to `--out` and `text` beside it (`.md`), and prints `text`;
+    `ReportError` (after printing `text`) if a file cannot be written."""
     report["settings"].update(overwrite=flag_values["overwrite"].value,
                               quick=flag_values["quick"].value)
     json_path, table_path = output_paths(flag_values["out"].value)
-    with open(json_path, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2)
-    with open(table_path, "w", encoding="utf-8") as file:
-        file.write(text)
+    try:
+        with open(json_path, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=2)
+        with open(table_path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        print(text)  # the measurements are not lost
+        raise ReportError(f"cannot write {error.filename}: {error.strerror}") from None
     print(text + f"wrote {json_path} and {table_path}")

@@ -29,15 +29,17 @@ class PlotError(UserError):
 
 
 # Reading a run.
-def load_run(model_dir):
-    """`(results, history)` of a finished run: `results.json` and the list of
-    `history.jsonl` records (one per epoch).
+def load_run(model_dir, results=None):
+    """`(results, history)` of a finished run: `results.json` (read unless
+    given as `results`) and the list of `history.jsonl` records (one per
+    epoch).
 
     Raises:
         RunDirError: not a finished, readable run (`run_dir.read_results`).
         PlotError: `results.json` has no per-layer statistics.
     """
-    results = run_dir.read_results(model_dir)
+    if results is None:
+        results = run_dir.read_results(model_dir)
     if not isinstance(results.get("layers"), list):
         raise PlotError(f"{os.path.join(model_dir, run_dir.RESULTS)} has no per-layer "
                         "statistics ('layers').")
@@ -363,23 +365,24 @@ def unfinished_title(flags, history, status):
     return f"{run_title(flags)}: epoch {last} of {flags.get('epochs', '?')}, {status}"
 
 
-def plot_run(model_dir, out_dir=None):
+def plot_run(model_dir, out_dir=None, run=None):
     """Writes `mask_composition.png` and `training_curves.png` of a finished
     run into `out_dir` (default `model_dir`); of a run that has not finished
     (still training, killed or diverged), `training_curves.png` of its
-    epochs so far. Returns the paths written.
+    epochs so far. Returns the paths written. `run` is a finished run's
+    `(results, history)` if already read (`load_run`).
 
     Raises:
         RunDirError, PlotError: `model_dir` holds no run with a finished
             epoch (`load_run`, `load_unfinished_run`), or `out_dir` cannot
             be written.
     """
-    unfinished = (not run_dir.is_finished(model_dir)
-                  and os.path.isfile(os.path.join(model_dir, run_dir.FLAGS_JSON)))
+    finished = run[0] if run else run_dir.finished_results(model_dir)
+    unfinished = finished is None and os.path.isfile(os.path.join(model_dir, run_dir.FLAGS_JSON))
     if unfinished:
         flags, history, status = load_unfinished_run(model_dir)
     else:
-        results, history = load_run(model_dir)
+        results, history = run or load_run(model_dir, finished)
     out_dir = out_dir or model_dir
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PlotError(f"{out_dir} is a file; name a folder for the plots")

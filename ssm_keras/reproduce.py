@@ -14,7 +14,8 @@ Each missing run is one subprocess
 where the training flags (any flag of `ssm_keras.train` given here, e.g.
 `--epochs=5` for a shorter schedule) come after the flagfile and override
 it; `--flags_dir` defaults to the shipped recipes. A run whose
-`results.json` exists is finished and skipped; an interrupted one resumes.
+`results.json` says it finished is skipped; an interrupted one resumes, and
+one that diverged is refused by `ssm_keras.train` (a failed run).
 `--compress=K` runs each flagfile's schedule K times shorter on the same
 learning-rate path (`reproduction.compressed_schedule`).
 
@@ -55,15 +56,14 @@ def training_flags(settings, flag_values):
     return extra
 
 
-def train_missing(settings, experiments, seeds, data_dir, extra,
-                  runner=launch.subprocess_runner):
-    """Trains every missing run, once the settings of all are checked
-    (`launch.check_runs`); returns `{model_dir: status}`."""
+def train_missing(settings, recipes, seeds, data_dir, extra, runner=launch.subprocess_runner):
+    """Trains every missing run of the experiments of `recipes` (`{experiment:
+    reproduction.flagfile_settings(...)}`), once the settings of all are
+    checked (`launch.check_runs`); returns `{model_dir: status}`."""
     runs = {}
-    for experiment in experiments:
+    for experiment, recipe in recipes.items():
         flagfile = os.path.join(settings.flags_dir, f"{experiment}.flags")
-        schedule = reproduction.compressed_schedule(
-            reproduction.flagfile_settings(settings.flags_dir, experiment), settings.compress)
+        schedule = reproduction.compressed_schedule(recipe, settings.compress)
         for seed in seeds:
             model_dir = reproduction.run_dir(settings.runs_dir, experiment, seed)
             runs[model_dir] = launch.train_command(flagfile, model_dir, seed, data_dir,
@@ -88,9 +88,11 @@ def run_command(flag_values, runner=launch.subprocess_runner):
             f"--aggregate_only: --runs_dir={settings.runs_dir} does not exist; name the folder "
             "that holds the runs")
     extra = training_flags(settings, flag_values)
+    recipes = {experiment: reproduction.flagfile_settings(settings.flags_dir, experiment)
+               for experiment in experiments}
     statuses = {} if settings.aggregate_only else train_missing(
-        settings, experiments, seeds, flag_values["data_dir"].value, extra, runner)
-    table = reproduction.aggregate(settings.runs_dir, experiments, seeds, settings.flags_dir)
+        settings, recipes, seeds, flag_values["data_dir"].value, extra, runner)
+    table = reproduction.aggregate(settings.runs_dir, experiments, seeds, recipes)
     os.makedirs(settings.runs_dir, exist_ok=True)
     text = reproduction.format_table(table, extra)
     with open(os.path.join(settings.runs_dir, "table.md"), "w", encoding="utf-8") as file:

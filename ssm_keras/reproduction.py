@@ -32,24 +32,37 @@ epochs trained (so a shortened schedule shows). `write_plots`
 import dataclasses
 import math
 import os
+import typing
 
 from ssm_keras import command, launch, plotting
 from ssm_keras import run_dir as run_folder
 from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
 
-# The paper's means (test accuracy in %, remaining weights), Koster et al. 2022.
+
+class PaperRow(typing.NamedTuple):
+    """A row of the paper's table (Koster et al. 2022): the means of the test
+    accuracy (%) and of the remaining weights of the signed supermask."""
+
+    model: str
+    data: str
+    baseline_accuracy: float
+    signed_accuracy: float
+    remaining_percent: float
+    remaining_count: str
+
+
 PAPER = {
-    "fcn_mnist": ("FCN", "MNIST", 97.42, 97.48, 3.77, "10.1K"),
-    "conv2_cifar10": ("Conv2", "CIFAR-10", 68.79, 68.37, 0.60, "25.8K"),
-    "conv4_cifar10": ("Conv4", "CIFAR-10", 74.50, 77.40, 2.91, "69.8K"),
-    "conv6_cifar10": ("Conv6", "CIFAR-10", 75.91, 79.17, 2.36, "54.3K"),
-    "conv8_cifar10": ("Conv8", "CIFAR-10", 72.24, 80.91, 1.17, "62.0K"),
-    "resnet20_cifar10": ("ResNet-20", "CIFAR-10", 84.91, 81.68, 21.13, "52.8K"),
-    "resnet20x2_cifar10": ("ResNet-20x2", "CIFAR-10", 86.80, 84.42, 7.69, "76.9K"),
-    "resnet20x3_cifar10": ("ResNet-20x3", "CIFAR-10", 87.32, 84.89, 4.06, "89.3K"),
-    "resnet56_cifar100": ("ResNet-56", "CIFAR-100", 68.04, 60.01, 29.39, "247K"),
-    "resnet110_cifar100": ("ResNet-110", "CIFAR-100", 62.70, 46.42, 20.64, "351K"),
+    "fcn_mnist": PaperRow("FCN", "MNIST", 97.42, 97.48, 3.77, "10.1K"),
+    "conv2_cifar10": PaperRow("Conv2", "CIFAR-10", 68.79, 68.37, 0.60, "25.8K"),
+    "conv4_cifar10": PaperRow("Conv4", "CIFAR-10", 74.50, 77.40, 2.91, "69.8K"),
+    "conv6_cifar10": PaperRow("Conv6", "CIFAR-10", 75.91, 79.17, 2.36, "54.3K"),
+    "conv8_cifar10": PaperRow("Conv8", "CIFAR-10", 72.24, 80.91, 1.17, "62.0K"),
+    "resnet20_cifar10": PaperRow("ResNet-20", "CIFAR-10", 84.91, 81.68, 21.13, "52.8K"),
+    "resnet20x2_cifar10": PaperRow("ResNet-20x2", "CIFAR-10", 86.80, 84.42, 7.69, "76.9K"),
+    "resnet20x3_cifar10": PaperRow("ResNet-20x3", "CIFAR-10", 87.32, 84.89, 4.06, "89.3K"),
+    "resnet56_cifar100": PaperRow("ResNet-56", "CIFAR-100", 68.04, 60.01, 29.39, "247K"),
+    "resnet110_cifar100": PaperRow("ResNet-110", "CIFAR-100", 62.70, 46.42, 20.64, "351K"),
 }
 VARIANTS = ("signed", "baseline")
 # Flagfiles of recipes found with ssm_keras.tune (variant `signed_tuned`).
@@ -88,7 +101,7 @@ class ReproduceConfig:
     def experiment_names(self):
         """The experiments of `--experiments`; `ReproduceError` for an unknown
         one or none."""
-        names = [name.strip() for name in self.experiments.split(",") if name.strip()]
+        names = command.comma_separated(self.experiments)
         if not names:
             raise ReproduceError(f"--experiments is empty; choose from {', '.join(ALLOWED)}")
         unknown = sorted(set(names) - set(ALLOWED))
@@ -150,8 +163,9 @@ def mean_std(values):
 def load_results(runs_dir, experiment, seeds):
     """`{seed: results dict}` of the finished runs of one experiment (not
     the diverged ones, nor damaged files: `run_dir.is_finished`)."""
-    return {seed: run_folder.read_results(run_dir(runs_dir, experiment, seed))
-            for seed in seeds if run_folder.is_finished(run_dir(runs_dir, experiment, seed))}
+    found = {seed: run_folder.finished_results(run_dir(runs_dir, experiment, seed))
+             for seed in seeds}
+    return {seed: results for seed, results in found.items() if results is not None}
 
 
 def flagfile_settings(flags_dir, experiment):
@@ -175,14 +189,15 @@ def differing_flags(expected, runs):
     return sorted(found)
 
 
-def aggregate(runs_dir, experiments, seeds, flags_dir):
+def aggregate(runs_dir, experiments, seeds, recipes):
     """Per experiment: seeds found, epochs trained and the flagfile's, other
     flags that differ from the flagfile, and mean and standard deviation of
-    test accuracy (%), remaining weights (%) and their count."""
+    test accuracy (%), remaining weights (%) and their count. `recipes`:
+    `{experiment: flagfile_settings(...)}`."""
     table = {}
     for experiment in experiments:
         runs = load_results(runs_dir, experiment, seeds)
-        expected = flagfile_settings(flags_dir, experiment) or {}
+        expected = recipes[experiment] or {}
         record = {"seeds": sorted(runs), "epochs": sorted({r["epochs"] for r in runs.values()}),
                   "flagfile_epochs": expected.get("epochs"),
                   "other_flags": differing_flags(expected, runs.values())}
@@ -236,9 +251,9 @@ def format_table(table, extra=()):
     empty = {"seeds": [], "epochs": [],
              **{k: {"mean": None, "std": None}
                 for k in ("test_accuracy", "remaining_percent", "remaining_weights")}}
-    for model, (name, data, paper_base, paper_signed, paper_rest, paper_count) in PAPER.items():
-        rows = [(name, table.get(f"{model}_baseline"), table.get(f"{model}_signed")),
-                (f"{name}, tuned recipe", None, table.get(f"{model}_signed_tuned"))]
+    for model, paper in PAPER.items():
+        rows = [(paper.model, table.get(f"{model}_baseline"), table.get(f"{model}_signed")),
+                (f"{paper.model}, tuned recipe", None, table.get(f"{model}_signed_tuned"))]
         for label, base, signed in rows:
             if base is None and signed is None:
                 continue
@@ -247,9 +262,10 @@ def format_table(table, extra=()):
             if signed["remaining_weights"]["mean"] is not None:
                 remaining += f" ({_count(signed['remaining_weights'])})"
             lines.append(
-                f"| {label} | {data} | {paper_base:.2f} | {_cell(base['test_accuracy'])} "
-                f"| {_runs(base)} | {paper_signed:.2f} | {_cell(signed['test_accuracy'])} "
-                f"| {paper_rest:.2f}% ({paper_count}) | {remaining} | {_runs(signed)} |"
+                f"| {label} | {paper.data} | {paper.baseline_accuracy:.2f} "
+                f"| {_cell(base['test_accuracy'])} | {_runs(base)} | {paper.signed_accuracy:.2f} "
+                f"| {_cell(signed['test_accuracy'])} | {paper.remaining_percent:.2f}% "
+                f"({paper.remaining_count}) | {remaining} | {_runs(signed)} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -274,12 +290,13 @@ def write_plots(runs_dir, table):
     points, curves = [], []
     for experiment, record in table.items():
         model, variant = split_experiment(experiment)
-        runs = [plotting.load_run(run_dir(runs_dir, experiment, seed)) for seed in record["seeds"]]
+        folders = [run_dir(runs_dir, experiment, seed) for seed in record["seeds"]]
+        runs = [plotting.load_run(folder) for folder in folders]
         if not runs:
             continue
-        for seed in record["seeds"]:
-            paths += plotting.plot_run(run_dir(runs_dir, experiment, seed))
-        label = f"{PAPER[model][0]} {variant.replace('_', ' ')}"
+        for folder, run in zip(folders, runs):
+            paths += plotting.plot_run(folder, run=run)
+        label = f"{PAPER[model].model} {variant.replace('_', ' ')}"
         if variant != "baseline":
             layers = plotting.mean_layers([results["layers"] for results, _ in runs])
             paths.append(plotting.plot_mask_composition(
@@ -294,9 +311,11 @@ def write_plots(runs_dir, table):
         })
         paper = PAPER[model]
         if variant != "signed_tuned":  # the paper's point is the signed one's
+            signed = variant == "signed"
             points.append({"label": label, "paper": True,
-                           "remaining_percent": paper[4] if variant == "signed" else 100.0,
-                           "accuracy": paper[3] if variant == "signed" else paper[2]})
+                           "remaining_percent": paper.remaining_percent if signed else 100.0,
+                           "accuracy": paper.signed_accuracy if signed
+                           else paper.baseline_accuracy})
         curve = mean_curve([history for _, history in runs], "val_accuracy")
         if curve["epochs"]:
             curves.append({"label": label, **curve})

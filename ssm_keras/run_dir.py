@@ -105,11 +105,16 @@ def read_json(path):
 def is_finished(model_dir):
     """Whether `model_dir` holds a finished run: a readable `results.json`
     with `"status": "finished"` (not a diverged run, not a damaged file)."""
+    return finished_results(model_dir) is not None
+
+
+def finished_results(model_dir):
+    """The `results.json` of the finished run in `model_dir`; None where
+    `is_finished` is False."""
     try:
-        read_results(model_dir)
+        return read_results(model_dir)
     except RunDirError:
-        return False
-    return True
+        return None
 
 
 def read_results(model_dir):

@@ -45,14 +45,14 @@ def define_flags(flag_values=flags.FLAGS):
     flags.adopt_module_key_flags(init_study, flag_values)
 
 
-def train_regimes(settings, seed, data_dir, extra, runner=launch.subprocess_runner):
+def train_runs(settings, seed, data_dir, extra, runner=launch.subprocess_runner):
     """Runs the missing runs in order, once the settings of all are checked
     (`launch.check_runs`); stops when one fails.
 
     Returns `{run: "finished" | "trained" | "failed"}`.
     """
-    runs = {init_study.regime_dir(settings.runs_dir, run):
-            (run, init_study.regime_command(settings, seed, data_dir, extra, run))
+    runs = {init_study.run_folder(settings.runs_dir, run):
+            (run, init_study.training_command(settings, seed, data_dir, extra, run))
             for run in init_study.selected_runs(settings)}
     launch.check_runs({model_dir: command_line for model_dir, (_, command_line) in runs.items()})
     statuses = {}
@@ -64,16 +64,19 @@ def train_regimes(settings, seed, data_dir, extra, runner=launch.subprocess_runn
 
 
 def run_command(flag_values, runner=launch.subprocess_runner):
-    """Trains the missing regimes, then writes the plots and the summary;
-    returns the summary's rows. Raises `RunFailed` when a regime failed."""
+    """Trains the missing runs, then writes the plots and the summary;
+    returns the summary's rows. Raises `RunFailed` when a run failed."""
     settings = command.from_flags(init_study.StudyConfig, flag_values)
     seed, data_dir = flag_values["seed"].value, flag_values["data_dir"].value
     launch.check_runs_dir(settings.runs_dir)
     extra = launch.training_flags(flag_values, own=("seed", "data_dir"))
-    statuses = train_regimes(settings, seed, data_dir, extra, runner)
-    runs = {run: plotting.load_run(init_study.regime_dir(settings.runs_dir, run))
-            for run in init_study.selected_runs(settings)
-            if run_dir.is_finished(init_study.regime_dir(settings.runs_dir, run))}
+    statuses = train_runs(settings, seed, data_dir, extra, runner)
+    runs = {}
+    for run in init_study.selected_runs(settings):
+        model_dir = init_study.run_folder(settings.runs_dir, run)
+        results = run_dir.finished_results(model_dir)
+        if results is not None:
+            runs[run] = plotting.load_run(model_dir, results)
     title = init_study.study_title(runs)
     curves = init_study.study_curves({run: history for run, (_, history) in runs.items()})
     if curves:

@@ -49,11 +49,11 @@ start and end.
 
 Inference: images/s of the baked export (`baking.bake`, stock Keras layers)
 and of the masked model, each called as a `tf.function` on the batch, median
-of `--windows` windows.
+of `--windows` windows of about `min(--window_seconds, 2)` seconds
+(`measurement.images_per_second`).
 """
 
 import dataclasses
-import os
 import statistics
 import time
 
@@ -64,7 +64,7 @@ import tensorflow as tf
 import ssm_keras
 from ssm_keras import arithmetic, baking, choices, data, measurement, models, training
 from ssm_keras import config as ssm_config
-from ssm_keras.command import flag_field
+from ssm_keras.command import comma_separated, flag_field
 from ssm_keras.errors import UserError
 
 DEFAULT_ARCHS = "fcn,conv2,conv4"
@@ -73,11 +73,6 @@ MAX_STEPS_PER_EXECUTION = 64
 
 class BenchmarkError(UserError):
     """A bad setting of `ssm_keras.benchmark`."""
-
-
-def split_names(text):
-    """The names of a comma-separated list, blanks dropped."""
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @dataclasses.dataclass
@@ -98,7 +93,8 @@ class BenchmarkConfig:
     window_steps: int = flag_field(
         0, "Training steps per window; 0: about --window_seconds.")
     window_seconds: float = flag_field(5.0, "Seconds of a window when --window_steps=0.")
-    width: int | None = flag_field(None, "Width multiplier.")
+    width: int | None = flag_field(
+        None, "Width multiplier of the architectures of models.ARCHITECTURES.")
     jit_compile: bool | None = flag_field(
         None, "Compile steps with XLA (default: as training, Keras decides: on with a GPU or "
         "TPU, off on CPUs).")
@@ -112,11 +108,11 @@ class BenchmarkConfig:
 
     def arch_names(self):
         """The architectures of `--archs`."""
-        return split_names(self.archs)
+        return comma_separated(self.archs)
 
     def precision_names(self):
         """The dtype policies of `--precisions`."""
-        return split_names(self.precisions)
+        return comma_separated(self.precisions)
 
     def validate(self):
         """Raises `BenchmarkError` on the first bad setting, naming its value."""
@@ -134,15 +130,19 @@ class BenchmarkConfig:
                 raise BenchmarkError(
                     f"--archs: {arch!r} is neither an architecture of "
                     f"{', '.join(models.ARCHITECTURES)} nor a keras.applications model")
-        minimum = {"batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
-                   "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1}
-        for name, lowest in minimum.items():
-            if getattr(self, name) < lowest:
-                raise BenchmarkError(f"--{name}={getattr(self, name)}: must be at least "
-                                     f"{lowest}")
+        measurement.check_lowest(self, BenchmarkError, {
+            "batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
+            "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1})
         for name in ("width", "peak_gflops"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:  # NaN too
                 raise BenchmarkError(f"--{name}={getattr(self, name)}: must be positive")
+        applications = [arch for arch in self.arch_names() if is_application(arch)]
+        if self.width is not None and applications:
+            raise BenchmarkError(f"--width={self.width}: the keras.applications models of "
+                                 f"--archs ({', '.join(applications)}) have no width "
+                                 "multiplier; benchmark them without --width")
+        for arch in applications:
+            check_application(arch)
 
 
 # Models and data.
@@ -159,7 +159,7 @@ def is_application(name):
 def train_config(arch, masked, settings, precision="float32"):
     """The `TrainConfig` of one benchmarked model (the flagfiles' recipes)
     under the dtype policy `precision`; a `keras.applications` model trains
-    with the conv nets' recipe."""
+    with the conv nets' recipe. `build` sets its steps per execution."""
     return ssm_config.TrainConfig(
         arch="conv4" if is_application(arch) else arch,
         dataset=default_dataset(arch),
@@ -169,9 +169,24 @@ def train_config(arch, masked, settings, precision="float32"):
         batch_size=settings.batch_size,
         learning_rate=0.05 if masked else 0.01,
         jit_compile=settings.jit_compile,
-        steps_per_execution=max(settings.steps_per_execution, 1),
         mixed_precision=precision,
     )
+
+
+def check_application(name):
+    """Raises `BenchmarkError` if `keras.applications.<name>` cannot be built
+    for the images it is benchmarked on (e.g. InceptionV3 needs at least
+    75x75 pixels) or cannot be masked (`ssm_keras.supermask` refuses, e.g.,
+    the SeparableConv2D layers of NASNet)."""
+    spec = data.DATASETS[default_dataset(name)]
+    try:
+        ssm_keras.supermask(getattr(keras.applications, name)(
+            weights=None, input_shape=spec.image_shape, classes=spec.num_classes))
+    except ValueError as error:
+        raise BenchmarkError(f"--archs: {name} cannot be benchmarked on {spec.name} images "
+                             f"of shape {spec.image_shape} ({error})") from None
+    finally:
+        keras.utils.clear_session()
 
 
 def build_application(name, config, spec):
@@ -189,6 +204,7 @@ def build(arch, config, steps_per_execution):
     """The compiled model of `arch` and `config` with `steps_per_execution`
     steps per call, built and compiled under `config.mixed_precision` (as in
     training: the policy is global while Keras builds and compiles)."""
+    config = dataclasses.replace(config, steps_per_execution=steps_per_execution)
     spec = data.DATASETS[config.dataset]
     keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
@@ -196,7 +212,6 @@ def build(arch, config, steps_per_execution):
             model = build_application(arch, config, spec)
         else:
             model = training.build_model(config, spec)
-        config.steps_per_execution = steps_per_execution
         training.compile_model(model, config, steps_per_epoch=1000)
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -290,21 +305,11 @@ def measure_training(arch, settings, batch, precision):
 
 
 def measure_inference(model, images, windows, window_seconds):
-    """Median images/s of `model(images)` as a `tf.function`, after warm-up."""
-    images = tf.constant(images)
+    """Median images/s of `model(images)` as a `tf.function`, after warm-up
+    (`measurement.images_per_second`)."""
     infer = tf.function(lambda x: model(x, training=False))
-    infer(images).numpy()  # traces
-    start = time.perf_counter()
-    infer(images).numpy()
-    calls = max(1, round(window_seconds / (time.perf_counter() - start)))
-    seconds = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(calls):
-            outputs = infer(images)
-        outputs.numpy()
-        seconds.append(time.perf_counter() - start)
-    return median_images_per_second(seconds, calls, len(images))
+    return measurement.images_per_second(lambda batch: infer(batch).numpy(),
+                                         tf.constant(images), windows, window_seconds)
 
 
 def benchmark_arch(arch, settings, precision, peaks):
@@ -413,5 +418,5 @@ def run(settings):
             keras.utils.clear_session()
             records.append(benchmark_arch(arch, settings, precision, peaks))
     add_speedups(records)
-    machine["load_average_end"] = list(os.getloadavg())
-    return {"machine": machine, "settings": recorded, "results": records}
+    return {"machine": measurement.finish_machine_info(machine), "settings": recorded,
+            "results": records}

@@ -668,7 +668,10 @@ def run(search, config, splits=None, callbacks=()):
 def _without_trial_tracebacks():
     """Keras Tuner without the traceback it prints for each failed trial (its
     `DEBUG`): a diverged trial is expected, `summarize` prints each trial's
-    error as one line, and its trial.json keeps it whole."""
+    error as one line, and its trial.json keeps it whole. Keras Tuner 1.4
+    has no public switch for it: `BaseTuner._try_run_and_update_trial`
+    reads `keras_tuner.src.config.DEBUG`, which `keras_tuner` does not
+    export; quieting stderr instead would hide training's own output."""
     debug = keras_tuner_config.DEBUG
     keras_tuner_config.DEBUG = False
     try:

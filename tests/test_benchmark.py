@@ -10,12 +10,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applications, command,
                        exporting, inference_speed, initial_logits, measurement, models, pretrained,
                        throughput)
 
-from conftest import (TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
+from conftest import (REPO, TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
                       parsed_flags, shared_data_dir)
 
 
@@ -141,11 +142,45 @@ def test_benchmark_step_choices_and_flops():
     ("--peak_gflops=0", "--peak_gflops"), ("--out=bench.md", "bench.md"),
     ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
     ("--out=/no/such/folder/b.json", "/no/such/folder"), ("--peak_gflops=nan", "--peak_gflops=nan"),
-    ("--archs=", "--archs is empty"),
+    ("--archs=", "--archs is empty"), ("--window_seconds=nan", "--window_seconds=nan"),
+    ("--execution_seconds=inf", "--execution_seconds=inf"),
+    ("--archs=conv2,MobileNetV2 --width=2 --quick", "(MobileNetV2) have no width multiplier"),
+    ("--archs=fcn,InceptionV3 --quick", "--archs: InceptionV3 cannot be benchmarked on cifar10 "
+     "images of shape (32, 32, 3) (Input size must be at least 75x75"),
 ])
-def test_benchmark_bad_arguments_name_the_value(argument, named, capsys):
-    assert command_status(benchmark, argument) == 1
+def test_benchmark_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
+    out = f"--out={tmp_path / 'b.json'}"  # the settings are refused before anything runs
+    assert command_status(benchmark, *argument.split(), *([] if "--out" in argument else [out])
+                          ) == 1
     assert_one_error_line(capsys.readouterr(), named)
+
+
+def test_training_flop_counts_separable_and_3d_convolutions():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(16, 3, strides=2, padding="same")(inputs)  # 4 x 4 out
+    x = keras.layers.Reshape((4, 4, 16, 1))(x)
+    x = keras.layers.Conv3D(2, 3, padding="valid")(x)  # 2 x 2 x 14 out
+    outputs = keras.layers.Dense(5)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    separable = 2 * 16 * (3 * 3 * 3 + 3 * 16)  # depthwise 3x3x3x1, pointwise 1x1x3x16
+    conv3d = 2 * (2 * 2 * 14) * (3 * 3 * 3 * 1 * 2)
+    dense = 2 * (2 * 2 * 14 * 2) * 5
+    assert arithmetic.training_gflop_per_image(model) == pytest.approx(
+        (2 * separable + 3 * conv3d + 3 * dense) / 1e9)
+
+
+def test_benchmark_refuses_an_application_it_cannot_mask(tmp_path, monkeypatch, capsys):
+    def separable_net(weights, input_shape, classes):  # as NASNet: a SeparableConv2D
+        inputs = keras.Input(input_shape)
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.SeparableConv2D(4, 3)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(classes)(x))
+
+    monkeypatch.setattr(keras.applications, "SeparableNet", separable_net, raising=False)
+    assert command_status(benchmark, "--archs=fcn,SeparableNet", "--quick",
+                          f"--out={tmp_path / 'b.json'}") == 1
+    assert_one_error_line(capsys.readouterr(), "--archs: SeparableNet cannot be benchmarked on "
+                          "cifar10 images of shape (32, 32, 3) (cannot supermask layer")
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
@@ -160,6 +195,33 @@ def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
     assert_one_error_line(capsys.readouterr(), "--window_seconds=-1")
     assert command_status(benchmark_inference, "--quick", "--runs=x", "--windows=0", out) == 1
     assert_one_error_line(capsys.readouterr(), "--windows=0")
+
+
+def test_report_out_that_is_a_folder_is_refused_even_with_overwrite(tmp_path):
+    (tmp_path / "b.json").mkdir()
+    (tmp_path / "c.md").mkdir()
+    for out in ("b.json", "c.json"):
+        with pytest.raises(measurement.ReportError, match="is a folder; name a JSON file"):
+            measurement.check_out(str(tmp_path / out), overwrite=True)
+
+
+def test_report_that_cannot_be_written_is_one_error_after_the_table(tmp_path, capsys):
+    out = tmp_path / "gone" / "b.json"  # its folder vanished during the measurements
+    flag_values = parsed_flags(benchmark, f"--out={out}")
+    with pytest.raises(measurement.ReportError, match=f"cannot write {out}: No such file"):
+        measurement.write_report(flag_values, {"settings": {}}, "| the table |\n")
+    assert capsys.readouterr().out == "| the table |\n\n"
+
+
+@pytest.mark.parametrize("module, names", [
+    (benchmark, ("archs", "precisions", "out", "overwrite", "quick")),
+    (benchmark_inference, ("runs", "pretrained", "tflite_threads", "out", "overwrite", "quick")),
+])
+def test_measurement_help_lists_the_settings_and_report_flags(module, names):
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    listed = {flag.name for flag in flag_values.get_key_flags_for_module(module.__name__)}
+    assert set(names) <= listed
 
 
 def test_benchmark_unknown_flag_is_one_error_line(capsys):
@@ -208,10 +270,30 @@ def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch
                 if path.name.startswith("benchmark_inference-")]
 
 
+def test_benchmark_inference_keeps_an_export_in_work_dir_without_overwrite(tmp_path, capsys):
+    entry = "fcn_mnist_signed_seed0"
+    earlier = tmp_path / entry / "export.json"
+    earlier.parent.mkdir()
+    earlier.write_text("an earlier export")
+    assert command_status(benchmark_inference, f"--pretrained={entry}",
+                          f"--work_dir={tmp_path}", f"--out={tmp_path / 'r.json'}") == 1
+    assert_one_error_line(capsys.readouterr(), f"--work_dir: {earlier.parent} already holds an "
+                          "export (export.json); choose another --work_dir or pass --overwrite")
+    assert earlier.read_text() == "an earlier export" and not (tmp_path / "r.json").exists()
+    inference_speed.check_work_dir(str(tmp_path), [entry], overwrite=True)
+    inference_speed.check_work_dir(str(tmp_path), ["another"], overwrite=False)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(inference_speed.InferenceBenchmarkError, match="afile is a file"):
+        inference_speed.check_work_dir(str(tmp_path), ["afile"], overwrite=True)
+
+
 @pytest.mark.parametrize("arguments, named", [
     ([], "give --runs"), (["--runs=/no/such/run"], "/no/such/run"),
     (["--pretrained=fcn_imagenet"], "--pretrained: no pretrained model 'fcn_imagenet'"),
-    (["--runs=x", "--windows=0"], "--windows=0"),
+    (["--runs=x", "--windows=0"], "--windows=0"), (["--runs=x", "--seconds=nan"], "--seconds=nan"),
+    (["--pretrained=fcn_mnist_signed_seed0,fcn_mnist_signed_seed0"],
+     "--pretrained: fcn_mnist_signed_seed0 given more than once"),
+    ([f"--runs={REPO},{REPO}/"], f"--runs: {os.path.realpath(REPO)} given more than once"),
 ])
 def test_benchmark_inference_bad_arguments_name_the_value(arguments, named, capsys):
     assert command_status(benchmark_inference, *arguments) == 1

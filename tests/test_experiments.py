@@ -7,9 +7,9 @@ import pathlib
 
 import numpy as np
 import pytest
-from absl import flags
 
-from ssm_keras import command, init_study, launch, plotting, reproduce, reproduction, study
+from ssm_keras import (command, init_study, launch, plotting, reproduce, reproduction, run_dir,
+                       study)
 
 from conftest import REPO, assert_one_error_line, command_status, parsed_flags
 
@@ -181,6 +181,31 @@ def test_study_checks_every_run_before_the_first_trains(tmp_path, capsys):
                           "start: --learning_rate must be > 0. Received: --learning_rate=-1.0")
 
 
+def test_reproduce_reads_each_finished_results_file_once(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        _fake_run(runs / "fcn_mnist_signed" / f"seed{seed}", 0.97, 3.0)
+    (runs / "fcn_mnist_signed" / "seed2").mkdir()  # still training
+    reads, read_json = [], run_dir.read_json
+    monkeypatch.setattr(run_dir, "read_json", lambda path: reads.append(path) or read_json(path))
+    found = reproduction.load_results(str(runs), "fcn_mnist_signed", [0, 1, 2])
+    assert sorted(found) == [0, 1] and found[1]["test_accuracy"] == 0.97
+    assert sorted(reads) == [str(runs / "fcn_mnist_signed" / f"seed{seed}" / "results.json")
+                             for seed in range(2)]
+
+
+@pytest.mark.parametrize("module, arguments", [
+    (reproduce, ["--experiments=fcn_mnist_signed", "--aggregate_only"]), (study, []),
+])
+def test_experiments_refuse_a_runs_dir_below_a_file(module, arguments, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert command_status(module, f"--runs_dir={afile / 'runs'}", *arguments,
+                          runner=_no_training) == 1
+    assert_one_error_line(capsys.readouterr(), f"--runs_dir={afile / 'runs'}: {afile} is a file")
+    assert afile.read_text() == "mine"
+
+
 def test_reproduce_mean_std():
     assert reproduction.mean_std([1.0, 2.0, 6.0]) == pytest.approx((3.0, np.std([1, 2, 6], ddof=1)))
     assert reproduction.mean_std([4.0]) == (4.0, None)
@@ -259,9 +284,9 @@ def test_study_without_bernoulli_runs_three(tmp_path):
 def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):
     settings = command.from_flags(init_study.StudyConfig, parsed_flags(
         study, f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=0.01"))
-    bernoulli = init_study.regime_command(settings, 0, None, [], "mask_bernoulli")
+    bernoulli = init_study.training_command(settings, 0, None, [], "mask_bernoulli")
     assert _flag(bernoulli, "learning_rate") == "0.01"
-    assert "--learning_rate=0.01" not in init_study.regime_command(settings, 0, None, [], "mask")
+    assert "--learning_rate=0.01" not in init_study.training_command(settings, 0, None, [], "mask")
 
 
 def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):

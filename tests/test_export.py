@@ -209,6 +209,18 @@ def test_unfinished_run_is_refused(damage, fcn_run, tmp_path, capsys):
         exporting.export_run(str(folder), str(out_dir))
 
 
+def test_export_into_another_run_folder_is_refused_even_with_overwrite(fcn_run, tmp_path,
+                                                                      capsys):
+    other = tmp_path / "other_run"
+    _write(other / "results.json", '{"status": "finished"}')
+    _write(other / "model.keras", "its trained model")
+    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out={other}", "--overwrite") == 1
+    assert_one_error_line(capsys.readouterr(), f"--out {other} is a training run's folder "
+                          "(it holds results.json); an export there would replace its model.keras")
+    assert (other / "model.keras").read_text() == "its trained model"
+    assert sorted(os.listdir(other)) == ["model.keras", "results.json"]
+
+
 def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
     assert export_cli(f"--model_dir={fcn_run[0]}", f"--out={tmp_path}", "--formats=keras,onnx") == 1
     assert_one_error_line(capsys.readouterr(), "unknown format(s) ['onnx']")

@@ -76,11 +76,49 @@ def test_make_pretrained_out_dir_that_is_a_file_is_one_error_line(tmp_path, caps
     assert afile.read_text() == "mine"
 
 
+def _finished_run(folder, seed):
+    """A run folder whose results.json says it finished (no model: nothing may load it)."""
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({
+        "status": "finished", "arch": "fcn", "dataset": "mnist", "mask": "signed",
+        "flags": {"seed": seed}}))
+    return folder
+
+
+def test_make_pretrained_checks_every_run_before_writing_any(tmp_path, capsys):
+    first, second = _finished_run(tmp_path / "a", 0), _finished_run(tmp_path / "b", 0)
+    out = tmp_path / "out"
+    base = [f"--recipe_flagfile={FLAGFILE}", f"--out_dir={out}", "--overwrite"]
+    # Two runs of one entry: the second would replace the first's file.
+    assert command_status(make_pretrained, f"--runs={first},{second}", *base) == 1
+    assert_one_error_line(capsys.readouterr(), f"--runs: {first} and {second} would both be "
+                          f"written to {out / 'fcn_mnist_signed_seed0.ssm'}")
+    # The file of a later run exists: nothing is written, not even the first run's.
+    third = _finished_run(tmp_path / "c", 1)
+    (out / "fcn_mnist_signed_seed1.ssm").write_text("mine")
+    assert command_status(make_pretrained, f"--runs={first},{third}", *base[:2]) == 1
+    assert_one_error_line(capsys.readouterr(), "fcn_mnist_signed_seed1.ssm exists")
+    assert sorted(path.name for path in out.iterdir()) == ["fcn_mnist_signed_seed1.ssm"]
+    assert (out / "fcn_mnist_signed_seed1.ssm").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_make_pretrained_writes_nothing_when_a_later_run_cannot_be_loaded(trained_fcn, tmp_path,
+                                                                          capsys):
+    broken = _finished_run(tmp_path / "broken", 1)  # finished, but its model.keras is gone
+    out = tmp_path / "out"
+    assert command_status(make_pretrained, f"--runs={trained_fcn[0]},{broken}",
+                          f"--recipe_flagfile={FLAGFILE}", f"--out_dir={out}") == 1
+    assert_one_error_line(capsys.readouterr(), f"{broken} has no model.keras")
+    assert list(out.iterdir()) == []
+
+
 def test_training_command_names_only_the_settings_the_flagfile_does_not_give(tmp_path):
     flagfile = tmp_path / "mine.flags"
     flagfile.write_text("# a recipe\n--arch=fcn\n--nonesterov\n--weight_decay=2.5e-4\n")
     run_flags = {**dataclasses.asdict(TrainConfig(arch="fcn", nesterov=False,
                                                   weight_decay=0.00025, epochs=3, seed=1)),
                  "model_dir": "runs/mine"}
-    assert make_pretrained.training_command(str(flagfile), run_flags) == (
+    given = make_pretrained.recipe_settings(str(flagfile))
+    assert make_pretrained.training_command(str(flagfile), run_flags, given) == (
         f"python -m ssm_keras.train --flagfile={flagfile} --data_dir=DATA --seed=1 --epochs=3")
