@@ -219,7 +219,8 @@ def summary_line(results):
         f"{results['arch']} {what} on {results['dataset']}: test accuracy "
         f"{100 * results['test_accuracy']:.2f}%, remaining weights "
         f"{results['remaining_weights']:,} / {results['masked_weights']:,} "
-        f"({results['remaining_percent']:.2f}%), {results['epochs']} epochs in "
+        f"({results['remaining_percent']:.2f}%), {results['epochs']} "
+        f"epoch{'' if results['epochs'] == 1 else 's'} in "
         f"{results['wall_time_s']:.0f} s"
     )
 

@@ -501,7 +501,8 @@ TUNERS = {"random": RandomSearch, "bayesian": BayesianOptimization, "hyperband":
 def _describe(metrics):
     return (f"val_accuracy {metrics['val_accuracy']:.4f}, remaining weights "
             f"{metrics['remaining_weights']:,.0f} ({metrics['remaining_percent']:.2f}%), "
-            f"{SPARSE_OBJECTIVE} {metrics[SPARSE_OBJECTIVE]:.4f}, {metrics['epochs']:.0f} epochs")
+            f"{SPARSE_OBJECTIVE} {metrics[SPARSE_OBJECTIVE]:.4f}, {metrics['epochs']:.0f} "
+            f"epoch{'' if metrics['epochs'] == 1 else 's'}")
 
 
 def tuner_role():

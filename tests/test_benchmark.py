@@ -98,7 +98,8 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
     assert table.count(f"| fcn | {run.name}: signed supermask") == 6
     capsys.readouterr()
     assert command_status(benchmark_inference, *argv) == 1  # no --overwrite
-    assert_one_error_line(capsys.readouterr(), "exists; choose another --out or pass --overwrite")
+    assert_one_error_line(capsys.readouterr(),
+                          "inference.md exist; choose another --out or pass --overwrite")
 
 
 def test_benchmark_peaks_and_speedups():

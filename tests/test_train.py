@@ -142,3 +142,13 @@ def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
         training.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
     assert not (tmp_path / "run").exists()
     tiny_config(tmp_path, mask="topk", density=0.2).validate()  # used flags pass
+
+
+@pytest.mark.parametrize("epochs, ending", [(1, "1 epoch in 3 s"), (2, "2 epochs in 3 s")])
+def test_summary_line_counts_epochs_in_words(epochs, ending):
+    results = {"arch": "fcn", "mask": "signed", "regime": "mask", "dataset": "mnist",
+               "test_accuracy": 0.975, "remaining_weights": 10_000, "masked_weights": 266_200,
+               "remaining_percent": 3.76, "epochs": epochs, "wall_time_s": 3.2}
+    assert training.summary_line(results) == (
+        "fcn signed supermask on mnist: test accuracy 97.50%, remaining weights "
+        f"10,000 / 266,200 (3.76%), {ending}")
