@@ -155,10 +155,9 @@ def summary_rows(runs):
     return rows
 
 
-def study_title(runs):
-    """`Wide ResNet-28-<width> on <dataset>`, from the first finished run's flags."""
-    flags = next(iter(runs.values()))[0].get("flags", {}) if runs else {}
-    return (f"Wide ResNet-28-{flags.get('width', '?')} on {flags.get('dataset', '?')}")
+def study_title(config):
+    """`Wide ResNet-28-<width> on <dataset>`, of a run's `TrainConfig`."""
+    return f"Wide ResNet-28-{config.width} on {config.dataset}"
 
 
 def format_summary(title, rows, extra):

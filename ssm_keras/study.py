@@ -77,7 +77,9 @@ def run_command(flag_values, runner=launch.subprocess_runner):
         results = run_dir.finished_results(model_dir)
         if results is not None:
             runs[run] = plotting.load_run(model_dir, results)
-    title = init_study.study_title(runs)
+    first = init_study.selected_runs(settings)[0]
+    title = init_study.study_title(launch.run_config(
+        init_study.training_command(settings, seed, data_dir, extra, first)))
     curves = init_study.study_curves({run: history for run, (_, history) in runs.items()})
     if curves:
         plotting.plot_accuracy_curves(

@@ -281,6 +281,15 @@ def test_study_without_bernoulli_runs_three(tmp_path):
         "weights", "mask", "mask_then_weights"]
 
 
+def test_a_study_whose_first_run_fails_says_which_study_it_is(tmp_path, capsys):
+    assert command_status(study, f"--runs_dir={tmp_path}", "--width=2", "--dataset=mnist",
+                          runner=lambda command_line: 1) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: run weights failed; see its output above")
+    assert (tmp_path / "study.md").read_text().startswith(
+        "Supermask as initialisation: Wide ResNet-28-2 on mnist, every run")
+
+
 def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):
     settings = command.from_flags(init_study.StudyConfig, parsed_flags(
         study, f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=0.01"))
