@@ -305,7 +305,10 @@ def run(settings, overwrite=False):
     names = short_names([label for label, _, _ in sources])
     if settings.work_dir:
         check_work_dir(settings.work_dir, names.values(), overwrite)
-    models, rows, tests = [], [], {}
+    tests = {}
+    for _, results, _ in sources:  # the data before any export: a missing folder fails at once
+        _test_split(results, settings.data_dir, tests)
+    models, rows = [], []
     with contextlib.ExitStack() as stack:
         work_dir = settings.work_dir or stack.enter_context(
             tempfile.TemporaryDirectory(prefix="benchmark_inference-"))

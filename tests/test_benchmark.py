@@ -271,6 +271,15 @@ def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch
                 if path.name.startswith("benchmark_inference-")]
 
 
+def test_benchmark_inference_reads_the_data_before_it_exports(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SSM_OFFLINE", "1")
+    assert command_status(benchmark_inference, "--pretrained=fcn_mnist_signed_seed0",
+                          f"--data_dir={tmp_path / 'none'}", f"--work_dir={tmp_path / 'work'}",
+                          f"--out={tmp_path / 'r.json'}") == 1
+    assert "Cannot load the mnist data set" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
 def test_benchmark_inference_keeps_an_export_in_work_dir_without_overwrite(tmp_path, capsys):
     entry = "fcn_mnist_signed_seed0"
     earlier = tmp_path / entry / "export.json"
