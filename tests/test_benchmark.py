@@ -272,11 +272,15 @@ def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch
 
 
 def test_benchmark_inference_reads_the_data_before_it_exports(tmp_path, capsys, monkeypatch):
+    """MNIST is there, CIFAR-10 is not: nothing is exported or measured."""
     monkeypatch.setenv("SSM_OFFLINE", "1")
-    assert command_status(benchmark_inference, "--pretrained=fcn_mnist_signed_seed0",
-                          f"--data_dir={tmp_path / 'none'}", f"--work_dir={tmp_path / 'work'}",
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist").symlink_to(os.path.join(shared_data_dir(), "mnist"))
+    assert command_status(benchmark_inference, "--quick",
+                          "--pretrained=fcn_mnist_signed_seed0,conv2_cifar10_signed_seed0",
+                          f"--data_dir={tmp_path / 'data'}", f"--work_dir={tmp_path / 'work'}",
                           f"--out={tmp_path / 'r.json'}") == 1
-    assert "Cannot load the mnist data set" in capsys.readouterr().err
+    assert "Cannot load the cifar10 data set" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
 
 
