@@ -7,6 +7,7 @@ starts (`check_runs`), and run each unless its folder holds a finished run
 (`run_dir.is_finished`).
 """
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -51,6 +52,17 @@ def training_flags(flag_values, own=()):
                               "run itself")
         given.append(flag.serialize())
     return given
+
+
+@contextlib.contextmanager
+def writing_into(runs_dir):
+    """Inside, an `OSError` (a file where a report goes is a folder, a full
+    disk, no permission) becomes a `LaunchError` naming the file."""
+    try:
+        yield
+    except OSError as error:
+        raise LaunchError(f"cannot write into --runs_dir={runs_dir}: {error.strerror} "
+                          f"({error.filename})") from None
 
 
 def check_runs_dir(runs_dir):

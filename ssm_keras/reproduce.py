@@ -93,15 +93,16 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     statuses = {} if settings.aggregate_only else train_missing(
         settings, recipes, seeds, flag_values["data_dir"].value, extra, runner)
     table = reproduction.aggregate(settings.runs_dir, experiments, seeds, recipes)
-    os.makedirs(settings.runs_dir, exist_ok=True)
     text = reproduction.format_table(table, extra)
-    with open(os.path.join(settings.runs_dir, "table.md"), "w", encoding="utf-8") as file:
-        file.write(text)
-    with open(os.path.join(settings.runs_dir, "table.json"), "w", encoding="utf-8") as file:
-        json.dump({"extra_flags": extra, "seeds": seeds, "runs": statuses,
-                   "experiments": table}, file, indent=2)
-    reproduction.write_plots(settings.runs_dir, table)
     print(text)
+    with launch.writing_into(settings.runs_dir):
+        os.makedirs(settings.runs_dir, exist_ok=True)
+        with open(os.path.join(settings.runs_dir, "table.md"), "w", encoding="utf-8") as file:
+            file.write(text)
+        with open(os.path.join(settings.runs_dir, "table.json"), "w", encoding="utf-8") as file:
+            json.dump({"extra_flags": extra, "seeds": seeds, "runs": statuses,
+                       "experiments": table}, file, indent=2)
+        reproduction.write_plots(settings.runs_dir, table)
     failed = [path for path, status in statuses.items() if status == "failed"]
     if failed:
         raise reproduction.ReproduceError(f"the runs in {', '.join(failed)} failed; see their "

@@ -81,25 +81,26 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     title = init_study.study_title(launch.run_config(
         init_study.training_command(settings, seed, data_dir, extra, first)))
     curves = init_study.study_curves({run: history for run, (_, history) in runs.items()})
-    if curves:
-        plotting.plot_accuracy_curves(
-            curves, os.path.join(settings.runs_dir, "validation_accuracy.png"),
-            f"supermask as initialisation, {title}: validation accuracy")
     utilisation = init_study.utilisation_series(runs)
-    if utilisation:
-        plotting.plot_layer_utilisation(
-            utilisation, os.path.join(settings.runs_dir, "layer_utilisation.png"),
-            f"supermask as initialisation, {title}: weights kept per layer")
     rows = init_study.summary_rows(runs)
     text = init_study.format_summary(title, rows, extra)
-    os.makedirs(settings.runs_dir, exist_ok=True)
-    with open(os.path.join(settings.runs_dir, "study.md"), "w", encoding="utf-8") as file:
-        file.write(text)
-    run_dir.write_json_atomically(
-        os.path.join(settings.runs_dir, "study.json"),
-        {"seed": seed, "extra_flags": extra, "title": title, "statuses": statuses,
-         "runs": rows, "layer_utilisation": utilisation})
     print(text)
+    with launch.writing_into(settings.runs_dir):
+        os.makedirs(settings.runs_dir, exist_ok=True)
+        if curves:
+            plotting.plot_accuracy_curves(
+                curves, os.path.join(settings.runs_dir, "validation_accuracy.png"),
+                f"supermask as initialisation, {title}: validation accuracy")
+        if utilisation:
+            plotting.plot_layer_utilisation(
+                utilisation, os.path.join(settings.runs_dir, "layer_utilisation.png"),
+                f"supermask as initialisation, {title}: weights kept per layer")
+        with open(os.path.join(settings.runs_dir, "study.md"), "w", encoding="utf-8") as file:
+            file.write(text)
+        run_dir.write_json_atomically(
+            os.path.join(settings.runs_dir, "study.json"),
+            {"seed": seed, "extra_flags": extra, "title": title, "statuses": statuses,
+             "runs": rows, "layer_utilisation": utilisation})
     if "failed" in statuses.values():
         failed = next(run for run, status in statuses.items() if status == "failed")
         raise RunFailed(f"run {failed} failed; see its output above")

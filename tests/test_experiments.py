@@ -290,6 +290,21 @@ def test_a_study_whose_first_run_fails_says_which_study_it_is(tmp_path, capsys):
         "Supermask as initialisation: Wide ResNet-28-2 on mnist, every run")
 
 
+@pytest.mark.parametrize("module, report, argv", [
+    (study, "study.md", ["--dataset=mnist"]),
+    (reproduce, "table.md", ["--experiments=fcn_mnist_signed", "--seeds=0"]),
+])
+def test_a_report_that_cannot_be_written_is_one_error_line_after_the_table(
+        module, report, argv, tmp_path, capsys):
+    (tmp_path / report).mkdir()  # where the report goes
+    assert command_status(module, f"--runs_dir={tmp_path}", *argv,
+                          runner=lambda command_line: 1) == 1
+    captured = capsys.readouterr()
+    assert "| --- |" in captured.out  # the table was printed first
+    assert captured.err.strip() == (f"error: cannot write into --runs_dir={tmp_path}: "
+                                    f"Is a directory ({tmp_path / report})")
+
+
 def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):
     settings = command.from_flags(init_study.StudyConfig, parsed_flags(
         study, f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=0.01"))
