@@ -156,7 +156,8 @@ def check_out(out, overwrite):
                           "goes beside it, .md)")
     existing = [path for path in output_paths(out) if os.path.exists(path)]
     if existing and not overwrite:
-        raise ReportError(f"{', '.join(existing)} {'exists' if len(existing) == 1 else 'exist'}; choose another --out or pass "
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ReportError(f"{', '.join(existing)} {verb}; choose another --out or pass "
                           "--overwrite")
 
 
