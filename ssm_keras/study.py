@@ -45,18 +45,23 @@ def define_flags(flag_values=flags.FLAGS):
     flags.adopt_module_key_flags(init_study, flag_values)
 
 
-def train_runs(settings, seed, data_dir, extra, runner=launch.subprocess_runner):
-    """Runs the missing runs in order, once the settings of all are checked
-    (`launch.check_runs`); stops when one fails.
+def study_commands(settings, seed, data_dir, extra):
+    """`{run: (model_dir, training command)}` of the selected runs, in order."""
+    return {run: (init_study.run_folder(settings.runs_dir, run),
+                  init_study.training_command(settings, seed, data_dir, extra, run))
+            for run in init_study.selected_runs(settings)}
+
+
+def train_runs(commands, runner=launch.subprocess_runner):
+    """Runs the missing runs of `commands` (`study_commands`) in order, once
+    the settings of all are checked (`launch.check_runs`); stops when one
+    fails.
 
     Returns `{run: "finished" | "trained" | "failed"}`.
     """
-    runs = {init_study.run_folder(settings.runs_dir, run):
-            (run, init_study.training_command(settings, seed, data_dir, extra, run))
-            for run in init_study.selected_runs(settings)}
-    launch.check_runs({model_dir: command_line for model_dir, (_, command_line) in runs.items()})
+    launch.check_runs(dict(commands.values()))
     statuses = {}
-    for model_dir, (run, command_line) in runs.items():
+    for run, (model_dir, command_line) in commands.items():
         statuses[run] = launch.train_if_missing(command_line, model_dir, runner)
         if statuses[run] == "failed":
             break
@@ -70,16 +75,15 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     seed, data_dir = flag_values["seed"].value, flag_values["data_dir"].value
     launch.check_runs_dir(settings.runs_dir)
     extra = launch.training_flags(flag_values, own=("seed", "data_dir"))
-    statuses = train_runs(settings, seed, data_dir, extra, runner)
+    commands = study_commands(settings, seed, data_dir, extra)
+    statuses = train_runs(commands, runner)
     runs = {}
-    for run in init_study.selected_runs(settings):
-        model_dir = init_study.run_folder(settings.runs_dir, run)
+    for run, (model_dir, _) in commands.items():
         results = run_dir.finished_results(model_dir)
         if results is not None:
             runs[run] = plotting.load_run(model_dir, results)
-    first = init_study.selected_runs(settings)[0]
-    title = init_study.study_title(launch.run_config(
-        init_study.training_command(settings, seed, data_dir, extra, first)))
+    _, first_command = next(iter(commands.values()))
+    title = init_study.study_title(launch.run_config(first_command))
     curves = init_study.study_curves({run: history for run, (_, history) in runs.items()})
     utilisation = init_study.utilisation_series(runs)
     rows = init_study.summary_rows(runs)
