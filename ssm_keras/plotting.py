@@ -198,19 +198,21 @@ def plot_training_curves(history, path, title=None):
     figure = Figure(figsize=(10, 7), layout="constrained")
     (accuracy, loss), (remaining, flips) = figure.subplots(2, 2, sharex=True)
     targeted = "target_remaining_percent" in data
+    measured = {"marker": "o", "markersize": 3}
+    path_style = {"linestyle": "--", "color": "0.4"}
     panels = (
-        (accuracy, "accuracy (%)", (("accuracy", "training"), ("val_accuracy", "validation"))),
-        (loss, "loss", (("loss", "training"), ("val_loss", "validation"))),
-        (remaining, "remaining weights (%)", (("remaining_percent", "mask" if targeted else None),
-                                              ("target_remaining_percent", "target path"))),
-        (flips, "mask flips per epoch", (("mask_flips", None),)),
+        (accuracy, "accuracy (%)", (("accuracy", "training", measured),
+                                    ("val_accuracy", "validation", measured))),
+        (loss, "loss", (("loss", "training", measured), ("val_loss", "validation", measured))),
+        (remaining, "remaining weights (%)", (
+            ("remaining_percent", "mask" if targeted else None, measured),
+            ("target_remaining_percent", "target path", path_style))),
+        (flips, "mask flips per epoch", (("mask_flips", None, measured),)),
     )
     for axes, ylabel, series in panels:
-        for key, label in series:
-            if key == "target_remaining_percent" and key in data:
-                axes.plot(epochs, data[key], linestyle="--", color="0.4", label=label)
-            elif key in data:
-                axes.plot(epochs, data[key], marker="o", markersize=3, label=label)
+        for key, label, style in series:
+            if key in data:
+                axes.plot(epochs, data[key], label=label, **style)
         axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:  # a labelled line was drawn
