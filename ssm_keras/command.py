@@ -137,11 +137,12 @@ def _fail(message):
 HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")
 
 
-def asks_for_help(argv):
-    """Whether the command line holds one of absl's help flags (`--help`,
-    `-?`, `--helpfull`, ...)."""
+def asks_for_help(argv, flag_values=flags.FLAGS):
+    """Whether the command line, its flagfiles read, holds one of absl's help
+    flags (`--help`, `-?`, `--helpfull`, ...)."""
+    arguments = flag_values.read_flags_from_files(argv[1:], force_gnu=False)
     return any(argument.startswith("-") and argument.lstrip("-") in HELP_FLAGS
-               for argument in argv[1:])
+               for argument in arguments)
 
 
 def parse_flags(argv, flag_values=flags.FLAGS):
@@ -153,7 +154,7 @@ def parse_flags(argv, flag_values=flags.FLAGS):
     try:
         return flag_values(with_recipe(argv, flag_values))
     except SystemExit as stop:
-        if stop.code == 1 and asks_for_help(argv):
+        if stop.code == 1 and asks_for_help(argv, flag_values):
             sys.exit(0)
         raise
     except UnknownRecipe as error:

@@ -154,6 +154,18 @@ def test_help_prints_the_flags_and_exits_with_status_0(help_flag, capsys):
     assert capsys.readouterr().out.strip()  # absl printed its usage text
 
 
+def test_help_in_a_flagfile_exits_with_status_0(tmp_path, capsys):
+    flagfile = tmp_path / "asks.flags"
+    flagfile.write_text("--arch=fcn\n--help\n")
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flags.DEFINE_flag(app.HelpFlag(), flag_values)
+    with pytest.raises(SystemExit) as exit_info:
+        command.parse_flags(["ssm-train", f"--flagfile={flagfile}"], flag_values)
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip()
+
+
 def test_a_bad_flag_beside_help_still_fails(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parsed_flags(train, "--epochs=many", "--help")
