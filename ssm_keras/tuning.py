@@ -479,7 +479,8 @@ class _TrialFolders:
         )
         if not isinstance(self, keras_tuner.Hyperband):
             shutil.rmtree(run_dir.checkpoint_dir(trial_dir))
-        print(f"{self.tuner_id}: trial {trial.trial_id} {_describe(results[-1])}", flush=True)
+        worker = "" if tuner_role() == "single" else f"{self.tuner_id}: "
+        print(f"{worker}trial {trial.trial_id} {_describe(results[-1])}", flush=True)
         return results
 
 

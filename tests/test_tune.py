@@ -211,10 +211,14 @@ def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
 
 
 @pytest.mark.slow
-def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits):
+def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits, capsys):
     search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=4,
                                  mask_choices="signed,signed_topk", density_range="0.05:0.05")
     rows = tuning.run(search, tiny_config(epochs=1), mnist_splits)
+    # One process: one line per finished trial, without a worker's name.
+    finished = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+                if line.startswith("trial ")]
+    assert sorted(finished) == ["0", "1", "2", "3"]
     assert {row["mask"] for row in rows} == {"signed", "signed_topk"}
     for row in rows:
         flagfile = (tmp_path / "p" / f"trial_{row['trial_id']}" / "flags.txt").read_text()
