@@ -20,6 +20,15 @@ UNSIGNED_TWIN = {"signed": "binary", "signed_topk": "topk", "binary": "binary",
                  "topk": "topk", "bernoulli": "bernoulli"}
 
 
+def resolved_mask_kind(mask, signed):
+    """The mask kind `--mask=mask` gives after `--signed` (`signed=True`),
+    `--nosigned` (`False`) or neither (`None`): `("binary", True)` ->
+    `"signed"`."""
+    if signed is None:
+        return mask
+    return (SIGNED_TWIN if signed else UNSIGNED_TWIN)[mask]
+
+
 def _names(names):
     """`"a, b, c"`: a choice list as the help strings show it."""
     return ", ".join(names)
@@ -178,10 +187,7 @@ class TrainConfig:
     @property
     def mask_kind(self):
         """The mask kind after `--signed` / `--nosigned`."""
-        if self.signed is None:
-            return self.mask
-        twins = SIGNED_TWIN if self.signed else UNSIGNED_TWIN
-        return twins[self.mask]
+        return resolved_mask_kind(self.mask, self.signed)
 
     @property
     def masked(self):

@@ -14,7 +14,7 @@ import os
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from ssm_keras import run_dir
+from ssm_keras import paper, run_dir
 from ssm_keras.errors import UserError
 
 COMPOSITION_FILE = "mask_composition.png"
@@ -189,15 +189,31 @@ def flips_scale(flips):
     return "symlog" if positive and max(positive) >= 10 * min(positive) else "linear"
 
 
-def plot_training_curves(history, path, title=None):
+def plot_training_curves(history, path, title=None, paper_figure=None):
+    """Writes `training_curves_figure` to `path`. Returns `path`."""
+    return _save(training_curves_figure(history, title, paper_figure), path)
+
+
+def training_curves_figure(history, title=None, paper_figure=None):
     """Accuracy, loss, remaining weights (%) and mask flips per epoch, in a
     2 x 2 grid; a run with `--target_remaining` also draws its target path
-    (dashed) beside the remaining weights. Returns `path`."""
+    (dashed) beside the remaining weights, and `paper_figure` (a
+    `paper.PaperFigure`) is drawn as the paper's final test accuracy and
+    remaining weights (dotted)."""
     data = curve_data(history)
     epochs = data["epoch"]
     figure = Figure(figsize=(10, 7), layout="constrained")
     (accuracy, loss), (remaining, flips) = figure.subplots(2, 2, sharex=True)
-    targeted = "target_remaining_percent" in data
+    paper_style = {"linestyle": ":", "color": "C3"}
+    if paper_figure:
+        accuracy.axhline(paper_figure.test_accuracy, **paper_style,
+                         label=f"paper, test: {paper_figure.test_accuracy:.2f}%")
+    if paper_figure and paper_figure.remaining_percent is not None and "remaining_percent" in data:
+        remaining.axhline(paper_figure.remaining_percent, **paper_style,
+                          label=f"paper: {paper_figure.remaining_percent:.2f}%")
+    # The mask's line is named when another line shares its panel.
+    mask_label = ("mask" if "target_remaining_percent" in data or remaining.get_lines()
+                  else None)
     measured = {"marker": "o", "markersize": 3}
     path_style = {"linestyle": "--", "color": "0.4"}
     panels = (
@@ -205,7 +221,7 @@ def plot_training_curves(history, path, title=None):
                                     ("val_accuracy", "validation", measured))),
         (loss, "loss", (("loss", "training", measured), ("val_loss", "validation", measured))),
         (remaining, "remaining weights (%)", (
-            ("remaining_percent", "mask" if targeted else None, measured),
+            ("remaining_percent", mask_label, measured),
             ("target_remaining_percent", "target path", path_style))),
         (flips, "mask flips per epoch", (("mask_flips", None, measured),)),
     )
@@ -224,7 +240,7 @@ def plot_training_curves(history, path, title=None):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return figure
 
 
 def plot_accuracy_curves(curves, path, title=None, ylabel="validation accuracy (%)"):
@@ -391,13 +407,15 @@ def plot_run(model_dir, out_dir=None, run=None):
     try:
         if unfinished:
             return [plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
-                                         unfinished_title(flags, history, status))]
+                                         unfinished_title(flags, history, status),
+                                         paper.figure_of_run(flags))]
         title = run_title(results)
         paths = [plot_mask_composition(results["layers"],
                                        os.path.join(out_dir, COMPOSITION_FILE), title)]
         if history:
             paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
-                                              title))
+                                              title,
+                                              paper.figure_of_run(results.get("flags", {}))))
     except OSError as error:
         raise PlotError(f"cannot write the plots into {out_dir}: {error.strerror} "
                         f"({error.filename})") from None

@@ -32,38 +32,14 @@ epochs trained (so a shortened schedule shows). `write_plots`
 import dataclasses
 import math
 import os
-import typing
 
 from ssm_keras import command, launch, plotting
 from ssm_keras import run_dir as run_folder
 from ssm_keras.command import flag_field
+from ssm_keras.paper import PAPER
 from ssm_keras.errors import UserError
 
 
-class PaperRow(typing.NamedTuple):
-    """A row of the paper's table (Koster et al. 2022): the means of the test
-    accuracy (%) and of the remaining weights of the signed supermask."""
-
-    model: str
-    data: str
-    baseline_accuracy: float
-    signed_accuracy: float
-    remaining_percent: float
-    remaining_count: str
-
-
-PAPER = {
-    "fcn_mnist": PaperRow("FCN", "MNIST", 97.42, 97.48, 3.77, "10.1K"),
-    "conv2_cifar10": PaperRow("Conv2", "CIFAR-10", 68.79, 68.37, 0.60, "25.8K"),
-    "conv4_cifar10": PaperRow("Conv4", "CIFAR-10", 74.50, 77.40, 2.91, "69.8K"),
-    "conv6_cifar10": PaperRow("Conv6", "CIFAR-10", 75.91, 79.17, 2.36, "54.3K"),
-    "conv8_cifar10": PaperRow("Conv8", "CIFAR-10", 72.24, 80.91, 1.17, "62.0K"),
-    "resnet20_cifar10": PaperRow("ResNet-20", "CIFAR-10", 84.91, 81.68, 21.13, "52.8K"),
-    "resnet20x2_cifar10": PaperRow("ResNet-20x2", "CIFAR-10", 86.80, 84.42, 7.69, "76.9K"),
-    "resnet20x3_cifar10": PaperRow("ResNet-20x3", "CIFAR-10", 87.32, 84.89, 4.06, "89.3K"),
-    "resnet56_cifar100": PaperRow("ResNet-56", "CIFAR-100", 68.04, 60.01, 29.39, "247K"),
-    "resnet110_cifar100": PaperRow("ResNet-110", "CIFAR-100", 62.70, 46.42, 20.64, "351K"),
-}
 VARIANTS = ("signed", "baseline")
 # Flagfiles of recipes found with ssm_keras.tune (variant `signed_tuned`).
 TUNED = ("fcn_mnist_signed_tuned",)

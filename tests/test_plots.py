@@ -5,7 +5,7 @@ import os
 import pytest
 from absl import flags
 
-from ssm_keras import command, plotting, plots, training
+from ssm_keras import command, paper, plotting, plots, training
 
 from conftest import crashed_run, tiny_config, tiny_splits
 
@@ -18,8 +18,13 @@ def finished_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_plot_run_writes_both_figures(finished_run, tmp_path):
+def test_plot_run_writes_both_figures(finished_run, tmp_path, monkeypatch):
+    drawn = []
+    figure_of = plotting.training_curves_figure
+    monkeypatch.setattr(plotting, "training_curves_figure",
+                        lambda *args: drawn.append(args[2]) or figure_of(*args))
     paths = plotting.plot_run(str(finished_run), str(tmp_path / "out"))
+    assert drawn == [paper.PaperFigure(97.48, 3.77)]  # the FCN's signed supermask on MNIST
     assert [os.path.basename(path) for path in paths] == [plotting.COMPOSITION_FILE,
                                                           plotting.CURVES_FILE]
     for path in paths:
@@ -66,6 +71,47 @@ def test_plot_data_of_a_real_run(finished_run):
     assert curves["val_accuracy"] == pytest.approx([100 * h["val_accuracy"] for h in history])
     assert curves["mask_flips"] == [h["mask_flips"] for h in history]
     assert set(plotting.CURVE_KEYS) - {"target_remaining_percent"} <= set(curves)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"arch": "conv4", "dataset": "cifar10", "regime": "mask", "mask": "signed"},
+     paper.PaperFigure(77.40, 2.91)),
+    ({"arch": "conv4", "dataset": "cifar10", "regime": "mask", "mask": "binary", "signed": True},
+     paper.PaperFigure(77.40, 2.91)),
+    ({"arch": "resnet20", "dataset": "cifar10", "width": 2, "regime": "mask", "mask": "signed"},
+     paper.PaperFigure(84.42, 7.69)),
+    ({"arch": "resnet20", "dataset": "cifar10", "width": 1, "regime": "weights"},
+     paper.PaperFigure(84.91, None)),
+    ({"arch": "conv4", "dataset": "cifar10", "regime": "mask", "mask": "signed", "signed": False},
+     None),
+    ({"arch": "conv4", "dataset": "cifar10", "regime": "mask_then_weights", "mask": "signed"},
+     None),
+    ({"arch": "conv4", "dataset": "mnist", "regime": "mask", "mask": "signed"}, None),
+    ({"arch": "wrn28", "dataset": "cifar10", "regime": "weights"}, None),
+])
+def test_the_paper_figure_of_a_run_is_that_of_its_network_and_regime(flags, expected):
+    assert paper.figure_of_run(flags) == expected
+
+
+def _horizontal_lines(axes):
+    return {line.get_label(): line.get_ydata()[0] for line in axes.get_lines()
+            if len(set(line.get_ydata())) == 1 and line.get_linestyle() == ":"}
+
+
+def test_training_curves_draw_the_paper_figure_beside_the_run():
+    history = [{"epoch": e, "accuracy": 0.5 + e / 10, "val_accuracy": 0.5 + e / 20,
+                "remaining_percent": 50.0 / e} for e in (1, 2, 3)]
+    figure = plotting.training_curves_figure(history, paper_figure=paper.PaperFigure(77.4, 2.91))
+    accuracy, _, remaining, _ = figure.axes
+    assert _horizontal_lines(accuracy) == {"paper, test: 77.40%": 77.4}
+    assert _horizontal_lines(remaining) == {"paper: 2.91%": 2.91}
+    assert "mask" in remaining.get_legend_handles_labels()[1]
+    baseline = plotting.training_curves_figure(history, paper_figure=paper.PaperFigure(74.5, None))
+    assert _horizontal_lines(baseline.axes[0]) == {"paper, test: 74.50%": 74.5}
+    assert _horizontal_lines(baseline.axes[2]) == {}
+    plain = plotting.training_curves_figure(history)
+    assert all(_horizontal_lines(axes) == {} for axes in plain.axes)
+    assert plain.axes[2].get_legend() is None
 
 
 def _plots_cli(*argv):
