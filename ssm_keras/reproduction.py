@@ -36,8 +36,8 @@ import os
 from ssm_keras import command, launch, plotting
 from ssm_keras import run_dir as run_folder
 from ssm_keras.command import flag_field
-from ssm_keras.paper import PAPER
 from ssm_keras.errors import UserError
+from ssm_keras.paper import PAPER
 
 
 VARIANTS = ("signed", "baseline")
