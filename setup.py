@@ -29,7 +29,7 @@ setuptools.setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["ssm_keras", "ssm_keras.*"]),
-    package_data={"ssm_keras": ["pretrained_models/*.ssm", "recipes/*.flags"]},
+    package_data={"ssm_keras": ["pretrained/entries/*.ssm", "recipes/*.flags"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
@@ -45,14 +45,10 @@ setuptools.setup(
     extras_require={"test": ["pytest>=7"]},
     entry_points={
         "console_scripts": [
-            "ssm-train=ssm_keras.train:cli",
-            "ssm-export=ssm_keras.export:cli",
-            "ssm-tune=ssm_keras.tune:cli",
-            "ssm-plots=ssm_keras.plots:cli",
-            "ssm-evaluate=ssm_keras.evaluate:cli",
-            "ssm-reproduce=ssm_keras.reproduce:cli",
-            "ssm-benchmark=ssm_keras.benchmark:cli",
-            "ssm-study=ssm_keras.study:cli",
+            f"ssm-{command.replace('_', '-')}=ssm_keras.cli.{command}:cli" for command in (
+                "train", "tune", "export", "plots", "evaluate", "reproduce", "benchmark",
+                "benchmark_inference", "study", "check_applications", "initial_logits",
+                "make_pretrained")
         ],
     },
 )

@@ -24,10 +24,11 @@ import json
 import os
 import time
 
-import ssm_keras
 import keras
 
-from ssm_keras import data, statistics
+import ssm_keras
+from ssm_keras import data
+from ssm_keras.training import statistics
 
 
 def user_cnn(input_shape, num_classes, seed):

@@ -3,65 +3,77 @@
 The network's random initial weights `W0` stay frozen; a trainable score per
 weight decides through a mask `m(s)` in {-1, 0, +1} whether the weight is
 inverted, hidden or kept: the layer computes with `W = W0 * m(s)`.
+
+`import ssm_keras` imports Keras and registers the package's layers and
+initialisers, so that `keras.saving.load_model` reads a saved supermask; it
+sets no environment variable, installs no import hook and leaves Keras'
+global settings as they are. The public names below are loaded on first use.
+The one exception to the eager import is the start of one of the package's
+own commands (`python -m ssm_keras.train`, `ssm-train`, ...), which set
+TensorFlow's options before they import it (`ssm_keras.cli`).
 """
 
+import importlib
 import os
-
-# oneDNN kernels for convolutions and matrix products on x86 CPUs: measured
-# with ssm-benchmark (2 AMD EPYC cores, TensorFlow 2.21), masked Conv4
-# trained at 181 images/s with them and 142 without, the masked FCN at 35,700
-# and 31,400 (docs/speed.md). TensorFlow enables them by itself only on CPUs
-# with AVX-512 VNNI or AMX; it reads the variable once, when it is first
-# imported, so this works when ssm_keras is imported before TensorFlow (as
-# `python -m ssm_keras.train` does). Set TF_ENABLE_ONEDNN_OPTS=0 to turn them
-# off. It is set here, in the first file of the package that runs, and not in
-# the commands' entry points, which would come after their own imports.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from ssm_keras import registration  # noqa: E402  (light: imports no Keras)
-
-_backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-if _backend != "tensorflow":
-    raise registration.backend_error(
-        "ssm_keras needs the TensorFlow backend of Keras 3, but KERAS_BACKEND="
-        f"{_backend!r}. Unset KERAS_BACKEND or set it to 'tensorflow'."
-    )
+import sys
 
 __version__ = "0.1.0"
 
-# The public API, imported on first use: `ssm_keras.supermask`, ...
+# The public API: each name and the module that defines it.
 _PUBLIC = {
-    "supermask": "supermasking",
-    "with_regime": "supermasking",
-    "MaskConfig": "supermasking",
-    "bake": "baking",
-    "save_compact": "compact",
-    "load_compact": "compact",
-    "MaskMonitor": "callbacks",
-    "decay_scores_only": "score_decay",
-    "MaskedLayer": "layers",
-    "MaskedDense": "layers",
-    "MaskedConv1D": "layers",
-    "MaskedConv2D": "layers",
-    "MaskedDepthwiseConv2D": "layers",
-    "FixedAffineBatchNormalization": "layers",
+    "supermask": "ssm_keras.transforms.supermasking",
+    "with_regime": "ssm_keras.transforms.supermasking",
+    "MaskConfig": "ssm_keras.transforms.supermasking",
+    "bake": "ssm_keras.transforms.baking",
+    "save_compact": "ssm_keras.exporting.compact",
+    "load_compact": "ssm_keras.exporting.compact",
+    "MaskMonitor": "ssm_keras.training.callbacks",
+    "decay_scores_only": "ssm_keras.training.score_decay",
+    "MaskedLayer": "ssm_keras.layers",
+    "MaskedDense": "ssm_keras.layers",
+    "MaskedConv1D": "ssm_keras.layers",
+    "MaskedConv2D": "ssm_keras.layers",
+    "MaskedDepthwiseConv2D": "ssm_keras.layers",
+    "FixedAffineBatchNormalization": "ssm_keras.layers",
 }
 __all__ = sorted(_PUBLIC)
+
+# The modules whose import registers the classes a saved model names.
+_REGISTERING = ("ssm_keras.initializers", "ssm_keras.layers")
 
 
 def __getattr__(name):
     if name not in _PUBLIC:
         raise AttributeError(f"module 'ssm_keras' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"ssm_keras.{_PUBLIC[name]}"), name)
+    return getattr(importlib.import_module(_PUBLIC[name]), name)
 
 
 def __dir__():
     return sorted({*globals(), *__all__})
 
-# Registers every class a saved model names (the layers and the
-# initialisers) when Keras is imported, so that `import ssm_keras` makes a
-# run's model.keras loadable with `keras.saving.load_model`, while
-# `import ssm_keras.config` imports neither Keras nor TensorFlow.
-registration.register_when_keras_loads()
+
+def _starting_a_command():
+    """Whether this process is starting one of the package's commands:
+    `python -m ssm_keras.<command>` or an `ssm-<command>` console script."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1].startswith("ssm_keras.")
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return os.path.basename(main_file).startswith("ssm-")
+
+
+def check_backend(backend):
+    """Raises `ImportError` unless Keras' backend `backend` is TensorFlow."""
+    if backend != "tensorflow":
+        raise ImportError(
+            f"ssm_keras needs the TensorFlow backend of Keras 3, but Keras uses {backend!r} "
+            "(KERAS_BACKEND, or ~/.keras/keras.json). Set KERAS_BACKEND=tensorflow.")
+
+
+if not _starting_a_command():
+    check_backend(os.environ.get("KERAS_BACKEND", "tensorflow"))
+    import keras
+
+    check_backend(keras.backend.backend())
+    for _module in _REGISTERING:
+        importlib.import_module(_module)

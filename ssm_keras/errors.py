@@ -3,7 +3,7 @@
 Each module raises its own subclass, defined next to the code that raises it
 (`config.ConfigError`, `run_dir.RunDirError`, `plotting.PlotError`, ...);
 `ExportError`, shared by the modules that bake, prune, convert and store
-models, is here. Every command (`ssm_keras.command.run`) prints any of them
+models, is here. Every command (`ssm_keras.cli.shell.run`) prints any of them
 as one `error: ...` line and exits with status 1, without a traceback. Any
 other exception is a bug and keeps its traceback.
 """

@@ -26,7 +26,7 @@ import keras
 
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
-from ssm_keras.supermasking import MaskConfig, supermask, with_regime  # noqa: F401
+from ssm_keras.transforms.supermasking import MaskConfig, supermask, with_regime  # noqa: F401
 
 
 class LayerFactory:

@@ -9,7 +9,7 @@ a run's own setting beside its curves (`figure_of_run`).
 
 import typing
 
-from ssm_keras.config import resolved_mask_kind
+from ssm_keras.training.config import resolved_mask_kind
 
 
 class PaperRow(typing.NamedTuple):

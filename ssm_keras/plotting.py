@@ -6,16 +6,19 @@ Data preparation (`composition_data`, `curve_data`, `mean_layers`,
 `plot_accuracy_vs_remaining`, `plot_layer_utilisation`, `plot_trials`) draw
 with matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no
 pyplot state or display is involved. `plot_run` writes a run's two figures
-(an unfinished run's training curves only); the command is `ssm_keras.plots`.
+(an unfinished run's training curves only); the command is `ssm_keras.cli.plots`.
 """
 
+import dataclasses
 import os
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from ssm_keras import paper, run_dir
+from ssm_keras import paper
 from ssm_keras.errors import UserError
+from ssm_keras.settings import setting
+from ssm_keras.training import run_dir
 
 COMPOSITION_FILE = "mask_composition.png"
 CURVES_FILE = "training_curves.png"
@@ -381,6 +384,22 @@ def unfinished_title(flags, history, status):
     """`arch regime on dataset: epoch E of N, <status>`."""
     last = history[-1]["epoch"]
     return f"{run_title(flags)}: epoch {last} of {flags.get('epochs', '?')}, {status}"
+
+
+@dataclasses.dataclass
+class PlotSettings:
+    """The settings of `ssm-plots`: which run, and where its plots go."""
+
+    model_dir: str | None = setting(
+        None, "Required: training run directory (finished, or with at least one epoch).")
+    out_dir: str | None = setting(None, "Folder of the plots (default: --model_dir).")
+
+
+def plot(settings):
+    """`plot_run` of `settings` (`PlotSettings`); `PlotError` without a run."""
+    if not settings.model_dir:
+        raise PlotError("give --model_dir, the run to plot")
+    return plot_run(settings.model_dir, settings.out_dir)
 
 
 def plot_run(model_dir, out_dir=None, run=None):

@@ -24,8 +24,10 @@ tf.config.set_logical_device_configuration(
 
 from absl import flags  # noqa: E402
 
-from ssm_keras import config as ssm_config  # noqa: E402  (after the devices are set)
-from ssm_keras import command, data, export, layers, models, training  # noqa: E402
+from ssm_keras import data, layers, models
+from ssm_keras.cli import export, shell
+from ssm_keras.training import config as ssm_config  # noqa: E402  (after the devices are set
+from ssm_keras.training import trainer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FCN_SHAPE = (8, 8, 1)
@@ -141,23 +143,23 @@ def strict_json(path):
 
 def parsed_flags(module, *argv):
     """A fresh `FlagValues` with the flags of command `module`, parsed from
-    `argv` as its command line is (`command.parse_flags`: `--recipe` too)."""
+    `argv` as its command line is (`shell.parse_flags`: `--recipe` too)."""
     flag_values = _fresh_flags(module)
-    command.parse_flags([module.__name__, *argv], flag_values)
+    shell.parse_flags([module.__name__, *argv], flag_values)
     return flag_values
 
 
 def command_status(module, *argv, **work_arguments):
     """Runs command `module` with `argv` in this process on fresh flags, as
-    its console script would (`command.main`): the exit status of
+    its console script would (`shell.main`): the exit status of
     `module.run_command(flag_values, **work_arguments)` through the shell,
     or 1 for a command line it cannot parse (after its one error line)."""
     flag_values = _fresh_flags(module)
     try:
-        left = command.parse_flags([module.__name__, *argv], flag_values)
+        left = shell.parse_flags([module.__name__, *argv], flag_values)
     except SystemExit as exit_info:
         return exit_info.code
-    return command.run(lambda: module.run_command(flag_values, **work_arguments), left)
+    return shell.run(lambda: module.run_command(flag_values, **work_arguments), left)
 
 
 def assert_one_error_line(captured, fragment):
@@ -184,7 +186,7 @@ class Crash(keras.callbacks.Callback):
 def crashed_run(config, splits, after_epoch=2):
     """Runs `config` in this process until a kill after `after_epoch` epochs."""
     with pytest.raises(KeyboardInterrupt):
-        training.run(config, splits=splits, callbacks=[Crash(after_epoch)])
+        trainer.run(config, splits=splits, callbacks=[Crash(after_epoch)])
 
 
 @pytest.fixture(scope="session")
@@ -213,7 +215,7 @@ def trained_fcn(tmp_path_factory, mnist_dir):
         arch="fcn", dataset="mnist", mask="signed", regime="mask", weight_init="elus",
         epochs=3, batch_size=128, learning_rate=0.05, weight_decay=0.005, validation_size=0,
         steps_per_execution=32, jit_compile=True, model_dir=str(run), verbose=0)
-    results = training.run(settings, splits)
+    results = trainer.run(settings, splits)
     keras.utils.clear_session()
     return run, results, *full.test
 

@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from ssm_keras import command, distribute, train, training
-from ssm_keras import config as ssm_config
+from ssm_keras.cli import shell, train
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import distribute, trainer
 
 
 class ModelRecorder(keras.callbacks.Callback):
@@ -39,7 +40,7 @@ def main(out_dir, argv):
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
     flag_values([sys.argv[0], *argv])
-    config = command.from_flags(ssm_config.TrainConfig, flag_values)
+    config = shell.from_flags(ssm_config.TrainConfig, flag_values)
     strategy = distribute.get_strategy(config.strategy)
     index = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
     value = float(index)
@@ -50,9 +51,9 @@ def main(out_dir, argv):
     scalar = strategy.reduce("MEAN", per_replica[0], axis=0)
 
     trained = ModelRecorder()
-    training.run(dataclasses.replace(config, epochs=config.epochs - 1), strategy=strategy,
+    trainer.run(dataclasses.replace(config, epochs=config.epochs - 1), strategy=strategy,
                  callbacks=[trained])
-    training.run(dataclasses.replace(config, resume=True), strategy=strategy, callbacks=[trained])
+    trainer.run(dataclasses.replace(config, resume=True), strategy=strategy, callbacks=[trained])
     weights = {f"weight{i}": np.asarray(w) for i, w in enumerate(trained.models[-1].get_weights())}
     np.savez(os.path.join(out_dir, f"worker{index}.npz"), pid=os.getpid(),
              pair_scalar=pair[0].numpy(), pair_vector=pair[1].numpy(),

@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from ssm_keras import batch_norm, data, layers
+from ssm_keras import data, layers
+from ssm_keras.training import batch_norm
 
 
 def _bernoulli_bn_model():

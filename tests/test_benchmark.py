@@ -11,13 +11,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from conftest import (
+    REPO,
+    TFLITE_ACCURACY_TOLERANCE,
+    assert_one_error_line,
+    command_status,
+    parsed_flags,
+    shared_data_dir,
+)
 
-from ssm_keras import (arithmetic, benchmark, benchmark_inference, check_applications, command,
-                       exporting, inference_speed, initial_logits, measurement, models, pretrained,
-                       throughput)
-
-from conftest import (REPO, TFLITE_ACCURACY_TOLERANCE, assert_one_error_line, command_status,
-                      parsed_flags, shared_data_dir)
+from ssm_keras import models, pretrained
+from ssm_keras.cli import (
+    benchmark,
+    benchmark_inference,
+    check_applications,
+    initial_logits,
+    shell,
+)
+from ssm_keras.cli import report as reporting
+from ssm_keras.experiments import arithmetic, inference_speed, measurement, throughput
+from ssm_keras.exporting import exporter
 
 
 @pytest.mark.slow
@@ -43,7 +56,7 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert machine["cores"] == os.cpu_count() and machine["tensorflow"] == tf.__version__
     # --quick replaced the window settings; the report records what ran.
     assert report["settings"]["archs"] == ["fcn"] and report["settings"]["quick"] is True
-    assert report["settings"]["windows"] == benchmark.QUICK["windows"]
+    assert report["settings"]["windows"] == throughput.QUICK["windows"]
     # The ceiling comes from the float32 matmul measured in this run.
     assert record["precision"] == "float32" and "speedup_over_float32" not in record
     assert record["peak_gflops"] == machine["matmul_gflops"]["float32"] > 0
@@ -85,7 +98,7 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
         assert sorted(rows) == sorted([*inference_speed.RUNTIME_FORMATS, "compact"])
         for name, row in rows.items():
             path = tmp_path / "exports" / model["name"] / row["file"]
-            assert row["bytes"] == exporting.file_size(path) > 0
+            assert row["bytes"] == exporter.file_size(path) > 0
             if name == "compact":
                 continue
             correct = round(row["test_accuracy"] * len(labels))
@@ -103,7 +116,7 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
 
 
 def test_benchmark_peaks_and_speedups():
-    settings = command.from_flags(throughput.BenchmarkConfig, parsed_flags(
+    settings = shell.from_flags(throughput.BenchmarkConfig, parsed_flags(
         benchmark, "--precisions=float32,mixed_bfloat16", "--matmul_size=64"))
     assert settings.precision_names() == ["float32", "mixed_bfloat16"]
     peaks = {"float32": 100.0, "bfloat16": 300.0}
@@ -186,11 +199,11 @@ def test_benchmark_refuses_an_application_it_cannot_mask(tmp_path, monkeypatch, 
 
 def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
     out = f"--out={tmp_path / 'b.json'}"
-    settings = measurement.settings_from_flags(
+    settings = reporting.settings_from_flags(
         throughput.BenchmarkConfig, parsed_flags(benchmark, "--quick", "--windows=3", out),
-        benchmark.QUICK)
+        throughput.QUICK)
     assert settings.windows == 3
-    assert settings.window_seconds == benchmark.QUICK["window_seconds"]
+    assert settings.window_seconds == throughput.QUICK["window_seconds"]
     # A bad value given with --quick is refused, not replaced.
     assert command_status(benchmark, "--quick", "--window_seconds=-1", out) == 1
     assert_one_error_line(capsys.readouterr(), "--window_seconds=-1")
@@ -208,9 +221,8 @@ def test_report_out_that_is_a_folder_is_refused_even_with_overwrite(tmp_path):
 
 def test_report_that_cannot_be_written_is_one_error_after_the_table(tmp_path, capsys):
     out = tmp_path / "gone" / "b.json"  # its folder vanished during the measurements
-    flag_values = parsed_flags(benchmark, f"--out={out}")
     with pytest.raises(measurement.ReportError, match=f"cannot write {out}: No such file"):
-        measurement.write_report(flag_values, {"settings": {}}, "| the table |\n")
+        reporting.write(str(out), {"settings": {}}, "| the table |\n")
     assert capsys.readouterr().out == "| the table |\n\n"
 
 
@@ -315,30 +327,30 @@ def test_benchmark_inference_bad_arguments_name_the_value(arguments, named, caps
 
 
 def test_check_applications_refuses_unknown_models_before_any_check(tmp_path, capsys):
-    assert command_status(check_applications, f"--out={tmp_path / 'out'}",
+    assert command_status(check_applications, f"--out_dir={tmp_path / 'out'}",
                         "--models=MobileNetV2,NoSuchNet") == 1
     assert_one_error_line(capsys.readouterr(), "NoSuchNet not in keras.applications")
     assert not (tmp_path / "out").exists()
     assert command_status(check_applications, "--models=MobileNetV2") == 1
-    assert_one_error_line(capsys.readouterr(), "--out is required")
+    assert_one_error_line(capsys.readouterr(), "give --out_dir")
 
 
 
 def test_check_applications_refuses_bad_settings_before_any_check(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
-    assert command_status(check_applications, f"--out={afile}", "--models=MobileNetV2") == 1
-    assert_one_error_line(capsys.readouterr(), f"--out={afile}: cannot make this folder")
+    assert command_status(check_applications, f"--out_dir={afile}", "--models=MobileNetV2") == 1
+    assert_one_error_line(capsys.readouterr(), f"--out_dir={afile}: cannot make this folder")
     assert afile.read_text() == "mine"
     out = tmp_path / "out"
-    assert command_status(check_applications, f"--out={out}", "--models=MobileNetV2",
+    assert command_status(check_applications, f"--out_dir={out}", "--models=MobileNetV2",
                           "--timeout=0") == 1
     assert_one_error_line(capsys.readouterr(), "--timeout=0.0")
     out.mkdir()
     (out / "applications.md").write_text("an earlier check")
-    assert command_status(check_applications, f"--out={out}", "--models=MobileNetV2") == 1
-    assert_one_error_line(capsys.readouterr(), "applications.md exists; choose another --out "
-                          "or pass --overwrite")
+    assert command_status(check_applications, f"--out_dir={out}", "--models=MobileNetV2") == 1
+    assert_one_error_line(capsys.readouterr(), "applications.md exists; choose another "
+                          "--out_dir or pass --overwrite")
     assert (out / "applications.md").read_text() == "an earlier check"
 
 

@@ -8,12 +8,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import strict_json, tiny_config, tiny_splits
 from tensorboard.backend.event_processing import event_accumulator
 
-from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import command, layers, run_dir, training
-
-from conftest import strict_json, tiny_config, tiny_splits
+from ssm_keras import layers
+from ssm_keras.cli import shell
+from ssm_keras.training import callbacks as ssm_callbacks
+from ssm_keras.training import run_dir, trainer
 
 
 def _tags(pattern):
@@ -47,7 +48,7 @@ class _RecordAndStop(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_summaries_and_the_callers_callbacks(tmp_path):
     caller = _RecordAndStop(epochs=2)
-    results = training.run(tiny_config(tmp_path, epochs=3), splits=tiny_splits(),
+    results = trainer.run(tiny_config(tmp_path, epochs=3), splits=tiny_splits(),
                            callbacks=[caller])
     # The caller's callback saw each epoch's logs with the mask statistics,
     # as history.jsonl records them, and stopped the run after 2 of 3 epochs:
@@ -84,15 +85,15 @@ def test_summaries_and_the_callers_callbacks(tmp_path):
 def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
     splits = tiny_splits()
     with pytest.raises(ssm_callbacks.Diverged, match="the loss is (nan|inf) after epoch 1"):
-        training.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
+        trainer.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
     results = strict_json(tmp_path / "run" / "results.json")
     assert results["status"] == "diverged" and results["epoch"] == 1
     assert not (tmp_path / "run" / "model.keras").exists()
     assert run_dir.read_state(str(tmp_path / "run")) is None  # no checkpoint of a diverged state
     with pytest.raises(run_dir.RunDirError, match="diverged"):
-        training.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
+        trainer.run(tiny_config(tmp_path, regime="weights", learning_rate=1e6), splits=splits)
     # The command ends with one error line and status 1.
-    code = command.run(lambda: training.run(  # as the train command does
+    code = shell.run(lambda: trainer.run(  # as the train command does
         tiny_config(tmp_path / "b", regime="weights", learning_rate=1e6), splits=splits))
     assert code == 1
     err = capsys.readouterr().err
@@ -104,7 +105,7 @@ def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
 @pytest.mark.slow
 def test_non_finite_weights_stop_training():
     # NaN scores hide every weight: the loss stays finite, the weights do not.
-    model = training.build_model(tiny_config(pathlib.Path("unused")), tiny_splits().spec)
+    model = trainer.build_model(tiny_config(pathlib.Path("unused")), tiny_splits().spec)
     stop = ssm_callbacks.StopOnNonFinite()
     stop.set_model(model)
     stop.on_epoch_end(0, {"loss": 1.1})

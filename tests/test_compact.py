@@ -6,14 +6,22 @@ import re
 import struct
 
 import keras
-
 import numpy as np
 import pytest
+from conftest import (
+    CONV_SHAPE,
+    FCN_SHAPE,
+    assert_one_error_line,
+    effective_kernels,
+    export_cli,
+    random_images,
+    randomize_scores,
+    randomized_model,
+)
 
-from ssm_keras import baking, compact, layers, models
-
-from conftest import (FCN_SHAPE, CONV_SHAPE, assert_one_error_line, effective_kernels,
-                      export_cli, random_images, randomize_scores, randomized_model)
+from ssm_keras import layers, models
+from ssm_keras.exporting import compact
+from ssm_keras.transforms import baking
 
 
 # The compact format.
@@ -197,7 +205,7 @@ def test_damaged_compact_file_is_refused(damage, compact_bytes, tmp_path, capsys
     with pytest.raises(compact.CompactFileError, match=re.escape(message)):
         compact.load_compact(path)
     out_dir = tmp_path / "out"
-    assert export_cli(f"--compact_file={path}", f"--out={out_dir}") == 1
+    assert export_cli(f"--compact_file={path}", f"--out_dir={out_dir}") == 1
     assert_one_error_line(capsys.readouterr(), message)
     assert not out_dir.exists() or not os.listdir(out_dir)
 
@@ -229,7 +237,7 @@ def _recompact(data, change):
 def test_compact_header_of_wrong_types_is_refused(change, compact_bytes, tmp_path, capsys):
     path = tmp_path / "model.ssm"
     path.write_bytes(_recompact(compact_bytes, change))
-    assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}") == 1
+    assert export_cli(f"--compact_file={path}", f"--out_dir={tmp_path / 'out'}") == 1
     assert_one_error_line(capsys.readouterr(), f"compact file {path}")
 
 
@@ -252,5 +260,5 @@ def test_compact_header_asking_for_a_huge_model_is_refused_before_allocating(
         change, message, compact_bytes, tmp_path, capsys):
     path = tmp_path / "model.ssm"
     path.write_bytes(_recompact(compact_bytes, change))
-    assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}") == 1
+    assert export_cli(f"--compact_file={path}", f"--out_dir={tmp_path / 'out'}") == 1
     assert_one_error_line(capsys.readouterr(), message)

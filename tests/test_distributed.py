@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from ssm_keras import command, distribute, run_dir, train, training
-from ssm_keras import config as ssm_config
-
 from conftest import REPO, parsed_flags
 from multi_worker_job import ModelRecorder
+
+from ssm_keras.cli import shell, train
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import distribute, run_dir, trainer
 
 # A tiny run of the FCN flagfile (which asks for --steps_per_execution=32 and
 # --jit_compile) on real MNIST: 256 training examples, two steps per epoch.
@@ -86,7 +86,7 @@ def test_a_worker_resumes_from_the_chiefs_epoch_or_stops(tmp_path, monkeypatch):
 
     def as_worker(chief_epoch):
         monkeypatch.setattr(distribute, "chief_value", lambda strategy, value: chief_epoch)
-        return training.prepare_model_dir(str(model_dir), {}, None, strategy, None)
+        return trainer.prepare_model_dir(str(model_dir), {}, None, strategy, None)
 
     assert as_worker(3) == state
     with pytest.raises(run_dir.RunDirError, match="chief resumes after 2 finished epochs, but "
@@ -132,7 +132,7 @@ def test_launcher_refuses_bad_arguments(arguments, message):
 
 
 def _parse(argv):
-    return command.from_flags(ssm_config.TrainConfig, parsed_flags(train, *argv))
+    return shell.from_flags(ssm_config.TrainConfig, parsed_flags(train, *argv))
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
                      f"--model_dir={tmp_path / 'mirrored'}", "--strategy=mirrored"])
     trained = ModelRecorder()
     try:
-        mirrored = training.run(config, callbacks=[trained])
+        mirrored = trainer.run(config, callbacks=[trained])
         output = job.communicate(timeout=300)[0]
     finally:
         if job.poll() is None:

@@ -7,11 +7,12 @@ import pathlib
 
 import numpy as np
 import pytest
-
-from ssm_keras import (command, init_study, launch, plotting, reproduce, reproduction, run_dir,
-                       study)
-
 from conftest import REPO, assert_one_error_line, command_status, parsed_flags
+
+from ssm_keras import plotting, settings
+from ssm_keras.cli import reproduce, shell, study
+from ssm_keras.experiments import init_study, launch, reproduction
+from ssm_keras.training import run_dir
 
 
 def _fake_run(model_dir, accuracy, remaining_percent, epochs=3, regime="mask", flags=None):
@@ -63,11 +64,11 @@ def test_reproduce_skips_finished_runs_and_aggregates(tmp_path):
 
     reproduce.run_command(parsed_flags(
         reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_baseline", "--seeds=0,1,2",
-        f"--runs_dir={runs}", "--epochs=5"), runner)
+        f"--out_dir={runs}", "--epochs=5"), runner)
     (command_line,) = commands  # only the missing run
     # The shipped recipe, which flags/ of the checkout links to.
     flagfile = _flag(command_line, "flagfile")
-    assert flagfile == os.path.join(command.recipes_dir(), "fcn_mnist_baseline.flags")
+    assert flagfile == os.path.join(settings.recipes_dir(), "fcn_mnist_baseline.flags")
     assert pathlib.Path(flagfile).read_text() == (REPO / "flags" / "fcn_mnist_baseline.flags"
                                                   ).read_text()
     assert _flag(command_line, "seed") == "2"
@@ -100,10 +101,10 @@ def test_reproduce_tuned_recipe_has_its_own_row(tmp_path):
         _fake_run(runs / "fcn_mnist_signed_tuned" / f"seed{seed}", accuracy, 2.4)
     _fake_run(runs / "fcn_mnist_signed" / "seed0", 0.975, 2.38)
     assert reproduction.split_experiment("fcn_mnist_signed_tuned") == ("fcn_mnist", "signed_tuned")
-    assert set(reproduction.TUNED) <= set(command.recipe_names())
+    assert set(reproduction.TUNED) <= set(settings.recipe_names())
     reproduce.run_command(parsed_flags(
         reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_signed_tuned", "--seeds=0,1,2",
-        f"--runs_dir={runs}", "--aggregate_only"), _no_training)
+        f"--out_dir={runs}", "--aggregate_only"), _no_training)
     text = (runs / "table.md").read_text()
     assert "| FCN | MNIST | 97.42 | - | - | 97.48 | 97.50 | 3.77% (10.1K) | 2.38% (6.3K) |" in text
     assert ("| FCN, tuned recipe | MNIST | 97.42 | - | - | 97.48 | 97.80 ± 0.10 "
@@ -118,7 +119,7 @@ def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     _fake_run(tmp_path / "fcn_mnist_signed" / "seed1", 0.9, 3.0, epochs=100,
               flags={"arch": "fcn", "weight_decay": 0.00025, "max_examples": 2000, "seed": 1})
     reproduce.run_command(parsed_flags(
-        reproduce, "--experiments=fcn_mnist_signed", "--seeds=0,1", f"--runs_dir={tmp_path}",
+        reproduce, "--experiments=fcn_mnist_signed", "--seeds=0,1", f"--out_dir={tmp_path}",
         "--aggregate_only"), _no_training)
     record = json.loads((tmp_path / "table.json").read_text())["experiments"]["fcn_mnist_signed"]
     assert record["other_flags"] == ["--max_examples=2000"]  # seed and XLA are not the recipe
@@ -133,7 +134,7 @@ def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
     (["--recipe=fcn_mnist_signed"], "'recipe'"), (["--experiments= ,"], "--experiments is empty"),
 ])
 def test_reproduce_bad_arguments_name_the_value(arguments, named, tmp_path, capsys):
-    assert command_status(reproduce, f"--runs_dir={tmp_path}", *arguments,
+    assert command_status(reproduce, f"--out_dir={tmp_path}", *arguments,
                           runner=_no_training) == 1
     assert_one_error_line(capsys.readouterr(), named)
     assert not (tmp_path / "table.md").exists()
@@ -141,16 +142,16 @@ def test_reproduce_bad_arguments_name_the_value(arguments, named, tmp_path, caps
 
 def test_reproduce_aggregate_only_refuses_a_runs_dir_that_does_not_exist(tmp_path, capsys):
     missing = tmp_path / "runs_misspelt"
-    assert command_status(reproduce, f"--runs_dir={missing}", "--aggregate_only",
+    assert command_status(reproduce, f"--out_dir={missing}", "--aggregate_only",
                           runner=_no_training) == 1
     assert_one_error_line(capsys.readouterr(),
-                          f"--aggregate_only: --runs_dir={missing} does not exist")
+                          f"--aggregate_only: --out_dir={missing} does not exist")
     assert not missing.exists()
 
 
 def test_reproduce_reports_failed_runs(tmp_path, capsys):
     status = command_status(reproduce, "--experiments=conv4_cifar10_signed", "--seeds=0",
-                            f"--runs_dir={tmp_path}", runner=lambda command_line: 1)
+                            f"--out_dir={tmp_path}", runner=lambda command_line: 1)
     assert status == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: the runs in {tmp_path / 'conv4_cifar10_signed' / 'seed0'} failed; "
@@ -168,14 +169,14 @@ def test_reproduce_reports_failed_runs(tmp_path, capsys):
 def test_reproduce_checks_every_run_before_the_first_trains(arguments, named, tmp_path,
                                                              capsys):
     assert command_status(reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_baseline",
-                          "--seeds=0,1", f"--runs_dir={tmp_path}", *arguments,
+                          "--seeds=0,1", f"--out_dir={tmp_path}", *arguments,
                           runner=_no_training) == 1
     assert_one_error_line(capsys.readouterr(), named)
 
 
 def test_study_checks_every_run_before_the_first_trains(tmp_path, capsys):
     # Only the third run, mask_bernoulli, uses this learning rate.
-    assert command_status(study, f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=-1",
+    assert command_status(study, f"--out_dir={tmp_path}", "--bernoulli_learning_rate=-1",
                           runner=_no_training) == 1
     assert_one_error_line(capsys.readouterr(), f"the run {tmp_path / 'mask_bernoulli'} cannot "
                           "start: --learning_rate must be > 0. Received: --learning_rate=-1.0")
@@ -200,9 +201,9 @@ def test_reproduce_reads_each_finished_results_file_once(tmp_path, monkeypatch):
 def test_experiments_refuse_a_runs_dir_below_a_file(module, arguments, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
-    assert command_status(module, f"--runs_dir={afile / 'runs'}", *arguments,
+    assert command_status(module, f"--out_dir={afile / 'runs'}", *arguments,
                           runner=_no_training) == 1
-    assert_one_error_line(capsys.readouterr(), f"--runs_dir={afile / 'runs'}: {afile} is a file")
+    assert_one_error_line(capsys.readouterr(), f"--out_dir={afile / 'runs'}: {afile} is a file")
     assert afile.read_text() == "mine"
 
 
@@ -227,7 +228,7 @@ def test_study_runs_every_regime_from_one_seed(tmp_path):
                   regime=run, flags={"width": 1, "dataset": "mnist"})
         return 0
 
-    argv = [f"--runs_dir={runs}", "--width=1", "--epochs=3", "--dataset=mnist"]
+    argv = [f"--out_dir={runs}", "--width=1", "--epochs=3", "--dataset=mnist"]
     study.run_command(parsed_flags(study, *argv), runner)
     assert [os.path.basename(_flag(c, "flagfile")) for c in commands] == [
         "wrn28_cifar10_weights.flags", "wrn28_cifar10_mask.flags",
@@ -276,13 +277,13 @@ def test_study_without_bernoulli_runs_three(tmp_path):
         _fake_run(_flag(command_line, "model_dir"), 0.5, 50.0)
         return 0
 
-    study.run_command(parsed_flags(study, f"--runs_dir={tmp_path}", "--nobernoulli"), runner)
+    study.run_command(parsed_flags(study, f"--out_dir={tmp_path}", "--nobernoulli"), runner)
     assert [os.path.basename(_flag(c, "model_dir")) for c in commands] == [
         "weights", "mask", "mask_then_weights"]
 
 
 def test_a_study_whose_first_run_fails_says_which_study_it_is(tmp_path, capsys):
-    assert command_status(study, f"--runs_dir={tmp_path}", "--width=2", "--dataset=mnist",
+    assert command_status(study, f"--out_dir={tmp_path}", "--width=2", "--dataset=mnist",
                           runner=lambda command_line: 1) == 1
     assert capsys.readouterr().err.strip() == (
         "error: run weights failed; see its output above")
@@ -297,17 +298,17 @@ def test_a_study_whose_first_run_fails_says_which_study_it_is(tmp_path, capsys):
 def test_a_report_that_cannot_be_written_is_one_error_line_after_the_table(
         module, report, argv, tmp_path, capsys):
     (tmp_path / report).mkdir()  # where the report goes
-    assert command_status(module, f"--runs_dir={tmp_path}", *argv,
+    assert command_status(module, f"--out_dir={tmp_path}", *argv,
                           runner=lambda command_line: 1) == 1
     captured = capsys.readouterr()
     assert "| --- |" in captured.out  # the table was printed first
-    assert captured.err.strip() == (f"error: cannot write into --runs_dir={tmp_path}: "
+    assert captured.err.strip() == (f"error: cannot write into --out_dir={tmp_path}: "
                                     f"Is a directory ({tmp_path / report})")
 
 
 def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):
-    settings = command.from_flags(init_study.StudyConfig, parsed_flags(
-        study, f"--runs_dir={tmp_path}", "--bernoulli_learning_rate=0.01"))
+    settings = shell.from_flags(init_study.StudyConfig, parsed_flags(
+        study, f"--out_dir={tmp_path}", "--bernoulli_learning_rate=0.01"))
     bernoulli = init_study.training_command(settings, 0, None, [], "mask_bernoulli")
     assert _flag(bernoulli, "learning_rate") == "0.01"
     assert "--learning_rate=0.01" not in init_study.training_command(settings, 0, None, [], "mask")
@@ -321,7 +322,7 @@ def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):
         return 1
 
     assert command_status(reproduce, "--experiments=conv4_cifar10_signed,resnet20_cifar10_signed",
-                          "--seeds=0", f"--runs_dir={tmp_path}", "--compress=5", "--verbose=2",
+                          "--seeds=0", f"--out_dir={tmp_path}", "--compress=5", "--verbose=2",
                           runner=runner) == 1
     conv4, resnet20 = commands
     # Conv4: 100 epochs, decay every 10; ResNet-20: 110 epochs, plateau patience 15.

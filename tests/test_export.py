@@ -11,12 +11,21 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from conftest import (
+    CONV_SHAPE,
+    FCN_SHAPE,
+    REPO,
+    assert_one_error_line,
+    effective_kernels,
+    export_cli,
+    random_images,
+    randomized_model,
+)
 
-from ssm_keras import baking, compact, exporting, layers, models, staging, tflite
-from ssm_keras.run_dir import RunDirError
-
-from conftest import (FCN_SHAPE, CONV_SHAPE, REPO, assert_one_error_line, effective_kernels,
-                      export_cli, random_images, randomized_model)
+from ssm_keras import layers, models
+from ssm_keras.exporting import compact, exporter, staging, tflite
+from ssm_keras.training.run_dir import RunDirError
+from ssm_keras.transforms import baking
 
 
 # Helpers.
@@ -111,7 +120,7 @@ FRESH_PROCESS_CHECK = textwrap.dedent("""
 def test_exported_model_serves_without_ssm_keras(fcn_run, tmp_path):
     run_dir, model = fcn_run
     out_dir = tmp_path / "export"
-    summary = exporting.export_run(str(run_dir), str(out_dir))
+    summary = exporter.export_run(str(run_dir), str(out_dir))
     images = random_images(FCN_SHAPE)
     np.save(tmp_path / "images.npy", images)
     expected = model.predict(images.astype(np.float32), verbose=0)
@@ -156,7 +165,7 @@ def test_compact_file_exports_for_serving(compact_bytes, tmp_path, capsys):
     path = tmp_path / "model.ssm"
     path.write_bytes(compact_bytes)
     out_dir = tmp_path / "out"
-    assert export_cli(f"--compact_file={path}", f"--out={out_dir}", "--formats=keras,compact") == 0
+    assert export_cli(f"--compact_file={path}", f"--out_dir={out_dir}", "--formats=keras,compact") == 0
     report = capsys.readouterr().out
     assert "model.ssm is" in report
     masked_weights = 64 * 300 + 300 * 100 + 100 * 10
@@ -172,7 +181,7 @@ def test_a_baseline_export_reports_no_masked_kernels(tmp_path, capsys):
     path = tmp_path / "baseline.ssm"
     compact.save_compact(models.build_architecture("fcn", masked=False, input_shape=FCN_SHAPE),
                          path)
-    assert export_cli(f"--compact_file={path}", f"--out={tmp_path / 'out'}",
+    assert export_cli(f"--compact_file={path}", f"--out_dir={tmp_path / 'out'}",
                       "--formats=compact") == 0
     report = capsys.readouterr().out
     assert f"model.ssm: {os.path.getsize(path):,} bytes" in report
@@ -203,10 +212,10 @@ def test_unfinished_run_is_refused(damage, fcn_run, tmp_path, capsys):
     shutil.copytree(fcn_run[0], folder)
     damage_run(folder)
     out_dir = tmp_path / "out"
-    assert export_cli(f"--model_dir={folder}", f"--out={out_dir}") == 1
+    assert export_cli(f"--model_dir={folder}", f"--out_dir={out_dir}") == 1
     assert_one_error_line(capsys.readouterr(), message)
     with pytest.raises(error, match=re.escape(message)):
-        exporting.export_run(str(folder), str(out_dir))
+        exporter.export_run(str(folder), str(out_dir))
 
 
 def test_export_into_another_run_folder_is_refused_even_with_overwrite(fcn_run, tmp_path,
@@ -214,7 +223,7 @@ def test_export_into_another_run_folder_is_refused_even_with_overwrite(fcn_run, 
     other = tmp_path / "other_run"
     _write(other / "results.json", '{"status": "finished"}')
     _write(other / "model.keras", "its trained model")
-    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out={other}", "--overwrite") == 1
+    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={other}", "--overwrite") == 1
     assert_one_error_line(capsys.readouterr(), f"--out {other} is a training run's folder "
                           "(it holds results.json); an export there would replace its model.keras")
     assert (other / "model.keras").read_text() == "its trained model"
@@ -222,7 +231,7 @@ def test_export_into_another_run_folder_is_refused_even_with_overwrite(fcn_run, 
 
 
 def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
-    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out={tmp_path}", "--formats=keras,onnx") == 1
+    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={tmp_path}", "--formats=keras,onnx") == 1
     assert_one_error_line(capsys.readouterr(), "unknown format(s) ['onnx']")
 
 
@@ -231,15 +240,15 @@ def test_existing_export_is_kept_unless_overwrite(fcn_run, tmp_path, capsys):
     run_dir, _ = fcn_run
     out_dir = tmp_path / "out"
     _write(out_dir / ".export-killed" / "model.ssm", "half")  # left by a killed export
-    assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--formats=compact") == 0
+    assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=compact") == 0
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm"]
     report = capsys.readouterr().out
     assert "model.ssm:" in report and "smaller than float32_kernels" in report
     before = {name: (out_dir / name).read_bytes() for name in ("model.ssm", "export.json")}
-    assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--formats=keras") == 1
+    assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=keras") == 1
     assert_one_error_line(capsys.readouterr(), "already holds an export (model.ssm, export.json)")
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
-    assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--formats=keras",
+    assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=keras",
                 "--overwrite") == 0
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.keras"]
     assert json.loads((out_dir / "export.json").read_text())["formats"] == ["keras"]
@@ -250,7 +259,7 @@ def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_
                                                                    monkeypatch):
     run_dir, _ = fcn_run
     out_dir = tmp_path / "out"
-    assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--formats=compact") == 0
+    assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=compact") == 0
     capsys.readouterr()
     before = {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)}
     original = tflite.predict
@@ -260,13 +269,13 @@ def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_
         return np.roll(probabilities, 1, axis=1) if "dynamic" in str(path) else probabilities
 
     monkeypatch.setattr(tflite, "predict", off_by_a_class)
-    assert export_cli(f"--model_dir={run_dir}", f"--out={out_dir}", "--overwrite",
+    assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--overwrite",
                       "--formats=keras,tflite,tflite_dynamic") == 1
     assert_one_error_line(capsys.readouterr(), "the tflite_dynamic file disagrees with the "
                                                "baked model")
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
     monkeypatch.undo()
-    summary = exporting.export_run(str(run_dir), str(out_dir), ("tflite", "tflite_sparse"),
+    summary = exporter.export_run(str(run_dir), str(out_dir), ("tflite", "tflite_sparse"),
                                 overwrite=True)
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.tflite", "model_sparse.tflite"]
     for kind in ("tflite", "tflite_sparse"):
@@ -281,7 +290,7 @@ def test_command_line_exits_with_one_error_line(fcn_run, tmp_path):
     (run_dir / "results.json").write_text('{"status": "running"}')
     result = subprocess.run(
         [sys.executable, "-m", "ssm_keras.export", f"--model_dir={run_dir}",
-         f"--out={tmp_path / 'out'}"],
+         f"--out_dir={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)},
     )
@@ -299,13 +308,13 @@ def test_export_never_replaces_its_source(fcn_run, tmp_path, capsys):
     shutil.copytree(fcn_run[0], run_dir)
     before = (run_dir / "model.keras").read_bytes()
     for out in (run_dir, tmp_path):
-        assert export_cli(f"--model_dir={run_dir}", f"--out={out}", "--overwrite") == 1
+        assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out}", "--overwrite") == 1
         assert_one_error_line(capsys.readouterr(), "is or contains the source")
     assert (run_dir / "model.keras").read_bytes() == before
-    assert export_cli(f"--model_dir={run_dir}", f"--out={run_dir / 'export'}") == 0  # inside is fine
+    assert export_cli(f"--model_dir={run_dir}", f"--out_dir={run_dir / 'export'}") == 0  # inside is fine
     capsys.readouterr()
     export_dir = run_dir / "export"
-    assert export_cli(f"--compact_file={export_dir / 'model.ssm'}", f"--out={export_dir}",
+    assert export_cli(f"--compact_file={export_dir / 'model.ssm'}", f"--out_dir={export_dir}",
                 "--overwrite", "--formats=keras") == 1
     assert_one_error_line(capsys.readouterr(), "is or contains the source")
 
@@ -314,10 +323,10 @@ def test_export_never_replaces_its_source(fcn_run, tmp_path, capsys):
 def test_unwritable_out_and_full_disk_are_one_error_line(fcn_run, tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
     for out in (tmp_path / "file", tmp_path / "file" / "out"):
-        assert export_cli(f"--model_dir={fcn_run[0]}", f"--out={out}") == 1
+        assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={out}") == 1
         assert_one_error_line(capsys.readouterr(), str(tmp_path / "file"))
     out_dir = tmp_path / "out"
-    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out={out_dir}", "--formats=compact") == 0
+    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={out_dir}", "--formats=compact") == 0
     capsys.readouterr()
     before = {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)}
 
@@ -327,7 +336,7 @@ def test_unwritable_out_and_full_disk_are_one_error_line(fcn_run, tmp_path, caps
         raise OSError(28, "No space left on device", str(path))
 
     monkeypatch.setattr(compact, "save_compact", full_disk)
-    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out={out_dir}", "--overwrite") == 1
+    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={out_dir}", "--overwrite") == 1
     assert_one_error_line(capsys.readouterr(), "No space left on device")
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
 
@@ -351,20 +360,20 @@ def test_recover_finishes_a_half_swapped_export_and_deletes_an_unfinished_one(tm
         _write(ready / name, f"new {name}")
     _write(ready / staging.READY, json.dumps(["saved_model", "model.ssm", "export.json"]))
     _write(out_dir / ".export-unfinished" / "model.keras", "half")  # killed before READY
-    exporting.recover(str(out_dir))
+    exporter.recover(str(out_dir))
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm", "saved_model"]
     assert os.listdir(out_dir / "saved_model") == ["saved_model.pb"]
     assert (out_dir / "saved_model" / "saved_model.pb").read_text() == "new saved_model"
     for name in ("model.ssm", "export.json"):
         assert (out_dir / name).read_text() == f"new {name}"
-    exporting.recover(str(out_dir))  # nothing left to do
+    exporter.recover(str(out_dir))  # nothing left to do
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm", "saved_model"]
 
 
 def test_a_staging_folder_that_cannot_be_finished_is_one_error_line(tmp_path):
     _write(tmp_path / ".export-broken" / staging.READY, "not json")
     with pytest.raises(baking.ExportError, match="left by an earlier export .* remove it by hand"):
-        exporting.recover(str(tmp_path))
+        exporter.recover(str(tmp_path))
 
 
 def test_folder_outputs_are_exchanged_in_one_step(tmp_path):

@@ -18,14 +18,15 @@ import types
 import numpy as np
 import pytest
 from absl import app, flags
-
-from ssm_keras import command, data, train, training, tune
-from ssm_keras import config as ssm_config
-
 from conftest import REPO, assert_one_error_line, parsed_flags
 
+from ssm_keras import data, settings
+from ssm_keras.cli import shell, train, tune
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import trainer
+
 RECIPES = importlib.resources.files("ssm_keras") / "recipes"
-FLAGFILES = sorted(pathlib.Path(command.recipes_dir()).glob("*.flags"))
+FLAGFILES = sorted(pathlib.Path(settings.recipes_dir()).glob("*.flags"))
 # mask_then_weights needs the trained mask of its companion run first.
 FLAGFILES.sort(key=lambda path: "mask_then_weights" in path.name)
 
@@ -47,14 +48,14 @@ def random_splits(dataset, arch, size=8):
 
 
 def parse(path, *overrides):
-    return command.from_flags(ssm_config.TrainConfig,
+    return shell.from_flags(ssm_config.TrainConfig,
                               parsed_flags(train, f"--flagfile={path}", *overrides))
 
 
 def test_recipes_are_package_data_that_flags_links_to():
     shipped = sorted(entry.name for entry in RECIPES.iterdir() if entry.name.endswith(".flags"))
     assert shipped == sorted(path.name for path in FLAGFILES)
-    assert command.recipe_names() == [name.removesuffix(".flags") for name in shipped]
+    assert settings.recipe_names() == [name.removesuffix(".flags") for name in shipped]
     assert "recipes/*.flags" in (REPO / "setup.py").read_text()  # package_data
     for name in shipped:  # a checkout's flags/NAME.flags is the shipped file
         assert (REPO / "flags" / name).read_text() == RECIPES.joinpath(name).read_text()
@@ -63,7 +64,7 @@ def test_recipes_are_package_data_that_flags_links_to():
 @pytest.mark.parametrize("name", ["fcn_mnist_signed", "conv4_cifar10_signed_paper",
                                   "wrn28_cifar10_mask"])
 def test_recipe_flag_reads_the_shipped_flagfile_first(name):
-    by_recipe = command.from_flags(ssm_config.TrainConfig,
+    by_recipe = shell.from_flags(ssm_config.TrainConfig,
                                    parsed_flags(train, f"--recipe={name}"))
     assert by_recipe == parse(REPO / "flags" / f"{name}.flags")
     assert by_recipe != ssm_config.TrainConfig()
@@ -71,12 +72,12 @@ def test_recipe_flag_reads_the_shipped_flagfile_first(name):
     overridden = dataclasses.replace(by_recipe, epochs=1, seed=7)
     for argv in (["--epochs=1", f"--recipe={name}", "--seed=7"],
                  [f"--recipe={name}", "--seed=7", "--epochs=1"]):
-        assert command.from_flags(ssm_config.TrainConfig, parsed_flags(train, *argv)) == overridden
+        assert shell.from_flags(ssm_config.TrainConfig, parsed_flags(train, *argv)) == overridden
 
 
 def test_tune_reads_a_recipe_as_train_does():
     searched = parsed_flags(tune, "--recipe=fcn_mnist_signed", "--tuner=hyperband")
-    assert command.from_flags(ssm_config.TrainConfig, searched) == parse(
+    assert shell.from_flags(ssm_config.TrainConfig, searched) == parse(
         REPO / "flags" / "fcn_mnist_signed.flags")
     assert searched["tuner"].value == "hyperband"
 
@@ -89,7 +90,7 @@ def test_console_script_help_lists_the_commands_doc_and_flags(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/venv/bin/ssm-train"])
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     assert "--recipe" not in flag_values.main_module_help()
-    command.help_for_console_script(train.__name__, flag_values)
+    shell.help_for_console_script(train.__name__, flag_values)
     assert sys.modules["__main__"].__doc__ == train.__doc__
     listed = flag_values.main_module_help()
     assert all(f"--{name}:" in listed for name in ("recipe", "arch", "epochs", "data_dir"))
@@ -100,7 +101,7 @@ def test_unknown_recipe_is_one_error_line_listing_the_recipes(capsys):
         parsed_flags(train, "--recipe=fcn_mnist_signd")
     assert exit_info.value.code == 1
     assert_one_error_line(capsys.readouterr(), "--recipe=fcn_mnist_signd: no such recipe; "
-                          f"choose one of {', '.join(command.recipe_names())}")
+                          f"choose one of {', '.join(settings.recipe_names())}")
 
 
 def test_all_experiments_have_flagfiles():
@@ -133,7 +134,7 @@ def test_flagfile_starts_training(path, tmp_path_factory):
         overrides.append(f"--mask_from={runs / 'wrn28_cifar10_mask'}")
     config = parse(path, *overrides)
     config.validate()
-    results = training.run(config, splits=random_splits(config.dataset, config.arch))
+    results = trainer.run(config, splits=random_splits(config.dataset, config.arch))
     assert results["epochs"] == 1 and results["arch"] == config.arch
     expected_layers = results["layers"]
     assert expected_layers and 0 < results["remaining_weights"] <= results["masked_weights"]
@@ -149,7 +150,7 @@ def test_help_prints_the_flags_and_exits_with_status_0(help_flag, capsys):
     for flag in (app.HelpFlag(), app.HelpshortFlag(), app.HelpfullFlag()):
         flags.DEFINE_flag(flag, flag_values)
     with pytest.raises(SystemExit) as exit_info:
-        command.parse_flags(["ssm-train", help_flag], flag_values)
+        shell.parse_flags(["ssm-train", help_flag], flag_values)
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip()  # absl printed its usage text
 
@@ -161,7 +162,7 @@ def test_help_in_a_flagfile_exits_with_status_0(tmp_path, capsys):
     train.define_flags(flag_values)
     flags.DEFINE_flag(app.HelpFlag(), flag_values)
     with pytest.raises(SystemExit) as exit_info:
-        command.parse_flags(["ssm-train", f"--flagfile={flagfile}"], flag_values)
+        shell.parse_flags(["ssm-train", f"--flagfile={flagfile}"], flag_values)
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip()
 

@@ -8,22 +8,21 @@ import sys
 
 import keras
 import pytest
+from conftest import REPO
 
 import ssm_keras
 from ssm_keras import initializers, layers
 
-from conftest import REPO
-
 
 @pytest.mark.slow
 def test_config_without_tensorflow_then_classes_registered_once_tensorflow_is_imported():
-    """One new process: `import ssm_keras.config` loads neither TensorFlow nor
+    """One new process: `import ssm_keras.training.config` loads neither TensorFlow nor
     Keras; `import tensorflow` afterwards (which imports Keras itself)
     registers every class of `layers` and `initializers` that a saved model
     can name, as `import keras` before `ssm_keras` does in this process."""
     script = "\n".join([
         "import json, sys",
-        "import ssm_keras.config",
+        "import ssm_keras.training.config",
         "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)",
         "import tensorflow",
         "import keras",

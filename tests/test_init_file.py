@@ -4,10 +4,10 @@ that cannot be written or read refused with a clear error, nothing lost."""
 import keras
 import numpy as np
 import pytest
-
-from ssm_keras import init_file, layers, training
-
 from conftest import tiny_config, tiny_splits
+
+from ssm_keras import layers
+from ssm_keras.training import init_file, trainer
 
 
 class _KilledBeforeTheFirstCheckpoint(Exception):
@@ -29,11 +29,11 @@ def saved_init(tmp_path_factory):
     init = folder / "inits" / "init.npz"
     config = tiny_config(folder, epochs=1, seed=1, save_init_file=str(init))
     with pytest.raises(_KilledBeforeTheFirstCheckpoint):
-        training.run(config, splits=tiny_splits(), callbacks=[_KillAtTheStart()])
+        trainer.run(config, splits=tiny_splits(), callbacks=[_KillAtTheStart()])
     assert (folder / "run" / "flags.json").exists()
     assert not (folder / "run" / "checkpoint").exists()
     written = init.read_bytes()
-    assert training.run(config, splits=tiny_splits())["epochs"] == 1  # the same command goes on
+    assert trainer.run(config, splits=tiny_splits())["epochs"] == 1  # the same command goes on
     return init, folder / "run", written
 
 
@@ -43,7 +43,7 @@ def test_a_run_killed_after_writing_its_init_file_resumes_and_keeps_it(saved_ini
     assert init.read_bytes() == written
     # Another start (seed) is refused, and the file kept.
     with pytest.raises(init_file.InitFileError, match="already exists; it is not overwritten"):
-        training.run(tiny_config(tmp_path / "other", seed=5, save_init_file=str(init)),
+        trainer.run(tiny_config(tmp_path / "other", seed=5, save_init_file=str(init)),
                      splits=tiny_splits())
     assert init.read_bytes() == written
     assert sorted(path.name for path in init.parent.iterdir()) == ["init.npz"]
@@ -53,7 +53,7 @@ def test_a_run_killed_after_writing_its_init_file_resumes_and_keeps_it(saved_ini
 @pytest.mark.slow
 def test_init_file_reproduces_the_start(saved_init, tmp_path):
     init, run_a, _ = saved_init
-    training.run(tiny_config(tmp_path / "b", epochs=1, seed=2, init_file=str(init)),
+    trainer.run(tiny_config(tmp_path / "b", epochs=1, seed=2, init_file=str(init)),
                  splits=tiny_splits())
     model_a = keras.saving.load_model(run_a / "model.keras")
     model_b = keras.saving.load_model(tmp_path / "b" / "run" / "model.keras")
@@ -88,11 +88,11 @@ def test_bad_init_files_are_refused(saved_init, tmp_path):
         files[tmp_path / name] = message
     for path, message in files.items():
         with pytest.raises(init_file.InitFileError, match=message):
-            training.run(tiny_config(tmp_path / f"run-{path.name}", init_file=str(path)),
+            trainer.run(tiny_config(tmp_path / f"run-{path.name}", init_file=str(path)),
                          splits=splits)
         assert not (tmp_path / f"run-{path.name}").exists()
     with pytest.raises(init_file.InitFileError, match="written for arch='fcn', not arch='conv2'"):
-        training.run(tiny_config(tmp_path / "conv2", arch="conv2", init_file=str(init)),
+        trainer.run(tiny_config(tmp_path / "conv2", arch="conv2", init_file=str(init)),
                      splits=tiny_splits(shape=(8, 8, 3)))
 
 
@@ -102,7 +102,7 @@ def test_init_files_that_cannot_be_written(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(init_file.InitFileError, match="--save_init_file=.*file/init.npz cannot "
                                                       "be written: File exists"):
-        training.run(tiny_config(tmp_path / "a", save_init_file=str(tmp_path / "file" / "init.npz")),
+        trainer.run(tiny_config(tmp_path / "a", save_init_file=str(tmp_path / "file" / "init.npz")),
                      splits=splits)
 
     def full_disk(file, **arrays):
@@ -111,6 +111,6 @@ def test_init_files_that_cannot_be_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", full_disk)
     with pytest.raises(init_file.InitFileError, match="cannot be written: No space left on device"):
-        training.run(tiny_config(tmp_path / "b", save_init_file=str(tmp_path / "full.npz")),
+        trainer.run(tiny_config(tmp_path / "b", save_init_file=str(tmp_path / "full.npz")),
                      splits=splits)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # no run, no partial file

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssm_keras import losses
+from ssm_keras.training import losses
 
 # Rows: an ordinary sample, one saturated against its label (p_y ~ e^-30,
 # clipped at 1e-7), one saturated for its label (p_y > 1 - 1e-7).

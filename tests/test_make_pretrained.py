@@ -1,4 +1,4 @@
-"""The command that writes the shipped supermasks, `ssm_keras.make_pretrained`,
+"""The command that writes the shipped supermasks, `ssm_keras.pretrained.make`,
 run in this process on a trained FCN."""
 
 import dataclasses
@@ -6,12 +6,18 @@ import json
 import shutil
 
 import pytest
+from conftest import (
+    REPO,
+    assert_one_error_line,
+    command_status,
+    parsed_flags,
+    shared_data_dir,
+)
 
-from ssm_keras import compact, make_pretrained
-from ssm_keras.config import TrainConfig
-
-from conftest import (REPO, assert_one_error_line, command_status, parsed_flags,
-                      shared_data_dir)
+from ssm_keras.cli import make_pretrained as make
+from ssm_keras.pretrained import make as pretrained_make
+from ssm_keras.exporting import compact
+from ssm_keras.training.config import TrainConfig
 
 FLAGFILE = str(REPO / "flags" / "fcn_mnist_signed.flags")
 
@@ -20,7 +26,7 @@ FLAGFILE = str(REPO / "flags" / "fcn_mnist_signed.flags")
 def test_make_pretrained_records_the_run_and_its_command(trained_fcn, tmp_path, capsys):
     run, results, _, _ = trained_fcn
     argv = [f"--runs={run}", f"--recipe_flagfile={FLAGFILE}", f"--out_dir={tmp_path}"]
-    (path,) = make_pretrained.run_command(parsed_flags(make_pretrained, *argv))
+    (path,) = make.run_command(parsed_flags(make, *argv))
     assert path == str(tmp_path / "fcn_mnist_signed_seed0.ssm")
     metadata = compact.load_compact(path).metadata
     assert metadata["test_accuracy"] == results["test_accuracy"]
@@ -33,7 +39,7 @@ def test_make_pretrained_records_the_run_and_its_command(trained_fcn, tmp_path, 
     assert {"--epochs=3", "--weight_decay=0.005", "--validation_size=0"} <= set(command_line)
     assert not any(flag.startswith(("--arch=", "--model_dir=")) for flag in command_line)
     capsys.readouterr()
-    assert command_status(make_pretrained, *argv) == 1  # no --overwrite
+    assert command_status(make, *argv) == 1  # no --overwrite
     assert_one_error_line(capsys.readouterr(), f"{path} exists; pass --overwrite")
 
 
@@ -47,10 +53,10 @@ def test_a_mixed_precision_run_records_its_float32_accuracy(trained_fcn, tmp_pat
         **results, "test_accuracy": as_trained,
         "flags": {**results["flags"], "mixed_precision": "mixed_bfloat16"}}))
     argv = [f"--runs={mixed}", f"--recipe_flagfile={FLAGFILE}", f"--out_dir={tmp_path}"]
-    assert command_status(make_pretrained, *argv) == 1
+    assert command_status(make, *argv) == 1
     assert_one_error_line(capsys.readouterr(), "--mixed_precision=mixed_bfloat16; pass --data_dir")
-    (path,) = make_pretrained.run_command(
-        parsed_flags(make_pretrained, *argv, f"--data_dir={shared_data_dir()}"))
+    (path,) = make.run_command(
+        parsed_flags(make, *argv, f"--data_dir={shared_data_dir()}"))
     metadata = compact.load_compact(path).metadata
     # The float32 model's, counted over the 10,000 test images.
     assert round(metadata["test_accuracy"] * 10_000) == round(results["test_accuracy"] * 10_000)
@@ -63,14 +69,14 @@ def test_a_mixed_precision_run_records_its_float32_accuracy(trained_fcn, tmp_pat
     (["--runs=x", f"--flagfile={FLAGFILE}"], "arch"),  # absl's --flagfile reads flags
 ])
 def test_make_pretrained_bad_arguments_name_the_value(argv, named, tmp_path, capsys):
-    assert command_status(make_pretrained, *argv, f"--out_dir={tmp_path}") == 1
+    assert command_status(make, *argv, f"--out_dir={tmp_path}") == 1
     assert_one_error_line(capsys.readouterr(), named)
 
 
 def test_make_pretrained_out_dir_that_is_a_file_is_one_error_line(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
-    assert command_status(make_pretrained, "--runs=x", f"--recipe_flagfile={FLAGFILE}",
+    assert command_status(make, "--runs=x", f"--recipe_flagfile={FLAGFILE}",
                           f"--out_dir={afile}") == 1
     assert_one_error_line(capsys.readouterr(), f"--out_dir={afile}: cannot make this folder")
     assert afile.read_text() == "mine"
@@ -90,13 +96,13 @@ def test_make_pretrained_checks_every_run_before_writing_any(tmp_path, capsys):
     out = tmp_path / "out"
     base = [f"--recipe_flagfile={FLAGFILE}", f"--out_dir={out}", "--overwrite"]
     # Two runs of one entry: the second would replace the first's file.
-    assert command_status(make_pretrained, f"--runs={first},{second}", *base) == 1
+    assert command_status(make, f"--runs={first},{second}", *base) == 1
     assert_one_error_line(capsys.readouterr(), f"--runs: {first} and {second} would both be "
                           f"written to {out / 'fcn_mnist_signed_seed0.ssm'}")
     # The file of a later run exists: nothing is written, not even the first run's.
     third = _finished_run(tmp_path / "c", 1)
     (out / "fcn_mnist_signed_seed1.ssm").write_text("mine")
-    assert command_status(make_pretrained, f"--runs={first},{third}", *base[:2]) == 1
+    assert command_status(make, f"--runs={first},{third}", *base[:2]) == 1
     assert_one_error_line(capsys.readouterr(), "fcn_mnist_signed_seed1.ssm exists")
     assert sorted(path.name for path in out.iterdir()) == ["fcn_mnist_signed_seed1.ssm"]
     assert (out / "fcn_mnist_signed_seed1.ssm").read_text() == "mine"
@@ -107,7 +113,7 @@ def test_make_pretrained_writes_nothing_when_a_later_run_cannot_be_loaded(traine
                                                                           capsys):
     broken = _finished_run(tmp_path / "broken", 1)  # finished, but its model.keras is gone
     out = tmp_path / "out"
-    assert command_status(make_pretrained, f"--runs={trained_fcn[0]},{broken}",
+    assert command_status(make, f"--runs={trained_fcn[0]},{broken}",
                           f"--recipe_flagfile={FLAGFILE}", f"--out_dir={out}") == 1
     assert_one_error_line(capsys.readouterr(), f"{broken} has no model.keras")
     assert list(out.iterdir()) == []
@@ -119,6 +125,6 @@ def test_training_command_names_only_the_settings_the_flagfile_does_not_give(tmp
     run_flags = {**dataclasses.asdict(TrainConfig(arch="fcn", nesterov=False,
                                                   weight_decay=0.00025, epochs=3, seed=1)),
                  "model_dir": "runs/mine"}
-    given = make_pretrained.recipe_settings(str(flagfile))
-    assert make_pretrained.training_command(str(flagfile), run_flags, given) == (
+    given = pretrained_make.recipe_settings(str(flagfile))
+    assert pretrained_make.training_command(str(flagfile), run_flags, given) == (
         f"python -m ssm_keras.train --flagfile={flagfile} --data_dir=DATA --seed=1 --epochs=3")

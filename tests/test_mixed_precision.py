@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssm_keras import cloning, compact, config, data, exporting, layers, models, training
+from ssm_keras import data, layers, models
+from ssm_keras.exporting import compact, exporter
+from ssm_keras.training import config, trainer
+from ssm_keras.transforms import cloning
 
 MIXED = ("mixed_bfloat16", "mixed_float16")
 
@@ -63,8 +66,8 @@ def test_only_float16_scales_the_loss(policy, scaled):
     settings = config.TrainConfig(arch="fcn", mixed_precision=policy)
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = training.build_model(settings, data.DATASETS["mnist"])
-        training.compile_model(model, settings, steps_per_epoch=10)
+        model = trainer.build_model(settings, data.DATASETS["mnist"])
+        trainer.compile_model(model, settings, steps_per_epoch=10)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == scaled
@@ -87,7 +90,7 @@ def _train(splits, policy, folder):
         learning_rate=0.05, epochs=3, batch_size=128, validation_size=0, seed=0,
         mixed_precision=policy, model_dir=str(folder / "run"),
     )
-    return training.run(settings, splits=splits)["test_accuracy"]
+    return trainer.run(settings, splits=splits)["test_accuracy"]
 
 
 @pytest.mark.slow
@@ -107,7 +110,7 @@ def test_exports_compute_in_float32(policy, tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (16, 28, 28, 1)).astype(np.float32)
     np.testing.assert_array_equal(copy(images).numpy(), reference(images).numpy())
     compact.save_compact(mixed, tmp_path / "mixed.ssm")
-    exporting.export_compact(str(tmp_path / "mixed.ssm"), str(tmp_path / "out"),
+    exporter.export_compact(str(tmp_path / "mixed.ssm"), str(tmp_path / "out"),
                              formats=("keras", "compact"))
     for path in ("out/model.keras", "out/model.ssm"):
         loaded = (keras.saving.load_model(tmp_path / path) if path.endswith(".keras")

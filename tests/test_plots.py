@@ -4,16 +4,17 @@ import os
 
 import pytest
 from absl import flags
-
-from ssm_keras import command, paper, plotting, plots, training
-
 from conftest import crashed_run, tiny_config, tiny_splits
+
+from ssm_keras import paper, plotting
+from ssm_keras.cli import plots, shell
+from ssm_keras.training import trainer
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("plots")
-    training.run(tiny_config(tmp_path, epochs=2), splits=tiny_splits())
+    trainer.run(tiny_config(tmp_path, epochs=2), splits=tiny_splits())
     return tmp_path / "run"
 
 
@@ -118,12 +119,12 @@ def _plots_cli(*argv):
     flag_values = flags.FlagValues()
     plots.define_flags(flag_values)
     flag_values(["plots", *argv])
-    return command.run(lambda: plots.run_command(flag_values))
+    return shell.run(lambda: plots.run_command(flag_values))
 
 
 @pytest.mark.slow
 def test_plots_command(finished_run, tmp_path, capsys):
-    assert _plots_cli(f"--model_dir={finished_run}", f"--out={tmp_path}") == 0
+    assert _plots_cli(f"--model_dir={finished_run}", f"--out_dir={tmp_path}") == 0
     assert sorted(os.listdir(tmp_path)) == [plotting.COMPOSITION_FILE, plotting.CURVES_FILE]
     capsys.readouterr()
     assert _plots_cli(f"--model_dir={tmp_path / 'missing'}") == 1
@@ -134,7 +135,7 @@ def test_plots_command(finished_run, tmp_path, capsys):
     assert len(error) == 1 and f"{tmp_path} has no results.json" in error[0]
     a_file = tmp_path / "a_file"
     a_file.write_text("kept")
-    assert _plots_cli(f"--model_dir={finished_run}", f"--out={a_file}") == 1
+    assert _plots_cli(f"--model_dir={finished_run}", f"--out_dir={a_file}") == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [f"error: {a_file} is a file; name a folder for the plots"]
     assert a_file.read_text() == "kept"
@@ -155,7 +156,7 @@ def test_plots_of_an_unfinished_run_with_a_target(tmp_path, capsys):
     config = tiny_config(tmp_path, epochs=4, target_remaining=40.0)
     crashed_run(config, tiny_splits(), after_epoch=2)
     out = tmp_path / "out"
-    assert _plots_cli(f"--model_dir={config.model_dir}", f"--out={out}") == 0
+    assert _plots_cli(f"--model_dir={config.model_dir}", f"--out_dir={out}") == 0
     assert capsys.readouterr().out.split() == [str(out / plotting.CURVES_FILE)]
     flags, history, status = plotting.load_unfinished_run(config.model_dir)
     assert status == "unfinished" and [record["epoch"] for record in history] == [1, 2]

@@ -5,14 +5,16 @@ import shutil
 
 import numpy as np
 import pytest
-
-from ssm_keras import compact, data, evaluate, evaluation, layers, pretrained
-
 from conftest import assert_one_error_line, command_status, shared_data_dir
+
+from ssm_keras import data, layers, pretrained
+from ssm_keras.cli import evaluate
+from ssm_keras.experiments import evaluation
+from ssm_keras.exporting import compact
 
 
 def evaluate_cli(*argv):
-    """Runs `ssm_keras.evaluate` with `argv` in this process: its exit status."""
+    """Runs `ssm_keras.cli.evaluate` with `argv` in this process: its exit status."""
     return command_status(evaluate, *argv)
 
 

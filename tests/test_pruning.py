@@ -5,10 +5,10 @@ import json
 import keras
 import numpy as np
 import pytest
-
-from ssm_keras import baking, exporting, pruning
-
 from conftest import export_cli
+
+from ssm_keras.exporting import exporter
+from ssm_keras.transforms import baking, dead_units
 
 
 def _units(model, name):
@@ -17,7 +17,7 @@ def _units(model, name):
 
 def _assert_same_outputs(model, pruned, inputs):
     np.testing.assert_allclose(pruned(inputs).numpy(), model(inputs).numpy(),
-                               rtol=pruning.RTOL, atol=pruning.ATOL)
+                               rtol=dead_units.RTOL, atol=dead_units.ATOL)
 
 
 def _assert_report_matches(report, model, pruned):
@@ -33,9 +33,9 @@ def _assert_report_matches(report, model, pruned):
 @pytest.mark.slow
 def test_trained_fcn_loses_dead_units_and_keeps_its_outputs(trained_fcn):
     run, _, images, labels = trained_fcn
-    masked, _ = exporting.load_run(str(run))
+    masked, _ = exporter.load_run(str(run))
     baked = baking.bake(masked)
-    pruned, report = pruning.prune_dead_units(baked)
+    pruned, report = dead_units.prune_dead_units(baked)
     inputs = images[:2000].astype(np.float32)
     _assert_same_outputs(baked, pruned, inputs)
     expected = np.argmax(baked.predict(inputs, verbose=0), axis=1)
@@ -49,7 +49,7 @@ def test_trained_fcn_loses_dead_units_and_keeps_its_outputs(trained_fcn):
         alive = np.any(kernel, axis=0) & np.any(outgoing, axis=1)  # ELU(0) = 0, no biases
         assert _units(pruned, name) == max(1, int(alive.sum())) < kernel.shape[1]
     assert _units(pruned, "dense_3") == 10  # the outputs stay
-    units, _ = pruning.total_removed(report)
+    units, _ = dead_units.total_removed(report)
     assert units == 400 - _units(pruned, "dense_1") - _units(pruned, "dense_2")
 
 
@@ -86,7 +86,7 @@ def test_dense_net_with_biases_and_batch_norm():
     _zero(model, "b", 0, 2)  # a's unit 2: no outputs
     _zero(model, "b", -1, 3)  # b's unit 3: no inputs
     _zero(model, "c", -1, 4)  # c's unit 4: no inputs
-    pruned, report = pruning.prune_dead_units(model)
+    pruned, report = dead_units.prune_dead_units(model)
     _assert_same_outputs(model, pruned, np.random.default_rng(2).normal(size=(16, 6)) * 3)
     # a: 0, 1 folded into b's bias, 2 removed; b: 3 kept (c has no bias);
     # c: 4 has no inputs and no bias, so it emits 0: removed.
@@ -121,7 +121,7 @@ def test_conv_net_with_flatten_and_a_residual_branch():
     _zero(model, "c2", -1, 1)  # constant BN output through max-pool into a 1x1 conv: folded
     _zero(model, "c4", -1, 2)  # feeds the Add: kept
     _zero(model, "out", 0, np.arange(3 * 3) * 3 + 1)  # c5's channel 1 after Flatten: unused
-    pruned, report = pruning.prune_dead_units(model)
+    pruned, report = dead_units.prune_dead_units(model)
     _assert_same_outputs(model, pruned, np.random.default_rng(2).uniform(0, 255, (4, 6, 6, 2)))
     assert [_units(pruned, name) for name in ("c1", "c2", "c3", "c4", "c5", "out")] == [
         4, 4, 4, 4, 2, 2]
@@ -135,15 +135,15 @@ def test_sequential_model_and_a_model_without_dead_units():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
                               keras.layers.Dense(2, name="o")])
     _set_weights(model, np.random.default_rng(0))
-    pruned, report = pruning.prune_dead_units(model)
+    pruned, report = dead_units.prune_dead_units(model)
     assert [entry["weights_removed"] for entry in report] == [0, 0]
     hidden = model.get_layer("h")
     hidden.kernel.assign(hidden.kernel.numpy() * (np.arange(6) != 5))
     hidden.bias.assign(hidden.bias.numpy() * (np.arange(6) != 5))  # unit 5 emits 0
-    pruned, report = pruning.prune_dead_units(model)
+    pruned, report = dead_units.prune_dead_units(model)
     assert isinstance(pruned, keras.Sequential) and _units(pruned, "h") == 5
     _assert_same_outputs(model, pruned, np.random.default_rng(1).normal(size=(8, 4)))
-    assert pruning.format_report(report)[-1] == "dead units removed: 1 units, 7 of 44 weights"
+    assert dead_units.format_report(report)[-1] == "dead units removed: 1 units, 7 of 44 weights"
 
 
 @keras.saving.register_keras_serializable(package="ssm_keras_tests")
@@ -161,8 +161,8 @@ def test_a_changed_output_is_refused():
     _set_weights(model, np.random.default_rng(0))
     hidden = model.get_layer("h")
     hidden.kernel.assign(hidden.kernel.numpy() * (np.arange(3) != 0))
-    with pytest.raises(pruning.PruningError, match="changed its outputs by up to"):
-        pruning.prune_dead_units(model)
+    with pytest.raises(dead_units.PruningError, match="changed its outputs by up to"):
+        dead_units.prune_dead_units(model)
 
 
 @pytest.mark.slow
@@ -171,7 +171,7 @@ def test_export_removes_dead_units_unless_told_not_to(trained_fcn, tmp_path, cap
     units = {}
     for prune in ("--prune_dead_units", "--noprune_dead_units"):
         out_dir = tmp_path / prune
-        assert export_cli(f"--model_dir={run}", f"--out={out_dir}", "--formats=keras", prune) == 0
+        assert export_cli(f"--model_dir={run}", f"--out_dir={out_dir}", "--formats=keras", prune) == 0
         printed = capsys.readouterr().out
         summary = json.loads((out_dir / "export.json").read_text())
         baked = keras.saving.load_model(out_dir / "model.keras")

@@ -10,29 +10,37 @@ import sys
 
 import keras
 import pytest
-
-from ssm_keras import (baking, command, distribute, initial_logits, launch, plots, reproduce,
-                       run_dir, study, train, training)
-from ssm_keras import config as ssm_config
-
-from conftest import (REPO, assert_one_error_line, command_status, export_cli, parsed_flags,
-                      tiny_config, tiny_splits)
+from conftest import (
+    REPO,
+    assert_one_error_line,
+    command_status,
+    export_cli,
+    parsed_flags,
+    tiny_config,
+    tiny_splits,
+)
 from test_experiments import _fake_run, _no_training
+
+from ssm_keras.cli import initial_logits, plots, reproduce, shell, study, train
+from ssm_keras.experiments import launch
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import distribute, run_dir, trainer
+from ssm_keras.transforms import baking
 
 
 @pytest.mark.slow
 def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
     fcn_splits, conv_splits = tiny_splits(), tiny_splits(shape=(8, 8, 3))
     conv2 = tmp_path / "conv2" / "run"
-    training.run(tiny_config(tmp_path / "conv2", arch="conv2", epochs=1), splits=conv_splits)
-    training.run(tiny_config(tmp_path / "weights", regime="weights", epochs=1), splits=fcn_splits)
-    training.run(tiny_config(tmp_path / "mask", epochs=1), splits=fcn_splits)
+    trainer.run(tiny_config(tmp_path / "conv2", arch="conv2", epochs=1), splits=conv_splits)
+    trainer.run(tiny_config(tmp_path / "weights", regime="weights", epochs=1), splits=fcn_splits)
+    trainer.run(tiny_config(tmp_path / "mask", epochs=1), splits=fcn_splits)
     mask_run = tmp_path / "mask" / "run"
     baked = tmp_path / "baked.keras"
     baking.bake(keras.saving.load_model(mask_run / "model.keras")).save(baked)
 
     def tune(mask_from, splits=fcn_splits, **overrides):
-        return training.run(tiny_config(tmp_path / "tuned", regime="mask_then_weights", epochs=1,
+        return trainer.run(tiny_config(tmp_path / "tuned", regime="mask_then_weights", epochs=1,
                                         mask_from=str(mask_from), **overrides), splits=splits)
 
     with pytest.raises(run_dir.RunDirError, match="is a conv2 model; pass --arch=conv2 to train "
@@ -130,7 +138,7 @@ def test_runs_read_no_tf_config_unless_multi_worker_and_expand_home(tmp_path, mo
         distribute.is_chief()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    results = training.run(tiny_config(tmp_path, epochs=1, model_dir="~/runs/x",
+    results = trainer.run(tiny_config(tmp_path, epochs=1, model_dir="~/runs/x",
                                        save_init_file="~/init.npz"), splits=tiny_splits())
     assert results["epochs"] == 1
     assert (tmp_path / "home" / "runs" / "x" / "results.json").is_file()
@@ -179,7 +187,7 @@ def test_files_that_are_not_what_they_should_be_are_one_error_line(tmp_path, cap
     assert command_status(train, f"--flagfile={binary}") == 1
     assert_one_error_line(capsys.readouterr(), "a flagfile is not UTF-8 text")
     (tmp_path / "a file").write_text("x")
-    assert export_cli(f"--model_dir={tmp_path / 'a file'}", f"--out={tmp_path / 'out'}") == 1
+    assert export_cli(f"--model_dir={tmp_path / 'a file'}", f"--out_dir={tmp_path / 'out'}") == 1
     assert_one_error_line(capsys.readouterr(), "a file is a file, not a training run's folder")
 
 
@@ -188,15 +196,15 @@ def test_only_runs_that_finished_count_as_finished(tmp_path):
     splits = tiny_splits()
     diverged = tmp_path / "diverged"
     with pytest.raises(Exception, match="diverged"):
-        training.run(tiny_config(diverged, regime="weights", learning_rate=1e6), splits=splits)
-    training.run(tiny_config(tmp_path / "done", epochs=1), splits=splits)
+        trainer.run(tiny_config(diverged, regime="weights", learning_rate=1e6), splits=splits)
+    trainer.run(tiny_config(tmp_path / "done", epochs=1), splits=splits)
     truncated = tmp_path / "truncated" / "run"
     truncated.mkdir(parents=True)
     (truncated / "results.json").write_text('{"status": "fini')
     calls = []
 
-    def runner(command):
-        calls.append(command)
+    def runner(shell):
+        calls.append(shell)
         return 1
 
     for folder, expected in ((diverged / "run", "failed"), (truncated, "failed"),
@@ -235,14 +243,14 @@ def test_experiments_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_
     (truncated / "results.json").write_text('{"status": "fini')
     reproduce.run_command(parsed_flags(
         reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_baseline", "--seeds=0,1,2",
-        f"--runs_dir={runs}", "--aggregate_only"), _no_training)
+        f"--out_dir={runs}", "--aggregate_only"), _no_training)
     table = json.loads((runs / "table.json").read_text())["experiments"]
     assert table["fcn_mnist_signed"]["seeds"] == [0, 1]
     capsys.readouterr()
     (tmp_path / "a file").write_text("x")
     for module, argv, message in (
-        (reproduce, [f"--runs_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
-        (study, [f"--runs_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
+        (reproduce, [f"--out_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
+        (study, [f"--out_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
         (initial_logits, ["--init_factors=6,-3"], "--init_factors must be > 0"),
         (initial_logits, [f"--out={tmp_path / 'missing' / 'x.json'}"], "no folder"),
     ):
@@ -256,8 +264,9 @@ def test_another_keras_backend_is_one_error_line(tmp_path):
                          env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, timeout=120)
     assert job.returncode == 1
-    assert job.stderr == ("error: ssm_keras needs the TensorFlow backend of Keras 3, but "
-                          "KERAS_BACKEND='jax'. Unset KERAS_BACKEND or set it to 'tensorflow'.\n")
+    assert job.stderr == ("error: ssm_keras needs the TensorFlow backend of Keras 3, but Keras "
+                          "uses 'jax' (KERAS_BACKEND, or ~/.keras/keras.json). Set "
+                          "KERAS_BACKEND=tensorflow.\n")
 
 
 class _PeerLost(keras.callbacks.Callback):
@@ -277,7 +286,7 @@ def test_a_worker_lost_during_training_is_one_error_line(tmp_path, monkeypatch, 
     abort is raised in this process' one-worker job."""
     monkeypatch.delenv("TF_CONFIG", raising=False)
     strategy = distribute.get_strategy("multi_worker_mirrored")
-    code = command.run(lambda: training.run(tiny_config(tmp_path), splits=tiny_splits(),
+    code = shell.run(lambda: trainer.run(tiny_config(tmp_path), splits=tiny_splits(),
                                             strategy=strategy, callbacks=[_PeerLost()]))
     assert code == 1
     assert_one_error_line(capsys.readouterr(), "a worker of the job stopped or cannot be reached "

@@ -8,10 +8,10 @@ import os
 import keras
 import numpy as np
 import pytest
-
-from ssm_keras import data, layers, run_dir, training
-
 from conftest import crashed_run, strict_json, tiny_config, tiny_splits
+
+from ssm_keras import data, files, layers
+from ssm_keras.training import run_dir, trainer
 
 
 @pytest.mark.slow
@@ -22,38 +22,38 @@ def test_one_process_checks_everything_first_and_never_silently_overwrites(tmp_p
     # A second process on the folder is refused.
     with run_dir.lock(model_dir):  # as the first process holds it
         with pytest.raises(run_dir.RunDirError, match=f"in use by process {os.getpid()} on "):
-            training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+            trainer.run(tiny_config(tmp_path, epochs=1), splits=splits)
         assert os.listdir(model_dir) == [".lock"]
     # A new run with bad data writes nothing; the corrected command then runs.
     with pytest.raises(data.DataError, match="Cannot load the mnist data set"):
-        training.run(tiny_config(tmp_path / "new", epochs=1, data_dir=str(tmp_path / "nothing")))
+        trainer.run(tiny_config(tmp_path / "new", epochs=1, data_dir=str(tmp_path / "nothing")))
     assert not (tmp_path / "new").exists()
-    first = training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+    first = trainer.run(tiny_config(tmp_path, epochs=1), splits=splits)
     assert first["epochs"] == 1 and first["flags"]["seed"] == 0
     # A finished run is refused, and untouched by an --overwrite with bad data.
     before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
               if path.is_file()}
     with pytest.raises(run_dir.RunDirError, match="finished run"):
-        training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+        trainer.run(tiny_config(tmp_path, epochs=1), splits=splits)
     with pytest.raises(data.DataError, match="Cannot load the mnist data set"):
-        training.run(tiny_config(tmp_path, epochs=1, overwrite=True,
+        trainer.run(tiny_config(tmp_path, epochs=1, overwrite=True,
                                  data_dir=str(tmp_path / "nothing")))
     after = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
              if path.is_file()}
     assert after == before  # (the lock file is empty again)
     # --resume goes on with the same settings only; --overwrite starts again.
     with pytest.raises(run_dir.RunDirError, match="--learning_rate"):
-        training.run(tiny_config(tmp_path, epochs=2, learning_rate=0.2, resume=True), splits=splits)
-    resumed = training.run(tiny_config(tmp_path, epochs=2, resume=True), splits=splits)
+        trainer.run(tiny_config(tmp_path, epochs=2, learning_rate=0.2, resume=True), splits=splits)
+    resumed = trainer.run(tiny_config(tmp_path, epochs=2, resume=True), splits=splits)
     assert resumed["epochs"] == 2
-    replaced = training.run(tiny_config(tmp_path, epochs=1, overwrite=True, seed=3), splits=splits)
+    replaced = trainer.run(tiny_config(tmp_path, epochs=1, overwrite=True, seed=3), splits=splits)
     assert replaced["epochs"] == 1 and replaced["flags"]["seed"] == 3
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
-    straight = training.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
+    straight = trainer.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
     config = tiny_config(tmp_path / "b", augment="crop_flip")  # 3 epochs
     crashed_run(config, splits, after_epoch=2)
     folder = tmp_path / "b" / "run" / "checkpoint"
@@ -86,7 +86,7 @@ def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_p
     for path, content, message in damages:
         (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
         with pytest.raises(run_dir.RunDirError, match=message):
-            training.run(config, splits=splits)
+            trainer.run(config, splits=splits)
         (folder / "model-2.keras").write_bytes(good_model)
         (folder / "state.json").write_text(good_state)
         flags_path.write_text(good_flags)
@@ -96,7 +96,7 @@ def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_p
     # and ends exactly where the uninterrupted run did.
     (folder / "model-3.keras").write_bytes(good_model)
     monkeypatch.chdir(tmp_path / "b")
-    resumed = training.run(tiny_config(tmp_path, model_dir="./run/", augment="crop_flip"),
+    resumed = trainer.run(tiny_config(tmp_path, model_dir="./run/", augment="crop_flip"),
                            splits=splits)
     assert resumed["epochs"] == 3
     assert resumed["test_accuracy"] == straight["test_accuracy"]
@@ -116,7 +116,7 @@ def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, mo
     (tmp_path / "file").write_text("x")
     for model_dir in (tmp_path / "file", tmp_path / "file" / "run"):
         with pytest.raises(run_dir.RunDirError, match=str(model_dir)):
-            training.run(tiny_config(tmp_path, model_dir=str(model_dir)), splits=splits)
+            trainer.run(tiny_config(tmp_path, model_dir=str(model_dir)), splits=splits)
     # A full disk while writing the checkpoint: an error, no partial file.
     def full_disk(self, path, *args, **kwargs):
         with open(path, "wb") as file:
@@ -126,25 +126,25 @@ def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, mo
     monkeypatch.setattr(keras.Model, "save", full_disk)
     with pytest.raises(run_dir.RunDirError, match="cannot write the checkpoint .*model-1.keras: "
                                                   "No space left on device"):
-        training.run(tiny_config(tmp_path, epochs=1), splits=splits)
+        trainer.run(tiny_config(tmp_path, epochs=1), splits=splits)
     assert not [path for path in (tmp_path / "run").rglob("*") if "tmp" in path.name]
     monkeypatch.undo()
     # --overwrite replaces a run, never a folder of other files.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("x")
     with pytest.raises(run_dir.RunDirError, match="holds files but no run"):
-        training.run(tiny_config(tmp_path, model_dir=str(tmp_path / "mine"), overwrite=True),
+        trainer.run(tiny_config(tmp_path, model_dir=str(tmp_path / "mine"), overwrite=True),
                      splits=splits)
     assert os.listdir(tmp_path / "mine") == ["thesis.tex"]
     # A damaged --mask_from model.
     (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 not a model")
     with pytest.raises(run_dir.RunDirError, match="--mask_from=.*bad.keras: cannot load"):
-        training.run(tiny_config(tmp_path / "m", regime="mask_then_weights",
+        trainer.run(tiny_config(tmp_path / "m", regime="mask_then_weights",
                                  mask_from=str(tmp_path / "bad.keras")), splits=splits)
     assert not (tmp_path / "m").exists()
 
 
 def test_non_finite_numbers_are_written_as_null(tmp_path):
     path = tmp_path / "x.json"
-    run_dir.write_json_atomically(str(path), {"a": float("nan"), "b": [1.0, float("-inf")]})
+    files.write_json_atomically(str(path), {"a": float("nan"), "b": [1.0, float("-inf")]})
     assert strict_json(path) == {"a": None, "b": [1.0, None]}

@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import crashed_run, tiny_config, tiny_splits
 from tensorboard.backend.event_processing import event_accumulator
 
-from ssm_keras import config as ssm_config
-from ssm_keras import layers, sparsity, training
-
-from conftest import crashed_run, tiny_config, tiny_splits
+from ssm_keras import layers
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import sparsity, trainer
 
 # A steered run ends within 5% (relative) of its target. Measured on 3,000
 # real MNIST training images (FCN, target 5%): the runs of 8 and 16 epochs
@@ -67,7 +67,7 @@ def _scalars(pattern, tag):
 @pytest.mark.slow
 @pytest.mark.parametrize("epochs", [8, 16])
 def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir, epochs):
-    results = training.run(_mnist_config(tmp_path, mnist_dir, epochs))
+    results = trainer.run(_mnist_config(tmp_path, mnist_dir, epochs))
     assert results["remaining_percent"] == pytest.approx(5.0, rel=RELATIVE_TOLERANCE)
     assert results["test_accuracy"] > 0.85  # a pruned mask that still classifies
     model_dir = tmp_path / f"run{epochs}"
@@ -87,10 +87,10 @@ def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir
 def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path):
     splits = tiny_splits()
     settings = dict(epochs=4, target_remaining=20.0, weight_decay=1e-3)
-    straight = training.run(tiny_config(tmp_path / "a", **settings), splits=splits)
+    straight = trainer.run(tiny_config(tmp_path / "a", **settings), splits=splits)
     config = tiny_config(tmp_path / "b", **settings)
     crashed_run(config, splits)
-    resumed = training.run(config, splits=splits)
+    resumed = trainer.run(config, splits=splits)
     histories = [[json.loads(line) for line in (tmp_path / name / "run" / "history.jsonl")
                   .read_text().splitlines()] for name in ("a", "b")]
     steered = [[(entry["score_weight_decay"], entry["remaining_percent"]) for entry in history]

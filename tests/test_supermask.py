@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import ssm_keras
-from ssm_keras import cloning, data, layers, statistics
+from ssm_keras import data, layers
+from ssm_keras.training import statistics
+from ssm_keras.transforms import cloning
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -354,14 +356,14 @@ def test_a_user_cnn_learns_real_mnist_under_plain_fit(mnist_dir, tmp_path):
 
 @pytest.mark.slow
 def test_train_batch_norm_flag_trains_gamma_and_beta_without_decaying_them():
-    from ssm_keras import config as ssm_config
-    from ssm_keras import training
+    from ssm_keras.training import config as ssm_config
+    from ssm_keras.training import trainer
 
     settings = ssm_config.TrainConfig(arch="resnet20", dataset="cifar10", train_batch_norm=True,
                                       weight_decay=5e-4, learning_rate=0.1)
     settings.validate()
-    model = training.build_model(settings, data.DATASETS["cifar10"])
-    training.compile_model(model, settings, steps_per_epoch=10)
+    model = trainer.build_model(settings, data.DATASETS["cifar10"])
+    trainer.compile_model(model, settings, steps_per_epoch=10)
     names = {variable.path.split("/")[-1] for variable in model.trainable_variables}
     assert names == {"scores", "gamma", "beta"}
     before = {variable.path: variable.numpy().copy() for variable in model.trainable_variables}
@@ -375,7 +377,9 @@ def test_train_batch_norm_flag_trains_gamma_and_beta_without_decaying_them():
 
 
 def test_the_public_api_is_importable_from_the_package():
-    from ssm_keras import baking, callbacks, compact, score_decay, supermasking
+    from ssm_keras.exporting import compact
+    from ssm_keras.training import callbacks, score_decay
+    from ssm_keras.transforms import baking, supermasking
 
     modules = (baking, callbacks, compact, layers, score_decay, supermasking)
     for name in ssm_keras.__all__:

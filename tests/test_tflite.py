@@ -5,17 +5,16 @@ import json
 import keras
 import numpy as np
 import pytest
-
-from ssm_keras import exporting, tflite
-
 from conftest import TFLITE_ACCURACY_TOLERANCE
+
+from ssm_keras.exporting import exporter, tflite
 
 
 @pytest.fixture(scope="module")
 def tflite_export(trained_fcn, tmp_path_factory):
     run, results, images, labels = trained_fcn
     out_dir = tmp_path_factory.mktemp("tflite")
-    summary = exporting.export_run(str(run), str(out_dir), ("keras", *tflite.KINDS))
+    summary = exporter.export_run(str(run), str(out_dir), ("keras", *tflite.KINDS))
     return out_dir, summary
 
 
@@ -24,14 +23,14 @@ def tflite_export(trained_fcn, tmp_path_factory):
 def test_each_tflite_format_scores_the_trained_accuracy(kind, trained_fcn, tflite_export):
     _, results, images, labels = trained_fcn
     out_dir, summary = tflite_export
-    path = out_dir / exporting.OUTPUTS[kind]
+    path = out_dir / exporter.OUTPUTS[kind]
     probabilities = tflite.predict(path, images)
     correct = int(np.sum(np.argmax(probabilities, axis=1) == labels))
     recorded = round(results["test_accuracy"] * len(labels))  # float32 in results.json
     assert 0.5 < recorded / len(labels) < 0.99  # trained, not perfect
     assert abs(correct - recorded) <= TFLITE_ACCURACY_TOLERANCE[kind] * len(labels), (correct, recorded)
     assert summary["tflite_max_difference"][kind] <= tflite.TOLERANCE[kind]
-    assert summary["bytes"][exporting.OUTPUTS[kind]] == path.stat().st_size
+    assert summary["bytes"][exporter.OUTPUTS[kind]] == path.stat().st_size
     runner = tflite.interpreter(path).get_signature_runner(tflite.SIGNATURE)
     (image_input,) = runner.get_input_details().values()
     assert image_input["dtype"] == np.uint8

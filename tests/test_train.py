@@ -6,16 +6,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from ssm_keras import config as ssm_config
-from ssm_keras import data, layers, training
-
 from conftest import tiny_config, tiny_splits
+
+from ssm_keras import data, layers
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import trainer
 
 
 @pytest.mark.slow
 def test_run_learns_and_writes_results(tmp_path):
-    results = training.run(tiny_config(tmp_path, epochs=4), splits=tiny_splits())
+    results = trainer.run(tiny_config(tmp_path, epochs=4), splits=tiny_splits())
     model_dir = tmp_path / "run"
     saved = json.loads((model_dir / "results.json").read_text())
     assert saved["status"] == "finished" and saved["epochs"] == 4
@@ -40,11 +40,11 @@ def test_run_learns_and_writes_results(tmp_path):
 @pytest.mark.slow
 def test_baseline_and_mask_then_weights_regimes(tmp_path):
     splits = tiny_splits()
-    mask_run = training.run(tiny_config(tmp_path / "mask", epochs=2), splits=splits)
-    baseline = training.run(tiny_config(tmp_path / "weights", regime="weights", epochs=2),
+    mask_run = trainer.run(tiny_config(tmp_path / "mask", epochs=2), splits=splits)
+    baseline = trainer.run(tiny_config(tmp_path / "weights", regime="weights", epochs=2),
                             splits=splits)
     assert baseline["remaining_percent"] == 100.0 and baseline["mask"] is None
-    tuned = training.run(tiny_config(tmp_path / "tuned", regime="mask_then_weights", epochs=1,
+    tuned = trainer.run(tiny_config(tmp_path / "tuned", regime="mask_then_weights", epochs=1,
                                      learning_rate=1e-3,
                                      mask_from=str(tmp_path / "mask" / "run")), splits=splits)
     assert tuned["remaining_weights"] == mask_run["remaining_weights"]
@@ -60,8 +60,8 @@ def test_baseline_and_mask_then_weights_regimes(tmp_path):
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
     assert len(tf.config.list_logical_devices("CPU")) == 2
     splits = tiny_splits()
-    single = training.run(tiny_config(tmp_path / "one", epochs=1), splits=splits)
-    mirrored = training.run(tiny_config(tmp_path / "two", epochs=1, strategy="mirrored"),
+    single = trainer.run(tiny_config(tmp_path / "one", epochs=1), splits=splits)
+    mirrored = trainer.run(tiny_config(tmp_path / "two", epochs=1, strategy="mirrored"),
                             splits=splits)
     one = keras.saving.load_model(tmp_path / "one" / "run" / "model.keras")
     two = keras.saving.load_model(tmp_path / "two" / "run" / "model.keras")
@@ -73,7 +73,7 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
 @pytest.mark.slow
 def test_images_too_small_for_the_architecture(tmp_path):
     with pytest.raises(ssm_config.ConfigError, match="needs images of at least 16x16"):
-        training.run(tiny_config(tmp_path, arch="conv8"), splits=tiny_splits(shape=(8, 8, 3)))
+        trainer.run(tiny_config(tmp_path, arch="conv8"), splits=tiny_splits(shape=(8, 8, 3)))
 
 
 @pytest.mark.parametrize("jit_compile, expected", [
@@ -84,8 +84,8 @@ def test_images_too_small_for_the_architecture(tmp_path):
 @pytest.mark.slow
 def test_jit_compile_setting_reaches_keras(jit_compile, expected):
     config = ssm_config.TrainConfig(arch="fcn", dataset="mnist", jit_compile=jit_compile)
-    model = training.build_model(config, data.DATASETS["mnist"])
-    training.compile_model(model, config, steps_per_epoch=10)
+    model = trainer.build_model(config, data.DATASETS["mnist"])
+    trainer.compile_model(model, config, steps_per_epoch=10)
     assert model.jit_compile is expected
 
 
@@ -109,7 +109,7 @@ def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path):
     counter = _EpochBatches()
     runs = {}
     for steps in (4, 1):
-        runs[steps] = training.run(tiny_config(tmp_path / str(steps), steps_per_execution=steps,
+        runs[steps] = trainer.run(tiny_config(tmp_path / str(steps), steps_per_execution=steps,
                                                augment="crop_flip"), splits=splits,
                                    callbacks=[counter])
         assert counter.steps == [10, 10, 10]
@@ -139,7 +139,7 @@ def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path):
 @pytest.mark.slow
 def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
     with pytest.raises(ssm_config.ConfigError, match=message):
-        training.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
+        trainer.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
     assert not (tmp_path / "run").exists()
     tiny_config(tmp_path, mask="topk", density=0.2).validate()  # used flags pass
 
@@ -149,6 +149,6 @@ def test_summary_line_counts_epochs_in_words(epochs, ending):
     results = {"arch": "fcn", "mask": "signed", "regime": "mask", "dataset": "mnist",
                "test_accuracy": 0.975, "remaining_weights": 10_000, "masked_weights": 266_200,
                "remaining_percent": 3.76, "epochs": epochs, "wall_time_s": 3.2}
-    assert training.summary_line(results) == (
+    assert trainer.summary_line(results) == (
         "fcn signed supermask on mnist: test accuracy 97.50%, remaining weights "
         f"10,000 / 266,200 (3.76%), {ending}")

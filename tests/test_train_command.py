@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from ssm_keras import train, training
-
 from conftest import REPO, shared_data_dir, tiny_config, tiny_splits
+
+from ssm_keras.cli import train
+from ssm_keras.training import trainer
 
 
 @pytest.mark.parametrize("args, message", [
@@ -54,7 +54,7 @@ def test_fresh_process_loads_models_after_import_and_the_command_fails_cleanly(t
     """One new process (they are slow to start): `import ssm_keras` alone makes
     a saved model loadable; then `python -m ssm_keras.train` with a bad flag
     ends with exit status 1 and one error line, no traceback."""
-    model = training.build_model(tiny_config(tmp_path), tiny_splits().spec)
+    model = trainer.build_model(tiny_config(tmp_path), tiny_splits().spec)
     model.save(tmp_path / "model.keras")
     images = tiny_splits().test[0][:4].astype(np.float32)
     np.save(tmp_path / "images.npy", images)

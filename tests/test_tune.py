@@ -14,12 +14,14 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO, parsed_flags, shared_data_dir
 from tensorboard.backend.event_processing import event_accumulator
 
-from ssm_keras import config as ssm_config
-from ssm_keras import command, data, run_dir, train, training, tune, tuning
-
-from conftest import REPO, parsed_flags, shared_data_dir
+from ssm_keras import data
+from ssm_keras.cli import shell, train, tune
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import run_dir, trainer
+from ssm_keras.tuning import searching
 
 TINY = dict(arch="fcn", dataset="mnist", max_examples=256, validation_size=256, batch_size=64,
             epochs=2, verbose=0)
@@ -67,7 +69,7 @@ def _retrain(flagfile, model_dir):
     """Trains from a flagfile the way `python -m ssm_keras.train --flagfile=` does."""
     flag_values = parsed_flags(train, f"--flagfile={flagfile}", f"--model_dir={model_dir}",
                                 "--verbose=0")
-    return training.run(command.from_flags(ssm_config.TrainConfig, flag_values))
+    return trainer.run(shell.from_flags(ssm_config.TrainConfig, flag_values))
 
 
 def _tags(pattern):
@@ -80,12 +82,12 @@ def _tags(pattern):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("1e-3:0.3", tuning.Range(1e-3, 0.3, "log")),
-    ("0.05:0.05", tuning.Range(0.05, 0.05, "log")),
+    ("1e-3:0.3", searching.Range(1e-3, 0.3, "log")),
+    ("0.05:0.05", searching.Range(0.05, 0.05, "log")),
 ])
 @pytest.mark.slow
 def test_parse_range_and_fixed_values(text, expected):
-    bounds = tuning.parse_range("learning_rate", text)
+    bounds = searching.parse_range("learning_rate", text)
     assert bounds == expected
     hp = keras_tuner.HyperParameters()
     value = bounds.declare(hp, "learning_rate")
@@ -95,38 +97,38 @@ def test_parse_range_and_fixed_values(text, expected):
 
 
 def test_search_space_follows_the_mask_and_regime():
-    search = tuning.SearchConfig(directory="unused")
-    assert list(tuning.search_space(search, tiny_config())) == [
+    search = searching.SearchConfig(out_dir="unused")
+    assert list(searching.search_space(search, tiny_config())) == [
         "learning_rate", "weight_decay", "tau_fraction", "init_factor"]
-    assert list(tuning.search_space(search, tiny_config(mask="topk", weight_init="elu"))) == [
+    assert list(searching.search_space(search, tiny_config(mask="topk", weight_init="elu"))) == [
         "learning_rate", "weight_decay", "density"]
-    assert list(tuning.search_space(search, tiny_config(regime="weights"))) == [
+    assert list(searching.search_space(search, tiny_config(regime="weights"))) == [
         "learning_rate", "weight_decay", "init_factor"]
 
 
 def test_choices_come_first_and_mask_shape_fields_follow_the_mask():
-    search = tuning.SearchConfig(directory="unused", mask_choices="signed,signed_topk",
+    search = searching.SearchConfig(out_dir="unused", mask_choices="signed,signed_topk",
                                  optimizer_choices="sgd,adam")
-    space = tuning.search_space(search, tiny_config(tau_fraction=0.3))
+    space = searching.search_space(search, tiny_config(tau_fraction=0.3))
     assert list(space) == ["mask", "optimizer", "learning_rate", "weight_decay",
                            "tau_fraction", "density", "init_factor"]
-    assert space["mask"] == tuning.Choice(("signed", "signed_topk"))
-    assert tuning.conditions(space) == {"tau_fraction": ["signed"], "density": ["signed_topk"]}
+    assert space["mask"] == searching.Choice(("signed", "signed_topk"))
+    assert searching.conditions(space) == {"tau_fraction": ["signed"], "density": ["signed_topk"]}
     # Only threshold masks: no density; a fixed choice is declared as Fixed.
-    search = tuning.SearchConfig(directory="unused", mask_choices="binary",
+    search = searching.SearchConfig(out_dir="unused", mask_choices="binary",
                                  lr_schedule_choices="cosine")
-    assert list(tuning.search_space(search, tiny_config())) == [
+    assert list(searching.search_space(search, tiny_config())) == [
         "mask", "lr_schedule", "learning_rate", "weight_decay", "tau_fraction", "init_factor"]
     hp = keras_tuner.HyperParameters()
-    assert tuning.Choice(("cosine",)).declare(hp, "lr_schedule") == "cosine"
+    assert searching.Choice(("cosine",)).declare(hp, "lr_schedule") == "cosine"
     assert isinstance(hp.space[0], keras_tuner.engine.hyperparameters.Fixed)
 
 
 def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
     config = tiny_config(tau_fraction=0.3, signed=True)
-    search = tuning.SearchConfig(directory="unused", mask_choices="signed,signed_topk,bernoulli")
-    space = tuning.search_space(search, config)
-    hypermodel = tuning.SupermaskHyperModel(config, space, _blank_mnist_splits(),
+    search = searching.SearchConfig(out_dir="unused", mask_choices="signed,signed_topk,bernoulli")
+    space = searching.search_space(search, config)
+    hypermodel = searching.SupermaskHyperModel(config, space, _blank_mnist_splits(),
                                             tf.distribute.get_strategy(), 0.1)
     hp = keras_tuner.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
@@ -150,24 +152,24 @@ def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
 @pytest.mark.slow
 def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
         tmp_path, mnist_splits):
-    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
+    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
                                  objective="sparse", sparsity_weight=0.5)
     config = tiny_config()
     project = tmp_path / "p"
     # Killed after the first of the two epochs of the second trial.
     trials = _Trials(crash_at=(2, 1))
     with pytest.raises(KeyboardInterrupt):
-        tuning.run(search, config, mnist_splits, callbacks=[trials])
+        searching.run(search, config, mnist_splits, callbacks=[trials])
     assert trials.calls == [0, 0]
     assert json.loads((project / "trial_1" / "checkpoint" / "state.json").read_text())["epoch"] == 1
     # The same command: the second trial goes on from its first epoch.
     trials = _Trials()
-    rows = tuning.run(search, config, mnist_splits, callbacks=[trials])
+    rows = searching.run(search, config, mnist_splits, callbacks=[trials])
     assert trials.calls == [1]
     assert [row["status"] for row in rows] == ["COMPLETED"] * 2
     # More trials: only the new one runs.
     trials = _Trials()
-    rows = tuning.run(dataclasses.replace(search, max_trials=3), config, mnist_splits,
+    rows = searching.run(dataclasses.replace(search, max_trials=3), config, mnist_splits,
                       callbacks=[trials])
     assert trials.calls == [0]
     assert sorted(row["trial_id"] for row in rows) == ["0", "1", "2"]
@@ -206,15 +208,15 @@ def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
     assert (project / "trials.png").stat().st_size > 10_000
 
     # Other settings in the same folder are refused, not mixed in.
-    with pytest.raises(tuning.TuneError, match="--epochs: 2 -> 3"):
-        tuning.run(search, tiny_config(epochs=3), mnist_splits)
+    with pytest.raises(searching.TuneError, match="--epochs: 2 -> 3"):
+        searching.run(search, tiny_config(epochs=3), mnist_splits)
 
 
 @pytest.mark.slow
 def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits, capsys):
-    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=4,
+    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=4,
                                  mask_choices="signed,signed_topk", density_range="0.05:0.05")
-    rows = tuning.run(search, tiny_config(epochs=1), mnist_splits)
+    rows = searching.run(search, tiny_config(epochs=1), mnist_splits)
     # One process: one line per finished trial, without a worker's name.
     finished = [line.split()[1] for line in capsys.readouterr().out.splitlines()
                 if line.startswith("trial ")]
@@ -236,13 +238,13 @@ def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_spl
 
 @pytest.mark.slow
 def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits):
-    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", tuner="hyperband",
+    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", tuner="hyperband",
                                  hyperband_factor=2)
     # max_epochs 2, factor 2: trials 0 and 1 train 1 epoch, trial 2 continues the
     # better one to 2 epochs; stop before the next bracket.
     trials = _Trials(crash_at=(4, 1))
     with pytest.raises(KeyboardInterrupt):
-        tuning.run(search, tiny_config(), mnist_splits, callbacks=[trials])
+        searching.run(search, tiny_config(), mnist_splits, callbacks=[trials])
     assert trials.calls[:3] == [0, 0, 1]
     trials = {trial.trial_id: trial for trial in map(
         keras_tuner.engine.trial.Trial.load, glob.glob(f"{tmp_path}/p/trial_*/trial.json"))}
@@ -270,7 +272,7 @@ def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_
     (["--tau_fraction_range=0.5:1.0"], "--tau_fraction_range=0.5:1.0: --tau_fraction must be in"),
     (["--objective=test_accuracy"], "Unknown --objective='test_accuracy'"),
     (["--validation_size=0"], "never the test split: --validation_size must be > 0"),
-    (["--directory="], "--directory is required"),
+    (["--out_dir="], "--out_dir is required"),
     (["--optimizer_choices=sgd,rmsprop"],
      "--optimizer_choices=sgd,rmsprop: Unknown --optimizer='rmsprop'. Allowed: sgd, adam."),
     (["--mask_choices=signed,,topk"], "--mask_choices must be distinct values separated by"),
@@ -279,7 +281,7 @@ def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_
      "--mask_choices searches the mask kind of --regime=mask. Received: --regime=weights"),
 ])
 def test_cli_bad_search_one_clear_line(cli, tmp_path, args, message):
-    code, err = cli(tune, "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path}", *args)
+    code, err = cli(tune, "--arch=fcn", "--dataset=mnist", f"--out_dir={tmp_path}", *args)
     assert code == 1 and len(err.splitlines()) == 1
     assert err.startswith("error: ") and message in err, err
     assert "Traceback" not in err
@@ -297,7 +299,7 @@ def test_distributed_search_chief_and_two_workers(tmp_path, mnist_dir):
     args = [sys.executable, "-m", "ssm_keras.tune", "--arch=fcn", "--dataset=mnist",
             f"--data_dir={mnist_dir.parent}", "--max_examples=256", "--validation_size=256",
             "--batch_size=64", "--epochs=2", "--verbose=0", "--max_trials=4",
-            f"--directory={tmp_path}", "--project_name=p"]
+            f"--out_dir={tmp_path}", "--project_name=p"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_ORACLE_IP": "127.0.0.1",
            "KERASTUNER_ORACLE_PORT": str(_free_port())}
     processes = {
@@ -330,14 +332,14 @@ def test_distributed_search_chief_and_two_workers(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_the_same_command_gives_the_same_search(tmp_path):
     config = tiny_config(seed=0)
-    search = tuning.SearchConfig(directory=str(tmp_path), max_trials=3)
-    space = tuning.search_space(search, config)
+    search = searching.SearchConfig(out_dir=str(tmp_path), max_trials=3)
+    space = searching.search_space(search, config)
     splits = _blank_mnist_splits()
     trials = []
     for project in ("a", "b"):
-        hypermodel = tuning.SupermaskHyperModel(config, space, splits,
+        hypermodel = searching.SupermaskHyperModel(config, space, splits,
                                                 tf.distribute.get_strategy(), 0.1)
-        tuner = tuning.make_tuner(dataclasses.replace(search, project_name=project), config,
+        tuner = searching.make_tuner(dataclasses.replace(search, project_name=project), config,
                                   hypermodel)
         assert tuner.oracle.seed == 1  # Keras Tuner draws a random seed for 0
         hp = keras_tuner.HyperParameters()
@@ -352,9 +354,9 @@ def test_the_same_command_gives_the_same_search(tmp_path):
 @pytest.mark.parametrize("directory", ["file", "file/below"])
 def test_directory_that_is_a_file_is_one_clear_line(cli, tmp_path, directory):
     (tmp_path / "file").write_text("x")
-    code, err = cli(tune, "--arch=fcn", "--dataset=mnist", f"--directory={tmp_path / directory}")
+    code, err = cli(tune, "--arch=fcn", "--dataset=mnist", f"--out_dir={tmp_path / directory}")
     assert code == 1 and len(err.splitlines()) == 1
-    assert err.startswith(f"error: --directory: the search folder {tmp_path / directory}")
+    assert err.startswith(f"error: --out_dir: the search folder {tmp_path / directory}")
     assert os.listdir(tmp_path) == ["file"]
 
 
@@ -362,32 +364,32 @@ def test_directory_that_is_a_file_is_one_clear_line(cli, tmp_path, directory):
 def test_a_second_search_or_a_damaged_trial_stops_the_search(tmp_path, mnist_splits):
     # A diverged trial fails alone (the next test); a user error in a trial,
     # here a damaged checkpoint it would go on from, stops the search.
-    damaged = tuning.SearchConfig(directory=str(tmp_path), project_name="q", max_trials=2)
+    damaged = searching.SearchConfig(out_dir=str(tmp_path), project_name="q", max_trials=2)
     state = tmp_path / "q" / "trial_0" / "checkpoint" / "state.json"
     state.parent.mkdir(parents=True)
     state.write_text('{"epoch": 1}')
     trials = _Trials()
-    with pytest.raises(tuning.TuneError, match=f"{state} is not a checkpoint state"):
-        tuning.run(damaged, tiny_config(), mnist_splits, callbacks=[trials])
+    with pytest.raises(searching.TuneError, match=f"{state} is not a checkpoint state"):
+        searching.run(damaged, tiny_config(), mnist_splits, callbacks=[trials])
     assert not (tmp_path / "q" / "trial_1").exists()
     # One search at a time in a folder.
-    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=1)
+    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=1)
     with run_dir.lock(str(tmp_path / "p")):  # as a first search holds it
-        with pytest.raises(tuning.TuneError, match=f"the search folder {tmp_path / 'p'} is in use "
+        with pytest.raises(searching.TuneError, match=f"the search folder {tmp_path / 'p'} is in use "
                                                    f"by process {os.getpid()} on .*choose another "
-                                                   "--project_name or --directory"):
-            tuning.run(search, tiny_config(), mnist_splits, callbacks=[trials])
+                                                   "--project_name or --out_dir"):
+            searching.run(search, tiny_config(), mnist_splits, callbacks=[trials])
         assert os.listdir(tmp_path / "p") == [".lock"]
     assert trials.calls == []  # no trial trained
-    assert len(tuning.run(search, tiny_config(), mnist_splits, callbacks=[trials])) == 1
+    assert len(searching.run(search, tiny_config(), mnist_splits, callbacks=[trials])) == 1
     assert trials.calls == [0]
 
 
 @pytest.mark.slow
 def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_splits, capsys):
-    search = tuning.SearchConfig(directory=str(tmp_path), project_name="p", max_trials=2,
+    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
                                  learning_rate_range="1e6:1e7")
-    code = command.run(lambda: tuning.run(search, tiny_config(regime="weights", epochs=1),
+    code = shell.run(lambda: searching.run(search, tiny_config(regime="weights", epochs=1),
                                           mnist_splits))
     captured = capsys.readouterr()
     assert code == 1
@@ -395,6 +397,6 @@ def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_
     assert captured.err.startswith("error: No trial of the search in ") and len(
         captured.err.splitlines()) == 1
     assert [line for line in captured.out.splitlines() if " FAILED: " in line] == [
-        f"Trial {i} FAILED: ssm_keras.callbacks.Diverged: training diverged: the loss is nan "
+        f"Trial {i} FAILED: ssm_keras.training.callbacks.Diverged: training diverged: the loss is nan "
         "after epoch 1. Try a smaller --learning_rate or --init_factor, or check --init_file."
         for i in (0, 1)]

@@ -1,18 +1,18 @@
 """The `ssm-evaluate` command: the test accuracy of a pretrained model or a run.
 
-    python -m ssm_keras.evaluate --pretrained=fcn_mnist_signed_seed0 --data_dir=../shared/data
-    python -m ssm_keras.evaluate --model_dir=runs/fcn_mnist_signed --data_dir=../shared/data
+    ssm-evaluate --pretrained=fcn_mnist_signed_seed0 --data_dir=../shared/data
+    ssm-evaluate --model_dir=runs/fcn_mnist_signed --data_dir=../shared/data
 
 evaluates the model on the full test split of the data set it was trained
-on (`--dataset` may name it, and must then be that one; `ssm_keras.evaluation`)
+on (`--dataset` may name it, and must then be that one;
+`ssm_keras.experiments.evaluation`)
 and prints the accuracy next to the one its run recorded.
 """
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
-from ssm_keras import command, evaluation
-from ssm_keras.data import specs
+from ssm_keras.cli import shell
+from ssm_keras.experiments import evaluation
 
 
 def summary_line(result):
@@ -33,35 +33,22 @@ def summary_line(result):
 
 
 def define_flags(flag_values=flags.FLAGS):
-    """Defines the command's flags in `flag_values`."""
-    flags.DEFINE_string("pretrained", None,
-                        "Name of a shipped pretrained model (ssm_keras.pretrained.names()).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("model_dir", None, "Finished training run directory.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("data_dir", None, "Local copy of the data sets.", flag_values=flag_values)
-    flags.DEFINE_string("dataset", None,
-                        f"Data set to evaluate on: {', '.join(specs.DATASETS)} (default: the "
-                        "one the model was trained on).",
-                        flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 128, "Images per batch.", lower_bound=1,
-                         flag_values=flag_values)
-    flags.mark_flags_as_mutual_exclusive(["pretrained", "model_dir"], required=True,
-                                         flag_values=flag_values)
+    """Defines one flag per `EvaluateSettings` field in `flag_values`."""
+    shell.define_flags(evaluation.EvaluateSettings, flag_values)
+    flags.adopt_module_key_flags(evaluation, flag_values)
 
 
 def run_command(flag_values):
     """Evaluates what the parsed flags name and prints one line."""
     logging.set_verbosity(logging.WARNING)
-    result = evaluation.evaluate(flag_values.pretrained, flag_values.model_dir,
-                                 flag_values.data_dir, flag_values.dataset,
-                                 flag_values.batch_size)
+    result = evaluation.evaluate_settings(shell.from_flags(evaluation.EvaluateSettings,
+                                                           flag_values))
     print(summary_line(result))
 
 
 def cli():
     """The `ssm-evaluate` console script."""
-    command.main(define_flags, run_command)
+    shell.main(define_flags, run_command)
 
 
 if __name__ == "__main__":

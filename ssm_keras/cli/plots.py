@@ -1,9 +1,9 @@
 """The `ssm-plots` command: the figures of a run, finished or not.
 
-    python -m ssm_keras.plots --model_dir=RUN_DIR [--out=DIR]
+    ssm-plots --model_dir=RUN_DIR [--out_dir=DIR]
 
 writes, from the run's `results.json` and `history.jsonl` (see
-`ssm_keras.run_dir`), into `--out` (default: the run directory), with
+`ssm_keras.training.run_dir`), into `--out_dir` (default: the run directory), with
 `ssm_keras.plotting`:
 
 - `mask_composition.png`: per masked layer, the percentages of weights kept
@@ -23,27 +23,25 @@ writes `training_curves.png` of the epochs so far, its title saying so.
 
 from absl import flags
 
-from ssm_keras import command, plotting
+from ssm_keras import plotting
+from ssm_keras.cli import shell
 
 
 def define_flags(flag_values=flags.FLAGS):
-    """Defines the command's flags in `flag_values`."""
-    flags.DEFINE_string("model_dir", None, "Training run directory (finished, or with at least one epoch).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("out", None, "Output directory (default: --model_dir).",
-                        flag_values=flag_values)
-    flags.mark_flag_as_required("model_dir", flag_values=flag_values)
+    """Defines one flag per `PlotSettings` field in `flag_values`."""
+    shell.define_flags(plotting.PlotSettings, flag_values)
+    flags.adopt_module_key_flags(plotting, flag_values)
 
 
 def run_command(flag_values):
     """Plots the run the parsed flags name and prints the files written."""
-    for path in plotting.plot_run(flag_values.model_dir, flag_values.out):
+    for path in plotting.plot(shell.from_flags(plotting.PlotSettings, flag_values)):
         print(path)
 
 
 def cli():
-    """The `ssm-plots` console script (also `python -m ssm_keras.plots`)."""
-    command.main(define_flags, run_command)
+    """The `ssm-plots` console script."""
+    shell.main(define_flags, run_command)
 
 
 if __name__ == "__main__":

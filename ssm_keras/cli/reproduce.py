@@ -1,15 +1,15 @@
 """Reproduces the paper's table: runs the experiments, aggregates, plots.
 
     ssm-reproduce --data_dir=../shared/data
-    python -m ssm_keras.reproduce --experiments=fcn_mnist_signed,fcn_mnist_baseline \\
-        --seeds=0,1,2 --runs_dir=runs/reproduce --epochs=5
+    python -m ssm_keras.cli.reproduce --experiments=fcn_mnist_signed,fcn_mnist_baseline \\
+        --seeds=0,1,2 --out_dir=runs/reproduce --epochs=5
     ssm-reproduce --experiments=conv4_cifar10_signed --compress=5
     ssm-reproduce --aggregate_only     # table and plots of what is finished
 
 Each missing run is one subprocess
 
     python -m ssm_keras.train --flagfile=<flags_dir>/<experiment>.flags --seed=S \\
-        --model_dir=<runs_dir>/<experiment>/seed<S> [--data_dir=...] [training flags]
+        --model_dir=<out_dir>/<experiment>/seed<S> [--data_dir=...] [training flags]
 
 where the training flags (any flag of `ssm_keras.train` given here, e.g.
 `--epochs=5` for a shorter schedule) come after the flagfile and override
@@ -20,7 +20,7 @@ one that diverged is refused by `ssm_keras.train` (a failed run).
 learning-rate path (`reproduction.compressed_schedule`).
 
 Then, from every finished run's `results.json`, it writes
-`<runs_dir>/table.md` and `table.json` (mean and standard deviation over
+`<out_dir>/table.md` and `table.json` (mean and standard deviation over
 seeds next to the paper's numbers) and the plots of `reproduction.write_plots`.
 A failed run ends the command with one `error:` line (exit 1) after the
 table of the others.
@@ -31,20 +31,21 @@ import os
 
 from absl import flags
 
-from ssm_keras import command, launch, reproduction
+from ssm_keras.cli import shell, training_flags
+from ssm_keras.experiments import launch, reproduction
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines the `ReproduceConfig` flags and every flag of `ssm_keras.train`
     (passed on to each run); `--help` lists the former."""
-    command.define_flags(reproduction.ReproduceConfig, flag_values)
-    launch.define_training_flags(flag_values)
+    shell.define_flags(reproduction.ReproduceConfig, flag_values)
+    training_flags.define(flag_values)
     flags.adopt_module_key_flags(reproduction, flag_values)
 
 
-def training_flags(settings, flag_values):
+def given_training_flags(settings, flag_values):
     """The training flags given (but `--data_dir`), checked against `settings`."""
-    extra = launch.training_flags(flag_values, own=("data_dir",))
+    extra = training_flags.given(flag_values, own=("data_dir",))
     scheduled = [flag for flag in extra if flag[2:].split("=", 1)[0] in reproduction.COMPRESSED]
     if settings.compress > 1 and scheduled:
         raise reproduction.ReproduceError(
@@ -65,7 +66,7 @@ def train_missing(settings, recipes, seeds, data_dir, extra, runner=launch.subpr
         flagfile = os.path.join(settings.flags_dir, f"{experiment}.flags")
         schedule = reproduction.compressed_schedule(recipe, settings.compress)
         for seed in seeds:
-            model_dir = reproduction.run_dir(settings.runs_dir, experiment, seed)
+            model_dir = reproduction.run_dir(settings.out_dir, experiment, seed)
             runs[model_dir] = launch.train_command(flagfile, model_dir, seed, data_dir,
                                                    [*schedule, *extra])
     launch.check_runs(runs)
@@ -77,32 +78,32 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     """Trains what is missing, then writes the table and the plots; returns
     the table. Raises `ReproduceError` when a run failed (the table holds
     the others)."""
-    settings = command.from_flags(reproduction.ReproduceConfig, flag_values)
+    settings = shell.from_flags(reproduction.ReproduceConfig, flag_values)
     experiments, seeds = settings.experiment_names(), settings.seed_numbers()
     if settings.compress < 1:
         raise reproduction.ReproduceError(
             f"--compress={settings.compress}: give a positive integer (1: no compression)")
-    launch.check_runs_dir(settings.runs_dir)
-    if settings.aggregate_only and not os.path.isdir(settings.runs_dir):
+    launch.check_out_dir(settings.out_dir)
+    if settings.aggregate_only and not os.path.isdir(settings.out_dir):
         raise reproduction.ReproduceError(
-            f"--aggregate_only: --runs_dir={settings.runs_dir} does not exist; name the folder "
+            f"--aggregate_only: --out_dir={settings.out_dir} does not exist; name the folder "
             "that holds the runs")
-    extra = training_flags(settings, flag_values)
+    extra = given_training_flags(settings, flag_values)
     recipes = {experiment: reproduction.flagfile_settings(settings.flags_dir, experiment)
                for experiment in experiments}
     statuses = {} if settings.aggregate_only else train_missing(
         settings, recipes, seeds, flag_values["data_dir"].value, extra, runner)
-    table = reproduction.aggregate(settings.runs_dir, experiments, seeds, recipes)
+    table = reproduction.aggregate(settings.out_dir, experiments, seeds, recipes)
     text = reproduction.format_table(table, extra)
     print(text)
-    with launch.writing_into(settings.runs_dir):
-        os.makedirs(settings.runs_dir, exist_ok=True)
-        with open(os.path.join(settings.runs_dir, "table.md"), "w", encoding="utf-8") as file:
+    with launch.writing_into(settings.out_dir):
+        os.makedirs(settings.out_dir, exist_ok=True)
+        with open(os.path.join(settings.out_dir, "table.md"), "w", encoding="utf-8") as file:
             file.write(text)
-        with open(os.path.join(settings.runs_dir, "table.json"), "w", encoding="utf-8") as file:
+        with open(os.path.join(settings.out_dir, "table.json"), "w", encoding="utf-8") as file:
             json.dump({"extra_flags": extra, "seeds": seeds, "runs": statuses,
                        "experiments": table}, file, indent=2)
-        reproduction.write_plots(settings.runs_dir, table)
+        reproduction.write_plots(settings.out_dir, table)
     failed = [path for path, status in statuses.items() if status == "failed"]
     if failed:
         raise reproduction.ReproduceError(f"the runs in {', '.join(failed)} failed; see their "
@@ -112,7 +113,7 @@ def run_command(flag_values, runner=launch.subprocess_runner):
 
 def cli():
     """The `ssm-reproduce` console script."""
-    command.main(define_flags, run_command)
+    shell.main(define_flags, run_command)
 
 
 if __name__ == "__main__":

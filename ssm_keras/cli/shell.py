@@ -19,44 +19,29 @@ stderr and exit status 1, without a traceback.
 """
 
 import dataclasses
-import importlib.resources
+import logging
 import os
 import sys
-import typing
 
 from absl import app, flags
 
+import ssm_keras
+from ssm_keras import settings
 from ssm_keras.errors import UserError
 
 _DEFINERS = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
              float: flags.DEFINE_float, str: flags.DEFINE_string}
 
 
-def flag_field(default, help):  # noqa: A002  (the word absl uses)
-    """A dataclass field that is a command-line flag with this help text."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-def base_type(annotation):
-    """`int` for `int | None`: the type of a dataclass field's flag."""
-    options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-    return options[0] if options else annotation
-
-
-def comma_separated(text):
-    """The items of a comma-separated flag value, stripped, blanks (and a
-    None value) giving none: `" a, ,b"` -> `["a", "b"]`."""
-    return [item.strip() for item in (text or "").split(",") if item.strip()]
-
-
 def define_flags(cls, flag_values=flags.FLAGS):
-    """Defines one absl flag per field of dataclass `cls` in `flag_values`.
+    """Defines one absl flag per field of settings dataclass `cls` (declared
+    with `settings.setting`) in `flag_values`.
 
     The flags belong to the module of `cls`; a command lists them in its
     `--help` with `flags.adopt_module_key_flags(that module)`.
     """
     for field in dataclasses.fields(cls):
-        definer = _DEFINERS[base_type(field.type)]
+        definer = _DEFINERS[settings.value_type(field.type)]
         definer(field.name, field.default, field.metadata["help"], flag_values=flag_values,
                 module_name=cls.__module__)
 
@@ -66,34 +51,6 @@ def from_flags(cls, flag_values=flags.FLAGS):
     return cls(**{
         field.name: flag_values[field.name].value for field in dataclasses.fields(cls)
     })
-
-
-class UnknownRecipe(UserError):
-    """A `--recipe` that names no shipped flagfile."""
-
-
-RECIPE_SUFFIX = ".flags"
-
-
-def recipes_dir():
-    """The folder of the shipped recipes, `ssm_keras/recipes/` (package data;
-    `flags/` of a checkout links to it)."""
-    return os.fspath(importlib.resources.files("ssm_keras") / "recipes")
-
-
-def recipe_names():
-    """The names of the shipped recipes: the stems of `ssm_keras/recipes/*.flags`."""
-    return sorted(name.removesuffix(RECIPE_SUFFIX) for name in os.listdir(recipes_dir())
-                  if name.endswith(RECIPE_SUFFIX))
-
-
-def recipe_path(name):
-    """The path of the shipped flagfile of recipe `name`; `UnknownRecipe`,
-    listing the names there are, if it ships none."""
-    if name not in recipe_names():
-        raise UnknownRecipe(f"--recipe={name}: no such recipe; choose one of "
-                            f"{', '.join(recipe_names())}")
-    return os.path.join(recipes_dir(), name + RECIPE_SUFFIX)
 
 
 def define_recipe_flag(flag_values=flags.FLAGS):
@@ -114,7 +71,8 @@ def with_recipe(argv, flag_values):
     flag_values(argv)
     name = flag_values["recipe"].value
     flag_values.unparse_flags()
-    return argv if name is None else [argv[0], f"--flagfile={recipe_path(name)}", *argv[1:]]
+    return argv if name is None else [argv[0], f"--flagfile={settings.recipe_path(name)}",
+                                      *argv[1:]]
 
 
 def make_folder(flag, path):
@@ -157,7 +115,7 @@ def parse_flags(argv, flag_values=flags.FLAGS):
         if stop.code == 1 and asks_for_help(argv, flag_values):
             sys.exit(0)
         raise
-    except UnknownRecipe as error:
+    except settings.SettingsError as error:
         sys.exit(_fail(error))
     except flags.Error as error:
         sys.exit(_fail(str(error).removeprefix("ERROR:: ")))
@@ -193,9 +151,47 @@ def help_for_console_script(module_name, flag_values=flags.FLAGS):
         flag_values.register_key_flag_for_module(sys.argv[0], flag)
 
 
+def check_backend():
+    """Ends the command with one `error: ...` line unless Keras runs on
+    TensorFlow (`KERAS_BACKEND`, or Keras' config file)."""
+    try:
+        ssm_keras.check_backend(os.environ.get("KERAS_BACKEND", "tensorflow"))
+        import keras
+
+        ssm_keras.check_backend(keras.backend.backend())
+    except ImportError as error:
+        sys.exit(_fail(error))
+
+
+class CommandOutput(logging.Handler):
+    """The package's log records as a command's output: information on
+    stdout as it is, warnings and errors on stderr as `note: ...` lines."""
+
+    def emit(self, record):
+        message = self.format(record)
+        if record.levelno >= logging.WARNING:
+            print(f"note: {message}", file=sys.stderr, flush=True)
+        else:
+            print(message, flush=True)
+
+
+def show_package_log():
+    """Sends the package's log (logger `ssm_keras`, level INFO) to
+    `CommandOutput`, once per process, and not on to the root logger (where
+    absl's handler would show warnings a second time)."""
+    logger = logging.getLogger("ssm_keras")
+    if not any(isinstance(handler, CommandOutput) for handler in logger.handlers):
+        logger.addHandler(CommandOutput())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(define, work):
-    """The whole command: `define(flags.FLAGS)`, parse the command line, then
-    `work(flags.FLAGS)`; exits with the status of `run`."""
+    """The whole command: check the Keras backend, `define(flags.FLAGS)`,
+    parse the command line, then `work(flags.FLAGS)`; exits with the status
+    of `run`."""
+    check_backend()
+    show_package_log()
     define(flags.FLAGS)
     help_for_console_script(define.__module__)
     app.run(lambda argv: run(lambda: work(flags.FLAGS), argv), flags_parser=parse_flags)

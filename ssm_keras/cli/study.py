@@ -2,10 +2,10 @@
 
     ssm-study --data_dir=../shared/data
     # Wide ResNet-28-1 on MNIST, 3 epochs per run:
-    python -m ssm_keras.study --data_dir=../shared/data \\
-        --runs_dir=runs/study_mnist --dataset=mnist --width=1 --epochs=3
+    python -m ssm_keras.cli.study --data_dir=../shared/data \\
+        --out_dir=runs/study_mnist --dataset=mnist --width=1 --epochs=3
 
-Trains the runs of `ssm_keras.init_study` (weights only; a binary mask, and
+Trains the runs of `ssm_keras.experiments.init_study` (weights only; a binary mask, and
 with `--bernoulli` a Bernoulli one; the binary mask then its weights) from
 the same initial weights, `--seed` (default 0). Training flags (any flag of
 `ssm_keras.train`, such as `--dataset=mnist`) apply to every run and
@@ -13,7 +13,7 @@ override the recipes; the earlier recipe (SGD for the masks and the
 fine-tuning) is `--optimizer=sgd --lr_schedule=constant
 --bernoulli_learning_rate=0.01`. Finished runs are skipped; a failed run
 stops the training and ends the command with one `error:` line (exit 1)
-after the summary of the others. It writes, into `--runs_dir`:
+after the summary of the others. It writes, into `--out_dir`:
 
 - `validation_accuracy.png`: the validation-accuracy curves, with (3) drawn
   after (2) (epochs `E2 + 1, ...`), since it continues from it;
@@ -29,8 +29,11 @@ import os
 
 from absl import flags
 
-from ssm_keras import command, init_study, launch, plotting, run_dir
+from ssm_keras import files, plotting
+from ssm_keras.cli import shell, training_flags
 from ssm_keras.errors import UserError
+from ssm_keras.experiments import init_study, launch
+from ssm_keras.training import run_dir
 
 
 class RunFailed(UserError):
@@ -40,14 +43,14 @@ class RunFailed(UserError):
 def define_flags(flag_values=flags.FLAGS):
     """Defines the `StudyConfig` flags and every flag of `ssm_keras.train`
     (passed on to each run); `--help` lists the former."""
-    command.define_flags(init_study.StudyConfig, flag_values)
-    launch.define_training_flags(flag_values)
+    shell.define_flags(init_study.StudyConfig, flag_values)
+    training_flags.define(flag_values)
     flags.adopt_module_key_flags(init_study, flag_values)
 
 
 def study_commands(settings, seed, data_dir, extra):
-    """`{run: (model_dir, training command)}` of the selected runs, in order."""
-    return {run: (init_study.run_folder(settings.runs_dir, run),
+    """`{run: (model_dir, training shell)}` of the selected runs, in order."""
+    return {run: (init_study.run_folder(settings.out_dir, run),
                   init_study.training_command(settings, seed, data_dir, extra, run))
             for run in init_study.selected_runs(settings)}
 
@@ -71,10 +74,10 @@ def train_runs(commands, runner=launch.subprocess_runner):
 def run_command(flag_values, runner=launch.subprocess_runner):
     """Trains the missing runs, then writes the plots and the summary;
     returns the summary's rows. Raises `RunFailed` when a run failed."""
-    settings = command.from_flags(init_study.StudyConfig, flag_values)
+    settings = shell.from_flags(init_study.StudyConfig, flag_values)
     seed, data_dir = flag_values["seed"].value, flag_values["data_dir"].value
-    launch.check_runs_dir(settings.runs_dir)
-    extra = launch.training_flags(flag_values, own=("seed", "data_dir"))
+    launch.check_out_dir(settings.out_dir)
+    extra = training_flags.given(flag_values, own=("seed", "data_dir"))
     commands = study_commands(settings, seed, data_dir, extra)
     statuses = train_runs(commands, runner)
     runs = {}
@@ -89,20 +92,20 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     rows = init_study.summary_rows(runs)
     text = init_study.format_summary(title, rows, extra)
     print(text)
-    with launch.writing_into(settings.runs_dir):
-        os.makedirs(settings.runs_dir, exist_ok=True)
+    with launch.writing_into(settings.out_dir):
+        os.makedirs(settings.out_dir, exist_ok=True)
         if curves:
             plotting.plot_accuracy_curves(
-                curves, os.path.join(settings.runs_dir, "validation_accuracy.png"),
+                curves, os.path.join(settings.out_dir, "validation_accuracy.png"),
                 f"supermask as initialisation, {title}: validation accuracy")
         if utilisation:
             plotting.plot_layer_utilisation(
-                utilisation, os.path.join(settings.runs_dir, "layer_utilisation.png"),
+                utilisation, os.path.join(settings.out_dir, "layer_utilisation.png"),
                 f"supermask as initialisation, {title}: weights kept per layer")
-        with open(os.path.join(settings.runs_dir, "study.md"), "w", encoding="utf-8") as file:
+        with open(os.path.join(settings.out_dir, "study.md"), "w", encoding="utf-8") as file:
             file.write(text)
-        run_dir.write_json_atomically(
-            os.path.join(settings.runs_dir, "study.json"),
+        files.write_json_atomically(
+            os.path.join(settings.out_dir, "study.json"),
             {"seed": seed, "extra_flags": extra, "title": title, "statuses": statuses,
              "runs": rows, "layer_utilisation": utilisation})
     if "failed" in statuses.values():
@@ -113,7 +116,7 @@ def run_command(flag_values, runner=launch.subprocess_runner):
 
 def cli():
     """The `ssm-study` console script."""
-    command.main(define_flags, run_command)
+    shell.main(define_flags, run_command)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ from ssm_keras.data.specs import (
     AUGMENTATIONS,
     DATASETS,
     Arrays,
-    DatasetSpec,
     DataError,
+    DatasetSpec,
     Splits,
 )
 
 # The loaders and the pipelines import TensorFlow, so they load on first use:
-# `ssm_keras.config` needs only `specs` and stays free of TensorFlow.
+# `ssm_keras.training.config` needs only `specs` and stays free of TensorFlow.
 _LAZY = {
     "load_splits": "ssm_keras.data.sources",
     "make_epoch_dataset": "ssm_keras.data.pipeline",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras.data.specs import Arrays, DatasetSpec, DataError
+from ssm_keras.data.specs import Arrays, DataError, DatasetSpec
 
 # Files of one local copy: path relative to the copy's root -> its bytes.
 Files = dict[str, Callable[[], bytes]]

@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import logging
 import operator
 import os
 import pathlib
@@ -35,10 +36,9 @@ import tarfile
 from collections.abc import Callable
 
 import numpy as np
-from absl import logging
 
 from ssm_keras.data import formats
-from ssm_keras.data.specs import DATASETS, Arrays, DatasetSpec, DataError, Splits
+from ssm_keras.data.specs import DATASETS, Arrays, DataError, DatasetSpec, Splits
 
 _Reader = Callable[
     [DatasetSpec, formats.Files, pathlib.Path], tuple[Arrays, Arrays] | None
@@ -277,14 +277,16 @@ def _why_offline() -> str | None:
 
 @contextlib.contextmanager
 def _absl_errors_only():
-    """absl logging at ERROR inside: tensorflow_datasets warns of every folder
-    it probes that holds no prepared copy, which the error says anyway."""
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)
+    """Only errors from absl's logger (Python's logger `absl`) inside:
+    tensorflow_datasets warns of every folder it probes that holds no
+    prepared copy, which the error says anyway."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logging.set_verbosity(verbosity)
+        logger.setLevel(level)
 
 
 def _load_tfds(spec: DatasetSpec, data_dir: str | None, tried: list[str]):

@@ -1,5 +1,5 @@
 """Every image model of `keras.applications` through `ssm_keras.supermask`
-(the checks of `ssm_keras.check_applications`).
+(the checks of `ssm-check-applications`).
 
 For each model (built with `weights=None`, 10 classes, no classifier
 activation, at the smallest of 32x32 and 75x75 that it accepts): supermask
@@ -12,17 +12,82 @@ it and compare effective kernels (bit for bit) and outputs. A model that
 `check_in_subprocess` runs `check_one` in a process of its own (memory).
 """
 
+import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
+from ssm_keras import files
+from ssm_keras.errors import UserError
+from ssm_keras.settings import comma_separated, setting
+
 SIZES = (32, 75)
 # The program of the process that checks one model, named by its argument.
-CHECK_ONE = ("import json, sys; from ssm_keras import applications_check; "
-             "print(json.dumps(applications_check.check_one(sys.argv[1])))")
+CHECK_ONE = ("import json, sys; from ssm_keras.experiments import applications; "
+             "print(json.dumps(applications.check_one(sys.argv[1])))")
+REPORTS = ("applications.json", "applications.md")
+
+log = logging.getLogger(__name__)
+
+
+class ApplicationsError(UserError):
+    """A bad setting of the check: unknown models, a bad timeout, reports
+    that exist without `overwrite`."""
+
+
+@dataclasses.dataclass
+class ApplicationsSettings:
+    """The settings of `ssm-check-applications`."""
+
+    out_dir: str | None = setting(None, "Required: folder for applications.json and .md.")
+    models: str = setting("", "Comma-separated model names (default: all).")
+    timeout: float = setting(1800.0, "Seconds per model (> 0).")
+    overwrite: bool = setting(False, "Replace the applications.json and .md in --out_dir.")
+
+    def model_names(self):
+        """The models of `models`, or every application."""
+        return comma_separated(self.models) or application_names()
+
+    def validate(self):
+        """Raises `ApplicationsError` for the first bad setting."""
+        if not self.out_dir:
+            raise ApplicationsError("give --out_dir, the folder for applications.json and .md")
+        known = application_names()
+        unknown = [name for name in self.model_names() if name not in known]
+        if unknown:
+            raise ApplicationsError(f"--models: {', '.join(unknown)} not in keras.applications; "
+                                    f"choose from {', '.join(known)}")
+        if not self.timeout > 0:
+            raise ApplicationsError(f"--timeout={self.timeout}: give the seconds per model, > 0")
+        existing = [path for path in self.report_paths() if os.path.exists(path)]
+        if existing and not self.overwrite:
+            raise ApplicationsError(f"{', '.join(existing)} exists; choose another --out_dir or "
+                                    "pass --overwrite")
+
+    def report_paths(self):
+        """`applications.json` and `applications.md` in `out_dir`."""
+        return [os.path.join(self.out_dir, name) for name in REPORTS]
+
+
+def check_all(settings):
+    """Checks the models of `settings` one by one, each in a process of its
+    own, rewriting the reports after each (and logging its line); returns
+    the records."""
+    settings.validate()
+    files.make_folder("out_dir", settings.out_dir)
+    json_path, table_path = settings.report_paths()
+    records = []
+    for name in settings.model_names():
+        record = check_in_subprocess(name, settings.timeout)
+        records.append(record)
+        log.info("%s: %s %s", name, record["status"], record.get("reason", ""))
+        files.write_json_atomically(json_path, records)
+        files.write_text_atomically(table_path, markdown(records))
+    return records
 
 
 def application_names():

@@ -1,5 +1,5 @@
 """The arithmetic of a training step against what the machine can do: the
-ceiling and the mask's own cost that `ssm_keras.throughput` reports.
+ceiling and the mask's own cost that `ssm_keras.experiments.throughput` reports.
 
 The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. A
 dense or convolution layer's forward pass costs `F = 2 * prod(kernel shape)

@@ -1,5 +1,5 @@
 """Inference of exported models: file bytes, latency, throughput, accuracy
-(the measurements of `ssm_keras.benchmark_inference`).
+(the measurements of `ssm_keras.cli.benchmark_inference`).
 
 Every finished run of `--runs` (signed supermasks and the baselines of the
 same architectures, `--regime=weights`) and every shipped entry of
@@ -41,10 +41,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import (compact, data, exporting, measurement, pretrained, run_dir, staging,
-                       tflite)
-from ssm_keras.command import comma_separated, flag_field
+from ssm_keras import data, pretrained
 from ssm_keras.errors import UserError
+from ssm_keras.experiments import measurement
+from ssm_keras.exporting import compact, exporter, staging, tflite
+from ssm_keras.settings import comma_separated, setting
+from ssm_keras.training import run_dir
 
 RUNTIME_FORMATS = ("keras", "saved_model", *tflite.KINDS)
 RUNTIMES = {"keras": "Keras", "saved_model": "SavedModel", "tflite": "TFLite float32",
@@ -53,29 +55,36 @@ LATENCY_IMAGES = 256
 THROUGHPUT_BATCH = 128
 
 
+# The settings of `quick`: one short window per format.
+QUICK = {"windows": 1, "seconds": 0.05}
+
+
 class InferenceBenchmarkError(UserError):
-    """A bad setting of `ssm_keras.benchmark_inference`."""
+    """A bad setting of `ssm_keras.cli.benchmark_inference`."""
 
 
 @dataclasses.dataclass
 class InferenceConfig:
     """The settings of an inference benchmark; the field names are the
-    `ssm_keras.benchmark_inference` flags."""
+    `ssm_keras.cli.benchmark_inference` flags."""
 
-    runs: str | None = flag_field(None, "Comma-separated finished run directories.")
-    pretrained: str | None = flag_field(
+    runs: str | None = setting(None, "Comma-separated finished run directories.")
+    pretrained: str | None = setting(
         None, "Comma-separated shipped entries (ssm_keras.pretrained.names()).")
-    data_dir: str | None = flag_field(None, "Local copy of the data sets.")
-    work_dir: str | None = flag_field(
+    data_dir: str | None = setting(None, "Local copy of the data sets.")
+    work_dir: str | None = setting(
         None, "Folder for the exports, kept, each in <work_dir>/<model name> (default: a "
         "temporary folder, removed at the end); an export there is replaced only with "
         "--overwrite.")
-    prune_dead_units: bool = flag_field(
+    prune_dead_units: bool = setting(
         True, "Remove dead units from the baked model (as export).")
-    windows: int = flag_field(5, "Throughput windows per format.")
-    seconds: float = flag_field(
+    windows: int = setting(5, "Throughput windows per format.")
+    seconds: float = setting(
         2.0, "Length of each latency measurement and throughput window.")
-    tflite_threads: int = flag_field(os.cpu_count(), "Threads of the TFLite interpreter.")
+    tflite_threads: int = setting(os.cpu_count(), "Threads of the TFLite interpreter.")
+    out: str = measurement.out_setting("benchmark_inference.json")
+    overwrite: bool = measurement.overwrite_setting(" and the exports in --work_dir")
+    quick: bool = measurement.quick_setting(QUICK)
 
     def run_dirs(self):
         """The run directories of `--runs`."""
@@ -109,6 +118,7 @@ class InferenceConfig:
                 pretrained.path(name)
             except pretrained.PretrainedError as error:
                 raise InferenceBenchmarkError(f"--pretrained: {error}") from None
+        measurement.check_out(self.out, self.overwrite)
 
 
 # Runtimes: each `predictor(format_name, path, threads)` maps uint8 images to
@@ -182,7 +192,7 @@ def accuracy(predict, images, labels, batch_size=500):
 def run_source(path):
     """A finished run directory as a source."""
     return (os.path.abspath(path), run_dir.read_results(path),
-            lambda *arguments: exporting.export_run(path, *arguments))
+            lambda *arguments: exporter.export_run(path, *arguments))
 
 
 def pretrained_source(name):
@@ -190,7 +200,7 @@ def pretrained_source(name):
     file = pretrained.path(name)
     header, _ = compact.read_compact(file)
     return (name, header["metadata"],
-            lambda *arguments: exporting.export_compact(file, *arguments))
+            lambda *arguments: exporter.export_compact(file, *arguments))
 
 
 def short_names(labels):
@@ -228,7 +238,7 @@ def measure(source, name, work_dir, settings, test):
              "tflite_max_difference": summary["tflite_max_difference"]}
     rows = []
     for format_name in RUNTIME_FORMATS:
-        file_name = exporting.OUTPUTS[format_name]
+        file_name = exporter.OUTPUTS[format_name]
         predict = predictor(format_name, os.path.join(out_dir, file_name),
                             settings.tflite_threads)
         rows.append({
@@ -241,8 +251,8 @@ def measure(source, name, work_dir, settings, test):
         })
         keras.utils.clear_session()
     rows.append({"run": model["run"], "format": "compact", "runtime": None,
-                 "file": exporting.OUTPUTS["compact"],
-                 "bytes": summary["bytes"][exporting.OUTPUTS["compact"]]})
+                 "file": exporter.OUTPUTS["compact"],
+                 "bytes": summary["bytes"][exporter.OUTPUTS["compact"]]})
     return model, rows
 
 
@@ -254,7 +264,7 @@ def check_work_dir(work_dir, names, overwrite):
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
             raise InferenceBenchmarkError(f"--work_dir: {out_dir} is a file; the exports of "
                                           f"{name} go into a folder there")
-        existing = staging.existing(out_dir, exporting.KNOWN_OUTPUTS)
+        existing = staging.existing(out_dir, exporter.KNOWN_OUTPUTS)
         if existing and not overwrite:
             raise InferenceBenchmarkError(
                 f"--work_dir: {out_dir} already holds an export ({', '.join(existing)}); "
@@ -295,16 +305,16 @@ def format_table(models, rows):
     return "\n".join(lines)
 
 
-def run(settings, overwrite=False):
+def run(settings):
     """Measures every run of `settings.runs` and every entry of
     `settings.pretrained`; returns the JSON dict. An export already in
-    `settings.work_dir` is replaced only if `overwrite`."""
+    `settings.work_dir` is replaced only if `settings.overwrite`."""
     machine = measurement.machine_info()
     sources = ([pretrained_source(name) for name in settings.entry_names()]
                + [run_source(path) for path in settings.run_dirs()])
     names = short_names([label for label, _, _ in sources])
     if settings.work_dir:
-        check_work_dir(settings.work_dir, names.values(), overwrite)
+        check_work_dir(settings.work_dir, names.values(), settings.overwrite)
     tests = {}
     for _, results, _ in sources:  # the data before any export: a missing folder fails at once
         _test_split(results, settings.data_dir, tests)

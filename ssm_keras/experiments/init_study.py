@@ -1,5 +1,5 @@
 """The supermask-as-initialisation study (docs/study.md): its runs, and the
-summary and plots of the finished ones (the work of `ssm_keras.study`).
+summary and plots of the finished ones (the work of `ssm_keras.cli.study`).
 
 Three regimes from the same initial weights (the same `--seed` and the
 recipes' `--weight_init`), each one run of `ssm_keras.train`:
@@ -14,7 +14,7 @@ recipes' `--weight_init`), each one run of `ssm_keras.train`:
    so `--tau_fraction` is left at its default), trained as Zhou et al. did:
    SGD at a very large constant learning rate (`--bernoulli_learning_rate`);
 3. `mask_then_weights`: recipe `wrn28_cifar10_mask_then_weights` with
-   `--mask_from=<runs_dir>/mask`: the binary mask of (2) is frozen and its
+   `--mask_from=<out_dir>/mask`: the binary mask of (2) is frozen and its
    surviving weights train with Adam at learning rate 1e-5. The study's
    description takes "the best mask of (2)": this is the mask (2) ends with
    (its `model.keras`); no best-validation checkpoint is kept.
@@ -23,10 +23,11 @@ recipes' `--weight_init`), each one run of `ssm_keras.train`:
 import dataclasses
 import os
 
-from ssm_keras import command, launch, plotting
-from ssm_keras.command import flag_field
-from ssm_keras.config import TrainConfig
+from ssm_keras import plotting
+from ssm_keras.experiments import launch
 from ssm_keras.layers import DEFAULT_SCORE_INITIALIZERS
+from ssm_keras.settings import recipes_dir, setting
+from ssm_keras.training.config import TrainConfig
 
 # Each run of the study, in training order: `{run: (regime, extra flags)}`.
 # The Bernoulli mask starts from the binary mask's scores; it has no
@@ -57,18 +58,18 @@ LABELS = {
 
 @dataclasses.dataclass
 class StudyConfig:
-    """The settings of the study; the field names are the `ssm_keras.study`
+    """The settings of the study; the field names are the `ssm_keras.cli.study`
     flags (besides those of `ssm_keras.train`, among them `--seed`: the
     shared initial weights)."""
 
-    runs_dir: str = flag_field("runs/supermask_init", "Folder of the runs and the summary.")
-    flags_dir: str = flag_field(
-        command.recipes_dir(),
+    out_dir: str = setting("runs/supermask_init", "Folder of the runs and the summary.")
+    flags_dir: str = setting(
+        recipes_dir(),
         "Folder of the flagfiles wrn28_cifar10_<regime>.flags (default: the shipped recipes).")
-    bernoulli: bool = flag_field(
+    bernoulli: bool = setting(
         True, "Also train regime 2 with a Bernoulli mask, mask_bernoulli (--nobernoulli: the "
         "binary mask only).")
-    bernoulli_learning_rate: float = flag_field(
+    bernoulli_learning_rate: float = setting(
         BERNOULLI_LEARNING_RATE, "The SGD learning rate of mask_bernoulli.")
 
 
@@ -77,9 +78,9 @@ def selected_runs(settings):
     return [run for run in RUNS if settings.bernoulli or run != "mask_bernoulli"]
 
 
-def run_folder(runs_dir, run):
-    """`<runs_dir>/<run>`: the folder of one run."""
-    return os.path.join(runs_dir, run)
+def run_folder(out_dir, run):
+    """`<out_dir>/<run>`: the folder of one run."""
+    return os.path.join(out_dir, run)
 
 
 def training_command(settings, seed, data_dir, extra, run):
@@ -96,8 +97,8 @@ def training_command(settings, seed, data_dir, extra, run):
         more += [f"--plateau_patience={TrainConfig.plateau_patience}",
                  f"--plateau_factor={TrainConfig.plateau_factor}"]
     if regime == "mask_then_weights":
-        more.append(f"--mask_from={run_folder(settings.runs_dir, 'mask')}")
-    return launch.train_command(flagfile, run_folder(settings.runs_dir, run), seed, data_dir,
+        more.append(f"--mask_from={run_folder(settings.out_dir, 'mask')}")
+    return launch.train_command(flagfile, run_folder(settings.out_dir, run), seed, data_dir,
                                 more)
 
 

@@ -1,7 +1,7 @@
 """How saturated a network starts: its logits at initialisation, on real images.
 
-    python -m ssm_keras.initial_logits --data_dir=../shared/data
-    python -m ssm_keras.initial_logits --archs=conv6 --init_factors=6,3,2 --seeds=0,1
+    ssm-initial-logits --data_dir=../shared/data
+    ssm-initial-logits --archs=conv6 --init_factors=6,3,2 --seeds=0,1
 
 For each architecture, `elus` init factor and seed, the untrained model of
 `python -m ssm_keras.train --arch=A --init_factor=F --seed=S` (every other
@@ -11,62 +11,70 @@ prints, and writes as JSON to `--out`:
 - `logit_std`: the standard deviation of all logits `z`;
 - `clipped_fraction`: the fraction of images whose true-class probability
   `softmax(z)_y` is below 1e-7, where the paper's clipped loss
-  `-log(clip(p_y, 1e-7, 1 - 1e-7))` gives no gradient (`ssm_keras.losses`).
+  `-log(clip(p_y, 1e-7, 1 - 1e-7))` gives no gradient (`ssm_keras.training.losses`).
 """
 
-import json
+import dataclasses
+import logging
 import os
 
 import keras
 import numpy as np
-from absl import flags
 
-from ssm_keras import command, data, losses, training
-from ssm_keras import config as ssm_config
+from ssm_keras import data, files
 from ssm_keras.errors import UserError
+from ssm_keras.settings import comma_separated, setting
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import losses, trainer
+
+log = logging.getLogger(__name__)
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Defines the flags: what to build, on which images, and `--out`."""
-    flags.DEFINE_list("archs", ["conv2", "conv4", "conv6", "conv8"], "Architectures.",
-                      flag_values=flag_values)
-    flags.DEFINE_list("init_factors", ["6", "3"], "Comma-separated elus init factors (> 0).",
-                      flag_values=flag_values)
-    flags.DEFINE_list("seeds", ["0"], "Comma-separated seeds (>= 0).", flag_values=flag_values)
-    flags.DEFINE_integer("examples", 500, "Training images classified (> 0).",
-                         flag_values=flag_values)
-    flags.DEFINE_string("dataset", "cifar10", "The data set.", flag_values=flag_values)
-    flags.DEFINE_string("data_dir", None, "Local copy of the data sets.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("out", "initial_logits.json", "JSON file to write (never replaced).",
-                        flag_values=flag_values)
+class InitialLogitsError(UserError):
+    """A bad setting of `ssm-initial-logits`."""
 
 
-def checked_settings(flag_values):
-    """`(archs, init factors, seeds)` of the parsed flags; `UserError` on the
-    first bad setting."""
-    try:
-        factors = [float(value) for value in flag_values["init_factors"].value]
-        seeds = [int(value) for value in flag_values["seeds"].value]
-    except ValueError as error:
-        raise UserError(f"--init_factors and --seeds take comma-separated numbers ({error})") from None
-    if not all(factor > 0 for factor in factors):  # NaN too
-        raise UserError(f"--init_factors must be > 0. Received: {factors}")
-    archs, dataset = flag_values["archs"].value, flag_values["dataset"].value
-    for arch in archs:
-        for factor in factors:
-            for seed in seeds:  # each a valid run, e.g. --seed in [0, 2**63)
-                ssm_config.TrainConfig(arch=arch, dataset=dataset, init_factor=factor,
-                                       seed=seed).validate()
-    out = flag_values["out"].value
-    if not os.path.isdir(os.path.dirname(out) or "."):
-        raise UserError(f"--out={out}: no folder {os.path.dirname(out)}")
-    if flag_values["examples"].value < 1:
-        raise UserError("--examples must be > 0. Received: "
-                        f"--examples={flag_values['examples'].value}")
-    if os.path.exists(out):
-        raise UserError(f"--out={out} exists; it is not overwritten")
-    return archs, factors, seeds
+@dataclasses.dataclass
+class InitialLogitsSettings:
+    """The settings of `ssm-initial-logits`: what to build, on which images,
+    and the JSON file to write."""
+
+    archs: str = setting("conv2,conv4,conv6,conv8", "Comma-separated architectures.")
+    init_factors: str = setting("6,3", "Comma-separated elus init factors (> 0).")
+    seeds: str = setting("0", "Comma-separated seeds (>= 0).")
+    examples: int = setting(500, "Training images classified (> 0).")
+    dataset: str = setting("cifar10", "The data set.")
+    data_dir: str | None = setting(None, "Local copy of the data sets.")
+    out: str = setting("initial_logits.json", "JSON file to write (never replaced).")
+
+    def grid(self):
+        """`(archs, init factors, seeds)`; `InitialLogitsError` on the first
+        bad setting."""
+        try:
+            factors = [float(value) for value in comma_separated(self.init_factors)]
+            seeds = [int(value) for value in comma_separated(self.seeds)]
+        except ValueError as error:
+            raise InitialLogitsError(
+                f"--init_factors and --seeds take comma-separated numbers ({error})") from None
+        if not all(factor > 0 for factor in factors):  # NaN too
+            raise InitialLogitsError(f"--init_factors must be > 0. Received: {factors}")
+        archs = comma_separated(self.archs)
+        for arch in archs:
+            for factor in factors:
+                for seed in seeds:  # each a valid run, e.g. --seed in [0, 2**63)
+                    ssm_config.TrainConfig(arch=arch, dataset=self.dataset, init_factor=factor,
+                                           seed=seed).validate()
+        return archs, factors, seeds
+
+    def validate(self):
+        """Raises `InitialLogitsError` (or `ConfigError`) on the first bad setting."""
+        self.grid()
+        if not os.path.isdir(os.path.dirname(self.out) or "."):
+            raise InitialLogitsError(f"--out={self.out}: no folder {os.path.dirname(self.out)}")
+        if self.examples < 1:
+            raise InitialLogitsError(f"--examples must be > 0. Received: --examples={self.examples}")
+        if os.path.exists(self.out):
+            raise InitialLogitsError(f"--out={self.out} exists; it is not overwritten")
 
 
 def logit_statistics(model, images, labels, batch_size=250):
@@ -82,30 +90,25 @@ def logit_statistics(model, images, labels, batch_size=250):
             "clipped_fraction": float(np.mean(true_log_probability < np.log(losses.EPSILON)))}
 
 
-def run_command(flag_values):
-    """Prints and writes the statistics of every architecture, init factor
-    and seed; returns the rows."""
-    archs, factors, seeds = checked_settings(flag_values)
-    dataset = flag_values["dataset"].value
-    splits = data.load_splits(dataset, flag_values["data_dir"].value, 0, 0, None)
-    images, labels = (array[:flag_values["examples"].value] for array in splits.train)
+def run(settings):
+    """Measures every architecture, init factor and seed of `settings`
+    (logging a line each), writes them to `settings.out`; returns the rows."""
+    settings.validate()
+    archs, factors, seeds = settings.grid()
+    splits = data.load_splits(settings.dataset, settings.data_dir, 0, 0, None)
+    images, labels = (array[:settings.examples] for array in splits.train)
     rows = []
     for arch in archs:
         for factor in factors:
             for seed in seeds:
-                config = ssm_config.TrainConfig(arch=arch, dataset=dataset,
+                config = ssm_config.TrainConfig(arch=arch, dataset=settings.dataset,
                                                 init_factor=factor, seed=seed)
-                model = training.build_model(config, splits.spec)
+                model = trainer.build_model(config, splits.spec)
                 row = {"arch": arch, "init_factor": factor, "seed": seed,
                        "examples": len(labels), **logit_statistics(model, images, labels)}
                 rows.append(row)
-                print(f"{arch} init factor {factor:g} seed {seed}: logit std "
-                      f"{row['logit_std']:.2f}, p_true < 1e-7 for "
-                      f"{100 * row['clipped_fraction']:.1f}% of {len(labels)} images", flush=True)
-    with open(flag_values["out"].value, "w", encoding="utf-8") as file:
-        json.dump({"dataset": dataset, "rows": rows}, file, indent=2)
+                log.info("%s init factor %g seed %d: logit std %.2f, p_true < 1e-7 for %.1f%% "
+                         "of %d images", arch, factor, seed, row["logit_std"],
+                         100 * row["clipped_fraction"], len(labels))
+    files.write_json_atomically(settings.out, {"dataset": settings.dataset, "rows": rows})
     return rows
-
-
-if __name__ == "__main__":
-    command.main(define_flags, run_command)

@@ -1,26 +1,27 @@
 """Training runs started as `python -m ssm_keras.train` subprocesses.
 
-The helpers of the commands that drive many runs (`ssm_keras.reproduce`,
-`ssm_keras.study`): take the training flags given to them, build a run's
+The helpers of the commands that drive many runs (`ssm-reproduce`,
+`ssm-study`): take the training flags given to them, build a run's
 command, check the settings of every run still to train before the first
 starts (`check_runs`), and run each unless its folder holds a finished run
 (`run_dir.is_finished`).
 """
 
 import contextlib
-import dataclasses
+import logging
 import os
 import subprocess
 import sys
 
-from absl import flags
-
-from ssm_keras import command, run_dir, train
-from ssm_keras.config import TrainConfig
+from ssm_keras import settings
 from ssm_keras.errors import UserError
+from ssm_keras.training import run_dir
+from ssm_keras.training.config import TrainConfig
 
 # The program of every run; its flags follow.
 TRAIN = (sys.executable, "-m", "ssm_keras.train")
+log = logging.getLogger(__name__)
+
 # Training flags the commands set per run themselves.
 SET_PER_RUN = {"model_dir", "seed", "resume", "overwrite", "mask_from"}
 
@@ -30,50 +31,35 @@ class LaunchError(UserError):
     folder that is a file, or settings `ssm_keras.train` would refuse."""
 
 
-def define_training_flags(flag_values):
-    """Defines every flag of `ssm_keras.train` (one per `TrainConfig` field)
-    in `flag_values`: the command passes those given on to each run."""
-    command.define_flags(TrainConfig, flag_values)
-
-
-def training_flags(flag_values, own=()):
-    """`--name=value` (absl's spelling) of every `ssm_keras.train` flag given
-    on the command line, but those in `own` (the command reads them itself).
-
-    Raises `LaunchError` for a flag the command sets per run (`SET_PER_RUN`).
-    """
-    given = []
-    for field in dataclasses.fields(TrainConfig):
-        flag = flag_values[field.name]
-        if not flag.present or field.name in own:
-            continue
-        if field.name in SET_PER_RUN:
-            raise LaunchError(f"{flag.serialize()}: the command sets --{field.name} for each "
-                              "run itself")
-        given.append(flag.serialize())
-    return given
+def check_training_arguments(arguments):
+    """Raises `LaunchError` for an argument of `arguments` (`--name=value`)
+    that sets a training setting the command sets per run (`SET_PER_RUN`)."""
+    for argument in arguments:
+        name = argument.removeprefix("--").partition("=")[0]
+        if name in SET_PER_RUN:
+            raise LaunchError(f"{argument}: the command sets --{name} for each run itself")
 
 
 @contextlib.contextmanager
-def writing_into(runs_dir):
+def writing_into(out_dir):
     """Inside, an `OSError` (a file where a report goes is a folder, a full
     disk, no permission) becomes a `LaunchError` naming the file."""
     try:
         yield
     except OSError as error:
-        raise LaunchError(f"cannot write into --runs_dir={runs_dir}: {error.strerror} "
+        raise LaunchError(f"cannot write into --out_dir={out_dir}: {error.strerror} "
                           f"({error.filename})") from None
 
 
-def check_runs_dir(runs_dir):
-    """Raises `LaunchError` if `runs_dir`, or the nearest of its parents
+def check_out_dir(out_dir):
+    """Raises `LaunchError` if `out_dir`, or the nearest of its parents
     that exists, is a file: no folder could be made there."""
-    existing = os.path.abspath(runs_dir)
+    existing = os.path.abspath(out_dir)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        where = "" if existing == os.path.abspath(runs_dir) else f": {existing}"
-        raise LaunchError(f"--runs_dir={runs_dir}{where} is a file; name a folder (it is made "
+        where = "" if existing == os.path.abspath(out_dir) else f": {existing}"
+        raise LaunchError(f"--out_dir={out_dir}{where} is a file; name a folder (it is made "
                           "if missing)")
 
 
@@ -91,15 +77,10 @@ def train_config(arguments):
     """The `TrainConfig` that `python -m ssm_keras.train <arguments>` reads
     (`--flagfile=` ones included), not validated; `LaunchError` for an
     unknown flag, a bad value of a flag's type or an unreadable flagfile."""
-    flag_values = flags.FlagValues()
-    train.define_flags(flag_values)
     try:
-        flag_values([TRAIN[-1], *arguments])
-    except flags.Error as error:
-        raise LaunchError(str(error).removeprefix("ERROR:: ")) from None
-    except UnicodeDecodeError as error:
-        raise LaunchError(f"a flagfile is not UTF-8 text ({error})") from None
-    return command.from_flags(TrainConfig, flag_values)
+        return settings.parse(TrainConfig, arguments)
+    except settings.SettingsError as error:
+        raise LaunchError(str(error)) from None
 
 
 def run_config(command_line):
@@ -125,8 +106,9 @@ def check_runs(runs):
 
 
 def subprocess_runner(command_line):
-    """Runs `command_line`, output to this terminal; returns its exit status."""
-    print("$ " + " ".join(command_line), flush=True)
+    """Runs `command_line`, output to this terminal (logged first); returns
+    its exit status."""
+    log.info("$ %s", " ".join(command_line))
     return subprocess.run(command_line, check=False).returncode
 
 

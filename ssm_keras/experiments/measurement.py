@@ -8,7 +8,6 @@ versions, devices, threading settings and the environment variables of
 `ENV_KEYS`; `finish_machine_info` adds the load averages at the end.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -18,10 +17,10 @@ import time
 
 import keras
 import tensorflow as tf
-from absl import flags
 
-from ssm_keras import command
+from ssm_keras import files
 from ssm_keras.errors import UserError
+from ssm_keras.settings import setting
 
 # CPU features that decide which kernels TensorFlow can use: vector width,
 # and the fast bfloat16 / float16 paths (AVX-512 BF16 dot products, AMX tiles).
@@ -123,18 +122,23 @@ def images_per_second(predict, batch, windows, seconds):
 
 
 # The report files.
-def define_report_flags(flag_values, default_out, quick, also_replaced=""):
-    """`--out`, `--overwrite` (which replaces `--out`, its `.md` and
-    `also_replaced`) and `--quick` (whose settings are `quick`)."""
-    flags.DEFINE_string("out", default_out,
-                        "JSON file to write; the table goes to the same name with .md.",
-                        flag_values=flag_values)
-    flags.DEFINE_bool("overwrite", False,
-                      f"Replace --out (and its .md){also_replaced} if they exist.",
-                      flag_values=flag_values)
-    flags.DEFINE_bool("quick", False, "Tiny windows (tests), for the flags not given: "
-                      + json.dumps(quick),
-                      flag_values=flag_values)
+def out_setting(default):
+    """The `out` setting of a measurement: its JSON report (`default`)."""
+    return setting(
+        default, "JSON file to write; the table goes to the same name with .md.")
+
+
+def overwrite_setting(also_replaced=""):
+    """The `overwrite` setting of a measurement: replace its report files
+    (and `also_replaced`)."""
+    return setting(False, f"Replace --out (and its .md){also_replaced} if they exist.")
+
+
+def quick_setting(quick):
+    """The `quick` setting of a measurement: the settings `quick` for those
+    not given (for tests)."""
+    return setting(
+        False, "Tiny windows (tests), for the settings not given: " + json.dumps(quick))
 
 
 def output_paths(out):
@@ -171,32 +175,14 @@ def check_lowest(settings, error, lowest):
             raise error(f"--{name}={value}: must be a finite number, at least {least}")
 
 
-def settings_from_flags(config_class, flag_values, quick):
-    """The `config_class` settings of the parsed flags, with `--quick` those
-    of `quick` for the flags not given, validated (`settings.validate()`);
-    then `--out` is checked (`check_out`)."""
-    settings = command.from_flags(config_class, flag_values)
-    if flag_values["quick"].value:
-        settings = dataclasses.replace(settings, **{
-            name: value for name, value in quick.items() if not flag_values[name].present})
-    settings.validate()
-    check_out(flag_values["out"].value, flag_values["overwrite"].value)
-    return settings
-
-
-def write_report(flag_values, report, text):
-    """Writes `report`, its settings completed with `--overwrite` and
-    `--quick`, to `--out` and `text` beside it (`.md`), and prints `text`;
-    `ReportError` (after printing `text`) if a file cannot be written."""
-    report["settings"].update(overwrite=flag_values["overwrite"].value,
-                              quick=flag_values["quick"].value)
-    json_path, table_path = output_paths(flag_values["out"].value)
+def write_report(out, report, text):
+    """Writes `report` (JSON) to `out` and `text` beside it (`.md`), each
+    through a temporary file; `ReportError` if a file cannot be written.
+    Returns the two paths."""
+    json_path, table_path = output_paths(out)
     try:
-        with open(json_path, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2)
-        with open(table_path, "w", encoding="utf-8") as file:
-            file.write(text)
-    except OSError as error:
-        print(text)  # the measurements are not lost
-        raise ReportError(f"cannot write {error.filename}: {error.strerror}") from None
-    print(text + f"wrote {json_path} and {table_path}")
+        files.write_json_atomically(json_path, report)
+        files.write_atomically(table_path, text.encode("utf-8"))
+    except files.FileWriteError as error:
+        raise ReportError(str(error)) from None
+    return json_path, table_path

@@ -1,5 +1,5 @@
 """Reproduction of the paper's table: its numbers, the experiments, and
-the table and plots of finished runs (the work of `ssm_keras.reproduce`).
+the table and plots of finished runs (the work of `ssm_keras.cli.reproduce`).
 
 Experiments are the names of the shipped recipes (`ssm_keras/recipes/`)
 that belong to the paper's results table (Koster et al., ICLR 2022),
@@ -20,11 +20,11 @@ accuracy and of the remaining weights, next to the paper's numbers, with the
 epochs trained (so a shortened schedule shows). `write_plots`
 (`ssm_keras.plotting`):
 
-- `<runs_dir>/accuracy_vs_remaining.png`: test accuracy against remaining
+- `<out_dir>/accuracy_vs_remaining.png`: test accuracy against remaining
   weights, ours (mean and standard deviation) and the paper's;
-- `<runs_dir>/validation_accuracy.png`: mean validation-accuracy curve per
+- `<out_dir>/validation_accuracy.png`: mean validation-accuracy curve per
   experiment, with a band of one standard deviation;
-- `<runs_dir>/<experiment>/mask_composition.png`: per-layer kept, inverted
+- `<out_dir>/<experiment>/mask_composition.png`: per-layer kept, inverted
   and hidden weights, averaged over seeds;
 - every run directory: `mask_composition.png` and `training_curves.png`.
 """
@@ -33,12 +33,12 @@ import dataclasses
 import math
 import os
 
-from ssm_keras import command, launch, plotting
-from ssm_keras import run_dir as run_folder
-from ssm_keras.command import flag_field
+from ssm_keras import plotting
 from ssm_keras.errors import UserError
+from ssm_keras.experiments import launch
 from ssm_keras.paper import PAPER
-
+from ssm_keras.settings import comma_separated, recipes_dir, setting
+from ssm_keras.training import run_dir as run_folder
 
 VARIANTS = ("signed", "baseline")
 # Flagfiles of recipes found with ssm_keras.tune (variant `signed_tuned`).
@@ -53,31 +53,31 @@ ALLOWED = EXPERIMENTS + TUNED
 
 
 class ReproduceError(UserError):
-    """A bad setting of `ssm_keras.reproduce`."""
+    """A bad setting of `ssm_keras.cli.reproduce`."""
 
 
 @dataclasses.dataclass
 class ReproduceConfig:
     """The settings of a reproduction; the field names are the
-    `ssm_keras.reproduce` flags (besides those of `ssm_keras.train`)."""
+    `ssm_keras.cli.reproduce` flags (besides those of `ssm_keras.train`)."""
 
-    experiments: str = flag_field(
+    experiments: str = setting(
         ",".join(EXPERIMENTS),
         "Comma-separated names of shipped recipes (default: the whole table).")
-    seeds: str = flag_field("0,1,2", "Comma-separated seeds.")
-    runs_dir: str = flag_field("runs/reproduce", "Folder of the runs, the table and the plots.")
-    flags_dir: str = flag_field(
-        command.recipes_dir(),
+    seeds: str = setting("0,1,2", "Comma-separated seeds.")
+    out_dir: str = setting("runs/reproduce", "Folder of the runs, the table and the plots.")
+    flags_dir: str = setting(
+        recipes_dir(),
         "Folder of the flagfiles <experiment>.flags (default: the shipped recipes).")
-    compress: int = flag_field(
+    compress: int = setting(
         1, "Run each flagfile's schedule this many times shorter (1: as it is).")
-    aggregate_only: bool = flag_field(
+    aggregate_only: bool = setting(
         False, "Train nothing; write the table and plots of the finished runs.")
 
     def experiment_names(self):
         """The experiments of `--experiments`; `ReproduceError` for an unknown
         one or none."""
-        names = command.comma_separated(self.experiments)
+        names = comma_separated(self.experiments)
         if not names:
             raise ReproduceError(f"--experiments is empty; choose from {', '.join(ALLOWED)}")
         unknown = sorted(set(names) - set(ALLOWED))
@@ -104,9 +104,9 @@ def split_experiment(name):
     raise ValueError(f"not an experiment name: {name!r}")
 
 
-def run_dir(runs_dir, experiment, seed):
-    """`<runs_dir>/<experiment>/seed<seed>`: the folder of one run."""
-    return os.path.join(runs_dir, experiment, f"seed{seed}")
+def run_dir(out_dir, experiment, seed):
+    """`<out_dir>/<experiment>/seed<seed>`: the folder of one run."""
+    return os.path.join(out_dir, experiment, f"seed{seed}")
 
 
 def compressed_schedule(settings, factor):
@@ -136,10 +136,10 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def load_results(runs_dir, experiment, seeds):
+def load_results(out_dir, experiment, seeds):
     """`{seed: results dict}` of the finished runs of one experiment (not
     the diverged ones, nor damaged files: `run_dir.is_finished`)."""
-    found = {seed: run_folder.finished_results(run_dir(runs_dir, experiment, seed))
+    found = {seed: run_folder.finished_results(run_dir(out_dir, experiment, seed))
              for seed in seeds}
     return {seed: results for seed, results in found.items() if results is not None}
 
@@ -165,14 +165,14 @@ def differing_flags(expected, runs):
     return sorted(found)
 
 
-def aggregate(runs_dir, experiments, seeds, recipes):
+def aggregate(out_dir, experiments, seeds, recipes):
     """Per experiment: seeds found, epochs trained and the flagfile's, other
     flags that differ from the flagfile, and mean and standard deviation of
     test accuracy (%), remaining weights (%) and their count. `recipes`:
     `{experiment: flagfile_settings(...)}`."""
     table = {}
     for experiment in experiments:
-        runs = load_results(runs_dir, experiment, seeds)
+        runs = load_results(out_dir, experiment, seeds)
         expected = recipes[experiment] or {}
         record = {"seeds": sorted(runs), "epochs": sorted({r["epochs"] for r in runs.values()}),
                   "flagfile_epochs": expected.get("epochs"),
@@ -260,13 +260,13 @@ def mean_curve(histories, key):
     return {"epochs": epochs, "values": means, "std": stds}
 
 
-def write_plots(runs_dir, table):
+def write_plots(out_dir, table):
     """Per-run plots, per-experiment mask composition, and the two summaries."""
     paths = []
     points, curves = [], []
     for experiment, record in table.items():
         model, variant = split_experiment(experiment)
-        folders = [run_dir(runs_dir, experiment, seed) for seed in record["seeds"]]
+        folders = [run_dir(out_dir, experiment, seed) for seed in record["seeds"]]
         runs = [plotting.load_run(folder) for folder in folders]
         if not runs:
             continue
@@ -276,7 +276,7 @@ def write_plots(runs_dir, table):
         if variant != "baseline":
             layers = plotting.mean_layers([results["layers"] for results, _ in runs])
             paths.append(plotting.plot_mask_composition(
-                layers, os.path.join(runs_dir, experiment, plotting.COMPOSITION_FILE),
+                layers, os.path.join(out_dir, experiment, plotting.COMPOSITION_FILE),
                 f"{label}: mean over {len(runs)} seed(s)"))
         points.append({
             "label": label,
@@ -297,10 +297,10 @@ def write_plots(runs_dir, table):
             curves.append({"label": label, **curve})
     if points:
         paths.append(plotting.plot_accuracy_vs_remaining(
-            points, os.path.join(runs_dir, "accuracy_vs_remaining.png"),
+            points, os.path.join(out_dir, "accuracy_vs_remaining.png"),
             "test accuracy against remaining weights (hollow: paper)"))
     if curves:
         paths.append(plotting.plot_accuracy_curves(
-            curves, os.path.join(runs_dir, "validation_accuracy.png"),
+            curves, os.path.join(out_dir, "validation_accuracy.png"),
             "validation accuracy, mean over seeds"))
     return paths

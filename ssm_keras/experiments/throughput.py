@@ -1,5 +1,5 @@
 """Training and inference throughput: masked models against plain Keras
-(the measurements of `ssm_keras.benchmark`).
+(the measurements of `ssm_keras.cli.benchmark`).
 
 For every architecture the signed-supermask model and the plain Keras model
 of the same architecture (`models.build_architecture(arch, masked=True/False)`; for
@@ -42,7 +42,7 @@ in float32, layers computing in the low precision, loss scaling for
 float16) and reports each mixed policy's speed-up over float32.
 
 The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`
-(`ssm_keras.arithmetic`), the peak measured in the same run by a matmul of
+(`ssm_keras.experiments.arithmetic`), the peak measured in the same run by a matmul of
 `n = --matmul_size` in each policy's compute dtype; `--peak_gflops` replaces
 the measured peak of every precision. The load averages are recorded at
 start and end.
@@ -62,49 +62,60 @@ import numpy as np
 import tensorflow as tf
 
 import ssm_keras
-from ssm_keras import arithmetic, baking, choices, data, measurement, models, training
-from ssm_keras import config as ssm_config
-from ssm_keras.command import comma_separated, flag_field
+from ssm_keras import choices, data, models
 from ssm_keras.errors import UserError
+from ssm_keras.experiments import arithmetic, measurement
+from ssm_keras.settings import comma_separated, setting
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import trainer
+from ssm_keras.transforms import baking
 
 DEFAULT_ARCHS = "fcn,conv2,conv4"
 MAX_STEPS_PER_EXECUTION = 64
 
 
+# The settings of `quick`: tiny windows, a few seconds in all.
+QUICK = {"windows": 2, "window_seconds": 0.2, "execution_seconds": 0.05, "window_steps": 0,
+         "matmul_size": 256}
+
+
 class BenchmarkError(UserError):
-    """A bad setting of `ssm_keras.benchmark`."""
+    """A bad setting of `ssm_keras.cli.benchmark`."""
 
 
 @dataclasses.dataclass
 class BenchmarkConfig:
     """The settings of a throughput benchmark; the field names are the
-    `ssm_keras.benchmark` flags."""
+    `ssm_keras.cli.benchmark` flags."""
 
-    archs: str = flag_field(
+    archs: str = setting(
         DEFAULT_ARCHS,
         "Comma-separated architectures of models.ARCHITECTURES or keras.applications "
         "models (MobileNetV2, ...).")
-    batch_size: int = flag_field(128, "Images per training step.")
-    steps_per_execution: int = flag_field(
+    batch_size: int = setting(128, "Images per training step.")
+    steps_per_execution: int = setting(
         0, "Training steps per call into TensorFlow; 0: per architecture.")
-    execution_seconds: float = flag_field(
+    execution_seconds: float = setting(
         0.25, "Longest execution when --steps_per_execution=0.")
-    windows: int = flag_field(5, "Timed windows per model.")
-    window_steps: int = flag_field(
+    windows: int = setting(5, "Timed windows per model.")
+    window_steps: int = setting(
         0, "Training steps per window; 0: about --window_seconds.")
-    window_seconds: float = flag_field(5.0, "Seconds of a window when --window_steps=0.")
-    width: int | None = flag_field(
+    window_seconds: float = setting(5.0, "Seconds of a window when --window_steps=0.")
+    width: int | None = setting(
         None, "Width multiplier of the architectures of models.ARCHITECTURES.")
-    jit_compile: bool | None = flag_field(
-        None, "Compile steps with XLA (default: as training, Keras decides: on with a GPU or "
+    jit_compile: bool | None = setting(
+        None, "Compile steps with XLA (default: as trainer, Keras decides: on with a GPU or "
         "TPU, off on CPUs).")
-    precisions: str = flag_field(
+    precisions: str = setting(
         "float32", f"Comma-separated dtype policies of {', '.join(choices.PRECISIONS)}.")
-    peak_gflops: float | None = flag_field(
+    peak_gflops: float | None = setting(
         None, "The peak GFLOP/s for the arithmetic ceiling of every precision (default: "
         "measured in this run, by a matmul in each precision's compute dtype).")
-    matmul_size: int = flag_field(
+    matmul_size: int = setting(
         2048, "n of the n^3 matmul that measures the peak GFLOP/s.")
+    out: str = measurement.out_setting("benchmark.json")
+    overwrite: bool = measurement.overwrite_setting()
+    quick: bool = measurement.quick_setting(QUICK)
 
     def arch_names(self):
         """The architectures of `--archs`."""
@@ -143,6 +154,7 @@ class BenchmarkConfig:
                                  "multiplier; benchmark them without --width")
         for arch in applications:
             check_application(arch)
+        measurement.check_out(self.out, self.overwrite)
 
 
 # Models and data.
@@ -211,8 +223,8 @@ def build(arch, config, steps_per_execution):
         if is_application(arch):
             model = build_application(arch, config, spec)
         else:
-            model = training.build_model(config, spec)
-        training.compile_model(model, config, steps_per_epoch=1000)
+            model = trainer.build_model(config, spec)
+        trainer.compile_model(model, config, steps_per_epoch=1000)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return model

@@ -33,9 +33,10 @@ import zlib
 import keras
 import numpy as np
 
-from ssm_keras import baking, choices, cloning
+from ssm_keras import choices
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
+from ssm_keras.transforms import baking, cloning
 
 MAGIC = b"\x89SSM\r\n\x1a\n"
 VERSION = 1

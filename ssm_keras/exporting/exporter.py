@@ -4,11 +4,12 @@
 formats)` write the files of `formats` (`OUTPUTS`) and `export.json` (sizes,
 compression ratios, the TFLite files' differences from the baked model, the
 dead units removed) into `out_dir`, all through a staging folder
-(`ssm_keras.staging`), so a failed or killed export loses nothing. The
+(`ssm_keras.exporting.staging`), so a failed or killed export loses nothing. The
 files and their checks are described in docs/export.md; the command is
-`ssm_keras.export`.
+`ssm-export` (`ExportSettings`, `export`).
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,11 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import cloning, compact, pruning, run_dir, staging, tflite
 from ssm_keras import layers as ssm_layers
-from ssm_keras.baking import bake
-from ssm_keras.command import comma_separated
 from ssm_keras.errors import ExportError
+from ssm_keras.exporting import compact, staging, tflite
+from ssm_keras.settings import comma_separated, setting
+from ssm_keras.training import run_dir
+from ssm_keras.transforms import cloning, dead_units
+from ssm_keras.transforms.baking import bake
 
 FORMATS = ("keras", "saved_model", "compact", *tflite.KINDS)
 DEFAULT_FORMATS = ("keras", "saved_model", "compact")
@@ -36,6 +39,43 @@ OUTPUTS = {
 SUMMARY = "export.json"
 KNOWN_OUTPUTS = (*OUTPUTS.values(), SUMMARY)
 SERVING_DTYPE = tf.uint8
+
+
+@dataclasses.dataclass
+class ExportSettings:
+    """The settings of an export (the `ssm-export` flags): the source, a
+    finished run (`model_dir`) or a compact file (`compact_file`), and where
+    which formats go."""
+
+    model_dir: str | None = setting(None, "Finished training run directory to export.")
+    compact_file: str | None = setting(None, "Compact file (.ssm) to export instead of a run.")
+    out_dir: str | None = setting(None, "Required: the folder of the exported files.")
+    formats: str = setting(",".join(DEFAULT_FORMATS),
+                           f"Comma-separated subset of {','.join(FORMATS)}.")
+    prune_dead_units: bool = setting(
+        True, "Remove the hidden units whose incoming or outgoing weights are all zero from "
+        "the baked model (keras, saved_model and TFLite outputs); the outputs stay equal.")
+    overwrite: bool = setting(False, "Replace an export already in --out_dir.")
+
+    def validate(self):
+        """Raises `ExportError` unless exactly one source and `out_dir` are
+        given and the formats are known."""
+        if (self.model_dir is None) == (self.compact_file is None):
+            raise ExportError("give one source: --model_dir (a finished run) or --compact_file")
+        if not self.out_dir:
+            raise ExportError("give --out_dir, the folder of the exported files")
+        parse_formats(self.formats)
+
+
+def export(settings):
+    """Runs the export `settings` (`ExportSettings`) describe; returns the
+    summary (`export_run`, `export_compact`)."""
+    settings.validate()
+    arguments = (settings.out_dir, parse_formats(settings.formats), settings.overwrite,
+                 settings.prune_dead_units)
+    if settings.model_dir is not None:
+        return export_run(settings.model_dir, *arguments)
+    return export_compact(settings.compact_file, *arguments)
 
 
 # Reading a run.
@@ -163,7 +203,7 @@ def _baked_for_export(model, prune_dead_units):
     baked = bake(model)
     checks = {}
     if prune_dead_units:
-        baked, report = pruning.prune_dead_units(baked)
+        baked, report = dead_units.prune_dead_units(baked)
         checks["dead_units"] = report
     _check_baked(model, baked)
     return baked, checks
@@ -285,7 +325,7 @@ def export_run(model_dir, out_dir, formats=DEFAULT_FORMATS, overwrite=False,
             files, also those of formats not written now); without it an
             existing export is an error and nothing is written.
         prune_dead_units: remove the dead units of the baked model
-            (`pruning.prune_dead_units`) before writing the baked formats.
+            (`dead_units.prune_dead_units`) before writing the baked formats.
 
     Returns:
         The summary also written to `out_dir/export.json`.

@@ -5,25 +5,25 @@
     masked, baked, metadata = pretrained.load("fcn_mnist_signed_seed0")
     metadata["test_accuracy"], metadata["command"]
 
-Each entry is a compact file (`ssm_keras.compact`) in the package folder
-`pretrained_models/`, named `<entry>.ssm`, written by
-`python -m ssm_keras.make_pretrained` from a finished training run. Its metadata holds
+Each entry is a compact file (`ssm_keras.exporting.compact`) in the package folder
+`entries/`, named `<entry>.ssm`, written by
+`python -m ssm_keras.pretrained.make` from a finished training run. Its metadata holds
 what the run recorded: `dataset`, `arch`, `input_shape`, `num_classes`,
 `regime`, `mask`, `test_accuracy` (on the data set's full test split),
 `remaining_weights`, `masked_weights`, `epochs`, `seed`, `recipe` (the
 flagfile and every training setting) and `command` (the command that trained
 it, as run in a checkout: its `--flagfile=flags/NAME.flags` is `--recipe=NAME`
 with the package installed). `load` rebuilds the masked model with the
-trained mask exactly and the baked model (stock Keras layers); `python -m ssm_keras.evaluate
+trained mask exactly and the baked model (stock Keras layers); `python -m ssm_keras.cli.evaluate
 --pretrained=NAME --data_dir=DIR` measures the test accuracy again.
 """
 
 import os
 
-from ssm_keras import compact
 from ssm_keras.errors import UserError
+from ssm_keras.exporting import compact
 
-FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
+FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "entries")
 SUFFIX = ".ssm"
 
 

@@ -1,9 +1,9 @@
 """Writes the compact files that `ssm_keras.pretrained` ships, from finished runs.
 
-    python -m ssm_keras.make_pretrained --recipe_flagfile=flags/fcn_mnist_signed.flags \\
+    ssm-make-pretrained --recipe_flagfile=flags/fcn_mnist_signed.flags \\
         --runs=runs/fcn_mnist_signed_seed0,runs/fcn_mnist_signed_seed1
 
-Each run becomes `ssm_keras/pretrained_models/<arch>_<dataset>_<mask>_seed<S>.ssm`
+Each run becomes `ssm_keras/pretrained/entries/<arch>_<dataset>_<mask>_seed<S>.ssm`
 (`--out_dir` for another folder), a compact file whose metadata holds what the
 run recorded (data set, architecture, test accuracy, remaining weights,
 epochs, seed), the recipe (the flagfile and every training setting) and the
@@ -22,33 +22,53 @@ own figure is kept as `test_accuracy_as_trained`.
 
 import dataclasses
 import functools
+import logging
 import os
 
-from absl import flags
-
-from ssm_keras import (cloning, command, compact, data, evaluation, exporting, launch,
-                       pretrained, run_dir)
+from ssm_keras import data, files
 from ssm_keras.errors import UserError
+from ssm_keras.experiments import evaluation, launch
+from ssm_keras.exporting import compact, exporter
+from ssm_keras.pretrained import catalog
+from ssm_keras.settings import comma_separated, setting
+from ssm_keras.training import run_dir
+from ssm_keras.transforms import cloning
+
+log = logging.getLogger(__name__)
 
 # Settings that say where a run was, not how it was trained.
 PLACES = ("model_dir", "data_dir", "resume", "overwrite", "verbose", "init_file",
           "save_init_file")
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Defines `--runs`, `--recipe_flagfile`, `--out_dir` and `--overwrite`."""
-    flags.DEFINE_list("runs", [], "Required: comma-separated finished run directories.",
-                      flag_values=flag_values)
-    flags.DEFINE_string("recipe_flagfile", None,
-                        "Required: the flagfile the runs were trained with.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("out_dir", pretrained.FOLDER, "Folder of the compact files.",
-                        flag_values=flag_values)
-    flags.DEFINE_bool("overwrite", False, "Replace compact files that exist.",
-                      flag_values=flag_values)
-    flags.DEFINE_string("data_dir", None, "Data folder, to measure the float32 test accuracy "
-                        "of runs trained under a mixed-precision policy.",
-                        flag_values=flag_values)
+class MakeError(UserError):
+    """Runs that cannot be shipped as asked."""
+
+
+@dataclasses.dataclass
+class MakeSettings:
+    """The settings of `ssm-make-pretrained`."""
+
+    runs: str = setting("", "Required: comma-separated finished run directories.")
+    recipe_flagfile: str | None = setting(
+        None, "Required: the flagfile the runs were trained with.")
+    out_dir: str = setting(catalog.FOLDER, "Folder of the compact files.")
+    overwrite: bool = setting(False, "Replace compact files that exist.")
+    data_dir: str | None = setting(
+        None, "Data folder, to measure the float32 test accuracy of runs trained under a "
+        "mixed-precision policy.")
+
+    def run_dirs(self):
+        """The run directories of `runs`."""
+        return comma_separated(self.runs)
+
+    def validate(self):
+        """Raises `MakeError` without runs or without a readable flagfile."""
+        if not self.run_dirs():
+            raise MakeError("--runs is required: comma-separated finished run directories")
+        if not self.recipe_flagfile or not os.path.isfile(self.recipe_flagfile):
+            raise MakeError(f"--recipe_flagfile={self.recipe_flagfile}: no such file; name the "
+                            "flagfile the runs were trained with")
 
 
 def recipe_settings(flagfile):
@@ -115,51 +135,42 @@ def planned_files(runs, out_dir, overwrite, data_dir):
     planned = {}
     for run in runs:
         results = run_dir.read_results(run)
-        path = os.path.join(out_dir, entry_name(results) + pretrained.SUFFIX)
+        path = os.path.join(out_dir, entry_name(results) + catalog.SUFFIX)
         twin = next((other for other, (_, other_path) in planned.items() if other_path == path),
                     None)
         if twin is not None:
-            raise UserError(f"--runs: {twin} and {run} would both be written to {path}; "
+            raise MakeError(f"--runs: {twin} and {run} would both be written to {path}; "
                             "give runs of different seeds")
         if os.path.exists(path) and not overwrite:
-            raise UserError(f"{path} exists; pass --overwrite to replace it")
+            raise MakeError(f"{path} exists; pass --overwrite to replace it")
         if trained_policy(results) != "float32" and data_dir is None:
-            raise UserError(f"{run} was trained with --mixed_precision={trained_policy(results)}"
+            raise MakeError(f"{run} was trained with --mixed_precision={trained_policy(results)}"
                             "; pass --data_dir to measure the test accuracy of its float32 model")
         planned[run] = (results, path)
     return planned
 
 
-def run_command(flag_values):
-    """Writes the compact file of every run, once all are checked
-    (`planned_files`), loaded and measured; returns their paths."""
-    runs, flagfile = flag_values["runs"].value, flag_values["recipe_flagfile"].value
-    out_dir, overwrite = flag_values["out_dir"].value, flag_values["overwrite"].value
-    data_dir = flag_values["data_dir"].value
-    if not runs:
-        raise UserError("--runs is required: comma-separated finished run directories")
-    if not flagfile or not os.path.isfile(flagfile):
-        raise UserError(f"--recipe_flagfile={flagfile}: no such file; name the flagfile the "
-                        "runs were trained with")
-    command.make_folder("out_dir", out_dir)
-    planned = planned_files(runs, out_dir, overwrite, data_dir)
-    given = recipe_settings(flagfile)
+def make(settings):
+    """Writes the compact file of every run of `settings` (`MakeSettings`),
+    once all are checked (`planned_files`), loaded and measured; logs a line
+    per file and returns their paths."""
+    settings.validate()
+    files.make_folder("out_dir", settings.out_dir)
+    planned = planned_files(settings.run_dirs(), settings.out_dir, settings.overwrite,
+                            settings.data_dir)
+    given = recipe_settings(settings.recipe_flagfile)
     test_sets = functools.cache(  # one reading per data set
-        lambda name: data.load_splits(name, data_dir, validation_size=0).test)
+        lambda name: data.load_splits(name, settings.data_dir, validation_size=0).test)
     prepared = []
     for run, (results, path) in planned.items():
-        model = cloning.in_float32(exporting.load_model(run))
-        recorded = {**metadata(results, flagfile, given),
+        model = cloning.in_float32(exporter.load_model(run))
+        recorded = {**metadata(results, settings.recipe_flagfile, given),
                     **float32_accuracy(model, results, test_sets)}
         prepared.append((results, path, model, recorded))
     paths = []
     for results, path, model, recorded in prepared:
         size = compact.save_compact(model, path, recorded)
-        print(f"{path}: {size:,} bytes, test accuracy {100 * recorded['test_accuracy']:.2f}%, "
-              f"{results['remaining_weights']:,} weights remain")
+        log.info("%s: %s bytes, test accuracy %.2f%%, %s weights remain", path, f"{size:,}",
+                 100 * recorded["test_accuracy"], f"{results['remaining_weights']:,}")
         paths.append(path)
     return paths
-
-
-if __name__ == "__main__":
-    command.main(define_flags, run_command)

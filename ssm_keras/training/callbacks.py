@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from ssm_keras import layers as ssm_layers
-from ssm_keras import run_dir, statistics
 from ssm_keras.errors import UserError
+from ssm_keras.training import run_dir, statistics
 
 
 class Diverged(UserError):

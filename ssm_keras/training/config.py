@@ -10,8 +10,8 @@ import math
 
 from ssm_keras import choices
 from ssm_keras.data import specs
-from ssm_keras.command import flag_field
 from ssm_keras.errors import UserError
+from ssm_keras.settings import setting
 
 # `--signed` / `--nosigned` move a mask kind to its signed or unsigned twin.
 SIGNED_TWIN = {"binary": "signed", "topk": "signed_topk", "signed": "signed",
@@ -43,143 +43,143 @@ class TrainConfig:
     """Every setting of a run; the field names are the command-line flags."""
 
     # Model and mask.
-    arch: str = flag_field(
+    arch: str = setting(
         "conv4",
         f"Architecture: {_names(choices.ARCHITECTURES)}.")
-    mask: str = flag_field("signed", f"Mask kind: {_names(choices.MASK_KINDS)}.")
-    signed: bool | None = flag_field(
+    mask: str = setting("signed", f"Mask kind: {_names(choices.MASK_KINDS)}.")
+    signed: bool | None = setting(
         None,
         "--signed / --nosigned: use the signed (keep, hide, invert) or unsigned (keep, hide) "
         "form of --mask (signed<->binary, signed_topk<->topk).")
-    tau_fraction: float = flag_field(
+    tau_fraction: float = setting(
         0.4,
         "Threshold masks: tau = tau_fraction * max|initial scores| per layer.")
-    density: float = flag_field(
+    density: float = setting(
         0.5,
         "Top-k masks: fraction of each layer's weights kept, in (0, 1].")
-    weight_init: str = flag_field(
+    weight_init: str = setting(
         "elus",
         f"Initialiser of the frozen weights: {_names(choices.INITIALIZERS)} or any Keras "
         "initialiser name.")
     # The defaults train `conv4` (the default arch): the paper's recipe with
     # init factor 3 (not its 6) and half its weight decay (docs/recipes.md, "Conv nets").
-    init_factor: float = flag_field(3.0, "elus: W0 = sqrt(init_factor / fan_in) * sign(N(0, 1)).")
-    score_init: str | None = flag_field(
+    init_factor: float = setting(3.0, "elus: W0 = sqrt(init_factor / fan_in) * sign(N(0, 1)).")
+    score_init: str | None = setting(
         None,
         "Initialiser of the scores (default: the mask kind's).")
-    bernoulli_eval: str = flag_field(
+    bernoulli_eval: str = setting(
         "expected",
         f"How bernoulli masks evaluate: {_names(choices.BERNOULLI_EVAL_MODES)} (expected: "
         "sigmoid(s) > 0.5).")
-    train_batch_norm: bool = flag_field(
+    train_batch_norm: bool = setting(
         False,
         "Masked models: train the batch norms' scale and offset too (they stay at 1 and 0 "
         "otherwise); the weight decay stays on the scores.")
-    recalibrate_batch_norm: bool | None = flag_field(
+    recalibrate_batch_norm: bool | None = setting(
         None,
         "Re-estimate the batch-norm statistics over training batches before every evaluation "
-        "(ssm_keras.batch_norm). Unset: only for masks that evaluate another mask than they "
+        "(ssm_keras.training.batch_norm). Unset: only for masks that evaluate another mask than they "
         "train with (bernoulli with --bernoulli_eval=expected); --recalibrate_batch_norm: "
         "every model with batch norm (short runs, whose moving statistics lag); "
         "--norecalibrate_batch_norm: never.")
-    activation: str | None = flag_field(
+    activation: str | None = setting(
         None,
         f"Hidden activation: {_names(choices.ACTIVATIONS)} (default: elu for fcn/conv, relu "
         "for residual nets).")
-    width: int | None = flag_field(None, "Width multiplier (wrn28: the widening factor k).")
-    seed: int = flag_field(
+    width: int | None = setting(None, "Width multiplier (wrn28: the widening factor k).")
+    seed: int = setting(
         0,
         "Seed of the initial weights and scores, the data split and the shuffling.")
-    init_file: str | None = flag_field(
+    init_file: str | None = setting(
         None,
         "Load the initial weights and scores from this init file (.npz).")
-    save_init_file: str | None = flag_field(
+    save_init_file: str | None = setting(
         None,
         "Write the initial weights and scores to this new init file (.npz).")
-    regime: str = flag_field(
+    regime: str = setting(
         "mask",
         "mask: train the mask; weights: train the weights (baseline); mask_then_weights: "
         "freeze the mask of --mask_from and train its weights.")
-    mask_from: str | None = flag_field(
+    mask_from: str | None = setting(
         None,
         "mask_then_weights: run directory (or .keras file) of the trained mask.")
     # Data.
-    dataset: str = flag_field("cifar10", f"Data set: {_names(specs.DATASETS)}.")
-    data_dir: str | None = flag_field(
+    dataset: str = setting("cifar10", f"Data set: {_names(specs.DATASETS)}.")
+    data_dir: str | None = setting(
         None,
         "Local data (IDX .gz files, CIFAR archives, class folders or their .tar.gz) or a "
         "tensorflow_datasets data_dir.")
-    validation_size: int = flag_field(5000, "Training examples held out for validation.")
-    max_examples: int | None = flag_field(
+    validation_size: int = setting(5000, "Training examples held out for validation.")
+    max_examples: int | None = setting(
         None,
         "Use at most this many examples of each split (smoke tests).")
-    augment: str = flag_field(
+    augment: str = setting(
         "none",
         f"Augmentation: {_names(specs.AUGMENTATIONS)} (crop_flip: pad 4, random crop, "
         "flip).")
     # Optimisation.
-    batch_size: int = flag_field(128, "Global batch size (split over replicas).")
-    epochs: int = flag_field(100, "Training epochs.")
-    optimizer: str = flag_field(
+    batch_size: int = setting(128, "Global batch size (split over replicas).")
+    epochs: int = setting(100, "Training epochs.")
+    optimizer: str = setting(
         "sgd",
         f"Optimizer: {_names(choices.OPTIMIZERS)} (sgd with --momentum, --nesterov).")
-    learning_rate: float = flag_field(0.05, "Initial learning rate.")
-    momentum: float = flag_field(0.9, "SGD momentum.")
-    nesterov: bool = flag_field(True, "Nesterov momentum.")
-    lr_schedule: str = flag_field(
+    learning_rate: float = setting(0.05, "Initial learning rate.")
+    momentum: float = setting(0.9, "SGD momentum.")
+    nesterov: bool = setting(True, "Nesterov momentum.")
+    lr_schedule: str = setting(
         "exponential",
         f"Learning-rate schedule: {_names(choices.SCHEDULES)} (exponential: smooth).")
-    lr_decay_rate: float = flag_field(0.9, "exponential: factor per --lr_decay_epochs.")
-    lr_decay_epochs: float = flag_field(10.0, "exponential: epochs per --lr_decay_rate.")
-    plateau_patience: int = flag_field(15, "plateau: epochs without improvement before reducing.")
-    plateau_factor: float = flag_field(0.2, "plateau: factor of each reduction.")
-    weight_decay: float = flag_field(
+    lr_decay_rate: float = setting(0.9, "exponential: factor per --lr_decay_epochs.")
+    lr_decay_epochs: float = setting(10.0, "exponential: epochs per --lr_decay_rate.")
+    plateau_patience: int = setting(15, "plateau: epochs without improvement before reducing.")
+    plateau_factor: float = setting(0.2, "plateau: factor of each reduction.")
+    weight_decay: float = setting(
         2.5e-4,
         "Decoupled weight decay in the paper's sense (on the learning-rate schedule: Keras "
         "weight_decay = weight_decay / learning_rate).")
-    target_remaining: float | None = flag_field(
+    target_remaining: float | None = setting(
         None,
         f"Threshold masks ({_names(choices.THRESHOLD_KINDS)}): the remaining weights (% of the "
         "masked weights) to end at: the weight decay of the scores (--weight_decay in the "
         "first epoch) is steered once per epoch along a path from the start to this value "
-        "(ssm_keras.sparsity).")
-    loss: str = flag_field(
+        "(ssm_keras.training.sparsity).")
+    loss: str = setting(
         "crossentropy",
         f"Loss: {_names(choices.LOSSES)} (crossentropy: exact, from the logits; "
         "clipped_crossentropy: the paper's code, -log(clip(p_true, 1e-7, 1 - 1e-7)), no "
         "gradient where clipped).")
     # Run.
-    model_dir: str | None = flag_field(
+    model_dir: str | None = setting(
         None,
         "Run directory (default: runs/<arch>-<mask>-<dataset>-seed<seed>).")
-    resume: bool = flag_field(
+    resume: bool = setting(
         False,
         "Continue a finished run in --model_dir to a larger --epochs.")
-    overwrite: bool = flag_field(False, "Replace a run already in --model_dir.")
-    strategy: str = flag_field(
+    overwrite: bool = setting(False, "Replace a run already in --model_dir.")
+    strategy: str = setting(
         "default",
         f"Distribution strategy: {_names(choices.STRATEGIES)} (mirrored: all GPUs, else all "
         "logical CPUs; multi_worker_mirrored: the workers of TF_CONFIG, --model_dir on a file "
         "system they share, scripts/local_workers.py starts N on this machine).")
-    tpu: str | None = flag_field(None, "TPU name or address (or 'local') for --strategy=tpu.")
-    worker_timeout: float = flag_field(
+    tpu: str | None = setting(None, "TPU name or address (or 'local') for --strategy=tpu.")
+    worker_timeout: float = setting(
         600.0,
         "multi_worker_mirrored: seconds to wait for every worker of TF_CONFIG to start "
         "(0: no limit).")
-    mixed_precision: str = flag_field(
+    mixed_precision: str = setting(
         "float32", f"Precision policy: {_names(choices.PRECISIONS)}.")
-    jit_compile: bool | None = flag_field(
+    jit_compile: bool | None = setting(
         None,
         "Compile training steps with XLA (--nojit_compile: never); unset, Keras decides: on "
         "with a GPU or TPU and --strategy=default, else off.")
-    steps_per_execution: int = flag_field(
+    steps_per_execution: int = setting(
         1,
         "Training steps per call into TensorFlow (helps small models).")
-    run_eagerly: bool = flag_field(
+    run_eagerly: bool = setting(
         False,
         "Run the model eagerly, without tf.function graphs (debugging; slow, but starts at "
         "once).")
-    verbose: int | None = flag_field(
+    verbose: int | None = setting(
         None,
         "0: silent, 1: progress bar, 2: one line per epoch (default: 1 on a terminal, else "
         "2).")
@@ -311,11 +311,11 @@ class TrainConfig:
             "worker_timeout": ("strategy", "multi_worker_mirrored"),
         }
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
-        for name, (setting, value) in users.items():
-            actual = self.mask_kind if setting == "mask" else getattr(self, setting)
+        for name, (deciding, value) in users.items():
+            actual = self.mask_kind if deciding == "mask" else getattr(self, deciding)
             if actual != value and getattr(self, name) != defaults[name]:
                 raise ConfigError(
-                    f"--{name} is only used with --{setting}={value}; --{setting}={actual} "
+                    f"--{name} is only used with --{deciding}={value}; --{deciding}={actual} "
                     f"ignores it. Received: --{name}={getattr(self, name)}"
                 )
 

@@ -2,11 +2,14 @@
 the processes of a multi-worker run need to agree on."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
 
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 from ssm_keras.errors import UserError
 
@@ -178,8 +181,8 @@ def join_workers(timeout):
     watchdog = None
     if others:
         limit = f"up to {timeout:g} s" if timeout > 0 else "without a time limit"
-        print(f"note: waiting {limit} (--worker_timeout) for the other workers of TF_CONFIG: "
-              f"{', '.join(others)}", file=sys.stderr, flush=True)
+        log.warning("waiting %s (--worker_timeout) for the other workers of TF_CONFIG: %s",
+                    limit, ", ".join(others))
     if others and timeout > 0:
         message = (f"error: not every worker of TF_CONFIG started within --worker_timeout="
                    f"{timeout:g} s (waited for {', '.join(others)}). Start each with the same "

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from ssm_keras.choices import LOSSES
+
 EPSILON = 1e-7
 
 

@@ -25,13 +25,13 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import socket
 import sys
 import time
 
+from ssm_keras import files
 from ssm_keras.errors import UserError
 
 # Settings that may differ between a run and its continuation: how it is
@@ -55,42 +55,6 @@ RESULTS_TEXT = "results.txt"
 
 class RunDirError(UserError):
     """A model directory that cannot be used as asked; the message says why."""
-
-
-def plain_json(value):
-    """`value` with every non-finite float (NaN, infinities) replaced by None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: plain_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_json(item) for item in value]
-    return value
-
-
-def write_json_atomically(path, value):
-    """Writes `value` as standard JSON to `path`, through a temporary file
-    and a rename; RunDirError (no file left behind) if it cannot."""
-    text = json.dumps(plain_json(value), indent=2, allow_nan=False)
-    write_atomically(path, text.encode("utf-8"))
-
-
-def write_atomically(path, data):
-    """Writes bytes to `path` through a temporary file and a rename;
-    RunDirError (no file left behind) if it cannot."""
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        _remove_quietly(temporary)
-        raise RunDirError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def _remove_quietly(path):
-    with contextlib.suppress(OSError):
-        os.remove(path)
 
 
 def read_json(path):
@@ -190,13 +154,13 @@ def write_checkpoint(folder, save_model, state):
         save_model(temporary)
         os.replace(temporary, path)
     except OSError as error:
-        _remove_quietly(temporary)
+        files.remove_quietly(temporary)
         raise RunDirError(f"cannot write the checkpoint {path}: {error.strerror or error}") from None
-    write_json_atomically(os.path.join(folder, STATE),
+    files.write_json_atomically(os.path.join(folder, STATE),
                           {**state, "model": name, "model_sha256": _sha256(path)})
     for other in os.listdir(folder):
         if other != name and other.endswith(".keras"):
-            _remove_quietly(os.path.join(folder, other))
+            files.remove_quietly(os.path.join(folder, other))
 
 
 def read_checkpoint(folder):
@@ -331,7 +295,7 @@ def lock(model_dir):
         try:
             yield
         finally:
-            _remove_quietly(path)  # still locked: no one else holds this file
+            files.remove_quietly(path)  # still locked: no one else holds this file
             if created:
                 _remove_created(model_dir, created)
     finally:
@@ -433,8 +397,8 @@ def start(model_dir, flags, overwrite=False):
                     shutil.rmtree(path)
                 else:
                     os.remove(path)
-    write_json_atomically(os.path.join(model_dir, FLAGS_JSON), flags)
-    write_atomically(os.path.join(model_dir, FLAGS_TEXT), to_flagfile(flags).encode("utf-8"))
+    files.write_json_atomically(os.path.join(model_dir, FLAGS_JSON), flags)
+    files.write_atomically(os.path.join(model_dir, FLAGS_TEXT), to_flagfile(flags).encode("utf-8"))
 
 
 def to_flagfile(flags):

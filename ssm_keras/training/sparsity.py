@@ -50,8 +50,8 @@ epoch from wiping out the mask (or from stopping the pruning).
 import keras
 import numpy as np
 
-from ssm_keras import callbacks as ssm_callbacks
 from ssm_keras import layers as ssm_layers
+from ssm_keras.training import callbacks as ssm_callbacks
 
 # The fraction of the epochs after which the target path reaches the target.
 REACH_FRACTION = 0.75

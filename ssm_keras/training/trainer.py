@@ -5,7 +5,7 @@ the data, builds and compiles the model inside the distribution strategy's
 scope, trains with per-epoch checkpoints (a killed run restarted with the
 same command resumes and ends exactly where an uninterrupted one would),
 writes TensorBoard summaries, evaluates on the test split once, and writes
-`model.keras`, `results.json` and `results.txt` (see `ssm_keras.run_dir`).
+`model.keras`, `results.json` and `results.txt` (see `ssm_keras.training.run_dir`).
 Its steps `prepare_data`, `make_model` and `fit` also train the trials of
 `ssm_keras.tuning`, so that a trial trains exactly like a run.
 """
@@ -13,6 +13,7 @@ Its steps `prepare_data`, `make_model` and `fit` also train the trials of
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -23,11 +24,22 @@ import zipfile
 import keras
 import tensorflow as tf
 
-from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import config as ssm_config
-from ssm_keras import (batch_norm, data, distribute, init_file, losses, models, run_dir,
-                       score_decay, sparsity, statistics)
+from ssm_keras import data, files, models
 from ssm_keras import layers as ssm_layers
+from ssm_keras.training import (
+    batch_norm,
+    distribute,
+    init_file,
+    losses,
+    run_dir,
+    score_decay,
+    sparsity,
+    statistics,
+)
+from ssm_keras.training import callbacks as ssm_callbacks
+from ssm_keras.training import config as ssm_config
+
+log = logging.getLogger(__name__)
 
 
 def default_model_dir(config):
@@ -269,7 +281,7 @@ def _write_results(model_dir, model, results):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise run_dir.RunDirError(f"cannot write {path}: {error.strerror or error}") from None
-    run_dir.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), results)
+    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), results)
     lines = [summary_line(results), ""]
     lines.append(f"{'layer':<28}{'weights':>12}{'kept':>9}{'inverted':>10}{'hidden':>9}")
     for record in results["layers"]:
@@ -277,19 +289,19 @@ def _write_results(model_dir, model, results):
             f"{record['name']:<28}{record['total']:>12,}{100 * record['kept_fraction']:>8.2f}%"
             f"{100 * record['inverted_fraction']:>9.2f}%{100 * record['hidden_fraction']:>8.2f}%"
         )
-    run_dir.write_atomically(os.path.join(model_dir, run_dir.RESULTS_TEXT),
+    files.write_atomically(os.path.join(model_dir, run_dir.RESULTS_TEXT),
                              ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _write_history(model_dir, history):
-    text = "".join(json.dumps(run_dir.plain_json(entry), allow_nan=False) + "\n"
+    text = "".join(json.dumps(files.plain_json(entry), allow_nan=False) + "\n"
                    for entry in history)
-    run_dir.write_atomically(os.path.join(model_dir, run_dir.HISTORY), text.encode("utf-8"))
+    files.write_atomically(os.path.join(model_dir, run_dir.HISTORY), text.encode("utf-8"))
 
 
 def _write_divergence(model_dir, config, history, error):
     """The `results.json` of a run stopped by `callbacks.Diverged`."""
-    run_dir.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), {
+    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), {
         "status": "diverged", "message": str(error), "epoch": error.epoch,
         "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
     })
@@ -381,12 +393,12 @@ def _is_chief(strategy):
 
 def speed_settings_for(config, strategy):
     """`config` with the speed settings Keras can train with under `strategy`
-    (see `distribute.speed_settings`); each change printed as a `note:` line."""
+    (see `distribute.speed_settings`); each change logged as a warning."""
     jit_compile, steps, notes = distribute.speed_settings(
         strategy, config.jit_compile, config.steps_per_execution
     )
     for note in notes:
-        print(f"note: {note}", file=sys.stderr, flush=True)
+        log.warning(note)
     return dataclasses.replace(config, jit_compile=jit_compile, steps_per_execution=steps)
 
 
@@ -553,5 +565,5 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
     if chief:
         _write_history(model_dir, checkpoint.history)
         _write_results(model_dir, model, results)
-        print(summary_line(results), file=sys.stdout, flush=True)
+        log.info(summary_line(results))
     return results

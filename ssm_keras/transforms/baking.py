@@ -24,9 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssm_keras import cloning, pruning
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
+from ssm_keras.transforms import cloning, dead_units
 
 
 def inference_mask(layer):
@@ -128,7 +128,7 @@ def bake(model, prune_dead_units=False):
 
     With `prune_dead_units`, hidden units and channels that a trained mask
     left without inputs or outputs are removed where that keeps the outputs
-    equal (`ssm_keras.pruning.prune_dead_units`, which also reports what
+    equal (`ssm_keras.transforms.dead_units.prune_dead_units`, which also reports what
     each layer lost; the export does this by default).
 
     Raises:
@@ -141,5 +141,5 @@ def bake(model, prune_dead_units=False):
         if weights:
             baked_layer.set_weights(weights)
     if prune_dead_units:
-        baked, _ = pruning.prune_dead_units(baked)
+        baked, _ = dead_units.prune_dead_units(baked)
     return baked

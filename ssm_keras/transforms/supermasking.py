@@ -30,9 +30,10 @@ import dataclasses
 
 import keras
 
-from ssm_keras import choices, cloning
+from ssm_keras import choices
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
+from ssm_keras.transforms import cloning
 
 KERNEL_CHOICES = ("redraw", "keep")
 

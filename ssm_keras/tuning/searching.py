@@ -2,7 +2,7 @@
 
 `run(search, config)` searches the hyperparameters of the training run
 `config` (a `TrainConfig`) with Keras Tuner. Every trial is trained by the
-code of `training.run` (`prepare_data`, `make_model`, `fit`): the same data,
+code of `trainer.run` (`prepare_data`, `make_model`, `fit`): the same data,
 seeded model, compile, batches and number of epochs, so the objective a trial
 records is what `python -m ssm_keras.train --flagfile=<the trial's flags>`
 gets.
@@ -43,7 +43,7 @@ split (never the test split):
 
 Both, and the remaining weights, are recorded for every trial.
 
-The project folder `directory/project_name`:
+The project folder `out_dir/project_name`:
 
     oracle.json, tuner*.json,      Keras Tuner's state: a search started again
     trial_<id>/trial.json          with the same command continues it
@@ -61,19 +61,24 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import io
 import json
+import logging
 import math
 import os
 import shutil
+import traceback
 
 import keras
 import keras_tuner
-from keras_tuner.src import config as keras_tuner_config
 
-from ssm_keras import callbacks as ssm_callbacks
-from ssm_keras import choices, plotting, run_dir, training
-from ssm_keras.command import flag_field
+from ssm_keras import choices, files, plotting
 from ssm_keras.errors import UserError
+from ssm_keras.settings import setting
+from ssm_keras.training import callbacks as ssm_callbacks
+from ssm_keras.training import run_dir, trainer
+
+log = logging.getLogger(__name__)
 
 OBJECTIVES = ("val_accuracy", "sparse")
 # Categorical `TrainConfig` fields that a `--<name>_choices` flag can search.
@@ -106,55 +111,55 @@ class TuneError(UserError, keras_tuner.errors.FatalError):
 class SearchConfig:
     """The settings of a search; the field names are the `ssm_keras.tune` flags."""
 
-    tuner: str = flag_field(
+    tuner: str = setting(
         "random",
         "random, bayesian (needs scipy and scikit-learn) or hyperband (max_epochs = "
         "--epochs).")
-    max_trials: int = flag_field(
+    max_trials: int = setting(
         10,
         "random, bayesian: the number of trials (a continued search runs the rest).")
-    directory: str | None = flag_field(
+    out_dir: str | None = setting(
         None,
         "Required: the folder of the search's project folders.")
-    project_name: str | None = flag_field(
+    project_name: str | None = setting(
         None,
-        "The search's folder in --directory (default: "
+        "The search's folder in --out_dir (default: "
         "<arch>-<mask>-<dataset>-seed<seed>-<tuner>).")
-    objective: str = flag_field(
+    objective: str = setting(
         "val_accuracy",
         "val_accuracy, or sparse: val_accuracy - sparsity_weight * remaining fraction of the "
         "weights. Both on the validation split, at a trial's last epoch.")
-    sparsity_weight: float = flag_field(
+    sparsity_weight: float = setting(
         0.1,
         "--objective=sparse: accuracy given up per unit of remaining fraction.")
-    learning_rate_range: str = flag_field(
+    learning_rate_range: str = setting(
         "0.01:0.2",
         "LOW:HIGH of --learning_rate (log scale; equal ends fix it).")
-    weight_decay_range: str = flag_field(
+    weight_decay_range: str = setting(
         "1e-4:2e-3",
         "LOW:HIGH of --weight_decay (log scale; equal ends fix it).")
-    tau_fraction_range: str = flag_field(
+    tau_fraction_range: str = setting(
         "0.2:0.6",
         "LOW:HIGH of --tau_fraction, threshold masks (linear; equal ends fix it).")
-    density_range: str = flag_field(
+    density_range: str = setting(
         "0.02:0.5",
         "LOW:HIGH of --density, top-k masks (log scale; equal ends fix it).")
-    init_factor_range: str = flag_field(
+    init_factor_range: str = setting(
         "2:8",
         "LOW:HIGH of --init_factor, elus weights (log scale; equal ends fix it).")
-    mask_choices: str | None = flag_field(
+    mask_choices: str | None = setting(
         None,
         "A,B,...: mask kinds to search (--regime=mask; unset: --mask only).")
-    optimizer_choices: str | None = flag_field(
+    optimizer_choices: str | None = setting(
         None,
         "A,B,...: optimizers to search (unset: --optimizer only).")
-    lr_schedule_choices: str | None = flag_field(
+    lr_schedule_choices: str | None = setting(
         None,
         "A,B,...: learning-rate schedules to search (unset: --lr_schedule only).")
-    hyperband_factor: int = flag_field(
+    hyperband_factor: int = setting(
         3,
         "hyperband: the reduction factor of epochs and trials per round.")
-    hyperband_iterations: int = flag_field(
+    hyperband_iterations: int = setting(
         1,
         "hyperband: how many times to run the whole Hyperband schedule.")
 
@@ -165,9 +170,9 @@ class SearchConfig:
 
     def validate(self):
         """Raises TuneError on the first bad setting."""
-        if not self.directory:
+        if not self.out_dir:
             raise TuneError(
-                "--directory is required: the folder that holds the search (its trials, "
+                "--out_dir is required: the folder that holds the search (its trials, "
                 "the state to continue it from, the best flagfile)."
             )
         for name, allowed in (("tuner", tuple(TUNERS)), ("objective", OBJECTIVES)):
@@ -368,7 +373,7 @@ class SparseObjective(keras.callbacks.Callback):
 
 
 class SupermaskHyperModel(keras_tuner.HyperModel):
-    """The trials of a search: each trains like `training.run` with its flags.
+    """The trials of a search: each trains like `trainer.run` with its flags.
 
     `build(hp)` declares the search space and returns the compiled model of
     the trial's `TrainConfig`; `fit(hp, model, ...)` trains it for the
@@ -415,7 +420,7 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
     @_fatal_user_errors
     def build(self, hp):
         self.declare_hyperparameters(hp)
-        return training.make_model(self.config_for(hp.values), self.splits, self.strategy)
+        return trainer.make_model(self.config_for(hp.values), self.splits, self.strategy)
 
     @_fatal_user_errors
     def fit(self, hp, model, *, trial_dir, parent_dir=None, callbacks=(), **hyperband_args):
@@ -432,11 +437,11 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
             file.write(flagfile_text(config))
         checkpoint = _checkpoint_to_continue(config, trial_dir, parent_dir)
         if checkpoint:
-            model = training.make_model(config, self.splits, self.strategy, checkpoint)
+            model = trainer.make_model(config, self.splits, self.strategy, checkpoint)
         elif parent_dir:
             model = self.build(hp)  # Keras Tuner loaded the parent's best weights into `model`.
         restored = run_dir.read_checkpoint(checkpoint)[0] if checkpoint else None
-        stateful = training.stateful_callbacks(config)
+        stateful = trainer.stateful_callbacks(config)
         recorder = ssm_callbacks.RunCheckpoint(
             run_dir.checkpoint_dir(trial_dir), stateful=stateful, restored=restored
         )
@@ -444,7 +449,7 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
                         if isinstance(callback, keras.callbacks.TensorBoard)), None)
         monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight),
                     ssm_callbacks.StopOnNonFinite()]
-        training.fit(model, config, self.splits,
+        trainer.fit(model, config, self.splits,
                      [*monitors, *stateful, *callbacks, recorder, *self.callbacks],
                      initial_epoch=restored["epoch"] if restored else 0)
         last = {**recorder.history[-1], "epochs": recorder.history[-1]["epoch"]}
@@ -467,8 +472,23 @@ class _TrialFolders:
     """Gives `SupermaskHyperModel.fit` the folders of the trial and of the one it continues.
 
     Outside Hyperband no trial continues another, so a finished trial's
-    training state is deleted.
+    training state is deleted. A failed trial is recorded as Keras Tuner
+    records it (status and traceback in its trial.json), without the
+    traceback Keras Tuner 1.4 also prints: a diverged trial is expected, and
+    `summarize` logs each trial's error as one line.
     """
+
+    def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+        try:
+            self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+            trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        except keras_tuner.errors.FatalError:
+            raise
+        except Exception as error:  # noqa: BLE001  (as Keras Tuner: any error fails the trial)
+            failed = isinstance(error, keras_tuner.errors.FailedTrialError)
+            trial.status = (keras_tuner.engine.trial.TrialStatus.FAILED if failed
+                            else keras_tuner.engine.trial.TrialStatus.INVALID)
+            trial.message = traceback.format_exc()
 
     def run_trial(self, trial, *args, **kwargs):
         parent = trial.hyperparameters.values.get("tuner/trial_id")
@@ -480,7 +500,7 @@ class _TrialFolders:
         if not isinstance(self, keras_tuner.Hyperband):
             shutil.rmtree(run_dir.checkpoint_dir(trial_dir))
         worker = "" if tuner_role() == "single" else f"{self.tuner_id}: "
-        print(f"{worker}trial {trial.trial_id} {_describe(results[-1])}", flush=True)
+        log.info("%strial %s %s", worker, trial.trial_id, _describe(results[-1]))
         return results
 
 
@@ -514,14 +534,14 @@ def tuner_role():
 
 
 def project_dir(search, config):
-    """`directory/project_name`.
+    """`out_dir/project_name`.
 
     The default name is `<arch>-<mask>-<dataset>-seed<seed>-<tuner>`.
     """
     name = search.project_name or (
-        f"{os.path.basename(training.default_model_dir(config))}-{search.tuner}"
+        f"{os.path.basename(trainer.default_model_dir(config))}-{search.tuner}"
     )
-    return os.path.join(search.directory, name)
+    return os.path.join(search.out_dir, name)
 
 
 def tuner_seed(seed):
@@ -567,7 +587,7 @@ def _check_tunable(config):
 def _settings(search, config):
     """What a search is: its flags, but where it lives, and every training setting."""
     search_settings = {key: value for key, value in dataclasses.asdict(search).items()
-                       if key not in ("directory", "project_name")}
+                       if key not in ("out_dir", "project_name")}
     return {**search_settings, **_training_settings(config)}
 
 
@@ -577,10 +597,10 @@ def _check_folder(folder):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise TuneError(f"--directory: the search folder {folder} cannot be made: "
+        raise TuneError(f"--out_dir: the search folder {folder} cannot be made: "
                         f"{existing} is a file.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise TuneError(f"--directory: the search folder {folder} cannot be written "
+        raise TuneError(f"--out_dir: the search folder {folder} cannot be written "
                         f"({existing} is not writable).")
 
 
@@ -597,7 +617,7 @@ def _check_same_search(folder, settings):
         raise TuneError(
             f"{folder} holds a search with other settings ({'; '.join(differences)}). "
             "Use the same flags to continue it (a larger --max_trials runs more trials), "
-            "--overwrite to start it again, or another --project_name or --directory."
+            "--overwrite to start it again, or another --project_name or --out_dir."
         )
 
 
@@ -642,20 +662,19 @@ def run(search, config, splits=None, callbacks=()):
                 held.enter_context(run_dir.lock(folder))
             except run_dir.RunDirError as error:
                 raise TuneError(str(error).replace("--model_dir=", "the search folder ", 1)
-                                .replace("--model_dir", "--project_name or --directory")) from None
+                                .replace("--model_dir", "--project_name or --out_dir")) from None
             if not config.overwrite:
                 _check_same_search(folder, settings)
-        held.enter_context(_without_trial_tracebacks())
-        strategy = training.make_strategy(config)
+        strategy = trainer.make_strategy(config)
         keras.mixed_precision.set_global_policy(config.mixed_precision)
         hypermodel = SupermaskHyperModel(
-            training.speed_settings_for(config, strategy), space,
-            training.prepare_data(config, splits), strategy, search.sparsity_weight, callbacks,
+            trainer.speed_settings_for(config, strategy), space,
+            trainer.prepare_data(config, splits), strategy, search.sparsity_weight, callbacks,
         )
         # A worker never deletes the chief's folder.
         tuner = make_tuner(search, config, hypermodel, config.overwrite and role != "worker")
         if role != "worker":
-            run_dir.write_json_atomically(os.path.join(folder, "search.json"), settings)
+            files.write_json_atomically(os.path.join(folder, "search.json"), settings)
         tuner.search(callbacks=[keras.callbacks.TensorBoard(
             os.path.join(folder, "tensorboard"), write_graph=False)])
         if role == "worker":
@@ -664,22 +683,6 @@ def run(search, config, splits=None, callbacks=()):
     finally:
         keras.mixed_precision.set_global_policy("float32")
         held.close()
-
-
-@contextlib.contextmanager
-def _without_trial_tracebacks():
-    """Keras Tuner without the traceback it prints for each failed trial (its
-    `DEBUG`): a diverged trial is expected, `summarize` prints each trial's
-    error as one line, and its trial.json keeps it whole. Keras Tuner 1.4
-    has no public switch for it: `BaseTuner._try_run_and_update_trial`
-    reads `keras_tuner.src.config.DEBUG`, which `keras_tuner` does not
-    export; quieting stderr instead would hide training's own output."""
-    debug = keras_tuner_config.DEBUG
-    keras_tuner_config.DEBUG = False
-    try:
-        yield
-    finally:
-        keras_tuner_config.DEBUG = debug
 
 
 def trial_rows(oracle, names):
@@ -726,23 +729,24 @@ def _cell(value):
 
 
 def summarize(tuner, hypermodel, folder):
-    """Writes `trials.csv`, `trials.png` and `best.flags` in `folder`,
-    prints the table; returns the rows.
+    """Writes `trials.csv`, `trials.png` and `best.flags` in `folder`, logs
+    the table, the failed trials and the best; returns the rows.
 
     Raises:
         TuneError: no trial finished.
     """
     rows = trial_rows(tuner.oracle, list(hypermodel.space))
-    with open(os.path.join(folder, "trials.csv"), "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["trial_id"])
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["trial_id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    files.write_text_atomically(os.path.join(folder, "trials.csv"), table.getvalue())
     if rows:
-        print(format_table(rows))
+        log.info(format_table(rows))
     for trial in tuner.oracle.trials.values():
         if trial.message:
             last_line = trial.message.strip().splitlines()[-1]
-            print(f"Trial {trial.trial_id} {trial.status}: {last_line}")
+            log.info("Trial %s %s: %s", trial.trial_id, trial.status, last_line)
     finished = [trial for trial in tuner.oracle.get_best_trials(1)
                 if trial.status == keras_tuner.engine.trial.TrialStatus.COMPLETED]
     if not finished:
@@ -758,13 +762,13 @@ def summarize(tuner, hypermodel, folder):
         os.path.join(folder, "trials.png"),
         f"{os.path.basename(folder)}: {len(rows)} trials", best=best.trial_id)
     best_path = os.path.join(folder, "best.flags")
-    with open(best_path, "w", encoding="utf-8") as file:
-        file.write(
-            f"# Best trial {best.trial_id} of {folder} ({tuner.oracle.objective.name} "
-            f"{best.score:.6g}). Train it from scratch with:\n"
-            f"#   python -m ssm_keras.train --flagfile={best_path}\n"
-            + flagfile_text(hypermodel.config_for(best.hyperparameters.values))
-        )
-    print(f"Best trial {best.trial_id}: {json.dumps(best.hyperparameters.values)}\n"
-          f"Summary: {os.path.join(folder, 'trials.csv')}; best flags: {best_path}", flush=True)
+    files.write_text_atomically(
+        best_path,
+        f"# Best trial {best.trial_id} of {folder} ({tuner.oracle.objective.name} "
+        f"{best.score:.6g}). Train it from scratch with:\n"
+        f"#   python -m ssm_keras.train --flagfile={best_path}\n"
+        + flagfile_text(hypermodel.config_for(best.hyperparameters.values)))
+    log.info("Best trial %s: %s\nSummary: %s; best flags: %s", best.trial_id,
+             json.dumps(best.hyperparameters.values), os.path.join(folder, "trials.csv"),
+             best_path)
     return rows

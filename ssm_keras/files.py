@@ -1,0 +1,70 @@
+"""Files written so that a kill or a full disk never leaves a damaged one.
+
+Every file the package writes goes through `write_atomically`: the bytes go
+to a temporary file beside the destination, which then replaces it in one
+rename; whatever was there before stays whole until that rename.
+"""
+
+import contextlib
+import json
+import math
+import os
+
+from ssm_keras.errors import UserError
+
+
+class FileWriteError(UserError):
+    """A file or folder that cannot be written; nothing half-written is left."""
+
+
+def plain_json(value):
+    """`value` with every non-finite float (NaN, infinities) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: plain_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(item) for item in value]
+    return value
+
+
+def write_atomically(path, data):
+    """Writes bytes to `path` through a temporary file and a rename;
+    `FileWriteError` (no file left behind, the old one untouched) if it
+    cannot."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        remove_quietly(temporary)
+        raise FileWriteError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def write_text_atomically(path, text):
+    """`write_atomically` of `text` in UTF-8."""
+    write_atomically(path, text.encode("utf-8"))
+
+
+def write_json_atomically(path, value):
+    """Writes `value` as standard JSON (NaN and infinities as null) to
+    `path`, as `write_atomically` does."""
+    write_text_atomically(path, json.dumps(plain_json(value), indent=2, allow_nan=False))
+
+
+def remove_quietly(path):
+    """Removes the file `path` if it can."""
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def make_folder(setting, path):
+    """Makes the folder `path` that setting `--setting` names (and its
+    parents); `FileWriteError` naming the setting when it cannot be made,
+    e.g. a file stands there."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise FileWriteError(f"--{setting}={path}: cannot make this folder ({error.strerror}: "
+                             f"{error.filename}); name a folder") from None

@@ -1,0 +1,13 @@
+"""Trained signed supermasks shipped with the package (`catalog`), and the
+writer of their files (`make`)."""
+
+from ssm_keras.pretrained.catalog import (
+    FOLDER,
+    SUFFIX,
+    PretrainedError,
+    load,
+    names,
+    path,
+)
+
+__all__ = ["FOLDER", "SUFFIX", "PretrainedError", "load", "names", "path"]

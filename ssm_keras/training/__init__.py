@@ -1,0 +1,3 @@
+"""A training run: its settings (`config`), the job (`trainer`), its
+callbacks, run folder, sparsity controller, score decay and the rest it
+needs."""

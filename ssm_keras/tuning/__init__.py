@@ -1,0 +1,2 @@
+"""Hyperparameter search over a run's settings with Keras Tuner
+(`searching`)."""
