@@ -30,6 +30,7 @@ from ssm_keras.cli import (
 )
 from ssm_keras.cli import report as reporting
 from ssm_keras.experiments import arithmetic, inference_speed, measurement, throughput
+from ssm_keras.experiments import initial_logits as logits_lib
 from ssm_keras.exporting import exporter
 
 
@@ -365,7 +366,7 @@ def test_initial_logit_statistics_match_numpy():
     labels = np.array([0, 1, 2, 0])
     expected_logits = images.reshape(4, 2).astype(np.float32) @ kernel
     # p_true: 1/3; e^1/(e^1+e^-1+1); e^-10/(e^10+1+e^-10) ~ 2e-9; e^20/(...) ~ 1.
-    statistics = initial_logits.logit_statistics(model, images, labels, batch_size=3)
+    statistics = logits_lib.logit_statistics(model, images, labels, batch_size=3)
     assert statistics["logit_std"] == pytest.approx(expected_logits.std(), rel=1e-6)
     assert statistics["clipped_fraction"] == 0.25
 
