@@ -1,44 +1,185 @@
-"""What importing ssm_keras costs and does: the settings without TensorFlow,
-the classes of saved models registered whatever the order of the imports, one version."""
+"""The package's house rules, read from its source, and what importing it does.
 
+The command line sits on top: every absl import is in `ssm_keras.cli`, which
+no library module imports; no module reaches into `keras.src` or
+`keras_tuner.src`; library modules log instead of printing; every command
+has a console script. `import ssm_keras` changes no environment variable,
+import hook, excepthook or dtype policy, and a saved supermask loads after
+it with plain Keras.
+"""
+
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 from conftest import REPO
 
 import ssm_keras
-from ssm_keras import initializers, layers
+
+PACKAGE = REPO / "ssm_keras"
+CLI = PACKAGE / "cli"
+# The top-level modules a newcomer meets first; sub-packages hold the rest.
+MOST_TOP_LEVEL_MODULES = 15
+
+
+def _modules():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _imported(path):
+    """Every absolute module name `path` imports, anywhere in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _top_level_imports(path):
+    """The absolute module names `path` imports at its top level."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+# `python -m ssm_keras.train` (and tune, export): the command line's front doors.
+ENTRY_POINTS = {PACKAGE / f"{name}.py" for name in ("train", "tune", "export")}
+
+
+def _in_cli(path):
+    """Whether `path` belongs to the command line: `ssm_keras.cli` or an entry point."""
+    return CLI in path.parents or path in ENTRY_POINTS
+
+
+def test_at_most_fifteen_top_level_modules():
+    top = [path.name for path in PACKAGE.glob("*.py")]
+    assert len(top) <= MOST_TOP_LEVEL_MODULES, sorted(top)
+
+
+def test_absl_only_in_the_command_line_package_which_no_library_module_imports():
+    for path in _modules():
+        imported = _imported(path)
+        if _in_cli(path):
+            continue
+        assert not any(name == "absl" or name.startswith("absl.") for name in imported), path
+        assert not any(name.startswith("ssm_keras.cli") for name in imported), path
+
+
+def test_no_private_keras_or_keras_tuner_modules():
+    for path in _modules():
+        private = [name for name in _imported(path)
+                   if re.match(r"(keras|keras_tuner)\.src\b", name)]
+        assert not private, (path, private)
+
+
+def test_library_modules_log_and_only_commands_print():
+    for path in _modules():
+        if _in_cli(path):
+            continue
+        calls = [node for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
+        assert not calls, f"{path.relative_to(REPO)} prints (line {calls[0].lineno if calls else ''})"
+
+
+def _module_path(name):
+    """The file of package module `name`; None for anything else, packages included."""
+    path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+    return path if name.startswith("ssm_keras.") and path.is_file() else None
+
+
+def test_the_training_command_imports_no_tensorflow_before_it_runs():
+    """`ssm_keras.cli.train` and every package module it imports at top
+    level, directly or not, import neither TensorFlow nor Keras: `ssm-train
+    --help` answers at once, and TensorFlow loads after `ssm_keras.cli` set
+    its options. Package `__init__` files are not followed:
+    `ssm_keras/__init__.py` imports Keras only outside a command's start."""
+    seen, todo = set(), ["ssm_keras.cli.train"]
+    while todo:
+        path = _module_path(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        imported = _top_level_imports(path)
+        heavy = {module.split(".")[0] for module in imported} & {"tensorflow", "keras"}
+        assert not heavy, f"{path.relative_to(REPO)} imports {heavy}"
+        todo.extend(module for module in imported if module.startswith("ssm_keras."))
+    assert {path.name for path in seen} >= {"train.py", "shell.py", "config.py", "settings.py"}
+
+
+def test_every_command_has_a_console_script_that_names_its_cli():
+    setup = (REPO / "setup.py").read_text()
+    listed = set(re.findall(r'"(\w+)"', setup.split('"console_scripts"')[1].split("]")[0]))
+    commands = {path.stem for path in CLI.glob("*.py")
+                if re.search(r"^def cli\(\):", path.read_text(), re.M)}
+    assert commands == listed
+    assert {"train", "tune", "export"} <= commands  # also python -m ssm_keras.<name>
+    for name in ("train", "tune", "export"):
+        assert f"from ssm_keras.cli import {name}" in (PACKAGE / f"{name}.py").read_text()
+
+
+def _saved_supermask(tmp_path):
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(4)(inputs)))
+    masked = ssm_keras.supermask(model, "signed", seed=0)
+    path = tmp_path / "masked.keras"
+    masked.save(path)
+    return path, masked.predict(np.eye(6, dtype="float32"), verbose=0)
 
 
 @pytest.mark.slow
-def test_config_without_tensorflow_then_classes_registered_once_tensorflow_is_imported():
-    """One new process: `import ssm_keras.training.config` loads neither TensorFlow nor
-    Keras; `import tensorflow` afterwards (which imports Keras itself)
-    registers every class of `layers` and `initializers` that a saved model
-    can name, as `import keras` before `ssm_keras` does in this process."""
+def test_import_changes_nothing_in_the_process_and_a_saved_supermask_loads(tmp_path):
+    """A new process: the environment, `sys.meta_path`, the excepthook and
+    Keras' dtype policy (set to mixed_bfloat16 first) are the same after
+    `import ssm_keras`; then plain Keras loads a saved supermask."""
+    path, expected = _saved_supermask(tmp_path)
     script = "\n".join([
-        "import json, sys",
-        "import ssm_keras.training.config",
-        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)",
-        "import tensorflow",
-        "import keras",
-        "names = sorted(keras.saving.get_custom_objects())",
-        "print(json.dumps({'file': ssm_keras.__file__, 'heavy': heavy, 'names': names}))",
+        "import json, os, sys",
+        "import keras, numpy as np",
+        "keras.mixed_precision.set_global_policy('mixed_bfloat16')",
+        "before = (dict(os.environ), list(sys.meta_path), sys.excepthook,",
+        "          keras.mixed_precision.global_policy().name)",
+        "import ssm_keras",
+        "after = (dict(os.environ), list(sys.meta_path), sys.excepthook,",
+        "         keras.mixed_precision.global_policy().name)",
+        "keras.mixed_precision.set_global_policy('float32')",
+        f"model = keras.saving.load_model({str(path)!r})",
+        "outputs = model.predict(np.eye(6, dtype='float32'), verbose=0)",
+        "print(json.dumps({'same': before == after, 'outputs': outputs.tolist(),",
+        "                  'layers': [type(layer).__name__ for layer in model.layers]}))",
     ])
+    environment = {key: value for key, value in os.environ.items()
+                   if key != "TF_ENABLE_ONEDNN_OPTS"}
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                               timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+                               timeout=180, env={**environment, "PYTHONPATH": str(REPO)})
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(completed.stdout.splitlines()[-1])
-    assert report["file"] == str(REPO / "ssm_keras" / "__init__.py")
-    assert report["heavy"] == []
-    saved_classes = {name for name, value in keras.saving.get_custom_objects().items()
-                     if value.__module__ in (layers.__name__, initializers.__name__)}
-    assert {"ssm_keras>MaskedDense", "ssm_keras>MaskedConv2D"} <= saved_classes
-    assert saved_classes <= set(report["names"])
+    assert report["same"]
+    assert report["layers"][1:] == ["MaskedDense", "MaskedDense"]
+    np.testing.assert_array_equal(np.array(report["outputs"], np.float32), expected)
+
+
+@pytest.mark.slow
+def test_python_m_ssm_keras_train_help_lists_its_flags():
+    completed = subprocess.run([sys.executable, "-m", "ssm_keras.train", "--help"],
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    for flag in ("--arch", "--mask", "--target_remaining", "--recipe", "--model_dir"):
+        assert flag in completed.stdout
 
 
 def test_setup_reads_the_version_of_the_package():

@@ -151,14 +151,16 @@ def help_for_console_script(module_name, flag_values=flags.FLAGS):
         flag_values.register_key_flag_for_module(sys.argv[0], flag)
 
 
-def check_backend():
+def check_backend(load_keras):
     """Ends the command with one `error: ...` line unless Keras runs on
-    TensorFlow (`KERAS_BACKEND`, or Keras' config file)."""
+    TensorFlow: `KERAS_BACKEND`, and with `load_keras` the backend Keras
+    loaded with (its config file may name another)."""
     try:
         ssm_keras.check_backend(os.environ.get("KERAS_BACKEND", "tensorflow"))
-        import keras
+        if load_keras:
+            import keras
 
-        ssm_keras.check_backend(keras.backend.backend())
+            ssm_keras.check_backend(keras.backend.backend())
     except ImportError as error:
         sys.exit(_fail(error))
 
@@ -187,11 +189,16 @@ def show_package_log():
 
 
 def main(define, work):
-    """The whole command: check the Keras backend, `define(flags.FLAGS)`,
-    parse the command line, then `work(flags.FLAGS)`; exits with the status
-    of `run`."""
-    check_backend()
+    """The whole command: check `KERAS_BACKEND`, `define(flags.FLAGS)`,
+    parse the command line (so `--help` loads no TensorFlow), check Keras'
+    backend, then `work(flags.FLAGS)`; exits with the status of `run`."""
+    check_backend(load_keras=False)
     show_package_log()
     define(flags.FLAGS)
     help_for_console_script(define.__module__)
-    app.run(lambda argv: run(lambda: work(flags.FLAGS), argv), flags_parser=parse_flags)
+
+    def checked_work():
+        check_backend(load_keras=True)
+        work(flags.FLAGS)
+
+    app.run(lambda argv: run(checked_work, argv), flags_parser=parse_flags)

@@ -218,15 +218,12 @@ def build(arch, config, steps_per_execution):
     training: the policy is global while Keras builds and compiles)."""
     config = dataclasses.replace(config, steps_per_execution=steps_per_execution)
     spec = data.DATASETS[config.dataset]
-    keras.mixed_precision.set_global_policy(config.mixed_precision)
-    try:
+    with trainer.global_dtype_policy(config.mixed_precision):
         if is_application(arch):
             model = build_application(arch, config, spec)
         else:
             model = trainer.build_model(config, spec)
         trainer.compile_model(model, config, steps_per_epoch=1000)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     return model
 
 

@@ -345,11 +345,11 @@ def run(config, splits=None, strategy=None, callbacks=()):
     flags = {**config.to_dict(), "model_dir": model_dir}
     strategy = strategy or make_strategy(config)
     config = speed_settings_for(config, strategy)
-    keras.mixed_precision.set_global_policy(config.mixed_precision)
     try:
         # Everything is checked, and the data and the model are made, before
         # the chief writes the folder (`start_run`): a bad input changes nothing.
         with contextlib.ExitStack() as held:
+            held.enter_context(global_dtype_policy(config.mixed_precision))
             restored = prepare_model_dir(model_dir, flags, config, strategy, held)
             start_run = (lambda: run_dir.start(model_dir, flags, config.overwrite)
                          ) if _is_chief(strategy) else None
@@ -364,8 +364,18 @@ def run(config, splits=None, strategy=None, callbacks=()):
             "Start all workers again with the same command: the run resumes from its last "
             "checkpoint."
         ) from None
+
+
+@contextlib.contextmanager
+def global_dtype_policy(name):
+    """Keras' global dtype policy `name` inside (the policy models are built
+    and compiled under), the caller's again afterwards."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def make_strategy(config):

@@ -666,7 +666,7 @@ def run(search, config, splits=None, callbacks=()):
             if not config.overwrite:
                 _check_same_search(folder, settings)
         strategy = trainer.make_strategy(config)
-        keras.mixed_precision.set_global_policy(config.mixed_precision)
+        held.enter_context(trainer.global_dtype_policy(config.mixed_precision))
         hypermodel = SupermaskHyperModel(
             trainer.speed_settings_for(config, strategy), space,
             trainer.prepare_data(config, splits), strategy, search.sparsity_weight, callbacks,
@@ -681,7 +681,6 @@ def run(search, config, splits=None, callbacks=()):
             return None
         return summarize(tuner, hypermodel, folder)
     finally:
-        keras.mixed_precision.set_global_policy("float32")
         held.close()
 
 
