@@ -42,7 +42,13 @@ setuptools.setup(
         "numpy>=1.26",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # --formats=onnx: tf2onnx converts, ONNX Runtime checks and runs the file.
+        "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
+        # TFLite files run in LiteRT, TensorFlow Lite's successor, where it is installed.
+        "litert": ["ai-edge-litert>=1.2"],
+    },
     entry_points={
         "console_scripts": [
             f"ssm-{command.replace('_', '-')}=ssm_keras.cli.{command}:cli" for command in (

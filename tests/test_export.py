@@ -1,5 +1,6 @@
 """Export: baking, the SavedModel, exporting runs and compact files, and bad inputs."""
 
+import dataclasses
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from conftest import (
 )
 
 from ssm_keras import layers, models
-from ssm_keras.exporting import compact, exporter, staging, tflite
+from ssm_keras.exporting import compact, exporter, formats, staging, tflite
 from ssm_keras.training.run_dir import RunDirError
 from ssm_keras.transforms import baking
 
@@ -224,15 +225,15 @@ def test_export_into_another_run_folder_is_refused_even_with_overwrite(fcn_run, 
     _write(other / "results.json", '{"status": "finished"}')
     _write(other / "model.keras", "its trained model")
     assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={other}", "--overwrite") == 1
-    assert_one_error_line(capsys.readouterr(), f"--out {other} is a training run's folder "
+    assert_one_error_line(capsys.readouterr(), f"--out_dir={other} is a training run's folder "
                           "(it holds results.json); an export there would replace its model.keras")
     assert (other / "model.keras").read_text() == "its trained model"
     assert sorted(os.listdir(other)) == ["model.keras", "results.json"]
 
 
 def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
-    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={tmp_path}", "--formats=keras,onnx") == 1
-    assert_one_error_line(capsys.readouterr(), "unknown format(s) ['onnx']")
+    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={tmp_path}", "--formats=keras,pdf") == 1
+    assert_one_error_line(capsys.readouterr(), "unknown format(s) ['pdf']")
 
 
 @pytest.mark.slow
@@ -262,13 +263,14 @@ def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_
     assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=compact") == 0
     capsys.readouterr()
     before = {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)}
-    original = tflite.predict
+    original = formats.FORMATS["tflite_dynamic"]
 
-    def off_by_a_class(path, images, **kwargs):  # as a broken conversion would be
-        probabilities = original(path, images, **kwargs)
-        return np.roll(probabilities, 1, axis=1) if "dynamic" in str(path) else probabilities
+    def off_by_a_class(path, threads):  # as a broken conversion would be
+        predict = original.load(path, threads)
+        return lambda images: np.roll(predict(images), 1, axis=1)
 
-    monkeypatch.setattr(tflite, "predict", off_by_a_class)
+    monkeypatch.setitem(formats.FORMATS, "tflite_dynamic",
+                        dataclasses.replace(original, load=off_by_a_class))
     assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--overwrite",
                       "--formats=keras,tflite,tflite_dynamic") == 1
     assert_one_error_line(capsys.readouterr(), "the tflite_dynamic file disagrees with the "
@@ -279,7 +281,7 @@ def test_tflite_file_that_disagrees_is_refused_and_nothing_changes(fcn_run, tmp_
                                 overwrite=True)
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.tflite", "model_sparse.tflite"]
     for kind in ("tflite", "tflite_sparse"):
-        assert summary["tflite_max_difference"][kind] <= tflite.TOLERANCE[kind] == 1e-5
+        assert summary["max_difference"][kind] <= tflite.TOLERANCE[kind] == 1e-5
 
 
 @pytest.mark.slow

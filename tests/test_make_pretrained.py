@@ -15,8 +15,8 @@ from conftest import (
 )
 
 from ssm_keras.cli import make_pretrained as make
-from ssm_keras.pretrained import make as pretrained_make
 from ssm_keras.exporting import compact
+from ssm_keras.pretrained import make as pretrained_make
 from ssm_keras.training.config import TrainConfig
 
 FLAGFILE = str(REPO / "flags" / "fcn_mnist_signed.flags")

@@ -111,7 +111,7 @@ def test_exports_compute_in_float32(policy, tmp_path):
     np.testing.assert_array_equal(copy(images).numpy(), reference(images).numpy())
     compact.save_compact(mixed, tmp_path / "mixed.ssm")
     exporter.export_compact(str(tmp_path / "mixed.ssm"), str(tmp_path / "out"),
-                             formats=("keras", "compact"))
+                             names=("keras", "compact"))
     for path in ("out/model.keras", "out/model.ssm"):
         loaded = (keras.saving.load_model(tmp_path / path) if path.endswith(".keras")
                   else compact.load_compact(tmp_path / path).masked_model)

@@ -1,4 +1,5 @@
-"""TFLite exports: each format of a trained FCN scores its accuracy on real MNIST."""
+"""The runtime formats (TFLite, ONNX): each file of a trained FCN scores its
+accuracy on real MNIST; the registry of export formats."""
 
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import TFLITE_ACCURACY_TOLERANCE
 
-from ssm_keras.exporting import exporter, tflite
+from ssm_keras.exporting import exporter, formats, tflite
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,14 @@ def tflite_export(trained_fcn, tmp_path_factory):
 def test_each_tflite_format_scores_the_trained_accuracy(kind, trained_fcn, tflite_export):
     _, results, images, labels = trained_fcn
     out_dir, summary = tflite_export
-    path = out_dir / exporter.OUTPUTS[kind]
-    probabilities = tflite.predict(path, images)
+    path = out_dir / tflite.OUTPUTS[kind]
+    probabilities = tflite.predictor(path)(images)
     correct = int(np.sum(np.argmax(probabilities, axis=1) == labels))
     recorded = round(results["test_accuracy"] * len(labels))  # float32 in results.json
     assert 0.5 < recorded / len(labels) < 0.99  # trained, not perfect
     assert abs(correct - recorded) <= TFLITE_ACCURACY_TOLERANCE[kind] * len(labels), (correct, recorded)
-    assert summary["tflite_max_difference"][kind] <= tflite.TOLERANCE[kind]
-    assert summary["bytes"][exporter.OUTPUTS[kind]] == path.stat().st_size
+    assert summary["max_difference"][kind] <= tflite.TOLERANCE[kind]
+    assert summary["bytes"][tflite.OUTPUTS[kind]] == path.stat().st_size
     runner = tflite.interpreter(path).get_signature_runner(tflite.SIGNATURE)
     (image_input,) = runner.get_input_details().values()
     assert image_input["dtype"] == np.uint8
@@ -43,7 +44,7 @@ def test_quantised_and_sparse_files_are_smaller(tflite_export):
     sizes = summary["bytes"]
     assert sizes["model_dynamic.tflite"] < sizes["model.tflite"] / 3  # int8 against float32
     assert sizes["model_sparse.tflite"] < sizes["model.tflite"] / 3  # about 1% non-zeros
-    assert json.loads((out_dir / "export.json").read_text())["tflite_tolerance"] == tflite.TOLERANCE
+    assert json.loads((out_dir / "export.json").read_text())["tolerance"] == tflite.TOLERANCE
 
 
 @pytest.mark.slow
@@ -61,3 +62,47 @@ def test_dynamic_range_weights_are_the_signed_constants_exactly(tflite_export):
         assert set(np.unique(lite.get_tensor(tensor["index"]))) <= {-127, 0, 127}
         scales = tensor["quantization_parameters"]["scales"].astype(np.float32)
         assert {float(value) for value in np.float32(127) * scales} <= constants
+
+
+needs_onnx = pytest.mark.skipif(
+    not formats.FORMATS["onnx"].available(),
+    reason="the onnx format needs tf2onnx and onnxruntime: pip install 'ssm_keras[onnx]'")
+
+
+@pytest.mark.slow
+@needs_onnx
+def test_onnx_file_takes_uint8_images_and_scores_the_trained_accuracy(trained_fcn, tmp_path):
+    import onnxruntime
+
+    run, results, images, labels = trained_fcn
+    summary = exporter.export_run(str(run), str(tmp_path), ("onnx",))
+    path = tmp_path / "model.onnx"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (image_input,) = session.get_inputs()
+    assert (image_input.name, image_input.type) == ("images", "tensor(uint8)")
+    assert [output.name for output in session.get_outputs()] == ["probabilities"]
+    correct = int(np.sum(np.argmax(formats.FORMATS["onnx"].load(path, None)(images), axis=1)
+                         == labels))
+    assert correct == round(results["test_accuracy"] * len(labels))  # the same float32 network
+    assert summary["max_difference"]["onnx"] <= formats.FORMATS["onnx"].tolerance == 1e-5
+    assert summary["bytes"]["model.onnx"] == path.stat().st_size
+
+
+def test_a_format_is_one_registry_entry_and_names_are_unique(tmp_path, monkeypatch):
+    monkeypatch.setattr(formats, "FORMATS", dict(formats.FORMATS))
+    written = []
+    formats.register(formats.ExportFormat(
+        name="metadata_json", output="metadata.json",
+        write=lambda job, path: written.append(path) or (tmp_path / path).write_text("{}")))
+    assert "metadata_json" in exporter.outputs() and "metadata.json" in exporter.known_outputs()
+    assert formats.check_formats(["metadata_json"]) == ("metadata_json",)
+    with pytest.raises(ValueError, match="'keras' is registered already"):
+        formats.register(formats.ExportFormat(name="keras", output="x", write=print))
+
+
+def test_a_format_whose_packages_are_missing_is_refused_with_the_extra(monkeypatch):
+    monkeypatch.setitem(formats.FORMATS, "onnx", formats.dataclasses.replace(
+        formats.FORMATS["onnx"], requires=("no_such_module_for_onnx",)))
+    with pytest.raises(formats.ExportError, match=r"--formats=onnx needs no_such_module_for_onnx:"
+                       r" pip install 'ssm_keras\[onnx\]'"):
+        formats.check_formats(["keras", "onnx"])

@@ -31,13 +31,14 @@ def _report(summary):
             "masked weights remain)"
         )
     lines += [
-        f"model.ssm is {ratio}x smaller than {name}"
+        f"model.ssm is {ratio:g}x smaller than {name}" if ratio >= 1
+        else f"model.ssm is {1 / ratio:.2f}x larger than {name}"
         for name, ratio in summary.get("compact_ratio", {}).items()
     ]
     lines += [
-        f"{exporter.OUTPUTS[kind]} agrees with the baked model: probabilities differ by at most "
-        f"{difference:.2g} (tolerance {summary['tflite_tolerance'][kind]:g})"
-        for kind, difference in summary.get("tflite_max_difference", {}).items()
+        f"{exporter.outputs()[name]} agrees with the baked model: probabilities differ by at "
+        f"most {difference:.2g} (tolerance {summary['tolerance'][name]:g})"
+        for name, difference in summary.get("max_difference", {}).items()
     ]
     if "dead_units" in summary:
         lines += dead_units.format_report(summary["dead_units"])

@@ -15,9 +15,12 @@ its data set:
 | `keras`          | `keras.saving.load_model`, called in a `tf.function`  |
 |                  | on float32 raw pixels                                 |
 | `saved_model`    | `tf.saved_model.load(...).serve` on uint8 images      |
-| `tflite`,        | `tf.lite.Interpreter` (`--tflite_threads` threads,    |
-| `tflite_dynamic`,| XNNPACK as TFLite applies it by default): `set_tensor`|
-| `tflite_sparse`  | of uint8 images, `invoke`, `get_tensor`               |
+| `tflite`,        | LiteRT's interpreter (TensorFlow Lite's where LiteRT  |
+| `tflite_dynamic`,| is not installed; `--tflite_threads` threads, XNNPACK |
+| `tflite_sparse`  | as it applies it by default) on uint8 images          |
+| `onnx`           | ONNX Runtime, CPU, where `ssm_keras[onnx]` is installed |
+
+(every registered format that a runtime runs: `ssm_keras.exporting.formats`)
 
 - *batch-1 latency*: the median over single calls, each on one test image
   (cycling through the first 256), for about `--seconds` after warm-up;
@@ -39,18 +42,14 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ssm_keras import data, pretrained
 from ssm_keras.errors import UserError
 from ssm_keras.experiments import measurement
-from ssm_keras.exporting import compact, exporter, staging, tflite
+from ssm_keras.exporting import compact, exporter, formats, staging
 from ssm_keras.settings import comma_separated, setting
 from ssm_keras.training import run_dir
 
-RUNTIME_FORMATS = ("keras", "saved_model", *tflite.KINDS)
-RUNTIMES = {"keras": "Keras", "saved_model": "SavedModel", "tflite": "TFLite float32",
-            "tflite_dynamic": "TFLite dynamic-range int8", "tflite_sparse": "TFLite sparse"}
 LATENCY_IMAGES = 256
 THROUGHPUT_BATCH = 128
 
@@ -121,45 +120,11 @@ class InferenceConfig:
         measurement.check_out(self.out, self.overwrite)
 
 
-# Runtimes: each `predictor(format_name, path, threads)` maps uint8 images to
-# probabilities.
-def _keras_predictor(path):
-    model = keras.saving.load_model(path)
-    call = tf.function(lambda images: model(tf.cast(images, tf.float32), training=False))
-    return lambda images: call(tf.constant(images)).numpy()
-
-
-def _saved_model_predictor(path):
-    loaded = tf.saved_model.load(path)  # held by the closure: its variables must live
-    return lambda images: loaded.serve(tf.constant(images))["probabilities"].numpy()
-
-
-def _tflite_predictor(path, threads):
-    """Calls of one interpreter, resized whenever the batch size changes."""
-    lite = tflite.interpreter(path, threads)
-    (image_input,), (output,) = lite.get_input_details(), lite.get_output_details()
-    shape = [tuple(image_input["shape"])]
-
-    def predict(images):
-        if images.shape != shape[0]:
-            lite.resize_tensor_input(image_input["index"], images.shape)
-            lite.allocate_tensors()
-            shape[0] = images.shape
-        lite.set_tensor(image_input["index"], images)
-        lite.invoke()
-        return lite.get_tensor(output["index"])
-
-    return predict
-
-
-def predictor(format_name, path, threads):
-    """The runtime of the file `path` in `format_name` (of `RUNTIME_FORMATS`),
-    TFLite with `threads` threads."""
-    if format_name == "keras":
-        return _keras_predictor(path)
-    if format_name == "saved_model":
-        return _saved_model_predictor(path)
-    return _tflite_predictor(path, threads)
+def runtime_formats():
+    """The registered formats a runtime runs whose packages are installed
+    (`formats.FORMATS`, in their order)."""
+    return [name for name, export_format in formats.FORMATS.items()
+            if export_format.load is not None and export_format.available()]
 
 
 # Measurements.
@@ -223,7 +188,8 @@ def measure(source, name, work_dir, settings, test):
     `(model record, rows)`."""
     label, results, export = source
     out_dir = os.path.join(work_dir, name)
-    summary = export(out_dir, (*RUNTIME_FORMATS, "compact"), True, settings.prune_dead_units)
+    measured = runtime_formats()
+    summary = export(out_dir, (*measured, "compact"), True, settings.prune_dead_units)
     images, labels = test
     batch = images[:THROUGHPUT_BATCH]
     model = {"run": label, "name": name, "arch": results["arch"],
@@ -235,14 +201,14 @@ def measure(source, name, work_dir, settings, test):
                                        for entry in summary.get("dead_units", [])),
              "baked_parameters": sum(entry["weights_after"]
                                      for entry in summary.get("dead_units", [])) or None,
-             "tflite_max_difference": summary["tflite_max_difference"]}
+             "max_difference": summary["max_difference"]}
     rows = []
-    for format_name in RUNTIME_FORMATS:
-        file_name = exporter.OUTPUTS[format_name]
-        predict = predictor(format_name, os.path.join(out_dir, file_name),
-                            settings.tflite_threads)
+    for format_name in measured:
+        export_format = formats.FORMATS[format_name]
+        file_name = export_format.output
+        predict = export_format.load(os.path.join(out_dir, file_name), settings.tflite_threads)
         rows.append({
-            "run": model["run"], "format": format_name, "runtime": RUNTIMES[format_name],
+            "run": model["run"], "format": format_name, "runtime": export_format.runtime,
             "file": file_name, "bytes": summary["bytes"][file_name],
             "batch_1_latency_us": batch_1_latency_us(predict, images, settings.seconds),
             "batch_128_images_per_s": measurement.images_per_second(
@@ -250,9 +216,9 @@ def measure(source, name, work_dir, settings, test):
             "test_accuracy": accuracy(predict, images, labels),
         })
         keras.utils.clear_session()
+    compact_file = formats.FORMATS["compact"].output
     rows.append({"run": model["run"], "format": "compact", "runtime": None,
-                 "file": exporter.OUTPUTS["compact"],
-                 "bytes": summary["bytes"][exporter.OUTPUTS["compact"]]})
+                 "file": compact_file, "bytes": summary["bytes"][compact_file]})
     return model, rows
 
 
@@ -264,7 +230,7 @@ def check_work_dir(work_dir, names, overwrite):
         if os.path.exists(out_dir) and not os.path.isdir(out_dir):
             raise InferenceBenchmarkError(f"--work_dir: {out_dir} is a file; the exports of "
                                           f"{name} go into a folder there")
-        existing = staging.existing(out_dir, exporter.KNOWN_OUTPUTS)
+        existing = staging.existing(out_dir, exporter.known_outputs())
         if existing and not overwrite:
             raise InferenceBenchmarkError(
                 f"--work_dir: {out_dir} already holds an export ({', '.join(existing)}); "

@@ -1,44 +1,42 @@
 """Exporting a finished run or a compact file: baked for serving, compact for storage.
 
-`export_run(model_dir, out_dir, formats)` and `export_compact(path, out_dir,
-formats)` write the files of `formats` (`OUTPUTS`) and `export.json` (sizes,
-compression ratios, the TFLite files' differences from the baked model, the
-dead units removed) into `out_dir`, all through a staging folder
+`export_run(model_dir, out_dir, names)` and `export_compact(path, out_dir,
+names)` write the files of the formats `names` (`formats.FORMATS`) and
+`export.json` (sizes, compression ratios, each runtime file's difference from
+the baked model, the dead units removed) into `out_dir`, all through a staging folder
 (`ssm_keras.exporting.staging`), so a failed or killed export loses nothing. The
 files and their checks are described in docs/export.md; the command is
 `ssm-export` (`ExportSettings`, `export`).
 """
 
 import dataclasses
-import json
 import os
 import shutil
-import tempfile
 import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ssm_keras import files
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
-from ssm_keras.exporting import compact, staging, tflite
+from ssm_keras.exporting import compact, formats, staging
 from ssm_keras.settings import comma_separated, setting
 from ssm_keras.training import run_dir
-from ssm_keras.transforms import cloning, dead_units
-from ssm_keras.transforms.baking import bake
+from ssm_keras.transforms import cloning
 
-FORMATS = ("keras", "saved_model", "compact", *tflite.KINDS)
-DEFAULT_FORMATS = ("keras", "saved_model", "compact")
-BAKED_FORMATS = ("keras", "saved_model", *tflite.KINDS)
-OUTPUTS = {
-    "keras": "model.keras", "saved_model": "saved_model", "compact": "model.ssm",
-    "tflite": "model.tflite", "tflite_dynamic": "model_dynamic.tflite",
-    "tflite_sparse": "model_sparse.tflite",
-}
 SUMMARY = "export.json"
-KNOWN_OUTPUTS = (*OUTPUTS.values(), SUMMARY)
-SERVING_DTYPE = tf.uint8
+
+
+def outputs():
+    """`{format name: the file or folder it writes}` of every registered format."""
+    return {name: export_format.output for name, export_format in formats.FORMATS.items()}
+
+
+def known_outputs():
+    """Every name an export writes into its folder."""
+    return (*outputs().values(), SUMMARY)
 
 
 @dataclasses.dataclass
@@ -50,8 +48,8 @@ class ExportSettings:
     model_dir: str | None = setting(None, "Finished training run directory to export.")
     compact_file: str | None = setting(None, "Compact file (.ssm) to export instead of a run.")
     out_dir: str | None = setting(None, "Required: the folder of the exported files.")
-    formats: str = setting(",".join(DEFAULT_FORMATS),
-                           f"Comma-separated subset of {','.join(FORMATS)}.")
+    formats: str = setting(",".join(formats.default_formats()),
+                           f"Comma-separated subset of {','.join(formats.FORMATS)}.")
     prune_dead_units: bool = setting(
         True, "Remove the hidden units whose incoming or outgoing weights are all zero from "
         "the baked model (keras, saved_model and TFLite outputs); the outputs stay equal.")
@@ -104,51 +102,9 @@ def load_model(model_dir):
 
 
 # Writing the formats.
-def check_formats(formats):
-    """`formats` as a tuple; ExportError if empty or not a subset of `FORMATS`."""
-    formats = tuple(formats)
-    unknown = [name for name in formats if name not in FORMATS]
-    if unknown or not formats:
-        raise ExportError(
-            f"unknown format(s) {unknown or list(formats)}; expected a non-empty "
-            f"comma-separated subset of {','.join(FORMATS)}"
-        )
-    return formats
-
-
 def parse_formats(text):
-    """`"keras, compact"` -> `("keras", "compact")`, checked."""
-    return check_formats(comma_separated(text))
-
-
-def save_saved_model(baked, path):
-    """Writes a SavedModel whose `serve` signature takes raw uint8 images.
-
-    `serve(images)`: `images` uint8 of shape `(None, H, W, C)` are cast to
-    float32 and fed to the baked model, whose first layers standardise (and
-    flatten) them; it returns `{"probabilities": (None, classes) float32}`.
-    TF-Serving's `serving_default` is the same function.
-    """
-    spec = tf.TensorSpec((None, *baked.input_shape[1:]), SERVING_DTYPE, name="images")
-    archive = keras.export.ExportArchive()
-    archive.track(baked)
-    archive.add_endpoint(
-        name="serve",
-        fn=lambda images: {
-            "probabilities": baked(tf.cast(images, tf.float32), training=False)
-        },
-        input_signature=[spec],
-    )
-    archive.write_out(path, verbose=False)
-
-
-def _check_baked(model, baked):
-    """Raises ExportError unless the baked model predicts as the masked one."""
-    shape = (4, *model.input_shape[1:])
-    images = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
-    expected = np.asarray(model(images, training=False))
-    if not np.allclose(np.asarray(baked(images, training=False)), expected, atol=1e-6):
-        raise ExportError("the baked model's predictions differ from the trained model's")
+    """`"keras, compact"` -> `("keras", "compact")`, checked (`formats.check_formats`)."""
+    return formats.check_formats(comma_separated(text))
 
 
 def _run_metadata(results):
@@ -168,7 +124,7 @@ def file_size(path):
     )
 
 
-def _summary(model, source, folder, formats, checks):
+def _summary(model, source, folder, names, checks):
     """The `export.json` content: sizes, compression ratios and `checks`.
 
     `float32_kernel_bytes = 4 * masked weights`; `compact_ratio[name] =
@@ -177,76 +133,47 @@ def _summary(model, source, folder, formats, checks):
     """
     masked = ssm_layers.masked_layers(model)
     weights = sum(int(np.prod(layer.kernel.shape)) for layer in masked)
-    sizes = {OUTPUTS[name]: file_size(os.path.join(folder, OUTPUTS[name])) for name in formats}
+    written = {name: formats.FORMATS[name].output for name in names}
+    sizes = {output: file_size(os.path.join(folder, output)) for output in written.values()}
     summary = {
         "source": source,
-        "formats": list(formats),
+        "formats": list(names),
         "bytes": sizes,
         "masked_weights": weights,
         "remaining_weights": sum(layer.mask_counts()["remaining"] for layer in masked),
         "float32_kernel_bytes": 4 * weights,
         **checks,
     }
-    if "compact" in formats:
-        compact_bytes = sizes[OUTPUTS["compact"]]
+    if "compact" in written:
+        compact_bytes = sizes[written["compact"]]
         references = {"float32_kernels": 4 * weights, **sizes} if weights else dict(sizes)
-        del references[OUTPUTS["compact"]]
+        del references[written["compact"]]
         summary["compact_ratio"] = {
             name: round(size / compact_bytes, 2) for name, size in references.items()
         }
     return summary
 
 
-def _baked_for_export(model, prune_dead_units):
-    """`(baked model, checks)`: the baked model, its dead units removed if
-    asked, checked against `model`; `checks` holds the pruning report."""
-    baked = bake(model)
-    checks = {}
-    if prune_dead_units:
-        baked, report = dead_units.prune_dead_units(baked)
-        checks["dead_units"] = report
-    _check_baked(model, baked)
-    return baked, checks
-
-
-def _write_tflite(baked, folder, formats):
-    """Writes the TFLite files of `formats`, converted from the SavedModel in
-    `folder` (written there for them when it is not an output), and checks
-    each against `baked`: `{"tflite_max_difference": {kind: difference},
-    "tflite_tolerance": {kind: tolerance}}`."""
-    saved_model = os.path.join(folder, OUTPUTS["saved_model"])
-    if "saved_model" not in formats:
-        saved_model = tempfile.mkdtemp(prefix="saved_model-", dir=folder)
-        save_saved_model(baked, saved_model)
-    images = tflite.check_images(baked.input_shape[1:])
+def _write_formats(model, metadata, folder, names, prune_dead_units):
+    """Writes the outputs of the formats `names` into `folder` and checks
+    each that a runtime runs against the baked model; returns what was
+    checked: the dead units removed, and `max_difference` and `tolerance`
+    per checked format."""
+    job = formats.ExportJob(model, metadata, folder, prune_dead_units)
     differences = {}
-    for kind in formats:
-        if kind in tflite.KINDS:
-            path = os.path.join(folder, OUTPUTS[kind])
-            with open(path, "wb") as file:
-                file.write(tflite.convert(saved_model, kind))
-            differences[kind] = tflite.check_agreement(path, baked, kind, images)
-    if "saved_model" not in formats:
-        shutil.rmtree(saved_model)
-    return {"tflite_max_difference": differences,
-            "tflite_tolerance": {kind: tflite.TOLERANCE[kind] for kind in differences}}
-
-
-def _write_formats(model, metadata, folder, formats, prune_dead_units):
-    """Writes the files of `formats` into `folder`; returns what was checked
-    (the dead units removed, the TFLite files' differences)."""
-    checks = {}
-    if any(name in BAKED_FORMATS for name in formats):
-        baked, checks = _baked_for_export(model, prune_dead_units)
-    if "keras" in formats:
-        baked.save(os.path.join(folder, OUTPUTS["keras"]))
-    if "saved_model" in formats:
-        save_saved_model(baked, os.path.join(folder, OUTPUTS["saved_model"]))
-    if any(name in tflite.KINDS for name in formats):
-        checks.update(_write_tflite(baked, folder, formats))
-    if "compact" in formats:
-        compact.save_compact(model, os.path.join(folder, OUTPUTS["compact"]), metadata)
-    return checks
+    try:
+        for name in names:
+            export_format = formats.FORMATS[name]
+            path = os.path.join(folder, export_format.output)
+            export_format.write(job, path)
+            if export_format.tolerance is not None:
+                images = formats.check_images(model.input_shape[1:])
+                differences[name] = formats.check_agreement(export_format, path, job.baked,
+                                                            images)
+    finally:
+        job.clean_up()
+    return {**job.checks, "max_difference": differences,
+            "tolerance": {name: formats.FORMATS[name].tolerance for name in differences}}
 
 
 def _inside(path, folder):
@@ -261,18 +188,18 @@ def _check_destination(out_dir, overwrite, source):
     (whose `model.keras` an export would replace, even with `overwrite`),
     or holds an export and `overwrite` is False."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ExportError(f"--out {out_dir} exists and is not a directory")
+        raise ExportError(f"--out_dir={out_dir} exists and is not a directory")
     if _inside(source, out_dir):
         raise ExportError(
-            f"--out {out_dir} is or contains the source {source}; an export there would "
-            "replace what it is made from. Choose another --out"
+            f"--out_dir={out_dir} is or contains the source {source}; an export there would "
+            "replace what it is made from. Choose another --out_dir"
         )
     if os.path.lexists(os.path.join(out_dir, run_dir.RESULTS)):
         raise ExportError(
-            f"--out {out_dir} is a training run's folder (it holds {run_dir.RESULTS}); an "
-            f"export there would replace its {run_dir.MODEL}. Choose another --out"
+            f"--out_dir={out_dir} is a training run's folder (it holds {run_dir.RESULTS}); an "
+            f"export there would replace its {run_dir.MODEL}. Choose another --out_dir"
         )
-    existing = staging.existing(out_dir, KNOWN_OUTPUTS)
+    existing = staging.existing(out_dir, known_outputs())
     if existing and not overwrite:
         raise ExportError(
             f"{out_dir} already holds an export ({', '.join(existing)}); "
@@ -283,10 +210,10 @@ def _check_destination(out_dir, overwrite, source):
 def recover(out_dir):
     """Finishes or deletes the staging folders a killed export left in
     `out_dir` (`staging.recover`); the first step of every export."""
-    staging.recover(out_dir, KNOWN_OUTPUTS)
+    staging.recover(out_dir, known_outputs())
 
 
-def _export(model, metadata, source, out_dir, formats, prune_dead_units):
+def _export(model, metadata, source, out_dir, names, prune_dead_units):
     """Writes the export into a staging folder inside `out_dir`, then swaps
     it in: a failure before the swap leaves `out_dir` as it was, and so
     does a kill (see `recover`). Every output computes in float32, whatever
@@ -295,12 +222,11 @@ def _export(model, metadata, source, out_dir, formats, prune_dead_units):
     folder = None
     try:
         folder = staging.new_staging_folder(out_dir)
-        checks = _write_formats(model, metadata, folder, formats, prune_dead_units)
-        summary = _summary(model, source, folder, formats, checks)
-        with open(os.path.join(folder, SUMMARY), "w", encoding="utf-8") as file:
-            json.dump(summary, file, indent=2, allow_nan=False)
-        staging.mark_ready(folder, [*(OUTPUTS[name] for name in formats), SUMMARY])
-        staging.finish(folder, out_dir, KNOWN_OUTPUTS)
+        checks = _write_formats(model, metadata, folder, names, prune_dead_units)
+        summary = _summary(model, source, folder, names, checks)
+        files.write_json_atomically(os.path.join(folder, SUMMARY), summary)
+        staging.mark_ready(folder, [*(formats.FORMATS[name].output for name in names), SUMMARY])
+        staging.finish(folder, out_dir, known_outputs())
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise ExportError(f"cannot write the export to {out_dir}: "
@@ -313,14 +239,15 @@ def _export(model, metadata, source, out_dir, formats, prune_dead_units):
     return summary
 
 
-def export_run(model_dir, out_dir, formats=DEFAULT_FORMATS, overwrite=False,
+def export_run(model_dir, out_dir, names=None, overwrite=False,
                prune_dead_units=True):
     """Exports a finished training run into `out_dir`.
 
     Args:
         model_dir: a run directory (`model.keras`, `results.json`).
         out_dir: created if missing.
-        formats: a subset of `FORMATS`.
+        names: the formats to write, names of `formats.FORMATS` (default:
+            `formats.default_formats()`).
         overwrite: replace an export already in `out_dir` (all of its
             files, also those of formats not written now); without it an
             existing export is an error and nothing is written.
@@ -333,28 +260,28 @@ def export_run(model_dir, out_dir, formats=DEFAULT_FORMATS, overwrite=False,
     Raises:
         RunDirError: a run that is not finished (`run_dir.read_results`).
         ExportError: bad formats, an existing export without `overwrite`, a
-            run that cannot be exported, or a TFLite file that disagrees
-            with the baked model (`tflite.TFLiteError`).
+            run that cannot be exported, or a file that disagrees with the
+            baked model (`formats.check_agreement`).
     """
-    formats = check_formats(formats)
+    names = formats.check_formats(formats.default_formats() if names is None else names)
     recover(out_dir)
     _check_destination(out_dir, overwrite, model_dir)
     model, results = load_run(model_dir)
-    return _export(model, _run_metadata(results), os.path.abspath(model_dir), out_dir, formats,
+    return _export(model, _run_metadata(results), os.path.abspath(model_dir), out_dir, names,
                    prune_dead_units)
 
 
-def export_compact(compact_path, out_dir, formats=DEFAULT_FORMATS, overwrite=False,
+def export_compact(compact_path, out_dir, names=None, overwrite=False,
                    prune_dead_units=True):
     """Exports the model of a compact file, e.g. a SavedModel from `model.ssm`.
 
     Arguments and result as `export_run`; the compact file's metadata is
     kept. Raises ExportError (`CompactFileError`) for a damaged file.
     """
-    formats = check_formats(formats)
+    names = formats.check_formats(formats.default_formats() if names is None else names)
     recover(out_dir)
     _check_destination(out_dir, overwrite, compact_path)
     loaded = compact.load_compact(compact_path)
     source = os.path.abspath(compact_path)
-    return _export(loaded.masked_model, loaded.metadata, source, out_dir, formats,
+    return _export(loaded.masked_model, loaded.metadata, source, out_dir, names,
                    prune_dead_units)

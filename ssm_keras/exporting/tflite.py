@@ -1,7 +1,7 @@
 """TensorFlow Lite files of a baked model, and the check that they agree with it.
 
 Each of `KINDS` is converted by TensorFlow's own converter from the
-SavedModel that `exporting.save_saved_model` writes, so each has its `serve`
+SavedModel that `formats.save_saved_model` writes, so each has its `serve`
 signature (uint8 `images` in, float32 `probabilities` out):
 
 | kind             | converter setting                  | weights stored as                   |
@@ -10,13 +10,13 @@ signature (uint8 `images` in, float32 `probabilities` out):
 | `tflite_dynamic` | `Optimize.DEFAULT` (dynamic range) | int8 with a float scale per channel |
 | `tflite_sparse`  | `Optimize.EXPERIMENTAL_SPARSITY`   | float32, sparse (non-zeros + index) |
 
-`check_agreement` runs a file in the TFLite interpreter and refuses it unless
+Every export runs each file (`predictor`) and refuses it unless
 
     max |p_tflite - p_keras| <= TOLERANCE[kind]
 
 (float32 round-off for the float formats; `tflite_dynamic` also quantises
-each layer's input activations to int8 on the fly). What the formats store
-and how far they differ, measured: docs/export.md.
+each layer's input activations to int8 on the fly; `formats.check_agreement`).
+What the formats store and how far they differ, measured: docs/export.md.
 """
 
 import warnings
@@ -34,6 +34,10 @@ _OPTIMIZATIONS = {
     "tflite_sparse": [tf.lite.Optimize.EXPERIMENTAL_SPARSITY],
 }
 TOLERANCE = {"tflite": 1e-5, "tflite_dynamic": 0.1, "tflite_sparse": 1e-5}
+OUTPUTS = {"tflite": "model.tflite", "tflite_dynamic": "model_dynamic.tflite",
+           "tflite_sparse": "model_sparse.tflite"}
+RUNTIMES = {"tflite": "TFLite float32", "tflite_dynamic": "TFLite dynamic-range int8",
+            "tflite_sparse": "TFLite sparse"}
 
 
 class TFLiteError(ExportError):
@@ -58,46 +62,38 @@ def convert(saved_model_dir, kind):
 
 
 def interpreter(model_path, num_threads=None):
-    """A `tf.lite.Interpreter` of a file, its tensors allocated.
-
-    `tf.lite.Interpreter` warns that it moves to the `ai_edge_litert`
-    package; it still ships with TensorFlow, and the warning is not shown.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        lite = tf.lite.Interpreter(model_path=str(model_path), num_threads=num_threads)
+    """An interpreter of a TFLite file, its tensors allocated: LiteRT's
+    (`ai_edge_litert`, `pip install ssm_keras[litert]`), TensorFlow Lite's
+    successor, where it is installed; else `tf.lite.Interpreter`, which
+    still ships with TensorFlow (its warning that it moves to LiteRT is not
+    shown). Both compute the same probabilities on the project's files."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            lite = tf.lite.Interpreter(model_path=str(model_path), num_threads=num_threads)
+    else:
+        lite = Interpreter(model_path=str(model_path), num_threads=num_threads)
     lite.allocate_tensors()
     return lite
 
 
-def predict(model_path, images, batch_size=256, num_threads=None):
-    """The `probabilities` of a TFLite file for uint8 `images`, in batches."""
-    runner = interpreter(model_path, num_threads).get_signature_runner(SIGNATURE)
-    images = np.asarray(images, np.uint8)
-    return np.concatenate([
-        runner(images=images[start:start + batch_size])["probabilities"]
-        for start in range(0, len(images), batch_size)
-    ])
+def predictor(model_path, num_threads=None):
+    """`predict(uint8 images)` -> probabilities of a TFLite file: calls of one
+    interpreter, its input resized whenever the batch size changes."""
+    lite = interpreter(model_path, num_threads)
+    (image_input,), (output,) = lite.get_input_details(), lite.get_output_details()
+    shape = [tuple(image_input["shape"])]
 
+    def predict(images):
+        images = np.asarray(images, np.uint8)
+        if images.shape != shape[0]:
+            lite.resize_tensor_input(image_input["index"], images.shape)
+            lite.allocate_tensors()
+            shape[0] = images.shape
+        lite.set_tensor(image_input["index"], images)
+        lite.invoke()
+        return lite.get_tensor(output["index"])
 
-def check_images(input_shape, count=64, seed=0):
-    """`count` uint8 images of `input_shape`, uniform in [0, 255], fixed by `seed`."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (count, *input_shape)).astype(np.uint8)
-
-
-def check_agreement(model_path, baked, kind, images):
-    """The largest `|p_tflite - p_keras|` over `images`.
-
-    Raises:
-        TFLiteError: it exceeds `TOLERANCE[kind]`.
-    """
-    expected = np.asarray(baked(images.astype(np.float32), training=False))
-    difference = float(np.max(np.abs(predict(model_path, images) - expected)))
-    if not difference <= TOLERANCE[kind]:  # also refuses NaN
-        raise TFLiteError(
-            f"the {kind} file disagrees with the baked model: its probabilities differ by up "
-            f"to {difference:.3g} on {len(images)} check images, more than the tolerance "
-            f"{TOLERANCE[kind]:g}; nothing was exported"
-        )
-    return difference
+    return predict
