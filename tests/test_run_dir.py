@@ -51,6 +51,26 @@ def test_one_process_checks_everything_first_and_never_silently_overwrites(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("batch_norm", [dict(train_batch_norm=True),
+                                        dict(train_batch_norm=True, recalibrate_batch_norm=True)])
+def test_killed_run_that_trains_batch_norm_resumes_bit_identical(tmp_path, batch_norm):
+    """The checkpoint's optimiser decays the scores only, as the run's did:
+    Keras saves the weight decay but not the variables it excludes, so a
+    resumed run would otherwise decay gamma and beta too."""
+    splits = tiny_splits(shape=(8, 8, 3), train_size=64)
+    settings = dict(arch="resnet20", dataset="cifar10", weight_decay=0.05, **batch_norm)
+    trainer.run(tiny_config(tmp_path / "a", **settings), splits=splits)
+    config = tiny_config(tmp_path / "b", **settings)
+    crashed_run(config, splits, after_epoch=2)
+    trainer.run(config, splits=splits)
+    models = [keras.saving.load_model(tmp_path / name / "run" / "model.keras") for name in "ab"]
+    names = [variable.path for variable in models[0].weights]
+    assert any(name.endswith("gamma") for name in names)
+    for name, straight, resumed in zip(names, *(model.get_weights() for model in models)):
+        np.testing.assert_array_equal(straight, resumed, err_msg=name)
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
     straight = trainer.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)

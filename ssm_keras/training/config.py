@@ -38,6 +38,21 @@ class ConfigError(UserError, ValueError):
     """A setting that is out of range or unknown; the message says which."""
 
 
+# The settings whose default depends on the regime. The masks' are the
+# defaults' recipe for `conv4`: the paper's with init factor 3 (not its 6) and
+# half its weight decay (docs/recipes.md, "Conv nets"); trained weights start
+# from the paper's baseline recipe (its plain `elu` init, learning rate 0.01,
+# weight decay 5e-4), at which the constant-magnitude `elus` kernels and the
+# masks' learning rate diverge in the first epoch.
+# The settings of the mask, which `--regime=weights` ignores.
+MASK_SETTINGS = ("mask", "signed", "tau_fraction", "density", "score_init", "bernoulli_eval")
+REGIME_DEFAULTS = {
+    "mask": {"weight_init": "elus", "learning_rate": 0.05, "weight_decay": 2.5e-4},
+    "mask_then_weights": {"weight_init": "elus", "learning_rate": 0.05, "weight_decay": 2.5e-4},
+    "weights": {"weight_init": "elu", "learning_rate": 0.01, "weight_decay": 5e-4},
+}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every setting of a run; the field names are the command-line flags."""
@@ -57,12 +72,11 @@ class TrainConfig:
     density: float = setting(
         0.5,
         "Top-k masks: fraction of each layer's weights kept, in (0, 1].")
-    weight_init: str = setting(
-        "elus",
+    weight_init: str | None = setting(
+        None,
         f"Initialiser of the frozen weights: {_names(choices.INITIALIZERS)} or any Keras "
-        "initialiser name.")
-    # The defaults train `conv4` (the default arch): the paper's recipe with
-    # init factor 3 (not its 6) and half its weight decay (docs/recipes.md, "Conv nets").
+        "initialiser name (default: per --regime, see REGIME_DEFAULTS: elus for the masks, elu "
+        "for --regime=weights).")
     init_factor: float = setting(3.0, "elus: W0 = sqrt(init_factor / fan_in) * sign(N(0, 1)).")
     score_init: str | None = setting(
         None,
@@ -123,7 +137,9 @@ class TrainConfig:
     optimizer: str = setting(
         "sgd",
         f"Optimizer: {_names(choices.OPTIMIZERS)} (sgd with --momentum, --nesterov).")
-    learning_rate: float = setting(0.05, "Initial learning rate.")
+    learning_rate: float | None = setting(
+        None, "Initial learning rate (default: per --regime: 0.05 for the masks, 0.01 for "
+        "--regime=weights).")
     momentum: float = setting(0.9, "SGD momentum.")
     nesterov: bool = setting(True, "Nesterov momentum.")
     lr_schedule: str = setting(
@@ -133,10 +149,11 @@ class TrainConfig:
     lr_decay_epochs: float = setting(10.0, "exponential: epochs per --lr_decay_rate.")
     plateau_patience: int = setting(15, "plateau: epochs without improvement before reducing.")
     plateau_factor: float = setting(0.2, "plateau: factor of each reduction.")
-    weight_decay: float = setting(
-        2.5e-4,
+    weight_decay: float | None = setting(
+        None,
         "Decoupled weight decay in the paper's sense (on the learning-rate schedule: Keras "
-        "weight_decay = weight_decay / learning_rate).")
+        "weight_decay = weight_decay / learning_rate; default: per --regime: 2.5e-4 for the "
+        "masks, 5e-4 for --regime=weights).")
     target_remaining: float | None = setting(
         None,
         f"Threshold masks ({_names(choices.THRESHOLD_KINDS)}): the remaining weights (% of the "
@@ -183,6 +200,14 @@ class TrainConfig:
         None,
         "0: silent, 1: progress bar, 2: one line per epoch (default: 1 on a terminal, else "
         "2).")
+
+    def __post_init__(self):
+        """Fills the settings left None whose default depends on the regime
+        (`REGIME_DEFAULTS`); an unknown regime keeps them None (`validate`
+        refuses it)."""
+        for name, value in REGIME_DEFAULTS.get(self.regime, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     @property
     def mask_kind(self):
@@ -277,6 +302,10 @@ class TrainConfig:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one.")
+        if self.verbose not in (None, 0, 1, 2):
+            raise ConfigError(
+                "--verbose is 0 (silent), 1 (a progress bar) or 2 (a line per epoch). "
+                f"Received: --verbose={self.verbose}")
         if self.train_batch_norm and self.regime != "mask":
             raise ConfigError(
                 "--train_batch_norm trains batch-norm parameters beside the mask: it needs "
@@ -284,10 +313,18 @@ class TrainConfig:
             )
 
     def _check_mask_flags_used(self):
-        """Refuses `--tau_fraction` / `--density` set for a mask that ignores it."""
+        """Refuses `--tau_fraction` / `--density` set for a mask that ignores
+        it, and every mask setting for `--regime=weights`, which trains no mask."""
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        if self.regime == "weights":
+            for name in MASK_SETTINGS:
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(
+                        f"--{name} sets the mask, and --regime=weights trains none (a plain "
+                        f"model). Received: --{name}={getattr(self, name)}")
+            return
         if self.regime != "mask":
             return
-        defaults = {field.name: field.default for field in dataclasses.fields(self)}
         for name, kinds in choices.MASK_SHAPE_USERS.items():
             if self.mask_kind not in kinds and getattr(self, name) != defaults[name]:
                 raise ConfigError(
@@ -347,6 +384,11 @@ class TrainConfig:
                 "--target_remaining prunes with weight decay, which never brings a score "
                 "across a threshold of 0: set --tau_fraction in (0, 1). Received: "
                 "--tau_fraction=0")
+        if self.epochs < 2:
+            raise ConfigError(
+                "--target_remaining steers the weight decay from the second epoch on (the "
+                f"first trains with --weight_decay): it needs --epochs >= 2. Received: "
+                f"--epochs={self.epochs}")
 
 
 def _choice(name, value, allowed):

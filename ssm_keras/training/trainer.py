@@ -483,14 +483,20 @@ def make_model(config, splits, strategy, checkpoint=None):
     """The compiled model of a run, in `strategy`'s scope.
 
     Built and compiled from `config`, or, given a checkpoint folder (see
-    `callbacks.RunCheckpoint`), loaded from it with its optimiser state.
+    `callbacks.RunCheckpoint`), loaded from it with its optimiser state (and
+    the weight decay on the scores only, which Keras does not save).
     """
     with strategy.scope():
         if checkpoint:
             found = run_dir.read_checkpoint(checkpoint)
             if found is None:
                 raise run_dir.RunDirError(f"{checkpoint} holds no checkpoint.")
-            return load_model_file(found[1], "the checkpoint")
+            model = load_model_file(found[1], "the checkpoint")
+            if config.regime == "mask":
+                # Keras saves an optimiser's weight decay but not the variables
+                # it excludes: exclude all but the scores again.
+                score_decay.exclude_all_but_scores(model.optimizer, model)
+            return model
         model = build_model(config, splits.spec)
         compile_model(model, config, steps_per_epoch(config, splits))
     return model
