@@ -135,6 +135,12 @@ def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path):
     (dict(mask="topk", tau_fraction=0.3), "--tau_fraction only shapes signed and binary"),
     (dict(mask="signed", density=0.2), "--density only shapes topk and signed_topk"),
     (dict(seed=-1), r"--seed must be in \[0, 2\*\*63\)"),
+    (dict(regime="weights", density=0.2), "--density sets the mask, and --regime=weights"),
+    (dict(regime="weights", tau_fraction=0.3), "--tau_fraction sets the mask"),
+    (dict(regime="weights", score_init="zeros"), "--score_init sets the mask"),
+    (dict(regime="weights", mask="binary"), "--mask sets the mask"),
+    (dict(target_remaining=10.0, epochs=1), "it needs --epochs >= 2"),
+    (dict(verbose=7), r"--verbose is 0 \(silent\), 1 .* Received: --verbose=7"),
 ])
 @pytest.mark.slow
 def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
@@ -142,6 +148,27 @@ def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
         trainer.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
     assert not (tmp_path / "run").exists()
     tiny_config(tmp_path, mask="topk", density=0.2).validate()  # used flags pass
+
+
+def test_weight_init_learning_rate_and_weight_decay_default_per_regime():
+    masks = ssm_config.TrainConfig()
+    weights = ssm_config.TrainConfig(regime="weights")
+    assert (masks.weight_init, masks.learning_rate, masks.weight_decay) == ("elus", 0.05, 2.5e-4)
+    assert (weights.weight_init, weights.learning_rate, weights.weight_decay) == ("elu", 0.01, 5e-4)
+    given = ssm_config.TrainConfig(regime="weights", learning_rate=0.1, weight_init="he_normal")
+    assert (given.learning_rate, given.weight_init) == (0.1, "he_normal")
+    weights.validate()
+
+
+@pytest.mark.slow
+def test_conv4_trains_its_weights_at_the_regime_defaults(tmp_path):
+    """`--arch=conv4 --regime=weights` and nothing else: the masks' defaults
+    (elus kernels, learning rate 0.05) made its loss NaN in the first epoch."""
+    splits = tiny_splits(shape=(32, 32, 3), classes=4, train_size=256)
+    results = trainer.run(tiny_config(tmp_path, arch="conv4", dataset="cifar10", regime="weights",
+                                      epochs=2, learning_rate=None), splits=splits)
+    assert results["flags"]["learning_rate"] == 0.01 and results["flags"]["weight_init"] == "elu"
+    assert results["test_accuracy"] > 0.5  # four classes: it learned
 
 
 @pytest.mark.parametrize("epochs, ending", [(1, "1 epoch in 3 s"), (2, "2 epochs in 3 s")])
