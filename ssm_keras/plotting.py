@@ -10,12 +10,13 @@ pyplot state or display is involved. `plot_run` writes a run's two figures
 """
 
 import dataclasses
+import io
 import os
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from ssm_keras import paper
+from ssm_keras import files, paper
 from ssm_keras.errors import UserError
 from ssm_keras.settings import setting
 from ssm_keras.training import run_dir
@@ -146,7 +147,9 @@ def _save(figure, path):
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    image = io.BytesIO()
+    figure.savefig(image, dpi=DPI, format=os.path.splitext(path)[1][1:] or "png")
+    files.write_atomically(path, image.getvalue())
     return path
 
 

@@ -22,6 +22,11 @@ import typing
 from ssm_keras.errors import UserError
 
 RECIPE_SUFFIX = ".flags"
+# The settings, of any command, whose values are paths, and those that are
+# comma-separated lists of paths: `~` in them means the home folder.
+PATH_SETTINGS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from",
+                 "compact_file", "out_dir", "out", "flags_dir", "work_dir", "recipe_flagfile")
+PATH_LIST_SETTINGS = ("runs",)
 
 
 class SettingsError(UserError):
@@ -44,6 +49,19 @@ def comma_separated(text):
     """The items of a comma-separated value, stripped, blanks (and a None
     value) giving none: `" a, ,b"` -> `["a", "b"]`."""
     return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def with_home_expanded(settings):
+    """The dataclass `settings` with `~` expanded in its paths (`PATH_SETTINGS`,
+    `PATH_LIST_SETTINGS`), as a shell expands it at the start of a word but
+    not after `--flag=`."""
+    names = {field.name for field in dataclasses.fields(settings)}
+    expanded = {name: os.path.expanduser(getattr(settings, name))
+                for name in PATH_SETTINGS if name in names and getattr(settings, name)}
+    expanded.update({name: ",".join(os.path.expanduser(path)
+                                    for path in comma_separated(getattr(settings, name)))
+                     for name in PATH_LIST_SETTINGS if name in names and getattr(settings, name)})
+    return dataclasses.replace(settings, **expanded)
 
 
 # The shipped recipes.

@@ -140,6 +140,24 @@ def test_reproduce_bad_arguments_name_the_value(arguments, named, tmp_path, caps
     assert not (tmp_path / "table.md").exists()
 
 
+def test_reproduce_aggregate_only_names_runs_that_did_not_finish_and_fails(tmp_path, capsys):
+    _fake_run(tmp_path / "fcn_mnist_signed" / "seed0", 0.97, 3.0)
+    diverged, damaged = (tmp_path / "fcn_mnist_signed" / name for name in ("seed1", "seed2"))
+    diverged.mkdir()
+    (diverged / "results.json").write_text(json.dumps({"status": "diverged"}))
+    _fake_run(damaged, 0.97, 3.0)
+    (damaged / "results.json").write_text(json.dumps({"status": "finished",
+                                                       "test_accuracy": "0.97"}))
+    assert command_status(reproduce, f"--out_dir={tmp_path}", "--experiments=fcn_mnist_signed",
+                          "--seeds=0,1,2", "--aggregate_only", runner=_no_training) == 1
+    captured = capsys.readouterr()
+    assert "| 1 × 3 of 100 |" in (tmp_path / "table.md").read_text()  # the finished one
+    (line,) = captured.err.splitlines()
+    assert line.startswith("error: the table leaves out runs that did not finish: "
+                           f"{diverged} (the run in {diverged} has status 'diverged'")
+    assert f"{damaged} ({damaged / 'results.json'} is damaged: test_accuracy is '0.97'" in line
+
+
 def test_reproduce_aggregate_only_refuses_a_runs_dir_that_does_not_exist(tmp_path, capsys):
     missing = tmp_path / "runs_misspelt"
     assert command_status(reproduce, f"--out_dir={missing}", "--aggregate_only",
@@ -302,8 +320,7 @@ def test_a_report_that_cannot_be_written_is_one_error_line_after_the_table(
                           runner=lambda command_line: 1) == 1
     captured = capsys.readouterr()
     assert "| --- |" in captured.out  # the table was printed first
-    assert captured.err.strip() == (f"error: cannot write into --out_dir={tmp_path}: "
-                                    f"Is a directory ({tmp_path / report})")
+    assert captured.err.strip() == f"error: cannot write {tmp_path / report}: Is a directory"
 
 
 def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):

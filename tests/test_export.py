@@ -231,6 +231,16 @@ def test_export_into_another_run_folder_is_refused_even_with_overwrite(fcn_run, 
     assert sorted(os.listdir(other)) == ["model.keras", "results.json"]
 
 
+@pytest.mark.slow
+def test_a_home_folder_in_a_flag_is_expanded_as_a_shell_would(fcn_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert export_cli(f"--model_dir={fcn_run[0]}", "--out_dir=~/exported",
+                      "--formats=compact") == 0
+    assert (tmp_path / "home" / "exported" / "model.ssm").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
     assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={tmp_path}", "--formats=keras,pdf") == 1
     assert_one_error_line(capsys.readouterr(), "unknown format(s) ['pdf']")

@@ -4,6 +4,7 @@ written, failed writes."""
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -162,6 +163,26 @@ def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, mo
         trainer.run(tiny_config(tmp_path / "m", regime="mask_then_weights",
                                  mask_from=str(tmp_path / "bad.keras")), splits=splits)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("test_accuracy", "0.39", "not a number in [0, 1]"),
+    ("test_accuracy", 39.0, "not a number in [0, 1]"),
+    ("arch", ["fcn"], "not a string"),
+    ("input_shape", "28x28", "not a list of positive integers"),
+    ("num_classes", True, "not an integer >= 2"),
+])
+def test_results_with_values_no_reader_can_use_are_refused_naming_the_field(
+        tmp_path, field, value, expected):
+    results = {"status": "finished", "arch": "fcn", "dataset": "mnist", "regime": "mask",
+               "mask": "signed", "test_accuracy": 0.97, "input_shape": [28, 28, 1],
+               "num_classes": 10, "epochs": 3}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert run_dir.read_results(str(tmp_path))["test_accuracy"] == 0.97
+    (tmp_path / "results.json").write_text(json.dumps({**results, field: value}))
+    with pytest.raises(run_dir.RunDirError, match=re.escape(f"damaged: {field} is {value!r}, "
+                                                            f"{expected}")):
+        run_dir.read_results(str(tmp_path))
 
 
 def test_non_finite_numbers_are_written_as_null(tmp_path):

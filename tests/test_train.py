@@ -53,7 +53,8 @@ def test_baseline_and_mask_then_weights_regimes(tmp_path):
     for before, after in zip(layers.masked_layers(trained), layers.masked_layers(finetuned)):
         np.testing.assert_array_equal(before.compute_mask_values().numpy(),
                                       after.compute_mask_values().numpy())
-        assert not np.array_equal(before.kernel.numpy(), after.kernel.numpy())
+        assert not np.array_equal(before.kernel_variable().numpy(),
+                                  after.kernel_variable().numpy())
 
 
 @pytest.mark.slow
@@ -148,6 +149,19 @@ def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
         trainer.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
     assert not (tmp_path / "run").exists()
     tiny_config(tmp_path, mask="topk", density=0.2).validate()  # used flags pass
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(train_batch_norm=True), "--train_batch_norm: the fcn model has no batch norm"),
+    (dict(recalibrate_batch_norm=True), "--recalibrate_batch_norm: the fcn model has no batch"),
+    (dict(target_remaining=99.9), r"--target_remaining=99.9 is not below the \d+\.\d\d% of "
+                                  "the weights the mask keeps now"),
+])
+def test_settings_the_built_model_would_ignore_are_refused_before_anything_is_written(
+        tmp_path, overrides, message):
+    with pytest.raises(ssm_config.ConfigError, match=message):
+        trainer.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
+    assert not (tmp_path / "run").exists()
 
 
 def test_weight_init_learning_rate_and_weight_decay_default_per_regime():

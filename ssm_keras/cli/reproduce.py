@@ -26,11 +26,11 @@ A failed run ends the command with one `error:` line (exit 1) after the
 table of the others.
 """
 
-import json
 import os
 
 from absl import flags
 
+from ssm_keras import files
 from ssm_keras.cli import shell, training_flags
 from ssm_keras.experiments import launch, reproduction
 
@@ -98,16 +98,19 @@ def run_command(flag_values, runner=launch.subprocess_runner):
     print(text)
     with launch.writing_into(settings.out_dir):
         os.makedirs(settings.out_dir, exist_ok=True)
-        with open(os.path.join(settings.out_dir, "table.md"), "w", encoding="utf-8") as file:
-            file.write(text)
-        with open(os.path.join(settings.out_dir, "table.json"), "w", encoding="utf-8") as file:
-            json.dump({"extra_flags": extra, "seeds": seeds, "runs": statuses,
-                       "experiments": table}, file, indent=2)
+        files.write_text_atomically(os.path.join(settings.out_dir, "table.md"), text)
+        files.write_json_atomically(os.path.join(settings.out_dir, "table.json"), {
+            "extra_flags": extra, "seeds": seeds, "runs": statuses, "experiments": table})
         reproduction.write_plots(settings.out_dir, table)
     failed = [path for path, status in statuses.items() if status == "failed"]
     if failed:
         raise reproduction.ReproduceError(f"the runs in {', '.join(failed)} failed; see their "
                                           "output above")
+    unusable = reproduction.unusable_runs(settings.out_dir, experiments, seeds)
+    if unusable:
+        raise reproduction.ReproduceError(
+            "the table leaves out runs that did not finish: "
+            + "; ".join(f"{folder} ({why})" for folder, why in unusable.items()))
     return table
 
 

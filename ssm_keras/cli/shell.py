@@ -47,10 +47,11 @@ def define_flags(cls, flag_values=flags.FLAGS):
 
 
 def from_flags(cls, flag_values=flags.FLAGS):
-    """An instance of dataclass `cls` whose fields are the parsed flags' values."""
-    return cls(**{
+    """An instance of dataclass `cls` whose fields are the parsed flags'
+    values, `~` expanded in its paths (`settings.with_home_expanded`)."""
+    return settings.with_home_expanded(cls(**{
         field.name: flag_values[field.name].value for field in dataclasses.fields(cls)
-    })
+    }))
 
 
 def define_recipe_flag(flag_values=flags.FLAGS):

@@ -102,8 +102,7 @@ def run_command(flag_values, runner=launch.subprocess_runner):
             plotting.plot_layer_utilisation(
                 utilisation, os.path.join(settings.out_dir, "layer_utilisation.png"),
                 f"supermask as initialisation, {title}: weights kept per layer")
-        with open(os.path.join(settings.out_dir, "study.md"), "w", encoding="utf-8") as file:
-            file.write(text)
+        files.write_text_atomically(os.path.join(settings.out_dir, "study.md"), text)
         files.write_json_atomically(
             os.path.join(settings.out_dir, "study.json"),
             {"seed": seed, "extra_flags": extra, "title": title, "statuses": statuses,

@@ -144,6 +144,22 @@ def load_results(out_dir, experiment, seeds):
     return {seed: results for seed, results in found.items() if results is not None}
 
 
+def unusable_runs(out_dir, experiments, seeds):
+    """`{run folder: why}` of the runs of `experiments` and `seeds` whose
+    folder exists but holds no finished run: a diverged, unfinished or
+    damaged one, which the table leaves out."""
+    unusable = {}
+    for experiment in experiments:
+        for seed in seeds:
+            folder = run_dir(out_dir, experiment, seed)
+            if os.path.isdir(folder):
+                try:
+                    run_folder.read_results(folder)
+                except run_folder.RunDirError as error:
+                    unusable[folder] = str(error)
+    return unusable
+
+
 def flagfile_settings(flags_dir, experiment):
     """The `TrainConfig` fields, as a dict, that `<flags_dir>/<experiment>.flags`
     gives (its defaults included); None if there is no such flagfile."""

@@ -101,7 +101,38 @@ def read_results(model_dir):
     if status != "finished":
         raise RunDirError(f"the run in {model_dir} has status {status!r}, not 'finished'; "
                           "only finished runs can be read")
+    _check_result_fields(path, results)
     return results
+
+
+def _is_count(value, least=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+# What the readers of results.json (export, evaluate, plots, the experiment
+# tables) take from it: the check each value must pass, and what it must be.
+RESULT_FIELDS = {
+    "arch": (lambda value: isinstance(value, str), "a string"),
+    "dataset": (lambda value: isinstance(value, str), "a string"),
+    "regime": (lambda value: isinstance(value, str), "a string"),
+    "mask": (lambda value: value is None or isinstance(value, str), "a string or null"),
+    "test_accuracy": (lambda value: _is_number(value) and 0 <= value <= 1,
+                      "a number in [0, 1]"),
+    "input_shape": (lambda value: isinstance(value, list) and value
+                    and all(_is_count(size, 1) for size in value), "a list of positive integers"),
+    "num_classes": (lambda value: _is_count(value, 2), "an integer >= 2"),
+    "epochs": (lambda value: _is_count(value, 1), "an integer >= 1"),
+    "remaining_weights": (lambda value: _is_count(value), "an integer >= 0"),
+    "masked_weights": (lambda value: _is_count(value), "an integer >= 0"),
+}
+
+
+def _check_result_fields(path, results):
+    """Raises `RunDirError` naming the first field of `RESULT_FIELDS` present
+    in `results` with a value a reader cannot use."""
+    for key, (valid, expected) in RESULT_FIELDS.items():
+        if key in results and not valid(results[key]):
+            raise RunDirError(f"{path} is damaged: {key} is {results[key]!r}, not {expected}")
 
 
 def read_history(model_dir):

@@ -24,7 +24,7 @@ import zipfile
 import keras
 import tensorflow as tf
 
-from ssm_keras import data, files, models
+from ssm_keras import data, files, models, settings
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import (
     batch_norm,
@@ -340,7 +340,7 @@ def run(config, splits=None, strategy=None, callbacks=()):
             infinite; `results.json` has `"status": "diverged"`.
     """
     config.validate()
-    config = with_home_expanded(config)
+    config = settings.with_home_expanded(config)
     model_dir = config.model_dir or default_model_dir(config)
     flags = {**config.to_dict(), "model_dir": model_dir}
     strategy = strategy or make_strategy(config)
@@ -381,14 +381,6 @@ def global_dtype_policy(name):
 def make_strategy(config):
     """The `tf.distribute.Strategy` of `config.strategy` (see `distribute.get_strategy`)."""
     return distribute.get_strategy(config.strategy, config.tpu, config.worker_timeout)
-
-
-def with_home_expanded(config):
-    """`config` with `~` expanded in its file and folder settings, as a shell would."""
-    return dataclasses.replace(config, **{
-        key: os.path.expanduser(getattr(config, key))
-        for key in run_dir.PATH_KEYS if getattr(config, key)
-    })
 
 
 def _multi_worker(strategy):
@@ -543,6 +535,27 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     )
 
 
+def check_model_settings(config, model, fresh=True):
+    """Refuses the settings the built `model` would ignore: batch-norm
+    training or re-estimation for a model without batch norm, and for a
+    `fresh` run (a resumed one may have pruned past it already) a
+    `--target_remaining` at or above the share of weights its mask keeps
+    (weight decay only prunes)."""
+    if not ssm_layers.find_layers(model, keras.layers.BatchNormalization):
+        for name in ("train_batch_norm", "recalibrate_batch_norm"):
+            if getattr(config, name):
+                raise ssm_config.ConfigError(
+                    f"--{name}: the {config.arch} model has no batch norm. Received: "
+                    f"--{name}")
+    if fresh and config.target_remaining is not None:
+        start = statistics.summarize(model)["remaining_percent"]
+        if config.target_remaining >= start:
+            raise ssm_config.ConfigError(
+                f"--target_remaining={config.target_remaining:g} is not below the "
+                f"{start:.2f}% of the weights the mask keeps now; weight decay only prunes, "
+                "so ask for less")
+
+
 def _train(config, model_dir, splits, strategy, restored, start_run, extra_callbacks):
     """Trains the run; `start_run()` (on the chief; None elsewhere) writes
     the run folder once the data and the model are made. `extra_callbacks`
@@ -552,6 +565,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
     splits = prepare_data(config, splits)
     model = make_model(config, splits, strategy,
                        run_dir.checkpoint_dir(model_dir) if restored else None)
+    check_model_settings(config, model, fresh=not restored)
     initial_epoch = restored["epoch"] if restored else 0
     previous_time = (restored or {}).get("wall_time_s") or 0.0
     start = time.time()

@@ -433,8 +433,7 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
         (`cosine`). `hyperband_args` (`epochs`, `initial_epoch`) are in `hp`.
         """
         config = self.config_for(hp.values)
-        with open(os.path.join(trial_dir, "flags.txt"), "w", encoding="utf-8") as file:
-            file.write(flagfile_text(config))
+        files.write_text_atomically(os.path.join(trial_dir, "flags.txt"), flagfile_text(config))
         checkpoint = _checkpoint_to_continue(config, trial_dir, parent_dir)
         if checkpoint:
             model = trainer.make_model(config, self.splits, self.strategy, checkpoint)
