@@ -11,6 +11,11 @@ three from the supermask literature, with `fan_in = prod(shape[:-1])`
 | `elu`                     | `U(-b, b)`, `b = sqrt(4.5 / fan_in)` (variance `1.5 / fan_in`) |
 | `signed_kaiming_constant` | `gain / sqrt(fan_in) * sign(N(0, 1))`, gain `sqrt(2)` |
 
+The masked layers draw a kernel with its true fan-in (the inputs one output
+sees) where that is not `prod(shape[:-1])`: `DepthwiseKernel` (a depthwise kernel's
+window, `kh * kw`) and `FanInKernel` (any fan-in: an einsum kernel's
+contracted axes, a transposed convolution's `prod(window) * in_channels`).
+
 Reproducibility: `derive_seed(seed, layer_name, role)` hashes a run seed and a
 variable's identity into an int, and `with_seed` gives an initialiser that
 int. Keras draws seeded initial values with stateless RNG ops, so a seed alone
@@ -137,6 +142,46 @@ class DepthwiseKernel(keras.initializers.Initializer):
     @classmethod
     def from_config(cls, config):
         return cls(keras.initializers.deserialize(config["inner"]))
+
+
+@keras.saving.register_keras_serializable(package="ssm_keras")
+class FanInKernel(keras.initializers.Initializer):
+    """Draws a kernel with a given fan-in: `inner` draws a
+    `(fan_in, size / fan_in)` matrix, which is reshaped to the kernel's shape.
+
+    Keras' fan-in, `prod(shape[:-1])`, is wrong for kernels whose last axis
+    is not the only output axis: an einsum kernel `(d, heads, head_dim)` has
+    fan-in `d`, a transposed convolution's `(*window, filters, in_channels)`
+    has `prod(window) * in_channels`. Entries of i.i.d. initialisers are
+    identically distributed either way; only fan-in-scaled ones (`elus`,
+    Glorot, He) change scale.
+
+    Args:
+        inner: an initialiser (name, config or instance).
+        fan_in: positive int that divides the kernel's size.
+    """
+
+    def __init__(self, inner, fan_in):
+        if not isinstance(fan_in, int) or fan_in <= 0:
+            raise ValueError(f"fan_in must be a positive int. Received: fan_in={fan_in!r}")
+        self.inner = get(inner)
+        self.fan_in = fan_in
+
+    def __call__(self, shape, dtype=None):
+        size = math.prod(shape)
+        if size % self.fan_in:
+            raise ValueError(
+                f"fan_in must divide the kernel's size. Received: fan_in={self.fan_in}, "
+                f"shape={tuple(shape)}")
+        values = self.inner((self.fan_in, size // self.fan_in), dtype=dtype)
+        return keras.ops.reshape(values, shape)
+
+    def get_config(self):
+        return {"inner": keras.initializers.serialize(self.inner), "fan_in": self.fan_in}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.initializers.deserialize(config["inner"]), config["fan_in"])
 
 
 def get(identifier, factor=None):
