@@ -302,4 +302,5 @@ def build_architecture(
 
 def masked_weight_count(model):
     """The number of masked weights (score entries) of a model."""
-    return sum(math.prod(layer.scores.shape) for layer in ssm_layers.masked_layers(model))
+    return sum(math.prod(layer.scores_variable(name).shape)
+               for layer, name in ssm_layers.masked_kernels(model))

@@ -185,15 +185,15 @@ def test_training_flop_counts_separable_and_3d_convolutions():
 
 
 def test_benchmark_refuses_an_application_it_cannot_mask(tmp_path, monkeypatch, capsys):
-    def separable_net(weights, input_shape, classes):  # as NASNet: a SeparableConv2D
+    def regularized_net(weights, input_shape, classes):  # a kernel regularizer
         inputs = keras.Input(input_shape)
-        x = keras.layers.GlobalAveragePooling2D()(keras.layers.SeparableConv2D(4, 3)(inputs))
-        return keras.Model(inputs, keras.layers.Dense(classes)(x))
+        x = keras.layers.Conv2D(4, 3, kernel_regularizer="l2")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(classes)(keras.layers.Flatten()(x)))
 
-    monkeypatch.setattr(keras.applications, "SeparableNet", separable_net, raising=False)
-    assert command_status(benchmark, "--archs=fcn,SeparableNet", "--quick",
+    monkeypatch.setattr(keras.applications, "RegularizedNet", regularized_net, raising=False)
+    assert command_status(benchmark, "--archs=fcn,RegularizedNet", "--quick",
                           f"--out={tmp_path / 'b.json'}") == 1
-    assert_one_error_line(capsys.readouterr(), "--archs: SeparableNet cannot be benchmarked on "
+    assert_one_error_line(capsys.readouterr(), "--archs: RegularizedNet cannot be benchmarked on "
                           "cifar10 images of shape (32, 32, 3) (cannot supermask layer")
     assert not (tmp_path / "b.json").exists()
 

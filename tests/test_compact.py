@@ -29,8 +29,8 @@ def _perturbed_kernels(model):
     """Fine-tuned kernels, as after the `mask_then_weights` regime."""
     rng = np.random.default_rng(5)
     for layer in layers.masked_layers(model):
-        kernel = layer.kernel.numpy()
-        layer.kernel.assign(kernel * rng.uniform(0.5, 1.5, kernel.shape).astype(np.float32))
+        kernel = layer.kernel_variable()
+        kernel.assign(kernel.numpy() * rng.uniform(0.5, 1.5, kernel.shape).astype(np.float32))
     return model
 
 
@@ -80,7 +80,7 @@ def test_compact_round_trip_is_exact(case, tmp_path):
     size = compact.save_compact(model, path, metadata={"case": case})
     assert size == path.stat().st_size
     header, _ = compact.read_compact(path)
-    assert {record["codec"] for record in header["masked_layers"]} == {codec}
+    assert {record["codec"] for record in header["masked_kernels"]} == {codec}
     loaded = compact.load_compact(path)
     assert loaded.metadata == {"case": case}
     rebuilt = effective_kernels(loaded.masked_model)
@@ -183,8 +183,8 @@ DAMAGES = {
     "flipped_header_byte": (_flip(40), "checksum mismatch"),
     "flipped_magic": (_flip(1), "not an ssm_keras compact file"),
     "unknown_version": (
-        lambda data: data[:8] + struct.pack("<H", 2) + data[10:],
-        "format version 2; this ssm_keras reads version 1 only",
+        lambda data: data[:8] + struct.pack("<H", 3) + data[10:],
+        "format version 3; this ssm_keras reads versions 1, 2",
     ),
     "trailing_bytes": (lambda data: data + b"\0", "is truncated or damaged"),
 }
@@ -229,8 +229,9 @@ def _recompact(data, change):
 
 @pytest.mark.parametrize("change", [
     lambda header: header.update(variables=5),
-    lambda header: header["masked_layers"][0].update(layer=[1]),
-    lambda header: header["masked_layers"][0].update(shape="wide"),
+    lambda header: header["masked_kernels"][0].update(layer=[1]),
+    lambda header: header["masked_kernels"][0].update(shape="wide"),
+    lambda header: header["masked_kernels"][0].update(kernel="recurrent_kernel"),
     lambda header: header.update(metadata=[]),
     lambda header: header.clear() or header.update(format="ssm_keras.compact"),
 ])
@@ -244,7 +245,7 @@ def test_compact_header_of_wrong_types_is_refused(change, compact_bytes, tmp_pat
 def _widen_first_masked_layer(units, shape=None):
     """A header change: the first masked layer gets `units` (and its record `shape`)."""
     def change(header):
-        record = header["masked_layers"][0]
+        record = header["masked_kernels"][0]
         for layer in header["model"]["layers"]:
             if layer["config"]["name"] == record["layer"]:
                 layer["config"]["units"] = units
@@ -253,7 +254,8 @@ def _widen_first_masked_layer(units, shape=None):
 
 
 @pytest.mark.parametrize("change, message", [
-    (_widen_first_masked_layer(10**9), "has units=1000000000, but the file records a kernel"),
+    (_widen_first_masked_layer(10**9),
+     "has units=1000000000, but the file records variables of shapes [[64, 300], []]"),
     (_widen_first_masked_layer(10**6, [10**6, 10**6]), "more than this machine's"),
 ])
 def test_compact_header_asking_for_a_huge_model_is_refused_before_allocating(

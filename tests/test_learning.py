@@ -19,7 +19,7 @@ def test_scores_alone_learn_mnist(mnist_dir):
     test_images, test_labels = splits.test[0][:2000].astype(np.float32), splits.test[1][:2000]
     model = models.build_architecture("fcn", input_shape=(28, 28, 1), num_classes=10, seed=0)
     random_mask_accuracy = _accuracy(model, test_images, test_labels)
-    kernels = [layer.kernel.numpy() for layer in layers.masked_layers(model)]
+    kernels = [layer.kernel_variable().numpy() for layer in layers.masked_layers(model)]
     model.compile(
         optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
         loss="sparse_categorical_crossentropy",
@@ -29,4 +29,4 @@ def test_scores_alone_learn_mnist(mnist_dir):
     assert random_mask_accuracy < 0.25
     assert trained_accuracy > 0.85, trained_accuracy
     for layer, kernel in zip(layers.masked_layers(model), kernels):
-        np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+        np.testing.assert_array_equal(layer.kernel_variable().numpy(), kernel)

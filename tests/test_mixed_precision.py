@@ -30,10 +30,10 @@ def test_masks_are_exact_and_compute_is_low_precision(policy):
     images = np.random.default_rng(0).uniform(0, 255, (16, 28, 28, 1)).astype(np.float32)
     for exact, layer in zip(layers.masked_layers(reference), layers.masked_layers(mixed)):
         assert layer.compute_dtype == keras.DTypePolicy(policy).compute_dtype
-        for name in ("kernel", "scores", "threshold"):
-            variable = getattr(layer, name)
+        for name in ("kernel_variable", "scores_variable", "threshold_variable"):
+            variable = getattr(layer, name)()
             assert variable.dtype == "float32", name
-            np.testing.assert_array_equal(variable.numpy(), getattr(exact, name).numpy())
+            np.testing.assert_array_equal(variable.numpy(), getattr(exact, name)().numpy())
         np.testing.assert_array_equal(layer.compute_mask_values().numpy(),
                                       exact.compute_mask_values().numpy())
         with tf.GradientTape() as tape:
@@ -52,7 +52,7 @@ def test_masks_are_exact_and_compute_is_low_precision(policy):
         assert score_gradient.dtype == tf.float32
         np.testing.assert_array_equal(
             score_gradient.numpy(),
-            tf.cast(tf.cast(layer.kernel, layer.compute_dtype), tf.float32).numpy(),
+            tf.cast(tf.cast(layer.kernel_variable(), layer.compute_dtype), tf.float32).numpy(),
         )
     outputs = mixed(images)
     assert outputs.dtype == "float32"  # the softmax runs in float32

@@ -79,11 +79,11 @@ def test_masked_and_plain_models_share_initial_kernels():
     plain = models.build_architecture("conv2", input_shape=(8, 8, 3), seed=4,
                                       kernel_initializer="elu", masked=False)
     for layer in layers.masked_layers(masked):
-        np.testing.assert_array_equal(layer.kernel.numpy(),
+        np.testing.assert_array_equal(layer.kernel_variable().numpy(),
                                       plain.get_layer(layer.name).kernel.numpy())
     other_seed = models.build_architecture("conv2", input_shape=(8, 8, 3), seed=5)
-    assert not np.array_equal(other_seed.get_layer("conv_1").kernel.numpy(),
-                              masked.get_layer("conv_1").kernel.numpy())
+    assert not np.array_equal(other_seed.get_layer("conv_1").kernel_variable().numpy(),
+                              masked.get_layer("conv_1").kernel_variable().numpy())
 
 
 @pytest.mark.slow
@@ -113,12 +113,12 @@ def test_one_training_step_changes_only_scores(arch):
     x = rng.uniform(0, 255, size=(4, *shape)).astype(np.float32)
     y = rng.integers(0, 5, size=(4,))
     masked = layers.masked_layers(model)
-    before = [(l.kernel.numpy(), l.scores.numpy()) for l in masked]
+    before = [(l.kernel_variable().numpy(), l.scores.numpy()) for l in masked]
     loss = model.train_on_batch(x, y)
     assert np.isfinite(loss)
     assert model.predict(x, verbose=0).shape == (4, 5)
     for layer, (kernel, scores) in zip(masked, before):
-        np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+        np.testing.assert_array_equal(layer.kernel_variable().numpy(), kernel)
     assert any(not np.array_equal(l.scores.numpy(), s) for l, (_, s) in zip(masked, before))
 
 
@@ -136,7 +136,8 @@ def test_with_regime_freezes_mask_and_trains_kernel():
     tuned.train_on_batch(rng.uniform(0, 255, (8, 6, 6, 1)), rng.integers(0, 3, 8))
     for layer, mask in zip(masked, masks):
         np.testing.assert_array_equal(layer.compute_mask_values().numpy(), mask)
-        assert not np.array_equal(layer.kernel.numpy(), model.get_layer(layer.name).kernel.numpy())
+        assert not np.array_equal(layer.kernel_variable().numpy(),
+                                  model.get_layer(layer.name).kernel_variable().numpy())
 
 
 @pytest.mark.parametrize("call, message", [

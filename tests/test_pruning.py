@@ -131,6 +131,36 @@ def test_conv_net_with_flatten_and_a_residual_branch():
     _assert_report_matches(report, model, pruned)
 
 
+def test_1d_and_3d_convolutions_lose_dead_channels():
+    """Their registry entries name `filters` as their units, as a 2-D
+    convolution's: a channel with no incoming weights is folded into the
+    bias of a consumer that pads nothing; one with no outgoing weights goes."""
+    inputs = keras.Input((8, 2))
+    x = keras.layers.Conv1D(4, 3, padding="causal", activation="relu", name="a")(inputs)
+    x = keras.layers.MaxPooling1D(name="pool")(x)
+    x = keras.layers.Conv1D(3, 2, name="b")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    sequences = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    _set_weights(sequences, np.random.default_rng(0))
+    _zero(sequences, "a", -1, 0)  # relu(bias) everywhere, into a valid conv: folded
+    _zero(sequences, "out", 0, 2)  # b's channel 2 is not used
+    pruned, report = dead_units.prune_dead_units(sequences)
+    _assert_same_outputs(sequences, pruned, np.random.default_rng(1).normal(size=(4, 8, 2)))
+    assert [_units(pruned, name) for name in ("a", "b")] == [3, 2]
+    assert {entry["layer"]: entry for entry in report}["a"]["folded_into_next_bias"] == 1
+    inputs = keras.Input((3, 3, 3, 1))
+    x = keras.layers.Conv3D(3, 2, padding="same", name="c")(inputs)
+    x = keras.layers.Conv3D(2, 1, name="d")(x)
+    volumes = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x)))
+    _set_weights(volumes, np.random.default_rng(0))
+    _zero(volumes, "d", -2, 1)  # c's channel 1 reaches nothing
+    _zero(volumes, "out", 0, np.arange(27) * 2)  # d's channel 0 after Flatten: unused
+    pruned, report = dead_units.prune_dead_units(volumes)
+    _assert_same_outputs(volumes, pruned, np.random.default_rng(1).normal(size=(4, 3, 3, 3, 1)))
+    assert [_units(pruned, name) for name in ("c", "d")] == [2, 1]
+    _assert_report_matches(report, volumes, pruned)
+
+
 def test_sequential_model_and_a_model_without_dead_units():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
                               keras.layers.Dense(2, name="o")])

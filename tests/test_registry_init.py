@@ -11,11 +11,11 @@ import hashlib
 import json
 import pathlib
 
-import keras
 import numpy as np
 import pytest
 
 from ssm_keras import layers, models
+from ssm_keras.layers import registry
 
 pytestmark = pytest.mark.slow  # builds every architecture, deep ones included
 
@@ -23,16 +23,20 @@ CASES = json.loads((pathlib.Path(__file__).parent / "data" / "registry_init_dige
 
 
 def initial_state_digest(model):
-    """SHA-256 of the kernels, scores and thresholds of a model's layers."""
+    """SHA-256 of the kernels (`W0`), scores and thresholds of a model's
+    layers (a plain model's kernels)."""
     digest = hashlib.sha256()
-    kernel_layers = layers.find_layers(
-        model, (layers.MaskedLayer, keras.layers.Dense, keras.layers.Conv2D))
-    for layer in sorted(kernel_layers, key=lambda layer: layer.name):
-        for role in ("kernel", "scores", "threshold"):
-            if hasattr(layer, role):
-                digest.update(f"{layer.name}/{role}".encode())
-                value = keras.ops.convert_to_numpy(getattr(layer, role))
-                digest.update(np.ascontiguousarray(value).tobytes())
+    masked = {layer.name: layer for layer in layers.masked_layers(model)}
+    kernels = {scope: kernel for layer in model.layers
+               for scope, _, kernel in registry.kernels(layer)}
+    for name in sorted(kernels):
+        variables = {"kernel": kernels[name]}
+        if name in masked:
+            variables.update(scores=masked[name].scores, threshold=masked[name].threshold_variable())
+        for role, variable in variables.items():
+            if variable is not None:
+                digest.update(f"{name}/{role}".encode())
+                digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
     return digest.hexdigest()
 
 

@@ -13,7 +13,7 @@ import pytest
 import ssm_keras
 from ssm_keras import data, layers
 from ssm_keras.training import statistics
-from ssm_keras.transforms import cloning
+from ssm_keras.transforms import cloning, supermasking
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -71,8 +71,9 @@ def _randomize(model, seed=0):
     """Scores as after training (about half the weights remain) and batch-norm
     parameters and statistics away from their initial values."""
     rng = np.random.default_rng(seed)
-    for layer in layers.masked_layers(model):
-        layer.scores.assign(rng.normal(size=layer.scores.shape).astype(np.float32))
+    for layer, name in layers.masked_kernels(model):
+        scores = layer.scores_variable(name)
+        scores.assign(rng.normal(size=scores.shape).astype(np.float32))
     for layer in layers.find_layers(model, keras.layers.BatchNormalization):
         for variable in layer.weights:
             values = rng.uniform(0.5, 1.5, variable.shape).astype(np.float32)
@@ -125,10 +126,10 @@ def test_keep_uses_the_current_kernels_and_redraw_is_seeded_by_name():
     redrawn = ssm_keras.supermask(model, seed=0)
     again = ssm_keras.supermask(_sequential_cnn(), seed=0)
     for name in ("c1", "dw", "d1", "d2"):
-        np.testing.assert_array_equal(kept.get_layer(name).kernel.numpy(),
+        np.testing.assert_array_equal(kept.get_layer(name).kernel_variable(),
                                       model.get_layer(name).kernel.numpy())
-        np.testing.assert_array_equal(redrawn.get_layer(name).kernel.numpy(),
-                                      again.get_layer(name).kernel.numpy())
+        np.testing.assert_array_equal(redrawn.get_layer(name).kernel_variable(),
+                                      again.get_layer(name).kernel_variable())
         # Scores depend on the seed and name only, whatever the kernels.
         np.testing.assert_array_equal(redrawn.get_layer(name).scores.numpy(),
                                       kept.get_layer(name).scores.numpy())
@@ -137,8 +138,8 @@ def test_keep_uses_the_current_kernels_and_redraw_is_seeded_by_name():
                                       model.get_layer(name).bias.numpy())
     # elus: one constant per layer, c = sqrt(6 / fan_in); a depthwise kernel's
     # fan-in is its window, 3 * 3.
-    np.testing.assert_allclose(np.abs(redrawn.get_layer("dw").kernel.numpy()), np.sqrt(6 / 9))
-    np.testing.assert_allclose(np.abs(redrawn.get_layer("d1").kernel.numpy()),
+    np.testing.assert_allclose(np.abs(redrawn.get_layer("dw").kernel_variable()), np.sqrt(6 / 9))
+    np.testing.assert_allclose(np.abs(redrawn.get_layer("d1").kernel_variable()),
                                np.sqrt(6 / (13 * 13 * 16)))
     other_seed = ssm_keras.supermask(model, seed=1)
     assert not np.array_equal(other_seed.get_layer("d1").scores.numpy(),
@@ -193,6 +194,89 @@ def test_layers_selects_by_name_or_predicate():
     assert set(_masked_names(convs)) == {"c1", "dw"}
 
 
+def _attention_model():
+    """Dense, attention, layer norm, an attention frozen by its user, batch
+    norm and a dense head."""
+    inputs = keras.Input((4, 6))
+    x = keras.layers.Dense(6, name="first")(inputs)
+    x = keras.layers.MultiHeadAttention(2, 3, name="attention")(x, x)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    frozen = keras.layers.MultiHeadAttention(2, 3, name="frozen")
+    x = frozen(x, x)
+    frozen.trainable = False
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+PROJECTIONS = ("query", "key", "value", "attention_output")
+
+
+def test_a_supermask_trains_only_its_scores_and_frozen_layers_stay_frozen():
+    masked = ssm_keras.supermask(_attention_model(), seed=0)
+    assert _paths(masked.trainable_variables) == sorted(
+        ["first/scores", "out/scores", *(f"{name}/scores" for name in PROJECTIONS)])
+    frozen = masked.get_layer("frozen")
+    assert isinstance(frozen, layers.MaskedMultiHeadAttention) and not frozen.trainable
+    assert not frozen._query_dense.trainable_weights
+    again = type(frozen).from_config(frozen.get_config())  # as a saved model loads it
+    again(np.zeros((1, 4, 6)), np.zeros((1, 4, 6)))
+    assert not again.trainable_weights and not again._query_dense.trainable
+    assert not masked.get_layer("norm").trainable
+    assert isinstance(masked.get_layer("bn"), layers.FixedAffineBatchNormalization)
+
+
+def test_layers_left_out_are_frozen_sublayers_included_unless_trainable_layers_names_them():
+    model = _attention_model()
+    masked = ssm_keras.supermask(model, layers=["out"], trainable_layers=["norm"], seed=0)
+    assert _paths(masked.trainable_variables) == ["norm/beta", "norm/gamma", "out/scores"]
+    attention = masked.get_layer("attention")
+    assert type(attention) is keras.layers.MultiHeadAttention and not attention.trainable
+    assert not attention._value_dense.trainable_weights
+    x = np.random.default_rng(0).normal(size=(8, 4, 6)).astype("float32")
+    before = {v.path: v.numpy().copy() for v in masked.weights}
+    masked.compile(keras.optimizers.SGD(0.5), "mse")
+    masked.train_on_batch(x, np.ones((8, 2), "float32"))
+    moved = {v.path for v in masked.weights if not np.array_equal(v.numpy(), before[v.path])}
+    assert {"/".join(path.split("/")[-2:]) for path in moved} == {
+        "out/scores", "norm/gamma", "norm/beta", "bn/moving_mean", "bn/moving_variance"}
+    # The summary: what is masked, frozen or trainable, weights, remaining.
+    rows = {row["layer"]: row for row in supermasking.summary(masked).rows}
+    remaining = masked.get_layer("out").mask_counts()["remaining"]
+    attention_weights = 4 * (6 * 2 * 3 + 2 * 3) - 2 * 3 + 6
+    assert rows == {
+        "first": dict(layer="first", **{"class": "Dense"}, status="frozen", weights=42,
+                      trainable=0, masked=0, remaining=0),
+        "attention": dict(layer="attention", **{"class": "MultiHeadAttention"},
+                          status="frozen", weights=attention_weights, trainable=0, masked=0,
+                          remaining=0),
+        "norm": dict(layer="norm", **{"class": "LayerNormalization"}, status="trainable",
+                     weights=12, trainable=12, masked=0, remaining=0),
+        "frozen": dict(layer="frozen", **{"class": "MultiHeadAttention"}, status="frozen",
+                       weights=attention_weights, trainable=0, masked=0, remaining=0),
+        "bn": dict(layer="bn", **{"class": "FixedAffineBatchNormalization"}, status="frozen",
+                   weights=24, trainable=0, masked=0, remaining=0),
+        "out": dict(layer="out", **{"class": "MaskedDense"}, status="masked", weights=14,
+                    trainable=12, masked=12, remaining=remaining),
+    }
+    table = supermasking.summary(masked).table.splitlines()
+    assert table[0].split() == ["layer", "class", "status", "weights", "trainable", "masked",
+                                "remaining"]
+    assert table[1].split() == ["first", "Dense", "frozen", "42", "0", "0", "-"]
+    total = 42 + 2 * attention_weights + 12 + 24 + 14
+    assert table[-1].split() == ["total", f"{total:,}", "24", "12", str(remaining),
+                                 f"({100 * remaining / 12:.1f}%)"]
+
+
+def test_channels_first_convolutions_are_masked_exactly():
+    model = _with_layer(keras.layers.Conv2D(4, 3, data_format="channels_first", name="cf"),
+                        (3, 6, 6))
+    masked = _randomize(ssm_keras.supermask(model, kernels="keep", seed=0))
+    model.get_layer("cf").kernel.assign(masked.get_layer("cf").effective_kernel())
+    images = np.random.default_rng(0).normal(size=(2, 3, 6, 6)).astype("float32")
+    np.testing.assert_array_equal(masked(images), model(images))
+
+
 class _Subclassed(keras.Model):
     def __init__(self):
         super().__init__()
@@ -222,20 +306,24 @@ def _subclassed():
 
 @pytest.mark.parametrize("make, kwargs, fragment", [
     (_subclassed, {}, "is a subclassed keras.Model (_Subclassed)"),
-    (lambda: _with_layer(keras.layers.Conv2D(4, 3, data_format="channels_first", name="cf")), {},
-     "layer 'cf': masked convolutions are channels_last"),
     (lambda: _with_layer(keras.layers.Dense(4, kernel_regularizer="l2", name="reg")), {},
      "layer 'reg': it has a kernel regularizer"),
     (lambda: _with_layer(keras.layers.Dense(4, kernel_constraint="non_neg", name="con")), {},
      "layer 'con': it has a kernel constraint"),
-    (lambda: _with_layer(keras.layers.SeparableConv2D(4, 3, name="sep")), {},
-     "layer 'sep': its type SeparableConv2D has no masked counterpart"),
+    (lambda: _with_layer(keras.layers.LSTM(4, recurrent_regularizer="l2", name="rec"),
+                         (5, 3)), {}, "layer 'rec': it has a recurrent regularizer"),
+    (lambda: _with_layer(keras.layers.Dense(4, lora_rank=2, name="lora")), {},
+     "layer 'lora': it uses LoRA (lora_rank=2)"),
+    (lambda: _with_layer(keras.layers.TimeDistributed(keras.layers.Dense(4), name="td")), {},
+     "layer 'td': its type TimeDistributed has no masked counterpart"),
     (lambda: _with_layer(keras.layers.LayerNormalization(name="ln")), {"layers": ["ln"]},
      "layer 'ln': its type LayerNormalization has no masked counterpart"),
     (_duplicate_names, {}, "layer 'same': two masked layers share the name"),
     (_sequential_cnn, {"layers": ["d9"]}, "layers the model does not have: ['d9']"),
     (_sequential_cnn, {"kernels": "pretrained"}, "kernels='pretrained'"),
     (_sequential_cnn, {"mask": "ternary"}, "mask='ternary'"),
+    (_sequential_cnn, {"trainable_layers": ["d1"]}, "trainable_layers names masked layers ['d1']"),
+    (_sequential_cnn, {"trainable_layers": ["d9"]}, "trainable_layers names layers the model"),
 ])
 def test_what_cannot_be_masked_exactly_is_refused_in_one_line(make, kwargs, fragment):
     with pytest.raises(ValueError) as info:

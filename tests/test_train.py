@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config, tiny_splits
 
-from ssm_keras import data, layers
+from ssm_keras import data, layers, models
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import trainer
 
@@ -161,6 +161,19 @@ def test_settings_the_built_model_would_ignore_are_refused_before_anything_is_wr
         tmp_path, overrides, message):
     with pytest.raises(ssm_config.ConfigError, match=message):
         trainer.run(tiny_config(tmp_path, **overrides), splits=tiny_splits())
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_width_that_cannot_fit_in_memory_is_refused_naming_its_size(tmp_path):
+    spec = tiny_splits().spec
+    counts = {width: models.build_architecture("fcn", masked=False, input_shape=spec.image_shape,
+                                               num_classes=spec.num_classes,
+                                               width=width).count_params()
+              for width in (4, 7)}
+    assert {width: trainer.weight_count("fcn", spec, width) for width in counts} == counts
+    with pytest.raises(ssm_config.ConfigError, match=r"--width=3333334: the fcn model would "
+                       r"have [\d,]+ weights, about [\d,]+ GiB to train, more than this"):
+        trainer.run(tiny_config(tmp_path, width=3333334), splits=tiny_splits())
     assert not (tmp_path / "run").exists()
 
 

@@ -130,21 +130,24 @@ def check_one(name):
         masked = ssm_keras.supermask(model, seed=0)
     except ValueError as error:
         return {**record, "status": "refused", "reason": str(error)}
-    masked_layers = layers.masked_layers(masked)
-    record["masked_layers"] = len(masked_layers)
-    record["masked_weights"] = int(sum(np.prod(layer.scores.shape) for layer in masked_layers))
+    kernels = layers.masked_kernels(masked)
+    record["masked_layers"] = len(layers.masked_layers(masked))
+    record["masked_weights"] = int(sum(np.prod(layer.scores_variable(name).shape)
+                                       for layer, name in kernels))
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (8, size, size, 3)).astype("float32")
     labels = rng.integers(0, 10, 8)
-    before = {id(layer): (layer.scores.numpy().copy(), layer.kernel.numpy().copy())
-              for layer in masked_layers}
+    before = [(layer.scores_variable(name).numpy().copy(),
+               layer.kernel_variable(name).numpy().copy()) for layer, name in kernels]
     masked.compile(optimizer=keras.optimizers.SGD(0.1),
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     record["loss"] = float(masked.train_on_batch(images, labels))
     record["scores_moved"] = sum(
-        not np.array_equal(layer.scores.numpy(), before[id(layer)][0]) for layer in masked_layers)
+        not np.array_equal(layer.scores_variable(name).numpy(), scores)
+        for (layer, name), (scores, _) in zip(kernels, before))
     record["kernels_frozen"] = all(
-        np.array_equal(layer.kernel.numpy(), before[id(layer)][1]) for layer in masked_layers)
+        np.array_equal(layer.kernel_variable(name).numpy(), kernel)
+        for (layer, name), (_, kernel) in zip(kernels, before))
     outputs = masked.predict(images, verbose=0)
     baked = ssm_keras.bake(masked)
     record["baked_is_stock"] = not any(
@@ -157,10 +160,10 @@ def check_one(name):
         path = os.path.join(folder, "model.ssm")
         record["compact_bytes"] = ssm_keras.save_compact(masked, path)
         loaded = ssm_keras.load_compact(path)
-    by_name = {layer.name: layer for layer in layers.masked_layers(loaded.masked_model)}
+    by_scope = {layer.mask_scope: layer for layer in layers.masked_layers(loaded.masked_model)}
     record["compact_kernels_equal"] = all(
-        np.array_equal(by_name[layer.name].effective_kernel().numpy(),
-                       layer.effective_kernel().numpy()) for layer in masked_layers)
+        np.array_equal(by_scope[layer.mask_scope].effective_kernel(name).numpy(),
+                       layer.effective_kernel(name).numpy()) for layer, name in kernels)
     loaded_outputs = loaded.masked_model.predict(images, verbose=0)
     record["compact_max_abs_difference"] = float(np.max(np.abs(loaded_outputs - outputs)))
     passed = (record["scores_moved"] > 0 and record["kernels_frozen"]

@@ -1,12 +1,19 @@
 """The arithmetic of a training step against what the machine can do: the
 ceiling and the mask's own cost that `ssm_keras.experiments.throughput` reports.
 
-The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. A
-dense or convolution layer's forward pass costs `F = 2 * prod(kernel shape)
-* output positions` FLOP (a separable convolution: its depthwise and its
-pointwise kernel; transposed convolutions are not counted); training costs
-`3 F` per layer (forward, input gradient, kernel gradient) except `2 F` for
-the first one, whose input gradient is never computed. The peak is measured: the best of `2 n^3 / t`
+The arithmetic ceiling is `peak GFLOP/s / training GFLOP per image`. The
+layers counted are those of a type the layer registry pairs with a masked
+type (`ssm_keras.layers.registry`), stock or masked; a layer's forward pass
+costs `F = 2 * sum_k size(k) * uses(k)` FLOP over the kernels `k` it masks
+(or would mask), where `uses(k)`, the times each entry of `k` is multiplied
+per image, is its masked type's `kernel_uses`: the output positions for
+dense and convolution layers (both kernels of a separable convolution), the
+input positions for transposed convolutions, the time steps for recurrent
+layers, the positions each projection sees for attention (whose
+weight-free `softmax(Q K^T) V` is not counted), none for an embedding
+lookup. Training costs `3 F` per layer (forward, input gradient, kernel
+gradient) except `2 F` for the first one, whose input gradient is never
+computed. The peak is measured: the best of `2 n^3 / t`
 over repeated `n x n` matmuls in a precision's compute dtype (float32,
 bfloat16 or float16), on the device the models train on: a large matmul is
 the densest arithmetic TensorFlow runs, so its rate stands in for the
@@ -26,6 +33,7 @@ import tensorflow as tf
 
 from ssm_keras import choices, masking
 from ssm_keras import layers as ssm_layers
+from ssm_keras.layers import registry
 
 
 def matmul_gflops(size=2048, dtype="float32", repeats=5):
@@ -41,30 +49,36 @@ def matmul_gflops(size=2048, dtype="float32", repeats=5):
     return 2 * size**3 / best / 1e9
 
 
-SEPARABLE_LAYERS = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-KERNEL_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                 keras.layers.Conv3D, keras.layers.DepthwiseConv1D,
-                 keras.layers.DepthwiseConv2D, *SEPARABLE_LAYERS, ssm_layers.MaskedLayer)
+def _shape(tensors):
+    """The shape of a layer's (first) input or output tensor."""
+    return tuple(keras.tree.flatten(tensors)[0].shape)
 
 
 def forward_flop(layer):
-    """`F = 2 * prod(kernel shape) * prod(output shape[1:-1])`, the forward
-    FLOP per image of a layer of `KERNEL_LAYERS`; of a separable
-    convolution, `2 * (prod(depthwise kernel shape) + prod(pointwise kernel
-    shape)) * prod(output shape[1:-1])`."""
-    if isinstance(layer, SEPARABLE_LAYERS):
-        weights = math.prod(layer.depthwise_kernel.shape) + math.prod(layer.pointwise_kernel.shape)
-    else:
-        weights = math.prod(layer.kernel.shape)
-    return 2 * weights * math.prod(layer.output.shape[1:-1])
+    """`F = 2 * sum_k size(k) * uses(k)`, the forward FLOP per image of a
+    layer of a registered type (see the module docstring)."""
+    cls = registry.masked_class_of(layer)
+    input_shape, output_shape = _shape(layer.input), _shape(layer.output)
+    flop = 0
+    for _, leaf, leaf_class in registry.kernel_leaves(layer):
+        variables = {variable.name: variable for variable in leaf.weights}
+        for name in leaf_class.masked_kernels:
+            if leaf is layer:
+                uses = cls.kernel_uses(layer, name, input_shape, output_shape)
+            else:
+                uses = cls.sublayer_uses(layer, leaf, leaf_class, name, input_shape)
+            flop += 2 * math.prod(variables[name].shape) * uses
+    return flop
 
 
 def training_gflop_per_image(model):
-    """Training GFLOP per image of the dense and convolution layers
-    (`KERNEL_LAYERS`): `sum(3 F) - F_first`, where `F` is a layer's forward
-    FLOP (`forward_flop`) and the first layer computes no input gradient.
+    """Training GFLOP per image of the layers of registered types:
+    `sum(3 F) - F_first`, where `F` is a layer's forward FLOP
+    (`forward_flop`) and the first layer computes no input gradient.
     """
-    forward = [forward_flop(layer) for layer in ssm_layers.find_layers(model, KERNEL_LAYERS)]
+    counted = [layer for layer in ssm_layers.find_layers(model, keras.layers.Layer)
+               if registry.masked_class_of(layer) is not None]
+    forward = [forward_flop(layer) for layer in counted]
     return (3 * sum(forward) - forward[0]) / 1e9
 
 
@@ -90,15 +104,18 @@ def peak_for(precision, peaks, peak_gflops, matmul_size):
     return peaks[dtype], f"measured: {dtype} {matmul_size}^3 matmul"
 
 
-def _mask_loop(layers, dtype, iterations, with_mask):
-    """A `tf.function` running `iterations` times, for every layer, the
-    forward `W = W0 * m(s)` and backward `dL/ds = dL/dW * W0` of the fused
-    threshold mask (`with_mask`), or only what the loop itself costs: shifting
+def _mask_loop(kernels, dtype, iterations, with_mask):
+    """A `tf.function` running `iterations` times, for every masked kernel
+    (`(layer, kernel name)` of `kernels`), the forward `W = W0 * m(s)` and
+    backward `dL/ds = dL/dW * W0` of the fused threshold mask
+    (`with_mask`), or only what the loop itself costs: shifting
     the scores by the iteration (so that nothing is hoisted out of the loop)
     and summing `W0` and `dL/dW` (the reductions that consume the results)."""
-    tensors = [(tf.cast(layer.kernel.value, dtype),
-                tf.convert_to_tensor(layer.scores.value), layer.threshold.value,
-                tf.ones(layer.kernel.shape, dtype), layer.mask_kind) for layer in layers]
+    tensors = [(tf.cast(layer.kernel_variable(name).value, dtype),
+                tf.convert_to_tensor(layer.scores_variable(name).value),
+                layer.threshold_variable(name).value,
+                tf.ones(layer.kernel_variable(name).shape, dtype), layer.mask_kind)
+               for layer, name in kernels]
 
     def iteration(shift):
         total = tf.constant(0.0)
@@ -132,13 +149,13 @@ def mask_seconds_per_step(model, precision, iterations=200, repeats=3):
     element-wise passes over its kernel that a plain step does not make),
     timed in a loop of `iterations` and less the loop's own cost; best of
     `repeats`. None for masks without a fused threshold kernel."""
-    layers = ssm_layers.masked_layers(model)
-    if not all(layer.mask_kind in choices.THRESHOLD_KINDS for layer in layers):
+    kernels = ssm_layers.masked_kernels(model)
+    if not all(layer.mask_kind in choices.THRESHOLD_KINDS for layer, _ in kernels):
         return None
     dtype = compute_dtype(precision)
     seconds = {}
     for with_mask in (True, False):
-        loop = _mask_loop(layers, dtype, iterations, with_mask)
+        loop = _mask_loop(kernels, dtype, iterations, with_mask)
         loop().numpy()  # traces
         best = math.inf
         for _ in range(repeats):

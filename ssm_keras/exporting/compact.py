@@ -8,7 +8,9 @@ that, entropy-coded, and rebuilds the masked and the baked model with
 effective kernels equal to the trained ones (`np.array_equal`; a hidden
 entry is a zero whose sign bit is not kept).
 
-Each masked kernel is stored by one codec: `signed_constant` (`c` and `t`),
+Each masked kernel (a layer's `kernel`, an LSTM cell's `recurrent_kernel`,
+a separable convolution's `depthwise_kernel` and `pointwise_kernel`, ...)
+is stored by one codec: `signed_constant` (`c` and `t`),
 `seeded` (the initialiser's stateless seed and a SHA-256 of `W0`, redrawn on
 load) or `values` (the surviving float32 weights); each mask in the smallest
 of three codings: `rice` (Golomb-Rice coded gaps between non-zero entries),
@@ -19,6 +21,11 @@ docs/compact-format.md.
 The rebuilt masked model has the stored mask but not the trained scores: its
 kernel is `W0` (`seeded`), `c * sign(t)` (`signed_constant`) or the stored
 values, and its scores are stand-ins with `m(s)` equal to the stored mask.
+Every other variable, of any layer, is stored raw.
+
+Version 2 stores one record per masked kernel, keyed by the masked layer's
+`mask_scope` (`dense_1`, `attention/query`) and the kernel's name; version
+1 (one record per masked layer, its `kernel`) is still read.
 """
 
 import hashlib
@@ -36,10 +43,12 @@ import numpy as np
 from ssm_keras import choices
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
+from ssm_keras.layers import base
 from ssm_keras.transforms import baking, cloning
 
 MAGIC = b"\x89SSM\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FORMAT = "ssm_keras.compact"
 _PREFIX = struct.Struct("<8sHIQ")  # magic, version, header size, payload size
 _CHECKSUM_SIZE = hashlib.sha256().digest_size
@@ -52,7 +61,7 @@ _LZMA_FILTERS = [{
 # A preset dictionary for the header's DEFLATE stream (RFC 1951; zlib's
 # `zdict`): JSON fragments that recur in the configs of the model zoo. DEFLATE
 # copies them by reference, which shrinks a 4%-dense FCN file by about 6%.
-# Part of format version 1: never edit it (a test pins its SHA-256).
+# Part of format versions 1 and 2: never edit it (a test pins its SHA-256).
 HEADER_DICTIONARY = "".join([
     '{"module":"keras.layers","class_name":"Activation","config":{"name":"',
     '"activation":"relu"},"activation":"softmax"},',
@@ -297,22 +306,24 @@ def _signed_constant_scale(kernel):
     return scale if scale > 0 and np.all(np.abs(kernel) == scale) else None
 
 
-def _redrawing_initializer(layer, kernel):
-    """The seeded initialiser that redraws `kernel` bit for bit, or None."""
-    if layer.seed is None:
+def _redrawing_initializer(layer, name, kernel):
+    """The seeded initialiser that redraws `kernel` (`W0` of kernel `name`)
+    bit for bit, or None."""
+    if layer.mask_seed is None:
         return None
-    initializer = layer.seeded_initializer("kernel")
+    initializer = layer.seeded_initializer(name)
     redrawn = np.asarray(initializer(kernel.shape, dtype="float32"))
     return initializer if np.array_equal(redrawn, kernel) else None
 
 
-def _encode_masked_layer(layer, payload):
-    """The header record of a masked layer; its blobs go to `payload`."""
-    kernel = layer.kernel.numpy().astype(np.float32)
-    mask = baking.inference_mask(layer)
-    record = {"layer": layer.name, "shape": list(kernel.shape)}
+def _encode_masked_kernel(layer, name, payload):
+    """The header record of kernel `name` of a masked layer; its blobs go to
+    `payload`."""
+    kernel = layer.kernel_variable(name).numpy().astype(np.float32)
+    mask = baking.inference_mask(layer, name)
+    record = {"layer": layer.mask_scope, "kernel": name, "shape": list(kernel.shape)}
     scale = _signed_constant_scale(kernel)
-    initializer = None if scale is not None else _redrawing_initializer(layer, kernel)
+    initializer = None if scale is not None else _redrawing_initializer(layer, name, kernel)
     if scale is not None:
         record.update(codec="signed_constant", scale=float(scale))
         mask_record, data = encode_mask(np.sign(kernel) * mask, signs=True)
@@ -333,12 +344,15 @@ def _encode_masked_layer(layer, payload):
 
 
 def _stored_variables(model):
-    """`(layer, index, variable)` of every variable but masked kernels and
-    scores; `index` is the variable's position in `layer.weights`."""
+    """`(layer, index, variable)` of every variable but the masked kernels'
+    `W0` and scores, of every layer (containers' sublayers included); `index`
+    is the variable's position in `layer.weights`."""
     for layer in cloning.leaf_layers(model):
-        coded = ("kernel", "scores") if isinstance(layer, ssm_layers.MaskedLayer) else ()
+        coded = {id(variable) for leaf in base.masked_leaves(layer)
+                 for name in leaf.masked_kernels
+                 for variable in (leaf.kernel_variable(name), leaf.scores_variable(name))}
         for index, variable in enumerate(layer.weights):
-            if variable.name not in coded:
+            if id(variable) not in coded:
                 yield layer, index, variable
 
 
@@ -391,9 +405,9 @@ def save_compact(model, path, metadata=None):
         **({"model_class": "Sequential"} if isinstance(model, keras.Sequential) else {}),
         "preprocessing": _preprocessing(model),
         "metadata": metadata or {},
-        "masked_layers": [
-            _encode_masked_layer(layer, payload)
-            for layer in ssm_layers.masked_layers(model)
+        "masked_kernels": [
+            _encode_masked_kernel(layer, name, payload)
+            for layer, name in ssm_layers.masked_kernels(model)
         ],
         "variables": [
             _encode_variable(layer, index, variable, payload)
@@ -428,10 +442,10 @@ def read_compact(path):
     if len(data) < _PREFIX.size:
         raise CompactFileError(f"compact file {path} is truncated ({len(data)} bytes)")
     _, version, header_size, payload_size = _PREFIX.unpack_from(data)
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise CompactFileError(
             f"compact file {path} has format version {version}; this ssm_keras "
-            f"reads version {VERSION} only"
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     body_size = _PREFIX.size + header_size + payload_size
     if len(data) != body_size + _CHECKSUM_SIZE:
@@ -449,7 +463,21 @@ def read_compact(path):
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise CompactFileError(f"{path} has format {found!r}, not {FORMAT!r}")
+    if version == 1:
+        header = _as_version_2(header)
     return header, data[_PREFIX.size + header_size : body_size]
+
+
+def _as_version_2(header):
+    """A version-1 header in version 2's terms: its `masked_layers` (one
+    record per masked layer, of its `kernel`) as `masked_kernels`."""
+    header = dict(header)
+    records = header.pop("masked_layers", None)
+    if isinstance(records, list):
+        records = [{**record, "kernel": "kernel"} if isinstance(record, dict) else record
+                   for record in records]
+    header["masked_kernels"] = records
+    return header
 
 
 def _blob(payload, reference):
@@ -459,15 +487,15 @@ def _blob(payload, reference):
     return payload[reference["offset"] : end]
 
 
-def _stand_in_scores(layer, mask):
-    """Scores `s` whose mask `m(s)` is `mask`.
+def _stand_in_scores(layer, name, mask):
+    """Scores `s` of kernel `name` whose mask `m(s)` is `mask`.
 
     Threshold masks: `s = mask * (2 tau + 1)`, so `|s| > tau` exactly where
     `mask != 0`. Top-k masks: `s = mask`, whose `k` largest `|s|` are the
     non-zeros (`k` was their count). Bernoulli (expected): `[s > 0] = mask`.
     """
     if layer.mask_kind in choices.THRESHOLD_KINDS:
-        return mask * (2.0 * np.float32(layer.threshold.numpy()) + 1.0)
+        return mask * (2.0 * np.float32(layer.threshold_variable(name).numpy()) + 1.0)
     return mask
 
 
@@ -498,17 +526,18 @@ def _decoded_kernel(record, payload, mask):
     raise CompactFileError(f"layer {record['layer']!r} has unknown codec {codec!r}")
 
 
-def _restore_masked_layer(layer, record, payload):
+def _restore_masked_kernel(layer, name, record, payload):
+    kernel_variable = layer.kernel_variable(name)
     shape = tuple(record["shape"])
-    if tuple(layer.kernel.shape) != shape:
+    if tuple(kernel_variable.shape) != shape:
         raise CompactFileError(
-            f"layer {layer.name!r} has kernel shape {tuple(layer.kernel.shape)}, "
+            f"layer {layer.mask_scope!r} has a {name} of shape {tuple(kernel_variable.shape)}, "
             f"the file stores {shape}"
         )
     mask = decode_mask(record["mask"], _blob(payload, record["mask"]), shape)
     kernel, layer_mask = _decoded_kernel(record, payload, mask)
-    layer.kernel.assign(kernel)
-    layer.scores.assign(_stand_in_scores(layer, layer_mask))
+    kernel_variable.assign(kernel)
+    layer.scores_variable(name).assign(_stand_in_scores(layer, name, layer_mask))
 
 
 def _restore_variable(variables, record, payload):
@@ -568,28 +597,47 @@ def _config_layers(model_config):
             yield layer
 
 
+# Layer arguments that size a layer's weights (dense units, filters, heads,
+# embedding tables, ...), checked against the shapes a file records.
+_SIZE_ARGUMENTS = ("units", "filters", "depth_multiplier", "input_dim", "output_dim",
+                   "num_heads", "key_dim", "value_dim", "head_dim", "num_query_heads",
+                   "num_key_value_heads", "output_shape")
+
+
+def _sizes(value):
+    """The ints in a size argument (an int, or a shape with None in it)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [size for size in values if isinstance(size, int) and not isinstance(size, bool)]
+
+
 def _check_sizes(header):
     """Refuses a header whose model is not the one its records store, or
     would not fit in this machine's memory, before a variable is allocated.
 
-    Each layer config's `units` or `filters` must be the last dimension of
-    the kernel the file records for it; and the values recorded, kept about
+    Every size argument of a layer config (`units`, `filters`, `num_heads`,
+    `input_dim`, ...: `_SIZE_ARGUMENTS`) must be at most the largest
+    dimension of the variables the file records for that layer (masked
+    kernels, by the first part of their `mask_scope`, and raw variables),
+    which holds for every layer type; and the values recorded, kept about
     three times (kernels, scores, the baked copy) as float32, must fit in
     the physical memory.
     """
-    kernels = {record["layer"]: record["shape"] for record in header["masked_layers"]}
-    kernels.update({record["layer"]: record["shape"] for record in header["variables"]
-                    if record["name"] == "kernel"})
+    records = [*header["masked_kernels"], *header["variables"]]
+    shapes = {}
+    for record in records:
+        shapes.setdefault(record["layer"].split("/")[0], []).append(record["shape"])
     for layer in _config_layers(header["model"]):
         config = layer["config"]
-        for key in ("units", "filters"):
-            if key in config and config[key] != (kernels.get(config["name"]) or [None])[-1]:
+        recorded = shapes.get(config["name"], [])
+        largest = max((size for shape in recorded for size in shape), default=0)
+        for key in _SIZE_ARGUMENTS:
+            too_large = [size for size in _sizes(config.get(key)) if size > largest]
+            if too_large:
                 raise CompactFileError(
-                    f"layer {config['name']!r} has {key}={config[key]}, but the file records a "
-                    f"kernel of shape {kernels.get(config['name'])} for it"
+                    f"layer {config['name']!r} has {key}={config[key]}, but the file records "
+                    f"variables of shapes {recorded} for it"
                 )
-    values = sum(math.prod(record["shape"])
-                 for record in [*header["masked_layers"], *header["variables"]])
+    values = sum(math.prod(record["shape"]) for record in records)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if 3 * 4 * values > memory:
         raise CompactFileError(
@@ -614,10 +662,11 @@ def _restore(header, payload, path):
     }
     for record in header["variables"]:
         _restore_variable(variables, record, payload)
-    layers = {layer.name: layer for layer in ssm_layers.masked_layers(model)}
-    for record in header["masked_layers"]:
-        if record["layer"] not in layers:
-            raise CompactFileError(f"the model has no masked layer {record['layer']!r}")
-        _restore_masked_layer(layers[record["layer"]], record, payload)
+    kernels = {(layer.mask_scope, name): layer for layer, name in ssm_layers.masked_kernels(model)}
+    for record in header["masked_kernels"]:
+        key = (record["layer"], record["kernel"])
+        if key not in kernels:
+            raise CompactFileError(f"the model has no masked kernel {'/'.join(key)!r}")
+        _restore_masked_kernel(kernels[key], record["kernel"], record, payload)
     return model
 

@@ -1,37 +1,90 @@
-"""Masked layers: frozen random kernels, trainable scores, effective kernels.
+"""The masked-layer mixin: a stock Keras layer that computes with `W = W0 * m(s)`.
 
-`MaskedDense`, `MaskedConv1D`, `MaskedConv2D` and `MaskedDepthwiseConv2D`
-take the arguments of their Keras counterparts (with Keras' defaults) plus
-the mask's; `ssm_keras.supermask` turns the Keras layers of any model into
-them.
+A masked layer is the Keras layer it masks, with `MaskedLayer` in front of
+it in the method resolution order:
 
-A masked layer holds a frozen initial kernel `W0`, a float32 score tensor `s`
-of the same shape, and computes with the effective kernel
+    class MaskedLSTMCell(MaskedLayer, keras.layers.LSTMCell):
+        masked_kernels = {"kernel": "kernel_initializer",
+                          "recurrent_kernel": "recurrent_initializer"}
+
+For every masked kernel `k` it holds the frozen initial kernel `W0` (the
+variable named `k`), a float32 score tensor `s` of the same shape and, for
+threshold masks, a scalar threshold `tau`; the stock layer's code computes
+with the effective kernel
 
     W = W0 * m(s)
 
-where `m` is one of the mask functions of `ssm_keras.masking`. Two regimes:
+where `m` is a mask function of `ssm_keras.masking`. How:
 
-- `mask` (default): only the scores train; `W0` stays frozen.
-- `mask_then_weights`: the mask is frozen (scores no longer train) and the
-  kernel trains, still multiplied by the frozen mask: the "supermask as
-  initialisation" fine-tuning.
+- The stock `build` runs unchanged. `MaskedLayer.add_weight` intercepts each
+  weight `masked_kernels` names and creates `W0`, then its scores
+  (`scores` for `kernel`, `recurrent_scores` for `recurrent_kernel`,
+  `embeddings_scores` for `embeddings`; `role_names`), then its threshold
+  (`threshold`, `recurrent_threshold`, ...). A single-kernel layer keeps the
+  variables and the order of this package's first masked layers:
+  `kernel, scores, threshold, bias`. A bias is created with
+  `trainable=train_bias`.
+- Each masked name is a class attribute (`EffectiveKernel`) that reads as
+  `W0 * m(s)`: `layer.kernel` is the effective kernel, as Keras' LoRA makes
+  it, and the stock `call` (which reads `self.kernel`,
+  `self.depthwise_kernel`, `self.cell.recurrent_kernel`, ...) computes with
+  it, so a masked layer equals its stock layer run with `W0 * m(s)` by
+  construction. `W0` is `layer.kernel_variable(name)`.
+- `call` computes the effective kernels once per call (one Bernoulli sample
+  or top-k per call; a recurrent layer's once per sequence) and hands them
+  to the stock `call`.
 
-Which variables train is fixed when the layer is built (a variable created
-non-trainable gets no gradient from TensorFlow's tape, and
-`layer.trainable = True` never unfreezes it); `ssm_keras.models.with_regime`
-copies a trained model into the other regime.
+Two regimes: `mask` (only the scores train; `W0` is created frozen) and
+`mask_then_weights` (the mask is frozen and `W0` trains under it, the
+"supermask as initialisation" fine-tuning). A variable created
+non-trainable is never unfrozen by `layer.trainable = True`. The threshold
+`tau = tau_fraction * max(|s_init|)` of each kernel is fixed when the layer
+is built and saved with it.
 
-The threshold `tau = tau_fraction * max(|s_init|)` of the threshold masks is
-fixed when the layer is built and saved with it.
+Why subclass the stock layers (the house style says not to): a subclass
+runs Keras' own `build`, `call`, shape inference, masking and config, so
+every argument of the stock layer works and nothing is re-implemented. The
+trap the style warns of is saving: `Dense`, `EinsumDense`, the convolutions
+and `Embedding` save their `kernel` slot themselves (for quantisation), which
+would save `W0 * m(s)` and drop the scores. The mixin therefore takes
+`save_own_variables` / `load_own_variables` from `keras.layers.Layer`
+(every variable, by position), and refuses what a mask of a frozen kernel
+cannot honour: kernel regularisers and constraints, LoRA, quantisation.
+
+The public subclass interface (a user's layer becomes maskable with it):
+
+    masked_kernels: class attribute, `{weight name: constructor argument
+        holding its initialiser}`. The stock `build` must create each weight
+        with `self.add_weight(name=<weight name>, ...)` and the stock `call`
+        must read it as `self.<weight name>`.
+    kernel_fan_in(name, shape): the fan-in `W0` and the scores of kernel
+        `name` are drawn with; None for Keras' `prod(shape[:-1])`.
+    kernel_uses(layer, name, input_shape, output_shape): classmethod, how
+        many times per example a layer of this type multiplies by each entry
+        of kernel `name` (FLOP counts); default: the output positions
+        `prod(output_shape[1:-1])`.
+    output_units: class attribute, the constructor argument that counts a
+        single-kernel layer's output units when its kernel is
+        `(..., inputs, units)` and unit `u` is output channel `u` (`units`,
+        `filters`): dead-unit removal may then remove units. None otherwise.
+
+Layers that hold other layers (attention, recurrent layers) are
+`MaskedContainer`s: the stock layer, whose kernel-bearing sublayers are
+masked leaves. Seeds are stateless: a leaf draws `W0`, scores and bias
+keyed by `(mask_seed, mask_scope, variable name)`, where `mask_scope` is the
+layer's name or, for a sublayer, `container/sublayer`.
 """
+
+import contextlib
+import inspect
+import math
+import typing
 
 import keras
 import tensorflow as tf
 
 from ssm_keras import choices, masking
 from ssm_keras import initializers as ssm_initializers
-from ssm_keras.choices import BERNOULLI_EVAL_MODES, MASKED_REGIMES
 
 DEFAULT_SCORE_INITIALIZERS = {
     "signed": "glorot_uniform",
@@ -39,6 +92,18 @@ DEFAULT_SCORE_INITIALIZERS = {
     "bernoulli": "zeros",
     "topk": "he_uniform",
     "signed_topk": "he_uniform",
+}
+
+# The mask arguments of every masked layer, with their defaults.
+MASK_DEFAULTS = {
+    "mask": "signed",
+    "tau_fraction": 0.4,
+    "density": 0.5,
+    "score_initializer": None,
+    "train_bias": False,
+    "regime": "mask",
+    "bernoulli_eval": "expected",
+    "mask_seed": None,
 }
 
 
@@ -49,147 +114,355 @@ def _check_choice(name, value, allowed):
         )
 
 
-class MaskedLayer(keras.layers.Layer):
-    """Shared state and mask logic of the masked layers.
+def pop_mask_arguments(kwargs):
+    """Removes the mask arguments (`MASK_DEFAULTS`) from `kwargs` and
+    returns them, checked.
 
-    Subclasses define `_kernel_shape(input_shape)` and
-    `_apply_kernel(inputs, kernel)`.
-
-    Args:
+    Args (in `kwargs`):
         mask: one of `choices.MASK_KINDS`.
         tau_fraction: threshold masks: `tau = tau_fraction * max(|s_init|)`,
             in [0, 1).
         density: top-k masks: the fraction of weights kept, in (0, 1].
-        kernel_initializer: initialiser of the frozen kernel `W0`
-            (see `ssm_keras.initializers.get`).
         score_initializer: initialiser of the scores; None picks the mask
             kind's default (`glorot_uniform` for threshold masks, `zeros` for
             `bernoulli`, `he_uniform` for top-k).
-        use_bias: whether to add a bias.
-        bias_initializer: initialiser of the bias.
         train_bias: whether the bias trains; False (the paper's regime)
             keeps it frozen in both regimes.
-        activation: activation applied to the output.
         regime: `mask` or `mask_then_weights`.
         bernoulli_eval: how a `bernoulli` mask evaluates: `expected`
             (`sigmoid(s) > 0.5`) or `sample` (a fresh sample, as Zhou et al.).
-        seed: int or None. With an int, the initial kernel and scores are
-            drawn from stateless RNGs keyed by `(seed, layer name, variable)`,
-            so the same seed and name give the same values bit for bit.
+        mask_seed: int or None. With an int, the initial kernels, scores and
+            bias are drawn from stateless RNGs keyed by `(mask_seed,
+            mask_scope, variable name)`: the same seed and name give the
+            same values bit for bit.
+    """
+    arguments = {key: kwargs.pop(key, default) for key, default in MASK_DEFAULTS.items()}
+    _check_choice("mask", arguments["mask"], choices.MASK_KINDS)
+    _check_choice("regime", arguments["regime"], choices.MASKED_REGIMES)
+    _check_choice("bernoulli_eval", arguments["bernoulli_eval"], choices.BERNOULLI_EVAL_MODES)
+    if not 0.0 <= arguments["tau_fraction"] < 1.0:
+        raise ValueError(
+            f"tau_fraction must be in [0, 1). Received: tau_fraction={arguments['tau_fraction']}"
+        )
+    if not 0.0 < arguments["density"] <= 1.0:
+        raise ValueError(f"density must be in (0, 1]. Received: density={arguments['density']}")
+    seed = arguments["mask_seed"]
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"mask_seed must be an int or None. Received: mask_seed={seed!r}")
+    return arguments
+
+
+def unmaskable_reason(config, initializer_arguments, dtype_policy=None):
+    """Why a layer of `config` (constructor arguments) cannot be masked
+    exactly, or None: a regulariser or constraint on a masked kernel (the
+    `*_initializer` arguments `initializer_arguments` name its kernels), LoRA
+    or quantisation."""
+    for argument in initializer_arguments:
+        for what in ("regularizer", "constraint"):
+            key = argument.replace("initializer", what)
+            if config.get(key) is not None:
+                return (f"it has a {key.replace('_', ' ')} ({key}={config[key]!r}), which a "
+                        "mask of a frozen kernel cannot honour")
+    if config.get("lora_rank"):
+        return f"it uses LoRA (lora_rank={config['lora_rank']})"
+    mode = getattr(dtype_policy, "quantization_mode", None)
+    if config.get("quantization_config") is not None or mode:
+        return "it is quantized (bake a supermask first, then quantize the stock layers)"
+    return None
+
+
+def _resolve_initializers(kwargs, arguments):
+    """The masked kernels' initialisers default to `elus` and may be any
+    `ssm_keras.initializers.get` identifier (a stock `__init__` knows only
+    Keras' names)."""
+    for argument in arguments:
+        kwargs[argument] = ssm_initializers.get(kwargs.get(argument) or "elus")
+
+
+def _prepare_arguments(cls, kwargs, initializer_arguments):
+    """Pops and checks the mask arguments, resolves the kernels'
+    initialisers and refuses what cannot be masked; returns the mask
+    arguments."""
+    arguments = pop_mask_arguments(kwargs)
+    _resolve_initializers(kwargs, initializer_arguments)
+    policy = kwargs.get("dtype")
+    policy = None if policy is None else keras.dtype_policies.get(policy)
+    reason = unmaskable_reason(kwargs, initializer_arguments, policy)
+    if reason:
+        raise ValueError(f"cannot make a {cls.__name__}: {reason}.")
+    if kwargs.get("weights") is not None:
+        raise ValueError(f"cannot make a {cls.__name__} with weights=; assign its variables.")
+    return arguments
+
+
+class MaskArguments:
+    """The mask settings shared by masked leaves and containers."""
+
+    def _set_mask_arguments(self, arguments):
+        self.mask_kind = arguments["mask"]
+        self.tau_fraction = float(arguments["tau_fraction"])
+        self.density = float(arguments["density"])
+        self.score_initializer = ssm_initializers.get(
+            arguments["score_initializer"] or DEFAULT_SCORE_INITIALIZERS[self.mask_kind]
+        )
+        self.train_bias = bool(arguments["train_bias"])
+        self.regime = arguments["regime"]
+        self.bernoulli_eval = arguments["bernoulli_eval"]
+        self.mask_seed = arguments["mask_seed"]
+
+    def mask_config(self):
+        """The mask arguments, serialised (part of `get_config`)."""
+        return {
+            "mask": self.mask_kind,
+            "tau_fraction": self.tau_fraction,
+            "density": self.density,
+            "score_initializer": keras.initializers.serialize(self.score_initializer),
+            "train_bias": self.train_bias,
+            "regime": self.regime,
+            "bernoulli_eval": self.bernoulli_eval,
+            "mask_seed": self.mask_seed,
+        }
+
+    @classmethod
+    def counterpart_config(cls, layer):
+        """The config of the masked counterpart of the stock `layer`, before
+        the initialisers and mask arguments are added: `layer.get_config()`
+        (subclasses add what Keras leaves out of it)."""
+        return layer.get_config()
+
+
+def role_names(kernel_name):
+    """`(scores, threshold)` variable names of a masked kernel: `kernel` ->
+    `scores, threshold`, `recurrent_kernel` -> `recurrent_scores,
+    recurrent_threshold`, `embeddings` -> `embeddings_scores,
+    embeddings_threshold`."""
+    if kernel_name.endswith("kernel"):
+        prefix = kernel_name[: -len("kernel")]
+    else:
+        prefix = f"{kernel_name}_"
+    return f"{prefix}scores", f"{prefix}threshold"
+
+
+def kernel_key(scope, name):
+    """The key of masked kernel `name` of the layer at `scope` in statistics
+    and reports: the scope for `kernel` (`dense_1`, `attention/query`),
+    `scope/name` for the others (`lstm/lstm_cell/recurrent_kernel`)."""
+    return scope if name == "kernel" else f"{scope}/{name}"
+
+
+class MaskedKernel(typing.NamedTuple):
+    """The variables of one masked kernel (`threshold` None for masks
+    without one)."""
+
+    kernel: keras.Variable
+    scores: keras.Variable
+    threshold: keras.Variable | None
+
+
+class EffectiveKernel:
+    """The class attribute a stock `call` reads a masked kernel through: it
+    returns `W0 * m(s)`. The stock `build` may assign it the variable
+    `add_weight` returned (`W0`), which `MaskedLayer` has registered."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, layer, owner=None):
+        if layer is None:
+            return self
+        if self.name not in layer.__dict__.get("_masked", {}):
+            raise AttributeError(f"layer {layer.name!r} is not built: it has no {self.name} yet")
+        return layer.effective_kernel(self.name)
+
+    def __set__(self, layer, value):
+        if value is not layer.kernel_variable(self.name):
+            raise AttributeError(
+                f"{type(layer).__name__}.{self.name} is the effective kernel W0 * m(s) and "
+                f"cannot be set; assign to layer.kernel_variable({self.name!r})."
+            )
+
+
+class MaskedLayer(MaskArguments, keras.layers.Layer):
+    """Mixin that masks the kernels of the Keras layer it precedes.
+
+    `class MaskedX(MaskedLayer, keras.layers.X)` takes the arguments of
+    `keras.layers.X` (with Keras' defaults, except that the masked kernels'
+    initialisers default to `elus` and may be any
+    `ssm_keras.initializers.get` identifier) plus the mask arguments of
+    `pop_mask_arguments`.
+
+    The subclass interface: `masked_kernels`, `kernel_fan_in`,
+    `kernel_uses`, `output_units` (see the module docstring).
+
+    Attributes and methods: `layer.<kernel name>` is the effective kernel;
+    `kernel_variable(name)` (`W0`), `scores_variable(name)`,
+    `threshold_variable(name)`, `effective_kernel(name, training)`,
+    `compute_mask_values(name, training)`, `mask_counts()`,
+    `seeded_initializer(role)`, `mask_scope`, `kernel_key(name)`.
     """
 
-    def __init__(
-        self,
-        mask="signed",
-        tau_fraction=0.4,
-        density=0.5,
-        kernel_initializer="elus",
-        score_initializer=None,
-        use_bias=True,
-        bias_initializer="zeros",
-        train_bias=False,
-        activation=None,
-        regime="mask",
-        bernoulli_eval="expected",
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        _check_choice("mask", mask, choices.MASK_KINDS)
-        _check_choice("regime", regime, MASKED_REGIMES)
-        _check_choice("bernoulli_eval", bernoulli_eval, BERNOULLI_EVAL_MODES)
-        if not 0.0 <= tau_fraction < 1.0:
-            raise ValueError(
-                "tau_fraction must be in [0, 1). Received: "
-                f"tau_fraction={tau_fraction}"
-            )
-        if not 0.0 < density <= 1.0:
-            raise ValueError(f"density must be in (0, 1]. Received: density={density}")
-        self.mask_kind = mask
-        self.tau_fraction = float(tau_fraction)
-        self.density = float(density)
-        self.kernel_initializer = ssm_initializers.get(kernel_initializer)
-        self.score_initializer = ssm_initializers.get(
-            score_initializer or DEFAULT_SCORE_INITIALIZERS[mask]
-        )
-        self.use_bias = bool(use_bias)
-        self.bias_initializer = ssm_initializers.get(bias_initializer)
-        self.train_bias = bool(train_bias)
-        self.activation = keras.activations.get(activation)
-        self.regime = regime
-        self.bernoulli_eval = bernoulli_eval
-        self.seed = seed
-        if mask == "bernoulli":
-            self.seed_generator = keras.random.SeedGenerator(seed)
+    masked_kernels = {}
+    output_units = None
+    _seed_generator_attribute = "mask_seed_generator"
 
-    # Subclass interface.
-    def _kernel_shape(self, input_shape):
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls.masked_kernels:
+            if not isinstance(cls.__dict__.get(name), EffectiveKernel):
+                setattr(cls, name, EffectiveKernel(name))
 
-    def _apply_kernel(self, inputs, kernel):
-        raise NotImplementedError
+    def __init__(self, *args, **kwargs):
+        arguments = _prepare_arguments(type(self), kwargs, self.initializer_arguments())
+        super().__init__(*args, **kwargs)
+        self._set_mask_arguments(arguments)
+        object.__setattr__(self, "_masked", {})
+        object.__setattr__(self, "_call_kernels", None)
+        object.__setattr__(self, "_mask_scope", None)
+        self._stock_call_takes_training = (
+            "training" in inspect.signature(super().call).parameters)
+        if self.mask_kind == "bernoulli":
+            setattr(self, self._seed_generator_attribute,
+                    keras.random.SeedGenerator(self.mask_seed))
 
-    def _make_input_spec(self, input_shape):
-        """The `keras.InputSpec` of the built layer."""
-        return keras.InputSpec(min_ndim=2, axes={-1: input_shape[-1]})
+    # The subclass interface.
+    @classmethod
+    def initializer_arguments(cls):
+        """The constructor arguments of the masked kernels' initialisers."""
+        return tuple(sorted(set(cls.masked_kernels.values())))
 
-    def seeded_initializer(self, role):
-        """The initialiser that draws the variable `role` (`kernel`, `scores`
-        or `bias`): the configured one, seeded by `(seed, name, role)` when
-        the layer has a seed."""
-        initializer = {
-            "kernel": self.kernel_initializer,
-            "scores": self.score_initializer,
-            "bias": self.bias_initializer,
-        }[role]
-        if self.seed is None:
-            return initializer
-        seed = ssm_initializers.derive_seed(self.seed, self.name, role)
-        return ssm_initializers.with_seed(initializer, seed)
+    def kernel_fan_in(self, name, shape):
+        """The fan-in `W0` and the scores of kernel `name` (of `shape`) are
+        drawn with; None: Keras' `prod(shape[:-1])`."""
+        return None
 
-    def build(self, input_shape):
-        shape = self._kernel_shape(input_shape)
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=shape,
-            initializer=self.seeded_initializer("kernel"),
+    @classmethod
+    def kernel_uses(cls, layer, name, input_shape, output_shape):
+        """How many times per example `layer` (stock or masked) multiplies by
+        each entry of kernel `name`: its forward pass costs `2 * size * uses`
+        FLOP. Default: the output positions, `prod(output_shape[1:-1])`."""
+        return math.prod(output_shape[1:-1])
+
+    # Where the layer's seeds and statistics live.
+    @property
+    def mask_scope(self):
+        """The layer's name, or `container/sublayer` for a container's
+        sublayer: the key of its seeds, init-file entries and records."""
+        return self._mask_scope or self.name
+
+    @mask_scope.setter
+    def mask_scope(self, scope):
+        object.__setattr__(self, "_mask_scope", scope)
+
+    def kernel_key(self, name="kernel"):
+        """`kernel_key(mask_scope, name)`: the key of kernel `name` in
+        statistics and reports."""
+        return kernel_key(self.mask_scope, name)
+
+    # Variables.
+    def add_weight(self, *args, **kwargs):
+        if args:
+            raise TypeError("masked layers take add_weight's arguments by keyword")
+        name = kwargs.get("name")
+        if name in self.masked_kernels:
+            return self._add_masked_kernel(**kwargs)
+        if name == "bias":
+            kwargs["trainable"] = self.train_bias
+            if not hasattr(self, "bias_initializer"):  # a layer whose bias is drawn as it says
+                return super().add_weight(**kwargs)
+            seeded, stock = self.seeded_initializer("bias"), self.bias_initializer
+            if kwargs.get("initializer") is stock:
+                kwargs["initializer"] = seeded
+            else:
+                # A stock closure that reads `self.bias_initializer` (LSTMCell's
+                # `unit_forget_bias`) reads the seeded one while it runs.
+                self.bias_initializer = seeded
+                try:
+                    return super().add_weight(**kwargs)
+                finally:
+                    self.bias_initializer = stock
+        return super().add_weight(**kwargs)
+
+    def _add_masked_kernel(self, name, shape, dtype=None, **unused):
+        """Creates `W0`, its scores and its threshold (threshold masks);
+        returns `W0`. The stock initialiser, regulariser and constraint are
+        not used (the initialiser argument's value is, seeded)."""
+        shape = tuple(shape)
+        scores_name, threshold_name = role_names(name)
+        kernel = super().add_weight(
+            name=name, shape=shape, dtype=dtype,
+            initializer=self.seeded_initializer(name, shape),
             trainable=self.regime == "mask_then_weights",
         )
-        self.scores = self.add_weight(
-            name="scores",
-            shape=shape,
-            initializer=self.seeded_initializer("scores"),
+        scores = super().add_weight(
+            name=scores_name, shape=shape, dtype="float32", autocast=False,
+            initializer=self.seeded_initializer(scores_name, shape),
             trainable=self.regime == "mask",
-            dtype="float32",
-            autocast=False,
         )
+        threshold = None
         if self.mask_kind in choices.THRESHOLD_KINDS:
-            self.threshold = self.add_weight(
-                name="threshold",
-                shape=(),
-                initializer=self._initial_threshold,
-                dtype="float32",
-                trainable=False,
-                autocast=False,
+            def initial_threshold(shape, dtype=None):
+                """`tau = tau_fraction * max(|s_init|)`, fixed for the whole run."""
+                value = self.tau_fraction * tf.reduce_max(tf.abs(tf.convert_to_tensor(scores)))
+                return tf.cast(value, dtype)
+
+            threshold = super().add_weight(
+                name=threshold_name, shape=(), dtype="float32", autocast=False,
+                initializer=initial_threshold, trainable=False,
             )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self._output_channels(shape),),
-                initializer=self.seeded_initializer("bias"),
-                trainable=self.train_bias,
-            )
-        self.input_spec = self._make_input_spec(input_shape)
+        self._masked[name] = MaskedKernel(kernel, scores, threshold)
+        setattr(self, scores_name, scores)
+        if threshold is not None:
+            setattr(self, threshold_name, threshold)
+        return kernel
 
-    def _output_channels(self, kernel_shape):
-        return kernel_shape[-1]
+    def kernel_variable(self, name="kernel"):
+        """The variable `W0` of masked kernel `name`."""
+        return self._masked[name].kernel
 
-    def _initial_threshold(self, shape, dtype=None):
-        """`tau = tau_fraction * max(|s_init|)`, fixed for the whole run."""
-        scores = tf.convert_to_tensor(self.scores)
-        return tf.cast(self.tau_fraction * tf.reduce_max(tf.abs(scores)), dtype)
+    def scores_variable(self, name="kernel"):
+        """The float32 scores `s` of masked kernel `name`."""
+        return self._masked[name].scores
 
-    # The mask and the effective kernel.
+    def threshold_variable(self, name="kernel"):
+        """The threshold `tau` of masked kernel `name` (None for top-k and
+        Bernoulli masks)."""
+        return self._masked[name].threshold
+
+    def seeded_initializer(self, role, shape=None):
+        """The initialiser of variable `role` (a masked kernel's name, its
+        scores' name, or `bias`): the configured one, seeded by
+        `(mask_seed, mask_scope, role)` when the layer has a seed, and for
+        kernels and scores drawn with the kernel's fan-in (`shape`: the
+        kernel's, by default that of the built kernel)."""
+        scores_of = {role_names(name)[0]: name for name in self.masked_kernels}
+        if role == "bias":
+            initializer, kernel_name = self.bias_initializer, None
+        elif role in self.masked_kernels:
+            initializer, kernel_name = getattr(self, self.masked_kernels[role]), role
+        elif role in scores_of:
+            initializer, kernel_name = self.score_initializer, scores_of[role]
+        else:
+            raise ValueError(f"layer {self.name!r} has no variable {role!r} to initialise")
+        if self.mask_seed is not None:
+            seed = ssm_initializers.derive_seed(self.mask_seed, self.mask_scope, role)
+            initializer = ssm_initializers.with_seed(initializer, seed)
+        else:
+            # A fresh copy draws its own seed: an unseeded Keras initialiser
+            # gives the same values at every call of one instance.
+            initializer = initializer.__class__.from_config(initializer.get_config())
+        if kernel_name is None:
+            return initializer
+        if shape is None:
+            shape = tuple(self.kernel_variable(kernel_name).shape)
+        return self._shaped_initializer(kernel_name, shape, initializer)
+
+    def _shaped_initializer(self, name, shape, initializer):
+        fan_in = self.kernel_fan_in(name, shape)
+        if fan_in is None or len(shape) < 2 or fan_in == math.prod(shape[:-1]):
+            return initializer
+        return ssm_initializers.FanInKernel(initializer, int(fan_in))
+
+    # Masks and effective kernels.
     def _samples_mask(self, training):
         return (
             self.mask_kind == "bernoulli"
@@ -197,416 +470,153 @@ class MaskedLayer(keras.layers.Layer):
             and (training or self.bernoulli_eval == "sample")
         )
 
-    def compute_mask_values(self, training=False):
-        """The float32 mask `m(s)`, with the straight-through gradient.
-
-        `bernoulli` masks sample while training (in the `mask` regime) and,
-        at inference, as `bernoulli_eval` says; otherwise they are
-        `[sigmoid(s) > 0.5]`.
-        """
+    def compute_mask_values(self, name="kernel", training=False):
+        """The float32 mask `m(s)` of kernel `name`, with the straight-through
+        gradient. `bernoulli` masks sample while training (in the `mask`
+        regime) and, at inference, as `bernoulli_eval` says; otherwise they
+        are `[sigmoid(s) > 0.5]`."""
+        variables = self._masked[name]
         if self.mask_kind == "bernoulli" and not self._samples_mask(training):
-            mask = masking.expected_bernoulli_mask(self.scores)
+            mask = masking.expected_bernoulli_mask(variables.scores)
         else:
             mask = masking.compute_mask(
-                self.mask_kind,
-                self.scores,
-                threshold=getattr(self, "threshold", None),
+                self.mask_kind, variables.scores, threshold=variables.threshold,
                 density=self.density,
-                seed=getattr(self, "seed_generator", None),
+                seed=getattr(self, self._seed_generator_attribute, None),
             )
         if self.regime == "mask_then_weights":
             mask = tf.stop_gradient(mask)
         return mask
 
-    def effective_kernel(self, training=False):
-        """`W = W0 * m(s)` in the layer's compute dtype.
-
-        The mask is in {-1, 0, 1}, so casting it before the product is exact.
-        Threshold masks compute `W` in one fused pass
-        (`masking.threshold_masked_kernel`), with the same values and
-        straight-through gradients.
-        """
+    def _compute_effective_kernel(self, name, training):
+        """`W = W0 * m(s)`, in the dtype `W0` is read in (the compute dtype
+        inside a call). The mask is in {-1, 0, 1}, so the product is exact;
+        threshold masks compute it in one fused pass
+        (`masking.threshold_masked_kernel`)."""
+        variables = self._masked[name]
         if self.mask_kind in choices.THRESHOLD_KINDS:
-            scores = self.scores
+            scores = variables.scores
             if self.regime == "mask_then_weights":
                 scores = tf.stop_gradient(scores)
             return masking.threshold_masked_kernel(
-                self.mask_kind, self.kernel, scores, self.threshold,
-                frozen_kernel=not self.kernel.trainable,
+                self.mask_kind, variables.kernel, scores, variables.threshold,
+                frozen_kernel=not variables.kernel.trainable,
             )
-        mask = self.compute_mask_values(training)
-        return self.kernel * tf.cast(mask, self.compute_dtype)
+        mask = self.compute_mask_values(name, training)
+        kernel = tf.convert_to_tensor(variables.kernel)
+        return kernel * tf.cast(mask, kernel.dtype)
+
+    def effective_kernel(self, name="kernel", training=False):
+        """`W = W0 * m(s)` of kernel `name`; inside a call, the one the call
+        computes with."""
+        if self._call_kernels is not None and name in self._call_kernels:
+            return self._call_kernels[name]
+        return self._compute_effective_kernel(name, bool(training))
+
+    @contextlib.contextmanager
+    def effective_kernels_scope(self, training=False):
+        """Within it, every kernel attribute returns one effective kernel
+        computed on entry (one Bernoulli sample, one top-k per call or per
+        sequence). Nested scopes reuse the outer one."""
+        if self._call_kernels is not None:
+            yield
+            return
+        kernels = {name: self._compute_effective_kernel(name, bool(training))
+                   for name in self.masked_kernels}
+        object.__setattr__(self, "_call_kernels", kernels)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_call_kernels", None)
 
     def mask_counts(self):
-        """Kept (+1), inverted (-1), hidden (0), remaining and total entries.
+        """Kept (+1), inverted (-1), hidden (0), remaining and total entries
+        over all masked kernels, of the inference mask (for `bernoulli` with
+        `bernoulli_eval="sample"`: one sample)."""
+        totals = {}
+        for name in self.masked_kernels:
+            counts = masking.mask_counts(self.compute_mask_values(name, training=False))
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
-        Uses the inference mask (for `bernoulli` with `bernoulli_eval =
-        "sample"`: one sample).
-        """
-        return masking.mask_counts(self.compute_mask_values(training=False))
+    def call(self, inputs, *args, training=None, **kwargs):
+        if self._stock_call_takes_training:
+            kwargs["training"] = training
+        with self.effective_kernels_scope(training):
+            return super().call(inputs, *args, **kwargs)
 
-    def call(self, inputs, training=None):
-        outputs = self._apply_kernel(inputs, self.effective_kernel(bool(training)))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs)
+    # Every variable is saved, by position, as `keras.layers.Layer` saves
+    # them: the stock Dense, EinsumDense, convolutions and Embedding save
+    # their kernel slot, which would store `W` and drop the scores.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
 
     def get_config(self):
-        config = {
-            "mask": self.mask_kind,
-            "tau_fraction": self.tau_fraction,
-            "density": self.density,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "score_initializer": keras.initializers.serialize(self.score_initializer),
-            "use_bias": self.use_bias,
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "train_bias": self.train_bias,
-            "activation": keras.activations.serialize(self.activation),
-            "regime": self.regime,
-            "bernoulli_eval": self.bernoulli_eval,
-            "seed": self.seed,
-        }
-        return {**super().get_config(), **config}
+        return {**super().get_config(), **self.mask_config()}
+
+    def enable_lora(self, *args, **kwargs):
+        raise ValueError(f"{type(self).__name__} cannot use LoRA: its kernels are masked.")
+
+    def quantize(self, *args, **kwargs):
+        raise ValueError(f"{type(self).__name__} cannot be quantized; bake the model first.")
+
+
+class MaskedContainer(MaskArguments):
+    """Mixin of a stock layer whose kernel-bearing sublayers are masked
+    leaves (`MaskedMultiHeadAttention`, `MaskedLSTM`, ...): it takes the
+    stock layer's arguments and the mask arguments, which its sublayers get.
+
+    Subclasses name `sublayer_attributes`, the attributes holding the
+    maskable sublayers (`cell`; `_query_dense`, ...), and
+    `kernel_initializer_arguments`, the stock constructor's kernel
+    initialisers.
+    """
+
+    sublayer_attributes = ()
+    kernel_initializer_arguments = ("kernel_initializer",)
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("kernel_initializer", "score_initializer", "bias_initializer"):
-            config[key] = keras.initializers.deserialize(config[key])
-        config["activation"] = keras.activations.deserialize(config["activation"])
-        return cls(**config)
+    def initializer_arguments(cls):
+        """The constructor arguments of the masked kernels' initialisers."""
+        return cls.kernel_initializer_arguments
 
+    def _pop_container_arguments(self, kwargs):
+        return _prepare_arguments(type(self), kwargs, self.initializer_arguments())
 
-@keras.saving.register_keras_serializable(package="ssm_keras")
-class MaskedDense(MaskedLayer):
-    """Dense layer with a frozen kernel and a trainable mask.
+    @classmethod
+    def sublayers_of(cls, layer):
+        """The maskable sublayers of `layer`, a stock or masked instance of
+        this container's type, in a fixed order."""
+        found = (getattr(layer, attribute, None) for attribute in cls.sublayer_attributes)
+        return [sublayer for sublayer in found if sublayer is not None]
 
-    `y = activation(x @ (W0 * m(s)) + b)`
+    @property
+    def masked_sublayers(self):
+        """The masked leaves of this container."""
+        return self.sublayers_of(self)
 
-    Args:
-        units: positive int, the output size.
-        **kwargs: the `MaskedLayer` arguments (`mask`, `tau_fraction`,
-            `density`, initialisers, `use_bias`, `regime`, `seed`, ...).
+    @classmethod
+    def sublayer_uses(cls, layer, sublayer, leaf_class, name, input_shape):
+        """`kernel_uses` of kernel `name` of `sublayer` (whose masked class
+        is `leaf_class`) inside `layer` (stock or masked) called on
+        `input_shape`. Default: the sublayer's own rule on the input shape it
+        was built with."""
+        built = sublayer.get_build_config()["input_shape"]
+        return leaf_class.kernel_uses(sublayer, name, built, sublayer.compute_output_shape(built))
 
-    Input shape:
-        `(batch, ..., input_dim)`.
-
-    Output shape:
-        `(batch, ..., units)`.
-
-    Example:
-
-    >>> layer = MaskedDense(10, mask="signed", tau_fraction=0.4, seed=0)
-    >>> layer(np.ones((2, 784))).shape
-    (2, 10)
-    """
-
-    def __init__(self, units, **kwargs):
-        if not isinstance(units, int) or units <= 0:
-            raise ValueError(f"units must be a positive int. Received: units={units!r}")
-        super().__init__(**kwargs)
-        self.units = units
-
-    def _kernel_shape(self, input_shape):
-        return (input_shape[-1], self.units)
-
-    def _apply_kernel(self, inputs, kernel):
-        return keras.ops.matmul(inputs, kernel)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units)
+    def _masked_copy(self, cls, stock, **extra):
+        """`cls` from the config of the stock sublayer `stock` and this
+        container's mask arguments, seeded as `container/sublayer`."""
+        masked = cls.from_config({**stock.get_config(), **self.mask_config(), **extra})
+        masked.mask_scope = f"{self.name}/{stock.name}"
+        return masked
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
-
-
-class MaskedConv(MaskedLayer):
-    """Shared arguments and output shape of the masked convolutions.
-
-    Channels last only. `padding` is `valid` (Keras' default) or `same`, and
-    also `causal` for one spatial dimension (the input is left-padded by
-    `dilation_rate * (kernel_size - 1)` steps, then convolved `valid`).
-
-    Args:
-        rank: the number of spatial dimensions (1 or 2).
-        kernel_size: int or tuple of `rank` ints.
-        strides: int or tuple of `rank` ints.
-        padding: `valid`, `same` (or `causal` if `rank` is 1).
-        dilation_rate: int or tuple of `rank` ints; with `strides > 1` it
-            must be 1.
-        **kwargs: the `MaskedLayer` arguments.
-    """
-
-    def __init__(self, rank, kernel_size, strides=1, padding="valid", dilation_rate=1,
-                 **kwargs):
-        paddings = ("valid", "same", "causal") if rank == 1 else ("valid", "same")
-        _check_choice("padding", padding, paddings)
-        super().__init__(**kwargs)
-        self.rank = rank
-        self.kernel_size = _positive_tuple("kernel_size", kernel_size, rank)
-        self.strides = _positive_tuple("strides", strides, rank)
-        self.dilation_rate = _positive_tuple("dilation_rate", dilation_rate, rank)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(
-                "strides > 1 is not compatible with dilation_rate > 1. Received: "
-                f"strides={self.strides}, dilation_rate={self.dilation_rate}"
-            )
-        self.padding = padding
-
-    def _make_input_spec(self, input_shape):
-        return keras.InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
-
-    def _padded(self, inputs):
-        """`(inputs, padding)` for `keras.ops.conv`: causal padding done here."""
-        if self.padding != "causal":
-            return inputs, self.padding
-        left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
-        return keras.ops.pad(inputs, [[0, 0], [left, 0], [0, 0]]), "valid"
-
-    def _convolve(self, inputs, kernel):
-        raise NotImplementedError
-
-    def _apply_kernel(self, inputs, kernel):
-        inputs, padding = self._padded(inputs)
-        return self._convolve(inputs, kernel, padding)
-
-    def compute_output_shape(self, input_shape):
-        if self.padding == "causal":
-            return (input_shape[0], _causal_steps(input_shape[1], self.strides[0]),
-                    self._output_channels(self._kernel_shape(input_shape)))
-        kernel = keras.KerasTensor(self._ungrouped_kernel_shape(input_shape))
-        return self._convolve(keras.KerasTensor(input_shape), kernel, self.padding).shape
-
-    def _ungrouped_kernel_shape(self, input_shape):
-        """A kernel shape with the output shape of this layer's kernel and
-        all input channels (what `keras.ops.conv`'s shape inference takes)."""
-        return self._kernel_shape(input_shape)
-
-    def get_config(self):
-        config = {
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "dilation_rate": self.dilation_rate,
-        }
-        return {**super().get_config(), **config}
-
-
-def _causal_steps(steps, stride):
-    return None if steps is None else -(-steps // stride)
-
-
-class _MaskedFilterConv(MaskedConv):
-    """A masked convolution with `filters` outputs in `groups` groups, kernel
-    `(*kernel_size, in_channels / groups, filters)`: the channels split into
-    `groups` equal parts, each convolved with its `filters / groups` filters
-    (`groups = in_channels = filters` is a depthwise convolution)."""
-
-    def __init__(self, rank, filters, kernel_size, groups=1, **kwargs):
-        if not isinstance(filters, int) or filters <= 0:
-            raise ValueError(
-                f"filters must be a positive int. Received: filters={filters!r}"
-            )
-        if not isinstance(groups, int) or groups <= 0 or filters % groups:
-            raise ValueError(
-                "groups must be a positive int that divides filters. Received: "
-                f"groups={groups!r}, filters={filters}"
-            )
-        super().__init__(rank, kernel_size, **kwargs)
-        self.filters = filters
-        self.groups = groups
-
-    def _kernel_shape(self, input_shape):
-        if input_shape[-1] % self.groups:
-            raise ValueError(
-                f"groups must divide the input channels. Received: groups={self.groups}, "
-                f"input channels={input_shape[-1]}"
-            )
-        return (*self.kernel_size, input_shape[-1] // self.groups, self.filters)
-
-    def _ungrouped_kernel_shape(self, input_shape):
-        return (*self.kernel_size, input_shape[-1], self.filters)
-
-    def _convolve(self, inputs, kernel, padding):
-        return keras.ops.conv(inputs, kernel, strides=self.strides, padding=padding,
-                              dilation_rate=self.dilation_rate)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "groups": self.groups}
-
-
-@keras.saving.register_keras_serializable(package="ssm_keras")
-class MaskedConv1D(_MaskedFilterConv):
-    """1-D convolution (channels last) with a frozen kernel and a trainable mask.
-
-    `y = activation(conv1d(x, W0 * m(s)) + b)`, kernel shape
-    `(k, in_channels, filters)`.
-
-    Args:
-        filters: positive int, the number of output channels.
-        kernel_size: int or tuple of one int.
-        strides, padding (`valid`, `same` or `causal`), dilation_rate,
-            groups: as `keras.layers.Conv1D`.
-        **kwargs: the `MaskedLayer` arguments.
-
-    Input shape:
-        `(batch, steps, channels)`.
-
-    Output shape:
-        `(batch, new_steps, filters)`.
-
-    Example:
-
-    >>> MaskedConv1D(8, 3, padding="causal", seed=0)(np.ones((2, 20, 4))).shape
-    (2, 20, 8)
-    """
-
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(1, filters, kernel_size, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="ssm_keras")
-class MaskedConv2D(_MaskedFilterConv):
-    """2-D convolution (channels last) with a frozen kernel and a trainable mask.
-
-    `y = activation(conv2d(x, W0 * m(s)) + b)`, kernel shape
-    `(kh, kw, in_channels, filters)`.
-
-    Args:
-        filters: positive int, the number of output channels.
-        kernel_size: int or pair of ints.
-        strides, padding (`valid` or `same`), dilation_rate, groups: as
-            `keras.layers.Conv2D`.
-        **kwargs: the `MaskedLayer` arguments.
-
-    Input shape:
-        `(batch, height, width, channels)`.
-
-    Output shape:
-        `(batch, new_height, new_width, filters)`.
-
-    Example:
-
-    >>> layer = MaskedConv2D(64, 3, padding="same", seed=0)
-    >>> layer(np.ones((2, 32, 32, 3))).shape
-    (2, 32, 32, 64)
-    """
-
-    def __init__(self, filters, kernel_size, **kwargs):
-        super().__init__(2, filters, kernel_size, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="ssm_keras")
-class MaskedDepthwiseConv2D(MaskedConv):
-    """Depthwise 2-D convolution (channels last) with a frozen kernel and a
-    trainable mask.
-
-    `y = activation(depthwise_conv2d(x, W0 * m(s)) + b)`, kernel shape
-    `(kh, kw, in_channels, depth_multiplier)`: each input channel is
-    convolved with its own `depth_multiplier` filters, so an output sees
-    `fan_in = kh * kw` inputs. The kernel and the scores are drawn as a
-    `(kh, kw, 1, in_channels * depth_multiplier)` tensor and reshaped, so that
-    fan-in-scaled initialisers (`elus`: `c = sqrt(factor / fan_in)`) use
-    that fan-in.
-
-    Args:
-        kernel_size: int or pair of ints.
-        depth_multiplier: positive int, outputs per input channel.
-        strides, padding (`valid` or `same`), dilation_rate: as
-            `keras.layers.DepthwiseConv2D`.
-        **kwargs: the `MaskedLayer` arguments.
-
-    Input shape:
-        `(batch, height, width, channels)`.
-
-    Output shape:
-        `(batch, new_height, new_width, channels * depth_multiplier)`.
-
-    Example:
-
-    >>> MaskedDepthwiseConv2D(3, padding="same", seed=0)(np.ones((2, 8, 8, 4))).shape
-    (2, 8, 8, 4)
-    """
-
-    def __init__(self, kernel_size, depth_multiplier=1, **kwargs):
-        if not isinstance(depth_multiplier, int) or depth_multiplier <= 0:
-            raise ValueError(
-                "depth_multiplier must be a positive int. Received: "
-                f"depth_multiplier={depth_multiplier!r}"
-            )
-        super().__init__(2, kernel_size, **kwargs)
-        self.depth_multiplier = depth_multiplier
-
-    def _kernel_shape(self, input_shape):
-        return (*self.kernel_size, input_shape[-1], self.depth_multiplier)
-
-    def _output_channels(self, kernel_shape):
-        return kernel_shape[-2] * kernel_shape[-1]
-
-    def seeded_initializer(self, role):
-        initializer = super().seeded_initializer(role)
-        if role == "bias":
-            return initializer
-        return ssm_initializers.DepthwiseKernel(initializer)
-
-    def _convolve(self, inputs, kernel, padding):
-        return keras.ops.depthwise_conv(inputs, kernel, strides=self.strides,
-                                        padding=padding, dilation_rate=self.dilation_rate)
-
-    def get_config(self):
-        return {**super().get_config(), "depth_multiplier": self.depth_multiplier}
-
-
-def _positive_tuple(name, value, rank):
-    values = (value,) * rank if isinstance(value, int) else tuple(value)
-    if len(values) != rank or not all(isinstance(v, int) and v > 0 for v in values):
-        raise ValueError(
-            f"{name} must be a positive int or a tuple of {rank} of them. "
-            f"Received: {name}={value!r}"
-        )
-    return values
-
-
-@keras.saving.register_keras_serializable(package="ssm_keras")
-class FixedAffineBatchNormalization(keras.layers.BatchNormalization):
-    """Batch normalisation whose scale `gamma` and offset `beta` never train.
-
-    `y = gamma * (x - mean) / sqrt(var + epsilon) + beta`, with batch
-    statistics while training and moving averages at inference, exactly as
-    `keras.layers.BatchNormalization` (which it is, with the same arguments
-    and variables), except that `gamma` and `beta` are created
-    non-trainable: the batch norm of a supermask in the paper's regime,
-    where only scores train. (Setting a Keras batch norm `trainable=False`
-    instead would also freeze its statistics: it then always normalises with
-    the moving averages.)
-    """
-
-    def add_weight(self, *args, **kwargs):
-        if kwargs.get("name") in ("gamma", "beta"):
-            kwargs["trainable"] = False
-        return super().add_weight(*args, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="ssm_keras")
-class PerImageStandardization(keras.layers.Layer):
-    """`(x - mean(x)) / max(std(x), 1 / sqrt(n))` per image, as
-    `tf.image.per_image_standardization`; the models' first layer, so that
-    they take raw pixels."""
-
-    def call(self, inputs):
-        standardized = tf.image.per_image_standardization(tf.cast(inputs, "float32"))
-        return tf.cast(standardized, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-def shared_arguments(layer):
-    """The arguments a masked layer and its Keras counterpart share besides
-    the kernel's shape: name, dtype policy, activation, bias use and activity
-    regulariser (`supermask` and `bake` convert one into the other)."""
-    return dict(name=layer.name, dtype=layer.dtype_policy, activation=layer.activation,
-                use_bias=layer.use_bias, activity_regularizer=layer.activity_regularizer)
+        return {**super().get_config(), **self.mask_config()}
 
 
 def find_layers(model, types):
@@ -621,6 +631,35 @@ def find_layers(model, types):
     return list(found.values())
 
 
+def masked_leaves(layer):
+    """The `MaskedLayer`s of one layer: itself, or a container's sublayers."""
+    if isinstance(layer, MaskedLayer):
+        return [layer]
+    if isinstance(layer, MaskedContainer):
+        return list(layer.masked_sublayers)
+    return []
+
+
 def masked_layers(model):
-    """All `MaskedLayer`s of a model, in order, nested models included."""
-    return find_layers(model, MaskedLayer)
+    """Every `MaskedLayer` of a model, in order, nested models and the
+    sublayers of masked containers included."""
+    return [leaf for layer in find_layers(model, (MaskedLayer, MaskedContainer))
+            for leaf in masked_leaves(layer)]
+
+
+def masked_kernels(model):
+    """`(layer, kernel name)` of every masked kernel of a model, in order."""
+    return [(layer, name) for layer in masked_layers(model) for name in layer.masked_kernels]
+
+
+def named_variables(layer):
+    """`{key: variable}` of a layer and its sublayers: `name` for its own
+    variables, `sublayer/name` for a sublayer's (`query/kernel`,
+    `lstm_cell/recurrent_kernel`). A masked layer and its stock counterpart
+    share the keys of the stock layer's variables."""
+    found = {}
+    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+        prefix = "" if sublayer is layer else f"{sublayer.name}/"
+        for variable in sublayer._trainable_variables + sublayer._non_trainable_variables:
+            found[prefix + variable.name] = variable
+    return found

@@ -136,8 +136,9 @@ class MaskMonitor(keras.callbacks.Callback):
                 for kind in ("kept", "inverted", "hidden"):
                     tf.summary.scalar(f"{name}/{kind}_fraction", record[f"{kind}_fraction"])
             if self.histograms:
-                for layer in ssm_layers.masked_layers(self.model):
-                    tf.summary.histogram(f"{layer.name}/scores", layer.scores)
+                for layer, name in ssm_layers.masked_kernels(self.model):
+                    tf.summary.histogram(f"{layer.kernel_key(name)}/scores",
+                                         layer.scores_variable(name))
         self._writer.flush()
 
     def on_train_end(self, logs=None):

@@ -5,12 +5,16 @@ scores. A seed already reproduces them (see `ssm_keras.initializers`); an init
 file stores them explicitly, so that runs with other code or other seeds can
 share one start.
 
-Format (`.npz`, NumPy's zip of arrays): for every kernel-bearing layer
-(masked, `Dense` or `Conv2D`) `<layer>/kernel`; for masked layers also
-`<layer>/scores` and, for threshold masks, `<layer>/threshold`; plus
-`__meta__`, a JSON string with `format`, `version` and `arch`. A masked
-model's init file also initialises the plain model of the same architecture
-(its kernels), which is how the baseline starts from the same `W0`.
+Format (`.npz`, NumPy's zip of arrays): for every kernel a layer of a
+registered type (`ssm_keras.layers.registry`) masks, or would mask in a
+plain model, `<scope>/<kernel>` (`dense_1/kernel`,
+`lstm/lstm_cell/recurrent_kernel`; the scope is the layer's name, or
+`container/sublayer`); for masked layers also its scores
+(`<scope>/scores`, `<scope>/recurrent_scores`, ...) and, for threshold
+masks, its threshold (`<scope>/threshold`, ...); plus `__meta__`, a JSON
+string with `format`, `version` and `arch`. A masked model's init file also
+initialises the plain model of the same architecture (its kernels), which
+is how the baseline starts from the same `W0`.
 """
 
 import contextlib
@@ -23,6 +27,7 @@ import numpy as np
 
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import UserError
+from ssm_keras.layers import base, registry
 
 FORMAT = "ssm_keras.init"
 VERSION = 1
@@ -32,19 +37,18 @@ class InitFileError(UserError):
     """An init file that is missing, corrupt or made for another model."""
 
 
-def _kernel_layers(model):
-    return ssm_layers.find_layers(
-        model, (ssm_layers.MaskedLayer, keras.layers.Dense, keras.layers.Conv2D)
-    )
-
-
-def _layer_variables(layer):
-    names = ["kernel"]
-    if isinstance(layer, ssm_layers.MaskedLayer):
-        names.append("scores")
-        if hasattr(layer, "threshold"):
-            names.append("threshold")
-    return {name: getattr(layer, name) for name in names}
+def _variables(model):
+    """`{key: variable}` of the kernels, scores and thresholds an init file
+    holds for `model`."""
+    found = {}
+    for layer in ssm_layers.find_layers(model, keras.layers.Layer):
+        found.update((f"{scope}/{name}", kernel) for scope, name, kernel in registry.kernels(layer))
+        for leaf in base.masked_leaves(layer):
+            for name in leaf.masked_kernels:
+                for variable in (leaf.scores_variable(name), leaf.threshold_variable(name)):
+                    if variable is not None:
+                        found[f"{leaf.mask_scope}/{variable.name}"] = variable
+    return found
 
 
 def save_init(model, path, arch):
@@ -56,11 +60,7 @@ def save_init(model, path, arch):
     is; otherwise InitFileError. InitFileError too if the file cannot be
     written (no partial file is left behind).
     """
-    arrays = {
-        f"{layer.name}/{name}": np.asarray(variable.numpy())
-        for layer in _kernel_layers(model)
-        for name, variable in _layer_variables(layer).items()
-    }
+    arrays = {key: np.asarray(variable.numpy()) for key, variable in _variables(model).items()}
     if os.path.exists(path):
         if not _holds(path, arch, arrays):
             raise InitFileError(
@@ -133,30 +133,28 @@ def load_init(model, path, arch):
             f"not arch={arch!r}."
         )
     assignments = []
-    for layer in _kernel_layers(model):
-        for name, variable in _layer_variables(layer).items():
-            key = f"{layer.name}/{name}"
-            if key not in arrays:
-                raise InitFileError(
-                    f"Init file {path} has no {key!r}; was it written for another "
-                    "model (other mask kind, width or classes)?"
-                )
-            if tuple(arrays[key].shape) != tuple(variable.shape):
-                raise InitFileError(
-                    f"Init file {path}: {key!r} has shape {arrays[key].shape}, "
-                    f"the model needs {tuple(variable.shape)} (other width, "
-                    "input shape or number of classes?)."
-                )
-            if not np.issubdtype(arrays[key].dtype, np.floating):
-                raise InitFileError(
-                    f"Init file {path}: {key!r} holds {arrays[key].dtype} values; kernels "
-                    "and scores are real floating-point numbers."
-                )
-            if not np.all(np.isfinite(arrays[key])):
-                raise InitFileError(
-                    f"Init file {path}: {key!r} holds NaN or infinite values; a run "
-                    "started from it cannot learn."
-                )
-            assignments.append((variable, arrays[key]))
+    for key, variable in _variables(model).items():
+        if key not in arrays:
+            raise InitFileError(
+                f"Init file {path} has no {key!r}; was it written for another "
+                "model (other mask kind, width or classes)?"
+            )
+        if tuple(arrays[key].shape) != tuple(variable.shape):
+            raise InitFileError(
+                f"Init file {path}: {key!r} has shape {arrays[key].shape}, "
+                f"the model needs {tuple(variable.shape)} (other width, "
+                "input shape or number of classes?)."
+            )
+        if not np.issubdtype(arrays[key].dtype, np.floating):
+            raise InitFileError(
+                f"Init file {path}: {key!r} holds {arrays[key].dtype} values; kernels "
+                "and scores are real floating-point numbers."
+            )
+        if not np.all(np.isfinite(arrays[key])):
+            raise InitFileError(
+                f"Init file {path}: {key!r} holds NaN or infinite values; a run "
+                "started from it cannot learn."
+            )
+        assignments.append((variable, arrays[key]))
     for variable, value in assignments:
         variable.assign(value)

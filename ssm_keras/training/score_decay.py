@@ -47,7 +47,7 @@ def decay_scores_only(optimizer, model, weight_decay):
 def exclude_all_but_scores(optimizer, model):
     """Excludes every trainable variable of `model` but the masked layers'
     scores from `optimizer`'s weight decay (before the optimiser is built)."""
-    scores = {id(layer.scores) for layer in ssm_layers.masked_layers(model)}
+    scores = {id(layer.scores_variable(name)) for layer, name in ssm_layers.masked_kernels(model)}
     others = [variable for variable in model.trainable_variables if id(variable) not in scores]
     if others:
         optimizer.exclude_from_weight_decay(var_list=others)

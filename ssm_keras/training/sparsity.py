@@ -71,9 +71,9 @@ def threshold_ratios(model):
     """`r = |s| / tau` (signed masks) or `s / tau` (binary) of every masked
     weight of `model`, one flat array: a weight remains while `r > 1`."""
     ratios = []
-    for layer in ssm_layers.masked_layers(model):
-        scores = keras.ops.convert_to_numpy(layer.scores).ravel()
-        tau = float(keras.ops.convert_to_numpy(layer.threshold))
+    for layer, name in ssm_layers.masked_kernels(model):
+        scores = keras.ops.convert_to_numpy(layer.scores_variable(name)).ravel()
+        tau = float(keras.ops.convert_to_numpy(layer.threshold_variable(name)))
         ratios.append((np.abs(scores) if layer.mask_kind == "signed" else scores) / tau)
     return np.concatenate(ratios)
 

@@ -1,9 +1,12 @@
-"""Mask statistics of a model: remaining weights, per layer and overall.
+"""Mask statistics of a model: remaining weights, per masked kernel and overall.
 
-For a layer with mask `m` over `n` weights: kept `= #(m = +1)`, inverted
+For a kernel with mask `m` over `n` weights: kept `= #(m = +1)`, inverted
 `= #(m = -1)`, hidden `= #(m = 0)`, remaining `= kept + inverted`, and the
 remaining percentage `100 * remaining / n`. A plain (baseline) model keeps
-every weight: its kernels count as all kept.
+every weight: the kernels its registered layers would mask count as all
+kept. Records are named by `kernel_key`: the layer's name for its `kernel`
+(`dense_1`, `attention/query`), `<layer>/<kernel>` for the others
+(`lstm/lstm_cell/recurrent_kernel`).
 """
 
 import math
@@ -12,13 +15,14 @@ import keras
 import numpy as np
 
 from ssm_keras import layers as ssm_layers
+from ssm_keras.layers import base, registry
 
 
 def layer_masks(model):
-    """`{layer name: mask as a NumPy array}` for every masked layer."""
+    """`{kernel key: mask as a NumPy array}` for every masked kernel."""
     return {
-        layer.name: layer.compute_mask_values(training=False).numpy()
-        for layer in ssm_layers.masked_layers(model)
+        layer.kernel_key(name): layer.compute_mask_values(name, training=False).numpy()
+        for layer, name in ssm_layers.masked_kernels(model)
     }
 
 
@@ -42,7 +46,7 @@ def summarize(model, masks=None):
         masks: `layer_masks(model)`, if already computed.
 
     Returns:
-        A dict with `layers` (one record per kernel layer: name, shape,
+        A dict with `layers` (one record per masked kernel: name, shape,
         total, kept, inverted, hidden, remaining and the three fractions),
         `masked_weights`, `remaining_weights`, `remaining_percent`, `kept`,
         `inverted` and `hidden`.
@@ -55,10 +59,12 @@ def summarize(model, masks=None):
                   "hidden": mask.size - kept - inverted, "remaining": kept + inverted}
         records.append(_layer_record(name, mask.shape, counts))
     if not masks:
-        for layer in ssm_layers.find_layers(model, (keras.layers.Dense, keras.layers.Conv2D)):
-            size = math.prod(layer.kernel.shape)
-            counts = {"total": size, "kept": size, "inverted": 0, "hidden": 0, "remaining": size}
-            records.append(_layer_record(layer.name, layer.kernel.shape, counts))
+        for layer in ssm_layers.find_layers(model, keras.layers.Layer):
+            for scope, name, kernel in registry.kernels(layer):
+                size = math.prod(kernel.shape)
+                counts = {"total": size, "kept": size, "inverted": 0, "hidden": 0,
+                          "remaining": size}
+                records.append(_layer_record(base.kernel_key(scope, name), kernel.shape, counts))
     total = sum(record["total"] for record in records)
     overall = {key: sum(record[key] for record in records)
                for key in ("kept", "inverted", "hidden", "remaining")}

@@ -3,11 +3,14 @@
 `bake(model)` copies a functional or Sequential model layer by layer, nested
 models included:
 
-- `MaskedDense`, `MaskedConv1D`, `MaskedConv2D`, `MaskedDepthwiseConv2D`
-  become `keras.layers.Dense`, `Conv1D`, `Conv2D`, `DepthwiseConv2D` with
-  the same configuration and the kernel `W = W0 * m(s)` (the inference mask);
-  a bias is copied as is. `FixedAffineBatchNormalization` becomes a
-  `BatchNormalization` with the same weights.
+- Each masked layer becomes its stock Keras layer (the registry's
+  counterpart: `MaskedDense` a `Dense`, `MaskedLSTM` an `LSTM`, ...) made
+  from its config without the mask arguments and the masked kernels'
+  initialisers, with every masked kernel set to `W = W0 * m(s)` (the
+  inference mask, computed in NumPy in the variable's dtype: every entry is
+  `+-W0` or zero) and every other variable (biases) copied by key.
+  `FixedAffineBatchNormalization` becomes a `BatchNormalization` with the
+  same weights.
 - `PerImageStandardization` becomes a stock functional sub-model of
   `keras.ops` calls, `(x - mean(x)) / max(std(x), 1 / sqrt(n))` per image
   (`n = height * width * channels`): the ops of
@@ -26,11 +29,13 @@ import tensorflow as tf
 
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
+from ssm_keras.layers import base, registry
 from ssm_keras.transforms import cloning, dead_units
 
 
-def inference_mask(layer):
-    """The float32 mask `m(s)` a masked layer uses at inference.
+def inference_mask(layer, name="kernel"):
+    """The float32 mask `m(s)` of kernel `name` a masked layer uses at
+    inference.
 
     Raises:
         ExportError: the layer is a `bernoulli` mask that samples a fresh
@@ -40,19 +45,19 @@ def inference_mask(layer):
     samples = layer.mask_kind == "bernoulli" and layer.bernoulli_eval == "sample"
     if samples and layer.regime == "mask":
         raise ExportError(
-            f"layer {layer.name!r} samples a new Bernoulli mask at every call "
+            f"layer {layer.mask_scope!r} samples a new Bernoulli mask at every call "
             "(bernoulli_eval='sample'); only deterministic masks can be exported. "
             "Rebuild it with bernoulli_eval='expected'."
         )
-    return np.asarray(layer.compute_mask_values(training=False), dtype=np.float32)
+    return np.asarray(layer.compute_mask_values(name, training=False), dtype=np.float32)
 
 
-def effective_kernel(layer):
-    """`W = W0 * m(s)` of a masked layer as a float32 NumPy array.
-
-    `m` is in {-1, 0, 1}, so every entry is exactly `+-W0` or zero.
-    """
-    return layer.kernel.numpy().astype(np.float32) * inference_mask(layer)
+def effective_kernel(layer, name="kernel"):
+    """`W = W0 * m(s)` of kernel `name` of a masked layer as a NumPy array in
+    the dtype of `W0`'s variable. `m` is in {-1, 0, 1}, so every entry is
+    exactly `+-W0` or zero."""
+    kernel = layer.kernel_variable(name).numpy()
+    return kernel * inference_mask(layer, name).astype(kernel.dtype)
 
 
 def standardization_model(image_shape, name="standardize"):
@@ -77,42 +82,46 @@ def standardization_model(image_shape, name="standardize"):
     return keras.Model(images, standardized, name=name)
 
 
-# The stock Keras layer of each masked layer type, and the arguments that
-# the two share besides name, dtype, activation and bias.
-_CONV_ARGUMENTS = ("kernel_size", "strides", "padding", "dilation_rate")
-STOCK_COUNTERPARTS = {
-    ssm_layers.MaskedDense: (keras.layers.Dense, ("units",)),
-    ssm_layers.MaskedConv1D: (keras.layers.Conv1D, ("filters", "groups", *_CONV_ARGUMENTS)),
-    ssm_layers.MaskedConv2D: (keras.layers.Conv2D, ("filters", "groups", *_CONV_ARGUMENTS)),
-    ssm_layers.MaskedDepthwiseConv2D: (
-        keras.layers.DepthwiseConv2D, ("depth_multiplier", *_CONV_ARGUMENTS)),
-}
+def stock_config(layer):
+    """The config of a masked layer's stock counterpart: its config without
+    the mask arguments and the masked kernels' initialisers (which may be
+    ssm_keras classes: a baked model loads without ssm_keras)."""
+    config = layer.get_config()
+    for key in (*base.MASK_DEFAULTS, *type(layer).initializer_arguments()):
+        config.pop(key, None)
+    return config
 
 
 def _plain_layer(layer):
     """The stock layer that replaces `layer` in the baked model (no weights yet)."""
-    if type(layer) in STOCK_COUNTERPARTS:
-        stock, arguments = STOCK_COUNTERPARTS[type(layer)]
-        return stock(**{argument: getattr(layer, argument) for argument in arguments},
-                     **ssm_layers.shared_arguments(layer))
+    stock = registry.stock_type(type(layer))
+    if stock is not None:
+        return stock.from_config(stock_config(layer))
     if isinstance(layer, ssm_layers.PerImageStandardization):
         return standardization_model(layer.input.shape[1:], name=layer.name)
     if isinstance(layer, ssm_layers.FixedAffineBatchNormalization):
         return keras.layers.BatchNormalization.from_config(layer.get_config())
-    if isinstance(layer, ssm_layers.MaskedLayer):
+    if isinstance(layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
         raise ExportError(
-            f"layer {layer.name!r} is a {type(layer).__name__}, which bake() "
-            f"cannot convert (it converts {', '.join(t.__name__ for t in STOCK_COUNTERPARTS)})."
+            f"layer {layer.name!r} is a {type(layer).__name__}, which is not registered "
+            "(ssm_keras.register), so bake() does not know its stock counterpart."
         )
     return layer.__class__.from_config(layer.get_config())
 
 
-def _baked_weights(layer):
-    """The weights of `layer`'s baked copy: `[W0 * m, bias]` for masked layers."""
-    if isinstance(layer, ssm_layers.MaskedLayer):
-        bias = [layer.bias.numpy()] if layer.use_bias else []
-        return [effective_kernel(layer), *bias]
-    return layer.get_weights()
+def _copy_baked_weights(layer, baked_layer):
+    """The baked copy's weights: the effective kernels of a masked layer and
+    its other variables, matched by key; any other layer's weights as they
+    are."""
+    if registry.stock_type(type(layer)) is None:
+        if layer.weights:
+            baked_layer.set_weights(layer.get_weights())
+        return
+    kernels = {("" if leaf is layer else f"{leaf.name}/") + name: effective_kernel(leaf, name)
+               for leaf in base.masked_leaves(layer) for name in leaf.masked_kernels}
+    variables = ssm_layers.named_variables(layer)
+    for key, variable in ssm_layers.named_variables(baked_layer).items():
+        variable.assign(kernels[key] if key in kernels else variables[key].numpy())
 
 
 def bake(model, prune_dead_units=False):
@@ -121,7 +130,7 @@ def bake(model, prune_dead_units=False):
     `tfmot.sparsity.keras.strip_pruning`.
 
     Each masked layer becomes its Keras layer (`MaskedDense` a `Dense`, ...)
-    with the effective kernel `W0 * m(s)`; all other weights (biases, batch
+    with the effective kernels `W0 * m(s)`; all other weights (biases, batch
     norms' parameters and moving statistics) are copied. The baked model
     takes the same inputs and computes the same outputs, and
     `keras.saving.load_model` reads it without ssm_keras.
@@ -137,9 +146,7 @@ def bake(model, prune_dead_units=False):
     """
     baked, pairs = cloning.clone_layers(model, _plain_layer)
     for layer, baked_layer in pairs:
-        weights = _baked_weights(layer)
-        if weights:
-            baked_layer.set_weights(weights)
+        _copy_baked_weights(layer, baked_layer)
     if prune_dead_units:
         baked, _ = dead_units.prune_dead_units(baked)
     return baked

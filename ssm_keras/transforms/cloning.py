@@ -10,6 +10,10 @@ def clone_layers(model, convert):
     (nested functional and Sequential models are copied around their
     leaves; a layer used twice is converted once).
 
+    A layer frozen with `trainable=False` is frozen in the copy too,
+    sublayers included (Keras builds a frozen `MultiHeadAttention`'s
+    projections trainable when it makes them from its config).
+
     Returns:
         `(clone, pairs)`: the new model, and `(old layer, new layer)` for every
         leaf layer, in the order `convert` saw them, so that the caller can
@@ -26,7 +30,22 @@ def clone_layers(model, convert):
         return new_layer
 
     clone = keras.models.clone_model(model, clone_function=recording_convert, recursive=True)
+    for layer, new_layer in pairs:
+        if not layer.trainable:
+            freeze(new_layer)
     return clone, pairs
+
+
+def freeze(layer):
+    """`layer.trainable = False` for `layer` and every sublayer.
+
+    Keras' setter does this, but on TensorFlow an assignment of the value an
+    attribute has is skipped: a layer made from a config with
+    `trainable=False` keeps the trainable sublayers its build made. The
+    setter is called on each layer directly.
+    """
+    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+        keras.layers.Layer.trainable.fset(sublayer, False)
 
 
 def leaf_layers(model):

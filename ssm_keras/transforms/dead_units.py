@@ -5,15 +5,18 @@ A trained signed supermask keeps 1-4% of the weights, and many hidden units
 weights hidden. `prune_dead_units(baked)` returns a smaller stock Keras
 model without them, and a per-layer report of what each layer lost.
 
-Each `Dense` / `Conv2D` layer `P` whose output reaches exactly one next
-`Dense` / `Conv2D` layer `C` through per-channel layers only (batch norm,
+The layers whose units can go are the stock layers whose registry entry
+(`ssm_keras.layers.registry`) names their `output_units`: `Dense` and
+`Conv1D` / `Conv2D` / `Conv3D` (channels last, one group), with a kernel
+`(..., inputs, units)`. Each such layer `P` whose output reaches exactly one
+next such layer `C` through per-channel layers only (batch norm,
 activations, pooling, dropout, and a `Flatten` before a dense `C`) is a
 *producer*; its unit `u` is removed when
 
 - its outgoing weights are zero, `V[rows(u)] = 0` (`V` the kernel of `C`,
   `rows(u)` the inputs of `C` that `u` feeds: one for a dense or global-pooled
-  chain, `H * W` after `Flatten`, one per kernel tap for a conv): `u` does
-  not reach `C`; or
+  chain, one per position after `Flatten`, one per kernel tap for a conv):
+  `u` does not reach `C`; or
 - its incoming weights are zero, `W[..., u] = 0`: `u` emits the constant
   `k_u = chain(act(b_u))` whatever the input (`b_u` its bias, 0 without one;
   `chain` the batch norm, activations and pooling between `P` and `C`, at
@@ -21,7 +24,7 @@ activations, pooling, dropout, and a `Flatten` before a dense `C`) is a
   into `C`'s bias, `b_C += sum_i k_u[i] V[rows(u)[i]]`, when `C` has a bias
   and the contribution is the same at every output position (always for a
   dense `C`; for a conv `C`, when `k_u` is the same at every position and
-  `C` pads nothing: `padding="valid"` or a 1x1 kernel). Else `u` stays.
+  `C` pads nothing: `padding="valid"` or a kernel of size 1). Else `u` stays.
 
 Removing units of one layer can kill units of its neighbours (a unit of `C`
 whose only inputs were removed), so the passes repeat until nothing
@@ -44,6 +47,7 @@ import keras
 import numpy as np
 
 from ssm_keras.errors import ExportError
+from ssm_keras.layers import registry
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -52,12 +56,14 @@ ELEMENTWISE = (
     keras.layers.Dropout,
 )
 PER_CHANNEL = (
-    *ELEMENTWISE, keras.layers.BatchNormalization, keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D, keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalAveragePooling2D,
+    *ELEMENTWISE, keras.layers.BatchNormalization,
+    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D, keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling3D,
 )
 _ACROSS_UNITS = ("softmax", "log_softmax")  # activations that mix a layer's units
-_WEIGHTED = (keras.layers.Dense, keras.layers.Conv2D)
 
 
 class PruningError(ExportError):
@@ -71,7 +77,7 @@ class _Chain:
     producer: keras.layers.Layer
     layers: list  # per-channel layers, then possibly a Flatten
     consumer: keras.layers.Layer
-    flatten_shape: tuple | None  # (H, W) of the channels a Flatten flattens
+    flatten_shape: tuple | None  # the positions (H, W, ...) a Flatten flattens
 
 
 def _acts_per_unit(layer):
@@ -90,13 +96,25 @@ def _channels_last(layer):
     )
 
 
+def _output_units(layer):
+    """The constructor argument counting the units of a stock layer whose
+    units may be removed (its registry entry's `output_units`), or None."""
+    masked = registry.masked_type(type(layer))
+    return None if masked is None else masked.output_units
+
+
 def _supported_weighted(layer):
-    """A stock `Dense` or `Conv2D` whose weights are `[kernel(, bias)]`
-    (no LoRA, no quantisation, no groups, channels last)."""
-    plain = not getattr(layer, "lora_enabled", False) and layer.quantization_mode is None
-    if type(layer) is keras.layers.Conv2D:
-        return plain and layer.groups == 1 and layer.data_format == "channels_last"
-    return plain and type(layer) is keras.layers.Dense
+    """A stock layer with `_output_units` whose weights are
+    `[kernel(, bias)]` (no LoRA, no quantisation, no groups, channels last)."""
+    return (_output_units(layer) is not None
+            and not getattr(layer, "lora_enabled", False) and layer.quantization_mode is None
+            and getattr(layer, "groups", 1) == 1
+            and getattr(layer, "data_format", "channels_last") == "channels_last")
+
+
+def _is_dense(layer):
+    """Whether a supported layer's kernel is a matrix `(inputs, units)`."""
+    return len(layer.kernel.shape) == 2
 
 
 def _single_node_output(layer):
@@ -126,8 +144,7 @@ def _chains(model):
     outputs = {id(tensor) for tensor in model.outputs}
     chains = {}
     for producer in model.layers:
-        if not (isinstance(producer, _WEIGHTED) and _supported_weighted(producer)
-                and _acts_per_unit(producer)):
+        if not (_supported_weighted(producer) and _acts_per_unit(producer)):
             continue
         tensor = _single_node_output(producer)
         chain, flatten_shape = [], None
@@ -136,16 +153,15 @@ def _chains(model):
             if len(users) != 1 or _single_node_output(users[0]) is None:
                 break
             layer = users[0]
-            if isinstance(layer, _WEIGHTED):
-                rank = 2 if isinstance(layer, keras.layers.Dense) else 4
-                if _supported_weighted(layer) and len(tensor.shape) == rank:
+            if _output_units(layer) is not None:
+                if _supported_weighted(layer) and len(tensor.shape) == len(layer.kernel.shape):
                     chains[producer.name] = _Chain(producer, chain, layer, flatten_shape)
                 break
             if isinstance(layer, keras.layers.Flatten):
-                if (flatten_shape is not None or len(tensor.shape) != 4
-                        or None in tensor.shape[1:3] or layer.data_format != "channels_last"):
+                if (flatten_shape is not None or len(tensor.shape) < 3
+                        or None in tensor.shape[1:-1] or layer.data_format != "channels_last"):
                     break
-                flatten_shape = tuple(tensor.shape[1:3])
+                flatten_shape = tuple(tensor.shape[1:-1])
             elif not (isinstance(layer, PER_CHANNEL) and _channels_last(layer)
                       and _acts_per_unit(layer)):
                 break
@@ -185,14 +201,14 @@ class _Weights:
 
 
 def _input_axis(kernel):
-    """The input-channel axis of a dense `(in, out)` or conv `(kh, kw, in, out)` kernel."""
+    """The input-channel axis of a dense `(in, out)` or conv `(*window, in, out)` kernel."""
     return kernel.ndim - 2
 
 
 def _rows(chain, channels, units):
     """The consumer's inputs (along its kernel's input axis) that `units`
     of the producer's `channels` feed: the units themselves, or after a
-    `Flatten` of `(H, W, channels)` the flat indices `p * channels + u`."""
+    `Flatten` of `(*positions, channels)` the flat indices `p * channels + u`."""
     units = np.asarray(units, dtype=int)
     if chain.flatten_shape is None:
         return units
@@ -241,20 +257,21 @@ def _folds_exactly(chain, constant):
     consumer = chain.consumer
     if not consumer.use_bias:
         return False
-    if isinstance(consumer, keras.layers.Dense):
+    if _is_dense(consumer):
         return True
     spatially_constant = bool(np.all(constant == constant.flat[0]))
-    no_padding = consumer.padding == "valid" or tuple(consumer.kernel_size) == (1, 1)
+    no_padding = consumer.padding == "valid" or set(consumer.kernel_size) == {1}
     return spatially_constant and no_padding
 
 
 def _fold(chain, weights, constant, outgoing):
     """`b_C += sum_i k[i] V[rows(u)[i]]`: a constant unit's share of the consumer."""
     bias = weights.bias(chain.consumer)
-    if isinstance(chain.consumer, keras.layers.Dense):
+    if _is_dense(chain.consumer):
         bias += np.tensordot(constant.ravel(), outgoing, axes=1).astype(bias.dtype)
     else:  # spatially constant input channel of a conv that pads nothing
-        bias += (constant.flat[0] * outgoing.sum(axis=(0, 1, 2))).astype(bias.dtype)
+        taps = tuple(range(outgoing.ndim - 1))
+        bias += (constant.flat[0] * outgoing.sum(axis=taps)).astype(bias.dtype)
 
 
 def _prune_chain(chain, weights):
@@ -287,10 +304,8 @@ def _prune_chain(chain, weights):
 def _pruned_layer(layer, weights):
     """A fresh copy of `layer` (no weights yet) with its remaining units."""
     config = layer.get_config()
-    if isinstance(layer, keras.layers.Dense):
-        config["units"] = weights.units(layer)
-    elif isinstance(layer, keras.layers.Conv2D):
-        config["filters"] = weights.units(layer)
+    if _supported_weighted(layer):
+        config[_output_units(layer)] = weights.units(layer)
     return layer.__class__.from_config(config)
 
 
@@ -303,7 +318,7 @@ def _layer_report(layer, pruned_layer, folded):
         "weights_before": int(sum(w.size for w in before)),
         "weights_after": int(sum(w.size for w in after)),
     }
-    if isinstance(layer, _WEIGHTED):
+    if _supported_weighted(layer):
         entry.update(units_before=int(before[0].shape[-1]), units_after=int(after[0].shape[-1]),
                      folded_into_next_bias=folded)
     entry["units_removed"] = entry.get("units_before", 0) - entry.get("units_after", 0)

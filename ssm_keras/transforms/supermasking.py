@@ -1,46 +1,60 @@
 """Any functional or Sequential Keras model as a supermask, and back.
 
 `supermask(model)` copies a model with `keras.models.clone_model`, nested
-functional and Sequential sub-models included, and replaces its Keras
-layers by their masked counterparts:
+functional and Sequential sub-models included, and replaces each layer of a
+registered type (`ssm_keras.layers.registry`; `ssm_keras.register` adds
+one) by its masked counterpart:
 
-| Keras layer              | masked layer                    |
-| ------------------------ | ------------------------------- |
-| `Dense`                  | `MaskedDense`                   |
-| `Conv1D`                 | `MaskedConv1D`                  |
-| `Conv2D`                 | `MaskedConv2D`                  |
-| `DepthwiseConv2D`        | `MaskedDepthwiseConv2D`         |
-| `BatchNormalization`     | `FixedAffineBatchNormalization` |
+| Keras layer                                        | masked layer                          |
+| -------------------------------------------------- | ------------------------------------- |
+| `Dense`, `EinsumDense`                             | `MaskedDense`, `MaskedEinsumDense`    |
+| `Conv1D`, `Conv2D`, `Conv3D`                       | `MaskedConv1D`, ...                   |
+| `Conv1DTranspose`, `Conv2DTranspose`, `Conv3DTranspose` | `MaskedConv1DTranspose`, ...     |
+| `DepthwiseConv1D`, `DepthwiseConv2D`               | `MaskedDepthwiseConv1D`, ...          |
+| `SeparableConv1D`, `SeparableConv2D`               | `MaskedSeparableConv1D`, ...          |
+| `Embedding`                                        | `MaskedEmbedding`                     |
+| `SimpleRNN`, `LSTM`, `GRU`                         | `MaskedSimpleRNN`, ... (masked cells) |
+| `MultiHeadAttention`, `GroupQueryAttention`        | `MaskedMultiHeadAttention`, `MaskedGroupedQueryAttention` (masked projections) |
+| `BatchNormalization`                               | `FixedAffineBatchNormalization`       |
 
 Each masked layer computes with `W = W0 * m(s)`: `W0` is drawn afresh
 (`kernels="redraw"`, stateless-seeded by `(seed, layer name)`) or is the
-layer's current kernel (`kernels="keep"`); only the scores `s` train.
-Biases and the batch norms' `gamma` and `beta` keep their values and stay
-frozen unless `train_bias` / `train_batch_norm` say otherwise; the batch
-norms' moving statistics are updated in training as in any Keras model.
-Every other layer is copied with its weights and left as it is (a
-`LayerNormalization` still trains, say; freeze it yourself if the regime
-should exclude it).
+layer's current kernel (`kernels="keep"`).
+
+A supermask is frozen everywhere it is not masked: only the scores `s`
+train. Biases of masked layers keep their values and stay frozen unless
+`train_bias`; batch norms' `gamma` and `beta` unless `train_batch_norm` (a
+batch norm stays in training mode: its moving statistics follow the batches
+as in any Keras model); every other layer with weights is frozen
+(`layer.trainable = False`, sublayers included), a layer left out with
+`layers=` too, unless `trainable_layers` names it. A layer set
+`trainable=False` before `supermask` stays frozen (its scores too, if it is
+masked). `summary(model)` reports, per layer, what is masked, frozen or
+trainable.
 
 `with_regime(model, regime)` copies a masked model into the other regime:
 `mask_then_weights` freezes the mask and trains the kernels.
 """
 
 import dataclasses
+import math
+import typing
 
 import keras
 
 from ssm_keras import choices
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
+from ssm_keras.layers import base, registry
 from ssm_keras.transforms import cloning
 
 KERNEL_CHOICES = ("redraw", "keep")
+_BATCH_NORMS = (keras.layers.BatchNormalization, ssm_layers.FixedAffineBatchNormalization)
 
 
 @dataclasses.dataclass(frozen=True)
 class MaskConfig:
-    """How masked layers mask: the `MaskedLayer` arguments shared by a model.
+    """How masked layers mask: the mask arguments shared by a model.
 
     Attributes:
         mask: one of `choices.MASK_KINDS`.
@@ -61,25 +75,6 @@ class MaskConfig:
     regime: str = "mask"
 
 
-def _conv_arguments(layer):
-    return dict(kernel_size=layer.kernel_size, strides=layer.strides,
-                padding=layer.padding, dilation_rate=layer.dilation_rate)
-
-
-# The masked counterpart of each maskable Keras layer type (exact types: a
-# subclass may compute something else), made from the layer and the masked
-# layers' keyword arguments.
-MASKED_COUNTERPARTS = {
-    keras.layers.Dense: lambda layer, kwargs: ssm_layers.MaskedDense(layer.units, **kwargs),
-    keras.layers.Conv1D: lambda layer, kwargs: ssm_layers.MaskedConv1D(
-        layer.filters, groups=layer.groups, **_conv_arguments(layer), **kwargs),
-    keras.layers.Conv2D: lambda layer, kwargs: ssm_layers.MaskedConv2D(
-        layer.filters, groups=layer.groups, **_conv_arguments(layer), **kwargs),
-    keras.layers.DepthwiseConv2D: lambda layer, kwargs: ssm_layers.MaskedDepthwiseConv2D(
-        depth_multiplier=layer.depth_multiplier, **_conv_arguments(layer), **kwargs),
-}
-
-
 def _is_clonable(model):
     """Whether `clone_model` can copy `model` layer by layer: a Sequential or
     a functional model (Keras' class `Functional`, or a subclass of it)."""
@@ -93,8 +88,8 @@ def _check_clonable(model, what="model"):
         raise ValueError(
             f"{what} {model.name!r} is a subclassed keras.Model "
             f"({type(model).__name__}), whose layers keras.models.clone_model "
-            "cannot see; build it as a functional or Sequential model to "
-            "supermask it."
+            "cannot see; build it as a functional or Sequential model, or use the "
+            "masked layers (ssm_keras.layers) in it directly."
         )
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -102,9 +97,23 @@ def _check_clonable(model, what="model"):
 
 
 def _has_kernel(layer):
-    """Whether `layer` holds a kernel (`kernel`, `depthwise_kernel`, ...)."""
-    return type(layer) in MASKED_COUNTERPARTS or any(
+    """Whether `layer` is of a registered type or holds a kernel (a weight
+    named `kernel`, `depthwise_kernel`, ...): what `supermask` masks by
+    default, refusing the kernel layers it cannot mask."""
+    return registry.masked_class_of(layer) is not None or any(
         variable.name.endswith("kernel") for variable in layer.weights)
+
+
+def _names(layers, leaves, argument):
+    """The set of layer names `layers` (an argument of `supermask`) gives."""
+    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+        raise ValueError(
+            f"{argument} must be a collection of layer names. Received: {argument}={layers!r}")
+    names = set(layers)
+    unknown = sorted(names - {layer.name for layer in leaves})
+    if unknown:
+        raise ValueError(f"{argument} names layers the model does not have: {unknown}")
+    return names
 
 
 def _selector(layers, leaves):
@@ -118,41 +127,28 @@ def _selector(layers, leaves):
             "layers must be None, a collection of layer names or a predicate "
             f"layer -> bool. Received: layers={layers!r}"
         )
-    names = set(layers)
-    unknown = sorted(names - {layer.name for layer in leaves})
-    if unknown:
-        raise ValueError(f"layers names layers the model does not have: {unknown}")
+    names = _names(layers, leaves, "layers")
     return lambda layer: layer.name in names
 
 
 def _why_not_exact(layer, train_bias):
     """Why masking `layer` would not compute what it computes, or None."""
-    if type(layer) not in MASKED_COUNTERPARTS:
+    cls = registry.masked_type(type(layer))
+    if cls is None:
+        maskable = ", ".join(stock.__name__ for stock, _ in registry.entries())
         return (
             f"its type {type(layer).__name__} has no masked counterpart (maskable: "
-            f"{', '.join(kind.__name__ for kind in MASKED_COUNTERPARTS)}); pass "
-            "layers= to leave it as it is"
+            f"{maskable}); pass layers= to leave it as it is, or register a masked "
+            "layer for it (ssm_keras.register)"
         )
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return f"masked convolutions are channels_last (data_format={layer.data_format!r})"
-    for attribute in ("kernel_regularizer", "kernel_constraint",
-                      "depthwise_regularizer", "depthwise_constraint"):
-        if getattr(layer, attribute, None) is not None:
-            what = attribute.replace("depthwise", "kernel").replace("_", " ")
-            return f"it has a {what}, which a mask of a frozen kernel cannot honour"
-    for attribute in ("bias_regularizer", "bias_constraint"):
-        if train_bias and getattr(layer, attribute, None) is not None:
-            return f"it has a {attribute.replace('_', ' ')} and train_bias=True"
-    if getattr(layer, "lora_enabled", False):
-        return "it has LoRA weights"
+    config = cls.counterpart_config(layer)
+    reason = base.unmaskable_reason(config, cls.initializer_arguments(), layer.dtype_policy)
+    if reason:
+        return reason
+    for key in ("bias_regularizer", "bias_constraint"):
+        if train_bias and config.get(key) is not None:
+            return f"it has a {key.replace('_', ' ')} and train_bias=True"
     return None
-
-
-def _kernel_initializer(layer):
-    """The initialiser a Keras layer drew its kernel with."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return layer.depthwise_initializer
-    return layer.kernel_initializer
 
 
 def _check_masked_layers(selected, train_bias):
@@ -170,6 +166,31 @@ def _check_masked_layers(selected, train_bias):
         seen[layer.name] = layer
 
 
+def masked_counterpart(layer, kernel_initializer=None, **mask_arguments):
+    """The (unbuilt) masked counterpart of the stock `layer`, made from its
+    config: `kernel_initializer` (None: the layer's own) for every masked
+    kernel, and the mask arguments (`mask`, `mask_seed`, ...)."""
+    cls = registry.masked_type(type(layer))
+    config = cls.counterpart_config(layer)
+    if kernel_initializer is not None:
+        config.update({argument: kernel_initializer for argument in cls.initializer_arguments()})
+    return cls.from_config({**config, **mask_arguments})
+
+
+def copy_stock_weights(stock, masked, kernels="redraw"):
+    """Copies the stock layer's biases and other variables into its masked
+    counterpart, matched by key (`named_variables`); its kernels too, as
+    `W0`, with `kernels="keep"`."""
+    kernel_keys = {
+        ("" if leaf is masked else f"{leaf.name}/") + name
+        for leaf in base.masked_leaves(masked) for name in leaf.masked_kernels
+    }
+    masked_variables = ssm_layers.named_variables(masked)
+    for key, variable in ssm_layers.named_variables(stock).items():
+        if key not in kernel_keys or kernels == "keep":
+            masked_variables[key].assign(variable)
+
+
 def supermask(
     model,
     mask="signed",
@@ -179,6 +200,7 @@ def supermask(
     init_factor=None,
     seed=0,
     layers=None,
+    trainable_layers=(),
     tau_fraction=0.4,
     density=0.5,
     score_initializer=None,
@@ -191,9 +213,9 @@ def supermask(
 
     Every selected layer (by default every layer with a kernel) becomes its
     masked counterpart, computing with `W = W0 * m(s)`; batch norms get
-    frozen `gamma` and `beta` (unless `train_batch_norm`); all other layers
-    are copied with their weights. Nested functional and Sequential models
-    are masked too.
+    frozen `gamma` and `beta` (unless `train_batch_norm`); every other layer
+    is copied with its weights and frozen, unless `trainable_layers` names
+    it. Nested functional and Sequential models are masked too.
 
     Args:
         model: a built functional or Sequential `keras.Model`.
@@ -207,7 +229,10 @@ def supermask(
         seed: int; seeds `W0` (`redraw`) and the scores. None draws them
             unseeded (not reproducible).
         layers: None (every layer with a kernel), a collection of layer
-            names, or a predicate `layer -> bool`; the others stay as they are.
+            names, or a predicate `layer -> bool`; the others stay as they
+            are, frozen.
+        trainable_layers: names of layers left unmasked that keep training
+            (a `LayerNormalization`, a batch norm, a classifier head).
         tau_fraction, density, score_initializer, bernoulli_eval, regime:
             the `MaskConfig` settings.
         train_bias: whether the masked layers' biases train.
@@ -224,6 +249,7 @@ def supermask(
     Example:
 
     >>> masked = ssm_keras.supermask(model, "signed", seed=0)
+    >>> print(ssm_keras.transforms.supermasking.summary(masked).table)
     >>> masked.compile("sgd", "sparse_categorical_crossentropy")
     >>> masked.fit(x, y)
     """
@@ -242,35 +268,38 @@ def supermask(
     is_selected = _selector(layers, leaves)
     selected = [layer for layer in leaves if is_selected(layer)]
     _check_masked_layers(selected, train_bias)
-    initializer = ssm_initializers.get(kernel_initializer, init_factor)
     selected_ids = {id(layer) for layer in selected}
-
-    def masked_kwargs(layer):
-        return dict(
-            **ssm_layers.shared_arguments(layer),
-            bias_initializer=layer.bias_initializer,
-            train_bias=train_bias,
-            kernel_initializer=initializer if kernels == "redraw" else _kernel_initializer(layer),
-            seed=seed,
-            **dataclasses.asdict(mask_config),
-        )
+    trainable_names = _names(trainable_layers, leaves, "trainable_layers")
+    masked_and_trainable = sorted(trainable_names & {layer.name for layer in selected})
+    if masked_and_trainable:
+        raise ValueError(
+            f"trainable_layers names masked layers {masked_and_trainable}, whose scores "
+            "train; it names layers left unmasked that keep training")
+    mask_arguments = dict(**dataclasses.asdict(mask_config), train_bias=train_bias,
+                          mask_seed=seed)
+    base.pop_mask_arguments(dict(mask_arguments))  # a bad setting fails here, named
+    initializer = (ssm_initializers.get(kernel_initializer, init_factor)
+                   if kernels == "redraw" else None)
 
     def convert(layer):
         if id(layer) in selected_ids:
-            return MASKED_COUNTERPARTS[type(layer)](layer, masked_kwargs(layer))
-        if type(layer) is keras.layers.BatchNormalization and not train_batch_norm:
-            return ssm_layers.FixedAffineBatchNormalization.from_config(layer.get_config())
+            return masked_counterpart(layer, initializer, **mask_arguments)
+        if type(layer) in _BATCH_NORMS:
+            trains = train_batch_norm or layer.name in trainable_names
+            target = keras.layers.BatchNormalization if trains else _BATCH_NORMS[1]
+            return target.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
     clone, pairs = cloning.clone_layers(model, convert)
     for old, new in pairs:
-        if id(old) not in selected_ids:
-            new.set_weights(old.get_weights())
+        if id(old) in selected_ids:
+            copy_stock_weights(old, new, kernels)
             continue
-        if kernels == "keep":
-            new.kernel.assign(old.kernel)
-        if new.use_bias:
-            new.bias.assign(old.bias)
+        new.set_weights(old.get_weights())
+        if old.name in trainable_names:
+            new.trainable = True
+        elif new.weights and type(new) not in _BATCH_NORMS:
+            cloning.freeze(new)
     return clone
 
 
@@ -291,15 +320,92 @@ def with_regime(model, regime):
 
     def clone_layer(layer):
         config = layer.get_config()
-        if isinstance(layer, ssm_layers.MaskedLayer):
+        if isinstance(layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
             config["regime"] = regime
         return layer.__class__.from_config(config)
 
     clone, pairs = cloning.clone_layers(model, clone_layer)
-    # The regime changes the order of trainable and frozen variables, so
-    # weights are copied by name, not by position.
+    # The regime changes which variables train, and so their order in
+    # `weights`: they are copied by key.
     for old_layer, new_layer in pairs:
-        old_weights = {weight.name: weight for weight in old_layer.weights}
-        for weight in new_layer.weights:
-            weight.assign(old_weights[weight.name])
+        new_variables = ssm_layers.named_variables(new_layer)
+        for key, variable in ssm_layers.named_variables(old_layer).items():
+            new_variables[key].assign(variable)
     return clone
+
+
+class LayerSummary(typing.NamedTuple):
+    """What `summary` returns: one dict per layer with weights, and the
+    text table of them."""
+
+    rows: list
+    table: str
+
+
+def _status(masked, trainable):
+    if not trainable:
+        return "frozen"
+    return "masked" if masked else "trainable"
+
+
+def summary(model):
+    """Per layer with weights: whether it is masked, frozen or trainable,
+    how many weights it has and how many remain.
+
+    Each row: `layer` (name), `class`, `status` (`masked`: it has masked
+    kernels and something of it trains; `trainable`: unmasked, and some of
+    its weights train; `frozen`: nothing of it trains), `weights` (the
+    entries it computes with: kernels, biases, batch-norm parameters and
+    statistics; scores and thresholds not counted), `trainable` (entries
+    that train: scores, and whatever else trains), `masked` (entries of
+    masked kernels) and `remaining` (masked entries the inference mask keeps
+    or inverts, `m != 0`). A batch norm's moving statistics follow the
+    batches in training whatever its status.
+
+    Returns:
+        `LayerSummary(rows, table)`: `print(summary(model).table)`.
+    """
+    rows = []
+    for layer in cloning.leaf_layers(model):
+        if not layer.weights:
+            continue
+        leaves = base.masked_leaves(layer)
+        mask_variables = [variable for leaf in leaves for name in leaf.masked_kernels
+                          for variable in (leaf.scores_variable(name),
+                                           leaf.threshold_variable(name))
+                          if variable is not None]
+        masked = sum(math.prod(leaf.kernel_variable(name).shape)
+                     for leaf in leaves for name in leaf.masked_kernels)
+        trainable = sum(math.prod(variable.shape) for variable in layer.trainable_weights)
+        rows.append({
+            "layer": layer.name,
+            "class": type(layer).__name__,
+            "status": _status(masked, trainable),
+            "weights": sum(math.prod(v.shape) for v in layer.weights)
+            - sum(math.prod(v.shape) for v in mask_variables),
+            "trainable": trainable,
+            "masked": masked,
+            "remaining": sum(leaf.mask_counts()["remaining"] for leaf in leaves),
+        })
+    return LayerSummary(rows, _table(rows))
+
+
+def _table(rows):
+    """The rows as aligned text, with a total line; `remaining` also as a
+    percentage of `masked` (`-` for a layer without masked kernels)."""
+    def remaining(row):
+        if not row["masked"]:
+            return "-"
+        return f"{row['remaining']:,} ({100 * row['remaining'] / row['masked']:.1f}%)"
+
+    totals = {key: sum(row[key] for row in rows)
+              for key in ("weights", "trainable", "masked", "remaining")}
+    lines = [("layer", "class", "status", "weights", "trainable", "masked", "remaining")]
+    for row in [*rows, {"layer": "total", "class": "", "status": "", **totals}]:
+        lines.append((row["layer"], row["class"], row["status"], f"{row['weights']:,}",
+                      f"{row['trainable']:,}", f"{row['masked']:,}", remaining(row)))
+    widths = [max(len(line[column]) for line in lines) for column in range(7)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) if column < 3 else cell.rjust(width)
+                  for column, (cell, width) in enumerate(zip(line, widths))).rstrip()
+        for line in lines)
