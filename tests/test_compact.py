@@ -97,6 +97,29 @@ def test_compact_round_trip_is_exact(case, tmp_path):
     np.testing.assert_allclose(loaded.baked_model(images).numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
+def test_compact_round_trip_of_unmasked_layers_of_any_type(tmp_path):
+    """`layers=` leaves a separable and a transposed convolution, an LSTM and
+    a GRU unmasked: the file stores their variables raw (the size check used
+    to refuse them: their kernels' last axis is not their units)."""
+    images = keras.Input((4, 4, 3))
+    x = keras.layers.SeparableConv2D(4, 3, padding="same", name="separable")(images)
+    x = keras.layers.Conv2DTranspose(3, 2, strides=2, name="transpose")(x)
+    x = keras.layers.Reshape((64, 3))(x)
+    x = keras.layers.LSTM(5, return_sequences=True, name="lstm")(x)
+    x = keras.layers.GRU(4, name="gru")(x)
+    model = keras.Model(images, keras.layers.Dense(2, name="out")(x))
+    masked = randomize_scores(models.supermask(model, layers=["out"], seed=0))
+    compact.save_compact(masked, tmp_path / "model.ssm")
+    loaded = compact.load_compact(tmp_path / "model.ssm").masked_model
+    for name in ("separable", "transpose", "lstm", "gru"):
+        for variable, twin in zip(masked.get_layer(name).weights, loaded.get_layer(name).weights):
+            np.testing.assert_array_equal(twin.numpy(), variable.numpy(), err_msg=variable.path)
+    np.testing.assert_array_equal(loaded.get_layer("out").effective_kernel(),
+                                  masked.get_layer("out").effective_kernel())
+    inputs = random_images((4, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(inputs).numpy(), masked(inputs).numpy())
+
+
 def test_compact_fcn_with_4_percent_remaining_is_over_100x_smaller(tmp_path):
     model = randomized_model(input_shape=(28, 28, 1), density=0.04)
     assert models.masked_weight_count(model) == 266_200

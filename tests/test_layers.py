@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import ssm_keras
 from ssm_keras import choices, initializers, layers, masking
+from ssm_keras.experiments import arithmetic
 from ssm_keras.layers import registry
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -26,7 +27,7 @@ def _sequence_model():
     x = L.Embedding(12, 8, name="embedding")(tokens)
     x = L.MultiHeadAttention(2, 4, name="attention", **BIAS)(x, x)
     x = L.GroupQueryAttention(4, 2, 1, name="grouped", **BIAS)(x, x)
-    x = L.EinsumDense("abc,cd->abd", (None, 8), bias_axes="d", name="einsum", **BIAS)(x)
+    x = L.EinsumDense("abc,cd->abd", (6, 8), bias_axes="d", name="einsum", **BIAS)(x)
     x = L.SimpleRNN(8, return_sequences=True, name="simple_rnn", **BIAS)(x)
     x = L.GRU(8, return_sequences=True, name="gru", **BIAS)(x)
     x = L.LSTM(8, return_sequences=True, name="lstm", **BIAS)(x)
@@ -159,6 +160,30 @@ def test_other_mask_kinds_compute_what_the_stock_layers_compute(mask):
             assert 0 < np.count_nonzero(mask_values) < mask_values.size, (scope, name)
             variable.assign(variable.numpy() * mask_values)
     np.testing.assert_array_equal(_outputs(masked, inputs), _outputs(model, inputs))
+
+
+def test_kernel_uses_count_each_types_multiplications():
+    """`arithmetic.forward_flop`: `2 * sum_k size(k) * uses(k)`, the uses by
+    each type's `kernel_uses`."""
+    model = _sequence_model()
+    flop = {layer.name: arithmetic.forward_flop(layer) for layer in model.layers
+            if registry.masked_class_of(layer) is not None}
+    projections = 3 * 8 * 2 * 4 * 6 + 2 * 4 * 8 * 6  # query, key, value; output: 6 positions
+    grouped = (8 * 2 * 4 + 2 * 8 * 1 * 4) * 6 + 2 * 4 * 8 * 6  # query, key and value; output
+    assert flop == {
+        "embedding": 0,  # a lookup
+        "attention": 2 * projections,
+        "grouped": 2 * grouped,
+        "einsum": 2 * 8 * 8 * 6,
+        "simple_rnn": 2 * (8 * 8 + 8 * 8) * 6,  # kernel and recurrent kernel, 6 steps
+        "gru": 2 * (8 * 24 + 8 * 24) * 6,
+        "lstm": 2 * (8 * 32 + 8 * 32) * 6,
+        "conv1d": 2 * 3 * 8 * 6 * 6,
+        "depthwise1d": 2 * 3 * 6 * 2 * 6,
+        "separable1d": 2 * (3 * 12 * 1 + 12 * 6) * 6,
+        "transpose1d": 2 * 2 * 4 * 6 * 6,  # each entry once per input position
+        "dense": 2 * 4 * 3,
+    }
 
 
 def test_seeds_are_keyed_by_scope_and_role():

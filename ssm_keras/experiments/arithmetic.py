@@ -59,6 +59,10 @@ def forward_flop(layer):
     layer of a registered type (see the module docstring)."""
     cls = registry.masked_class_of(layer)
     input_shape, output_shape = _shape(layer.input), _shape(layer.output)
+    if None in (*input_shape[1:], *output_shape[1:]):
+        raise ValueError(
+            f"cannot count the FLOP per example of layer {layer.name!r}: its input or output "
+            f"shape has an unknown dimension ({input_shape} -> {output_shape})")
     flop = 0
     for _, leaf, leaf_class in registry.kernel_leaves(layer):
         variables = {variable.name: variable for variable in leaf.weights}
