@@ -1,6 +1,7 @@
 """One factory from a strategy name to a `tf.distribute.Strategy`, and what
 the processes of a multi-worker run need to agree on."""
 
+import faulthandler
 import json
 import logging
 import os
@@ -188,9 +189,13 @@ def join_workers(timeout):
                    f"{timeout:g} s (waited for {', '.join(others)}). Start each with the same "
                    "command and its own TF_CONFIG task (scripts/local_workers.py does), or "
                    "raise --worker_timeout.")
-        watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
-            stdin=subprocess.DEVNULL)
+        watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(timeout), message],
+                                    stdin=subprocess.DEVNULL)
+        # TensorFlow waits for the workers holding the interpreter, so no
+        # Python code runs until they come: faulthandler's own thread ends
+        # the process with status 1 once the watchdog has said why.
+        faulthandler.dump_traceback_later(timeout + EXIT_DELAY_S, exit=True,
+                                          file=open(os.devnull, "w"))  # noqa: SIM115
     try:
         return MultiWorkerMirroredStrategy()
     except tf.errors.OpError as error:
@@ -200,18 +205,20 @@ def join_workers(timeout):
         ) from None
     finally:
         if watchdog:
+            faulthandler.cancel_dump_traceback_later()
             watchdog.kill()
             watchdog.wait()
 
 
-# The watchdog of `join_workers`: `python -c _WATCHDOG PID SECONDS MESSAGE`
-# prints MESSAGE on stderr and kills process PID after SECONDS, unless killed first.
+# The watchdog of `join_workers`: `python -c _WATCHDOG SECONDS MESSAGE`
+# prints MESSAGE on stderr after SECONDS, unless killed first.
 _WATCHDOG = """
-import os, signal, sys, time
-time.sleep(float(sys.argv[2]))
-print(sys.argv[3], file=sys.stderr, flush=True)
-os.kill(int(sys.argv[1]), signal.SIGKILL)
+import sys, time
+time.sleep(float(sys.argv[1]))
+print(sys.argv[2], file=sys.stderr, flush=True)
 """
+# Seconds between the watchdog's message and the end of the waiting process.
+EXIT_DELAY_S = 1.0
 
 
 def cluster_address(cluster):

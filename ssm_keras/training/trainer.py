@@ -124,6 +124,39 @@ def _check_mask_source(config, trained):
         )
 
 
+# Bytes a trained float32 weight costs: the kernel, the score (or, for a
+# plain model, the kernel's gradient), the other's gradient and an optimiser
+# slot (SGD's momentum).
+TRAINING_BYTES_PER_WEIGHT = 16
+
+
+def weight_count(arch, spec, width):
+    """The weights of the plain `arch` model at `width`, without building it:
+    every kernel is (input size x output size), each linear in the width or
+    constant, so the count is a quadratic in the width, read off the models
+    of widths 1, 2 and 3 (exact)."""
+    counts = [models.build_architecture(arch, masked=False, input_shape=spec.image_shape,
+                                        num_classes=spec.num_classes, width=small).count_params()
+              for small in (1, 2, 3)]
+    first, second = counts[1] - counts[0], counts[2] - 2 * counts[1] + counts[0]
+    return counts[0] + (width - 1) * first + (width - 1) * (width - 2) // 2 * second
+
+
+def check_memory(config, spec):
+    """Refuses a `--width` whose model would not fit in this machine's memory
+    to train (`TRAINING_BYTES_PER_WEIGHT` a weight), before it is built."""
+    if config.width is None or config.width <= 3:
+        return
+    weights = weight_count(config.arch, spec, config.width)
+    needed = weights * TRAINING_BYTES_PER_WEIGHT
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise ssm_config.ConfigError(
+            f"--width={config.width}: the {config.arch} model would have {weights:,} weights, "
+            f"about {needed / 2**30:,.0f} GiB to train, more than this machine's "
+            f"{memory / 2**30:,.0f} GiB of memory")
+
+
 def build_model(config, spec):
     """The model of `config` for images of `spec` (a `data.DatasetSpec`)."""
     if config.regime == "mask_then_weights":
@@ -136,6 +169,7 @@ def build_model(config, spec):
             )
         _check_mask_source(config, trained)
         return models.with_regime(trained, "mask_then_weights")
+    check_memory(config, spec)
     model = models.build_architecture(
         config.arch,
         masked=config.masked,
