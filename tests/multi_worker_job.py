@@ -4,10 +4,11 @@
 
 Parses the flags of `python -m ssm_keras.train`, trains the run for
 `--epochs` - 1 epochs, then resumes it (`--resume`) to `--epochs`, both under
-one `--strategy`, and writes `OUT_DIR/worker<task index>.npz`: this worker's
-final weights (`weight<i>`), its process id, and the strategy's `reduce` of
-`(index, [index, 2 index])` with MEAN and `axis=None` and of the scalar
-`index` with MEAN and `axis=0`.
+one `--strategy`; trains it again, uninterrupted, into `<--model_dir>-straight`;
+and writes `OUT_DIR/worker<task index>.npz`: this worker's final weights of
+the resumed run (`weight<i>`) and of the uninterrupted one (`straight<i>`),
+its process id, and the strategy's `reduce` of `(index, [index, 2 index])`
+with MEAN and `axis=None` and of the scalar `index` with MEAN and `axis=0`.
 """
 
 import dataclasses
@@ -37,6 +38,7 @@ class ModelRecorder(keras.callbacks.Callback):
 
 
 def main(out_dir, argv):
+    shell.show_package_log()  # the notes, as the training command shows them
     flag_values = flags.FlagValues()
     train.define_flags(flag_values)
     flag_values([sys.argv[0], *argv])
@@ -55,6 +57,10 @@ def main(out_dir, argv):
                  callbacks=[trained])
     trainer.run(dataclasses.replace(config, resume=True), strategy=strategy, callbacks=[trained])
     weights = {f"weight{i}": np.asarray(w) for i, w in enumerate(trained.models[-1].get_weights())}
+    trainer.run(dataclasses.replace(config, model_dir=f"{config.model_dir}-straight"),
+                strategy=strategy, callbacks=[trained])
+    weights.update({f"straight{i}": np.asarray(w)
+                    for i, w in enumerate(trained.models[-1].get_weights())})
     np.savez(os.path.join(out_dir, f"worker{index}.npz"), pid=os.getpid(),
              pair_scalar=pair[0].numpy(), pair_vector=pair[1].numpy(),
              scalar=scalar.numpy(), **weights)

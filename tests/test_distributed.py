@@ -141,9 +141,10 @@ def mnist_data_dir(mnist_dir):
 
 
 @pytest.mark.slow
-def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, capsys):
-    """Two worker processes on localhost train 1 epoch, resume to 2, and end with
-    the weights of one process training 2 epochs under `mirrored` on two CPUs."""
+def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, caplog):
+    """Two worker processes on localhost train 1 epoch, resume to 2, and end
+    with the weights they reach straight through, and, to float32 rounding,
+    with those of one process training 2 epochs under `mirrored` on two CPUs."""
     model_dir, out_dir = tmp_path / "workers", tmp_path / "out"
     out_dir.mkdir()
     job = subprocess.Popen(
@@ -163,7 +164,8 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
     finally:
         if job.poll() is None:
             job.terminate()  # the launcher stops its workers
-    assert "note: --steps_per_execution=32 runs as 1" in capsys.readouterr().err
+    assert any(record.levelname == "WARNING" and record.getMessage().startswith(
+        "--steps_per_execution=32 runs as 1") for record in caplog.records)
 
     assert job.returncode == 0, output[-3000:]
     for index in (0, 1):  # each worker notes the speed settings it cannot use
@@ -191,6 +193,19 @@ def test_two_workers_train_resume_and_match_mirrored(tmp_path, mnist_data_dir, c
     history = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
     assert results["epochs"] == 2 and [entry["epoch"] for entry in history] == [1, 2]
 
+    # Killed and resumed, the job ends as the same job run straight through: bits.
+    for name in names:
+        np.testing.assert_array_equal(workers[0][name], workers[0][name.replace("weight",
+                                                                                "straight")])
+    # Two processes of one replica each against one process of two: the same
+    # arithmetic in another summation order (TensorFlow promises none; it
+    # differs between processors), a few float32 ulps a step. The scores are
+    # about 0.04-0.12 (an ulp: 4e-9 to 7.5e-9), seen 1.5e-8 apart on AMD Zen 3;
+    # one SGD step moves them by 1e-4 to 1.6e-3, so 1e-6 is far above rounding
+    # and far below a lost or doubled step, a wrong shard or an unsynchronised update.
     for name, weight in zip(names, trained.models[0].get_weights()):
-        np.testing.assert_array_equal(workers[0][name], weight)
-    assert results["test_accuracy"] == mirrored["test_accuracy"]
+        np.testing.assert_allclose(workers[0][name], weight, rtol=0, atol=1e-6, err_msg=name)
+    # A score within rounding of its threshold may flip one mask entry, and
+    # with it one borderline test image.
+    test_images = results["examples"]["test"]
+    assert abs(results["test_accuracy"] - mirrored["test_accuracy"]) <= 1 / test_images

@@ -97,8 +97,15 @@ def _train(splits, policy, folder):
 @pytest.mark.parametrize("policy", MIXED)
 def test_masked_fcn_learns_mnist_as_in_float32(policy, mnist_slice, float32_accuracy, tmp_path):
     accuracy = _train(mnist_slice, policy, tmp_path)
-    assert float32_accuracy > 0.9
-    assert abs(accuracy - float32_accuracy) <= 0.003, (accuracy, float32_accuracy)
+    assert float32_accuracy > 0.9 and accuracy > 0.9
+    # Training in 16-bit is another trajectory: its accuracy differs from
+    # float32's as another seed's does, by more where the processor has no
+    # bfloat16 path (Eigen's kernels, other sums). Measured over 6 seeds (3
+    # epochs, 12,000 images): the difference had a spread of 0.0018 with AMX
+    # and 0.0032 with Eigen's bfloat16 kernels, at most 0.0056. 0.01 is about
+    # 3 spreads of the worst, while a broken mixed-precision path (scores
+    # frozen in bfloat16, a lost step) costs whole points.
+    assert abs(accuracy - float32_accuracy) <= 0.01, (accuracy, float32_accuracy)
 
 
 @pytest.mark.parametrize("policy", MIXED)
