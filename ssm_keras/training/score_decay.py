@@ -9,44 +9,68 @@ applied to the scores alone, which is what `decay_scores_only` sets.
 
 import keras
 
+from ssm_keras import arguments
 from ssm_keras import layers as ssm_layers
+
+
+def applying_optimizer(optimizer):
+    """The optimiser that applies the updates: `optimizer`, or the one a
+    wrapper such as `keras.optimizers.LossScaleOptimizer` (which Keras puts
+    around the optimiser under `mixed_float16`) hands them to. A wrapper
+    never applies a weight decay of its own."""
+    while isinstance(getattr(optimizer, "inner_optimizer", None), keras.optimizers.Optimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
 
 
 def decay_scores_only(optimizer, model, weight_decay):
     """Sets the paper's decoupled weight decay on `model`'s scores only.
 
     Trained biases, batch-norm parameters, kernels (`mask_then_weights`) and
-    plain layers are excluded from the decay.
+    plain layers are excluded from the decay. Through a wrapper (a
+    `LossScaleOptimizer`) the decay is set on the optimiser it wraps, which
+    applies the updates. Keras saves the decay with the optimiser but not
+    the variables it excludes: after `keras.saving.load_model`, call
+    `exclude_all_but_scores(model.optimizer, model)` before training on.
 
     Args:
-        optimizer: a Keras optimiser not yet used (its learning rate now is
-            `lr_0`); SGD, Adam, AdamW, ...
+        optimizer: a Keras optimiser not yet used, or its name (its learning
+            rate now is `lr_0`, > 0); SGD, Adam, AdamW, ...
         model: a model with masked layers (e.g. of `ssm_keras.supermask`).
-        weight_decay: the paper's weight decay (e.g. 5e-4), >= 0.
+        weight_decay: the paper's weight decay (e.g. 5e-4), in [0, 1): the
+            scores shrink by `weight_decay * lr_t / lr_0` a step.
 
     Returns:
-        `optimizer`, for `model.compile(optimizer=decay_scores_only(...))`.
+        `optimizer` (made from its name), for
+        `model.compile(optimizer=decay_scores_only(...))`.
 
     Raises:
-        ValueError: a negative weight decay, an optimiser that has already
-            been built, or a model without masked layers.
+        TypeError, ValueError: a weight decay that is not a number in
+            [0, 1), an unknown optimiser, one that has already been used or
+            whose learning rate is not positive, or a model without masked
+            layers.
     """
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={weight_decay}")
-    if optimizer.built:
+    weight_decay = arguments.number("weight_decay", weight_decay, 0, 1, high_open=True)
+    optimizer = keras.optimizers.get(optimizer)
+    inner = applying_optimizer(optimizer)
+    if optimizer.built or inner.built:
         raise ValueError("decay_scores_only needs an optimiser that has not been used yet.")
-    masked = ssm_layers.masked_layers(model)
-    if not masked:
+    if not ssm_layers.masked_layers(model):
         raise ValueError(f"model {model.name!r} has no masked layers (see ssm_keras.supermask).")
-    initial_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    optimizer.weight_decay = weight_decay / initial_rate if weight_decay else None
-    exclude_all_but_scores(optimizer, model)
+    initial_rate = float(keras.ops.convert_to_numpy(inner.learning_rate))
+    if not initial_rate > 0:
+        raise ValueError("decay_scores_only needs a learning rate > 0 (the decay is "
+                         f"weight_decay * lr_t / lr_0). Received: learning_rate={initial_rate}")
+    inner.weight_decay = weight_decay / initial_rate if weight_decay else None
+    exclude_all_but_scores(inner, model)
     return optimizer
 
 
 def exclude_all_but_scores(optimizer, model):
     """Excludes every trainable variable of `model` but the masked layers'
-    scores from `optimizer`'s weight decay (before the optimiser is built)."""
+    scores from the weight decay of `optimizer` (or of the optimiser it
+    wraps): when it is made, and again after the model is loaded."""
+    optimizer = applying_optimizer(optimizer)
     scores = {id(layer.scores_variable(name)) for layer, name in ssm_layers.masked_kernels(model)}
     others = [variable for variable in model.trainable_variables if id(variable) not in scores]
     if others:

@@ -1,0 +1,81 @@
+"""`decay_scores_only`: the paper's decay on the scores alone, through
+optimiser wrappers and mixed precision, refusing what it cannot apply."""
+
+import keras
+import numpy as np
+import pytest
+
+import ssm_keras
+from ssm_keras.training import score_decay
+
+
+def _masked():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    return ssm_keras.supermask(model, "signed", seed=0, train_bias=True)
+
+
+def _zero_step(optimizer, model):
+    """One step with zero gradients: only the decay moves a variable."""
+    before = {variable.path: variable.numpy().copy() for variable in model.trainable_variables}
+    optimizer.apply_gradients([(keras.ops.zeros_like(variable), variable)
+                               for variable in model.trainable_variables])
+    return {variable.path: variable.numpy() / np.where(before[variable.path] == 0, 1,
+                                                        before[variable.path])
+            for variable in model.trainable_variables}
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_the_scores_shrink_by_the_decay_also_through_a_loss_scale_wrapper(wrap):
+    masked = _masked()
+    sgd = keras.optimizers.SGD(0.1)
+    optimizer = keras.optimizers.LossScaleOptimizer(sgd) if wrap else sgd
+    assert score_decay.decay_scores_only(optimizer, masked, 0.5) is optimizer
+    assert sgd.weight_decay == pytest.approx(0.5 / 0.1)
+    ratios = _zero_step(optimizer, masked)
+    for path, ratio in ratios.items():
+        expected = 0.5 if path.endswith("scores") else 1.0  # the biases are not decayed
+        np.testing.assert_allclose(ratio[ratio != 0], expected, rtol=1e-6, err_msg=path)
+
+
+def test_under_mixed_float16_compile_wraps_and_a_loaded_model_decays_scores_only(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        masked = _masked()
+        masked.compile(score_decay.decay_scores_only("sgd", masked, 0.5), "mse")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(masked.optimizer, keras.optimizers.LossScaleOptimizer)
+    masked.fit(np.ones((4, 6), "float32"), np.zeros((4, 3), "float32"), verbose=0)
+    masked.save(tmp_path / "masked.keras")
+    loaded = keras.saving.load_model(tmp_path / "masked.keras")
+    score_decay.exclude_all_but_scores(loaded.optimizer, loaded)
+    ratios = _zero_step(loaded.optimizer, loaded)
+    for path, ratio in ratios.items():
+        expected = 1 - 0.5 * 0.01 / 0.01 if path.endswith("scores") else 1.0
+        np.testing.assert_allclose(ratio[ratio != 0], expected, rtol=1e-3, err_msg=path)
+
+
+@pytest.mark.parametrize("weight_decay, error, message", [
+    ("5e-4", TypeError, "weight_decay must be a finite number in \\[0, 1\\). Received: "
+                        "weight_decay='5e-4'"),
+    (None, TypeError, "Received: weight_decay=None"),
+    (float("inf"), ValueError, "Received: weight_decay=inf"),
+    (1.0, ValueError, "Received: weight_decay=1.0"),
+    (-1e-4, ValueError, "Received: weight_decay=-0.0001"),
+])
+def test_a_weight_decay_that_is_not_a_number_in_0_1_is_refused(weight_decay, error, message):
+    with pytest.raises(error, match=message):
+        score_decay.decay_scores_only(keras.optimizers.SGD(0.1), _masked(), weight_decay)
+
+
+def test_an_optimizer_by_name_is_made_and_a_zero_learning_rate_is_refused():
+    masked = _masked()
+    optimizer = score_decay.decay_scores_only("adam", masked, 1e-3)
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert optimizer.weight_decay == pytest.approx(1e-3 / 0.001)
+    with pytest.raises(ValueError, match="learning rate > 0 .* Received: learning_rate=0.0"):
+        score_decay.decay_scores_only(keras.optimizers.SGD(0.0), masked, 5e-4)
+    with pytest.raises(ValueError, match="no_such_optimizer"):
+        score_decay.decay_scores_only("no_such_optimizer", masked, 5e-4)
