@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import strict_json, tiny_config, tiny_splits
 from tensorboard.backend.event_processing import event_accumulator
 
+import ssm_keras
 from ssm_keras import layers
 from ssm_keras.cli import shell
 from ssm_keras.training import callbacks as ssm_callbacks
@@ -113,3 +114,17 @@ def test_non_finite_weights_stop_training():
     scores.assign(np.full(scores.shape, np.nan, np.float32))
     with pytest.raises(ssm_callbacks.Diverged, match="scores holds non-finite values after epoch 3"):
         stop.on_epoch_end(2, {"loss": 1.1})
+
+
+@pytest.mark.parametrize("where", ["a file", "a file/below"])
+def test_a_monitor_whose_log_folder_cannot_be_written_says_so_in_one_error(tmp_path, where):
+    (tmp_path / "a file").write_text("mine")
+    inputs = keras.Input((4,))
+    masked = ssm_keras.supermask(keras.Model(inputs, keras.layers.Dense(2)(inputs)), seed=0)
+    masked.compile("sgd", "mse")
+    log_dir = str(tmp_path / where)
+    with pytest.raises(ValueError, match=f"MaskMonitor cannot write its logs to "
+                                         f"log_dir='{log_dir}' .*; name a folder it can write"):
+        masked.fit(np.ones((2, 4)), np.zeros((2, 2)), verbose=0,
+                   callbacks=[ssm_callbacks.MaskMonitor(log_dir)])
+    assert (tmp_path / "a file").read_text() == "mine"

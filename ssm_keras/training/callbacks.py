@@ -101,7 +101,14 @@ class MaskMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.log_dir:
-            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "masks"))
+            folder = os.path.join(self.log_dir, "masks")
+            try:
+                os.makedirs(folder, exist_ok=True)
+                self._writer = tf.summary.create_file_writer(folder)
+            except (OSError, tf.errors.OpError) as error:
+                reason = getattr(error, "strerror", None) or getattr(error, "message", error)
+                raise ValueError(f"MaskMonitor cannot write its logs to log_dir={self.log_dir!r} "
+                                 f"({reason}); name a folder it can write") from None
         self._previous = statistics.layer_masks(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
