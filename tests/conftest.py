@@ -4,6 +4,7 @@ settings, masked models with trained-looking scores, a signed FCN trained on
 real MNIST, and the commands run in this process on fresh flags (`cli`)."""
 
 import json
+import logging
 import math
 import os
 import pathlib
@@ -132,6 +133,20 @@ def cli(capsys):
         return code, capsys.readouterr().err
 
     return run
+
+
+@pytest.fixture
+def command_output():
+    """The package's log shown as a command shows it (information on stdout,
+    warnings as `note:` lines on stderr), for a test that calls the library
+    as a command does; taken away afterwards."""
+    shell.show_package_log()
+    yield
+    logger = logging.getLogger("ssm_keras")
+    for handler in [h for h in logger.handlers if isinstance(h, shell.CommandOutput)]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 def strict_json(path):

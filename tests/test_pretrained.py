@@ -11,6 +11,7 @@ from ssm_keras import data, layers, pretrained
 from ssm_keras.cli import evaluate
 from ssm_keras.experiments import evaluation
 from ssm_keras.exporting import compact
+from ssm_keras.pretrained import catalog
 
 
 def evaluate_cli(*argv):
@@ -81,7 +82,7 @@ def test_evaluate_refuses_bad_input_with_one_error_line(mnist_dir, tmp_path, cap
     content = bytearray((damaged / f"{name}.ssm").read_bytes())
     content[len(content) // 2] ^= 0xFF
     (damaged / f"{name}.ssm").write_bytes(bytes(content))
-    monkeypatch.setattr(pretrained, "FOLDER", str(damaged))
+    monkeypatch.setattr(catalog, "FOLDER", str(damaged))
     assert evaluate_cli(f"--pretrained={name}", data_dir) == 1
     assert_one_error_line(capsys.readouterr(), "is corrupt (SHA-256 checksum mismatch)")
 

@@ -22,7 +22,7 @@ from conftest import (
 from test_experiments import _fake_run, _no_training
 
 from ssm_keras.cli import initial_logits, plots, reproduce, shell, study, train
-from ssm_keras.experiments import launch
+from ssm_keras.experiments import launch, reproduction
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import distribute, run_dir, trainer
 from ssm_keras.transforms import baking
@@ -217,16 +217,19 @@ def test_plots_of_hand_edited_run_files_are_one_error_line(tmp_path, capsys):
     run = tmp_path / "run"
     _fake_run(run, 0.97, 3.0)
     results = json.loads((run / "results.json").read_text())
-    for name, text in (
-        ("results.json", json.dumps({**results, "layers": [{"name": "dense_1"}]})),
-        ("results.json", json.dumps({**results, "layers": [[1, 2]]})),
-        ("results.json", json.dumps({**results, "test_accuracy": "high"})),
-        ("history.jsonl", "[1, 2]\n"),
+    for name, text, message in (
+        ("results.json", json.dumps({**results, "layers": [{"name": "dense_1"}]}),
+         f"the results.json or history.jsonl of {run}"),
+        ("results.json", json.dumps({**results, "layers": [[1, 2]]}),
+         f"the results.json or history.jsonl of {run}"),
+        ("results.json", json.dumps({**results, "test_accuracy": "high"}),
+         f"{run / 'results.json'} is damaged: test_accuracy is 'high'"),
+        ("history.jsonl", "[1, 2]\n", f"the results.json or history.jsonl of {run}"),
     ):
         good = (run / name).read_text()
         (run / name).write_text(text)
         assert command_status(plots, f"--model_dir={run}") == 1
-        assert_one_error_line(capsys.readouterr(), f"the results.json or history.jsonl of {run}")
+        assert_one_error_line(capsys.readouterr(), message)
         (run / name).write_text(good)
 
 
@@ -241,9 +244,11 @@ def test_experiments_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_
     truncated = runs / "fcn_mnist_baseline" / "seed0"
     truncated.mkdir(parents=True)
     (truncated / "results.json").write_text('{"status": "fini')
-    reproduce.run_command(parsed_flags(
-        reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_baseline", "--seeds=0,1,2",
-        f"--out_dir={runs}", "--aggregate_only"), _no_training)
+    with pytest.raises(reproduction.ReproduceError, match="the table leaves out runs that did "
+                       f"not finish: {diverged} .*; {truncated} "):
+        reproduce.run_command(parsed_flags(
+            reproduce, "--experiments=fcn_mnist_signed,fcn_mnist_baseline", "--seeds=0,1,2",
+            f"--out_dir={runs}", "--aggregate_only"), _no_training)
     table = json.loads((runs / "table.json").read_text())["experiments"]
     assert table["fcn_mnist_signed"]["seeds"] == [0, 1]
     capsys.readouterr()

@@ -103,6 +103,9 @@ def test_search_space_follows_the_mask_and_regime():
     assert list(searching.search_space(search, tiny_config(mask="topk", weight_init="elu"))) == [
         "learning_rate", "weight_decay", "density"]
     assert list(searching.search_space(search, tiny_config(regime="weights"))) == [
+        "learning_rate", "weight_decay"]  # elu weights by default: no factor to search
+    assert list(searching.search_space(search, tiny_config(regime="weights",
+                                                           weight_init="elus"))) == [
         "learning_rate", "weight_decay", "init_factor"]
 
 
@@ -213,7 +216,8 @@ def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
 
 
 @pytest.mark.slow
-def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits, capsys):
+def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits, capsys,
+                                                            command_output):
     search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=4,
                                  mask_choices="signed,signed_topk", density_range="0.05:0.05")
     rows = searching.run(search, tiny_config(epochs=1), mnist_splits)
@@ -386,7 +390,8 @@ def test_a_second_search_or_a_damaged_trial_stops_the_search(tmp_path, mnist_spl
 
 
 @pytest.mark.slow
-def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_splits, capsys):
+def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_splits, capsys,
+                                                               command_output):
     search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
                                  learning_rate_range="1e6:1e7")
     code = shell.run(lambda: searching.run(search, tiny_config(regime="weights", epochs=1),

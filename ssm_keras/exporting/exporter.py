@@ -15,10 +15,9 @@ import shutil
 import zipfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from ssm_keras import files
+from ssm_keras import files, models
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
 from ssm_keras.exporting import compact, formats, staging
@@ -132,7 +131,7 @@ def _summary(model, source, folder, names, checks):
     when the model has masked layers, for their float32 kernels.
     """
     masked = ssm_layers.masked_layers(model)
-    weights = sum(int(np.prod(layer.kernel.shape)) for layer in masked)
+    weights = models.masked_weight_count(model)
     written = {name: formats.FORMATS[name].output for name in names}
     sizes = {output: file_size(os.path.join(folder, output)) for output in written.values()}
     summary = {
