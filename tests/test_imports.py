@@ -32,22 +32,12 @@ def _modules():
     return sorted(PACKAGE.rglob("*.py"))
 
 
-def _imported(path):
-    """Every absolute module name `path` imports, anywhere in the file."""
+def _imported(path, top_level_only=False):
+    """The absolute module names `path` imports, anywhere in the file or at
+    its top level only."""
+    tree = ast.parse(path.read_text())
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def _top_level_imports(path):
-    """The absolute module names `path` imports at its top level."""
-    names = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in (tree.body if top_level_only else ast.walk(tree)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -113,7 +103,7 @@ def test_the_training_command_imports_no_tensorflow_before_it_runs():
         if path is None or path in seen:
             continue
         seen.add(path)
-        imported = _top_level_imports(path)
+        imported = _imported(path, top_level_only=True)
         heavy = {module.split(".")[0] for module in imported} & {"tensorflow", "keras"}
         assert not heavy, f"{path.relative_to(REPO)} imports {heavy}"
         todo.extend(module for module in imported if module.startswith("ssm_keras."))
