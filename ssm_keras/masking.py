@@ -16,6 +16,13 @@ float16 gradient).
 | `bernoulli`   | a sample of `Bernoulli(sigmoid(s))`                 |
 | `topk`        | 1 for the `ceil(density * n)` largest `|s|`, else 0 |
 | `signed_topk` | `sign(s)` for those same entries, else 0            |
+
+A NaN score hides its weight, `m(NaN) = 0`, for every kind: as the fused
+training kernel (`threshold_masked_kernel`, `where(|s| > tau, ...)`) does,
+so that a masked layer, `bake` and the compact file agree (`bake` and
+`save_compact` refuse non-finite scores anyway). Top-k masks rank the other
+entries, and keep fewer than `k` only when fewer than `k` scores are not
+NaN.
 """
 
 import functools
@@ -52,7 +59,8 @@ def _as_float32(scores):
 
 
 def signed_mask(scores, threshold):
-    """`m = sign(s) * [|s| > tau]`: keep (+1), hide (0) or invert (-1).
+    """`m = sign(s) * [|s| > tau]`: keep (+1), hide (0) or invert (-1);
+    `m(NaN) = 0`.
 
     Args:
         scores: score tensor `s`, any shape and float dtype.
@@ -60,7 +68,7 @@ def signed_mask(scores, threshold):
     """
     s = _as_float32(scores)
     tau = tf.cast(threshold, tf.float32)
-    mask = tf.sign(s) * tf.cast(tf.abs(s) > tau, tf.float32)
+    mask = tf.where(tf.abs(s) > tau, tf.sign(s), tf.zeros_like(s))
     return _straight_through(s, tf.stop_gradient(mask))
 
 
@@ -106,8 +114,10 @@ def topk_count(size, density):
 
 
 def _topk_indicator(s, density):
-    """1.0 for the `ceil(density * n)` largest `|s|`, ties broken by index."""
-    flat = tf.reshape(tf.abs(s), [-1])
+    """1.0 for the `ceil(density * n)` largest `|s|`, ties broken by index;
+    0.0 for a NaN score (ranked below every other, then hidden)."""
+    finite_or_inf = tf.logical_not(tf.math.is_nan(s))
+    flat = tf.reshape(tf.where(finite_or_inf, tf.abs(s), -tf.ones_like(s)), [-1])
     size = flat.shape[0]
     if size is None:
         raise ValueError(
@@ -119,7 +129,7 @@ def _topk_indicator(s, density):
     indicator = tf.scatter_nd(
         indices[:, None], tf.ones([k], tf.float32), [size]
     )
-    return tf.reshape(indicator, tf.shape(s))
+    return tf.reshape(indicator, tf.shape(s)) * tf.cast(finite_or_inf, tf.float32)
 
 
 def topk_mask(scores, density):
@@ -134,7 +144,7 @@ def topk_mask(scores, density):
 def signed_topk_mask(scores, density):
     """`m = sign(s)` for the `ceil(density * n)` largest `|s|`, else 0."""
     s = _as_float32(scores)
-    mask = tf.sign(s) * _topk_indicator(s, density)
+    mask = tf.where(_topk_indicator(s, density) > 0, tf.sign(s), tf.zeros_like(s))
     return _straight_through(s, tf.stop_gradient(mask))
 
 

@@ -171,3 +171,26 @@ def test_fused_masked_kernel_with_frozen_kernel_computes_only_the_score_gradient
 def test_fused_masked_kernel_refuses_ranking_masks():
     with pytest.raises(ValueError, match="'topk'"):
         masking.threshold_masked_kernel("topk", SCORES, SCORES, 0.0)
+
+
+NAN_SCORES = np.array([[np.nan, -0.9, 0.3], [0.6, np.nan, -0.1]], np.float32)
+
+
+@pytest.mark.parametrize("kind, density, expected", [
+    ("signed", None, [[0, -1, 1], [1, 0, 0]]),
+    ("binary", None, [[0, 0, 1], [1, 0, 0]]),
+    ("topk", 0.5, [[0, 1, 1], [1, 0, 0]]),
+    ("signed_topk", 0.5, [[0, -1, 1], [1, 0, 0]]),
+    # k = 5 of 6, but only 4 scores are not NaN: those 4 are kept.
+    ("signed_topk", 5 / 6, [[0, -1, 1], [1, 0, -1]]),
+])
+def test_a_nan_score_hides_its_weight_in_every_mask_and_in_the_fused_kernel(kind, density,
+                                                                             expected):
+    mask = masking.compute_mask(kind, NAN_SCORES, threshold=0.25, density=density).numpy()
+    np.testing.assert_array_equal(mask, expected)
+    if kind in choices.THRESHOLD_KINDS:
+        kernel = np.full(NAN_SCORES.shape, 0.5, np.float32)
+        fused = masking.threshold_masked_kernel(kind, kernel, NAN_SCORES, 0.25).numpy()
+        np.testing.assert_array_equal(fused, kernel * mask)
+    np.testing.assert_array_equal(masking.expected_bernoulli_mask(NAN_SCORES).numpy(),
+                                  [[0, 0, 1], [1, 0, 0]])
