@@ -1,9 +1,14 @@
 """The compact file format: exact round trips, mask codings, sizes, damaged files."""
 
+import contextlib
 import hashlib
+import json
 import os
 import re
+import resource
+import signal
 import struct
+import zlib
 
 import keras
 import numpy as np
@@ -19,7 +24,8 @@ from conftest import (
     randomized_model,
 )
 
-from ssm_keras import layers, models
+import ssm_keras
+from ssm_keras import files, layers, models
 from ssm_keras.exporting import compact
 from ssm_keras.transforms import baking
 
@@ -238,14 +244,20 @@ def test_missing_compact_file_is_refused(tmp_path):
         compact.load_compact(tmp_path / "nothing.ssm")
 
 
-def _recompact(data, change):
-    """Compact file bytes with `change(header)` applied and a valid checksum."""
+def _recompact(data, change, change_payload=None):
+    """Compact file bytes with `change(header)` applied (NaN and infinities
+    written as Python's JSON writes them), the payload replaced by
+    `change_payload(header, payload)`, and a valid checksum."""
     prefix = struct.Struct("<8sHIQ")
     magic, version, header_size, payload_size = prefix.unpack_from(data)
     header = compact.decompress_header(data[prefix.size:prefix.size + header_size])
     change(header)
-    header_bytes = compact.compress_header(header)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=compact.HEADER_DICTIONARY)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    header_bytes = compressor.compress(text) + compressor.flush()
     payload = data[prefix.size + header_size:prefix.size + header_size + payload_size]
+    if change_payload is not None:
+        payload = change_payload(header, payload)
     body = prefix.pack(magic, version, len(header_bytes), payload_size) + header_bytes + payload
     return body + hashlib.sha256(body).digest()
 
@@ -287,3 +299,95 @@ def test_compact_header_asking_for_a_huge_model_is_refused_before_allocating(
     path.write_bytes(_recompact(compact_bytes, change))
     assert export_cli(f"--compact_file={path}", f"--out_dir={tmp_path / 'out'}") == 1
     assert_one_error_line(capsys.readouterr(), message)
+
+
+# Non-finite values: never written, refused as damage when read.
+def test_non_finite_metadata_is_stored_as_null_in_standard_json(tmp_path):
+    path = tmp_path / "model.ssm"
+    metadata = {"accuracy": float("nan"), "best": [0.5, float("inf")], "epochs": 3}
+    ssm_keras.save_compact(randomized_model(), path, metadata=metadata)
+    header, _ = compact.read_compact(path)
+    assert header["metadata"] == {"accuracy": None, "best": [0.5, None], "epochs": 3}
+    assert ssm_keras.load_compact(path).metadata == header["metadata"]
+
+
+def _first_record(header, key, name):
+    return next(record for record in header[key] if record.get("name", name) == name)
+
+
+def _scale(value):
+    return lambda header: _first_record(header, "masked_kernels", None).update(scale=value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda header: header["metadata"].update(accuracy=float("nan")),
+     "has an unreadable header (the header holds NaN, which standard JSON does not)"),
+    (_scale(float("nan")), "the header holds NaN"),
+    (_scale(float("inf")), "the header holds Infinity"),
+    (_scale(float("-inf")), "the header holds -Infinity"),
+    (_scale(0.0), "layer 'dense_1' has scale 0.0; a signed-constant scale is a finite float32 > 0"),
+    (_scale(-0.25), "layer 'dense_1' has scale -0.25; a signed-constant scale"),
+    (_scale(1e39), "layer 'dense_1' has scale 1e+39; a signed-constant scale"),  # inf in float32
+])
+def test_a_header_with_non_finite_or_non_positive_values_is_a_damaged_file(change, message,
+                                                                           compact_bytes,
+                                                                           tmp_path):
+    path = tmp_path / "model.ssm"
+    path.write_bytes(_recompact(compact_bytes, change))
+    with pytest.raises(compact.CompactFileError, match=re.escape(f"compact file {path}")) as info:
+        ssm_keras.load_compact(path)
+    assert message in str(info.value)
+
+
+def _stored_value_set_to(value, key, name=None):
+    """A payload change: the first float32 of the first record `name` of
+    `header[key]` (its values blob for a masked kernel) becomes `value`."""
+    def change_payload(header, payload):
+        record = _first_record(header, key, name)
+        offset = (record["values"] if key == "masked_kernels" else record)["offset"]
+        return payload[:offset] + struct.pack("<f", value) + payload[offset + 4:]
+    return change_payload
+
+
+def test_non_finite_stored_values_are_a_damaged_file(compact_bytes, tmp_path):
+    path = tmp_path / "model.ssm"
+    nan_threshold = _stored_value_set_to(float("nan"), "variables", "threshold")
+    path.write_bytes(_recompact(compact_bytes, lambda header: None, nan_threshold))
+    with pytest.raises(compact.CompactFileError, match=re.escape(
+            "variable dense_1/threshold stores 1 non-finite values (NaN or infinite)")):
+        ssm_keras.load_compact(path)
+    values_model = randomized_model(kernel_initializer="elu", seed=None)  # the `values` codec
+    ssm_keras.save_compact(values_model, path)
+    infinite_value = _stored_value_set_to(float("-inf"), "masked_kernels")
+    path.write_bytes(_recompact(path.read_bytes(), lambda header: None, infinite_value))
+    with pytest.raises(compact.CompactFileError, match=re.escape(
+            "layer 'dense_1' stores 1 non-finite values (NaN or infinite)")):
+        ssm_keras.load_compact(path)
+
+
+# Writing.
+@contextlib.contextmanager
+def file_size_limit(size):
+    """Within it, a write that would make a file larger than `size` bytes
+    fails with EFBIG, as on a full disk (SIGXFSZ ignored, as Python does)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_failed_save_compact_leaves_the_old_file_whole(tmp_path):
+    model = randomized_model()
+    path = tmp_path / "model.ssm"
+    old = b"the previous model\n" * 20
+    path.write_bytes(old)
+    with file_size_limit(1000), pytest.raises(files.FileWriteError) as info:
+        ssm_keras.save_compact(model, path)
+    assert str(info.value) == f"cannot write {path}: File too large"
+    assert path.read_bytes() == old and os.listdir(tmp_path) == ["model.ssm"]
+    size = ssm_keras.save_compact(model, path)  # room again: replaced
+    assert path.stat().st_size == size > 1000

@@ -241,6 +241,20 @@ def test_a_home_folder_in_a_flag_is_expanded_as_a_shell_would(fcn_run, tmp_path,
     assert not (tmp_path / "~").exists()
 
 
+def test_a_diverged_run_is_refused_naming_the_layer(tmp_path, capsys):
+    model = randomized_model(seed=0)
+    scores = model.get_layer("dense_3").scores.numpy()
+    scores[:, 0] = np.nan
+    model.get_layer("dense_3").scores.assign(scores)
+    run = _write_run(tmp_path / "diverged", model)
+    out_dir = tmp_path / "out"
+    assert export_cli(f"--model_dir={run}", f"--out_dir={out_dir}") == 1
+    assert_one_error_line(capsys.readouterr(), "layer 'dense_3' has 100 non-finite values (NaN "
+                          "or infinite) in its kernel's scores or W0: the model diverged; export "
+                          "a checkpoint from before")
+    assert not out_dir.exists() or not os.listdir(out_dir)
+
+
 def test_unknown_format_is_refused(fcn_run, tmp_path, capsys):
     assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={tmp_path}", "--formats=keras,pdf") == 1
     assert_one_error_line(capsys.readouterr(), "unknown format(s) ['pdf']")

@@ -3,16 +3,20 @@ run in this process on a trained FCN."""
 
 import dataclasses
 import json
+import os
 import shutil
 
 import pytest
 from conftest import (
+    FCN_SHAPE,
     REPO,
     assert_one_error_line,
     command_status,
     parsed_flags,
+    randomized_model,
     shared_data_dir,
 )
+from test_compact import file_size_limit
 
 from ssm_keras.cli import make_pretrained as make
 from ssm_keras.exporting import compact
@@ -117,6 +121,30 @@ def test_make_pretrained_writes_nothing_when_a_later_run_cannot_be_loaded(traine
                           f"--recipe_flagfile={FLAGFILE}", f"--out_dir={out}") == 1
     assert_one_error_line(capsys.readouterr(), f"{broken} has no model.keras")
     assert list(out.iterdir()) == []
+
+
+def test_an_overwrite_that_cannot_be_written_leaves_the_old_file_whole(tmp_path, capsys):
+    """A full disk (here: a file-size limit) while replacing a shipped file."""
+    run = _finished_run(tmp_path / "run", 0)
+    randomized_model().save(run / "model.keras")
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps({
+        **results, "regime": "mask", "input_shape": list(FCN_SHAPE), "num_classes": 10,
+        "test_accuracy": 0.5, "remaining_weights": 1, "masked_weights": 2,
+        "remaining_percent": 50.0, "epochs": 1}))
+    out = tmp_path / "out"
+    out.mkdir()
+    shipped = out / "fcn_mnist_signed_seed0.ssm"
+    old = b"the shipped model\n" * 100
+    shipped.write_bytes(old)
+    argv = [f"--runs={run}", f"--recipe_flagfile={FLAGFILE}", f"--out_dir={out}", "--overwrite"]
+    with file_size_limit(len(old) + 100):
+        status = command_status(make, *argv)
+    assert status == 1
+    assert_one_error_line(capsys.readouterr(), f"error: cannot write {shipped}: File too large")
+    assert shipped.read_bytes() == old and os.listdir(out) == [shipped.name]
+    assert command_status(make, *argv) == 0  # with room, it is replaced
+    assert os.path.getsize(shipped) > len(old) + 100
 
 
 def test_training_command_names_only_the_settings_the_flagfile_does_not_give(tmp_path):

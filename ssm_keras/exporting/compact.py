@@ -40,7 +40,7 @@ import zlib
 import keras
 import numpy as np
 
-from ssm_keras import choices
+from ssm_keras import choices, files
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
 from ssm_keras.layers import base
@@ -266,19 +266,25 @@ def decode_mask(record, data, shape):
 
 # The header.
 def compress_header(header):
-    """Compact JSON, raw DEFLATE (level 9) with `HEADER_DICTIONARY`."""
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    """Compact standard JSON (no NaN or Infinity), raw DEFLATE (level 9)
+    with `HEADER_DICTIONARY`."""
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=HEADER_DICTIONARY)
     return compressor.compress(text) + compressor.flush()
 
 
+def _refuse_constant(constant):
+    raise ValueError(f"the header holds {constant}, which standard JSON does not")
+
+
 def decompress_header(data):
-    """Inverts `compress_header`; zlib.error or ValueError when damaged."""
+    """Inverts `compress_header`; zlib.error or ValueError when damaged
+    (also for NaN or Infinity in the JSON, which no writer puts there)."""
     decompressor = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY)
     text = decompressor.decompress(data) + decompressor.flush()
     if not decompressor.eof:
         raise ValueError("the header's DEFLATE stream ends early")
-    return json.loads(text.decode("utf-8"))
+    return json.loads(text.decode("utf-8"), parse_constant=_refuse_constant)
 
 
 # Encoding a model.
@@ -358,7 +364,9 @@ def _stored_variables(model):
 
 def _encode_variable(layer, index, variable, payload):
     dtype = np.dtype(variable.dtype).newbyteorder("<")
-    data = variable.numpy().astype(dtype).tobytes()
+    value = variable.numpy()
+    baking.check_finite(layer.name, [value])
+    data = value.astype(dtype).tobytes()
     return {
         "layer": layer.name,
         "name": variable.name,
@@ -388,15 +396,20 @@ def save_compact(model, path, metadata=None):
     Args:
         model: a model with masked layers (of `supermask` or `models.build_architecture`),
             nested models included.
-        path: the file to write (overwritten if it exists).
-        metadata: a JSON-serialisable dict stored in the header.
+        path: the file to write. An existing file is replaced in one
+            rename once the new one is whole (`files.write_atomically`): a
+            full disk or a kill leaves it as it was.
+        metadata: a JSON-serialisable dict stored in the header; NaN and
+            infinities are stored as null.
 
     Returns:
         The file's size in bytes.
 
     Raises:
         ExportError: a layer's mask cannot be stored (a sampling Bernoulli
-            mask).
+            mask), or the model holds non-finite scores or weights (it
+            diverged).
+        files.FileWriteError: the file cannot be written.
     """
     payload = _Payload()
     header = {
@@ -404,7 +417,7 @@ def save_compact(model, path, metadata=None):
         "model": model.get_config(),
         **({"model_class": "Sequential"} if isinstance(model, keras.Sequential) else {}),
         "preprocessing": _preprocessing(model),
-        "metadata": metadata or {},
+        "metadata": files.plain_json(metadata or {}),
         "masked_kernels": [
             _encode_masked_kernel(layer, name, payload)
             for layer, name in ssm_layers.masked_kernels(model)
@@ -419,8 +432,7 @@ def save_compact(model, path, metadata=None):
         [_PREFIX.pack(MAGIC, VERSION, len(header_bytes), payload.size), header_bytes]
         + payload.chunks
     )
-    with open(path, "wb") as file:
-        file.write(body + hashlib.sha256(body).digest())
+    files.write_atomically(path, body + hashlib.sha256(body).digest())
     return len(body) + _CHECKSUM_SIZE
 
 
@@ -504,8 +516,14 @@ def _decoded_kernel(record, payload, mask):
     shape = tuple(record["shape"])
     codec = record["codec"]
     if codec == "signed_constant":
+        scale = record["scale"]
+        largest = float(np.finfo(np.float32).max)
+        if not (isinstance(scale, float) and 0 < scale <= largest and np.float32(scale) > 0):
+            raise CompactFileError(
+                f"layer {record['layer']!r} has scale {scale!r}; a signed-constant scale is a "
+                "finite float32 > 0")
         signs = np.where(mask < 0, -1.0, 1.0).astype(np.float32)
-        return np.float32(record["scale"]) * signs, np.abs(mask)
+        return np.float32(scale) * signs, np.abs(mask)
     if codec == "seeded":
         initializer = keras.initializers.deserialize(record["initializer"])
         kernel = np.asarray(initializer(shape, dtype="float32"))
@@ -520,10 +538,18 @@ def _decoded_kernel(record, payload, mask):
         values = np.frombuffer(_blob(payload, record["values"]), "<f4")
         if values.size != record["mask"]["count"]:
             raise CompactFileError(f"layer {record['layer']!r} has the wrong number of values")
+        _check_stored_finite(f"layer {record['layer']!r}", values)
         kernel = np.zeros(shape, np.float32)
         kernel[mask != 0] = values
         return kernel, np.abs(mask)
     raise CompactFileError(f"layer {record['layer']!r} has unknown codec {codec!r}")
+
+
+def _check_stored_finite(what, values):
+    """Refuses stored values with NaN or infinities: no writer stores them."""
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+        count = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise CompactFileError(f"{what} stores {count:,} non-finite values (NaN or infinite)")
 
 
 def _restore_masked_kernel(layer, name, record, payload):
@@ -558,6 +584,7 @@ def _restore_variable(variables, record, payload):
             f"variable {'/'.join(key)} has shape {shape}, the file stores "
             f"{value.size} values of shape {tuple(record['shape'])}"
         )
+    _check_stored_finite(f"variable {'/'.join(key)}", value)
     variable.assign(value.reshape(shape))
 
 

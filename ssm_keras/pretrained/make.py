@@ -10,9 +10,11 @@ epochs, seed), the recipe (the flagfile and every training setting) and the
 command that trained it: `python -m ssm_keras.train --flagfile=<flagfile>
 --data_dir=DATA --seed=S` plus each setting in which the run differs from
 the flagfile (`--recipe_flagfile`; absl keeps `--flagfile` for flags read
-from a file). An existing file is replaced only with `--overwrite`; every
-run is checked (finished, its own file, which may be written), loaded and,
-if need be, measured before the first file is written.
+from a file). An existing file is replaced only with `--overwrite`, in one
+rename once the new file is whole (`compact.save_compact`): a full disk
+leaves it as it was, with one error line. Every run is checked (finished,
+its own file, which may be written), loaded and, if need be, measured
+before the first file is written.
 
 Shipped models compute in float32 (`cloning.in_float32`). For a run trained
 under a mixed-precision policy the recorded `test_accuracy` is measured

@@ -16,7 +16,13 @@ models included:
   (`n = height * width * channels`): the ops of
   `tf.image.per_image_standardization`, so the values are the same.
 - Every other layer (batch norm with its moving statistics, pooling,
-  `Flatten`, `Add`, activations) is cloned from its config with its weights.
+  `Flatten`, `Add`, activations, a layer left unmasked) is cloned from its
+  config with its weights, without this package's initialisers (a
+  baseline's `elus` kernels: the layer gets Keras' default, and its weights
+  are copied right after).
+
+A model that diverged is refused (`ExportError`): a non-finite score,
+kernel or other weight has no inference value (`check_finite`).
 
 Keras 3 serialises `keras.ops` calls of a functional model, so
 `keras.saving.load_model` reads the baked model in a process that never
@@ -33,6 +39,16 @@ from ssm_keras.layers import base, registry
 from ssm_keras.transforms import cloning, dead_units
 
 
+def check_finite(scope, arrays, what="weights"):
+    """Raises `ExportError` naming layer `scope` and the count when `arrays`
+    (its `what`) hold NaN or infinities."""
+    count = sum(int(np.size(array) - np.count_nonzero(np.isfinite(array))) for array in arrays)
+    if count:
+        raise ExportError(
+            f"layer {scope!r} has {count:,} non-finite values (NaN or infinite) in its {what}: "
+            "the model diverged; export a checkpoint from before")
+
+
 def inference_mask(layer, name="kernel"):
     """The float32 mask `m(s)` of kernel `name` a masked layer uses at
     inference.
@@ -40,7 +56,8 @@ def inference_mask(layer, name="kernel"):
     Raises:
         ExportError: the layer is a `bernoulli` mask that samples a fresh
             mask at every inference call (`bernoulli_eval="sample"`), which
-            no fixed kernel reproduces.
+            no fixed kernel reproduces; or its scores, `W0` or threshold of
+            kernel `name` are not all finite (the model diverged).
     """
     samples = layer.mask_kind == "bernoulli" and layer.bernoulli_eval == "sample"
     if samples and layer.regime == "mask":
@@ -49,6 +66,10 @@ def inference_mask(layer, name="kernel"):
             "(bernoulli_eval='sample'); only deterministic masks can be exported. "
             "Rebuild it with bernoulli_eval='expected'."
         )
+    variables = (layer.kernel_variable(name), layer.scores_variable(name),
+                 layer.threshold_variable(name))
+    check_finite(layer.mask_scope, [variable.numpy() for variable in variables
+                                    if variable is not None], f"{name}'s scores or W0")
     return np.asarray(layer.compute_mask_values(name, training=False), dtype=np.float32)
 
 
@@ -92,6 +113,24 @@ def stock_config(layer):
     return config
 
 
+def _is_package_initializer(key, value):
+    """Whether config entry `key: value` is an initialiser of this package."""
+    return (key.endswith("initializer") and isinstance(value, dict)
+            and str(value.get("module", "")).startswith("ssm_keras"))
+
+
+def _without_package_initializers(config):
+    """A layer config without the initialisers of this package, nested
+    configs (a wrapper's layer, a cell) included: the layer made from it
+    gets Keras' default initialisers, and loads without ssm_keras."""
+    if isinstance(config, dict):
+        return {key: _without_package_initializers(value) for key, value in config.items()
+                if not _is_package_initializer(key, value)}
+    if isinstance(config, list):
+        return [_without_package_initializers(value) for value in config]
+    return config
+
+
 def _plain_layer(layer):
     """The stock layer that replaces `layer` in the baked model (no weights yet)."""
     stock = registry.stock_type(type(layer))
@@ -106,7 +145,7 @@ def _plain_layer(layer):
             f"layer {layer.name!r} is a {type(layer).__name__}, which is not registered "
             "(ssm_keras.register), so bake() does not know its stock counterpart."
         )
-    return layer.__class__.from_config(layer.get_config())
+    return layer.__class__.from_config(_without_package_initializers(layer.get_config()))
 
 
 def _copy_baked_weights(layer, baked_layer):
@@ -115,13 +154,18 @@ def _copy_baked_weights(layer, baked_layer):
     are."""
     if registry.stock_type(type(layer)) is None:
         if layer.weights:
-            baked_layer.set_weights(layer.get_weights())
+            values = layer.get_weights()
+            check_finite(layer.name, values)
+            baked_layer.set_weights(values)
         return
     kernels = {("" if leaf is layer else f"{leaf.name}/") + name: effective_kernel(leaf, name)
                for leaf in base.masked_leaves(layer) for name in leaf.masked_kernels}
     variables = ssm_layers.named_variables(layer)
+    values = {key: kernels[key] if key in kernels else variables[key].numpy()
+              for key in ssm_layers.named_variables(baked_layer)}
+    check_finite(layer.name, values.values())
     for key, variable in ssm_layers.named_variables(baked_layer).items():
-        variable.assign(kernels[key] if key in kernels else variables[key].numpy())
+        variable.assign(values[key])
 
 
 def bake(model, prune_dead_units=False):
@@ -141,8 +185,9 @@ def bake(model, prune_dead_units=False):
     each layer lost; the export does this by default).
 
     Raises:
-        ExportError: a layer cannot be baked (a sampling Bernoulli mask, or
-            a masked layer type without a stock counterpart).
+        ExportError: a layer cannot be baked (a sampling Bernoulli mask, a
+            masked layer type without a stock counterpart, or non-finite
+            weights or scores: the model diverged).
     """
     baked, pairs = cloning.clone_layers(model, _plain_layer)
     for layer, baked_layer in pairs:
