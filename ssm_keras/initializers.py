@@ -27,7 +27,9 @@ import math
 import secrets
 
 import keras
+import numpy as np
 
+from ssm_keras import arguments
 from ssm_keras.choices import INITIALIZERS
 
 ELUS_DEFAULT_FACTOR = 6.0
@@ -46,8 +48,8 @@ class _SeededInitializer(keras.initializers.Initializer):
     """Holds an int seed: given, or drawn once so that calls agree."""
 
     def __init__(self, seed=None):
-        if seed is not None and not isinstance(seed, int):
-            raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
+        if seed is not None:
+            seed = arguments.integer("seed", seed)
         self._init_seed = seed
         self.seed = seed if seed is not None else secrets.randbelow(2**31)
 
@@ -65,19 +67,34 @@ class SignedConstant(_SeededInitializer):
     `signed_kaiming_constant` with the ReLU gain `sqrt(2)`.
 
     Args:
-        factor: positive float, the squared scale times `fan_in`.
+        factor: a finite float > 0, the squared scale times `fan_in`
+            (`init_factor` of `supermask`).
         seed: int or None.
+
+    Raises:
+        ValueError: when a kernel is drawn, if `c` is not a normal float32
+            (`2**-126 <= c <= 3.4e38`): an overflowing `c` is `inf`, a
+            subnormal one loses its precision, a smaller one is 0.
     """
 
     def __init__(self, factor=ELUS_DEFAULT_FACTOR, seed=None):
-        if not factor > 0:
-            raise ValueError(f"factor must be > 0. Received: factor={factor}")
-        self.factor = float(factor)
+        self.factor = arguments.number("init_factor", factor, low=0, low_open=True,
+                                        high_open=True)
         super().__init__(seed)
 
     def scale(self, shape):
-        """The constant `c = sqrt(factor / fan_in)` of a kernel of `shape`."""
-        return math.sqrt(self.factor / fan_in(shape))
+        """The constant `c = sqrt(factor / fan_in)` of a kernel of `shape`,
+        checked to be a normal float32."""
+        inputs = fan_in(shape)
+        c = math.sqrt(self.factor / inputs)
+        limits = np.finfo(np.float32)
+        if not float(limits.tiny) <= c <= float(limits.max):
+            raise ValueError(
+                f"init_factor={self.factor!r} gives |W0| = sqrt(init_factor / fan_in) = "
+                f"sqrt({self.factor!r} / {inputs}) = {c:.3g}, which is not a normal float32 "
+                f"(between {float(limits.tiny):.3g} and {float(limits.max):.3g}); the "
+                "signed-supermask paper uses 2 to 6")
+        return c
 
     def __call__(self, shape, dtype=None):
         normal = keras.random.normal(shape, dtype="float32", seed=self.seed)
@@ -97,12 +114,8 @@ class ScaledUniform(_SeededInitializer):
     """
 
     def __init__(self, variance_factor=1.5, seed=None):
-        if not variance_factor > 0:
-            raise ValueError(
-                "variance_factor must be > 0. Received: "
-                f"variance_factor={variance_factor}"
-            )
-        self.variance_factor = float(variance_factor)
+        self.variance_factor = arguments.number("variance_factor", variance_factor, low=0,
+                                                low_open=True, high_open=True)
         super().__init__(seed)
 
     def __call__(self, shape, dtype=None):
@@ -162,10 +175,8 @@ class FanInKernel(keras.initializers.Initializer):
     """
 
     def __init__(self, inner, fan_in):
-        if not isinstance(fan_in, int) or fan_in <= 0:
-            raise ValueError(f"fan_in must be a positive int. Received: fan_in={fan_in!r}")
+        self.fan_in = arguments.integer("fan_in", fan_in, low=1)
         self.inner = get(inner)
-        self.fan_in = fan_in
 
     def __call__(self, shape, dtype=None):
         size = math.prod(shape)

@@ -1,11 +1,13 @@
 """`ssm_keras.bake` (`transforms.baking`): diverged models refused, baselines
-that load with stock Keras."""
+that load with stock Keras, weightless layers (a Python `Lambda`) carried
+over as they are; `cloning.in_float32` of such a model."""
 
 import json
 import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from conftest import FCN_SHAPE, random_images, randomized_model
@@ -13,6 +15,7 @@ from conftest import FCN_SHAPE, random_images, randomized_model
 import ssm_keras
 from ssm_keras import layers, models
 from ssm_keras.errors import ExportError
+from ssm_keras.transforms import cloning
 
 
 def _nan_score(model):
@@ -92,3 +95,37 @@ def test_a_baked_baseline_loads_with_stock_keras_alone(tmp_path):
     np.testing.assert_allclose(json.loads(completed.stdout), baseline(images).numpy(),
                                rtol=1e-6, atol=1e-7)
 
+
+def _lambda_model():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2.0 - 1.0, name="affine")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+
+
+def test_a_python_lambda_layer_is_carried_through_supermask_with_regime_and_bake():
+    masked = ssm_keras.supermask(_lambda_model(), seed=0)
+    inputs = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    expected = masked(inputs).numpy()
+    hidden = masked.get_layer("hidden").effective_kernel().numpy()
+    out = masked.get_layer("out").effective_kernel().numpy()
+    # (2 relu(x @ W_hidden) - 1) @ W_out: the Lambda computed by hand (biases are 0).
+    np.testing.assert_allclose(
+        expected, (2.0 * np.maximum(inputs @ hidden, 0.0) - 1.0) @ out, rtol=1e-5, atol=1e-6)
+    tuned = ssm_keras.with_regime(masked, "mask_then_weights")
+    for copy in (tuned, ssm_keras.bake(masked), ssm_keras.bake(masked, prune_dead_units=True)):
+        assert copy.get_layer("affine") is masked.get_layer("affine")
+        np.testing.assert_allclose(copy(inputs).numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_in_float32_of_a_mixed_precision_model_with_a_python_lambda():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = _lambda_model()
+    keras.mixed_precision.set_global_policy("float32")
+    float32 = cloning.in_float32(model)
+    assert {layer.dtype_policy.name for layer in float32.layers} == {"float32"}
+    inputs = np.random.default_rng(1).normal(size=(4, 6)).astype(np.float32)
+    hidden, hidden_bias, out, out_bias = model.get_weights()
+    expected = (2.0 * np.maximum(inputs @ hidden + hidden_bias, 0.0) - 1.0) @ out + out_bias
+    np.testing.assert_allclose(float32(inputs).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(model(inputs).numpy(), expected, rtol=1e-5, atol=1e-6)  # bfloat16

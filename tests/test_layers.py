@@ -513,3 +513,25 @@ def test_keras_builtin_initializers_by_name_and_seeding():
     np.testing.assert_allclose(np.abs(fan_in((2, 3, 4))), np.sqrt(6 / 6), rtol=1e-6)
     with pytest.raises(ValueError, match="fan_in must divide"):
         fan_in((5, 5))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"density": "0.5"}, "density must be a finite number in (0, 1]. Received: density='0.5'"),
+    ({"density": None}, "density must be a finite number in (0, 1]. Received: density=None"),
+    ({"tau_fraction": None},
+     "tau_fraction must be a finite number in [0, 1). Received: tau_fraction=None"),
+    ({"mask_seed": "1"}, "mask_seed must be an integer. Received: mask_seed='1'"),
+    ({"seed": 2.0}, "mask_seed must be an integer. Received: mask_seed=2.0"),
+])
+def test_numeric_arguments_of_the_wrong_type_are_one_type_error(kwargs, message):
+    with pytest.raises(TypeError) as info:
+        layers.MaskedDense(3, **kwargs)
+    assert str(info.value) == message
+
+
+def test_a_numpy_integer_seed_is_an_int_seed():
+    layer = layers.MaskedDense(3, seed=np.int64(7), name="dense")
+    twin = layers.MaskedDense(3, seed=7, name="dense")  # seeded by (seed, name)
+    inputs = np.ones((1, 4), np.float32)
+    np.testing.assert_array_equal(layer(inputs).numpy(), twin(inputs).numpy())
+    assert layer.get_config()["mask_seed"] == 7 and type(layer.mask_seed) is int

@@ -498,3 +498,72 @@ def test_compact_round_trip_of_a_layer_with_an_unnamed_weight(tmp_path):
     ssm_keras.save_compact(masked, tmp_path / "model.ssm")
     loaded = ssm_keras.load_compact(tmp_path / "model.ssm").masked_model
     np.testing.assert_array_equal(loaded.get_layer("scale").scale.numpy(), np.arange(1, 7))
+
+
+def _dense_model():
+    """Dense 4 -> 3 -> 2, built."""
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="hidden"),
+                             keras.layers.Dense(2, name="out")], name="dense_model")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"init_factor": 2.0, "kernels": "keep"}, ValueError,
+     "init_factor is the factor of the elus initialiser that draws W0 with kernels='redraw'; "
+     "kernels='keep' keeps the layers' kernels. Received: init_factor=2.0"),
+    ({"layers": []}, ValueError,
+     "supermask would mask no layer of 'dense_model': layers= selects none. Received: layers=[]"),
+    ({"layers": 3}, ValueError, "layers must be None, a collection of layer names or a "
+     "predicate layer -> bool. Received: layers=3"),
+    ({"density": "0.5"}, TypeError,
+     "density must be a finite number in (0, 1]. Received: density='0.5'"),
+    ({"tau_fraction": "0.4"}, TypeError,
+     "tau_fraction must be a finite number in [0, 1). Received: tau_fraction='0.4'"),
+    ({"tau_fraction": float("nan")}, ValueError,
+     "tau_fraction must be a finite number in [0, 1). Received: tau_fraction=nan"),
+    ({"init_factor": "3"}, TypeError,
+     "init_factor must be a finite number in (0, inf). Received: init_factor='3'"),
+    ({"init_factor": float("inf")}, ValueError,
+     "init_factor must be a finite number in (0, inf). Received: init_factor=inf"),
+    ({"init_factor": 1e300}, ValueError,
+     "init_factor=1e+300 gives |W0| = sqrt(init_factor / fan_in) = sqrt(1e+300 / 4) = 5e+149, "
+     "which is not a normal float32 (between 1.18e-38 and 3.4e+38); the signed-supermask "
+     "paper uses 2 to 6"),
+    ({"init_factor": 1e-300}, ValueError,
+     "init_factor=1e-300 gives |W0| = sqrt(init_factor / fan_in) = sqrt(1e-300 / 4) = 5e-151, "
+     "which is not"),
+    ({"seed": 1.5}, TypeError, "seed must be an integer. Received: seed=1.5"),
+])
+def test_arguments_supermask_would_ignore_or_trip_over_are_refused_naming_them(kwargs, error,
+                                                                              message):
+    with pytest.raises(error) as info:
+        ssm_keras.supermask(_dense_model(), **kwargs)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_model_supermask_cannot_use_is_refused_in_one_line():
+    with pytest.raises(ValueError) as unbuilt:
+        ssm_keras.supermask(keras.Sequential([keras.layers.Dense(3)], name="unbuilt"))
+    assert str(unbuilt.value) == (
+        "supermask needs a built model, and 'unbuilt' is not built: give the Sequential a "
+        "keras.Input, or call model.build(input_shape) first.")
+    with pytest.raises(ValueError) as plain:
+        ssm_keras.with_regime(_dense_model(), "mask_then_weights")
+    assert str(plain.value) == ("with_regime needs a masked model (see ssm_keras.supermask), "
+                                "and 'dense_model' has no masked layers.")
+    with pytest.raises(TypeError, match=r"density must be a finite number in \(0, 1\]. "
+                                        "Received: density='all'"):
+        ssm_keras.MaskConfig(mask="topk", density="all")
+
+
+def test_layers_as_a_generator_and_seed_as_a_numpy_integer():
+    model = _dense_model()
+    masked = ssm_keras.supermask(model, layers=(name for name in ["out"]), seed=np.int64(3))
+    assert _masked_names(masked) == {"out": "MaskedDense"}
+    same = ssm_keras.supermask(model, layers=["out"], seed=3)
+    for variable, twin in zip(masked.weights, same.weights):
+        np.testing.assert_array_equal(variable.numpy(), twin.numpy())
+    config = masked.get_layer("out").get_config()
+    assert type(config["mask_seed"]) is int and json.dumps(config)
+    # tau_fraction and density left out (None) are the layers' defaults.
+    assert ssm_keras.MaskConfig() == ssm_keras.MaskConfig(tau_fraction=None, density=None)
+    assert (config["tau_fraction"], config["density"]) == (0.4, 0.5)

@@ -83,7 +83,7 @@ import typing
 import keras
 import tensorflow as tf
 
-from ssm_keras import choices, masking
+from ssm_keras import arguments, choices, masking
 from ssm_keras import initializers as ssm_initializers
 
 DEFAULT_SCORE_INITIALIZERS = {
@@ -107,22 +107,17 @@ MASK_DEFAULTS = {
 }
 
 
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"Unknown {name}. Expected one of {allowed}. Received: {name}={value!r}"
-        )
-
-
 def pop_mask_arguments(kwargs):
     """Removes the mask arguments (`MASK_DEFAULTS`) from `kwargs` and
-    returns them, checked.
+    returns them, checked (`ssm_keras.arguments`: one TypeError or ValueError
+    naming the argument and its value).
 
     Args (in `kwargs`):
         mask: one of `choices.MASK_KINDS`.
         tau_fraction: threshold masks: `tau = tau_fraction * max(|s_init|)`,
-            in [0, 1).
-        density: top-k masks: the fraction of weights kept, in (0, 1].
+            a number in [0, 1).
+        density: top-k masks: the fraction of weights kept, a number in
+            (0, 1].
         score_initializer: initialiser of the scores; None picks the mask
             kind's default (`glorot_uniform` for threshold masks, `zeros` for
             `bernoulli`, `he_uniform` for top-k).
@@ -131,25 +126,25 @@ def pop_mask_arguments(kwargs):
         regime: `mask` or `mask_then_weights`.
         bernoulli_eval: how a `bernoulli` mask evaluates: `expected`
             (`sigmoid(s) > 0.5`) or `sample` (a fresh sample, as Zhou et al.).
-        mask_seed: int or None. With an int, the initial kernels, scores and
-            bias are drawn from stateless RNGs keyed by `(mask_seed,
-            mask_scope, variable name)`: the same seed and name give the
-            same values bit for bit.
+        mask_seed: an integer (Python's or NumPy's) or None. With an integer,
+            the initial kernels, scores and bias are drawn from stateless
+            RNGs keyed by `(mask_seed, mask_scope, variable name)`: the same
+            seed and name give the same values bit for bit.
     """
-    arguments = {key: kwargs.pop(key, default) for key, default in MASK_DEFAULTS.items()}
-    _check_choice("mask", arguments["mask"], choices.MASK_KINDS)
-    _check_choice("regime", arguments["regime"], choices.MASKED_REGIMES)
-    _check_choice("bernoulli_eval", arguments["bernoulli_eval"], choices.BERNOULLI_EVAL_MODES)
-    if not 0.0 <= arguments["tau_fraction"] < 1.0:
-        raise ValueError(
-            f"tau_fraction must be in [0, 1). Received: tau_fraction={arguments['tau_fraction']}"
-        )
-    if not 0.0 < arguments["density"] <= 1.0:
-        raise ValueError(f"density must be in (0, 1]. Received: density={arguments['density']}")
-    seed = arguments["mask_seed"]
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ValueError(f"mask_seed must be an int or None. Received: mask_seed={seed!r}")
-    return arguments
+    given = {key: kwargs.pop(key, default) for key, default in MASK_DEFAULTS.items()}
+    checked = dict(
+        given,
+        mask=arguments.choice("mask", given["mask"], choices.MASK_KINDS),
+        regime=arguments.choice("regime", given["regime"], choices.MASKED_REGIMES),
+        bernoulli_eval=arguments.choice("bernoulli_eval", given["bernoulli_eval"],
+                                        choices.BERNOULLI_EVAL_MODES),
+        tau_fraction=arguments.number("tau_fraction", given["tau_fraction"], low=0, high=1,
+                                      high_open=True),
+        density=arguments.number("density", given["density"], low=0, high=1, low_open=True),
+    )
+    if given["mask_seed"] is not None:
+        checked["mask_seed"] = arguments.integer("mask_seed", given["mask_seed"])
+    return checked
 
 
 def unmaskable_reason(config, initializer_arguments, dtype_policy=None):

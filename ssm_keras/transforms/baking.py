@@ -15,11 +15,12 @@ models included:
   `keras.ops` calls, `(x - mean(x)) / max(std(x), 1 / sqrt(n))` per image
   (`n = height * width * channels`): the ops of
   `tf.image.per_image_standardization`, so the values are the same.
-- Every other layer (batch norm with its moving statistics, pooling,
-  `Flatten`, `Add`, activations, a layer left unmasked) is cloned from its
-  config with its weights, without this package's initialisers (a
-  baseline's `elus` kernels: the layer gets Keras' default, and its weights
-  are copied right after).
+- Every other layer with weights (a batch norm with its moving statistics,
+  a layer left unmasked) is cloned from its config, without this package's
+  initialisers (a baseline's `elus` kernels: the layer gets Keras' default,
+  and its weights are copied right after); a layer without weights
+  (pooling, `Flatten`, activations, `Lambda`) is the same object in both
+  models.
 
 A model that diverged is refused (`ExportError`): a non-finite score,
 kernel or other weight has no inference value (`check_finite`).
@@ -145,6 +146,8 @@ def _plain_layer(layer):
             f"layer {layer.name!r} is a {type(layer).__name__}, which is not registered "
             "(ssm_keras.register), so bake() does not know its stock counterpart."
         )
+    if cloning.reusable(layer):
+        return layer
     return layer.__class__.from_config(_without_package_initializers(layer.get_config()))
 
 

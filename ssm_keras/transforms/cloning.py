@@ -48,6 +48,29 @@ def freeze(layer):
         keras.layers.Layer.trainable.fset(sublayer, False)
 
 
+def reusable(layer):
+    """Whether a copy of a model may hold `layer` itself: a layer without
+    weights (an activation, pooling, `Flatten`, `Dropout`, a `Lambda`)
+    computes the same in both models, and copying a `Lambda` of a Python
+    lambda through its config is what Keras' safe mode refuses. (An
+    operation of a functional graph that is not a layer, e.g. a
+    `keras.ops.add`, is copied.)"""
+    return isinstance(layer, keras.layers.Layer) and not layer.weights
+
+
+def remade(layer, **changes):
+    """A new, unbuilt layer like `layer`: its class made from its config
+    with `changes` (e.g. `dtype="float32"`). A `Lambda` is made around its
+    live function, output shape and mask instead of their serialised code,
+    which Keras refuses to deserialise in safe mode."""
+    config = {**layer.get_config(), **changes}
+    if isinstance(layer, keras.layers.Lambda):
+        return type(layer)(**{**config, "function": layer.function, "mask": layer.mask,
+                              "output_shape": layer._output_shape,
+                              "arguments": layer.arguments})
+    return type(layer).from_config(config)
+
+
 def leaf_layers(model):
     """The layers of `model`, nested models replaced by their layers, each
     once, in order."""
@@ -74,7 +97,9 @@ def in_float32(model):
         return model
 
     def in_float32_layer(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+        if reusable(layer) and layer.dtype_policy.name == "float32":
+            return layer
+        return remade(layer, dtype="float32")
 
     clone, pairs = clone_layers(model, in_float32_layer)
     for layer, float32_layer in pairs:

@@ -48,6 +48,7 @@ import numpy as np
 
 from ssm_keras.errors import ExportError
 from ssm_keras.layers import registry
+from ssm_keras.transforms import cloning
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -302,7 +303,10 @@ def _prune_chain(chain, weights):
 
 
 def _pruned_layer(layer, weights):
-    """A fresh copy of `layer` (no weights yet) with its remaining units."""
+    """A fresh copy of `layer` (no weights yet) with its remaining units; a
+    layer without weights itself (`cloning.reusable`)."""
+    if cloning.reusable(layer):
+        return layer
     config = layer.get_config()
     if _supported_weighted(layer):
         config[_output_units(layer)] = weights.units(layer)

@@ -42,7 +42,7 @@ import typing
 
 import keras
 
-from ssm_keras import choices
+from ssm_keras import arguments, choices
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
 from ssm_keras.layers import base, registry
@@ -58,21 +58,39 @@ class MaskConfig:
 
     Attributes:
         mask: one of `choices.MASK_KINDS`.
-        tau_fraction: threshold masks: `tau = tau_fraction * max(|s_init|)`.
-        density: top-k masks: the fraction of weights kept.
+        tau_fraction: threshold masks: `tau = tau_fraction * max(|s_init|)`,
+            in [0, 1); None: 0.4.
+        density: top-k masks: the fraction of weights kept, in (0, 1];
+            None: 0.5.
         score_initializer: initialiser of the scores; None picks the mask
             kind's default.
         bernoulli_eval: `expected` or `sample` (Bernoulli masks).
         regime: `mask` (scores train) or `mask_then_weights` (kernels train
             under the frozen mask).
+
+    Raises:
+        TypeError, ValueError: a setting of the wrong type or out of range,
+            naming it (`base.pop_mask_arguments`).
     """
 
     mask: str = "signed"
-    tau_fraction: float = 0.4
-    density: float = 0.5
+    tau_fraction: float | None = None
+    density: float | None = None
     score_initializer: str | None = None
     bernoulli_eval: str = "expected"
     regime: str = "mask"
+
+    def __post_init__(self):
+        base.pop_mask_arguments(self.layer_arguments())
+
+    def layer_arguments(self):
+        """The masked layers' mask arguments: the settings, None ones as
+        the layers' defaults (`base.MASK_DEFAULTS`)."""
+        settings = dataclasses.asdict(self)
+        for name in choices.MASK_SHAPE_USERS:
+            if settings[name] is None:
+                settings[name] = base.MASK_DEFAULTS[name]
+        return settings
 
 
 def _is_clonable(model):
@@ -104,12 +122,16 @@ def _has_kernel(layer):
         variable.name.endswith("kernel") for variable in layer.weights)
 
 
-def _names(layers, leaves, argument):
-    """The set of layer names `layers` (an argument of `supermask`) gives."""
-    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
-        raise ValueError(
-            f"{argument} must be a collection of layer names. Received: {argument}={layers!r}")
-    names = set(layers)
+def _names(layers, leaves, argument, allowed="a collection of layer names"):
+    """The set of layer names `layers` (an argument of `supermask`: a
+    collection or an iterator of names) gives."""
+    try:
+        names = None if isinstance(layers, str) else list(layers)
+    except TypeError:  # not iterable
+        names = None
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{argument} must be {allowed}. Received: {argument}={layers!r}")
+    names = set(names)
     unknown = sorted(names - {layer.name for layer in leaves})
     if unknown:
         raise ValueError(f"{argument} names layers the model does not have: {unknown}")
@@ -122,12 +144,8 @@ def _selector(layers, leaves):
         return _has_kernel
     if callable(layers):
         return layers
-    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
-        raise ValueError(
-            "layers must be None, a collection of layer names or a predicate "
-            f"layer -> bool. Received: layers={layers!r}"
-        )
-    names = _names(layers, leaves, "layers")
+    names = _names(layers, leaves, "layers",
+                   "None, a collection of layer names or a predicate layer -> bool")
     return lambda layer: layer.name in names
 
 
@@ -201,8 +219,8 @@ def supermask(
     seed=0,
     layers=None,
     trainable_layers=(),
-    tau_fraction=0.4,
-    density=0.5,
+    tau_fraction=None,
+    density=None,
     score_initializer=None,
     bernoulli_eval="expected",
     regime="mask",
@@ -225,16 +243,19 @@ def supermask(
             kernel, e.g. pretrained weights).
         kernel_initializer: initialiser of `W0` for `redraw` (a name of
             `ssm_keras.initializers.get` or an initialiser).
-        init_factor: the `factor` of the `elus` initialiser (default 6).
-        seed: int; seeds `W0` (`redraw`) and the scores. None draws them
-            unseeded (not reproducible).
-        layers: None (every layer with a kernel), a collection of layer
-            names, or a predicate `layer -> bool`; the others stay as they
-            are, frozen.
+        init_factor: the `factor` of the `elus` initialiser (default 6), a
+            finite number > 0 that gives a normal float32 `|W0|`; only with
+            `kernels="redraw"` and `kernel_initializer="elus"`.
+        seed: an integer (Python's or NumPy's); seeds `W0` (`redraw`) and
+            the scores. None draws them unseeded (not reproducible).
+        layers: None (every layer with a kernel), a collection or an
+            iterator of layer names, or a predicate `layer -> bool`; it must
+            select at least one layer. The others stay as they are, frozen.
         trainable_layers: names of layers left unmasked that keep training
             (a `LayerNormalization`, a batch norm, a classifier head).
         tau_fraction, density, score_initializer, bernoulli_eval, regime:
-            the `MaskConfig` settings.
+            the `MaskConfig` settings (`tau_fraction`, `density`: None for
+            the default).
         train_bias: whether the masked layers' biases train.
         train_batch_norm: whether the batch norms' `gamma` and `beta` train.
 
@@ -243,8 +264,10 @@ def supermask(
         model is unchanged.
 
     Raises:
-        ValueError: a setting is not allowed, or a selected layer cannot be
-            masked exactly (the message names it and says why).
+        ValueError: a setting is not allowed, the model is not built, no
+            layer is selected, or a selected layer cannot be masked exactly
+            (the message names it and says why).
+        TypeError: a setting of the wrong type (a string for a number).
 
     Example:
 
@@ -255,18 +278,31 @@ def supermask(
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"supermask takes a keras.Model. Received: {type(model).__name__}")
-    if kernels not in KERNEL_CHOICES:
+    if not model.built:
         raise ValueError(
-            f"kernels must be one of {KERNEL_CHOICES}. Received: kernels={kernels!r}"
-        )
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
+            f"supermask needs a built model, and {model.name!r} is not built: give the "
+            "Sequential a keras.Input, or call model.build(input_shape) first.")
+    arguments.choice("kernels", kernels, KERNEL_CHOICES)
+    if seed is not None:
+        seed = arguments.integer("seed", seed)
+    if init_factor is not None:
+        arguments.number("init_factor", init_factor, low=0, low_open=True, high_open=True)
+        if kernels == "keep":
+            raise ValueError(
+                "init_factor is the factor of the elus initialiser that draws W0 with "
+                "kernels='redraw'; kernels='keep' keeps the layers' kernels. Received: "
+                f"init_factor={init_factor!r}")
     _check_clonable(model)
     mask_config = MaskConfig(mask, tau_fraction, density, score_initializer,
                              bernoulli_eval, regime)
     leaves = cloning.leaf_layers(model)
     is_selected = _selector(layers, leaves)
     selected = [layer for layer in leaves if is_selected(layer)]
+    if not selected:
+        raise ValueError(
+            f"supermask would mask no layer of {model.name!r}: "
+            + ("it has no layer with a kernel." if layers is None else
+               f"layers= selects none. Received: layers={layers!r}"))
     _check_masked_layers(selected, train_bias)
     selected_ids = {id(layer) for layer in selected}
     trainable_names = _names(trainable_layers, leaves, "trainable_layers")
@@ -275,9 +311,8 @@ def supermask(
         raise ValueError(
             f"trainable_layers names masked layers {masked_and_trainable}, whose scores "
             "train; it names layers left unmasked that keep training")
-    mask_arguments = dict(**dataclasses.asdict(mask_config), train_bias=train_bias,
+    mask_arguments = dict(**mask_config.layer_arguments(), train_bias=train_bias,
                           mask_seed=seed)
-    base.pop_mask_arguments(dict(mask_arguments))  # a bad setting fails here, named
     initializer = (ssm_initializers.get(kernel_initializer, init_factor)
                    if kernels == "redraw" else None)
 
@@ -288,6 +323,8 @@ def supermask(
             trains = train_batch_norm or layer.name in trainable_names
             target = keras.layers.BatchNormalization if trains else _BATCH_NORMS[1]
             return target.from_config(layer.get_config())
+        if cloning.reusable(layer):
+            return layer
         return layer.__class__.from_config(layer.get_config())
 
     clone, pairs = cloning.clone_layers(model, convert)
@@ -311,14 +348,18 @@ def with_regime(model, regime):
     its mask is frozen and its kernels train. Nested models too.
 
     Raises:
-        ValueError: `regime` is not one of `choices.MASKED_REGIMES`.
+        ValueError: `regime` is not one of `choices.MASKED_REGIMES`, or the
+            model has no masked layers.
     """
-    if regime not in choices.MASKED_REGIMES:
+    arguments.choice("regime", regime, choices.MASKED_REGIMES)
+    if not ssm_layers.masked_layers(model):
         raise ValueError(
-            f"regime must be one of {choices.MASKED_REGIMES}. Received: regime={regime!r}"
-        )
+            f"with_regime needs a masked model (see ssm_keras.supermask), and {model.name!r} "
+            "has no masked layers.")
 
     def clone_layer(layer):
+        if cloning.reusable(layer):
+            return layer
         config = layer.get_config()
         if isinstance(layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
             config["regime"] = regime
