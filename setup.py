@@ -48,6 +48,9 @@ setuptools.setup(
         "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
         # TFLite files run in LiteRT, TensorFlow Lite's successor, where it is installed.
         "litert": ["ai-edge-litert>=1.2"],
+        # keras_hub's models (BertBackbone, ViTBackbone, ...) through supermask;
+        # tested with keras-hub 0.32.0, which keeps Keras 3.15.1 and TF 2.21.
+        "hub": ["keras-hub>=0.20"],
     },
     entry_points={
         "console_scripts": [

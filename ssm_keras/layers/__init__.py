@@ -5,9 +5,10 @@
 | `base`           | `MaskedLayer` (the mixin and its hooks), `MaskedContainer`   |
 | `core`           | `MaskedDense`, `MaskedEinsumDense`                           |
 | `convolutional`  | `MaskedConv1D/2D/3D`, `MaskedConv1D/2D/3DTranspose`, `MaskedDepthwiseConv1D/2D`, `MaskedSeparableConv1D/2D` |
-| `embedding`      | `MaskedEmbedding`                                            |
+| `embedding`      | `MaskedEmbedding`, `MaskedReversibleEmbedding` (Keras 3.12+, not exported) |
 | `recurrent`      | `MaskedSimpleRNN`, `MaskedLSTM`, `MaskedGRU` and their cells |
 | `attention`      | `MaskedMultiHeadAttention`, `MaskedGroupedQueryAttention`    |
+| `composite`      | `MaskedComposite`: any layer with the registered layers inside it masked |
 | `normalization`  | `FixedAffineBatchNormalization`                              |
 | `preprocessing`  | `PerImageStandardization`                                    |
 | `registry`       | stock type <-> masked type; `register`                       |
@@ -29,6 +30,7 @@ from ssm_keras.layers.base import (
     masked_layers,
     named_variables,
 )
+from ssm_keras.layers.composite import MaskedComposite
 from ssm_keras.layers.convolutional import (
     MaskedConv1D,
     MaskedConv1DTranspose,
@@ -56,7 +58,8 @@ from ssm_keras.layers.recurrent import (
 from ssm_keras.layers.registry import register
 
 _CLASSES = (
-    FixedAffineBatchNormalization, MaskedContainer, MaskedConv1D, MaskedConv1DTranspose,
+    FixedAffineBatchNormalization, MaskedComposite, MaskedContainer, MaskedConv1D,
+    MaskedConv1DTranspose,
     MaskedConv2D, MaskedConv2DTranspose, MaskedConv3D, MaskedConv3DTranspose, MaskedDense,
     MaskedDepthwiseConv1D, MaskedDepthwiseConv2D, MaskedEinsumDense, MaskedEmbedding,
     MaskedGRU, MaskedGRUCell, MaskedGroupedQueryAttention, MaskedLSTM, MaskedLSTMCell,
@@ -65,7 +68,8 @@ _CLASSES = (
 )
 
 __all__ = [
-    "DEFAULT_SCORE_INITIALIZERS", "FixedAffineBatchNormalization", "MaskedContainer",
+    "DEFAULT_SCORE_INITIALIZERS", "FixedAffineBatchNormalization", "MaskedComposite",
+    "MaskedContainer",
     "MaskedConv1D", "MaskedConv1DTranspose", "MaskedConv2D", "MaskedConv2DTranspose",
     "MaskedConv3D", "MaskedConv3DTranspose", "MaskedDense", "MaskedDepthwiseConv1D",
     "MaskedDepthwiseConv2D", "MaskedEinsumDense", "MaskedEmbedding", "MaskedGRU",

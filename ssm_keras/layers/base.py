@@ -594,6 +594,19 @@ class MaskedContainer(MaskArguments):
         """The masked leaves of this container."""
         return self.sublayers_of(self)
 
+    @property
+    def mask_scope(self):
+        """The container's name, or its path inside a composite layer
+        (`encoder/self_attention`): its sublayers are seeded as
+        `<mask_scope>/<sublayer>`."""
+        return self.__dict__.get("_mask_scope") or self.name
+
+    @mask_scope.setter
+    def mask_scope(self, scope):
+        object.__setattr__(self, "_mask_scope", scope)
+        for sublayer in self.masked_sublayers:
+            sublayer.mask_scope = f"{scope}/{sublayer.name}"
+
     @classmethod
     def sublayer_uses(cls, layer, sublayer, leaf_class, name, input_shape):
         """`kernel_uses` of kernel `name` of `sublayer` (whose masked class
@@ -607,7 +620,7 @@ class MaskedContainer(MaskArguments):
         """`cls` from the config of the stock sublayer `stock` and this
         container's mask arguments, seeded as `container/sublayer`."""
         masked = cls.from_config({**stock.get_config(), **self.mask_config(), **extra})
-        masked.mask_scope = f"{self.name}/{stock.name}"
+        masked.mask_scope = f"{self.mask_scope}/{stock.name}"
         return masked
 
     def get_config(self):
@@ -650,11 +663,16 @@ def masked_kernels(model):
 def named_variables(layer):
     """`{key: variable}` of a layer and its sublayers: `name` for its own
     variables, `sublayer/name` for a sublayer's (`query/kernel`,
-    `lstm_cell/recurrent_kernel`). A masked layer and its stock counterpart
-    share the keys of the stock layer's variables."""
+    `lstm_cell/recurrent_kernel`), `sublayer/inner/name` deeper down
+    (`transformer_block_1/mha/query/kernel`). A masked layer and its stock
+    counterpart share the keys of the stock layer's variables."""
     found = {}
-    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
-        prefix = "" if sublayer is layer else f"{sublayer.name}/"
-        for variable in sublayer._trainable_variables + sublayer._non_trainable_variables:
+
+    def add(current, prefix):
+        for variable in current._trainable_variables + current._non_trainable_variables:
             found[prefix + variable.name] = variable
+        for sublayer in current._layers:
+            add(sublayer, f"{prefix}{sublayer.name}/")
+
+    add(layer, "")
     return found

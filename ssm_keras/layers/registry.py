@@ -11,7 +11,10 @@ arithmetic. The package registers its masked layers here (see
         masked_kernels = {"kernel": "kernel_initializer"}
 
 Types are matched exactly: a subclass of a registered stock type may compute
-something else, so it is not masked as its parent.
+something else, so it is not masked as its parent, unless its class body
+defines no method, property or public attribute (keras_hub's
+`ReversibleEmbedding` is Keras' under another name); `bake` then gives the
+parent.
 """
 
 import keras
@@ -69,8 +72,21 @@ def register(masked_class=None, *, stock=None):
     return add if masked_class is None else add(masked_class)
 
 
+def _renames_its_parent(cls):
+    """Whether `cls` has one parent and its class body defines no method,
+    property or public attribute: it computes what its parent computes."""
+    return len(cls.__bases__) == 1 and not any(
+        callable(value) or isinstance(value, (property, classmethod, staticmethod))
+        or not name.startswith("_")
+        for name, value in vars(cls).items()
+        if not (name.startswith("__") and name.endswith("__")))
+
+
 def masked_type(stock_type):
-    """The masked type registered for `stock_type`, or None."""
+    """The masked type registered for `stock_type`, or for the parent it
+    renames (`_renames_its_parent`); None if there is none."""
+    while stock_type not in _MASKED and _renames_its_parent(stock_type):
+        stock_type = stock_type.__bases__[0]
     return _MASKED.get(stock_type)
 
 
@@ -87,7 +103,7 @@ def entries():
 def masked_class_of(layer):
     """The masked class of `layer`, a stock or masked instance of a
     registered type; None for any other layer."""
-    return type(layer) if type(layer) in _STOCK else _MASKED.get(type(layer))
+    return type(layer) if type(layer) in _STOCK else masked_type(type(layer))
 
 
 def kernel_leaves(layer):
@@ -104,6 +120,17 @@ def kernel_leaves(layer):
     return [(layer.name, layer, cls)]
 
 
+def leaf_kernels(leaf, cls):
+    """The names of the kernels the masked class `cls` masks in `leaf`, a
+    stock or masked instance: a masked one's own list (a tied
+    `ReversibleEmbedding` has no `reverse_embeddings`), else those of the
+    class that `leaf` has."""
+    if isinstance(leaf, cls):
+        return list(leaf.masked_kernels)
+    names = {variable.name for variable in leaf.weights}
+    return [name for name in cls.masked_kernels if name in names]
+
+
 def kernels(layer):
     """`(scope, kernel name, variable)` of every kernel a registered layer
     masks or would mask: `W0` of a masked layer, the kernel of a stock one
@@ -113,5 +140,5 @@ def kernels(layer):
     found = []
     for scope, leaf, cls in kernel_leaves(layer):
         variables = {variable.name: variable for variable in leaf.weights}
-        found.extend((scope, name, variables[name]) for name in cls.masked_kernels)
+        found.extend((scope, name, variables[name]) for name in leaf_kernels(leaf, cls))
     return found

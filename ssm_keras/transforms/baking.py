@@ -10,7 +10,9 @@ models included:
   inference mask, computed in NumPy in the variable's dtype: every entry is
   `+-W0` or zero) and every other variable (biases) copied by key.
   `FixedAffineBatchNormalization` becomes a `BatchNormalization` with the
-  same weights.
+  same weights. A `MaskedComposite` becomes the layer it wraps (keras_hub's
+  `TransformerEncoder`, ...), made from its config, with the effective
+  kernels in the layers inside it.
 - `PerImageStandardization` becomes a stock functional sub-model of
   `keras.ops` calls, `(x - mean(x)) / max(std(x), 1 / sqrt(n))` per image
   (`n = height * width * channels`): the ops of
@@ -137,6 +139,8 @@ def _plain_layer(layer):
     stock = registry.stock_type(type(layer))
     if stock is not None:
         return stock.from_config(stock_config(layer))
+    if isinstance(layer, ssm_layers.MaskedComposite):
+        return layer.stock_layer()
     if isinstance(layer, ssm_layers.PerImageStandardization):
         return standardization_model(layer.input.shape[1:], name=layer.name)
     if isinstance(layer, ssm_layers.FixedAffineBatchNormalization):
@@ -152,20 +156,22 @@ def _plain_layer(layer):
 
 
 def _copy_baked_weights(layer, baked_layer):
-    """The baked copy's weights: the effective kernels of a masked layer and
-    its other variables, matched by key; any other layer's weights as they
-    are."""
-    if registry.stock_type(type(layer)) is None:
+    """The baked copy's weights: the effective kernels of a masked layer (or
+    of the masked layers inside a `MaskedComposite`) and its other
+    variables, matched by key; any other layer's weights as they are."""
+    composite = isinstance(layer, ssm_layers.MaskedComposite)
+    if registry.stock_type(type(layer)) is None and not composite:
         if layer.weights:
             values = layer.get_weights()
             check_finite(layer.name, values)
             baked_layer.set_weights(values)
         return
-    kernels = {("" if leaf is layer else f"{leaf.name}/") + name: effective_kernel(leaf, name)
+    kernels = {id(leaf.kernel_variable(name)): effective_kernel(leaf, name)
                for leaf in base.masked_leaves(layer) for name in leaf.masked_kernels}
-    variables = ssm_layers.named_variables(layer)
-    values = {key: kernels[key] if key in kernels else variables[key].numpy()
-              for key in ssm_layers.named_variables(baked_layer)}
+    variables = ssm_layers.named_variables(layer.layer if composite else layer)
+    sources = {key: variables[key] for key in ssm_layers.named_variables(baked_layer)}
+    values = {key: kernels[id(source)] if id(source) in kernels else source.numpy()
+              for key, source in sources.items()}
     check_finite(layer.name, values.values())
     for key, variable in ssm_layers.named_variables(baked_layer).items():
         variable.assign(values[key])

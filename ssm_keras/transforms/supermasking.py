@@ -45,7 +45,7 @@ import keras
 from ssm_keras import arguments, choices
 from ssm_keras import initializers as ssm_initializers
 from ssm_keras import layers as ssm_layers
-from ssm_keras.layers import base, registry
+from ssm_keras.layers import base, composite, registry
 from ssm_keras.transforms import cloning
 
 KERNEL_CHOICES = ("redraw", "keep")
@@ -115,11 +115,12 @@ def _check_clonable(model, what="model"):
 
 
 def _has_kernel(layer):
-    """Whether `layer` is of a registered type or holds a kernel (a weight
-    named `kernel`, `depthwise_kernel`, ...): what `supermask` masks by
-    default, refusing the kernel layers it cannot mask."""
-    return registry.masked_class_of(layer) is not None or any(
-        variable.name.endswith("kernel") for variable in layer.weights)
+    """Whether `layer` is of a registered type, holds a layer of one (a
+    composite layer) or holds a kernel (a weight named `kernel`,
+    `depthwise_kernel`, ...): what `supermask` masks by default, refusing
+    the kernel layers it cannot mask."""
+    return (registry.masked_class_of(layer) is not None or composite.is_composite(layer)
+            or any(variable.name.endswith("kernel") for variable in layer.weights))
 
 
 def _names(layers, leaves, argument, allowed="a collection of layer names"):
@@ -152,6 +153,8 @@ def _selector(layers, leaves):
 def _why_not_exact(layer, train_bias):
     """Why masking `layer` would not compute what it computes, or None."""
     cls = registry.masked_type(type(layer))
+    if cls is None and composite.is_composite(layer):
+        return composite.unmaskable_reason(layer, train_bias)
     if cls is None:
         maskable = ", ".join(stock.__name__ for stock, _ in registry.entries())
         return (
@@ -187,8 +190,11 @@ def _check_masked_layers(selected, train_bias):
 def masked_counterpart(layer, kernel_initializer=None, **mask_arguments):
     """The (unbuilt) masked counterpart of the stock `layer`, made from its
     config: `kernel_initializer` (None: the layer's own) for every masked
-    kernel, and the mask arguments (`mask`, `mask_seed`, ...)."""
+    kernel, and the mask arguments (`mask`, `mask_seed`, ...). A composite
+    layer becomes a `MaskedComposite`, built as `layer` is."""
     cls = registry.masked_type(type(layer))
+    if cls is None:
+        return ssm_layers.MaskedComposite.around(layer, kernel_initializer, **mask_arguments)
     config = cls.counterpart_config(layer)
     if kernel_initializer is not None:
         config.update({argument: kernel_initializer for argument in cls.initializer_arguments()})
@@ -197,15 +203,32 @@ def masked_counterpart(layer, kernel_initializer=None, **mask_arguments):
 
 def copy_stock_weights(stock, masked, kernels="redraw"):
     """Copies the stock layer's biases and other variables into its masked
-    counterpart, matched by key (`named_variables`); its kernels too, as
-    `W0`, with `kernels="keep"`."""
-    kernel_keys = {
-        ("" if leaf is masked else f"{leaf.name}/") + name
-        for leaf in base.masked_leaves(masked) for name in leaf.masked_kernels
-    }
+    counterpart, matched by key (`named_variables`; a `MaskedComposite`'s
+    are those of the layer it wraps); its kernels too, as `W0`, with
+    `kernels="keep"`.
+
+    Raises:
+        ValueError: the counterpart, made from the stock layer's config, has
+            other variables than the scores and thresholds it adds.
+    """
+    leaves = base.masked_leaves(masked)
+    kernel_ids = {id(leaf.kernel_variable(name)) for leaf in leaves for name in leaf.masked_kernels}
+    mask_ids = {id(variable) for leaf in leaves for name in leaf.masked_kernels
+                for variable in (leaf.scores_variable(name), leaf.threshold_variable(name))}
+    if isinstance(masked, ssm_layers.MaskedComposite):
+        masked = masked.layer
     masked_variables = ssm_layers.named_variables(masked)
-    for key, variable in ssm_layers.named_variables(stock).items():
-        if key not in kernel_keys or kernels == "keep":
+    stock_variables = ssm_layers.named_variables(stock)
+    differing = sorted((stock_variables.keys() - masked_variables.keys()) | {
+        key for key, variable in masked_variables.items()
+        if key not in stock_variables and id(variable) not in mask_ids})
+    if differing:
+        raise ValueError(
+            f"cannot supermask layer {stock.name!r}: made from its config, it does not have "
+            f"the same variables (differing: {differing}); its get_config() leaves out "
+            "something it was made with.")
+    for key, variable in stock_variables.items():
+        if id(masked_variables[key]) not in kernel_ids or kernels == "keep":
             masked_variables[key].assign(variable)
 
 
