@@ -510,6 +510,15 @@ def _dense_model():
     ({"init_factor": 2.0, "kernels": "keep"}, ValueError,
      "init_factor is the factor of the elus initialiser that draws W0 with kernels='redraw'; "
      "kernels='keep' keeps the layers' kernels. Received: init_factor=2.0"),
+    ({"init_factor": 2.0, "kernel_initializer": "glorot_uniform"}, ValueError,
+     "init_factor is the factor of the elus initialiser; kernel_initializer='glorot_uniform' "
+     "draws W0 without it. Received: init_factor=2.0"),
+    ({"density": 0.1}, ValueError, "density only shapes topk and signed_topk masks; "
+     "mask='signed' ignores it. Received: density=0.1"),
+    ({"mask": "topk", "tau_fraction": 0.4}, ValueError, "tau_fraction only shapes signed and "
+     "binary masks; mask='topk' ignores it. Received: tau_fraction=0.4"),
+    ({"mask": "bernoulli", "density": 0.5}, ValueError, "density only shapes topk and "
+     "signed_topk masks; mask='bernoulli' ignores it. Received: density=0.5"),
     ({"layers": []}, ValueError,
      "supermask would mask no layer of 'dense_model': layers= selects none. Received: layers=[]"),
     ({"layers": 3}, ValueError, "layers must be None, a collection of layer names or a "

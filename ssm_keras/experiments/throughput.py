@@ -209,7 +209,8 @@ def build_application(name, config, spec):
     if not config.masked:
         return plain
     return ssm_keras.supermask(plain, config.mask_kind, kernel_initializer=config.weight_init,
-                               init_factor=config.init_factor, seed=config.seed)
+                               init_factor=config.init_factor if config.weight_init == "elus"
+                               else None, seed=config.seed)
 
 
 def build(arch, config, steps_per_execution):

@@ -24,7 +24,7 @@ import zipfile
 import keras
 import tensorflow as tf
 
-from ssm_keras import data, files, models, settings
+from ssm_keras import choices, data, files, models, settings
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import (
     batch_norm,
@@ -176,10 +176,12 @@ def build_model(config, spec):
         input_shape=spec.image_shape,
         num_classes=spec.num_classes,
         mask_config=models.MaskConfig(
-            mask=config.mask_kind, tau_fraction=config.tau_fraction, density=config.density,
-            score_initializer=config.score_init, bernoulli_eval=config.bernoulli_eval),
+            mask=config.mask_kind, score_initializer=config.score_init,
+            bernoulli_eval=config.bernoulli_eval,
+            **{name: getattr(config, name) for name, kinds in choices.MASK_SHAPE_USERS.items()
+               if config.mask_kind in kinds}),
         kernel_initializer=config.weight_init,
-        init_factor=config.init_factor,
+        init_factor=config.init_factor if config.weight_init == "elus" else None,
         activation=config.activation,
         width=config.width,
         seed=config.seed,

@@ -58,9 +58,9 @@ class MaskConfig:
 
     Attributes:
         mask: one of `choices.MASK_KINDS`.
-        tau_fraction: threshold masks: `tau = tau_fraction * max(|s_init|)`,
-            in [0, 1); None: 0.4.
-        density: top-k masks: the fraction of weights kept, in (0, 1];
+        tau_fraction: threshold masks only: `tau = tau_fraction *
+            max(|s_init|)`, in [0, 1); None: 0.4.
+        density: top-k masks only: the fraction of weights kept, in (0, 1];
             None: 0.5.
         score_initializer: initialiser of the scores; None picks the mask
             kind's default.
@@ -70,7 +70,9 @@ class MaskConfig:
 
     Raises:
         TypeError, ValueError: a setting of the wrong type or out of range,
-            naming it (`base.pop_mask_arguments`).
+            naming it (`base.pop_mask_arguments`), or `tau_fraction` /
+            `density` given for a mask kind that ignores it
+            (`choices.MASK_SHAPE_USERS`, as the training command refuses).
     """
 
     mask: str = "signed"
@@ -82,6 +84,12 @@ class MaskConfig:
 
     def __post_init__(self):
         base.pop_mask_arguments(self.layer_arguments())
+        for name, kinds in choices.MASK_SHAPE_USERS.items():
+            value = getattr(self, name)
+            if value is not None and self.mask not in kinds:
+                raise ValueError(
+                    f"{name} only shapes {' and '.join(kinds)} masks; mask={self.mask!r} "
+                    f"ignores it. Received: {name}={value!r}")
 
     def layer_arguments(self):
         """The masked layers' mask arguments: the settings, None ones as
@@ -278,7 +286,7 @@ def supermask(
             (a `LayerNormalization`, a batch norm, a classifier head).
         tau_fraction, density, score_initializer, bernoulli_eval, regime:
             the `MaskConfig` settings (`tau_fraction`, `density`: None for
-            the default).
+            the default; each only for the mask kinds it shapes).
         train_bias: whether the masked layers' biases train.
         train_batch_norm: whether the batch norms' `gamma` and `beta` train.
 
@@ -314,6 +322,11 @@ def supermask(
             raise ValueError(
                 "init_factor is the factor of the elus initialiser that draws W0 with "
                 "kernels='redraw'; kernels='keep' keeps the layers' kernels. Received: "
+                f"init_factor={init_factor!r}")
+        if kernel_initializer != "elus":
+            raise ValueError(
+                "init_factor is the factor of the elus initialiser; kernel_initializer="
+                f"{kernel_initializer!r} draws W0 without it. Received: "
                 f"init_factor={init_factor!r}")
     _check_clonable(model)
     mask_config = MaskConfig(mask, tau_fraction, density, score_initializer,
