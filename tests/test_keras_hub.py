@@ -61,11 +61,17 @@ def _flat(outputs):
     return [np.asarray(output) for output in keras.tree.flatten(outputs)]
 
 
-@pytest.fixture(scope="module", params=sorted(BACKBONES))
-def case(request):
-    make, make_inputs = BACKBONES[request.param]
-    model = make()
-    return request.param, model, ssm_keras.supermask(model), make_inputs()
+@pytest.fixture(scope="module")
+def supermasks():
+    """`{name: (stock model, its supermask)}`, made once."""
+    return {name: (model, ssm_keras.supermask(model))
+            for name, model in ((name, make()) for name, (make, _) in BACKBONES.items())}
+
+
+@pytest.fixture(params=sorted(BACKBONES))
+def case(request, supermasks):
+    model, masked = supermasks[request.param]
+    return request.param, model, masked, BACKBONES[request.param][1]()
 
 
 def test_every_kernel_inside_the_composite_layers_is_masked(case):
@@ -126,11 +132,11 @@ def test_compact_files_round_trip_exactly(case, tmp_path):
             np.testing.assert_array_equal(got, stock)
 
 
-def test_the_supermask_of_a_backbone_is_a_functional_model_with_its_inputs_and_outputs():
+def test_the_supermask_of_a_backbone_is_a_functional_model_with_its_inputs_and_outputs(
+        supermasks):
     """clone_model cannot remake keras_hub's backbone classes: the user gets a
     keras.Model with the same inputs and outputs, not a BertBackbone."""
-    bert = _bert()
-    masked = ssm_keras.supermask(bert)
+    bert, masked = supermasks["bert"]
     assert type(masked) is not type(bert) and isinstance(masked, keras.Model)
     assert not isinstance(masked, keras_hub.models.Backbone)
     assert not hasattr(masked, "token_embedding")
@@ -139,13 +145,12 @@ def test_the_supermask_of_a_backbone_is_a_functional_model_with_its_inputs_and_o
     assert sorted(masked(_bert_inputs())) == ["pooled_output", "sequence_output"]
 
 
-def test_a_vit_is_masked_though_keras_cannot_clone_it():
+def test_a_vit_is_masked_though_keras_cannot_clone_it(supermasks):
     """ViTPatchingAndEmbedding.get_config reports num_patches and
     num_positions, which its constructor refuses: keras.models.clone_model
     fails; the masked composite leaves them out (they are derived)."""
-    vit = _vit()
+    vit, masked = supermasks["vit"]
     with pytest.raises(TypeError, match="num_patches"):
         keras.models.clone_model(vit)
-    masked = ssm_keras.supermask(vit)
     config = masked.get_layer("vit_patching_and_embedding").get_config()["layer"]["config"]
     assert "num_patches" not in config and config["patch_size"] == (4, 4)
