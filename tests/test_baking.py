@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import FCN_SHAPE, random_images, randomized_model
+from support import FCN_SHAPE, random_images, randomized_model
 
 import ssm_keras
 from ssm_keras import layers, models

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import (
+from support import (
     REPO,
     TFLITE_ACCURACY_TOLERANCE,
     assert_one_error_line,

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import strict_json, tiny_config, tiny_splits
+from support import strict_json, tiny_config, tiny_splits
 from tensorboard.backend.event_processing import event_accumulator
 
 import ssm_keras

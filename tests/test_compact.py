@@ -13,7 +13,7 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from conftest import (
+from support import (
     CONV_SHAPE,
     FCN_SHAPE,
     assert_one_error_line,

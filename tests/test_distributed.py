@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, parsed_flags
 from multi_worker_job import ModelRecorder
+from support import REPO, parsed_flags
 
 from ssm_keras.cli import shell, train
 from ssm_keras.training import config as ssm_config

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_one_error_line, command_status, parsed_flags
+from support import REPO, assert_one_error_line, command_status, parsed_flags
 
 from ssm_keras import plotting, settings
 from ssm_keras.cli import reproduce, shell, study

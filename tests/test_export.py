@@ -12,7 +12,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from conftest import (
+from support import (
     CONV_SHAPE,
     FCN_SHAPE,
     REPO,

@@ -18,7 +18,7 @@ import types
 import numpy as np
 import pytest
 from absl import app, flags
-from conftest import REPO, assert_one_error_line, parsed_flags
+from support import REPO, assert_one_error_line, parsed_flags
 
 from ssm_keras import data, settings
 from ssm_keras.cli import shell, train, tune

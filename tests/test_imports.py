@@ -18,7 +18,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO
+from support import REPO
 
 import ssm_keras
 

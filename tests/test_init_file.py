@@ -4,7 +4,7 @@ that cannot be written or read refused with a clear error, nothing lost."""
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_splits
+from support import tiny_config, tiny_splits
 
 from ssm_keras import layers
 from ssm_keras.training import init_file, trainer

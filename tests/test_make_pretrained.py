@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from conftest import (
+from support import (
     FCN_SHAPE,
     REPO,
     assert_one_error_line,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 from absl import flags
-from conftest import crashed_run, tiny_config, tiny_splits
+from support import crashed_run, tiny_config, tiny_splits
 
 from ssm_keras import paper, plotting
 from ssm_keras.cli import plots, shell

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_error_line, command_status, shared_data_dir
+from support import assert_one_error_line, command_status, shared_data_dir
 
 from ssm_keras import data, layers, pretrained
 from ssm_keras.cli import evaluate

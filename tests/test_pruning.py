@@ -5,7 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import export_cli
+from support import export_cli
 
 from ssm_keras.exporting import exporter
 from ssm_keras.transforms import baking, dead_units

@@ -10,7 +10,7 @@ import sys
 
 import keras
 import pytest
-from conftest import (
+from support import (
     REPO,
     assert_one_error_line,
     command_status,

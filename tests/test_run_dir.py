@@ -9,7 +9,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import crashed_run, strict_json, tiny_config, tiny_splits
+from support import crashed_run, strict_json, tiny_config, tiny_splits
 
 from ssm_keras import data, files, layers
 from ssm_keras.training import run_dir, trainer

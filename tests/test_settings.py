@@ -5,7 +5,7 @@ import dataclasses
 import os
 
 import pytest
-from conftest import parsed_flags
+from support import parsed_flags
 
 from ssm_keras import settings
 from ssm_keras.cli import shell, train

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import crashed_run, tiny_config, tiny_splits
+from support import crashed_run, tiny_config, tiny_splits
 from tensorboard.backend.event_processing import event_accumulator
 
 from ssm_keras import layers

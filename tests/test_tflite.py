@@ -6,7 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import TFLITE_ACCURACY_TOLERANCE
+from support import TFLITE_ACCURACY_TOLERANCE
 
 from ssm_keras.exporting import exporter, formats, tflite
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config, tiny_splits
+from support import tiny_config, tiny_splits
 
 from ssm_keras import data, layers, models
 from ssm_keras.training import config as ssm_config

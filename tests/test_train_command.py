@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, shared_data_dir, tiny_config, tiny_splits
+from support import REPO, shared_data_dir, tiny_config, tiny_splits
 
 from ssm_keras.cli import train
 from ssm_keras.training import trainer

@@ -14,7 +14,7 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, parsed_flags, shared_data_dir
+from support import REPO, parsed_flags, shared_data_dir
 from tensorboard.backend.event_processing import event_accumulator
 
 from ssm_keras import data
