@@ -1,4 +1,4 @@
-"""One worker of the multi-worker job of `test_distributed.py`.
+"""One worker of the multi-worker job of `test_distribute.py`.
 
     python tests/multi_worker_job.py OUT_DIR [training flags ...]
 

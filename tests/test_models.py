@@ -99,7 +99,7 @@ def test_batch_norm_uses_batch_statistics_in_training_and_moving_averages_at_inf
     assert not np.allclose(inferred, trained, atol=1e-2)
 
 
-# The other architectures train a step in tests/test_flagfiles.py.
+# The other architectures train a step in tests/test_recipes.py.
 ALL_ARCHS = ["fcn", "resnet32", "resnet44"]
 
 
