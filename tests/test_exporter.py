@@ -24,6 +24,7 @@ from support import (
 )
 
 from ssm_keras import layers, models
+from ssm_keras.cli import export
 from ssm_keras.exporting import compact, exporter, formats, staging, tflite
 from ssm_keras.training.run_dir import RunDirError
 from ssm_keras.transforms import baking
@@ -410,3 +411,13 @@ def test_folder_outputs_are_exchanged_in_one_step(tmp_path):
     staging.move_in(str(tmp_path / "new"), str(tmp_path / "old"))
     assert sorted(os.listdir(tmp_path)) == ["old"]
     assert os.listdir(tmp_path / "old") == ["a"]
+
+
+def test_the_report_says_larger_when_the_compact_file_is():
+    """A baseline's compact file stores float32 weights: larger than an int8 TFLite file."""
+    summary = {"bytes": {"model.ssm": 1_065_308, "model_dynamic.tflite": 278_688},
+               "masked_weights": 0, "compact_ratio": {"model_dynamic.tflite": 0.26,
+                                                      "saved_model": 2.03}}
+    lines = export._report(summary).splitlines()
+    assert "model.ssm is 3.85x larger than model_dynamic.tflite" in lines
+    assert "model.ssm is 2.03x smaller than saved_model" in lines

@@ -105,3 +105,18 @@ def test_summary_line_names_the_images_a_recorded_figure_was_measured_on():
         full + " (on 2,000 test images)")
     assert evaluate.summary_line({**result, "recorded_test_accuracy": None}).endswith(
         "images); none recorded")
+
+
+def test_evaluate_fails_when_it_classifies_otherwise_than_recorded(monkeypatch, capsys):
+    result = {"name": "fcn_mnist_signed_seed0", "dataset": "mnist", "correct": 9751,
+              "total": 10_000, "test_accuracy": 0.9751, "recorded_test_accuracy": 0.9752,
+              "recorded_test_images": None}
+    monkeypatch.setattr(evaluation, "evaluate_settings", lambda settings: result)
+    assert evaluate_cli("--pretrained=fcn_mnist_signed_seed0") == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("fcn_mnist_signed_seed0: test accuracy 97.51%")
+    assert captured.err == ("error: fcn_mnist_signed_seed0: 9,751 test images classified right, "
+                            "9,752 recorded (-1); the model's file changed, or this processor "
+                            "computes a borderline image otherwise\n")
+    evaluation.check_recorded({**result, "correct": 9752})  # as recorded: no error
+    evaluation.check_recorded({**result, "recorded_test_images": 2_000})  # another test set

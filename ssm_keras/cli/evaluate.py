@@ -44,6 +44,7 @@ def run_command(flag_values):
     result = evaluation.evaluate_settings(shell.from_flags(evaluation.EvaluateSettings,
                                                            flag_values))
     print(summary_line(result))
+    evaluation.check_recorded(result)
 
 
 def cli():

@@ -58,6 +58,23 @@ def _source(pretrained_name, model_dir):
     return model, results, model_dir
 
 
+def check_recorded(result):
+    """Raises `EvaluationError` when `result` (of `evaluate`) classified
+    another number of test images correctly than its model records, on the
+    same test images: the file changed, or this processor's arithmetic moved
+    a borderline image (figures hold with the processor they were measured
+    on)."""
+    recorded, images = result["recorded_test_accuracy"], result.get("recorded_test_images")
+    if recorded is None or (images is not None and images != result["total"]):
+        return
+    expected = round(recorded * result["total"])
+    if result["correct"] != expected:
+        raise EvaluationError(
+            f"{result['name']}: {result['correct']:,} test images classified right, "
+            f"{expected:,} recorded ({result['correct'] - expected:+,}); the model's file "
+            "changed, or this processor computes a borderline image otherwise")
+
+
 @dataclasses.dataclass
 class EvaluateSettings:
     """The settings of `ssm-evaluate`: one model, a shipped entry or a run,
