@@ -1,21 +1,24 @@
-"""The shell shared by every command of the package (`ssm_keras.train`,
-`tune`, `export`, `plots`, `evaluate`, `reproduce`, `benchmark`, `study`,
-`benchmark_inference`, `check_applications`, `initial_logits`,
-`make_pretrained`).
+"""The shell shared by every command of the package (`ssm-train`, `ssm-tune`,
+`ssm-export`, `ssm-plots`, `ssm-evaluate`, `ssm-reproduce`, `ssm-study`,
+`ssm-benchmark`, `ssm-benchmark-inference`, `ssm-check-applications`,
+`ssm-initial-logits`, `ssm-make-pretrained`).
 
 A command module defines its flags in a function (never at import time) and
 does its work in a function of the parsed flags; `main` puts them together:
 
-    def define_flags(flag_values=flags.FLAGS): ...
-    def run_command(flag_values): ...        # raises errors.UserError
+    def define_flags(flag_values=flags.FLAGS):
+        shell.define_flags(SomeSettings, flag_values)
+    def run_command(flag_values):                # raises errors.UserError
+        return library_function(shell.from_flags(SomeSettings, flag_values))
     def cli():
-        command.main(define_flags, run_command)
+        shell.main(define_flags, run_command)
 
-Flags may come from a dataclass (`define_flags`, `from_flags`): one flag per
-field, named after it, with the field's default and the help text in its
-`metadata["help"]` (see `flag_field`). Every bad input, from an unknown flag
-to a `UserError` of the work, ends the command with one `error: ...` line on
-stderr and exit status 1, without a traceback.
+Every command's flags come from a settings dataclass of the library
+(`define_flags`, `from_flags`): one flag per field, named after it, with
+the field's default and its help text (`settings.setting`). The package's
+log is the command's output (`show_package_log`). Every bad input, from an
+unknown flag to a `UserError` of the work, ends the command with one
+`error: ...` line on stderr and exit status 1, without a traceback.
 """
 
 import dataclasses
