@@ -20,14 +20,16 @@ computes with `W0 * m(s)` for every kernel inside it.
 - The config holds the wrapped layer's config as it was before masking,
   without entries its constructor refuses when the layer made without them
   reports the same config (keras_hub's `ViTPatchingAndEmbedding` reports the
-  `num_patches` and `num_positions` it derives); `build_from_config`
-  rebuilds and masks it, so compact files and `keras.saving` read it back
-  (the wrapped layer's package must be imported first).
+  `num_patches` and `num_positions` it derives), and its build config: made
+  from its config, a `MaskedComposite` is built and masked at once, so
+  compact files and `keras.saving` read it back (the wrapped layer's class
+  must be registered with Keras: import its package first).
 
 What cannot be masked exactly is refused (`unmaskable_reason`): a sublayer
-with a kernel of an unregistered type, a model inside the layer, a registered
-sublayer with a kernel regulariser, constraint, LoRA or quantisation, or a
-config that does not rebuild the layer. Keras' own wrappers
+with a kernel of an unregistered type, a model inside the layer, a sublayer
+held in a tuple, two sublayers of one path, a registered sublayer with a
+kernel regulariser, constraint, LoRA or quantisation, or a config that does
+not make the layer again. Keras' own wrappers
 (`TimeDistributed`, `Bidirectional`) are not composites here.
 """
 
@@ -174,8 +176,9 @@ class MaskedComposite(base.MaskedContainer, keras.layers.Layer):
             sublayer's own.
         **kwargs: the mask arguments (`mask`, `mask_seed`, ...;
             `ssm_keras.layers.base.pop_mask_arguments`) and the base layer's
-            (`name` and `dtype` default to `layer`'s; a `dtype` applies to
-            `layer` too).
+            (`name` and `dtype` default to `layer`'s; a `dtype` is taken
+            with a layer config only, and applies to the layer too, as
+            `keras.Model.from_config` and a float32 copy for export pass it).
 
     It takes and returns what `layer` does.
 
