@@ -4,10 +4,12 @@ with trained-looking scores, and the commands run in this process on fresh
 flags. Imported by the test modules; the fixtures are in `conftest.py`,
 which sets TensorFlow up before this module loads."""
 
+import gzip
 import json
 import math
 import os
 import pathlib
+import struct
 
 import keras
 import numpy as np
@@ -163,3 +165,22 @@ def crashed_run(config, splits, after_epoch=2):
     """Runs `config` in this process until a kill after `after_epoch` epochs."""
     with pytest.raises(KeyboardInterrupt):
         trainer.run(config, splits=splits, callbacks=[Crash(after_epoch)])
+
+
+def idx(array):
+    """An IDX file of unsigned bytes (MNIST's format)."""
+    header = bytes((0, 0, 8, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_mnist(folder, train, test, compress=True):
+    """Writes the four MNIST IDX files of (images, labels) pairs into
+    `folder` (made if missing), gzipped unless `compress` is False."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, (images, labels) in (("train", train), ("t10k", test)):
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            content = idx(array)
+            name = f"{prefix}-{kind}-ubyte"
+            if compress:
+                content, name = gzip.compress(content), name + ".gz"
+            (folder / name).write_bytes(content)

@@ -3,7 +3,6 @@
 import functools
 import gzip
 import pickle
-import struct
 import sys
 import tarfile
 import types
@@ -11,6 +10,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import idx, write_mnist
 
 from ssm_keras import data
 from ssm_keras.data import pipeline
@@ -119,23 +119,6 @@ def test_max_examples_takes_every_class_of_class_sorted_files(tmp_path):
 
 # ----------------------------------------------------------------------------
 # Original formats on tiny archives.
-
-
-def idx(array):
-    """An IDX file of unsigned bytes."""
-    header = bytes((0, 0, 8, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.tobytes()
-
-
-def write_mnist(folder, train, test, compress=True):
-    """Writes the four MNIST IDX files for (images, labels) pairs."""
-    for prefix, (images, labels) in (("train", train), ("t10k", test)):
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            content = idx(array)
-            name = f"{prefix}-{kind}-ubyte"
-            if compress:
-                content, name = gzip.compress(content), name + ".gz"
-            write(folder / name, content)
 
 
 @pytest.mark.parametrize("compress", [True, False])
