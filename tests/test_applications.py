@@ -2,6 +2,7 @@
 run in this process on small stand-ins for keras.applications models."""
 
 import keras
+import pytest
 
 from ssm_keras.experiments import applications
 
@@ -49,3 +50,39 @@ def test_check_one_records_a_refusal_with_its_reason(monkeypatch):
     row = applications.markdown([record]).splitlines()[2]
     assert row.startswith("| RegularizedNet | 32 | ") and "| refused |" in row
 
+
+
+@pytest.mark.parametrize("name, config", [
+    ("keras_hub.BertBackbone", {"vocabulary_size": 50, "num_layers": 1, "num_heads": 2,
+                                "hidden_dim": 8, "intermediate_dim": 16,
+                                "max_sequence_length": 8}),
+    ("keras_hub.ViTBackbone", {"image_shape": (8, 8, 3), "patch_size": 4, "num_layers": 1,
+                               "num_heads": 2, "hidden_dim": 8, "mlp_dim": 16}),
+])
+@pytest.mark.slow
+def test_check_one_passes_a_keras_hub_backbone(monkeypatch, name, config):
+    pytest.importorskip("keras_hub", reason="keras_hub is not installed: "
+                                            "pip install 'ssm_keras[hub]'")
+    monkeypatch.setitem(applications.HUB_BACKBONES, name, config)
+    monkeypatch.setattr(applications, "SEQUENCE_LENGTH", 8)
+    record = applications.check_one(name)
+    assert record["status"] == "passed", record
+    assert record["input_size"] == 8
+    # 4 attention and 2 MLP kernels in the one layer, and BERT's token and
+    # segment embeddings and pooler, or ViT's patch convolution and position
+    # embedding (BERT's position table is a kernel-less keras_hub layer).
+    kernels = {"keras_hub.BertBackbone": 6 + 3, "keras_hub.ViTBackbone": 6 + 2}[name]
+    assert record["masked_kernels"] == record["scores_moved"] == kernels
+    assert record["kernels_frozen"] is True and record["compact_kernels_equal"] is True
+    assert record["compact_max_abs_difference"] == 0.0
+
+
+def test_settings_name_the_models_they_do_not_know(tmp_path):
+    settings = applications.ApplicationsSettings(out_dir=str(tmp_path),
+                                                 models="ResNet50,keras_hub.GPT2Backbone")
+    with pytest.raises(applications.ApplicationsError) as error:
+        settings.validate()
+    message = str(error.value)
+    assert message.startswith("--models: keras_hub.GPT2Backbone not in keras.applications or "
+                              "keras_hub.BertBackbone, keras_hub.ViTBackbone; choose from ")
+    assert "ResNet50" in message.split("choose from")[1]

@@ -1,7 +1,9 @@
-"""Checks every image model of `keras.applications` through `ssm_keras.supermask`.
+"""Checks every image model of `keras.applications` (or keras_hub backbones)
+through `ssm_keras.supermask`.
 
-    ssm-check-applications --out_dir=applications            # all
+    ssm-check-applications --out_dir=applications            # all applications
     ssm-check-applications --out_dir=applications --models=MobileNetV2,ResNet50
+    ssm-check-applications --out_dir=hub --models=keras_hub.BertBackbone,keras_hub.ViTBackbone
 
 Each model is checked in a process of its own as `ssm_keras.experiments.applications`
 describes; after each, `--out_dir/applications.json` and `applications.md` hold

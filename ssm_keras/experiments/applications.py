@@ -1,21 +1,24 @@
-"""Every image model of `keras.applications` through `ssm_keras.supermask`
-(the checks of `ssm-check-applications`).
+"""Every image model of `keras.applications`, and keras_hub backbones,
+through `ssm_keras.supermask` (the checks of `ssm-check-applications`).
 
-For each model (built with `weights=None`, 10 classes, no classifier
-activation, at the smallest of 32x32 and 75x75 that it accepts): supermask
-it (signed mask, `elus` kernels, seed 0); train one SGD step on 8 random
-images and check that the scores of every masked kernel moved and no kernel
-`W0` did; bake it and compare the baked model's outputs with the masked
-model's; write a compact file, load it and compare effective kernels (bit
-for bit) and outputs. A model that `supermask` refuses is recorded with its
-one-line reason. Each record also holds the seconds the check took and the
-process's peak resident memory.
+For each model (an application built with `weights=None`, 10 classes, no
+classifier activation, at the smallest of 32x32 and 75x75 that it accepts;
+a keras_hub backbone of `HUB_BACKBONES` with random weights): supermask it
+(signed mask, `elus` kernels, seed 0); take one SGD step on 8 random inputs
+for the loss `sum_k <y_k, r_k>` (`y_k` an output, `r_k` a fixed random
+normal projection of its shape) and check that the scores of every masked
+kernel moved and no kernel `W0` did; bake it and compare the baked model's
+outputs with the masked model's; write a compact file, load it and compare
+effective kernels (bit for bit) and outputs. A model that `supermask`
+refuses is recorded with its one-line reason. Each record also holds the
+seconds the check took and the process's peak resident memory.
 
 `check_in_subprocess` runs `check_one` in a process of its own (memory).
 """
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -25,11 +28,28 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 from ssm_keras import files
 from ssm_keras.errors import UserError
 from ssm_keras.settings import comma_separated, setting
 
 SIZES = (32, 75)
+HUB_PREFIX = "keras_hub."
+# keras_hub backbones checked on request (`--models=keras_hub.BertBackbone`):
+# random weights at the size of a published model.
+HUB_BACKBONES = {
+    # bert_small_en_uncased's size: 4 layers of width 512.
+    "keras_hub.BertBackbone": {
+        "vocabulary_size": 30522, "num_layers": 4, "num_heads": 8, "hidden_dim": 512,
+        "intermediate_dim": 2048, "max_sequence_length": 512},
+    # ViT-Ti/16 (Steiner et al., 2021) at 224x224.
+    "keras_hub.ViTBackbone": {
+        "image_shape": (224, 224, 3), "patch_size": 16, "num_layers": 12, "num_heads": 3,
+        "hidden_dim": 192, "mlp_dim": 768},
+}
+SEQUENCE_LENGTH = 128  # tokens of the BERT inputs
+BATCH = 8
 # The program of the process that checks one model, named by its argument.
 CHECK_ONE = ("import json, sys; from ssm_keras.experiments import applications; "
              "print(json.dumps(applications.check_one(sys.argv[1])))")
@@ -48,7 +68,8 @@ class ApplicationsSettings:
     """The settings of `ssm-check-applications`."""
 
     out_dir: str | None = setting(None, "Required: folder for applications.json and .md.")
-    models: str = setting("", "Comma-separated model names (default: all).")
+    models: str = setting("", "Comma-separated model names: keras.applications names and "
+                               f"{', '.join(HUB_BACKBONES)} (default: every application).")
     timeout: float = setting(1800.0, "Seconds per model (> 0).")
     overwrite: bool = setting(False, "Replace the applications.json and .md in --out_dir.")
 
@@ -60,11 +81,16 @@ class ApplicationsSettings:
         """Raises `ApplicationsError` for the first bad setting."""
         if not self.out_dir:
             raise ApplicationsError("give --out_dir, the folder for applications.json and .md")
-        known = application_names()
+        known = application_names() + list(HUB_BACKBONES)
         unknown = [name for name in self.model_names() if name not in known]
         if unknown:
-            raise ApplicationsError(f"--models: {', '.join(unknown)} not in keras.applications; "
-                                    f"choose from {', '.join(known)}")
+            raise ApplicationsError(f"--models: {', '.join(unknown)} not in keras.applications "
+                                    f"or {', '.join(HUB_BACKBONES)}; choose from "
+                                    f"{', '.join(known)}")
+        hub = [name for name in self.model_names() if name in HUB_BACKBONES]
+        if hub and importlib.util.find_spec("keras_hub") is None:
+            raise ApplicationsError(f"--models: {', '.join(hub)} need keras_hub: "
+                                    "pip install 'ssm_keras[hub]'")
         if not self.timeout > 0:
             raise ApplicationsError(f"--timeout={self.timeout}: give the seconds per model, > 0")
         existing = [path for path in self.report_paths() if os.path.exists(path)]
@@ -105,9 +131,16 @@ def application_names():
 
 
 def _build(name):
-    """The application with weights=None at the smallest size it accepts."""
+    """The model `name` and its input size: an application with
+    weights=None at the smallest size it accepts, or a keras_hub backbone."""
     import keras
 
+    if name in HUB_BACKBONES:
+        import keras_hub
+
+        config = HUB_BACKBONES[name]
+        model = getattr(keras_hub.models, name.removeprefix(HUB_PREFIX))(**config)
+        return model, config.get("image_shape", (SEQUENCE_LENGTH,))[0]
     builder = getattr(keras.applications, name)
     errors = []
     for size in SIZES:
@@ -117,6 +150,39 @@ def _build(name):
         except (ValueError, TypeError) as error:
             errors.append(str(error).splitlines()[0])
     raise ValueError("; ".join(errors))
+
+
+def _inputs(name, size, rng):
+    """A batch of random inputs for the model `name`: images in [0, 255], or
+    a BERT backbone's token ids, segment ids and padding mask."""
+    if name == "keras_hub.BertBackbone":
+        vocabulary = HUB_BACKBONES[name]["vocabulary_size"]
+        return {"token_ids": rng.integers(0, vocabulary, (BATCH, size)).astype("int32"),
+                "segment_ids": rng.integers(0, 2, (BATCH, size)).astype("int32"),
+                "padding_mask": np.ones((BATCH, size), "int32")}
+    return rng.uniform(0, 255, (BATCH, size, size, 3)).astype("float32")
+
+
+def _step(model, inputs, rng):
+    """One SGD step (rate 0.1) on `sum_k <y_k, r_k>` over the outputs `y_k`
+    with random normal `r_k`; returns that loss."""
+    import keras
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        outputs = keras.tree.flatten(model(inputs, training=True))
+        loss = sum(tf.reduce_sum(output * rng.normal(size=output.shape).astype("float32"))
+                   for output in outputs)
+    gradients = tape.gradient(loss, model.trainable_variables)
+    keras.optimizers.SGD(0.1).apply(gradients, model.trainable_variables)
+    return float(loss)
+
+
+def _outputs(model, inputs):
+    """`model`'s outputs for `inputs`, one array per output."""
+    import keras
+
+    return [np.asarray(output) for output in keras.tree.flatten(model.predict(inputs, verbose=0))]
 
 
 def _digest(variable):
@@ -132,10 +198,7 @@ def _finish(record, start):
 
 
 def check_one(name):
-    """The record of one application (runs in the current process)."""
-    import keras
-    import numpy as np
-
+    """The record of one model (runs in the current process)."""
     import ssm_keras
     from ssm_keras import layers
 
@@ -153,13 +216,10 @@ def check_one(name):
     record["masked_weights"] = int(sum(np.prod(layer.scores_variable(name).shape)
                                        for layer, name in kernels))
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (8, size, size, 3)).astype("float32")
-    labels = rng.integers(0, 10, 8)
+    inputs = _inputs(name, size, rng)
     before = [(_digest(layer.scores_variable(name)), _digest(layer.kernel_variable(name)))
               for layer, name in kernels]
-    masked.compile(optimizer=keras.optimizers.SGD(0.1),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    record["loss"] = float(masked.train_on_batch(images, labels))
+    record["loss"] = _step(masked, inputs, rng)
     record["scores_moved"] = sum(
         _digest(layer.scores_variable(name)) != scores
         for (layer, name), (scores, _) in zip(kernels, before))
@@ -167,14 +227,14 @@ def check_one(name):
         _digest(layer.kernel_variable(name)) == kernel
         for (layer, name), (_, kernel) in zip(kernels, before))
     del before
-    outputs = masked.predict(images, verbose=0)
+    outputs = _outputs(masked, inputs)
     baked = ssm_keras.bake(masked)
     record["baked_is_stock"] = not any(
         type(layer).__module__.startswith("ssm_keras") for layer in baked._flatten_layers())
-    baked_outputs = baked.predict(images, verbose=0)
+    baked_outputs = _outputs(baked, inputs)
     del baked
-    scale = float(np.max(np.abs(outputs))) or 1.0
-    record["baked_max_abs_difference"] = float(np.max(np.abs(baked_outputs - outputs)))
+    scale = max(float(np.max(np.abs(output))) for output in outputs) or 1.0
+    record["baked_max_abs_difference"] = _max_difference(baked_outputs, outputs)
     record["output_scale"] = scale
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.ssm")
@@ -184,14 +244,19 @@ def check_one(name):
     record["compact_kernels_equal"] = all(
         np.array_equal(by_scope[layer.mask_scope].effective_kernel(name).numpy(),
                        layer.effective_kernel(name).numpy()) for layer, name in kernels)
-    loaded_outputs = loaded.masked_model.predict(images, verbose=0)
-    record["compact_max_abs_difference"] = float(np.max(np.abs(loaded_outputs - outputs)))
+    record["compact_max_abs_difference"] = _max_difference(
+        _outputs(loaded.masked_model, inputs), outputs)
     passed = (record["scores_moved"] == len(kernels) and record["kernels_frozen"]
               and record["baked_is_stock"] and record["compact_kernels_equal"]
               and record["baked_max_abs_difference"] <= 1e-4 * scale
               and record["compact_max_abs_difference"] <= 1e-4 * scale)
     record["status"] = "passed" if passed else "failed"
     return _finish(record, start)
+
+
+def _max_difference(got, expected):
+    """The largest absolute difference between two lists of arrays."""
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(got, expected))
 
 
 def markdown(records):
