@@ -284,11 +284,12 @@ def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch
                 if path.name.startswith("benchmark_inference-")]
 
 
-def test_benchmark_inference_reads_the_data_before_it_exports(tmp_path, capsys, monkeypatch):
+def test_benchmark_inference_reads_the_data_before_it_exports(tmp_path, capsys, monkeypatch,
+                                                              mnist_dir):
     """MNIST is there, CIFAR-10 is not: nothing is exported or measured."""
     monkeypatch.setenv("SSM_OFFLINE", "1")
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "mnist").symlink_to(os.path.join(shared_data_dir(), "mnist"))
+    (tmp_path / "data" / "mnist").symlink_to(mnist_dir)
     assert command_status(benchmark_inference, "--quick",
                           "--pretrained=fcn_mnist_signed_seed0,conv2_cifar10_signed_seed0",
                           f"--data_dir={tmp_path / 'data'}", f"--work_dir={tmp_path / 'work'}",
