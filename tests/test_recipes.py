@@ -123,10 +123,8 @@ def test_flags_after_the_flagfile_override_it():
     assert config.arch == "conv2" and config.weight_decay == 0.0005
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", FLAGFILES, ids=lambda path: path.stem)
-def test_flagfile_starts_training(path, tmp_path_factory):
-    runs = tmp_path_factory.getbasetemp() / "flagfile_runs"
+def training_overrides(path, runs):
+    """The flags that make the recipe at `path` a short run into `runs`."""
     # A steered recipe steers from its second epoch: it trains two.
     epochs = 2 if "--target_remaining" in path.read_text() else 1
     overrides = [f"--epochs={epochs}", f"--model_dir={runs / path.stem}", "--verbose=0",
@@ -135,8 +133,37 @@ def test_flagfile_starts_training(path, tmp_path_factory):
         overrides.append("--width=2")
     if "mask_then_weights" in path.stem:
         overrides.append(f"--mask_from={runs / 'wrn28_cifar10_mask'}")
-    config = parse(path, *overrides)
+    return overrides
+
+
+def kinds_of_training(flagfiles):
+    """One flagfile of each kind of training, the shallowest: architecture
+    family (fcn, conv, resnet, wrn), data set, regime, and whether it steers
+    the sparsity. The others differ from it in numbers (a depth, a width, a
+    schedule) that `validate` checks."""
+    kinds = {}
+    for path in flagfiles:
+        config = parse(path)
+        family = config.arch.rstrip("0123456789")
+        depth = int(config.arch[len(family):] or 0)
+        kind = (family, config.dataset, config.regime, config.target_remaining is not None)
+        if kind not in kinds or depth < kinds[kind][0]:
+            kinds[kind] = (depth, path)
+    return sorted(path for _, path in kinds.values())
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=lambda path: path.stem)
+def test_every_flagfile_validates_as_a_short_run(path, tmp_path):
+    parse(path, *training_overrides(path, tmp_path)).validate()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", kinds_of_training(FLAGFILES), ids=lambda path: path.stem)
+def test_flagfile_starts_training(path, tmp_path_factory):
+    runs = tmp_path_factory.getbasetemp() / "flagfile_runs"
+    config = parse(path, *training_overrides(path, runs))
     config.validate()
+    epochs = config.epochs
     results = trainer.run(config, splits=random_splits(config.dataset, config.arch))
     assert results["epochs"] == epochs and results["arch"] == config.arch
     expected_layers = results["layers"]
