@@ -1,6 +1,8 @@
 """The checks of `ssm-check-applications` (ssm_keras.experiments.applications),
 run in this process on small stand-ins for keras.applications models."""
 
+import importlib.util
+
 import keras
 import pytest
 
@@ -86,3 +88,17 @@ def test_settings_name_the_models_they_do_not_know(tmp_path):
     assert message.startswith("--models: keras_hub.GPT2Backbone not in keras.applications or "
                               "keras_hub.BertBackbone, keras_hub.ViTBackbone; choose from ")
     assert "ResNet50" in message.split("choose from")[1]
+
+
+def test_settings_refuse_keras_hub_models_without_keras_hub(tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "keras_hub" else
+                        real_find_spec(name, *args))
+    settings = applications.ApplicationsSettings(out_dir=str(tmp_path),
+                                                 models="keras_hub.ViTBackbone,VGG16")
+    with pytest.raises(applications.ApplicationsError) as error:
+        settings.validate()
+    assert str(error.value) == ("--models: checking keras_hub.ViTBackbone needs keras_hub, "
+                                "which is not installed: pip install 'ssm_keras[hub]'")
+    assert not list(tmp_path.iterdir())
