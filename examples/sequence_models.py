@@ -24,8 +24,10 @@ Both learning rates follow a cosine from their value to 0 over the run, and
 the decay of the scores (`weight_decay * lr_t / lr_0` a step) with them.
 
 After every epoch both are evaluated on the test images. Writes
-`--out/<model>.json` (per epoch: train and test accuracy, remaining
-weights, seconds; at the end: the per-layer `summary` of the supermask) and
+`--out/<model>.json` (the settings, and for each run: per epoch
+`train_accuracy`, `test_accuracy`, `remaining_percent` and `seconds`; at
+the end `trainable_weights`, `masked_weights`, `remaining_weights` and
+`layers`, the rows of `ssm_keras.transforms.supermasking.summary`) and
 `--out/<model>.png` (the curves):
 
     python examples/sequence_models.py --data_dir=../shared/data --model=transformer \\

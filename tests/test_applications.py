@@ -2,6 +2,7 @@
 run in this process on small stand-ins for keras.applications models."""
 
 import importlib.util
+import json
 
 import keras
 import pytest
@@ -102,3 +103,19 @@ def test_settings_refuse_keras_hub_models_without_keras_hub(tmp_path, monkeypatc
     assert str(error.value) == ("--models: checking keras_hub.ViTBackbone needs keras_hub, "
                                 "which is not installed: pip install 'ssm_keras[hub]'")
     assert not list(tmp_path.iterdir())
+
+
+def test_check_all_records_every_model_and_then_names_those_that_did_not_pass(tmp_path,
+                                                                             monkeypatch):
+    outcomes = {"VGG16": {"status": "error", "reason": "over 5 s", "seconds": 5.0},
+                "VGG19": {"status": "refused", "reason": "it has a kernel regularizer"}}
+    monkeypatch.setattr(applications, "check_in_subprocess",
+                        lambda name, timeout: {"model": name, **outcomes[name]})
+    settings = applications.ApplicationsSettings(out_dir=str(tmp_path), models="VGG16,VGG19")
+    with pytest.raises(applications.ApplicationsError) as error:
+        applications.check_all(settings)
+    assert str(error.value) == (f"2 of 2 models did not pass: VGG16 (error), VGG19 (refused); "
+                                f"see {tmp_path / 'applications.md'}")
+    records = json.loads((tmp_path / "applications.json").read_text())
+    assert [record["model"] for record in records] == ["VGG16", "VGG19"]
+    assert "| VGG19 |" in (tmp_path / "applications.md").read_text()

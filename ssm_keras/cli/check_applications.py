@@ -8,7 +8,8 @@ through `ssm_keras.supermask`.
 Each model is checked in a process of its own as `ssm_keras.experiments.applications`
 describes; after each, `--out_dir/applications.json` and `applications.md` hold
 the records so far (replacing those of an earlier check only with
-`--overwrite`).
+`--overwrite`). It exits with status 1, naming them, when a model did not
+pass (refused, failed, or an error such as a timeout).
 """
 
 

@@ -2,16 +2,18 @@
 through `ssm_keras.supermask` (the checks of `ssm-check-applications`).
 
 For each model (an application built with `weights=None`, 10 classes, no
-classifier activation, at the smallest of 32x32 and 75x75 that it accepts;
+classifier activation, at the smaller of 32x32 and 75x75 that it accepts;
 a keras_hub backbone of `HUB_BACKBONES` with random weights): supermask it
 (signed mask, `elus` kernels, seed 0); take one SGD step on 8 random inputs
 for the loss `sum_k <y_k, r_k>` (`y_k` an output, `r_k` a fixed random
 normal projection of its shape) and check that the scores of every masked
 kernel moved and no kernel `W0` did; bake it and compare the baked model's
 outputs with the masked model's; write a compact file, load it and compare
-effective kernels (bit for bit) and outputs. A model that `supermask`
-refuses is recorded with its one-line reason. Each record also holds the
-seconds the check took and the process's peak resident memory.
+effective kernels (bit for bit) and outputs. Outputs agree when each differs
+from the masked model's by at most 1e-4 of its scale, `max |y_k|`; a record
+holds the largest difference and the largest scale. A model that
+`supermask` refuses is recorded with its one-line reason. Each record also
+holds the seconds the check took and the process's peak resident memory.
 
 `check_in_subprocess` runs `check_one` in a process of its own (memory).
 """
@@ -106,7 +108,12 @@ class ApplicationsSettings:
 def check_all(settings):
     """Checks the models of `settings` one by one, each in a process of its
     own, rewriting the reports after each (and logging its line); returns
-    the records."""
+    the records.
+
+    Raises:
+        ApplicationsError: a bad setting, or, once every model is checked
+            and recorded, models that did not pass (refused, failed, error).
+    """
     settings.validate()
     files.make_folder("out_dir", settings.out_dir)
     json_path, table_path = settings.report_paths()
@@ -117,6 +124,11 @@ def check_all(settings):
         log.info("%s: %s %s", name, record["status"], record.get("reason", ""))
         files.write_json_atomically(json_path, records)
         files.write_text_atomically(table_path, markdown(records))
+    failing = [f"{record['model']} ({record['status']})" for record in records
+               if record["status"] != "passed"]
+    if failing:
+        raise ApplicationsError(f"{len(failing)} of {len(records)} models did not pass: "
+                                f"{', '.join(failing)}; see {table_path}")
     return records
 
 
@@ -213,19 +225,19 @@ def check_one(name):
     kernels = layers.masked_kernels(masked)
     record["masked_layers"] = len(layers.masked_layers(masked))
     record["masked_kernels"] = len(kernels)
-    record["masked_weights"] = int(sum(np.prod(layer.scores_variable(name).shape)
-                                       for layer, name in kernels))
+    record["masked_weights"] = int(sum(np.prod(layer.scores_variable(kernel).shape)
+                                       for layer, kernel in kernels))
     rng = np.random.default_rng(0)
     inputs = _inputs(name, size, rng)
-    before = [(_digest(layer.scores_variable(name)), _digest(layer.kernel_variable(name)))
-              for layer, name in kernels]
+    before = [(_digest(layer.scores_variable(kernel)), _digest(layer.kernel_variable(kernel)))
+              for layer, kernel in kernels]
     record["loss"] = _step(masked, inputs, rng)
     record["scores_moved"] = sum(
-        _digest(layer.scores_variable(name)) != scores
-        for (layer, name), (scores, _) in zip(kernels, before))
+        _digest(layer.scores_variable(kernel)) != scores
+        for (layer, kernel), (scores, _) in zip(kernels, before))
     record["kernels_frozen"] = all(
-        _digest(layer.kernel_variable(name)) == kernel
-        for (layer, name), (_, kernel) in zip(kernels, before))
+        _digest(layer.kernel_variable(kernel)) == digest
+        for (layer, kernel), (_, digest) in zip(kernels, before))
     del before
     outputs = _outputs(masked, inputs)
     baked = ssm_keras.bake(masked)
@@ -233,45 +245,56 @@ def check_one(name):
         type(layer).__module__.startswith("ssm_keras") for layer in baked._flatten_layers())
     baked_outputs = _outputs(baked, inputs)
     del baked
-    scale = max(float(np.max(np.abs(output))) for output in outputs) or 1.0
-    record["baked_max_abs_difference"] = _max_difference(baked_outputs, outputs)
-    record["output_scale"] = scale
+    record["baked_max_abs_difference"], baked_agree = _compare(baked_outputs, outputs)
+    record["output_scale"] = max(_scale(output) for output in outputs)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.ssm")
         record["compact_bytes"] = ssm_keras.save_compact(masked, path)
         loaded = ssm_keras.load_compact(path)
     by_scope = {layer.mask_scope: layer for layer in layers.masked_layers(loaded.masked_model)}
     record["compact_kernels_equal"] = all(
-        np.array_equal(by_scope[layer.mask_scope].effective_kernel(name).numpy(),
-                       layer.effective_kernel(name).numpy()) for layer, name in kernels)
-    record["compact_max_abs_difference"] = _max_difference(
+        np.array_equal(by_scope[layer.mask_scope].effective_kernel(kernel).numpy(),
+                       layer.effective_kernel(kernel).numpy()) for layer, kernel in kernels)
+    record["compact_max_abs_difference"], compact_agree = _compare(
         _outputs(loaded.masked_model, inputs), outputs)
     passed = (record["scores_moved"] == len(kernels) and record["kernels_frozen"]
               and record["baked_is_stock"] and record["compact_kernels_equal"]
-              and record["baked_max_abs_difference"] <= 1e-4 * scale
-              and record["compact_max_abs_difference"] <= 1e-4 * scale)
+              and baked_agree and compact_agree)
     record["status"] = "passed" if passed else "failed"
     return _finish(record, start)
 
 
-def _max_difference(got, expected):
-    """The largest absolute difference between two lists of arrays."""
-    return max(float(np.max(np.abs(a - b))) for a, b in zip(got, expected))
+def _scale(output):
+    """`max |y|` of an output (1 for an output of zeros)."""
+    return float(np.max(np.abs(output))) or 1.0
+
+
+def _compare(got, expected):
+    """`(largest absolute difference, agree)` of two lists of outputs, which
+    agree when every output differs by at most 1e-4 of its scale."""
+    differences = []
+    for output, reference in zip(got, expected, strict=True):
+        if output.shape != reference.shape:
+            return float("inf"), False
+        differences.append(float(np.max(np.abs(output - reference))))
+    agree = all(difference <= 1e-4 * _scale(reference)
+                for difference, reference in zip(differences, expected))
+    return max(differences), agree
 
 
 def markdown(records):
     """The markdown table of the records, one row per model."""
     lines = [
         "| model | input | parameters | status | masked layers | masked weights | "
-        "max output difference (baked, compact) / output scale | compact bytes | seconds | "
+        "largest output difference: baked, compact (output scale) | compact bytes | seconds | "
         "peak memory (MiB) | reason |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for record in records:
         if record["status"] in ("passed", "failed"):
             difference = (f"{record['baked_max_abs_difference']:.1e}, "
-                          f"{record['compact_max_abs_difference']:.1e} / "
-                          f"{record['output_scale']:.1f}")
+                          f"{record['compact_max_abs_difference']:.1e} "
+                          f"({record['output_scale']:.3g})")
             lines.append(
                 f"| {record['model']} | {record['input_size']} | {record['parameters']:,} | "
                 f"{record['status']} | {record['masked_layers']} | "
@@ -297,7 +320,8 @@ def check_in_subprocess(name, timeout):
             [sys.executable, "-c", CHECK_ONE, name], capture_output=True, text=True,
             timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     except subprocess.TimeoutExpired:
-        return {"model": name, "status": "error", "reason": f"over {timeout:.0f} s"}
+        return {"model": name, "status": "error", "seconds": round(time.time() - start, 1),
+                "reason": f"over {timeout:.0f} s"}
     lines = result.stdout.strip().splitlines()
     if result.returncode == 0 and lines:
         return json.loads(lines[-1])
