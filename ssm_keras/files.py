@@ -1,8 +1,11 @@
 """Files written so that a kill or a full disk never leaves a damaged one.
 
 Every file the package writes goes through `write_atomically`: the bytes go
-to a temporary file beside the destination, which then replaces it in one
-rename; whatever was there before stays whole until that rename.
+to a temporary file beside the destination, are flushed to the disk
+(`fsync`), and the file then replaces the destination in one rename;
+whatever was there before stays whole until that rename, and what replaces
+it is on the disk before it does (so a machine that stops at once leaves
+the old file or the new one, not an empty one).
 """
 
 import contextlib
@@ -36,6 +39,8 @@ def write_atomically(path, data):
     try:
         with open(temporary, "wb") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary, path)
     except OSError as error:
         remove_quietly(temporary)

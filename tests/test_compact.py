@@ -391,3 +391,19 @@ def test_a_failed_save_compact_leaves_the_old_file_whole(tmp_path):
     assert path.read_bytes() == old and os.listdir(tmp_path) == ["model.ssm"]
     size = ssm_keras.save_compact(model, path)  # room again: replaced
     assert path.stat().st_size == size > 1000
+
+
+def test_the_new_file_is_on_the_disk_before_it_replaces_the_old(tmp_path, monkeypatch):
+    """`fsync` of the temporary file comes before the rename, so a machine
+    that stops at once leaves the old file or the new one, whole."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda descriptor: (
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}"))),
+        real_fsync(descriptor))[1])
+    monkeypatch.setattr(os, "replace", lambda source, target: (
+        events.append(("replace", str(source))), real_replace(source, target))[1])
+    path = tmp_path / "model.ssm"
+    ssm_keras.save_compact(randomized_model(), path)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    assert events == [("fsync", temporary), ("replace", temporary)]
