@@ -79,3 +79,32 @@ def test_an_optimizer_by_name_is_made_and_a_zero_learning_rate_is_refused():
         score_decay.decay_scores_only(keras.optimizers.SGD(0.0), masked, 5e-4)
     with pytest.raises(ValueError, match="no_such_optimizer"):
         score_decay.decay_scores_only("no_such_optimizer", masked, 5e-4)
+
+
+class _SubclassedNet(keras.Model):
+    """A subclassed model built of a masked layer and a stock one."""
+
+    def __init__(self):
+        super().__init__(name="subclassed_net")
+        self.hidden = ssm_keras.layers.MaskedDense(8, mask_seed=0, name="hidden")
+        self.classifier = keras.layers.Dense(3, name="classifier")
+
+    def call(self, inputs):
+        return self.classifier(self.hidden(inputs))
+
+
+def test_a_subclassed_model_is_refused_until_called_and_then_decays_its_scores_only():
+    net = _SubclassedNet()
+    with pytest.raises(ValueError) as error:
+        score_decay.decay_scores_only(keras.optimizers.SGD(0.1), net, 0.1)
+    assert str(error.value) == (
+        "model 'subclassed_net' has masked layers without weights yet (hidden): call the "
+        "model on a batch, or build it, before decay_scores_only, so that its scores exist.")
+    net(np.ones((2, 5), "float32"))
+    optimizer = score_decay.decay_scores_only(keras.optimizers.SGD(0.1), net, 0.1)
+    ratios = _zero_step(optimizer, net)
+    scores = net.hidden.scores_variable("kernel").path
+    assert set(ratios) == {scores, net.classifier.kernel.path, net.classifier.bias.path}
+    np.testing.assert_allclose(ratios[scores], 1 - 0.1, rtol=1e-6)
+    np.testing.assert_array_equal(ratios[net.classifier.kernel.path], 1.0)  # not decayed
+    np.testing.assert_array_equal(net.classifier.bias.numpy(), 0.0)  # zeros, not decayed

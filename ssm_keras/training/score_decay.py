@@ -47,16 +47,23 @@ def decay_scores_only(optimizer, model, weight_decay):
     Raises:
         TypeError, ValueError: a weight decay that is not a number in
             [0, 1), an unknown optimiser, one that has already been used or
-            whose learning rate is not positive, or a model without masked
-            layers.
+            whose learning rate is not positive, a model without masked
+            layers, or one whose masked layers are not built yet (a
+            subclassed model not yet called).
     """
     weight_decay = arguments.number("weight_decay", weight_decay, 0, 1, high_open=True)
     optimizer = keras.optimizers.get(optimizer)
     inner = applying_optimizer(optimizer)
     if optimizer.built or inner.built:
         raise ValueError("decay_scores_only needs an optimiser that has not been used yet.")
-    if not ssm_layers.masked_layers(model):
+    masked = ssm_layers.masked_layers(model)
+    if not masked:
         raise ValueError(f"model {model.name!r} has no masked layers (see ssm_keras.supermask).")
+    unbuilt = [layer.name for layer in masked if not layer.built]
+    if unbuilt:
+        raise ValueError(f"model {model.name!r} has masked layers without weights yet "
+                         f"({', '.join(unbuilt)}): call the model on a batch, or build it, "
+                         "before decay_scores_only, so that its scores exist.")
     initial_rate = float(keras.ops.convert_to_numpy(inner.learning_rate))
     if not initial_rate > 0:
         raise ValueError("decay_scores_only needs a learning rate > 0 (the decay is "
