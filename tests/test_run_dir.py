@@ -58,7 +58,7 @@ def test_killed_run_that_trains_batch_norm_resumes_bit_identical(tmp_path):
     resumed run would otherwise decay gamma and beta too."""
     splits = tiny_splits(shape=(8, 8, 3), train_size=64)
     settings = dict(arch="resnet20", dataset="cifar10", weight_decay=0.05, train_batch_norm=True,
-                    recalibrate_batch_norm=True, epochs=2)
+                    recalibrate_batch_norm=True, epochs=2, run_eagerly=True)
     trainer.run(tiny_config(tmp_path / "a", **settings), splits=splits)
     config = tiny_config(tmp_path / "b", **settings)
     crashed_run(config, splits, after_epoch=1)
