@@ -43,7 +43,8 @@ setuptools.setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        # pytest-xdist: scripts/test.sh runs the suite in two processes.
+        "test": ["pytest>=7", "pytest-xdist>=3"],
         # --formats=onnx: tf2onnx converts, ONNX Runtime checks and runs the file.
         "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
         # TFLite files run in LiteRT, TensorFlow Lite's successor, where it is installed.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs ssm_keras and runs the whole test suite (a few minutes on 2 cores).
-#   bash scripts/test.sh [pytest arguments]
+# Installs ssm_keras and runs the whole test suite in two processes, each
+# test file in one of them (about 6 minutes on 2 cores).
+#   bash scripts/test.sh [pytest arguments]    e.g. -n 4 for four processes
 # Real data is read from $SSM_TEST_DATA (default: ../shared/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=2
-.venv/bin/python -m pytest -q --durations=10 tests "$@"
+.venv/bin/python -m pytest -q --numprocesses=2 --dist=loadfile --durations=10 tests "$@"
