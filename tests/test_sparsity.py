@@ -26,6 +26,11 @@ def test_target_path_runs_geometrically_from_the_start_to_the_target():
     assert sparsity.target_path(60.0, 6.0, 3, 8) == pytest.approx(60.0 * 0.1 ** 0.5)
     assert sparsity.target_path(60.0, 6.0, 6, 8) == pytest.approx(6.0)  # 0.75 of the run
     assert sparsity.target_path(60.0, 6.0, 8, 8) == pytest.approx(6.0)
+    assert sparsity.target_path(60.0, 6.0, 2, 8, reach_fraction=0.5) == pytest.approx(
+        60.0 * 0.1 ** 0.5)
+    assert sparsity.target_path(60.0, 6.0, 4, 8, reach_fraction=0.5) == pytest.approx(6.0)
+    assert sparsity.target_path(60.0, 6.0, 8, 8, reach_fraction=1.0) == pytest.approx(6.0)
+    assert sparsity.target_path(60.0, 6.0, 7, 8, reach_fraction=1.0) > 6.0
 
 
 def test_weight_decay_for_leaves_the_wanted_share_when_only_decay_acts():
@@ -85,8 +90,9 @@ def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir
 
 @pytest.mark.slow
 def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path):
+    """...on a path that reaches its target half-way (`--target_reach=0.5`)."""
     splits = tiny_splits()
-    settings = dict(epochs=4, target_remaining=20.0, weight_decay=1e-3)
+    settings = dict(epochs=4, target_remaining=20.0, weight_decay=1e-3, target_reach=0.5)
     straight = trainer.run(tiny_config(tmp_path / "a", **settings), splits=splits)
     config = tiny_config(tmp_path / "b", **settings)
     crashed_run(config, splits)
@@ -96,6 +102,8 @@ def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path):
     steered = [[(entry["score_weight_decay"], entry["remaining_percent"]) for entry in history]
                for history in histories]
     assert steered[0] == steered[1] and len(set(decay for decay, _ in steered[0])) > 1
+    path = [entry["target_remaining_percent"] for entry in histories[0]]
+    assert path[0] > 20.0 and path[1:] == pytest.approx([20.0] * 3)  # reached after epoch 2 of 4
     assert resumed["remaining_percent"] == straight["remaining_percent"]
     models = [keras.saving.load_model(tmp_path / name / "run" / "model.keras") for name in "ab"]
     for layer_a, layer_b in zip(*(layers.masked_layers(model) for model in models)):
@@ -110,6 +118,11 @@ def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path):
     (dict(tau_fraction=0.0), "never brings a score across a threshold of 0"),
     (dict(target_remaining=100.0), "--target_remaining is a percentage in (0, 100)"),
     (dict(target_remaining=0.0), "--target_remaining is a percentage in (0, 100)"),
+    (dict(target_reach=0.0), "--target_reach is the fraction of --epochs .* in (0, 1]. "
+                             "Received: --target_reach=0.0"),
+    (dict(target_reach=1.5), "in (0, 1]. Received: --target_reach=1.5"),
+    (dict(target_remaining=None, target_reach=0.5),
+     "--target_reach shapes the path of --target_remaining, which is not set"),
 ])
 def test_target_remaining_is_refused_where_it_cannot_steer(tmp_path, overrides, message):
     config = tiny_config(tmp_path, **{"target_remaining": 3.0, **overrides})

@@ -160,6 +160,10 @@ class TrainConfig:
         "masked weights) to end at: the weight decay of the scores (--weight_decay in the "
         "first epoch) is steered once per epoch along a path from the start to this value "
         "(ssm_keras.training.sparsity).")
+    target_reach: float = setting(
+        0.75,
+        "--target_remaining: the fraction of --epochs after which the path reaches the target, "
+        "which it then holds (in (0, 1]; 0.5: reached half-way, held for the second half).")
     loss: str = setting(
         "crossentropy",
         f"Loss: {_names(choices.LOSSES)} (crossentropy: exact, from the logits; "
@@ -358,10 +362,20 @@ class TrainConfig:
 
 
     def _check_target_remaining(self):
-        """Refuses `--target_remaining` out of (0, 100) or for a mask it cannot steer."""
+        """Refuses `--target_remaining` out of (0, 100) or for a mask it cannot
+        steer, and `--target_reach` out of (0, 1] or without a target."""
         target = self.target_remaining
         if target is None:
+            default = {field.name: field.default for field in dataclasses.fields(self)}
+            if self.target_reach != default["target_reach"]:
+                raise ConfigError(
+                    "--target_reach shapes the path of --target_remaining, which is not set. "
+                    f"Received: --target_reach={self.target_reach}")
             return
+        if not 0 < self.target_reach <= 1:
+            raise ConfigError(
+                "--target_reach is the fraction of --epochs after which the path reaches "
+                f"the target, in (0, 1]. Received: --target_reach={self.target_reach}")
         if not 0 < target < 100:
             raise ConfigError(
                 f"--target_remaining is a percentage in (0, 100). Received: "

@@ -8,11 +8,12 @@ decay instead: the mask stays the paper's threshold mask, only the decay
 changes, once per epoch, so that the remaining percentage `p_e` after epoch
 `e` follows the target path
 
-    p*_e = p_0 * (P / p_0) ** min(1, e / (REACH_FRACTION * E))
+    p*_e = p_0 * (P / p_0) ** min(1, e / (R * E))
 
 from the measured start `p_0` (before training) to `P`: geometric (the same
-share of the remaining weights pruned every epoch), reaching `P` after
-`REACH_FRACTION` of the `E` epochs and holding it for the rest.
+share of the remaining weights pruned every epoch), reaching `P` after the
+fraction `R` of the `E` epochs (`--target_reach`, 0.75 unless set) and
+holding it for the rest.
 
 The decay of each epoch after the first (which trains with `--weight_decay`)
 is computed from the scores (`weight_decay_for`): the decay alone
@@ -53,17 +54,15 @@ import numpy as np
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import callbacks as ssm_callbacks
 
-# The fraction of the epochs after which the target path reaches the target.
-REACH_FRACTION = 0.75
-
 # The largest regrowth (and the smallest, its inverse) an epoch may count.
 MAX_REGROWTH = 4.0
 
 
-def target_path(start_percent, target_percent, epoch, epochs):
+def target_path(start_percent, target_percent, epoch, epochs, reach_fraction=0.75):
     """`p*_e`: the target remaining percentage after `epoch` of `epochs`
-    (see the module docstring); `start_percent` at epoch 0."""
-    progress = min(1.0, epoch / (REACH_FRACTION * epochs))
+    (see the module docstring); `start_percent` at epoch 0, `target_percent`
+    from `reach_fraction * epochs` on."""
+    progress = min(1.0, epoch / (reach_fraction * epochs))
     return start_percent * (target_percent / start_percent) ** progress
 
 
@@ -126,16 +125,20 @@ class SparsityController(keras.callbacks.Callback):
     Args:
         target_percent: `P`, the remaining percentage to end at.
         epochs: the run's epochs `E`.
+        reach_fraction: `R`, the fraction of the epochs after which the
+            path reaches the target.
         weight_decay: the decay of the first epoch (the paper's sense).
         initial_learning_rate: `lr_0`; Keras' decay is `weight_decay / lr_0`.
     """
 
     CHECKPOINT_ATTRIBUTES = ("start_percent", "weight_decay", "regrowth", "expected_percent")
 
-    def __init__(self, target_percent, epochs, weight_decay, initial_learning_rate):
+    def __init__(self, target_percent, epochs, weight_decay, initial_learning_rate,
+                 reach_fraction=0.75):
         super().__init__()
         self.target_percent = target_percent
         self.epochs = epochs
+        self.reach_fraction = reach_fraction
         self.initial_learning_rate = initial_learning_rate
         self.weight_decay = weight_decay
         self.start_percent = None
@@ -151,7 +154,8 @@ class SparsityController(keras.callbacks.Callback):
         self.model.make_train_function(force=True)
 
     def _path(self, epoch):
-        return target_path(self.start_percent, self.target_percent, epoch, self.epochs)
+        return target_path(self.start_percent, self.target_percent, epoch, self.epochs,
+                           self.reach_fraction)
 
     def on_train_begin(self, logs=None):
         self._steering = False

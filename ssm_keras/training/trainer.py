@@ -223,7 +223,8 @@ def stateful_callbacks(config):
         ))
     if config.target_remaining is not None:
         stateful.append(sparsity.SparsityController(
-            config.target_remaining, config.epochs, config.weight_decay, config.learning_rate))
+            config.target_remaining, config.epochs, config.weight_decay, config.learning_rate,
+            reach_fraction=config.target_reach))
     return stateful
 
 
