@@ -53,6 +53,10 @@ REGIME_DEFAULTS = {
 }
 
 
+# The fraction of the epochs after which a `--target_remaining` path reaches its target.
+DEFAULT_TARGET_REACH = 0.75
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every setting of a run; the field names are the command-line flags."""
@@ -161,7 +165,7 @@ class TrainConfig:
         "first epoch) is steered once per epoch along a path from the start to this value "
         "(ssm_keras.training.sparsity).")
     target_reach: float = setting(
-        0.75,
+        DEFAULT_TARGET_REACH,
         "--target_remaining: the fraction of --epochs after which the path reaches the target, "
         "which it then holds (in (0, 1]; 0.5: reached half-way, held for the second half).")
     loss: str = setting(
@@ -366,8 +370,7 @@ class TrainConfig:
         steer, and `--target_reach` out of (0, 1] or without a target."""
         target = self.target_remaining
         if target is None:
-            default = {field.name: field.default for field in dataclasses.fields(self)}
-            if self.target_reach != default["target_reach"]:
+            if self.target_reach != DEFAULT_TARGET_REACH:
                 raise ConfigError(
                     "--target_reach shapes the path of --target_remaining, which is not set. "
                     f"Received: --target_reach={self.target_reach}")

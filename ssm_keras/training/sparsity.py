@@ -53,12 +53,14 @@ import numpy as np
 
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import callbacks as ssm_callbacks
+from ssm_keras.training.config import DEFAULT_TARGET_REACH
 
 # The largest regrowth (and the smallest, its inverse) an epoch may count.
 MAX_REGROWTH = 4.0
 
 
-def target_path(start_percent, target_percent, epoch, epochs, reach_fraction=0.75):
+def target_path(start_percent, target_percent, epoch, epochs,
+                reach_fraction=DEFAULT_TARGET_REACH):
     """`p*_e`: the target remaining percentage after `epoch` of `epochs`
     (see the module docstring); `start_percent` at epoch 0, `target_percent`
     from `reach_fraction * epochs` on."""
@@ -134,7 +136,7 @@ class SparsityController(keras.callbacks.Callback):
     CHECKPOINT_ATTRIBUTES = ("start_percent", "weight_decay", "regrowth", "expected_percent")
 
     def __init__(self, target_percent, epochs, weight_decay, initial_learning_rate,
-                 reach_fraction=0.75):
+                 reach_fraction=DEFAULT_TARGET_REACH):
         super().__init__()
         self.target_percent = target_percent
         self.epochs = epochs
