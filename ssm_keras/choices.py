@@ -16,6 +16,14 @@ TOPK_KINDS = ("topk", "signed_topk")
 MASK_SHAPE_USERS = {"tau_fraction": THRESHOLD_KINDS, "density": TOPK_KINDS}
 # How a `bernoulli` mask evaluates: its rounded mean, or a fresh sample.
 BERNOULLI_EVAL_MODES = ("expected", "sample")
+# The initialiser of the scores of each mask kind (`layers`), unless `--score_init` names one.
+DEFAULT_SCORE_INITIALIZERS = {
+    "signed": "glorot_uniform",
+    "binary": "glorot_uniform",
+    "bernoulli": "zeros",
+    "topk": "he_uniform",
+    "signed_topk": "he_uniform",
+}
 
 # What trains: the mask, the weights (a plain model), or the weights under a
 # frozen mask. A masked layer has the regimes but `weights`.

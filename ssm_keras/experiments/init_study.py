@@ -24,8 +24,8 @@ import dataclasses
 import os
 
 from ssm_keras import plotting
+from ssm_keras.choices import DEFAULT_SCORE_INITIALIZERS
 from ssm_keras.experiments import launch
-from ssm_keras.layers import DEFAULT_SCORE_INITIALIZERS
 from ssm_keras.settings import recipes_dir, setting
 from ssm_keras.training.config import TrainConfig
 

@@ -17,12 +17,12 @@ The public classes report `ssm_keras.layers` as their module, so that a
 saved model names them where users import them from.
 """
 
+from ssm_keras.choices import DEFAULT_SCORE_INITIALIZERS
 from ssm_keras.layers.attention import (
     MaskedGroupedQueryAttention,
     MaskedMultiHeadAttention,
 )
 from ssm_keras.layers.base import (
-    DEFAULT_SCORE_INITIALIZERS,
     MaskedContainer,
     MaskedLayer,
     find_layers,

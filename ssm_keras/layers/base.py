@@ -86,14 +86,6 @@ import tensorflow as tf
 from ssm_keras import arguments, choices, masking
 from ssm_keras import initializers as ssm_initializers
 
-DEFAULT_SCORE_INITIALIZERS = {
-    "signed": "glorot_uniform",
-    "binary": "glorot_uniform",
-    "bernoulli": "zeros",
-    "topk": "he_uniform",
-    "signed_topk": "he_uniform",
-}
-
 # The mask arguments of every masked layer, with their defaults.
 MASK_DEFAULTS = {
     "mask": "signed",
@@ -198,7 +190,7 @@ class MaskArguments:
         self.tau_fraction = float(arguments["tau_fraction"])
         self.density = float(arguments["density"])
         self.score_initializer = ssm_initializers.get(
-            arguments["score_initializer"] or DEFAULT_SCORE_INITIALIZERS[self.mask_kind]
+            arguments["score_initializer"] or choices.DEFAULT_SCORE_INITIALIZERS[self.mask_kind]
         )
         self.train_bias = bool(arguments["train_bias"])
         self.regime = arguments["regime"]
