@@ -1,10 +1,12 @@
 """The choice lists of the package's settings, each defined once.
 
 The modules that implement a choice (`masking`, `layers`, `losses`,
-`models`, `initializers`, `training`) and `config`, which checks the flags,
-take the names from here; this module imports nothing, so `config` needs no
-TensorFlow to check a setting. Tests check that every implementation covers
-its list. (Data sets and augmentations are listed in `data.specs`.)
+`models`, `initializers`, `training`, `exporting.formats`) and the settings
+that check the flags (`training.config` and the other `config` modules)
+take the names from here; this module imports nothing, so a command lists
+and checks its choices without TensorFlow. Tests check that every
+implementation covers its list. (Data sets and augmentations are listed in
+`data.specs`.)
 """
 
 # Mask kinds (`masking`): threshold masks compare |s| (or s) with tau, top-k
@@ -41,3 +43,8 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("exponential", "constant", "cosine", "plateau")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+# The export formats (`exporting.formats.FORMATS`), and those written when none are named.
+EXPORT_FORMATS = ("keras", "saved_model", "compact", "tflite", "tflite_dynamic", "tflite_sparse",
+                  "onnx")
+DEFAULT_EXPORT_FORMATS = ("keras", "saved_model", "compact")

@@ -9,7 +9,7 @@ from support import parsed_flags
 
 from ssm_keras import settings
 from ssm_keras.cli import shell, train
-from ssm_keras.exporting import exporter
+from ssm_keras.exporting.config import ExportSettings
 from ssm_keras.training.config import TrainConfig
 
 
@@ -56,7 +56,7 @@ def test_home_is_expanded_in_paths_and_lists_of_paths_only(monkeypatch):
     monkeypatch.setenv("HOME", "/home/someone")
     expanded = settings.with_home_expanded(TrainConfig(model_dir="~/runs/a", arch="fcn"))
     assert expanded.model_dir == "/home/someone/runs/a" and expanded.arch == "fcn"
-    export = settings.with_home_expanded(exporter.ExportSettings(
+    export = settings.with_home_expanded(ExportSettings(
         compact_file="~/m.ssm", out_dir="~/out", formats="keras"))
     assert (export.compact_file, export.out_dir) == ("/home/someone/m.ssm", "/home/someone/out")
 

@@ -12,17 +12,20 @@ and prints their sizes.
 from absl import flags, logging
 
 from ssm_keras.cli import shell
-from ssm_keras.exporting import exporter
-from ssm_keras.transforms import dead_units
+from ssm_keras.exporting import config
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines one flag per `ExportSettings` field in `flag_values`."""
-    shell.define_flags(exporter.ExportSettings, flag_values)
-    flags.adopt_module_key_flags(exporter, flag_values)
+    shell.define_flags(config.ExportSettings, flag_values)
+    flags.adopt_module_key_flags(config, flag_values)
 
 
 def _report(summary):
+    """The size report of an export's `summary` (`exporter.export`)."""
+    from ssm_keras.exporting import exporter
+    from ssm_keras.transforms import dead_units
+
     lines = [f"{name}: {size:,} bytes" for name, size in summary["bytes"].items()]
     if summary["masked_weights"]:  # a baseline (weights trained) has no masked kernels
         lines.append(
@@ -47,8 +50,10 @@ def _report(summary):
 
 def run_command(flag_values):
     """Runs the export the parsed flags describe and prints a size report."""
+    from ssm_keras.exporting import exporter
+
     logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
-    summary = exporter.export(shell.from_flags(exporter.ExportSettings, flag_values))
+    summary = exporter.export(shell.from_flags(config.ExportSettings, flag_values))
     print(_report(summary))
 
 

@@ -6,10 +6,9 @@ names)` write the files of the formats `names` (`formats.FORMATS`) and
 the baked model, the dead units removed) into `out_dir`, all through a staging folder
 (`ssm_keras.exporting.staging`), so a failed or killed export loses nothing. The
 files and their checks are described in docs/export.md; the command is
-`ssm-export` (`ExportSettings`, `export`).
+`ssm-export` (`config.ExportSettings`, `export`).
 """
 
-import dataclasses
 import os
 import shutil
 import zipfile
@@ -21,7 +20,7 @@ from ssm_keras import files, models
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
 from ssm_keras.exporting import compact, formats, staging
-from ssm_keras.settings import comma_separated, setting
+from ssm_keras.settings import comma_separated
 from ssm_keras.training import run_dir
 from ssm_keras.transforms import cloning
 
@@ -38,34 +37,8 @@ def known_outputs():
     return (*outputs().values(), SUMMARY)
 
 
-@dataclasses.dataclass
-class ExportSettings:
-    """The settings of an export (the `ssm-export` flags): the source, a
-    finished run (`model_dir`) or a compact file (`compact_file`), and where
-    which formats go."""
-
-    model_dir: str | None = setting(None, "Finished training run directory to export.")
-    compact_file: str | None = setting(None, "Compact file (.ssm) to export instead of a run.")
-    out_dir: str | None = setting(None, "Required: the folder of the exported files.")
-    formats: str = setting(",".join(formats.default_formats()),
-                           f"Comma-separated subset of {','.join(formats.FORMATS)}.")
-    prune_dead_units: bool = setting(
-        True, "Remove the hidden units whose incoming or outgoing weights are all zero from "
-        "the baked model (keras, saved_model and TFLite outputs); the outputs stay equal.")
-    overwrite: bool = setting(False, "Replace an export already in --out_dir.")
-
-    def validate(self):
-        """Raises `ExportError` unless exactly one source and `out_dir` are
-        given and the formats are known."""
-        if (self.model_dir is None) == (self.compact_file is None):
-            raise ExportError("give one source: --model_dir (a finished run) or --compact_file")
-        if not self.out_dir:
-            raise ExportError("give --out_dir, the folder of the exported files")
-        parse_formats(self.formats)
-
-
 def export(settings):
-    """Runs the export `settings` (`ExportSettings`) describe; returns the
+    """Runs the export `settings` (`config.ExportSettings`) describe; returns the
     summary (`export_run`, `export_compact`)."""
     settings.validate()
     arguments = (settings.out_dir, parse_formats(settings.formats), settings.overwrite,
