@@ -22,6 +22,7 @@ from ssm_keras.cli import shell, train, tune
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import run_dir, trainer
 from ssm_keras.tuning import searching
+from ssm_keras.tuning.config import SearchConfig
 
 TINY = dict(arch="fcn", dataset="mnist", max_examples=256, validation_size=256, batch_size=64,
             epochs=2, verbose=0)
@@ -97,7 +98,7 @@ def test_parse_range_and_fixed_values(text, expected):
 
 
 def test_search_space_follows_the_mask_and_regime():
-    search = searching.SearchConfig(out_dir="unused")
+    search = SearchConfig(out_dir="unused")
     assert list(searching.search_space(search, tiny_config())) == [
         "learning_rate", "weight_decay", "tau_fraction", "init_factor"]
     assert list(searching.search_space(search, tiny_config(mask="topk", weight_init="elu"))) == [
@@ -110,7 +111,7 @@ def test_search_space_follows_the_mask_and_regime():
 
 
 def test_choices_come_first_and_mask_shape_fields_follow_the_mask():
-    search = searching.SearchConfig(out_dir="unused", mask_choices="signed,signed_topk",
+    search = SearchConfig(out_dir="unused", mask_choices="signed,signed_topk",
                                  optimizer_choices="sgd,adam")
     space = searching.search_space(search, tiny_config(tau_fraction=0.3))
     assert list(space) == ["mask", "optimizer", "learning_rate", "weight_decay",
@@ -118,7 +119,7 @@ def test_choices_come_first_and_mask_shape_fields_follow_the_mask():
     assert space["mask"] == searching.Choice(("signed", "signed_topk"))
     assert searching.conditions(space) == {"tau_fraction": ["signed"], "density": ["signed_topk"]}
     # Only threshold masks: no density; a fixed choice is declared as Fixed.
-    search = searching.SearchConfig(out_dir="unused", mask_choices="binary",
+    search = SearchConfig(out_dir="unused", mask_choices="binary",
                                  lr_schedule_choices="cosine")
     assert list(searching.search_space(search, tiny_config())) == [
         "mask", "lr_schedule", "learning_rate", "weight_decay", "tau_fraction", "init_factor"]
@@ -129,7 +130,7 @@ def test_choices_come_first_and_mask_shape_fields_follow_the_mask():
 
 def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
     config = tiny_config(tau_fraction=0.3, signed=True)
-    search = searching.SearchConfig(out_dir="unused", mask_choices="signed,signed_topk,bernoulli")
+    search = SearchConfig(out_dir="unused", mask_choices="signed,signed_topk,bernoulli")
     space = searching.search_space(search, config)
     hypermodel = searching.SupermaskHyperModel(config, space, _blank_mnist_splits(),
                                             tf.distribute.get_strategy(), 0.1)
@@ -155,7 +156,7 @@ def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
 @pytest.mark.slow
 def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
         tmp_path, mnist_splits):
-    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
+    search = SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
                                  objective="sparse", sparsity_weight=0.5)
     config = tiny_config()
     project = tmp_path / "p"
@@ -218,7 +219,7 @@ def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
 @pytest.mark.slow
 def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits, capsys,
                                                             command_output):
-    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=4,
+    search = SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=4,
                                  mask_choices="signed,signed_topk", density_range="0.05:0.05")
     rows = searching.run(search, tiny_config(epochs=1), mnist_splits)
     # One process: one line per finished trial, without a worker's name.
@@ -242,7 +243,7 @@ def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_spl
 
 @pytest.mark.slow
 def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits):
-    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", tuner="hyperband",
+    search = SearchConfig(out_dir=str(tmp_path), project_name="p", tuner="hyperband",
                                  hyperband_factor=2)
     # max_epochs 2, factor 2: trials 0 and 1 train 1 epoch, trial 2 continues the
     # better one to 2 epochs; stop before the next bracket.
@@ -336,7 +337,7 @@ def test_distributed_search_chief_and_two_workers(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_the_same_command_gives_the_same_search(tmp_path):
     config = tiny_config(seed=0)
-    search = searching.SearchConfig(out_dir=str(tmp_path), max_trials=3)
+    search = SearchConfig(out_dir=str(tmp_path), max_trials=3)
     space = searching.search_space(search, config)
     splits = _blank_mnist_splits()
     trials = []
@@ -368,7 +369,7 @@ def test_directory_that_is_a_file_is_one_clear_line(cli, tmp_path, directory):
 def test_a_second_search_or_a_damaged_trial_stops_the_search(tmp_path, mnist_splits):
     # A diverged trial fails alone (the next test); a user error in a trial,
     # here a damaged checkpoint it would go on from, stops the search.
-    damaged = searching.SearchConfig(out_dir=str(tmp_path), project_name="q", max_trials=2)
+    damaged = SearchConfig(out_dir=str(tmp_path), project_name="q", max_trials=2)
     state = tmp_path / "q" / "trial_0" / "checkpoint" / "state.json"
     state.parent.mkdir(parents=True)
     state.write_text('{"epoch": 1}')
@@ -377,7 +378,7 @@ def test_a_second_search_or_a_damaged_trial_stops_the_search(tmp_path, mnist_spl
         searching.run(damaged, tiny_config(), mnist_splits, callbacks=[trials])
     assert not (tmp_path / "q" / "trial_1").exists()
     # One search at a time in a folder.
-    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=1)
+    search = SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=1)
     with run_dir.lock(str(tmp_path / "p")):  # as a first search holds it
         with pytest.raises(searching.TuneError, match=f"the search folder {tmp_path / 'p'} is in use "
                                                    f"by process {os.getpid()} on .*choose another "
@@ -392,7 +393,7 @@ def test_a_second_search_or_a_damaged_trial_stops_the_search(tmp_path, mnist_spl
 @pytest.mark.slow
 def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_splits, capsys,
                                                                command_output):
-    search = searching.SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
+    search = SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
                                  learning_rate_range="1e6:1e7")
     code = shell.run(lambda: searching.run(search, tiny_config(regime="weights", epochs=1),
                                           mnist_splits))

@@ -17,7 +17,7 @@ from absl import flags
 
 from ssm_keras.cli import shell
 from ssm_keras.training import config as ssm_config
-from ssm_keras.tuning import searching
+from ssm_keras.tuning import config as search_config
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -27,14 +27,16 @@ def define_flags(flag_values=flags.FLAGS):
     shell.define_flags(ssm_config.TrainConfig, flag_values)
     shell.define_recipe_flag(flag_values)
     flags.adopt_module_key_flags(shell, flag_values)  # --recipe
-    shell.define_flags(searching.SearchConfig, flag_values)
-    flags.adopt_module_key_flags(searching, flag_values)
+    shell.define_flags(search_config.SearchConfig, flag_values)
+    flags.adopt_module_key_flags(search_config, flag_values)
 
 
 def run_command(flag_values):
     """Runs the search the parsed flags describe."""
-    searching.run(shell.from_flags(searching.SearchConfig, flag_values),
-               shell.from_flags(ssm_config.TrainConfig, flag_values))
+    from ssm_keras.tuning import searching
+
+    searching.run(shell.from_flags(search_config.SearchConfig, flag_values),
+                  shell.from_flags(ssm_config.TrainConfig, flag_values))
 
 
 def cli():

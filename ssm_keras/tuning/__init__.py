@@ -1,2 +1,2 @@
 """Hyperparameter search over a run's settings with Keras Tuner
-(`searching`)."""
+(`searching`); the settings of a search (`config`)."""
