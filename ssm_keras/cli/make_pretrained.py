@@ -10,18 +10,20 @@ What each file holds, and how the runs are checked first:
 from absl import flags
 
 from ssm_keras.cli import shell
-from ssm_keras.pretrained import make
+from ssm_keras.pretrained import config
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines one flag per `MakeSettings` field in `flag_values`."""
-    shell.define_flags(make.MakeSettings, flag_values)
-    flags.adopt_module_key_flags(make, flag_values)
+    shell.define_flags(config.MakeSettings, flag_values)
+    flags.adopt_module_key_flags(config, flag_values)
 
 
 def run_command(flag_values):
     """Writes the compact file of every run the parsed flags name."""
-    return make.make(shell.from_flags(make.MakeSettings, flag_values))
+    from ssm_keras.pretrained import make
+
+    return make.make(shell.from_flags(config.MakeSettings, flag_values))
 
 
 def cli():

@@ -1,5 +1,5 @@
 """Trained signed supermasks shipped with the package (`catalog`), and the
-writer of their files (`make`)."""
+writer of their files (`make`, its settings in `config`)."""
 
 from ssm_keras.pretrained.catalog import (
     FOLDER,

@@ -15,13 +15,13 @@ flagfile and every training setting) and `command` (the command that trained
 it, as run in a checkout: its `--flagfile=flags/NAME.flags` is `--recipe=NAME`
 with the package installed). `load` rebuilds the masked model with the
 trained mask exactly and the baked model (stock Keras layers); `python -m ssm_keras.cli.evaluate
---pretrained=NAME --data_dir=DIR` measures the test accuracy again.
+--pretrained=NAME --data_dir=DIR` measures the test accuracy again. Only
+`load` imports Keras: the commands name and check entries before they load it.
 """
 
 import os
 
 from ssm_keras.errors import UserError
-from ssm_keras.exporting import compact
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "entries")
 SUFFIX = ".ssm"
@@ -58,4 +58,6 @@ def load(name):
         PretrainedError: no such entry.
         compact.CompactFileError: its file is damaged.
     """
+    from ssm_keras.exporting import compact
+
     return compact.load_compact(path(name))

@@ -28,11 +28,10 @@ import logging
 import os
 
 from ssm_keras import data, files
-from ssm_keras.errors import UserError
 from ssm_keras.experiments import evaluation, launch
 from ssm_keras.exporting import compact, exporter
 from ssm_keras.pretrained import catalog
-from ssm_keras.settings import comma_separated, setting
+from ssm_keras.pretrained.config import MakeError
 from ssm_keras.training import run_dir
 from ssm_keras.transforms import cloning
 
@@ -41,36 +40,6 @@ log = logging.getLogger(__name__)
 # Settings that say where a run was, not how it was trained.
 PLACES = ("model_dir", "data_dir", "resume", "overwrite", "verbose", "init_file",
           "save_init_file")
-
-
-class MakeError(UserError):
-    """Runs that cannot be shipped as asked."""
-
-
-@dataclasses.dataclass
-class MakeSettings:
-    """The settings of `ssm-make-pretrained`."""
-
-    runs: str = setting("", "Required: comma-separated finished run directories.")
-    recipe_flagfile: str | None = setting(
-        None, "Required: the flagfile the runs were trained with.")
-    out_dir: str = setting(catalog.FOLDER, "Folder of the compact files.")
-    overwrite: bool = setting(False, "Replace compact files that exist.")
-    data_dir: str | None = setting(
-        None, "Data folder, to measure the float32 test accuracy of runs trained under a "
-        "mixed-precision policy.")
-
-    def run_dirs(self):
-        """The run directories of `runs`."""
-        return comma_separated(self.runs)
-
-    def validate(self):
-        """Raises `MakeError` without runs or without a readable flagfile."""
-        if not self.run_dirs():
-            raise MakeError("--runs is required: comma-separated finished run directories")
-        if not self.recipe_flagfile or not os.path.isfile(self.recipe_flagfile):
-            raise MakeError(f"--recipe_flagfile={self.recipe_flagfile}: no such file; name the "
-                            "flagfile the runs were trained with")
 
 
 def recipe_settings(flagfile):
@@ -153,7 +122,7 @@ def planned_files(runs, out_dir, overwrite, data_dir):
 
 
 def make(settings):
-    """Writes the compact file of every run of `settings` (`MakeSettings`),
+    """Writes the compact file of every run of `settings` (`config.MakeSettings`),
     once all are checked (`planned_files`), loaded and measured; logs a line
     per file and returns their paths."""
     settings.validate()
