@@ -29,7 +29,14 @@ from ssm_keras.cli import (
     shell,
 )
 from ssm_keras.cli import report as reporting
-from ssm_keras.experiments import arithmetic, inference_speed, measurement, throughput
+from ssm_keras.experiments import (
+    arithmetic,
+    config,
+    inference_speed,
+    measurement,
+    reports,
+    throughput,
+)
 from ssm_keras.experiments import initial_logits as logits_lib
 from ssm_keras.exporting import exporter
 
@@ -57,7 +64,7 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert machine["cores"] == os.cpu_count() and machine["tensorflow"] == tf.__version__
     # --quick replaced the window settings; the report records what ran.
     assert report["settings"]["archs"] == ["fcn"] and report["settings"]["quick"] is True
-    assert report["settings"]["windows"] == throughput.QUICK["windows"]
+    assert report["settings"]["windows"] == config.BENCHMARK_QUICK["windows"]
     # The ceiling comes from the float32 matmul measured in this run.
     assert record["precision"] == "float32" and "speedup_over_float32" not in record
     assert record["peak_gflops"] == machine["matmul_gflops"]["float32"] > 0
@@ -117,7 +124,7 @@ def test_benchmark_inference_measures_every_format(trained_fcn, tmp_path, capsys
 
 
 def test_benchmark_peaks_and_speedups():
-    settings = shell.from_flags(throughput.BenchmarkConfig, parsed_flags(
+    settings = shell.from_flags(config.BenchmarkConfig, parsed_flags(
         benchmark, "--precisions=float32,mixed_bfloat16", "--matmul_size=64"))
     assert settings.precision_names() == ["float32", "mixed_bfloat16"]
     peaks = {"float32": 100.0, "bfloat16": 300.0}
@@ -201,10 +208,10 @@ def test_benchmark_refuses_an_application_it_cannot_mask(tmp_path, monkeypatch, 
 def test_quick_sets_only_the_flags_not_given(tmp_path, capsys):
     out = f"--out={tmp_path / 'b.json'}"
     settings = reporting.settings_from_flags(
-        throughput.BenchmarkConfig, parsed_flags(benchmark, "--quick", "--windows=3", out),
-        throughput.QUICK)
+        config.BenchmarkConfig, parsed_flags(benchmark, "--quick", "--windows=3", out),
+        config.BENCHMARK_QUICK)
     assert settings.windows == 3
-    assert settings.window_seconds == throughput.QUICK["window_seconds"]
+    assert settings.window_seconds == config.BENCHMARK_QUICK["window_seconds"]
     # A bad value given with --quick is refused, not replaced.
     assert command_status(benchmark, "--quick", "--window_seconds=-1", out) == 1
     assert_one_error_line(capsys.readouterr(), "--window_seconds=-1")
@@ -216,13 +223,13 @@ def test_report_out_that_is_a_folder_is_refused_even_with_overwrite(tmp_path):
     (tmp_path / "b.json").mkdir()
     (tmp_path / "c.md").mkdir()
     for out in ("b.json", "c.json"):
-        with pytest.raises(measurement.ReportError, match="is a folder; name a JSON file"):
-            measurement.check_out(str(tmp_path / out), overwrite=True)
+        with pytest.raises(reports.ReportError, match="is a folder; name a JSON file"):
+            reports.check_out(str(tmp_path / out), overwrite=True)
 
 
 def test_report_that_cannot_be_written_is_one_error_after_the_table(tmp_path, capsys):
     out = tmp_path / "gone" / "b.json"  # its folder vanished during the measurements
-    with pytest.raises(measurement.ReportError, match=f"cannot write {out}: No such file"):
+    with pytest.raises(reports.ReportError, match=f"cannot write {out}: No such file"):
         reporting.write(str(out), {"settings": {}}, "| the table |\n")
     assert capsys.readouterr().out == "| the table |\n\n"
 
@@ -278,7 +285,7 @@ def test_benchmark_inference_names_runs_by_the_path_parts_that_tell_them_apart()
 
 def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    report = inference_speed.run(inference_speed.InferenceConfig())  # nothing to measure
+    report = inference_speed.run(config.InferenceConfig())  # nothing to measure
     assert report["settings"]["work_dir"] is None and report["results"] == []
     assert not [path for path in tmp_path.iterdir()
                 if path.name.startswith("benchmark_inference-")]

@@ -19,19 +19,21 @@ from absl import flags
 
 from ssm_keras.cli import report as reporting
 from ssm_keras.cli import shell
-from ssm_keras.experiments import measurement, throughput
+from ssm_keras.experiments import config
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines one flag per `BenchmarkConfig` field."""
-    shell.define_flags(throughput.BenchmarkConfig, flag_values)
-    flags.adopt_module_key_flags(throughput, flag_values)
+    shell.define_flags(config.BenchmarkConfig, flag_values)
+    flags.adopt_module_key_flags(config, flag_values)
 
 
 def run_command(flag_values):
     """Benchmarks what the parsed flags say, writes the report; returns it."""
-    settings = reporting.settings_from_flags(throughput.BenchmarkConfig, flag_values,
-                                             throughput.QUICK)
+    from ssm_keras.experiments import measurement, throughput
+
+    settings = reporting.settings_from_flags(config.BenchmarkConfig, flag_values,
+                                             config.BENCHMARK_QUICK)
     report = throughput.run(settings)
     machine = report["machine"]
     matmuls = ", ".join(f"{dtype} {gflops:.0f}"

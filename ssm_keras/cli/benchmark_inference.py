@@ -17,20 +17,22 @@ from absl import flags, logging
 
 from ssm_keras.cli import report as reporting
 from ssm_keras.cli import shell
-from ssm_keras.experiments import inference_speed, measurement
+from ssm_keras.experiments import config
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines one flag per `InferenceConfig` field."""
-    shell.define_flags(inference_speed.InferenceConfig, flag_values)
-    flags.adopt_module_key_flags(inference_speed, flag_values)
+    shell.define_flags(config.InferenceConfig, flag_values)
+    flags.adopt_module_key_flags(config, flag_values)
 
 
 def run_command(flag_values):
     """Measures the runs the parsed flags name, writes the report; returns it."""
+    from ssm_keras.experiments import inference_speed, measurement
+
     logging.set_verbosity(logging.WARNING)  # writing a SavedModel logs every step
-    settings = reporting.settings_from_flags(inference_speed.InferenceConfig, flag_values,
-                                             inference_speed.QUICK)
+    settings = reporting.settings_from_flags(config.InferenceConfig, flag_values,
+                                             config.INFERENCE_QUICK)
     report = inference_speed.run(settings)
     machine = report["machine"]
     text = (measurement.machine_summary(machine, f"TFLite threads {settings.tflite_threads}")

@@ -12,7 +12,7 @@ and prints the accuracy next to the one its run recorded.
 from absl import flags, logging
 
 from ssm_keras.cli import shell
-from ssm_keras.experiments import evaluation
+from ssm_keras.experiments import config
 
 
 def summary_line(result):
@@ -34,15 +34,16 @@ def summary_line(result):
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines one flag per `EvaluateSettings` field in `flag_values`."""
-    shell.define_flags(evaluation.EvaluateSettings, flag_values)
-    flags.adopt_module_key_flags(evaluation, flag_values)
+    shell.define_flags(config.EvaluateSettings, flag_values)
+    flags.adopt_module_key_flags(config, flag_values)
 
 
 def run_command(flag_values):
     """Evaluates what the parsed flags name and prints one line."""
+    from ssm_keras.experiments import evaluation
+
     logging.set_verbosity(logging.WARNING)
-    result = evaluation.evaluate_settings(shell.from_flags(evaluation.EvaluateSettings,
-                                                           flag_values))
+    result = evaluation.evaluate_settings(shell.from_flags(config.EvaluateSettings, flag_values))
     print(summary_line(result))
     evaluation.check_recorded(result)
 

@@ -9,19 +9,20 @@ What is measured: `ssm_keras.experiments.initial_logits`.
 from absl import flags
 
 from ssm_keras.cli import shell
-from ssm_keras.experiments import initial_logits
+from ssm_keras.experiments import config
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines one flag per `InitialLogitsSettings` field in `flag_values`."""
-    shell.define_flags(initial_logits.InitialLogitsSettings, flag_values)
-    flags.adopt_module_key_flags(initial_logits, flag_values)
+    shell.define_flags(config.InitialLogitsSettings, flag_values)
+    flags.adopt_module_key_flags(config, flag_values)
 
 
 def run_command(flag_values):
     """Measures and writes what the parsed flags name; returns the rows."""
-    return initial_logits.run(shell.from_flags(initial_logits.InitialLogitsSettings,
-                                               flag_values))
+    from ssm_keras.experiments import initial_logits
+
+    return initial_logits.run(shell.from_flags(config.InitialLogitsSettings, flag_values))
 
 
 def cli():

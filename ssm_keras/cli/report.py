@@ -4,7 +4,7 @@
 import dataclasses
 
 from ssm_keras.cli import shell
-from ssm_keras.experiments import measurement
+from ssm_keras.experiments import reports
 
 
 def settings_from_flags(cls, flag_values, quick):
@@ -23,5 +23,5 @@ def write(out, report, text):
     """Prints `text` (the measurements are not lost if a file cannot be
     written), then writes `report` to `out` and `text` beside it."""
     print(text)
-    json_path, table_path = measurement.write_report(out, report, text)
+    json_path, table_path = reports.write_report(out, report, text)
     print(f"wrote {json_path} and {table_path}")

@@ -2,21 +2,14 @@
 
 `evaluate(pretrained_name=..., model_dir=..., data_dir=...)` evaluates the
 model on the full test split of the data set it was trained on; the
-command is `ssm-evaluate`.
+command is `ssm-evaluate` (`config.EvaluateSettings`).
 """
-
-import dataclasses
 
 import numpy as np
 
 from ssm_keras import data, pretrained
-from ssm_keras.errors import UserError
+from ssm_keras.experiments.config import EvaluationError
 from ssm_keras.exporting import exporter
-from ssm_keras.settings import setting
-
-
-class EvaluationError(UserError):
-    """A data set that does not fit the model."""
 
 
 def check_dataset(recorded, requested, input_shape, num_classes, what):
@@ -75,32 +68,8 @@ def check_recorded(result):
             "changed, or this processor computes a borderline image otherwise")
 
 
-@dataclasses.dataclass
-class EvaluateSettings:
-    """The settings of `ssm-evaluate`: one model, a shipped entry or a run,
-    and the data it is evaluated on."""
-
-    pretrained: str | None = setting(
-        None, "Name of a shipped pretrained model (ssm_keras.pretrained.names()).")
-    model_dir: str | None = setting(None, "Finished training run directory.")
-    data_dir: str | None = setting(None, "Local copy of the data sets.")
-    dataset: str | None = setting(
-        None, f"Data set to evaluate on: {', '.join(data.DATASETS)} (default: the one the "
-        "model was trained on).")
-    batch_size: int = setting(128, "Images per batch.")
-
-    def validate(self):
-        """Raises `EvaluationError` unless exactly one model is named and
-        the batch size is positive."""
-        if (self.pretrained is None) == (self.model_dir is None):
-            raise EvaluationError("give one model: --pretrained (a shipped entry) or "
-                                  "--model_dir (a finished run)")
-        if self.batch_size < 1:
-            raise EvaluationError(f"--batch_size={self.batch_size}: must be at least 1")
-
-
 def evaluate_settings(settings):
-    """`evaluate` of `settings` (`EvaluateSettings`), validated first."""
+    """`evaluate` of `settings` (`config.EvaluateSettings`), validated first."""
     settings.validate()
     return evaluate(settings.pretrained, settings.model_dir, settings.data_dir,
                     settings.dataset, settings.batch_size)

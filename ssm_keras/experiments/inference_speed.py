@@ -1,5 +1,6 @@
 """Inference of exported models: file bytes, latency, throughput, accuracy
-(the measurements of `ssm_keras.cli.benchmark_inference`).
+(the measurements of `ssm_keras.cli.benchmark_inference`; its settings are
+`config.InferenceConfig`).
 
 Every finished run of `--runs` (signed supermasks and the baselines of the
 same architectures, `--regime=weights`) and every shipped entry of
@@ -44,80 +45,13 @@ import keras
 import numpy as np
 
 from ssm_keras import data, pretrained
-from ssm_keras.errors import UserError
 from ssm_keras.experiments import measurement
+from ssm_keras.experiments.config import InferenceBenchmarkError
 from ssm_keras.exporting import compact, exporter, formats, staging
-from ssm_keras.settings import comma_separated, setting
 from ssm_keras.training import run_dir
 
 LATENCY_IMAGES = 256
 THROUGHPUT_BATCH = 128
-
-
-# The settings of `quick`: one short window per format.
-QUICK = {"windows": 1, "seconds": 0.05}
-
-
-class InferenceBenchmarkError(UserError):
-    """A bad setting of `ssm_keras.cli.benchmark_inference`."""
-
-
-@dataclasses.dataclass
-class InferenceConfig:
-    """The settings of an inference benchmark; the field names are the
-    `ssm_keras.cli.benchmark_inference` flags."""
-
-    runs: str | None = setting(None, "Comma-separated finished run directories.")
-    pretrained: str | None = setting(
-        None, "Comma-separated shipped entries (ssm_keras.pretrained.names()).")
-    data_dir: str | None = setting(None, "Local copy of the data sets.")
-    work_dir: str | None = setting(
-        None, "Folder for the exports, kept, each in <work_dir>/<model name> (default: a "
-        "temporary folder, removed at the end); an export there is replaced only with "
-        "--overwrite.")
-    prune_dead_units: bool = setting(
-        True, "Remove dead units from the baked model (as export).")
-    windows: int = setting(5, "Throughput windows per format.")
-    seconds: float = setting(
-        2.0, "Length of each latency measurement and throughput window.")
-    tflite_threads: int = setting(os.cpu_count(), "Threads of the TFLite interpreter.")
-    out: str = measurement.out_setting("benchmark_inference.json")
-    overwrite: bool = measurement.overwrite_setting(" and the exports in --work_dir")
-    quick: bool = measurement.quick_setting(QUICK)
-
-    def run_dirs(self):
-        """The run directories of `--runs`."""
-        return comma_separated(self.runs)
-
-    def entry_names(self):
-        """The shipped entries of `--pretrained`."""
-        return comma_separated(self.pretrained)
-
-    def validate(self):
-        """Raises `InferenceBenchmarkError` on the first bad setting."""
-        if not self.run_dirs() and not self.entry_names():
-            raise InferenceBenchmarkError(
-                "give --runs (comma-separated finished run directories), --pretrained "
-                "(comma-separated shipped entries) or both")
-        measurement.check_lowest(self, InferenceBenchmarkError,
-                                 {"windows": 1, "seconds": 1e-9, "tflite_threads": 1})
-        for flag, items in (("runs", [os.path.realpath(path) for path in self.run_dirs()]),
-                            ("pretrained", self.entry_names())):
-            twice = sorted({item for item in items if items.count(item) > 1})
-            if twice:
-                raise InferenceBenchmarkError(f"--{flag}: {', '.join(twice)} given more than "
-                                              "once; name each once")
-        for path in self.run_dirs():
-            try:
-                run_dir.read_results(path)
-            except run_dir.RunDirError as error:
-                raise InferenceBenchmarkError(f"--runs: {error}") from None
-        for name in self.entry_names():
-            try:
-                pretrained.path(name)
-            except pretrained.PretrainedError as error:
-                raise InferenceBenchmarkError(f"--pretrained: {error}") from None
-        measurement.check_out(self.out, self.overwrite)
 
 
 def runtime_formats():

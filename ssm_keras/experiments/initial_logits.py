@@ -5,8 +5,9 @@
 
 For each architecture, `elus` init factor and seed, the untrained model of
 `python -m ssm_keras.train --arch=A --init_factor=F --seed=S` (every other
-flag at its default) classifies the first `--examples` training images. It
-prints, and writes as JSON to `--out`:
+flag at its default) classifies the first `--examples` training images
+(the settings: `config.InitialLogitsSettings`). It prints, and writes as
+JSON to `--out`:
 
 - `logit_std`: the standard deviation of all logits `z`;
 - `clipped_fraction`: the fraction of images whose true-class probability
@@ -14,67 +15,16 @@ prints, and writes as JSON to `--out`:
   `-log(clip(p_y, 1e-7, 1 - 1e-7))` gives no gradient (`ssm_keras.training.losses`).
 """
 
-import dataclasses
 import logging
-import os
 
 import keras
 import numpy as np
 
 from ssm_keras import data, files
-from ssm_keras.errors import UserError
-from ssm_keras.settings import comma_separated, setting
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import losses, trainer
 
 log = logging.getLogger(__name__)
-
-
-class InitialLogitsError(UserError):
-    """A bad setting of `ssm-initial-logits`."""
-
-
-@dataclasses.dataclass
-class InitialLogitsSettings:
-    """The settings of `ssm-initial-logits`: what to build, on which images,
-    and the JSON file to write."""
-
-    archs: str = setting("conv2,conv4,conv6,conv8", "Comma-separated architectures.")
-    init_factors: str = setting("6,3", "Comma-separated elus init factors (> 0).")
-    seeds: str = setting("0", "Comma-separated seeds (>= 0).")
-    examples: int = setting(500, "Training images classified (> 0).")
-    dataset: str = setting("cifar10", "The data set.")
-    data_dir: str | None = setting(None, "Local copy of the data sets.")
-    out: str = setting("initial_logits.json", "JSON file to write (never replaced).")
-
-    def grid(self):
-        """`(archs, init factors, seeds)`; `InitialLogitsError` on the first
-        bad setting."""
-        try:
-            factors = [float(value) for value in comma_separated(self.init_factors)]
-            seeds = [int(value) for value in comma_separated(self.seeds)]
-        except ValueError as error:
-            raise InitialLogitsError(
-                f"--init_factors and --seeds take comma-separated numbers ({error})") from None
-        if not all(factor > 0 for factor in factors):  # NaN too
-            raise InitialLogitsError(f"--init_factors must be > 0. Received: {factors}")
-        archs = comma_separated(self.archs)
-        for arch in archs:
-            for factor in factors:
-                for seed in seeds:  # each a valid run, e.g. --seed in [0, 2**63)
-                    ssm_config.TrainConfig(arch=arch, dataset=self.dataset, init_factor=factor,
-                                           seed=seed).validate()
-        return archs, factors, seeds
-
-    def validate(self):
-        """Raises `InitialLogitsError` (or `ConfigError`) on the first bad setting."""
-        self.grid()
-        if not os.path.isdir(os.path.dirname(self.out) or "."):
-            raise InitialLogitsError(f"--out={self.out}: no folder {os.path.dirname(self.out)}")
-        if self.examples < 1:
-            raise InitialLogitsError(f"--examples must be > 0. Received: --examples={self.examples}")
-        if os.path.exists(self.out):
-            raise InitialLogitsError(f"--out={self.out} exists; it is not overwritten")
 
 
 def logit_statistics(model, images, labels, batch_size=250):

@@ -1,6 +1,6 @@
-"""What every measurement command shares: the machine it ran on, the rate
-of repeated calls, and its report files, a JSON file (`--out`)
-with the markdown table beside it (`.md`).
+"""What every measurement command shares: the machine it ran on and the
+rate of repeated calls. (Its report files: `reports`; the settings of the
+commands: `config`.)
 
 `machine_info()` records the CPU (model name, family/model/stepping, the
 `CPU_FEATURES` present), cores, load averages, Python, TensorFlow and Keras
@@ -8,8 +8,6 @@ versions, devices, threading settings and the environment variables of
 `ENV_KEYS`; `finish_machine_info` adds the load averages at the end.
 """
 
-import json
-import math
 import os
 import platform
 import statistics
@@ -18,20 +16,11 @@ import time
 import keras
 import tensorflow as tf
 
-from ssm_keras import files
-from ssm_keras.errors import UserError
-from ssm_keras.settings import setting
-
 # CPU features that decide which kernels TensorFlow can use: vector width,
 # and the fast bfloat16 / float16 paths (AVX-512 BF16 dot products, AMX tiles).
 CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
             "OMP_NUM_THREADS", "KERAS_BACKEND")
-
-
-class ReportError(UserError):
-    """A bad `--out`, one that exists without `--overwrite`, or a report that
-    cannot be written."""
 
 
 # The machine.
@@ -119,70 +108,3 @@ def images_per_second(predict, batch, windows, seconds):
             predict(batch)
         rates.append(calls * len(batch) / (time.perf_counter() - begin))
     return statistics.median(rates)
-
-
-# The report files.
-def out_setting(default):
-    """The `out` setting of a measurement: its JSON report (`default`)."""
-    return setting(
-        default, "JSON file to write; the table goes to the same name with .md.")
-
-
-def overwrite_setting(also_replaced=""):
-    """The `overwrite` setting of a measurement: replace its report files
-    (and `also_replaced`)."""
-    return setting(False, f"Replace --out (and its .md){also_replaced} if they exist.")
-
-
-def quick_setting(quick):
-    """The `quick` setting of a measurement: the settings `quick` for those
-    not given (for tests)."""
-    return setting(
-        False, "Tiny windows (tests), for the settings not given: " + json.dumps(quick))
-
-
-def output_paths(out):
-    """The JSON report and, beside it, the markdown table."""
-    return out, os.path.splitext(out)[0] + ".md"
-
-
-def check_out(out, overwrite):
-    """Raises `ReportError` for an `--out` that names the table, lies in no
-    folder, names a folder (or its table would), or exists without
-    `--overwrite`."""
-    if os.path.splitext(out)[1] == ".md":
-        raise ReportError(f"--out={out}: give the JSON file's name; the table goes beside it")
-    if not os.path.isdir(os.path.dirname(out) or "."):
-        raise ReportError(f"--out={out}: no folder {os.path.dirname(out)}")
-    folders = [path for path in output_paths(out) if os.path.isdir(path)]
-    if folders:
-        raise ReportError(f"--out={out}: {folders[0]} is a folder; name a JSON file (the table "
-                          "goes beside it, .md)")
-    existing = [path for path in output_paths(out) if os.path.exists(path)]
-    if existing and not overwrite:
-        verb = "exists" if len(existing) == 1 else "exist"
-        raise ReportError(f"{', '.join(existing)} {verb}; choose another --out or pass "
-                          "--overwrite")
-
-
-def check_lowest(settings, error, lowest):
-    """Raises `error` naming the first setting of `lowest` (`{name: lowest
-    value}`) that is below its lowest value or not finite (NaN or infinite
-    seconds would size no window)."""
-    for name, least in lowest.items():
-        value = getattr(settings, name)
-        if not (math.isfinite(value) and value >= least):
-            raise error(f"--{name}={value}: must be a finite number, at least {least}")
-
-
-def write_report(out, report, text):
-    """Writes `report` (JSON) to `out` and `text` beside it (`.md`), each
-    through a temporary file; `ReportError` if a file cannot be written.
-    Returns the two paths."""
-    json_path, table_path = output_paths(out)
-    try:
-        files.write_json_atomically(json_path, report)
-        files.write_atomically(table_path, text.encode("utf-8"))
-    except files.FileWriteError as error:
-        raise ReportError(str(error)) from None
-    return json_path, table_path

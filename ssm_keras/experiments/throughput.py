@@ -1,5 +1,6 @@
 """Training and inference throughput: masked models against plain Keras
-(the measurements of `ssm_keras.cli.benchmark`).
+(the measurements of `ssm_keras.cli.benchmark`; its settings are
+`config.BenchmarkConfig`).
 
 For every architecture the signed-supermask model and the plain Keras model
 of the same architecture (`models.build_architecture(arch, masked=True/False)`; for
@@ -62,99 +63,14 @@ import numpy as np
 import tensorflow as tf
 
 import ssm_keras
-from ssm_keras import choices, data, models
-from ssm_keras.errors import UserError
+from ssm_keras import data, models
 from ssm_keras.experiments import arithmetic, measurement
-from ssm_keras.settings import comma_separated, setting
+from ssm_keras.experiments.config import BenchmarkError
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import trainer
 from ssm_keras.transforms import baking
 
-DEFAULT_ARCHS = "fcn,conv2,conv4"
 MAX_STEPS_PER_EXECUTION = 64
-
-
-# The settings of `quick`: tiny windows, a few seconds in all.
-QUICK = {"windows": 2, "window_seconds": 0.2, "execution_seconds": 0.05, "window_steps": 0,
-         "matmul_size": 256}
-
-
-class BenchmarkError(UserError):
-    """A bad setting of `ssm_keras.cli.benchmark`."""
-
-
-@dataclasses.dataclass
-class BenchmarkConfig:
-    """The settings of a throughput benchmark; the field names are the
-    `ssm_keras.cli.benchmark` flags."""
-
-    archs: str = setting(
-        DEFAULT_ARCHS,
-        "Comma-separated architectures of models.ARCHITECTURES or keras.applications "
-        "models (MobileNetV2, ...).")
-    batch_size: int = setting(128, "Images per training step.")
-    steps_per_execution: int = setting(
-        0, "Training steps per call into TensorFlow; 0: per architecture.")
-    execution_seconds: float = setting(
-        0.25, "Longest execution when --steps_per_execution=0.")
-    windows: int = setting(5, "Timed windows per model.")
-    window_steps: int = setting(
-        0, "Training steps per window; 0: about --window_seconds.")
-    window_seconds: float = setting(5.0, "Seconds of a window when --window_steps=0.")
-    width: int | None = setting(
-        None, "Width multiplier of the architectures of models.ARCHITECTURES.")
-    jit_compile: bool | None = setting(
-        None, "Compile steps with XLA (default: as trainer, Keras decides: on with a GPU or "
-        "TPU, off on CPUs).")
-    precisions: str = setting(
-        "float32", f"Comma-separated dtype policies of {', '.join(choices.PRECISIONS)}.")
-    peak_gflops: float | None = setting(
-        None, "The peak GFLOP/s for the arithmetic ceiling of every precision (default: "
-        "measured in this run, by a matmul in each precision's compute dtype).")
-    matmul_size: int = setting(
-        2048, "n of the n^3 matmul that measures the peak GFLOP/s.")
-    out: str = measurement.out_setting("benchmark.json")
-    overwrite: bool = measurement.overwrite_setting()
-    quick: bool = measurement.quick_setting(QUICK)
-
-    def arch_names(self):
-        """The architectures of `--archs`."""
-        return comma_separated(self.archs)
-
-    def precision_names(self):
-        """The dtype policies of `--precisions`."""
-        return comma_separated(self.precisions)
-
-    def validate(self):
-        """Raises `BenchmarkError` on the first bad setting, naming its value."""
-        if not self.arch_names():
-            raise BenchmarkError("--archs is empty; give comma-separated architectures")
-        if not self.precision_names():
-            raise BenchmarkError("--precisions is empty; give comma-separated dtype policies "
-                                 f"of {', '.join(choices.PRECISIONS)}")
-        for precision in self.precision_names():
-            if precision not in choices.PRECISIONS:
-                raise BenchmarkError(f"--precisions: {precision!r} is not one of "
-                                     f"{', '.join(choices.PRECISIONS)}")
-        for arch in self.arch_names():
-            if arch not in models.ARCHITECTURES and not is_application(arch):
-                raise BenchmarkError(
-                    f"--archs: {arch!r} is neither an architecture of "
-                    f"{', '.join(models.ARCHITECTURES)} nor a keras.applications model")
-        measurement.check_lowest(self, BenchmarkError, {
-            "batch_size": 1, "windows": 1, "steps_per_execution": 0, "window_steps": 0,
-            "execution_seconds": 1e-9, "window_seconds": 1e-9, "matmul_size": 1})
-        for name in ("width", "peak_gflops"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:  # NaN too
-                raise BenchmarkError(f"--{name}={getattr(self, name)}: must be positive")
-        applications = [arch for arch in self.arch_names() if is_application(arch)]
-        if self.width is not None and applications:
-            raise BenchmarkError(f"--width={self.width}: the keras.applications models of "
-                                 f"--archs ({', '.join(applications)}) have no width "
-                                 "multiplier; benchmark them without --width")
-        for arch in applications:
-            check_application(arch)
-        measurement.check_out(self.out, self.overwrite)
 
 
 # Models and data.
