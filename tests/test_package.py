@@ -3,7 +3,8 @@
 The command line sits on top: every absl import is in `ssm_keras.cli`, which
 no library module imports; no module reaches into `keras.src` or
 `keras_tuner.src`; library modules log instead of printing; every command
-has a console script. `import ssm_keras` changes no environment variable,
+has a console script and imports no TensorFlow before it runs (its `--help`
+answers at once). `import ssm_keras` changes no environment variable,
 import hook, excepthook or dtype policy, and a saved supermask loads after
 it with plain Keras.
 """
@@ -85,29 +86,48 @@ def test_library_modules_log_and_only_commands_print():
         assert not calls, f"{path.relative_to(REPO)} prints (line {calls[0].lineno if calls else ''})"
 
 
-def _module_path(name):
-    """The file of package module `name`; None for anything else, packages included."""
-    path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
-    return path if name.startswith("ssm_keras.") and path.is_file() else None
+# The packages that import TensorFlow or Keras when imported.
+TENSORFLOW_PACKAGES = {"tensorflow", "keras", "keras_tuner", "keras_hub", "tensorflow_datasets",
+                       "tf2onnx"}
+COMMANDS = sorted(path.stem for path in CLI.glob("*.py")
+                  if re.search(r"^def cli\(\):", path.read_text(), re.M))
 
 
-def test_the_training_command_imports_no_tensorflow_before_it_runs():
-    """`ssm_keras.cli.train` and every package module it imports at top
-    level, directly or not, import neither TensorFlow nor Keras: `ssm-train
-    --help` answers at once, and TensorFlow loads after `ssm_keras.cli` set
-    its options. Package `__init__` files are not followed:
-    `ssm_keras/__init__.py` imports Keras only outside a command's start."""
-    seen, todo = set(), ["ssm_keras.cli.train"]
-    while todo:
-        path = _module_path(todo.pop())
-        if path is None or path in seen:
+def _files_run_by_import(name):
+    """The files that importing package module `name` runs: the
+    `__init__.py` of every package on its way, then its own file (`name`
+    may end in a name that module defines)."""
+    parts = name.split(".")
+    paths = []
+    for end in range(1, len(parts) + 1):
+        path = REPO.joinpath(*parts[:end])
+        if (path / "__init__.py").is_file():
+            paths.append(path / "__init__.py")
             continue
-        seen.add(path)
-        imported = _imported(path, top_level_only=True)
-        heavy = {module.split(".")[0] for module in imported} & {"tensorflow", "keras"}
-        assert not heavy, f"{path.relative_to(REPO)} imports {heavy}"
-        todo.extend(module for module in imported if module.startswith("ssm_keras."))
-    assert {path.name for path in seen} >= {"train.py", "shell.py", "config.py", "settings.py"}
+        if path.with_suffix(".py").is_file():
+            paths.append(path.with_suffix(".py"))
+        break
+    return paths
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_no_command_imports_tensorflow_before_it_runs(command):
+    """`ssm_keras.cli.<command>` and every package file its import runs,
+    directly or not, import neither TensorFlow nor Keras at top level: the
+    command's `--help` and a bad flag answer at once, and TensorFlow loads
+    after `ssm_keras.cli` set its options. (`ssm_keras/__init__.py` imports
+    Keras only outside a command's start, inside an `if`.)"""
+    seen, todo = set(), [f"ssm_keras.cli.{command}"]
+    while todo:
+        for path in _files_run_by_import(todo.pop()):
+            if path in seen:
+                continue
+            seen.add(path)
+            imported = _imported(path, top_level_only=True)
+            heavy = {module.split(".")[0] for module in imported} & TENSORFLOW_PACKAGES
+            assert not heavy, f"{path.relative_to(REPO)} imports {heavy}"
+            todo.extend(module for module in imported if module.startswith("ssm_keras."))
+    assert {path.name for path in seen} >= {f"{command}.py", "shell.py", "settings.py"}
 
 
 def test_every_command_has_a_console_script_that_names_its_cli():
@@ -163,13 +183,23 @@ def test_import_changes_nothing_in_the_process_and_a_saved_supermask_loads(tmp_p
 
 
 @pytest.mark.slow
-def test_python_m_ssm_keras_train_help_lists_its_flags():
-    completed = subprocess.run([sys.executable, "-m", "ssm_keras.train", "--help"],
-                               capture_output=True, text=True, timeout=120,
+@pytest.mark.parametrize("command, listed", [
+    ("train", ("--arch", "--mask", "--target_remaining", "--recipe", "--model_dir")),
+    ("tune", ("--tuner", "--objective", "--recipe", "--out_dir")),
+    ("export", ("--model_dir", "--compact_file", "--formats", "--out_dir")),
+])
+def test_python_m_ssm_keras_help_lists_its_flags_without_tensorflow(command, listed):
+    """`python -m ssm_keras.<command> --help` lists the command's flags, and
+    no TensorFlow or Keras module is imported (`-X importtime` names each)."""
+    completed = subprocess.run([sys.executable, "-X", "importtime", "-m", f"ssm_keras.{command}",
+                                "--help"], capture_output=True, text=True, timeout=120,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     assert completed.returncode == 0, completed.stderr[-2000:]
-    for flag in ("--arch", "--mask", "--target_remaining", "--recipe", "--model_dir"):
+    for flag in listed:
         assert flag in completed.stdout
+    imported = {line.rpartition("|")[2].strip().split(".")[0]
+                for line in completed.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & TENSORFLOW_PACKAGES
 
 
 def test_setup_reads_the_version_of_the_package():
