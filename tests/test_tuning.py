@@ -112,7 +112,7 @@ def test_search_space_follows_the_mask_and_regime():
 
 def test_choices_come_first_and_mask_shape_fields_follow_the_mask():
     search = SearchConfig(out_dir="unused", mask_choices="signed,signed_topk",
-                                 optimizer_choices="sgd,adam")
+                          optimizer_choices="sgd,adam")
     space = searching.search_space(search, tiny_config(tau_fraction=0.3))
     assert list(space) == ["mask", "optimizer", "learning_rate", "weight_decay",
                            "tau_fraction", "density", "init_factor"]
@@ -120,7 +120,7 @@ def test_choices_come_first_and_mask_shape_fields_follow_the_mask():
     assert searching.conditions(space) == {"tau_fraction": ["signed"], "density": ["signed_topk"]}
     # Only threshold masks: no density; a fixed choice is declared as Fixed.
     search = SearchConfig(out_dir="unused", mask_choices="binary",
-                                 lr_schedule_choices="cosine")
+                          lr_schedule_choices="cosine")
     assert list(searching.search_space(search, tiny_config())) == [
         "mask", "lr_schedule", "learning_rate", "weight_decay", "tau_fraction", "init_factor"]
     hp = keras_tuner.HyperParameters()
@@ -157,7 +157,7 @@ def test_trials_of_a_mask_choice_get_only_their_mask_shape_field():
 def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
         tmp_path, mnist_splits):
     search = SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
-                                 objective="sparse", sparsity_weight=0.5)
+                          objective="sparse", sparsity_weight=0.5)
     config = tiny_config()
     project = tmp_path / "p"
     # Killed after the first of the two epochs of the second trial.
@@ -220,7 +220,7 @@ def test_interrupted_search_continues_and_best_trial_retrains_to_its_objective(
 def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_splits, capsys,
                                                             command_output):
     search = SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=4,
-                                 mask_choices="signed,signed_topk", density_range="0.05:0.05")
+                          mask_choices="signed,signed_topk", density_range="0.05:0.05")
     rows = searching.run(search, tiny_config(epochs=1), mnist_splits)
     # One process: one line per finished trial, without a worker's name.
     finished = [line.split()[1] for line in capsys.readouterr().out.splitlines()
@@ -244,7 +244,7 @@ def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_spl
 @pytest.mark.slow
 def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits):
     search = SearchConfig(out_dir=str(tmp_path), project_name="p", tuner="hyperband",
-                                 hyperband_factor=2)
+                          hyperband_factor=2)
     # max_epochs 2, factor 2: trials 0 and 1 train 1 epoch, trial 2 continues the
     # better one to 2 epochs; stop before the next bracket.
     trials = _Trials(crash_at=(4, 1))
@@ -394,7 +394,7 @@ def test_a_second_search_or_a_damaged_trial_stops_the_search(tmp_path, mnist_spl
 def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_splits, capsys,
                                                                command_output):
     search = SearchConfig(out_dir=str(tmp_path), project_name="p", max_trials=2,
-                                 learning_rate_range="1e6:1e7")
+                          learning_rate_range="1e6:1e7")
     code = shell.run(lambda: searching.run(search, tiny_config(regime="weights", epochs=1),
                                           mnist_splits))
     captured = capsys.readouterr()

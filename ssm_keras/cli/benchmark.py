@@ -12,7 +12,7 @@ it prints (`.md`); refuses to replace them unless given `--overwrite`.
 The other measurements have commands of their own: `python -m
 ssm_keras.cli.benchmark_inference` (exported files), `python -m
 ssm_keras.cli.check_applications` (every keras.applications model) and `python
--m ssm_keras.experiments.initial_logits` (saturation at initialisation).
+-m ssm_keras.cli.initial_logits` (saturation at initialisation).
 """
 
 from absl import flags

@@ -10,7 +10,7 @@ Every flag of `ssm_keras.train` sets what all trials share; the search flags
 below choose the tuner, the objective and the ranges of the tuned
 hyperparameters (a range overrides the training flag of the same name). The
 same command started again continues the search. The work is done by
-`ssm_keras.tuning.run`.
+`ssm_keras.tuning.searching.run`.
 """
 
 from absl import flags

@@ -1,5 +1,6 @@
-"""The settings of an export (the `ssm-export` flags), read and checked
-without TensorFlow; the export itself is `exporter.export`."""
+"""The settings of an export (the `ssm-export` flags), read without
+TensorFlow; `ExportSettings.validate` checks the formats with the exporter,
+which loads it; the export itself is `exporter.export`."""
 
 import dataclasses
 

@@ -547,7 +547,7 @@ def run(search, config, splits=None, callbacks=()):
     `trials.csv` and `best.flags` and printing the summary.
 
     Args:
-        search: a `config.SearchConfig`.
+        search: a `tuning.config.SearchConfig`.
         config: the `TrainConfig` of every trial, but for the tuned fields.
         splits: `data.Splits` to use instead of loading `config.dataset`.
         callbacks: more `keras.callbacks.Callback`s for every trial's
