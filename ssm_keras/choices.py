@@ -3,11 +3,11 @@
 The modules that implement a choice (`masking`, `layers`, `losses`,
 `models`, `initializers`, `training`) and the settings that check the
 flags (`training.config` and the other `config` modules) take the names
-from here; the export formats are registered by name in
-`exporting.formats`, and `EXPORT_FORMATS` lists the built-in ones for the
-help of `--formats` (a test checks that the two agree); this module imports nothing, so a command lists
-and checks its choices without TensorFlow. Tests check that every
-implementation covers its list. (Data sets and augmentations are listed in
+from here; this module imports nothing, so a command lists and checks its
+choices without TensorFlow. Tests check that every implementation covers
+its list. The export formats are registered by name in
+`exporting.formats`; `EXPORT_FORMATS` repeats the built-in ones for the
+help of `--formats`, and a test checks that the two agree. (Data sets and augmentations are listed in
 `data.specs`.)
 """
 
