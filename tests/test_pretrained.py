@@ -36,7 +36,7 @@ def test_entry_rebuilds_bit_exact_and_scores_its_recorded_accuracy(name, tmp_pat
         data.load_splits(metadata["dataset"], str(shared_data_dir()), validation_size=0)
     except data.DataError as error:
         pytest.skip(f"no local {metadata['dataset']} ({error}; set SSM_TEST_DATA)")
-    # The shipped file is format version 1; written again, as version 2, it
+    # The shipped file (format version 1 or 2), written again as version 2,
     # reads back to the same kernels and is written to the same bytes again.
     resaved = tmp_path / "again.ssm"
     compact.save_compact(masked, resaved, metadata)
