@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from support import assert_one_error_line, command_status, shared_data_dir
@@ -85,6 +86,30 @@ def test_evaluate_refuses_bad_input_with_one_error_line(mnist_dir, tmp_path, cap
     monkeypatch.setattr(catalog, "FOLDER", str(damaged))
     assert evaluate_cli(f"--pretrained={name}", data_dir) == 1
     assert_one_error_line(capsys.readouterr(), "is corrupt (SHA-256 checksum mismatch)")
+
+
+def _two_layer_net(mask, **mask_arguments):
+    inputs = keras.Input((4,))
+    hidden = layers.MaskedDense(6, mask=mask, activation="relu", seed=0, **mask_arguments)(inputs)
+    outputs = layers.MaskedDense(3, mask=mask, seed=1, **mask_arguments)(hidden)
+    return keras.Model(inputs, outputs)
+
+
+def test_evaluation_runs_the_net_without_its_dead_units_unless_it_samples_its_mask():
+    model = _two_layer_net("signed")
+    first, second = layers.masked_layers(model)
+    scores = first.scores_variable("kernel").numpy()
+    scores[:, :2] = 0.0  # hidden units 0 and 1 lose every input...
+    first.scores_variable("kernel").assign(scores)
+    first.bias.assign(np.zeros(6, np.float32))  # ...and emit relu(0) = 0
+    deployable = evaluation.deployable(model)
+    assert deployable.get_layer(first.name).kernel.shape == (4, 4)
+    assert not any(isinstance(layer, layers.MaskedDense) for layer in deployable.layers)
+    inputs = np.random.default_rng(0).uniform(0, 255, (32, 4)).astype(np.float32)
+    np.testing.assert_allclose(deployable.predict(inputs, verbose=0),
+                               model.predict(inputs, verbose=0), rtol=1e-5, atol=1e-5)
+    sampling = _two_layer_net("bernoulli", bernoulli_eval="sample")
+    assert evaluation.deployable(sampling) is sampling
 
 
 def test_dataset_check_names_what_does_not_fit():

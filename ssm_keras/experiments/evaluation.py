@@ -3,13 +3,21 @@
 `evaluate(pretrained_name=..., model_dir=..., data_dir=...)` evaluates the
 model on the full test split of the data set it was trained on; the
 command is `ssm-evaluate` (`config.EvaluateSettings`).
+
+What it runs is the model the export ships: the masked model baked to
+stock layers with its dead units removed (`transforms.baking.bake`). Its
+outputs equal the masked model's up to float32 round-off, and a conv net
+left with 1-4% of its weights loses most of its units' work (the Conv8
+entry: 1,456,906 of 5,275,840 weights, about half the time).
 """
 
 import numpy as np
 
 from ssm_keras import data, pretrained
+from ssm_keras.errors import ExportError
 from ssm_keras.experiments.config import EvaluationError
 from ssm_keras.exporting import exporter
+from ssm_keras.transforms import baking, dead_units
 
 
 def check_dataset(recorded, requested, input_shape, num_classes, what):
@@ -40,6 +48,22 @@ def test_accuracy(model, images, labels, batch_size=128):
     """`(correct, total)`: test images whose most probable class is the label."""
     probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
     return int(np.sum(np.argmax(probabilities, axis=1) == labels)), len(labels)
+
+
+def deployable(model):
+    """`model` baked with its dead units removed, or `model` itself when it
+    cannot be baked (a sampling mask, non-finite weights) or has not one
+    input of known shape.
+
+    Raises:
+        dead_units.PruningError: removing the dead units changed the outputs.
+    """
+    try:
+        return baking.bake(model, prune_dead_units=True)
+    except dead_units.PruningError:
+        raise
+    except ExportError:
+        return model
 
 
 def _source(pretrained_name, model_dir):
@@ -95,7 +119,7 @@ def evaluate(pretrained_name=None, model_dir=None, data_dir=None, dataset=None,
     name = check_dataset(metadata.get("dataset"), dataset, model.input_shape[1:],
                          model.output_shape[-1], what)
     images, labels = data.load_splits(name, data_dir, validation_size=0).test
-    correct, total = test_accuracy(model, images, labels, batch_size)
+    correct, total = test_accuracy(deployable(model), images, labels, batch_size)
     return {"name": what, "dataset": name, "correct": correct, "total": total,
             "test_accuracy": correct / total,
             "recorded_test_accuracy": metadata.get("test_accuracy"),
