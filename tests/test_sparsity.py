@@ -3,6 +3,7 @@ the remaining percentage asked for, logs its path, and resumes exactly."""
 
 import glob
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -40,6 +41,9 @@ def test_weight_decay_for_leaves_the_wanted_share_when_only_decay_acts():
     shrunk = ratios * (1.0 - rate * decay / initial) ** steps
     assert 100.0 * np.mean(shrunk > 1.0) == pytest.approx(12.0, abs=0.01)
     assert sparsity.weight_decay_for(ratios, 70.0, steps, rate, initial) == 0.0  # 60% remain
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by the learning rate of 0
+        assert sparsity.weight_decay_for(ratios, 12.0, steps, 0.0, initial) == 0.0
 
 
 def test_regrowth_is_the_ratio_of_remaining_to_expected_within_its_clip():

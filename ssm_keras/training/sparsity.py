@@ -95,10 +95,11 @@ def weight_decay_for(ratios, wanted_percent, steps, learning_rate, initial_learn
     `f = (1 - learning_rate * wd / initial_learning_rate) ** steps`; the
     kept share of `ratios * f > 1` is `wanted_percent / 100` for
     `f = 1 / quantile(ratios, 1 - wanted_percent / 100)`. Returns 0 when no
-    shrinking is needed (`f >= 1`).
+    shrinking is needed (`f >= 1`), and when none is possible: at a learning
+    rate of 0 (where a cosine schedule ends) the decay shrinks nothing.
     """
     threshold = np.quantile(ratios, 1.0 - wanted_percent / 100.0)
-    if threshold <= 1.0:
+    if threshold <= 1.0 or learning_rate <= 0.0:
         return 0.0
     factor = 1.0 / threshold
     return float((1.0 - factor ** (1.0 / steps)) * initial_learning_rate / learning_rate)
@@ -191,5 +192,5 @@ class SparsityController(keras.callbacks.Callback):
             ratios, aim, self._steps,
             ssm_callbacks.current_learning_rate(self.model.optimizer),
             self.initial_learning_rate)
-        self.expected_percent = min(aim, remaining)
+        self.expected_percent = min(aim, remaining) if self.weight_decay > 0 else remaining
         self._apply()
