@@ -97,7 +97,7 @@ def _two_layer_net(mask, **mask_arguments):
 
 def test_evaluation_runs_the_net_without_its_dead_units_unless_it_samples_its_mask():
     model = _two_layer_net("signed")
-    first, second = layers.masked_layers(model)
+    first, _ = layers.masked_layers(model)
     scores = first.scores_variable("kernel").numpy()
     scores[:, :2] = 0.0  # hidden units 0 and 1 lose every input...
     first.scores_variable("kernel").assign(scores)
