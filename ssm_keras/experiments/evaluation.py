@@ -5,16 +5,17 @@ model on the full test split of the data set it was trained on; the
 command is `ssm-evaluate` (`config.EvaluateSettings`).
 
 What it runs is the model the export ships: the masked model baked to
-stock layers with its dead units removed (`transforms.baking.bake`). Its
-outputs equal the masked model's up to float32 round-off, and a conv net
-left with 1-4% of its weights has many dead units: the Conv8 entry's baked
-kernels shrink from 5,275,840 to 1,456,906 weights, and its evaluation
-takes about half the time.
+stock layers (`transforms.baking.bake`; an entry comes baked) with its dead
+units removed (`transforms.dead_units`). Its outputs equal the masked
+model's up to float32 round-off, and a conv net left with 1-4% of its
+weights has many dead units: the Conv8 entry's baked kernels shrink from
+5,275,840 to 1,456,906 weights, and its evaluation takes about half the
+time.
 """
 
 import numpy as np
 
-from ssm_keras import data, pretrained
+from ssm_keras import data, layers, pretrained
 from ssm_keras.errors import ExportError
 from ssm_keras.experiments.config import EvaluationError
 from ssm_keras.exporting import exporter
@@ -52,15 +53,16 @@ def test_accuracy(model, images, labels, batch_size=128):
 
 
 def deployable(model):
-    """`model` baked with its dead units removed, or `model` itself when it
-    cannot be baked (a sampling mask, non-finite weights) or has not one
-    input of known shape.
+    """`model` baked (unless it is a stock model already) with its dead units
+    removed, or `model` itself when it cannot be baked (a sampling mask,
+    non-finite weights) or has not one input of known shape.
 
     Raises:
         dead_units.PruningError: removing the dead units changed the outputs.
     """
     try:
-        return baking.bake(model, prune_dead_units=True)
+        baked = baking.bake(model) if layers.masked_layers(model) else model
+        return dead_units.prune_dead_units(baked)[0]
     except dead_units.PruningError:
         raise
     except ExportError:
@@ -70,8 +72,8 @@ def deployable(model):
 def _source(pretrained_name, model_dir):
     """`(model, metadata, what)` of a pretrained entry or a finished run."""
     if pretrained_name is not None:
-        masked, _, metadata = pretrained.load(pretrained_name)
-        return masked, metadata, pretrained_name
+        _, baked, metadata = pretrained.load(pretrained_name)
+        return baked, metadata, pretrained_name
     model, results = exporter.load_run(model_dir)
     return model, results, model_dir
 
