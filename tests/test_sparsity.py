@@ -9,12 +9,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support import crashed_run, tiny_config, tiny_splits
+from support import crashed_run, randomize_scores, tiny_config, tiny_splits
 from tensorboard.backend.event_processing import event_accumulator
 
+import ssm_keras
 from ssm_keras import layers
 from ssm_keras.training import config as ssm_config
-from ssm_keras.training import sparsity, trainer
+from ssm_keras.training import score_decay, sparsity, trainer
 
 # A steered run ends within 5% (relative) of its target. Measured on 3,000
 # real MNIST training images (FCN, target 5%): the runs of 8 and 16 epochs
@@ -52,6 +53,31 @@ def test_regrowth_is_the_ratio_of_remaining_to_expected_within_its_clip():
     assert sparsity.regrowth(50.0, 1.0) == sparsity.MAX_REGROWTH
     assert sparsity.regrowth(0.1, 10.0) == 1.0 / sparsity.MAX_REGROWTH
     assert sparsity.regrowth(0.0, 0.0) == 1.0 and sparsity.regrowth(1.0, 0.0) == 4.0
+
+
+def test_an_epoch_without_decay_counts_no_regrowth_where_nothing_moved():
+    """At a learning rate of 0 (where a cosine schedule ends) the scores stay
+    put: the controller sets no decay and expects the mask it has, so the
+    regrowth it measures after the next epoch is 1, not `remaining / aim`."""
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    masked = ssm_keras.supermask(keras.Model(inputs, keras.layers.Dense(3)(hidden)),
+                                 "signed", seed=0)
+    randomize_scores(masked)
+    optimizer = score_decay.decay_scores_only(keras.optimizers.SGD(0.05), masked, 1e-3)
+    optimizer.learning_rate = 0.0
+    masked.compile(optimizer, "mse")
+    controller = sparsity.SparsityController(
+        target_percent=5.0, epochs=4, weight_decay=1e-3, initial_learning_rate=0.05)
+    images = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no division by the rate of 0
+        history = masked.fit(images, np.zeros((32, 3), "float32"), epochs=3, batch_size=8,
+                             callbacks=[controller], verbose=0).history
+    assert history["score_weight_decay"][1:] == [0.0, 0.0]
+    assert history["mask_regrowth"] == [1.0, 1.0, 1.0]
+    assert controller.expected_percent == pytest.approx(
+        100.0 * np.mean(sparsity.threshold_ratios(masked) > 1.0))
 
 
 def _mnist_config(tmp_path, mnist_dir, epochs):
