@@ -379,6 +379,17 @@ def test_initial_logit_statistics_match_numpy():
     assert statistics["clipped_fraction"] == 0.25
 
 
+def test_initial_logits_of_a_registry_model_are_those_of_its_softmax():
+    """The masked Conv2 of the registry: its logits, softmaxed, are its output."""
+    model = models.build_architecture("conv2", init_factor=6, seed=0)
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    probabilities = model(images.astype(np.float32)).numpy()
+    labels = probabilities.argmin(axis=1)
+    statistics = logits_lib.logit_statistics(model, images, labels, batch_size=2)
+    clipped = np.mean(probabilities[np.arange(4), labels] < 1e-7)
+    assert statistics["logit_std"] > 1.0 and statistics["clipped_fraction"] == clipped
+
+
 @pytest.mark.parametrize("argument, named", [
     ("--init_factors=6,x", "--init_factors and --seeds"), ("--init_factors=0", "> 0"),
     ("--init_factors=nan", "--init_factors must be > 0"), ("--seeds=0,-1", "--seed=-1"),

@@ -120,6 +120,30 @@ def test_outputs_match_a_plain_model_with_the_effective_kernels():
     np.testing.assert_allclose(masked(images), model(images), rtol=1e-5, atol=1e-6)
 
 
+def test_features_of_any_layer_can_be_read_from_the_supermask_and_its_bakes():
+    """Each copy holds its own layers without weights, so a feature model
+    `keras.Model(copy.input, copy.get_layer(name).output)` is one of the
+    copy's graph; its logits give the copy's outputs."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Lambda(lambda t: 2.0 * t, name="double")(keras.layers.Flatten()(x))
+    logits = keras.layers.Dense(3, name="logits")(x)
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="softmax")(logits))
+    masked = supermasking.supermask(model, seed=0)
+    images = np.random.default_rng(0).uniform(size=(6, 8, 8, 1)).astype(np.float32)
+    for copy in (masked, ssm_keras.bake(masked),
+                 ssm_keras.with_regime(masked, "mask_then_weights")):
+        assert all(copy.get_layer(name) is not model.get_layer(name)
+                   for name in ("pool", "double", "softmax"))
+        features = keras.Model(copy.input, [copy.get_layer("pool").output,
+                                            copy.get_layer("softmax").input])
+        pooled, copy_logits = (array.numpy() for array in features(images))
+        assert pooled.shape == (len(images), 3, 3, 4) and pooled.max() > 0
+        np.testing.assert_allclose(keras.ops.softmax(copy_logits), copy(images), rtol=1e-5,
+                                   atol=1e-6)
+
+
 def test_keep_uses_the_current_kernels_and_redraw_is_seeded_by_name():
     model = _sequential_cnn()
     kept = ssm_keras.supermask(model, kernels="keep", seed=0)

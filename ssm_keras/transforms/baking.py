@@ -150,8 +150,8 @@ def _plain_layer(layer):
             f"layer {layer.name!r} is a {type(layer).__name__}, which is not registered "
             "(ssm_keras.register), so bake() does not know its stock counterpart."
         )
-    if cloning.reusable(layer):
-        return layer
+    if cloning.weightless(layer):
+        return cloning.weightless_copy(layer)
     return layer.__class__.from_config(_without_package_initializers(layer.get_config()))
 
 

@@ -48,14 +48,26 @@ def freeze(layer):
         keras.layers.Layer.trainable.fset(sublayer, False)
 
 
-def reusable(layer):
-    """Whether a copy of a model may hold `layer` itself: a layer without
-    weights (an activation, pooling, `Flatten`, `Dropout`, a `Lambda`)
-    computes the same in both models, and copying a `Lambda` of a Python
-    lambda through its config is what Keras' safe mode refuses. (An
-    operation of a functional graph that is not a layer, e.g. a
-    `keras.ops.add`, is copied.)"""
+def weightless(layer):
+    """Whether `layer` is a layer without weights (an activation, pooling,
+    `Flatten`, `Dropout`, a `Lambda`): a copy of a model needs no weights
+    copied for it (`weightless_copy`). (An operation of a functional graph
+    that is not a layer, e.g. a `keras.ops.add`, is copied by Keras.)"""
     return isinstance(layer, keras.layers.Layer) and not layer.weights
+
+
+def weightless_copy(layer):
+    """A `weightless` layer for a copy of its model: `remade`, so that each
+    model holds a layer of its own. A layer shared by two models answers
+    `layer.output` (and `input`) with the graph it was called in first, so
+    in a copy that shared its `Flatten`,
+    `keras.Model(copy.input, copy.get_layer("flatten").output)` fails.
+    A layer its config cannot make again (a custom layer without a
+    complete `get_config`) is shared instead."""
+    try:
+        return remade(layer)
+    except (TypeError, ValueError, NotImplementedError):
+        return layer
 
 
 def remade(layer, **changes):
@@ -97,8 +109,8 @@ def in_float32(model):
         return model
 
     def in_float32_layer(layer):
-        if reusable(layer) and layer.dtype_policy.name == "float32":
-            return layer
+        if weightless(layer) and layer.dtype_policy.name == "float32":
+            return weightless_copy(layer)
         return remade(layer, dtype="float32")
 
     clone, pairs = clone_layers(model, in_float32_layer)

@@ -304,9 +304,9 @@ def _prune_chain(chain, weights):
 
 def _pruned_layer(layer, weights):
     """A fresh copy of `layer` (no weights yet) with its remaining units; a
-    layer without weights itself (`cloning.reusable`)."""
-    if cloning.reusable(layer):
-        return layer
+    layer without weights (`cloning.weightless_copy`)."""
+    if cloning.weightless(layer):
+        return cloning.weightless_copy(layer)
     config = layer.get_config()
     if _supported_weighted(layer):
         config[_output_units(layer)] = weights.units(layer)

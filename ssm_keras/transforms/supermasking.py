@@ -359,8 +359,8 @@ def supermask(
             trains = train_batch_norm or layer.name in trainable_names
             target = keras.layers.BatchNormalization if trains else _BATCH_NORMS[1]
             return target.from_config(layer.get_config())
-        if cloning.reusable(layer):
-            return layer
+        if cloning.weightless(layer):
+            return cloning.weightless_copy(layer)
         return layer.__class__.from_config(layer.get_config())
 
     clone, pairs = cloning.clone_layers(model, convert)
@@ -394,8 +394,8 @@ def with_regime(model, regime):
             "has no masked layers.")
 
     def clone_layer(layer):
-        if cloning.reusable(layer):
-            return layer
+        if cloning.weightless(layer):
+            return cloning.weightless_copy(layer)
         config = layer.get_config()
         if isinstance(layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
             config["regime"] = regime
