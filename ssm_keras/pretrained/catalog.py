@@ -1,7 +1,7 @@
 """Trained signed supermasks shipped with the package, a few kilobytes each.
 
     from ssm_keras import pretrained
-    pretrained.names()                       # ['fcn_mnist_signed_seed0', ...]
+    pretrained.names()                       # ['conv2_cifar10_signed_seed0', ...]
     masked, baked, metadata = pretrained.load("fcn_mnist_signed_seed0")
     metadata["test_accuracy"], metadata["command"]
 
