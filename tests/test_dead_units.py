@@ -161,6 +161,30 @@ def test_1d_and_3d_convolutions_lose_dead_channels():
     _assert_report_matches(report, volumes, pruned)
 
 
+def test_a_layer_called_twice_keeps_its_units_and_those_it_takes():
+    """`shared` runs on two inputs: its unit unused by one head still feeds the
+    other, and the input of `p` it ignores in one call it reads in the other
+    (`a`). Only the chain that is called once, `solo`, loses a unit."""
+    a, b = keras.Input((6,)), keras.Input((6,))
+    shared = keras.layers.Dense(8, activation="relu", name="shared")
+    head_a = keras.layers.Dense(3, name="head_a")(shared(keras.layers.Dense(6, name="p")(b)))
+    head_b = keras.layers.Dense(3, name="head_b")(shared(a))
+    solo = keras.layers.Dense(3, name="solo_out")(
+        keras.layers.Dense(5, activation="relu", name="solo")(a))
+    model = keras.Model([a, b], keras.layers.Add()([head_a, head_b, solo]))
+    _set_weights(model, np.random.default_rng(0))
+    _zero(model, "shared", 0, 5)  # p's unit 5 does not reach shared
+    _zero(model, "head_a", 0, [6, 7])  # shared's units 6, 7 do not reach head_a
+    _zero(model, "solo_out", 0, 0)
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=(4, 6)).astype(np.float32) for _ in range(2)]
+    pruned, _ = dead_units.prune_dead_units(model, check_inputs=inputs)
+    assert [_units(pruned, name) for name in ("p", "shared", "solo")] == [6, 8, 4]
+    _assert_same_outputs(model, pruned, inputs)
+    baked = baking.bake(model, prune_dead_units=True, check_inputs=inputs)  # two inputs
+    assert baked.count_params() == pruned.count_params()
+
+
 def test_sequential_model_and_a_model_without_dead_units():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
                               keras.layers.Dense(2, name="o")])

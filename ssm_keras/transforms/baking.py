@@ -177,7 +177,7 @@ def _copy_baked_weights(layer, baked_layer):
         variable.assign(values[key])
 
 
-def bake(model, prune_dead_units=False):
+def bake(model, prune_dead_units=False, check_inputs=None):
     """A copy of a functional or Sequential masked model made of stock Keras
     layers only, nested models included: the counterpart of
     `tfmot.sparsity.keras.strip_pruning`.
@@ -191,7 +191,10 @@ def bake(model, prune_dead_units=False):
     With `prune_dead_units`, hidden units and channels that a trained mask
     left without inputs or outputs are removed where that keeps the outputs
     equal (`ssm_keras.transforms.dead_units.prune_dead_units`, which also reports what
-    each layer lost; the export does this by default).
+    each layer lost; the export does this by default). The pruned model is
+    checked against the baked one on `check_inputs` (default: random raw
+    pixels, for a model of one input of known shape; pass them for any
+    other).
 
     Raises:
         ExportError: a layer cannot be baked (a sampling Bernoulli mask, a
@@ -202,5 +205,5 @@ def bake(model, prune_dead_units=False):
     for layer, baked_layer in pairs:
         _copy_baked_weights(layer, baked_layer)
     if prune_dead_units:
-        baked, _ = dead_units.prune_dead_units(baked)
+        baked, _ = dead_units.prune_dead_units(baked, check_inputs=check_inputs)
     return baked

@@ -30,7 +30,8 @@ Removing units of one layer can kill units of its neighbours (a unit of `C`
 whose only inputs were removed), so the passes repeat until nothing
 changes. A layer keeps at least one unit. Units of the output layer, of
 layers whose output branches (residual `Add`, `Concatenate`, several
-consumers) or reaches an unsupported layer, stay.
+consumers) or reaches an unsupported layer, and of a layer called more
+than once (shared by branches) or feeding one, stay.
 
 The pruned model is checked against the original on `check_inputs`
 (default: random raw pixels in [0, 255]):
@@ -118,24 +119,25 @@ def _is_dense(layer):
     return len(layer.kernel.shape) == 2
 
 
+def _calls(layer):
+    """The nodes of `layer`: one per call, in every graph it was called in
+    (Keras' `layer.input` and `layer.output` give only the first)."""
+    return layer._inbound_nodes
+
+
 def _single_node_output(layer):
-    """The layer's output tensor, or None if it was called more than once."""
-    try:
-        return layer.output
-    except (AttributeError, ValueError):
-        return None
+    """The layer's output tensor, or None unless it was called exactly once
+    (a layer shared by two branches feeds both: its units cannot go)."""
+    return layer.output if len(_calls(layer)) == 1 else None
 
 
 def _consumers(model):
-    """`{id(tensor): [layers that take it]}` over the model's layers."""
+    """`{id(tensor): [layers that take it]}` over every call of the model's layers."""
     consumers = {}
     for layer in model.layers:
-        try:
-            inputs = layer.input
-        except (AttributeError, ValueError):
-            continue
-        for tensor in keras.tree.flatten(inputs):
-            consumers.setdefault(id(tensor), []).append(layer)
+        for node in _calls(layer):
+            for tensor in keras.tree.flatten(node.input_tensors):
+                consumers.setdefault(id(tensor), []).append(layer)
     return consumers
 
 
