@@ -380,7 +380,8 @@ def test_initial_logit_statistics_match_numpy():
 
 
 def test_initial_logits_of_a_registry_model_are_those_of_its_softmax():
-    """The masked Conv2 of the registry: its logits, softmaxed, are its output."""
+    """On the registry's masked Conv2 (a copy `supermask` made), the images
+    whose logits clip are those whose output probability is below 1e-7."""
     model = models.build_architecture("conv2", init_factor=6, seed=0)
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
     probabilities = model(images.astype(np.float32)).numpy()
