@@ -13,6 +13,8 @@ Booleans are not numbers here (`True` is not a density), NumPy scalars are.
 import math
 import numbers
 
+import numpy as np
+
 
 def _interval(low, high, low_open, high_open):
     left = "(" if low_open else "["
@@ -58,3 +60,11 @@ def choice(name, value, allowed):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}. Received: "
                          f"{name}={value!r}")
     return value
+
+
+def boolean(name, value):
+    """`value` as a bool if it is one (Python's or NumPy's): a string such as
+    "False" would be taken as True, so it is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False. Received: {name}={value!r}")
+    return bool(value)

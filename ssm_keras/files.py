@@ -13,6 +13,8 @@ import json
 import math
 import os
 
+import numpy as np
+
 from ssm_keras.errors import UserError
 
 
@@ -21,7 +23,10 @@ class FileWriteError(UserError):
 
 
 def plain_json(value):
-    """`value` with every non-finite float (NaN, infinities) replaced by None."""
+    """`value` with NumPy scalars and arrays as Python numbers and lists,
+    and every non-finite float (NaN, infinities) replaced by None."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

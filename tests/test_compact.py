@@ -311,6 +311,23 @@ def test_non_finite_metadata_is_stored_as_null_in_standard_json(tmp_path):
     assert ssm_keras.load_compact(path).metadata == header["metadata"]
 
 
+def test_numpy_metadata_is_stored_as_numbers_and_what_json_cannot_write_is_refused(tmp_path):
+    path = tmp_path / "model.ssm"
+    model = randomized_model()
+    metadata = {"accuracy": np.float32(0.5), "epochs": np.int64(3), "curve": np.array([1.0])}
+    ssm_keras.save_compact(model, path, metadata=metadata)
+    assert ssm_keras.load_compact(path).metadata == {"accuracy": 0.5, "epochs": 3,
+                                                     "curve": [1.0]}
+    before = path.read_bytes()
+    for metadata, message in ((["accuracy", 0.9], "metadata must be a dict"),
+                              ({"when": object}, "metadata must hold only what JSON can write")):
+        with pytest.raises(TypeError, match=message):
+            ssm_keras.save_compact(model, path, metadata=metadata)
+    with pytest.raises(TypeError, match="save_compact writes to a file path .* Received: path=7"):
+        ssm_keras.save_compact(model, 7)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+
+
 def _first_record(header, key, name):
     return next(record for record in header[key] if record.get("name", name) == name)
 

@@ -57,6 +57,26 @@ def test_under_mixed_float16_compile_wraps_and_a_loaded_model_decays_scores_only
         np.testing.assert_allclose(ratio[ratio != 0], expected, rtol=1e-3, err_msg=path)
 
 
+@pytest.mark.parametrize("by_name", [False, True])
+def test_what_the_optimizer_already_excluded_stays_excluded(by_name):
+    """The biases train, so `decay_scores_only` excludes them too; the
+    scores the user excluded before (by variable, or all by name) keep
+    their values."""
+    masked = _masked()
+    first, second = (layer.scores for layer in masked.layers[1:])
+    sgd = keras.optimizers.SGD(0.1)
+    if by_name:
+        sgd.exclude_from_weight_decay(var_names=["scores"])
+    else:
+        sgd.exclude_from_weight_decay(var_list=[first])
+    score_decay.decay_scores_only(sgd, masked, 0.5)
+    ratios = _zero_step(sgd, masked)
+    expected = {first.path: 1.0, second.path: 1.0 if by_name else 0.5}
+    for path, ratio in ratios.items():
+        np.testing.assert_allclose(ratio[ratio != 0], expected.get(path, 1.0), rtol=1e-6,
+                                   err_msg=path)
+
+
 @pytest.mark.parametrize("weight_decay, error, message", [
     ("5e-4", TypeError, "weight_decay must be a finite number in \\[0, 1\\). Received: "
                         "weight_decay='5e-4'"),

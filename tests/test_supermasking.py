@@ -565,6 +565,11 @@ def _dense_model():
      "init_factor=1e-300 gives |W0| = sqrt(init_factor / fan_in) = sqrt(1e-300 / 4) = 5e-151, "
      "which is not"),
     ({"seed": 1.5}, TypeError, "seed must be an integer. Received: seed=1.5"),
+    ({"train_bias": "no"}, TypeError, "train_bias must be True or False. Received: "
+     "train_bias='no'"),
+    ({"train_batch_norm": "False"}, TypeError, "train_batch_norm must be True or False. "
+     "Received: train_batch_norm='False'"),
+    ({"score_initializer": "bogus"}, ValueError, "Unknown initializer"),
 ])
 def test_arguments_supermask_would_ignore_or_trip_over_are_refused_naming_them(kwargs, error,
                                                                               message):
@@ -586,6 +591,18 @@ def test_a_model_supermask_cannot_use_is_refused_in_one_line():
     with pytest.raises(TypeError, match=r"density must be a finite number in \(0, 1\]. "
                                         "Received: density='all'"):
         ssm_keras.MaskConfig(mask="topk", density="all")
+    with pytest.raises(ValueError, match="Unknown initializer.*bogus"):
+        ssm_keras.MaskConfig(score_initializer="bogus")
+    with pytest.raises(TypeError, match="train_bias must be True or False. Received: "
+                                        "train_bias='False'"):
+        layers.MaskedDense(3, train_bias="False")
+    for function in (ssm_keras.bake, ssm_keras.supermask,
+                     lambda model: ssm_keras.with_regime(model, "mask")):
+        with pytest.raises(ValueError, match="takes a keras.Model. Received: NoneType"):
+            function(None)
+    for function in (ssm_keras.bake, lambda model: ssm_keras.save_compact(model, "x.ssm")):
+        with pytest.raises(ValueError, match="is a subclassed keras.Model"):
+            function(_subclassed())
 
 
 def test_layers_as_a_generator_and_seed_as_a_numpy_integer():

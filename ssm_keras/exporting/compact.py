@@ -390,6 +390,23 @@ def _preprocessing(model):
     }
 
 
+def _checked_metadata(metadata):
+    """`metadata` (None: `{}`) as the header stores it (`files.plain_json`),
+    if it is a dict that JSON can write; else one `TypeError` naming it."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError("metadata must be a dict (stored as JSON in the file's header). "
+                        f"Received: metadata={metadata!r}")
+    plain = files.plain_json(metadata)
+    try:
+        json.dumps(plain)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must hold only what JSON can write ({error}). "
+                        f"Received: metadata={metadata!r}") from None
+    return plain
+
+
 def save_compact(model, path, metadata=None):
     """Writes a masked functional or Sequential model as a compact `.ssm` file.
 
@@ -410,14 +427,23 @@ def save_compact(model, path, metadata=None):
             mask), or the model holds non-finite scores or weights (it
             diverged).
         files.FileWriteError: the file cannot be written.
+        TypeError: `path` is not a path, or `metadata` not a JSON-serialisable
+            dict (refused before anything is written).
+        ValueError: the model is not a built functional or Sequential model
+            (`cloning.check_copyable`).
     """
+    cloning.check_copyable(model, "save_compact")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save_compact writes to a file path (a str or os.PathLike). "
+                        f"Received: path={path!r}")
+    metadata = _checked_metadata(metadata)
     payload = _Payload()
     header = {
         "format": FORMAT,
         "model": model.get_config(),
         **({"model_class": "Sequential"} if isinstance(model, keras.Sequential) else {}),
         "preprocessing": _preprocessing(model),
-        "metadata": files.plain_json(metadata or {}),
+        "metadata": metadata,
         "masked_kernels": [
             _encode_masked_kernel(layer, name, payload)
             for layer, name in ssm_layers.masked_kernels(model)

@@ -133,7 +133,10 @@ def pop_mask_arguments(kwargs):
         tau_fraction=arguments.number("tau_fraction", given["tau_fraction"], low=0, high=1,
                                       high_open=True),
         density=arguments.number("density", given["density"], low=0, high=1, low_open=True),
+        train_bias=arguments.boolean("train_bias", given["train_bias"]),
     )
+    if given["score_initializer"] is not None:
+        ssm_initializers.get(given["score_initializer"])  # an unknown one names itself
     if given["mask_seed"] is not None:
         checked["mask_seed"] = arguments.integer("mask_seed", given["mask_seed"])
     return checked

@@ -76,9 +76,16 @@ def decay_scores_only(optimizer, model, weight_decay):
 def exclude_all_but_scores(optimizer, model):
     """Excludes every trainable variable of `model` but the masked layers'
     scores from the weight decay of `optimizer` (or of the optimiser it
-    wraps): when it is made, and again after the model is loaded."""
+    wraps): when it is made, and again after the model is loaded. What the
+    optimiser already excluded (`exclude_from_weight_decay`'s variables and
+    names, which a new call of it would replace) stays excluded."""
     optimizer = applying_optimizer(optimizer)
     scores = {id(layer.scores_variable(name)) for layer, name in ssm_layers.masked_kernels(model)}
     others = [variable for variable in model.trainable_variables if id(variable) not in scores]
-    if others:
-        optimizer.exclude_from_weight_decay(var_list=others)
+    if not others:
+        return
+    excluded = set(getattr(optimizer, "_exclude_from_weight_decay", None) or ())
+    names_pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+    optimizer.exclude_from_weight_decay(var_list=others)
+    optimizer._exclude_from_weight_decay |= excluded
+    optimizer._exclude_from_weight_decay_pattern = names_pattern

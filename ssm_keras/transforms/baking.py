@@ -200,7 +200,10 @@ def bake(model, prune_dead_units=False, check_inputs=None):
         ExportError: a layer cannot be baked (a sampling Bernoulli mask, a
             masked layer type without a stock counterpart, or non-finite
             weights or scores: the model diverged).
+        ValueError: the model is not a built functional or Sequential model
+            (`cloning.check_copyable`).
     """
+    cloning.check_copyable(model, "bake")
     baked, pairs = cloning.clone_layers(model, _plain_layer)
     for layer, baked_layer in pairs:
         _copy_baked_weights(layer, baked_layer)

@@ -3,6 +3,40 @@
 import keras
 
 
+def _is_functional_or_sequential(model):
+    """Whether `clone_model` can copy `model` layer by layer: a Sequential or
+    a functional model (Keras' class `Functional`, or a subclass of it)."""
+    return isinstance(model, keras.Sequential) or any(
+        cls.__name__ == "Functional" for cls in type(model).__mro__
+    )
+
+
+def check_copyable(model, caller):
+    """Refuses, in one `ValueError` naming `caller` (e.g. "bake"), a model
+    that `clone_layers` cannot copy: not a `keras.Model`, not built, or
+    subclassed (itself or a sub-model)."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{caller} takes a keras.Model. Received: {type(model).__name__}")
+    if not model.built:
+        raise ValueError(
+            f"{caller} needs a built model, and {model.name!r} is not built: give the "
+            "Sequential a keras.Input, or call model.build(input_shape) first.")
+    _check_functional_or_sequential(model)
+
+
+def _check_functional_or_sequential(model, what="model"):
+    if not _is_functional_or_sequential(model):
+        raise ValueError(
+            f"{what} {model.name!r} is a subclassed keras.Model "
+            f"({type(model).__name__}), whose layers keras.models.clone_model "
+            "cannot see; build it as a functional or Sequential model, or use the "
+            "masked layers (ssm_keras.layers) in it directly."
+        )
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _check_functional_or_sequential(layer, what="sub-model")
+
+
 def clone_layers(model, convert):
     """`keras.models.clone_model(model, clone_function=convert, recursive=True)`.
 

@@ -101,27 +101,6 @@ class MaskConfig:
         return settings
 
 
-def _is_clonable(model):
-    """Whether `clone_model` can copy `model` layer by layer: a Sequential or
-    a functional model (Keras' class `Functional`, or a subclass of it)."""
-    return isinstance(model, keras.Sequential) or any(
-        cls.__name__ == "Functional" for cls in type(model).__mro__
-    )
-
-
-def _check_clonable(model, what="model"):
-    if not _is_clonable(model):
-        raise ValueError(
-            f"{what} {model.name!r} is a subclassed keras.Model "
-            f"({type(model).__name__}), whose layers keras.models.clone_model "
-            "cannot see; build it as a functional or Sequential model, or use the "
-            "masked layers (ssm_keras.layers) in it directly."
-        )
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            _check_clonable(layer, what="sub-model")
-
-
 def _has_kernel(layer):
     """Whether `layer` is of a registered type, holds a layer of one (a
     composite layer) or holds a kernel (a weight named `kernel`,
@@ -307,12 +286,9 @@ def supermask(
     >>> masked.compile("sgd", "sparse_categorical_crossentropy")
     >>> masked.fit(x, y)
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"supermask takes a keras.Model. Received: {type(model).__name__}")
-    if not model.built:
-        raise ValueError(
-            f"supermask needs a built model, and {model.name!r} is not built: give the "
-            "Sequential a keras.Input, or call model.build(input_shape) first.")
+    cloning.check_copyable(model, "supermask")
+    train_bias = arguments.boolean("train_bias", train_bias)
+    train_batch_norm = arguments.boolean("train_batch_norm", train_batch_norm)
     arguments.choice("kernels", kernels, KERNEL_CHOICES)
     if seed is not None:
         seed = arguments.integer("seed", seed)
@@ -328,7 +304,6 @@ def supermask(
                 "init_factor is the factor of the elus initialiser; kernel_initializer="
                 f"{kernel_initializer!r} draws W0 without it. Received: "
                 f"init_factor={init_factor!r}")
-    _check_clonable(model)
     mask_config = MaskConfig(mask, tau_fraction, density, score_initializer,
                              bernoulli_eval, regime)
     leaves = cloning.leaf_layers(model)
@@ -384,10 +359,12 @@ def with_regime(model, regime):
     its mask is frozen and its kernels train. Nested models too.
 
     Raises:
-        ValueError: `regime` is not one of `choices.MASKED_REGIMES`, or the
-            model has no masked layers.
+        ValueError: `regime` is not one of `choices.MASKED_REGIMES`, the
+            model is not a built functional or Sequential model
+            (`cloning.check_copyable`), or it has no masked layers.
     """
     arguments.choice("regime", regime, choices.MASKED_REGIMES)
+    cloning.check_copyable(model, "with_regime")
     if not ssm_layers.masked_layers(model):
         raise ValueError(
             f"with_regime needs a masked model (see ssm_keras.supermask), and {model.name!r} "
