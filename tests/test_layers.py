@@ -322,6 +322,15 @@ def test_register_refuses_what_is_not_a_masked_layer_and_a_second_counterpart():
                                          "MaskedScaledDense"):
         ssm_keras.register(type("Other", (ssm_keras.MaskedLayer, ScaledDense),
                                 {"masked_kernels": {"kernel": "kernel_initializer"}}))
+    with pytest.raises(ValueError, match="Unmasked names no masked_kernels"):
+        ssm_keras.register(type("Unmasked", (ssm_keras.MaskedLayer, keras.layers.Dense), {}))
+    with pytest.raises(TypeError, match="NoLayer subclasses no Keras layer type"):
+        ssm_keras.register(type("NoLayer", (ssm_keras.MaskedLayer,),
+                                {"masked_kernels": {"kernel": "kernel_initializer"}}))
+    with pytest.raises(TypeError, match="StringStock would mask 'Dense'"):
+        ssm_keras.register(type("StringStock", (ssm_keras.MaskedLayer, ScaledDense),
+                                {"masked_kernels": {"kernel": "kernel_initializer"}}),
+                           stock="Dense")
 
 
 # One layer in detail: variables, gradients, regimes.

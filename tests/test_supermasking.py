@@ -310,6 +310,11 @@ class _Subclassed(keras.Model):
         return self.dense(inputs)
 
 
+def _unregistered(x):
+    """An activation Keras cannot find by its name."""
+    return 2.0 * x
+
+
 def _with_layer(layer, input_shape=(8, 8, 3)):
     inputs = keras.Input(input_shape)
     return keras.Model(inputs, layer(inputs))
@@ -343,6 +348,9 @@ def _subclassed():
     (lambda: _with_layer(keras.layers.LayerNormalization(name="ln")), {"layers": ["ln"]},
      "layer 'ln': its type LayerNormalization has no masked counterpart"),
     (_duplicate_names, {}, "layer 'same': two masked layers share the name"),
+    (lambda: _with_layer(keras.layers.Dense(4, activation=_unregistered, name="act"), (4,)), {},
+     "cannot copy layer 'act' (Dense) from its config: Could not locate function "
+     "'_unregistered'"),
     (_sequential_cnn, {"layers": ["d9"]}, "layers the model does not have: ['d9']"),
     (_sequential_cnn, {"kernels": "pretrained"}, "kernels='pretrained'"),
     (_sequential_cnn, {"mask": "ternary"}, "mask='ternary'"),

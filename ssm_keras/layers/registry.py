@@ -51,8 +51,10 @@ def register(masked_class=None, *, stock=None):
         `masked_class` (or, without it, the decorator).
 
     Raises:
-        TypeError: `masked_class` is not a masked layer class.
-        ValueError: the stock type already has another masked type.
+        TypeError: `masked_class` is not a masked layer class, or the stock
+            type is not a Keras layer type (a subclass of `keras.layers.Layer`).
+        ValueError: a `MaskedLayer` that names no `masked_kernels`, or the
+            stock type already has another masked type.
     """
 
     def add(cls):
@@ -61,6 +63,19 @@ def register(masked_class=None, *, stock=None):
                 "register takes a subclass of ssm_keras.MaskedLayer and a Keras layer. "
                 f"Received: {cls!r}")
         stock_class = stock or _stock_base(cls)
+        if stock_class is keras.layers.Layer:
+            raise TypeError(
+                f"{cls.__name__} subclasses no Keras layer type; a masked layer is "
+                "class MaskedX(ssm_keras.MaskedLayer, keras.layers.X)")
+        if not (isinstance(stock_class, type) and issubclass(stock_class, keras.layers.Layer)):
+            raise TypeError(
+                f"register masks a Keras layer type, a subclass of keras.layers.Layer; "
+                f"{cls.__name__} would mask {stock_class!r}")
+        if issubclass(cls, MaskedLayer) and not cls.masked_kernels:
+            raise ValueError(
+                f"{cls.__name__} names no masked_kernels: its class body must map each "
+                "masked weight to the constructor argument of its initialiser, e.g. "
+                "masked_kernels = {'kernel': 'kernel_initializer'}")
         if _MASKED.get(stock_class, cls) is not cls:
             raise ValueError(
                 f"{stock_class.__name__} is registered already, with "

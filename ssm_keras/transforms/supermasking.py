@@ -174,6 +174,14 @@ def _check_masked_layers(selected, train_bias):
         seen[layer.name] = layer
 
 
+def _deserialization_reason(error):
+    """What went wrong inside Keras' `from_config`, without the config it
+    prints: the text after "Exception encountered:", before "Full object
+    config"."""
+    text = str(error).split("Exception encountered:")[-1]
+    return text.split("Full object config")[0].strip().rstrip(".")
+
+
 def masked_counterpart(layer, kernel_initializer=None, **mask_arguments):
     """The (unbuilt) masked counterpart of the stock `layer`, made from its
     config: `kernel_initializer` (None: the layer's own) for every masked
@@ -338,7 +346,17 @@ def supermask(
             return cloning.weightless_copy(layer)
         return layer.__class__.from_config(layer.get_config())
 
-    clone, pairs = cloning.clone_layers(model, convert)
+    def convert_or_refuse(layer):
+        try:
+            return convert(layer)
+        except TypeError as error:  # Keras' from_config wraps what went wrong
+            raise ValueError(
+                f"cannot copy layer {layer.name!r} ({type(layer).__name__}) from its config: "
+                f"{_deserialization_reason(error)}. A custom function or class in a layer "
+                "must be registered (keras.saving.register_keras_serializable), and a custom "
+                "layer's get_config must return every argument of its __init__.") from None
+
+    clone, pairs = cloning.clone_layers(model, convert_or_refuse)
     for old, new in pairs:
         if id(old) in selected_ids:
             copy_stock_weights(old, new, kernels)
