@@ -348,6 +348,8 @@ def _subclassed():
     (lambda: _with_layer(keras.layers.LayerNormalization(name="ln")), {"layers": ["ln"]},
      "layer 'ln': its type LayerNormalization has no masked counterpart"),
     (_duplicate_names, {}, "layer 'same': two masked layers share the name"),
+    (lambda: ssm_keras.supermask(_sequential_cnn(), seed=0), {},
+     "it is masked already (MaskedConv2D); with_regime changes a supermask's regime"),
     (lambda: _with_layer(keras.layers.Dense(4, activation=_unregistered, name="act"), (4,)), {},
      "cannot copy layer 'act' (Dense) from its config: Could not locate function "
      "'_unregistered'"),
@@ -611,6 +613,13 @@ def test_a_model_supermask_cannot_use_is_refused_in_one_line():
     for function in (ssm_keras.bake, lambda model: ssm_keras.save_compact(model, "x.ssm")):
         with pytest.raises(ValueError, match="is a subclassed keras.Model"):
             function(_subclassed())
+    with pytest.raises(TypeError, match="load_compact reads a file path .* Received: path=None"):
+        ssm_keras.load_compact(None)
+    with pytest.raises(TypeError, match="log_dir must be a folder path .* Received: log_dir=5"):
+        ssm_keras.MaskMonitor(5)
+    with pytest.raises(TypeError, match="decay_scores_only needs the keras.Model whose scores "
+                                        "it decays. Received: model=None"):
+        ssm_keras.decay_scores_only("sgd", None, 5e-4)
 
 
 def test_layers_as_a_generator_and_seed_as_a_numpy_integer():

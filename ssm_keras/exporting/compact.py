@@ -624,7 +624,11 @@ def load_compact(path):
     Raises:
         CompactFileError: the file is missing, truncated, corrupt, of an
             unknown version, or inconsistent with its model config.
+        TypeError: `path` is not a str or `os.PathLike`.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_compact reads a file path (a str or os.PathLike). "
+                        f"Received: path={path!r}")
     header, payload = read_compact(path)
     try:
         model = _restore(header, payload, path)

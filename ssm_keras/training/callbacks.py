@@ -94,6 +94,9 @@ class MaskMonitor(keras.callbacks.Callback):
 
     def __init__(self, log_dir, histograms=True):
         super().__init__()
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"log_dir must be a folder path (a str or os.PathLike) or None. "
+                            f"Received: log_dir={log_dir!r}")
         self.log_dir = log_dir
         self.histograms = histograms
         self._writer = None

@@ -52,6 +52,9 @@ def decay_scores_only(optimizer, model, weight_decay):
             subclassed model not yet called).
     """
     weight_decay = arguments.number("weight_decay", weight_decay, 0, 1, high_open=True)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"decay_scores_only needs the keras.Model whose scores it decays. "
+                        f"Received: model={model!r}")
     optimizer = keras.optimizers.get(optimizer)
     inner = applying_optimizer(optimizer)
     if optimizer.built or inner.built:

@@ -139,6 +139,9 @@ def _selector(layers, leaves):
 
 def _why_not_exact(layer, train_bias):
     """Why masking `layer` would not compute what it computes, or None."""
+    if isinstance(layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
+        return (f"it is masked already ({type(layer).__name__}); with_regime changes a "
+                "supermask's regime, and layers= leaves its masked layers out")
     cls = registry.masked_type(type(layer))
     if cls is None and composite.is_composite(layer):
         return composite.unmaskable_reason(layer, train_bias)
