@@ -544,6 +544,9 @@ def _dense_model():
     ({"init_factor": 2.0, "kernels": "keep"}, ValueError,
      "init_factor is the factor of the elus initialiser that draws W0 with kernels='redraw'; "
      "kernels='keep' keeps the layers' kernels. Received: init_factor=2.0"),
+    ({"kernels": "keep", "kernel_initializer": "he_normal"}, ValueError,
+     "kernel_initializer draws W0 with kernels='redraw'; kernels='keep' keeps the layers' "
+     "kernels. Received: kernel_initializer='he_normal'"),
     ({"init_factor": 2.0, "kernel_initializer": "glorot_uniform"}, ValueError,
      "init_factor is the factor of the elus initialiser; kernel_initializer='glorot_uniform' "
      "draws W0 without it. Received: init_factor=2.0"),

@@ -301,6 +301,11 @@ def supermask(
     train_bias = arguments.boolean("train_bias", train_bias)
     train_batch_norm = arguments.boolean("train_batch_norm", train_batch_norm)
     arguments.choice("kernels", kernels, KERNEL_CHOICES)
+    if kernels == "keep" and not (isinstance(kernel_initializer, str)
+                                  and kernel_initializer == "elus"):
+        raise ValueError(
+            "kernel_initializer draws W0 with kernels='redraw'; kernels='keep' keeps the "
+            f"layers' kernels. Received: kernel_initializer={kernel_initializer!r}")
     if seed is not None:
         seed = arguments.integer("seed", seed)
     if init_factor is not None:
