@@ -51,6 +51,18 @@ def test_one_process_checks_everything_first_and_never_silently_overwrites(tmp_p
     assert replaced["epochs"] == 1 and replaced["flags"]["seed"] == 3
 
 
+def test_a_cosine_run_is_not_continued_to_more_epochs(tmp_path):
+    """Its learning rate reached 0 at the end of its own --epochs."""
+    splits = tiny_splits()
+    trainer.run(tiny_config(tmp_path, epochs=1, lr_schedule="cosine"), splits=splits)
+    results = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(run_dir.RunDirError, match="--lr_schedule=cosine, which decays the "
+                       "learning rate to 0 over its --epochs=1; continued to --epochs=2"):
+        trainer.run(tiny_config(tmp_path, epochs=2, lr_schedule="cosine", resume=True),
+                    splits=splits)
+    assert (tmp_path / "run" / "results.json").read_bytes() == results
+
+
 @pytest.mark.slow
 def test_killed_run_that_trains_batch_norm_resumes_bit_identical(tmp_path):
     """The checkpoint's optimiser decays the scores only, as the run's did:
