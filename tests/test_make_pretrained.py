@@ -86,13 +86,22 @@ def test_make_pretrained_out_dir_that_is_a_file_is_one_error_line(tmp_path, caps
     assert afile.read_text() == "mine"
 
 
-def _finished_run(folder, seed):
+def _finished_run(folder, seed, **flags):
     """A run folder whose results.json says it finished (no model: nothing may load it)."""
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({
         "status": "finished", "arch": "fcn", "dataset": "mnist", "mask": "signed",
-        "flags": {"seed": seed}}))
+        "flags": {"seed": seed, **flags}}))
     return folder
+
+
+def test_a_run_on_part_of_its_data_set_is_refused(tmp_path, capsys):
+    run = _finished_run(tmp_path / "a", 0, max_examples=512)
+    assert command_status(make, f"--runs={run}", f"--recipe_flagfile={FLAGFILE}",
+                          f"--out_dir={tmp_path / 'out'}") == 1
+    assert_one_error_line(capsys.readouterr(), f"{run} was trained with --max_examples=512, "
+                          "so its test accuracy is of a part of the test split")
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_make_pretrained_checks_every_run_before_writing_any(tmp_path, capsys):

@@ -101,8 +101,9 @@ def entry_name(results):
 def planned_files(runs, out_dir, overwrite, data_dir):
     """`{run: (results, compact file path)}`; `UserError` for a run that is
     not finished, one whose file another run of `runs` would write too or
-    that exists without `overwrite`, or one trained under a mixed-precision
-    policy without `data_dir`."""
+    that exists without `overwrite`, one trained on a part of its data set
+    (`--max_examples`), or one trained under a mixed-precision policy
+    without `data_dir`."""
     planned = {}
     for run in runs:
         results = run_dir.read_results(run)
@@ -114,6 +115,11 @@ def planned_files(runs, out_dir, overwrite, data_dir):
                             "give runs of different seeds")
         if os.path.exists(path) and not overwrite:
             raise MakeError(f"{path} exists; pass --overwrite to replace it")
+        subset = results["flags"].get("max_examples")
+        if subset:
+            raise MakeError(f"{run} was trained with --max_examples={subset}, so its test "
+                            "accuracy is of a part of the test split; an entry records the "
+                            "whole test split's")
         if trained_policy(results) != "float32" and data_dir is None:
             raise MakeError(f"{run} was trained with --mixed_precision={trained_policy(results)}"
                             "; pass --data_dir to measure the test accuracy of its float32 model")
