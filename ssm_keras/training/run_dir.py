@@ -408,13 +408,14 @@ def check(model_dir, flags, resume=False, overwrite=False):
             f"({'; '.join(differences)}). Use the same flags to resume it, "
             "another --model_dir, or --overwrite to delete it and start again."
         )
-    if saved.get("lr_schedule") == "cosine" and flags["epochs"] != saved["epochs"]:
+    epochs = saved.get("epochs")
+    if saved.get("lr_schedule") == "cosine" and flags["epochs"] != epochs:
         raise RunDirError(
             f"--model_dir={model_dir} holds a run with --lr_schedule=cosine, which decays "
-            f"the learning rate to 0 over its --epochs={saved['epochs']}; continued to "
+            f"the learning rate to 0 over its --epochs={epochs}; continued to "
             f"--epochs={flags['epochs']} it would train at the schedule of its first "
-            f"{saved['epochs']}. Resume it with --epochs={saved['epochs']}, or start a new "
-            "run for the longer schedule.")
+            f"{epochs}. Resume it with --epochs={epochs}, or start a new run for the "
+            "longer schedule.")
     if results is not None and state and flags["epochs"] <= state["epoch"]:
         raise RunDirError(
             f"--model_dir={model_dir} already trained {state['epoch']} epochs; "
