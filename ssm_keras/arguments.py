@@ -12,6 +12,7 @@ Booleans are not numbers here (`True` is not a density), NumPy scalars are.
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -68,3 +69,16 @@ def boolean(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False. Received: {name}={value!r}")
     return bool(value)
+
+
+def path(name, value, allow_none=False):
+    """`value` if it is a path: a non-empty str or an `os.PathLike` (or None
+    with `allow_none`)."""
+    if value is None and allow_none:
+        return value
+    allowed = "a non-empty str or os.PathLike" + (", or None" if allow_none else "")
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path ({allowed}). Received: {name}={value!r}")
+    if not os.fspath(value):
+        raise ValueError(f"{name} must be a path ({allowed}). Received: {name}={value!r}")
+    return value

@@ -323,7 +323,7 @@ def test_numpy_metadata_is_stored_as_numbers_and_what_json_cannot_write_is_refus
                               ({"when": object}, "metadata must hold only what JSON can write")):
         with pytest.raises(TypeError, match=message):
             ssm_keras.save_compact(model, path, metadata=metadata)
-    with pytest.raises(TypeError, match="save_compact writes to a file path .* Received: path=7"):
+    with pytest.raises(TypeError, match="path must be a path .* Received: path=7"):
         ssm_keras.save_compact(model, 7)
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
 

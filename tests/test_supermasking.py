@@ -616,9 +616,11 @@ def test_a_model_supermask_cannot_use_is_refused_in_one_line():
     for function in (ssm_keras.bake, lambda model: ssm_keras.save_compact(model, "x.ssm")):
         with pytest.raises(ValueError, match="is a subclassed keras.Model"):
             function(_subclassed())
-    with pytest.raises(TypeError, match="load_compact reads a file path .* Received: path=None"):
+    with pytest.raises(TypeError, match="path must be a path .* Received: path=None"):
         ssm_keras.load_compact(None)
-    with pytest.raises(TypeError, match="log_dir must be a folder path .* Received: log_dir=5"):
+    with pytest.raises(ValueError, match="path must be a path .* Received: path=''"):
+        ssm_keras.save_compact(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), "")
+    with pytest.raises(TypeError, match="log_dir must be a path .* Received: log_dir=5"):
         ssm_keras.MaskMonitor(5)
     with pytest.raises(TypeError, match="decay_scores_only needs the keras.Model whose scores "
                                         "it decays. Received: model=None"):

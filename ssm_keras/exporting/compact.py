@@ -40,7 +40,7 @@ import zlib
 import keras
 import numpy as np
 
-from ssm_keras import choices, files
+from ssm_keras import arguments, choices, files
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
 from ssm_keras.layers import base
@@ -433,9 +433,7 @@ def save_compact(model, path, metadata=None):
             (`cloning.check_copyable`).
     """
     cloning.check_copyable(model, "save_compact")
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"save_compact writes to a file path (a str or os.PathLike). "
-                        f"Received: path={path!r}")
+    arguments.path("path", path)
     metadata = _checked_metadata(metadata)
     payload = _Payload()
     header = {
@@ -626,9 +624,7 @@ def load_compact(path):
             unknown version, or inconsistent with its model config.
         TypeError: `path` is not a str or `os.PathLike`.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"load_compact reads a file path (a str or os.PathLike). "
-                        f"Received: path={path!r}")
+    arguments.path("path", path)
     header, payload = read_compact(path)
     try:
         model = _restore(header, payload, path)

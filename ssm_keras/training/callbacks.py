@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssm_keras import arguments
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import UserError
 from ssm_keras.training import run_dir, statistics
@@ -94,10 +95,7 @@ class MaskMonitor(keras.callbacks.Callback):
 
     def __init__(self, log_dir, histograms=True):
         super().__init__()
-        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(f"log_dir must be a folder path (a str or os.PathLike) or None. "
-                            f"Received: log_dir={log_dir!r}")
-        self.log_dir = log_dir
+        self.log_dir = arguments.path("log_dir", log_dir, allow_none=True)
         self.histograms = histograms
         self._writer = None
         self._previous = None
