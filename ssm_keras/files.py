@@ -69,6 +69,25 @@ def remove_quietly(path):
         os.remove(path)
 
 
+def file_in_the_way(folder):
+    """The nearest of `folder` and its parents that exists, if it is not a
+    folder (then `folder` cannot be made); None otherwise."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return None if os.path.isdir(existing) else existing
+
+
+def make_parent_folder(path):
+    """Makes the folder that will hold the file `path` (and its parents);
+    `FileWriteError` when it cannot be made, e.g. a file stands there."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as error:
+        raise FileWriteError(f"cannot make the folder of {path} ({error.strerror}: "
+                             f"{error.filename})") from None
+
+
 def make_folder(setting, path):
     """Makes the folder `path` that setting `--setting` names (and its
     parents); `FileWriteError` naming the setting when it cannot be made,

@@ -163,7 +163,7 @@ def test_benchmark_step_choices_and_flops():
     ("--archs=conv5", "conv5"), ("--windows=0", "--windows=0"), ("--batch_size=-1", "--batch_size"),
     ("--peak_gflops=0", "--peak_gflops"), ("--out=bench.md", "bench.md"),
     ("--precisions=float64", "float64"), ("--precisions=,", "--precisions"),
-    ("--out=/no/such/folder/b.json", "/no/such/folder"), ("--peak_gflops=nan", "--peak_gflops=nan"),
+    ("--out=/dev/null/b.json", "/dev/null is a file"), ("--peak_gflops=nan", "--peak_gflops=nan"),
     ("--archs=", "--archs is empty"), ("--window_seconds=nan", "--window_seconds=nan"),
     ("--execution_seconds=inf", "--execution_seconds=inf"),
     ("--archs=conv2,MobileNetV2 --width=2 --quick", "(MobileNetV2) have no width multiplier"),
@@ -227,11 +227,23 @@ def test_report_out_that_is_a_folder_is_refused_even_with_overwrite(tmp_path):
             reports.check_out(str(tmp_path / out), overwrite=True)
 
 
-def test_report_that_cannot_be_written_is_one_error_after_the_table(tmp_path, capsys):
-    out = tmp_path / "gone" / "b.json"  # its folder vanished during the measurements
-    with pytest.raises(reports.ReportError, match=f"cannot write {out}: No such file"):
+def test_report_folder_is_made_and_a_file_in_its_way_is_one_error_after_the_table(tmp_path,
+                                                                                capsys):
+    out = tmp_path / "new" / "b.json"
+    reports.check_out(str(out), overwrite=False)
+    reporting.write(str(out), {"settings": {"quick": True}}, "| the table |\n")
+    assert json.loads(out.read_text()) == {"settings": {"quick": True}}
+    assert (tmp_path / "new" / "b.md").read_text() == "| the table |\n"
+    capsys.readouterr()
+    (tmp_path / "taken").write_text("x")
+    out = tmp_path / "taken" / "b.json"
+    with pytest.raises(reports.ReportError, match="taken is a file, so its folder cannot be made"):
+        reports.check_out(str(out), overwrite=False)
+    # A file put in the folder's way during the measurements: the table is printed first.
+    with pytest.raises(reports.ReportError, match=f"cannot make the folder of {out} "):
         reporting.write(str(out), {"settings": {}}, "| the table |\n")
     assert capsys.readouterr().out == "| the table |\n\n"
+    assert (tmp_path / "taken").read_text() == "x"
 
 
 @pytest.mark.parametrize("module, names", [

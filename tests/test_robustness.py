@@ -257,7 +257,8 @@ def test_experiments_skip_diverged_and_damaged_runs_and_check_their_folders(tmp_
         (reproduce, [f"--out_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
         (study, [f"--out_dir={tmp_path / 'a file'}"], "is a file; name a folder"),
         (initial_logits, ["--init_factors=6,-3"], "--init_factors must be > 0"),
-        (initial_logits, [f"--out={tmp_path / 'missing' / 'x.json'}"], "no folder"),
+        (initial_logits, [f"--out={tmp_path / 'a file' / 'x.json'}"], "is a file, so its folder "
+                                                                       "cannot be made"),
     ):
         runner = {"runner": _no_training} if module is not initial_logits else {}
         assert command_status(module, *argv, **runner) == 1

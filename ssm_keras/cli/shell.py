@@ -79,17 +79,6 @@ def with_recipe(argv, flag_values):
                                       *argv[1:]]
 
 
-def make_folder(flag, path):
-    """Makes the folder `path` that flag `--flag` names (and its parents);
-    `UserError` naming the flag when it cannot be made, e.g. a file stands
-    there."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"--{flag}={path}: cannot make this folder ({error.strerror}: "
-                        f"{error.filename}); name a folder") from None
-
-
 def _fail(message):
     """Prints `message` as one `error: ...` line on stderr; returns exit status 1."""
     print(f"error: {' '.join(str(message).splitlines())}", file=sys.stderr)

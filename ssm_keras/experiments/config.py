@@ -15,7 +15,7 @@ import json
 import math
 import os
 
-from ssm_keras import choices, data, pretrained
+from ssm_keras import choices, data, files, pretrained
 from ssm_keras.errors import UserError
 from ssm_keras.experiments import reports
 from ssm_keras.settings import comma_separated, setting
@@ -278,8 +278,10 @@ class InitialLogitsSettings:
     def validate(self):
         """Raises `InitialLogitsError` (or `ConfigError`) on the first bad setting."""
         self.grid()
-        if not os.path.isdir(os.path.dirname(self.out) or "."):
-            raise InitialLogitsError(f"--out={self.out}: no folder {os.path.dirname(self.out)}")
+        blocking = files.file_in_the_way(os.path.dirname(self.out) or ".")
+        if blocking:
+            raise InitialLogitsError(f"--out={self.out}: {blocking} is a file, so its folder "
+                                     "cannot be made")
         if self.examples < 1:
             raise InitialLogitsError(f"--examples must be > 0. Received: --examples={self.examples}")
         if os.path.exists(self.out):

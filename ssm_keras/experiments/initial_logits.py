@@ -60,5 +60,6 @@ def run(settings):
                 log.info("%s init factor %g seed %d: logit std %.2f, p_true < 1e-7 for %.1f%% "
                          "of %d images", arch, factor, seed, row["logit_std"],
                          100 * row["clipped_fraction"], len(labels))
+    files.make_parent_folder(settings.out)
     files.write_json_atomically(settings.out, {"dataset": settings.dataset, "rows": rows})
     return rows

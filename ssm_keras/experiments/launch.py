@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from ssm_keras import settings
+from ssm_keras import files, settings
 from ssm_keras.errors import UserError
 from ssm_keras.training import run_dir
 from ssm_keras.training.config import TrainConfig
@@ -54,11 +54,9 @@ def writing_into(out_dir):
 def check_out_dir(out_dir):
     """Raises `LaunchError` if `out_dir`, or the nearest of its parents
     that exists, is a file: no folder could be made there."""
-    existing = os.path.abspath(out_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        where = "" if existing == os.path.abspath(out_dir) else f": {existing}"
+    blocking = files.file_in_the_way(out_dir)
+    if blocking:
+        where = "" if blocking == os.path.abspath(out_dir) else f": {blocking}"
         raise LaunchError(f"--out_dir={out_dir}{where} is a file; name a folder (it is made "
                           "if missing)")
 

@@ -20,13 +20,14 @@ def output_paths(out):
 
 
 def check_out(out, overwrite):
-    """Raises `ReportError` for an `--out` that names the table, lies in no
-    folder, names a folder (or its table would), or exists without
-    `--overwrite`."""
+    """Raises `ReportError` for an `--out` that names the table, lies in a
+    folder that cannot be made (a file stands there), names a folder (or its
+    table would), or exists without `--overwrite`."""
     if os.path.splitext(out)[1] == ".md":
         raise ReportError(f"--out={out}: give the JSON file's name; the table goes beside it")
-    if not os.path.isdir(os.path.dirname(out) or "."):
-        raise ReportError(f"--out={out}: no folder {os.path.dirname(out)}")
+    blocking = files.file_in_the_way(os.path.dirname(out) or ".")
+    if blocking:
+        raise ReportError(f"--out={out}: {blocking} is a file, so its folder cannot be made")
     folders = [path for path in output_paths(out) if os.path.isdir(path)]
     if folders:
         raise ReportError(f"--out={out}: {folders[0]} is a folder; name a JSON file (the table "
@@ -40,10 +41,11 @@ def check_out(out, overwrite):
 
 def write_report(out, report, text):
     """Writes `report` (JSON) to `out` and `text` beside it (`.md`), each
-    through a temporary file; `ReportError` if a file cannot be written.
-    Returns the two paths."""
+    through a temporary file, making their folder if missing; `ReportError`
+    if a file cannot be written. Returns the two paths."""
     json_path, table_path = output_paths(out)
     try:
+        files.make_parent_folder(out)
         files.write_json_atomically(json_path, report)
         files.write_atomically(table_path, text.encode("utf-8"))
     except files.FileWriteError as error:
