@@ -27,7 +27,8 @@ from ssm_keras.training import run_dir
 def _out_setting(default):
     """The `out` setting of a measurement: its JSON report (`default`)."""
     return setting(
-        default, "JSON file to write; the table goes to the same name with .md.")
+        default, "JSON file to write (its folder is made if missing); the table goes to "
+        "the same name with .md.")
 
 
 def _overwrite_setting(also_replaced=""):
@@ -254,7 +255,8 @@ class InitialLogitsSettings:
     examples: int = setting(500, "Training images classified (> 0).")
     dataset: str = setting("cifar10", "The data set.")
     data_dir: str | None = setting(None, "Local copy of the data sets.")
-    out: str = setting("initial_logits.json", "JSON file to write (never replaced).")
+    out: str = setting("initial_logits.json",
+                       "JSON file to write (never replaced; its folder is made if missing).")
 
     def grid(self):
         """`(archs, init factors, seeds)`; `InitialLogitsError` on the first
