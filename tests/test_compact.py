@@ -244,6 +244,19 @@ def test_missing_compact_file_is_refused(tmp_path):
         compact.load_compact(tmp_path / "nothing.ssm")
 
 
+def test_a_model_with_python_code_names_keras_unsafe_deserialization(tmp_path):
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Lambda(lambda x: 2.0 * x, name="double")(inputs)
+    masked = ssm_keras.supermask(keras.Model(inputs, keras.layers.Dense(2)(hidden)))
+    ssm_keras.save_compact(masked, tmp_path / "lambda.ssm")
+    with pytest.raises(compact.CompactFileError) as error:
+        ssm_keras.load_compact(tmp_path / "lambda.ssm")
+    assert str(error.value) == (
+        f"compact file {tmp_path / 'lambda.ssm'}: its model holds Python code (a Lambda layer), "
+        "which Keras rebuilds only after keras.config.enable_unsafe_deserialization(); call "
+        "that before load_compact if you trust the file")
+
+
 def _recompact(data, change, change_payload=None):
     """Compact file bytes with `change(header)` applied (NaN and infinities
     written as Python's JSON writes them), the payload replaced by

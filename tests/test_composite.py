@@ -185,6 +185,41 @@ def test_what_cannot_be_masked_inside_a_composite_is_refused_in_one_line(inner, 
     assert "\n" not in str(error.value)
 
 
+@keras.saving.register_keras_serializable(package="test_composite")
+class _Residual(L.Layer):
+    """`x + dense(dropout(x))`; the Dense is named `dense_name` (None: Keras
+    makes one up), the Dropout never."""
+
+    def __init__(self, dense_name=None, **kwargs):
+        super().__init__(**kwargs)
+        self.dense_name = dense_name
+
+    def build(self, input_shape):
+        self.dropout = L.Dropout(0.5)
+        self.dense = L.Dense(input_shape[-1], name=self.dense_name)
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return inputs + self.dense(self.dropout(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "dense_name": self.dense_name}
+
+
+def test_a_sublayer_with_weights_needs_a_name_a_copy_keeps():
+    inputs = keras.Input((6,))
+    made_up = keras.Model(inputs, _Residual(name="block")(inputs))
+    with pytest.raises(ValueError) as error:
+        ssm_keras.supermask(made_up)
+    assert str(error.value).startswith("cannot supermask layer 'block': its sublayer 'dense")
+    assert str(error.value).endswith("; name the sublayers it makes (e.g. "
+                                     'keras.layers.Dense(..., name="inner")).')
+    named = keras.Model(inputs, _Residual("inner", name="block")(inputs))  # the Dropout: no weights
+    masked = ssm_keras.supermask(named, kernels="keep", score_initializer="ones")
+    values = RNG.normal(size=(4, 6)).astype("float32")
+    np.testing.assert_allclose(masked(values), named(values), rtol=1e-6, atol=1e-6)
+
+
 def test_reversible_embeddings_tied_and_untied_are_masked_both_ways(tmp_path):
     tokens = keras.Input((5,), dtype="int32")
     tied = L.ReversibleEmbedding(20, 8, name="tied")

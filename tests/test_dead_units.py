@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from support import export_cli
 
+from ssm_keras.errors import ExportError
 from ssm_keras.exporting import exporter
 from ssm_keras.transforms import baking, dead_units
 
@@ -217,6 +218,42 @@ def test_a_changed_output_is_refused():
     hidden.kernel.assign(hidden.kernel.numpy() * (np.arange(3) != 0))
     with pytest.raises(dead_units.PruningError, match="changed its outputs by up to"):
         dead_units.prune_dead_units(model)
+
+
+def test_an_activation_across_the_units_keeps_them():
+    """sparsemax mixes a layer's units: a unit without inputs is not a
+    constant there, so it stays."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, "sparsemax", name="h"),
+                              keras.layers.Dense(2, name="o")])
+    _set_weights(model, np.random.default_rng(0))
+    hidden = model.get_layer("h")
+    hidden.kernel.assign(hidden.kernel.numpy() * (np.arange(6) != 0))
+    pruned, _ = dead_units.prune_dead_units(model)
+    assert _units(pruned, "h") == 6
+    _assert_same_outputs(model, pruned, np.random.default_rng(1).normal(size=(8, 4)))
+
+
+def test_recurrent_and_attention_layers_are_left_whole_and_the_rest_pruned():
+    tokens = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(20, 8, name="embedding")(tokens)
+    x = keras.layers.MultiHeadAttention(2, 4, name="attention")(x, x)
+    x = keras.layers.LSTM(6, name="lstm")(x)
+    x = keras.layers.Dense(7, activation="relu", name="hidden")(x)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="out")(x))
+    _set_weights(model, np.random.default_rng(0))
+    hidden = model.get_layer("hidden")
+    hidden.kernel.assign(hidden.kernel.numpy() * (np.arange(7) >= 2))
+    hidden.bias.assign(hidden.bias.numpy() * (np.arange(7) >= 2))  # units 0, 1 emit 0
+    with pytest.raises(ExportError, match="takes int32 inputs .*; pass check_inputs"):
+        dead_units.prune_dead_units(model)
+    with pytest.raises(ExportError, match=r"check_inputs do not fit model .* \(Input .* "
+                       r"incompatible .*\); pass what the model takes"):
+        dead_units.prune_dead_units(model, check_inputs=np.zeros((2, 9), np.int32))
+    inputs = np.random.default_rng(1).integers(0, 20, (8, 5)).astype(np.int32)
+    pruned, _ = dead_units.prune_dead_units(model, check_inputs=inputs)
+    assert _units(pruned, "hidden") == 5
+    assert pruned.get_layer("lstm").units == 6
+    _assert_same_outputs(model, pruned, inputs)
 
 
 @pytest.mark.slow

@@ -706,6 +706,11 @@ def _restore(header, payload, path):
         model_class = keras.Sequential if header.get("model_class") == "Sequential" else keras.Model
         model = model_class.from_config(header["model"])
     except (TypeError, ValueError, KeyError) as error:
+        if "safe_mode" in str(error):
+            raise CompactFileError(
+                f"compact file {path}: its model holds Python code (a Lambda layer), which Keras "
+                "rebuilds only after keras.config.enable_unsafe_deserialization(); call that "
+                "before load_compact if you trust the file") from None
         raise CompactFileError(f"compact file {path}: cannot rebuild its model ({error})") from None
     variables = {
         key: variable

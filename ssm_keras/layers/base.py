@@ -568,6 +568,7 @@ class MaskedContainer(MaskArguments):
 
     sublayer_attributes = ()
     kernel_initializer_arguments = ("kernel_initializer",)
+    output_units = None  # dead-unit removal leaves a container's units alone
 
     @classmethod
     def initializer_arguments(cls):

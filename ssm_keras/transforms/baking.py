@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssm_keras import arguments
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import ExportError
 from ssm_keras.layers import base, registry
@@ -204,6 +205,7 @@ def bake(model, prune_dead_units=False, check_inputs=None):
             (`cloning.check_copyable`).
     """
     cloning.check_copyable(model, "bake")
+    prune_dead_units = arguments.boolean("prune_dead_units", prune_dead_units)
     baked, pairs = cloning.clone_layers(model, _plain_layer)
     for layer, baked_layer in pairs:
         _copy_baked_weights(layer, baked_layer)

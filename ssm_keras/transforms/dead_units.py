@@ -46,6 +46,7 @@ import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from ssm_keras.errors import ExportError
 from ssm_keras.layers import registry
@@ -65,7 +66,7 @@ PER_CHANNEL = (
     keras.layers.GlobalMaxPooling3D, keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling3D,
 )
-_ACROSS_UNITS = ("softmax", "log_softmax")  # activations that mix a layer's units
+_ACROSS_UNITS = ("softmax", "log_softmax", "sparsemax")  # activations that mix a layer's units
 
 
 class PruningError(ExportError):
@@ -333,10 +334,15 @@ def _layer_report(layer, pruned_layer, folded):
 
 
 def default_check_inputs(model, count=8, seed=0):
-    """`count` random raw-pixel inputs in [0, 255] of the model's input shape."""
+    """`count` random raw-pixel inputs in [0, 255] of the model's input
+    shape, for a model of one floating-point input of known shape."""
     if len(model.inputs) != 1 or None in model.input_shape[1:]:
         raise ExportError(f"model {model.name!r} has not one input of known shape; "
                           "pass check_inputs to prune_dead_units")
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        raise ExportError(f"model {model.name!r} takes {dtype} inputs (tokens or indices, not "
+                          "pixels); pass check_inputs to prune_dead_units")
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, (count, *model.input_shape[1:])).astype(np.float32)
 
@@ -382,10 +388,23 @@ def prune_dead_units(model, check_inputs=None):
     return pruned, report
 
 
+def _cause(error):
+    """The line of a Keras error that says what went wrong (Keras puts "Exception
+    encountered when calling ..." before it and the arguments after it)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("Exception encountered",
+                                                             "Arguments received", "•"))]
+    return causes[0] if causes else type(error).__name__
+
+
 def _check_outputs(model, pruned, check_inputs):
     if check_inputs is None:
         check_inputs = default_check_inputs(model)
-    expected = keras.tree.flatten(model(check_inputs, training=False))
+    try:
+        expected = keras.tree.flatten(model(check_inputs, training=False))
+    except (ValueError, TypeError, IndexError, tf.errors.OpError) as error:
+        raise ExportError(f"check_inputs do not fit model {model.name!r} ({_cause(error)}); "
+                          "pass what the model takes (a batch of its inputs)") from None
     actual = keras.tree.flatten(pruned(check_inputs, training=False))
     for before, after in zip(expected, actual):
         before, after = np.asarray(before), np.asarray(after)

@@ -199,6 +199,24 @@ def masked_counterpart(layer, kernel_initializer=None, **mask_arguments):
     return cls.from_config({**config, **mask_arguments})
 
 
+def _sublayer_paths(layer, prefix=""):
+    """The paths (`block/inner`) of the layers inside `layer` that hold
+    variables, in order."""
+    paths = []
+    for sublayer in layer._layers:
+        if sublayer.weights:
+            path = f"{prefix}{sublayer.name}"
+            paths += [path, *_sublayer_paths(sublayer, f"{path}/")]
+    return paths
+
+
+def _renamed_sublayers(stock, copy):
+    """`(stock path, copy path)` of the first sublayer whose name differs
+    between a layer and its copy made from its config, or None."""
+    pairs = zip(_sublayer_paths(stock), _sublayer_paths(copy))
+    return next(((before, after) for before, after in pairs if before != after), None)
+
+
 def copy_stock_weights(stock, masked, kernels="redraw"):
     """Copies the stock layer's biases and other variables into its masked
     counterpart, matched by key (`named_variables`; a `MaskedComposite`'s
@@ -220,6 +238,12 @@ def copy_stock_weights(stock, masked, kernels="redraw"):
     differing = sorted((stock_variables.keys() - masked_variables.keys()) | {
         key for key, variable in masked_variables.items()
         if key not in stock_variables and id(variable) not in mask_ids})
+    renamed = _renamed_sublayers(stock, masked) if differing else None
+    if renamed:
+        raise ValueError(
+            f"cannot supermask layer {stock.name!r}: its sublayer {renamed[0]!r} has a name "
+            f"Keras made up, which a copy made from its config does not keep ({renamed[1]!r}); "
+            "name the sublayers it makes (e.g. keras.layers.Dense(..., name=\"inner\")).")
     if differing:
         raise ValueError(
             f"cannot supermask layer {stock.name!r}: made from its config, it does not have "
