@@ -52,6 +52,12 @@ def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
     with pytest.raises(run_dir.RunDirError, match="has signed masks; pass --mask=signed"):
         tune(mask_run, mask="binary")
     assert not (tmp_path / "tuned").exists()
+    for inside in (mask_run, mask_run / "model.keras"):  # --overwrite would delete its mask
+        with pytest.raises(ssm_config.ConfigError, match=f"--mask_from={inside} lies in "
+                           f"--model_dir={mask_run}: the run would replace the mask it starts"):
+            trainer.run(tiny_config(tmp_path / "mask", regime="mask_then_weights", epochs=1,
+                                    mask_from=str(inside), overwrite=True), splits=fcn_splits)
+    assert (mask_run / "model.keras").is_file()
     results = tune(conv2, splits=conv_splits, arch="conv2")
     saved = json.loads((tmp_path / "tuned" / "run" / "results.json").read_text())
     assert results["arch"] == saved["arch"] == "conv2" and saved["mask"] == "signed"
@@ -164,6 +170,9 @@ def test_runs_read_no_tf_config_unless_multi_worker_and_expand_home(tmp_path, mo
     (dict(worker_timeout=5.0), "--worker_timeout is only used with --strategy=multi_worker"),
     (dict(worker_timeout=-1.0), "--worker_timeout must be >= 0"),
     (dict(seed=2**64), r"--seed must be in \[0, 2\*\*63\)"),
+    (dict(momentum=1.5), r"--momentum must be in \[0, 1\]. Received: --momentum=1.5"),
+    (dict(lr_schedule="plateau", plateau_patience=-1),
+     "--plateau_patience must be >= 0. Received: --plateau_patience=-1"),
 ])
 def test_flags_the_run_would_ignore_are_refused(tmp_path, overrides, message):
     with pytest.raises(ssm_config.ConfigError, match=message.replace("(", r"\(").replace(
@@ -298,3 +307,15 @@ def test_a_worker_lost_during_training_is_one_error_line(tmp_path, monkeypatch, 
     assert_one_error_line(capsys.readouterr(), "a worker of the job stopped or cannot be reached "
                           "(Collective ops is aborted by: failed to connect to all addresses). "
                           "Start all workers again with the same command")
+
+
+def test_ctrl_c_is_one_error_line_saying_what_continues(capsys):
+    def stopped_by_ctrl_c():
+        raise KeyboardInterrupt
+
+    assert shell.run(stopped_by_ctrl_c) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+    assert shell.run(stopped_by_ctrl_c, on_interrupt="interrupted; the same command "
+                     "resumes the run from its last finished epoch") == 130
+    assert capsys.readouterr().err == ("error: interrupted; the same command resumes the run "
+                                       "from its last finished epoch\n")

@@ -116,7 +116,9 @@ def run_command(flag_values, runner=launch.subprocess_runner):
 
 def cli():
     """The `ssm-reproduce` console script."""
-    shell.main(define_flags, run_command)
+    shell.main(define_flags, run_command,
+               on_interrupt="interrupted; the same command skips the finished runs and resumes "
+               "the others")
 
 
 if __name__ == "__main__":

@@ -117,12 +117,13 @@ def parse_flags(argv, flag_values=flags.FLAGS):
                        "file of --name=value lines."))
 
 
-def run(work, argv=None):
+def run(work, argv=None, on_interrupt="interrupted"):
     """Runs `work()` as a command; returns its exit status.
 
     0 when it returns; 1, after one `error: ...` line on stderr, when it
     raises a `UserError` or when `argv` (the command line left after the
-    flags) holds more than the program name: every input is a flag.
+    flags) holds more than the program name: every input is a flag; 130,
+    after the line `error: <on_interrupt>`, when Ctrl-C stops it.
     """
     try:
         if argv is not None and len(argv) > 1:
@@ -130,6 +131,9 @@ def run(work, argv=None):
         work()
     except UserError as error:
         return _fail(error)
+    except KeyboardInterrupt:
+        _fail(on_interrupt)
+        return 130
     return 0
 
 
@@ -181,10 +185,11 @@ def show_package_log():
     logger.propagate = False
 
 
-def main(define, work):
+def main(define, work, on_interrupt="interrupted"):
     """The whole command: check `KERAS_BACKEND`, `define(flags.FLAGS)`,
     parse the command line (so `--help` loads no TensorFlow), check Keras'
-    backend, then `work(flags.FLAGS)`; exits with the status of `run`."""
+    backend, then `work(flags.FLAGS)`; exits with the status of `run`
+    (`on_interrupt`: its line after Ctrl-C)."""
     check_backend(load_keras=False)
     show_package_log()
     define(flags.FLAGS)
@@ -194,4 +199,4 @@ def main(define, work):
         check_backend(load_keras=True)
         work(flags.FLAGS)
 
-    app.run(lambda argv: run(checked_work, argv), flags_parser=parse_flags)
+    app.run(lambda argv: run(checked_work, argv, on_interrupt), flags_parser=parse_flags)

@@ -33,7 +33,9 @@ def run_command(flag_values):
 
 def cli():
     """The `ssm-train` console script."""
-    shell.main(define_flags, run_command)
+    shell.main(define_flags, run_command,
+               on_interrupt="interrupted; the same command resumes the run from its last "
+               "finished epoch")
 
 
 if __name__ == "__main__":

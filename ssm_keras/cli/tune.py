@@ -41,7 +41,8 @@ def run_command(flag_values):
 
 def cli():
     """The `ssm-tune` console script."""
-    shell.main(define_flags, run_command)
+    shell.main(define_flags, run_command,
+               on_interrupt="interrupted; the same command continues the search")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and the tuner all produce; `validate()` turns every bad value into a
 
 import dataclasses
 import math
+import os
 
 from ssm_keras import choices
 from ssm_keras.data import specs
@@ -270,9 +271,11 @@ class TrainConfig:
         for name in ("learning_rate", "batch_size", "epochs", "lr_decay_epochs",
                      "steps_per_execution", "init_factor"):
             _positive(name, getattr(self, name))
-        for name in ("weight_decay", "momentum", "validation_size"):
+        for name in ("weight_decay", "momentum", "validation_size", "plateau_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0. Received: --{name}={getattr(self, name)}")
+        if self.momentum > 1:
+            raise ConfigError(f"--momentum must be in [0, 1]. Received: --momentum={self.momentum}")
         if not 0 < self.density <= 1:
             raise ConfigError(f"--density must be in (0, 1]. Received: --density={self.density}")
         if not 0 <= self.tau_fraction < 1:
@@ -306,6 +309,10 @@ class TrainConfig:
             )
         if self.mask_from and self.regime != "mask_then_weights":
             raise ConfigError("--mask_from is only used with --regime=mask_then_weights.")
+        if self.mask_from and self.model_dir and _inside(self.mask_from, self.model_dir):
+            raise ConfigError(
+                f"--mask_from={self.mask_from} lies in --model_dir={self.model_dir}: the run "
+                "would replace the mask it starts from; give it another --model_dir.")
         if self.strategy == "tpu" and not self.tpu:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:
@@ -427,6 +434,12 @@ def _check_keras_initializer(name, value):
         initializers.get(value)
     except ValueError as error:
         raise ConfigError(f"--{name}: {error}") from None
+
+
+def _inside(path, folder):
+    """Whether `path` is `folder` or lies in it (links resolved)."""
+    path, folder = (os.path.realpath(os.path.expanduser(name)) for name in (path, folder))
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _positive(name, value):
