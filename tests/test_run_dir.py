@@ -83,6 +83,25 @@ def test_killed_run_that_trains_batch_norm_resumes_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
+def test_killed_bernoulli_run_resumes_with_the_samples_it_would_have_drawn(tmp_path):
+    """Each training step draws the Bernoulli masks from the layers' seed
+    generators, whose counters the checkpoint keeps (Keras' model file
+    does not): resumed, the run draws on where it stopped."""
+    splits = tiny_splits()
+    trainer.run(tiny_config(tmp_path / "a", mask="bernoulli", epochs=2), splits=splits)
+    config = tiny_config(tmp_path / "b", mask="bernoulli", epochs=2)
+    crashed_run(config, splits, after_epoch=1)
+    state = strict_json(tmp_path / "b" / "run" / "checkpoint" / "state.json")
+    model = keras.saving.load_model(tmp_path / "b" / "run" / "checkpoint" / "model-1.keras")
+    assert set(state["mask_samplers"]) == {layer.mask_scope for layer in layers.masked_layers(model)}
+    assert all(counter > 0 for _, counter in state["mask_samplers"].values())
+    trainer.run(config, splits=splits)
+    models = [keras.saving.load_model(tmp_path / name / "run" / "model.keras") for name in "ab"]
+    for straight, resumed in zip(*(layers.masked_layers(model) for model in models)):
+        np.testing.assert_array_equal(straight.scores.numpy(), resumed.scores.numpy())
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
     straight = trainer.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
@@ -110,6 +129,9 @@ def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_p
             ({**state, "history": "abc"}, "its history does not list epochs 1 to 2"),
             ({**state, "wall_time_s": "long"}, "wall_time_s must be a number"),
             ({**state, "callbacks": {"wait": 1}}, "callbacks must be a list"),
+            ({**state, "mask_samplers": [1]}, "mask_samplers must be an object"),
+            ({**state, "mask_samplers": {"dense_1": [0, 1]}},
+             "mask sampler state 'dense_1': \\[0, 1\\] does not fit the model"),
             ([state], "expected a JSON object, found list"),
         ]],
         (flags_path, "[1, 2]", "flags.json is damaged"),

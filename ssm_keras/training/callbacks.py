@@ -159,7 +159,8 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     `directory/state.json` holds the number of finished epochs, the epoch
     logs so far, the wall time so far, the state of `stateful` callbacks
-    (e.g. `ReduceLROnPlateau`) and the name and checksum of the model file
+    (e.g. `ReduceLROnPlateau`), that of the Bernoulli masks' samplers
+    (`mask_sampler_states`) and the name and checksum of the model file
     (with its optimiser state) next to it: one unit, written and checked by
     `run_dir.write_checkpoint` and `run_dir.read_checkpoint`. A run
     restarted from it reaches the same result as one never interrupted.
@@ -206,8 +207,39 @@ class RunCheckpoint(keras.callbacks.Callback):
                  if hasattr(callback, key)}
                 for callback in self.stateful
             ],
+            "mask_samplers": mask_sampler_states(self.model),
         }
         run_dir.write_checkpoint(self.directory, self.model.save, state)
+
+
+def mask_sampler_states(model):
+    """`{mask scope: [seed, counter]}` of the seed generators that draw the
+    Bernoulli masks' samples: each draw advances its counter, which a Keras
+    model file does not hold, so a checkpoint keeps it (`RunCheckpoint`)."""
+    return {layer.mask_scope: [int(value) for value in keras.ops.convert_to_numpy(generator.state)]
+            for layer in ssm_layers.masked_layers(model)
+            for generator in [getattr(layer, layer._seed_generator_attribute, None)]
+            if generator is not None}
+
+
+def restore_mask_samplers(model, states):
+    """Sets the seed generators of `mask_sampler_states` back to `states`.
+
+    Raises:
+        run_dir.RunDirError: `states` names a layer the model has no sampler
+            for, or holds a value that is not two integers.
+    """
+    samplers = {layer.mask_scope: getattr(layer, layer._seed_generator_attribute, None)
+                for layer in ssm_layers.masked_layers(model)}
+    for scope, state in states.items():
+        generator = samplers.get(scope)
+        if generator is None or not (isinstance(state, list) and len(state) == 2 and all(
+                isinstance(value, int) and not isinstance(value, bool) for value in state)):
+            raise run_dir.RunDirError(
+                f"the checkpoint's mask sampler state {scope!r}: {state!r} does not fit the "
+                "model (a Bernoulli mask's layer and two integers). Delete the checkpoint "
+                "folder to train from the last intact state, or pass --overwrite to start over.")
+        generator.state.assign(np.asarray(state, generator.state.dtype))
 
 
 def _state_keys(callback):

@@ -248,6 +248,9 @@ def _state_problem(state):
     saved = state.get("callbacks", [])
     if not isinstance(saved, list) or any(not isinstance(entry, dict) for entry in saved):
         return f"callbacks must be a list of objects, found {saved!r}"
+    samplers = state.get("mask_samplers", {})
+    if not isinstance(samplers, dict):
+        return f"mask_samplers must be an object, found {samplers!r}"
     for key in ("model", "model_sha256"):
         if key in state and not isinstance(state[key], str):
             return f"{key} must be a string, found {state[key]!r}"

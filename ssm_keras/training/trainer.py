@@ -521,6 +521,7 @@ def make_model(config, splits, strategy, checkpoint=None):
             if found is None:
                 raise run_dir.RunDirError(f"{checkpoint} holds no checkpoint.")
             model = load_model_file(found[1], "the checkpoint")
+            ssm_callbacks.restore_mask_samplers(model, found[0].get("mask_samplers", {}))
             if config.regime == "mask":
                 # Keras saves an optimiser's weight decay but not the variables
                 # it excludes: exclude all but the scores again.
