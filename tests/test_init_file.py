@@ -97,6 +97,30 @@ def test_bad_init_files_are_refused(saved_init, tmp_path):
 
 
 @pytest.mark.slow
+def test_settings_the_init_file_replaces_must_be_those_that_drew_it(saved_init, tmp_path):
+    init = saved_init[0]
+    meta, _ = init_file.read_init(init)
+    assert meta["settings"] == {"weight_init": "elus", "init_factor": 3.0, "score_init": None,
+                                "tau_fraction": 0.4}
+    for overrides, named in [(dict(tau_fraction=0.1), "--tau_fraction=0.4, .* not from "
+                                                      "--tau_fraction=0.1: pass"),
+                             (dict(init_factor=6.0, score_init="ones"),
+                              "--init_factor=3.0, --score_init=None, .* not from "
+                              "--init_factor=6.0, --score_init=ones: pass"),
+                             (dict(regime="weights", weight_init="glorot_uniform"),
+                              "--weight_init=elus, .* not from --weight_init=glorot_uniform")]:
+        with pytest.raises(init_file.InitFileError, match=named):
+            trainer.run(tiny_config(tmp_path / "other", init_file=str(init), **overrides),
+                        splits=tiny_splits())
+        assert not (tmp_path / "other").exists()
+    # A baseline from a supermask's file with its regime's default
+    # --weight_init=elu: the file's elus kernels, as documented.
+    results = trainer.run(tiny_config(tmp_path / "baseline", regime="weights", epochs=1,
+                                      init_file=str(init)), splits=tiny_splits())
+    assert results["epochs"] == 1
+
+
+@pytest.mark.slow
 def test_init_files_that_cannot_be_written(tmp_path, monkeypatch):
     splits = tiny_splits()
     (tmp_path / "file").write_text("x")

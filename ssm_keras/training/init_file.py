@@ -12,12 +12,15 @@ plain model, `<scope>/<kernel>` (`dense_1/kernel`,
 `container/sublayer`); for masked layers also its scores
 (`<scope>/scores`, `<scope>/recurrent_scores`, ...) and, for threshold
 masks, its threshold (`<scope>/threshold`, ...); plus `__meta__`, a JSON
-string with `format`, `version` and `arch`. A masked model's init file also
+string with `format`, `version`, `arch` and `settings`, the run's settings
+that drew these arrays (`START_SETTINGS`; files written before it have
+none). A masked model's init file also
 initialises the plain model of the same architecture (its kernels), which
 is how the baseline starts from the same `W0`.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import zipfile
@@ -28,9 +31,31 @@ import numpy as np
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import UserError
 from ssm_keras.layers import base, registry
+from ssm_keras.training.config import REGIME_DEFAULTS
 
 FORMAT = "ssm_keras.init"
 VERSION = 1
+
+
+# The settings that draw a run's start, which a run from an init file takes
+# from the file instead.
+START_SETTINGS = ("weight_init", "init_factor", "score_init", "tau_fraction")
+
+
+def start_settings(config):
+    """`{setting: value}` of `START_SETTINGS` in a `TrainConfig` (the weights'
+    only for `--regime=weights`, which draws no scores)."""
+    names = START_SETTINGS[:2] if config.regime == "weights" else START_SETTINGS
+    return {name: getattr(config, name) for name in names}
+
+
+def given_start_settings(config):
+    """Those of `start_settings(config)` set away from their defaults (the
+    regime's, `REGIME_DEFAULTS`, for the weights' initialiser)."""
+    defaults = {field.name: field.default for field in dataclasses.fields(config)}
+    defaults.update(REGIME_DEFAULTS.get(config.regime, {}))
+    return {name: value for name, value in start_settings(config).items()
+            if value != defaults[name]}
 
 
 class InitFileError(UserError):
@@ -51,9 +76,10 @@ def _variables(model):
     return found
 
 
-def save_init(model, path, arch):
+def save_init(model, path, arch, settings):
     """Writes the model's current kernels and scores to `path` (.npz), through
-    a temporary file and a rename, so that a kill leaves no partial file.
+    a temporary file and a rename, so that a kill leaves no partial file;
+    `settings` (`start_settings`) are those that drew them.
 
     An existing file is never overwritten: if it holds exactly these arrays
     (the file a killed run with the same settings wrote) it is kept as it
@@ -68,7 +94,7 @@ def save_init(model, path, arch):
                 "Choose another path or remove it first."
             )
         return
-    meta = {"format": FORMAT, "version": VERSION, "arch": arch}
+    meta = {"format": FORMAT, "version": VERSION, "arch": arch, "settings": settings}
     temporary = f"{path}.tmp.npz"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -119,12 +145,14 @@ def read_init(path):
     return meta, arrays
 
 
-def load_init(model, path, arch):
+def load_init(model, path, arch, settings):
     """Assigns the kernels and scores stored in `path` to a built model.
 
     Raises:
         InitFileError: the file is missing or corrupt, was written for
-            another architecture, or lacks or mis-shapes a variable.
+            another architecture, was drawn with other values of `settings`
+            (the run's `given_start_settings`, which the file replaces), or
+            lacks or mis-shapes a variable.
     """
     meta, arrays = read_init(path)
     if meta["arch"] != arch:
@@ -132,6 +160,17 @@ def load_init(model, path, arch):
             f"Init file {path} was written for arch={meta['arch']!r}, "
             f"not arch={arch!r}."
         )
+    recorded = meta.get("settings")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    differing = [name for name, value in settings.items()
+                 if name in recorded and recorded[name] != value]
+    if differing:
+        raise InitFileError(
+            f"Init file {path} was drawn with "
+            f"{', '.join(f'--{name}={recorded[name]}' for name in differing)}, and the run "
+            "starts from its arrays, not from "
+            f"{', '.join(f'--{name}={settings[name]}' for name in differing)}: pass the "
+            "file's settings, or leave out --init_file.")
     assignments = []
     for key, variable in _variables(model).items():
         if key not in arrays:

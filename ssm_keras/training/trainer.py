@@ -188,9 +188,11 @@ def build_model(config, spec):
         train_batch_norm=config.train_batch_norm,
     )
     if config.init_file:
-        init_file.load_init(model, config.init_file, config.arch)
+        init_file.load_init(model, config.init_file, config.arch,
+                            init_file.given_start_settings(config))
     if config.save_init_file:
-        init_file.save_init(model, config.save_init_file, config.arch)
+        init_file.save_init(model, config.save_init_file, config.arch,
+                            init_file.start_settings(config))
     return model
 
 
