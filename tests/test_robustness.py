@@ -171,6 +171,8 @@ def test_runs_read_no_tf_config_unless_multi_worker_and_expand_home(tmp_path, mo
     (dict(worker_timeout=-1.0), "--worker_timeout must be >= 0"),
     (dict(seed=2**64), r"--seed must be in \[0, 2\*\*63\)"),
     (dict(momentum=1.5), r"--momentum must be in \[0, 1\]. Received: --momentum=1.5"),
+    (dict(score_init="zeros"), r"--score_init=zeros hides every weight of a signed mask"),
+    (dict(mask="binary", score_init="zeros"), "--score_init=zeros hides every weight of a binary"),
     (dict(lr_schedule="plateau", plateau_patience=-1),
      "--plateau_patience must be >= 0. Received: --plateau_patience=-1"),
 ])

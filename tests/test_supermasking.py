@@ -609,6 +609,10 @@ def test_a_model_supermask_cannot_use_is_refused_in_one_line():
     with pytest.raises(TypeError, match="train_bias must be True or False. Received: "
                                         "train_bias='False'"):
         layers.MaskedDense(3, train_bias="False")
+    with pytest.raises(ValueError, match="score_initializer='zeros' hides every weight of a "
+                                         "signed mask"):
+        ssm_keras.supermask(_dense_model(), score_initializer="zeros")
+    ssm_keras.supermask(_dense_model(), mask="topk", score_initializer="zeros")  # ties: top k
     with pytest.raises(TypeError, match="prune_dead_units must be True or False. Received: "
                                         "prune_dead_units='no'"):
         ssm_keras.bake(ssm_keras.supermask(_dense_model()), prune_dead_units="no")

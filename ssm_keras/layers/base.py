@@ -136,7 +136,14 @@ def pop_mask_arguments(kwargs):
         train_bias=arguments.boolean("train_bias", given["train_bias"]),
     )
     if given["score_initializer"] is not None:
-        ssm_initializers.get(given["score_initializer"])  # an unknown one names itself
+        initializer = ssm_initializers.get(given["score_initializer"])  # an unknown one names itself
+        if isinstance(initializer, keras.initializers.Zeros) and checked["mask"] in (
+                choices.THRESHOLD_KINDS):
+            raise ValueError(
+                f"score_initializer={given['score_initializer']!r} hides every weight of a "
+                f"{checked['mask']} mask (its threshold, tau_fraction * max|s|, is 0) and no "
+                "gradient reaches the scores of a net without weights; use the mask's default "
+                "(None) or one that draws different scores.")
     if given["mask_seed"] is not None:
         checked["mask_seed"] = arguments.integer("mask_seed", given["mask_seed"])
     return checked

@@ -302,6 +302,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value not in choices.INITIALIZERS:
                 _check_keras_initializer(name, value)
+        if self.score_init in ("zeros", "Zeros") and self.mask_kind in choices.THRESHOLD_KINDS:
+            raise ConfigError(
+                f"--score_init={self.score_init} hides every weight of a {self.mask_kind} mask "
+                "(its threshold, tau_fraction * max|s|, is 0) and no gradient reaches the "
+                "scores of a net without weights; leave --score_init out (the mask's default).")
         if self.regime == "mask_then_weights" and not self.mask_from:
             raise ConfigError(
                 "--regime=mask_then_weights starts from a trained mask: name its run "
