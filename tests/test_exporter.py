@@ -273,6 +273,11 @@ def test_existing_export_is_kept_unless_overwrite(fcn_run, tmp_path, capsys):
     before = {name: (out_dir / name).read_bytes() for name in ("model.ssm", "export.json")}
     assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=keras") == 1
     assert_one_error_line(capsys.readouterr(), "already holds an export (model.ssm, export.json)")
+    # A mistyped source is named first, whatever the destination holds.
+    for source, named in ((f"--model_dir={run_dir}x", f"model_dir {run_dir}x does not exist"),
+                          (f"--compact_file={tmp_path / 'x.ssm'}", "x.ssm")):
+        assert export_cli(source, f"--out_dir={out_dir}", "--formats=keras") == 1
+        assert_one_error_line(capsys.readouterr(), named)
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
     assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=keras",
                 "--overwrite") == 0

@@ -236,9 +236,10 @@ def export_run(model_dir, out_dir, names=None, overwrite=False,
             baked model (`formats.check_agreement`).
     """
     names = formats.check_formats(formats.default_formats() if names is None else names)
+    results = run_dir.read_results(model_dir)  # the source first: a mistyped one is named
     recover(out_dir)
     _check_destination(out_dir, overwrite, model_dir)
-    model, results = load_run(model_dir)
+    model = load_model(model_dir)
     return _export(model, _run_metadata(results), os.path.abspath(model_dir), out_dir, names,
                    prune_dead_units)
 
@@ -251,9 +252,9 @@ def export_compact(compact_path, out_dir, names=None, overwrite=False,
     kept. Raises ExportError (`CompactFileError`) for a damaged file.
     """
     names = formats.check_formats(formats.default_formats() if names is None else names)
+    loaded = compact.load_compact(compact_path)  # the source first: a mistyped one is named
     recover(out_dir)
     _check_destination(out_dir, overwrite, compact_path)
-    loaded = compact.load_compact(compact_path)
     source = os.path.abspath(compact_path)
     return _export(loaded.masked_model, loaded.metadata, source, out_dir, names,
                    prune_dead_units)
