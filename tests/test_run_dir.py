@@ -93,7 +93,8 @@ def test_killed_bernoulli_run_resumes_with_the_samples_it_would_have_drawn(tmp_p
     crashed_run(config, splits, after_epoch=1)
     state = strict_json(tmp_path / "b" / "run" / "checkpoint" / "state.json")
     model = keras.saving.load_model(tmp_path / "b" / "run" / "checkpoint" / "model-1.keras")
-    assert set(state["mask_samplers"]) == {layer.mask_scope for layer in layers.masked_layers(model)}
+    scopes = {layer.mask_scope for layer in layers.masked_layers(model)}
+    assert set(state["mask_samplers"]) == scopes
     assert all(counter > 0 for _, counter in state["mask_samplers"].values())
     trainer.run(config, splits=splits)
     models = [keras.saving.load_model(tmp_path / name / "run" / "model.keras") for name in "ab"]

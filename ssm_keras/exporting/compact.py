@@ -622,7 +622,7 @@ def load_compact(path):
     Raises:
         CompactFileError: the file is missing, truncated, corrupt, of an
             unknown version, or inconsistent with its model config.
-        TypeError: `path` is not a str or `os.PathLike`.
+        TypeError, ValueError: `path` is not a str or `os.PathLike`, or empty.
     """
     arguments.path("path", path)
     header, payload = read_compact(path)

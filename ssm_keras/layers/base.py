@@ -136,7 +136,8 @@ def pop_mask_arguments(kwargs):
         train_bias=arguments.boolean("train_bias", given["train_bias"]),
     )
     if given["score_initializer"] is not None:
-        initializer = ssm_initializers.get(given["score_initializer"])  # an unknown one names itself
+        # An unknown initialiser names itself.
+        initializer = ssm_initializers.get(given["score_initializer"])
         if isinstance(initializer, keras.initializers.Zeros) and checked["mask"] in (
                 choices.THRESHOLD_KINDS):
             raise ValueError(
