@@ -68,7 +68,9 @@ def load_unfinished_run(model_dir):
         state = run_dir.read_state(model_dir)
         status, history = "unfinished", state["history"] if state else []
     if not history:
-        raise PlotError(f"the run in {model_dir} has not finished an epoch yet; nothing to plot")
+        how = "diverged in its first epoch" if status == "diverged" else (
+            "has not finished an epoch yet")
+        raise PlotError(f"the run in {model_dir} {how}; nothing to plot")
     return flags, history, status
 
 

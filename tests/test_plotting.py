@@ -175,3 +175,8 @@ def test_plots_of_a_run_without_a_finished_epoch(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"error: the run in {run} has not finished an epoch yet; nothing to plot")
     assert os.listdir(run) == ["flags.json"]
+    (run / "results.json").write_text('{"status": "diverged"}')  # as a run writes it
+    (run / "history.jsonl").write_text("")
+    assert _plots_cli(f"--model_dir={run}") == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: the run in {run} diverged in its first epoch; nothing to plot")
