@@ -105,7 +105,11 @@ def test_killed_bernoulli_run_resumes_with_the_samples_it_would_have_drawn(tmp_p
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_path, monkeypatch):
     splits = tiny_splits()
+    notes = []
+    monkeypatch.setattr(trainer.log, "warning", lambda text, *values: notes.append(text % values))
     straight = trainer.run(tiny_config(tmp_path / "a", augment="crop_flip"), splits=splits)
+    assert notes == ["--augment=crop_flip mirrors the images left-right, and a mirrored mnist "
+                     "image may show no class of it (a mirrored 3 is no digit)"]
     config = tiny_config(tmp_path / "b", augment="crop_flip")  # 3 epochs
     crashed_run(config, splits, after_epoch=2)
     folder = tmp_path / "b" / "run" / "checkpoint"

@@ -9,15 +9,18 @@ from ssm_keras.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """What a model needs to know about a dataset."""
+    """What a model needs to know about a dataset (`mirrors_keep_labels`:
+    whether a left-right mirrored image shows the same class, as a mirrored
+    shoe or truck does and a mirrored digit does not)."""
 
     name: str
     image_shape: tuple[int, int, int]
     num_classes: int
+    mirrors_keep_labels: bool = True
 
 
 DATASETS = {
-    "mnist": DatasetSpec("mnist", (28, 28, 1), 10),
+    "mnist": DatasetSpec("mnist", (28, 28, 1), 10, mirrors_keep_labels=False),
     "fashion_mnist": DatasetSpec("fashion_mnist", (28, 28, 1), 10),
     "cifar10": DatasetSpec("cifar10", (32, 32, 3), 10),
     "cifar100": DatasetSpec("cifar100", (32, 32, 3), 100),

@@ -384,6 +384,10 @@ def run(config, splits=None, strategy=None, callbacks=()):
     flags = {**config.to_dict(), "model_dir": model_dir}
     strategy = strategy or make_strategy(config)
     config = speed_settings_for(config, strategy)
+    if config.augment != "none" and not data.DATASETS[config.dataset].mirrors_keep_labels:
+        log.warning("--augment=%s mirrors the images left-right, and a mirrored %s image "
+                    "may show no class of it (a mirrored 3 is no digit)", config.augment,
+                    config.dataset)
     try:
         # Everything is checked, and the data and the model are made, before
         # the chief writes the folder (`start_run`): a bad input changes nothing.
