@@ -545,3 +545,14 @@ def test_a_numpy_integer_seed_is_an_int_seed():
     inputs = np.ones((1, 4), np.float32)
     np.testing.assert_array_equal(layer(inputs).numpy(), twin(inputs).numpy())
     assert layer.get_config()["mask_seed"] == 7 and type(layer.mask_seed) is int
+
+
+def test_a_bernoulli_seed_must_fit_its_seed_generator():
+    with pytest.raises(ValueError, match=r"a bernoulli mask's mask_seed must be in \[-2\*\*63, "
+                                         r"2\*\*63\). Received: mask_seed=9223372036854775808"):
+        layers.MaskedDense(3, mask="bernoulli", seed=2**63)
+    inputs = np.ones((2, 4), np.float32)
+    for seed in (-2**63, 2**63 - 1):  # the ends sample
+        layer = layers.MaskedDense(3, mask="bernoulli", seed=seed, name="dense")
+        assert layer(inputs, training=True).shape == (2, 3)
+    assert layers.MaskedDense(3, seed=2**70).mask_seed == 2**70  # stateless keys take any int

@@ -147,6 +147,10 @@ def pop_mask_arguments(kwargs):
                 "(None) or one that draws different scores.")
     if given["mask_seed"] is not None:
         checked["mask_seed"] = arguments.integer("mask_seed", given["mask_seed"])
+        if checked["mask"] == "bernoulli" and not -2**63 <= checked["mask_seed"] < 2**63:
+            raise ValueError(  # Keras' seed generator holds it in an int64
+                "a bernoulli mask's mask_seed must be in [-2**63, 2**63). Received: "
+                f"mask_seed={checked['mask_seed']!r}")
     return checked
 
 
