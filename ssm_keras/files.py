@@ -69,6 +69,12 @@ def remove_quietly(path):
         os.remove(path)
 
 
+def inside(path, folder):
+    """Whether `path` is `folder` or lies in it (`~` expanded, links resolved)."""
+    path, folder = (os.path.realpath(os.path.expanduser(name)) for name in (path, folder))
+    return os.path.commonpath([path, folder]) == folder
+
+
 def file_in_the_way(folder):
     """The nearest of `folder` and its parents that exists, if it is not a
     folder (then `folder` cannot be made); None otherwise."""

@@ -148,12 +148,6 @@ def _write_formats(model, metadata, folder, names, prune_dead_units):
             "tolerance": {name: formats.FORMATS[name].tolerance for name in differences}}
 
 
-def _inside(path, folder):
-    """Whether `path` is `folder` or lies under it (both resolved)."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
-
-
 def _check_destination(out_dir, overwrite, source):
     """Raises ExportError if `out_dir` is a file, is or contains `source`
     (the run folder or compact file exported), is a training run's folder
@@ -161,7 +155,7 @@ def _check_destination(out_dir, overwrite, source):
     or holds an export and `overwrite` is False."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"--out_dir={out_dir} exists and is not a directory")
-    if _inside(source, out_dir):
+    if files.inside(source, out_dir):
         raise ExportError(
             f"--out_dir={out_dir} is or contains the source {source}; an export there would "
             "replace what it is made from. Choose another --out_dir"

@@ -212,14 +212,20 @@ class RunCheckpoint(keras.callbacks.Callback):
         run_dir.write_checkpoint(self.directory, self.model.save, state)
 
 
+def _mask_samplers(model):
+    """`{mask scope: seed generator}` of the layers that sample their masks
+    (Bernoulli)."""
+    samplers = {layer.mask_scope: getattr(layer, layer._seed_generator_attribute, None)
+                for layer in ssm_layers.masked_layers(model)}
+    return {scope: generator for scope, generator in samplers.items() if generator is not None}
+
+
 def mask_sampler_states(model):
     """`{mask scope: [seed, counter]}` of the seed generators that draw the
     Bernoulli masks' samples: each draw advances its counter, which a Keras
     model file does not hold, so a checkpoint keeps it (`RunCheckpoint`)."""
-    return {layer.mask_scope: [int(value) for value in keras.ops.convert_to_numpy(generator.state)]
-            for layer in ssm_layers.masked_layers(model)
-            for generator in [getattr(layer, layer._seed_generator_attribute, None)]
-            if generator is not None}
+    return {scope: [int(value) for value in keras.ops.convert_to_numpy(generator.state)]
+            for scope, generator in _mask_samplers(model).items()}
 
 
 def restore_mask_samplers(model, states):
@@ -229,8 +235,7 @@ def restore_mask_samplers(model, states):
         run_dir.RunDirError: `states` names a layer the model has no sampler
             for, or holds a value that is not two integers.
     """
-    samplers = {layer.mask_scope: getattr(layer, layer._seed_generator_attribute, None)
-                for layer in ssm_layers.masked_layers(model)}
+    samplers = _mask_samplers(model)
     for scope, state in states.items():
         generator = samplers.get(scope)
         if generator is None or not (isinstance(state, list) and len(state) == 2 and all(

@@ -7,9 +7,8 @@ and the tuner all produce; `validate()` turns every bad value into a
 
 import dataclasses
 import math
-import os
 
-from ssm_keras import choices
+from ssm_keras import choices, files
 from ssm_keras.data import specs
 from ssm_keras.errors import UserError
 from ssm_keras.settings import setting
@@ -314,7 +313,7 @@ class TrainConfig:
             )
         if self.mask_from and self.regime != "mask_then_weights":
             raise ConfigError("--mask_from is only used with --regime=mask_then_weights.")
-        if self.mask_from and self.model_dir and _inside(self.mask_from, self.model_dir):
+        if self.mask_from and self.model_dir and files.inside(self.mask_from, self.model_dir):
             raise ConfigError(
                 f"--mask_from={self.mask_from} lies in --model_dir={self.model_dir}: the run "
                 "would replace the mask it starts from; give it another --model_dir.")
@@ -439,12 +438,6 @@ def _check_keras_initializer(name, value):
         initializers.get(value)
     except ValueError as error:
         raise ConfigError(f"--{name}: {error}") from None
-
-
-def _inside(path, folder):
-    """Whether `path` is `folder` or lies in it (links resolved)."""
-    path, folder = (os.path.realpath(os.path.expanduser(name)) for name in (path, folder))
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _positive(name, value):
