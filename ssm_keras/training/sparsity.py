@@ -32,8 +32,9 @@ above the threshold, so an epoch whose decay alone would leave `q_e` ends
 above it, at `p_e = g_e * q_e`, and the regrowth `g_e` grows as the mask
 thins (Conv4 on CIFAR-10: about 1.07 an epoch at 8% remaining, 1.2 at 3%).
 Aiming at the path itself therefore leaves a lasting shortfall (Conv4:
-3.35% after 100 epochs for a target of 2.9%). So the controller measures
-each epoch's regrowth and aims the next epoch past the path by it:
+3.35% after 100 epochs for a target of 2.9%; 2.90% with the correction
+below). So the controller measures each epoch's regrowth and aims the next
+epoch past the path by it:
 
     g_e = clip(p_e / q_e, 1 / MAX_REGROWTH, MAX_REGROWTH),
     a_(e+1) = p*_(e+1) / g_e,
