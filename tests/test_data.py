@@ -630,6 +630,36 @@ def test_augmented_epochs_differ_but_streams_repeat():
         np.testing.assert_array_equal(a, b)
 
 
+def test_augment_epochs_stops_the_augmentation_after_them():
+    images = (pixels((8, 6, 6, 1)) | 1).astype(np.uint8)  # No zero pixels.
+    labels = np.arange(8)
+
+    limited = epoch_batches(images, labels, 8, [0, 1, 2, 1], augment="crop_flip", seed=5,
+                            augment_epochs=2)
+    every = epoch_batches(images, labels, 8, [0, 1, 2], augment="crop_flip", seed=5)
+
+    # Epochs 0 and 1: the batches of an augmentation on every epoch.
+    for (a_images, a_labels), (b_images, b_labels) in zip(limited[0] + limited[1],
+                                                          every[0] + every[1], strict=True):
+        np.testing.assert_array_equal(a_images, b_images)
+        np.testing.assert_array_equal(a_labels, b_labels)
+    # Epoch 2: the same order, the images as they are; epoch 1 again: augmented.
+    (plain_images, plain_order), = limited[2]
+    np.testing.assert_array_equal(plain_order, every[2][0][1])
+    np.testing.assert_array_equal(plain_images, images[plain_order].astype(np.float32))
+    (again_images, _), = limited[3]
+    np.testing.assert_array_equal(again_images, every[1][0][0])
+    assert not np.array_equal(again_images, images[every[1][0][1]].astype(np.float32))
+
+
+def test_bad_augment_epochs_is_refused():
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(data.DataError, match=f"augment_epochs={bad!r}"):
+            data.make_epoch_dataset(pixels((2, 4, 4, 1)), np.arange(2), 2,
+                                    augment="crop_flip", augment_epochs=bad,
+                                    epoch=lambda: 0)
+
+
 def test_unknown_augment_lists_choices():
     with pytest.raises(
         data.DataError, match="'mixup'.*none, crop_flip, flip_translate_rotate"

@@ -45,6 +45,11 @@ def test_one_process_checks_everything_first_and_never_silently_overwrites(tmp_p
     # --resume goes on with the same settings only; --overwrite starts again.
     with pytest.raises(run_dir.RunDirError, match="--learning_rate"):
         trainer.run(tiny_config(tmp_path, epochs=2, learning_rate=0.2, resume=True), splits=splits)
+    # A run saved before a setting existed trained with its default, and resumes.
+    flags_path = tmp_path / "run" / "flags.json"
+    flags_path.write_text(json.dumps({key: value for key, value in
+                                      json.loads(flags_path.read_text()).items()
+                                      if key != "augment_fraction"}))
     resumed = trainer.run(tiny_config(tmp_path, epochs=2, resume=True), splits=splits)
     assert resumed["epochs"] == 2
     replaced = trainer.run(tiny_config(tmp_path, epochs=1, overwrite=True, seed=3), splits=splits)

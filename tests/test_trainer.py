@@ -128,6 +128,24 @@ def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path):
     assert runs[4]["test_accuracy"] == runs[1]["test_accuracy"]
 
 
+def test_augment_fraction_augments_the_first_epochs_only(tmp_path):
+    assert [tiny_config(tmp_path, augment="crop_flip", augment_fraction=fraction,
+                        epochs=epochs).augment_epochs()
+            for fraction, epochs in ((0.5, 100), (0.3, 10), (0.01, 10), (1.0, 10))] == [
+        50, 3, 1, None]
+    splits = tiny_splits()
+    history = {}
+    for name, fraction in (("every", 1.0), ("first", 0.5)):
+        trainer.run(tiny_config(tmp_path / name, epochs=2, augment="crop_flip",
+                                augment_fraction=fraction), splits=splits)
+        history[name] = [json.loads(line) for line in
+                         (tmp_path / name / "run" / "history.jsonl").read_text().splitlines()]
+    # Epoch 1 is augmented in both runs, epoch 2 only in the first.
+    assert history["first"][0]["loss"] == history["every"][0]["loss"]
+    assert history["first"][0]["accuracy"] == history["every"][0]["accuracy"]
+    assert history["first"][1]["loss"] != history["every"][1]["loss"]
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(learning_rate=float("inf")), "--learning_rate must be a finite number"),
     (dict(momentum=float("nan")), "--momentum must be a finite number"),
@@ -142,6 +160,11 @@ def test_steps_per_execution_trains_exactly_each_epochs_batches(tmp_path):
     (dict(regime="weights", mask="binary"), "--mask sets the mask"),
     (dict(target_remaining=10.0, epochs=1), "it needs --epochs >= 2"),
     (dict(verbose=7), r"--verbose is 0 \(silent\), 1 .* Received: --verbose=7"),
+    (dict(augment_fraction=0.5), "--augment_fraction limits the epochs of --augment, and "
+                                 "--augment=none augments none. Received: --augment_fraction=0.5"),
+    (dict(augment="crop_flip", augment_fraction=0.0), r"in \(0, 1\]. Received: "
+                                                      "--augment_fraction=0.0"),
+    (dict(augment="crop_flip", augment_fraction=1.5), "Received: --augment_fraction=1.5"),
 ])
 @pytest.mark.slow
 def test_settings_that_cannot_work_are_refused(tmp_path, overrides, message):

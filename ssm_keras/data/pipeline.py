@@ -4,8 +4,9 @@ Batches hold float32 images with raw pixel values in [0, 255] (the model
 standardises them) and int64 labels. `make_epoch_dataset` yields one
 training epoch each time it is iterated: epoch `e` is the permutation
 `stateless_shuffle(range(N), (seed, e))` cut into `ceil(N / batch_size)`
-batches, batch `b` augmented with the seed `fold_in((seed, e), b)`, so that
-a resumed run sees the batches of an uninterrupted one.
+batches, batch `b` augmented with the seed `fold_in((seed, e), b)` (every
+epoch, or the first `augment_epochs`), so that a resumed run sees the
+batches of an uninterrupted one.
 `make_eval_dataset` yields every example once, in order, not augmented.
 """
 
@@ -118,11 +119,12 @@ def _check_arrays(images, labels, batch_size: int) -> None:
         )
 
 
-def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment):
+def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, augment_epochs):
     """Shuffled, augmented float32 batches of one epoch per element of `epoch_seeds`.
 
     Each epoch's order and augmentation depend only on its seed (an int64
-    pair), so equal seeds give equal epochs.
+    pair `(seed, e)`), so equal seeds give equal epochs; epochs `e >=
+    augment_epochs` are not augmented.
     """
     with tf.device("/cpu:0"):  # tf.data runs on the host.
         images, labels = tf.constant(images), tf.constant(labels)
@@ -132,18 +134,23 @@ def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment):
     def epoch(epoch_seed):
         order = tf.random.experimental.stateless_shuffle(tf.range(count), epoch_seed)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        augmented = epoch_seed[1] < augment_epochs
         return batches.enumerate().map(
             lambda step, indices: (
                 indices,
                 tf.random.experimental.stateless_fold_in(epoch_seed, step),
+                augmented,
             )
         )
 
-    def gather(indices, batch_seed):
-        batch = _to_float(tf.gather(images, indices), tf.gather(labels, indices))
+    def gather(indices, batch_seed, augmented):
+        batch_images, batch_labels = _to_float(tf.gather(images, indices),
+                                               tf.gather(labels, indices))
         if augment_batch is None:
-            return batch
-        return augment_batch(batch[0], batch_seed), batch[1]
+            return batch_images, batch_labels
+        batch_images = tf.cond(augmented, lambda: augment_batch(batch_images, batch_seed),
+                               lambda: batch_images)
+        return batch_images, batch_labels
 
     return (
         epoch_seeds.flat_map(epoch)
@@ -181,6 +188,7 @@ def make_epoch_dataset(
     batch_size: int,
     *,
     augment: str = "none",
+    augment_epochs: int | None = None,
     seed: int = 0,
     epoch: Callable[[], int],
 ) -> tf.data.Dataset:
@@ -190,7 +198,8 @@ def make_epoch_dataset(
     with a callback that keeps `epoch()` at the epoch being trained (see
     `callbacks.EpochNumber`): Keras iterates the dataset anew at the start of
     every epoch, and each iteration yields the `ceil(N / batch_size)` batches
-    of epoch `epoch()`, shuffled and augmented from `(seed, epoch())` alone.
+    of epoch `epoch()`, shuffled and augmented from `(seed, epoch())` alone
+    (augmented while `epoch() < augment_epochs`).
     So every epoch trains exactly its own batches whatever
     `steps_per_execution` (an execution ends early where the epoch's data
     ends), and a run resumed at epoch `e` sees the batches of an
@@ -201,6 +210,8 @@ def make_epoch_dataset(
         labels: integer array of shape (N,).
         batch_size: examples per batch; every epoch has ceil(N / batch_size).
         augment: one of `AUGMENTATIONS`.
+        augment_epochs: the epochs `0 .. augment_epochs - 1` are augmented,
+            the later ones not; None: every epoch.
         seed: seed of the shuffles and the augmentation.
         epoch: returns the (0-based) epoch to yield, read when an iteration
             starts.
@@ -213,12 +224,19 @@ def make_epoch_dataset(
         raise DataError(
             f"Unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
         )
+    if augment_epochs is not None and (
+            isinstance(augment_epochs, bool) or not isinstance(augment_epochs, int)
+            or augment_epochs < 1):
+        raise DataError(
+            f"augment_epochs is a number of epochs >= 1 (or None: every epoch). Received: "
+            f"augment_epochs={augment_epochs!r}")
     _check_arrays(images, labels, batch_size)
     epoch_seeds = tf.data.Dataset.from_generator(
         lambda: iter([np.array([seed, epoch()], np.int64)]),
         output_signature=tf.TensorSpec((2,), tf.int64),
     )
-    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment)
+    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment,
+                                augment_epochs if augment_epochs is not None else 2**62)
     # Several workers each make the same epoch in memory and keep their part
     # of every batch: DATA sharding (AUTO would try FILE sharding on the
     # generator's single source and fail).

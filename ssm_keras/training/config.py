@@ -135,6 +135,11 @@ class TrainConfig:
         "none",
         f"Augmentation: {_names(specs.AUGMENTATIONS)} (crop_flip: pad 4, random crop, "
         "flip).")
+    augment_fraction: float = setting(
+        1.0,
+        "The fraction of --epochs, from the first, that --augment applies to; the later "
+        "epochs train on the images as they are (in (0, 1]; 0.5 with --target_reach=0.5: "
+        "augmented while the mask shrinks to its target, not while it holds it).")
     # Optimisation.
     batch_size: int = setting(128, "Global batch size (split over replicas).")
     epochs: int = setting(100, "Training epochs.")
@@ -239,6 +244,11 @@ class TrainConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    @classmethod
+    def defaults(cls):
+        """Every setting's default, by name (None where it depends on the regime)."""
+        return {field.name: field.default for field in dataclasses.fields(cls)}
+
     def validate(self):
         """Raises ConfigError on the first bad setting."""
         _choice("arch", self.arch, choices.ARCHITECTURES)
@@ -290,6 +300,7 @@ class TrainConfig:
             raise ConfigError(
                 f"--worker_timeout must be >= 0. Received: --worker_timeout={self.worker_timeout}"
             )
+        self._check_augment_fraction()
         self._check_mask_flags_used()
         self._check_target_remaining()
         self._check_flags_used()
@@ -334,7 +345,7 @@ class TrainConfig:
     def _check_mask_flags_used(self):
         """Refuses `--tau_fraction` / `--density` set for a mask that ignores
         it, and every mask setting for `--regime=weights`, which trains no mask."""
-        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        defaults = self.defaults()
         if self.regime == "weights":
             for name in MASK_SETTINGS:
                 if getattr(self, name) != defaults[name]:
@@ -366,7 +377,7 @@ class TrainConfig:
             "tpu": ("strategy", "tpu"),
             "worker_timeout": ("strategy", "multi_worker_mirrored"),
         }
-        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        defaults = self.defaults()
         for name, (deciding, value) in users.items():
             actual = self.mask_kind if deciding == "mask" else getattr(self, deciding)
             if actual != value and getattr(self, name) != defaults[name]:
@@ -375,6 +386,24 @@ class TrainConfig:
                     f"ignores it. Received: --{name}={getattr(self, name)}"
                 )
 
+    def _check_augment_fraction(self):
+        """Refuses `--augment_fraction` out of (0, 1] or with no augmentation."""
+        if not 0 < self.augment_fraction <= 1:
+            raise ConfigError(
+                "--augment_fraction is the fraction of --epochs that --augment applies to, in "
+                f"(0, 1]. Received: --augment_fraction={self.augment_fraction}")
+        if self.augment_fraction != 1 and self.augment == "none":
+            raise ConfigError(
+                "--augment_fraction limits the epochs of --augment, and --augment=none "
+                f"augments none. Received: --augment_fraction={self.augment_fraction}")
+
+    def augment_epochs(self):
+        """The epochs `0 .. n - 1` that `--augment` applies to: `n = ceil(augment_fraction *
+        epochs)`, or None for every epoch (`--augment_fraction=1`)."""
+        if self.augment_fraction == 1:
+            return None
+        # Rounded first: 0.3 * 10 is 3.0000000000000004.
+        return math.ceil(round(self.augment_fraction * self.epochs, 9))
 
     def _check_target_remaining(self):
         """Refuses `--target_remaining` out of (0, 100) or for a mask it cannot

@@ -271,8 +271,10 @@ def resolved(flags):
             for key, value in flags.items()}
 
 
-def _differences(saved, wanted, allow_epochs):
+def _differences(saved, wanted, allow_epochs, defaults):
     ignored = set(_RESTART_KEYS) | ({"epochs"} if allow_epochs else set())
+    # A run saved before a setting existed trained with its default.
+    saved = {**{key: value for key, value in defaults.items() if key not in saved}, **saved}
     saved, wanted = resolved(saved), resolved(wanted)
     return [f"--{key}: {saved.get(key)!r} -> {wanted.get(key)!r}"
             for key in sorted(set(saved) | set(wanted))
@@ -348,8 +350,11 @@ def _remove_created(model_dir, created):
 
 
 # Checking and starting a run.
-def check(model_dir, flags, resume=False, overwrite=False):
+def check(model_dir, flags, resume=False, overwrite=False, defaults=None):
     """Whether a run with `flags` (a dict) may use `model_dir`; writes nothing.
+
+    A setting missing from the folder's `flags.json` (a run saved before
+    the setting existed) counts as its value in `defaults` (a dict).
 
     - empty or new: a fresh run;
     - an unfinished run with the same flags: resumed from its checkpoint;
@@ -402,7 +407,7 @@ def check(model_dir, flags, resume=False, overwrite=False):
             "Pass --overwrite to replace it, --resume with a larger --epochs to "
             "continue it, or choose another --model_dir."
         )
-    differences = _differences(saved, flags, allow_epochs=resume)
+    differences = _differences(saved, flags, allow_epochs=resume, defaults=defaults or {})
     state = read_state(model_dir)
     if differences:
         done = f", with {state['epoch']} epochs trained" if state else ""

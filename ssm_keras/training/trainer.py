@@ -466,7 +466,8 @@ def prepare_model_dir(model_dir, flags, config, strategy, held):
     if chief:
         try:
             held.enter_context(run_dir.lock(model_dir))
-            restored = run_dir.check(model_dir, flags, config.resume, config.overwrite)
+            restored = run_dir.check(model_dir, flags, config.resume, config.overwrite,
+                                     defaults=ssm_config.TrainConfig.defaults())
         except run_dir.RunDirError as error:
             refusal = error
     if not _multi_worker(strategy):
@@ -558,7 +559,7 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
     train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,
-        seed=config.seed, epoch=epoch_number,
+        augment_epochs=config.augment_epochs(), seed=config.seed, epoch=epoch_number,
     )
     validation = None
     if len(splits.validation[1]):
