@@ -124,7 +124,7 @@ def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, augment_
 
     Each epoch's order and augmentation depend only on its seed (an int64
     pair `(seed, e)`), so equal seeds give equal epochs; epochs `e >=
-    augment_epochs` are not augmented.
+    augment_epochs` (unless it is None) are not augmented.
     """
     with tf.device("/cpu:0"):  # tf.data runs on the host.
         images, labels = tf.constant(images), tf.constant(labels)
@@ -134,7 +134,8 @@ def _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, augment_
     def epoch(epoch_seed):
         order = tf.random.experimental.stateless_shuffle(tf.range(count), epoch_seed)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-        augmented = epoch_seed[1] < augment_epochs
+        augmented = tf.constant(True) if augment_epochs is None else (
+            epoch_seed[1] < augment_epochs)
         return batches.enumerate().map(
             lambda step, indices: (
                 indices,
@@ -235,8 +236,7 @@ def make_epoch_dataset(
         lambda: iter([np.array([seed, epoch()], np.int64)]),
         output_signature=tf.TensorSpec((2,), tf.int64),
     )
-    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment,
-                                augment_epochs if augment_epochs is not None else 2**62)
+    batches = _shuffled_batches(images, labels, batch_size, epoch_seeds, augment, augment_epochs)
     # Several workers each make the same epoch in memory and keep their part
     # of every batch: DATA sharding (AUTO would try FILE sharding on the
     # generator's single source and fail).
