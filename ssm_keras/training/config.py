@@ -402,7 +402,7 @@ class TrainConfig:
         epochs)`, or None for every epoch (`--augment_fraction=1`)."""
         if self.augment_fraction == 1:
             return None
-        # Rounded first: 0.3 * 10 is 3.0000000000000004.
+        # Rounded first: 0.07 * 100 is 7.000000000000001.
         return math.ceil(round(self.augment_fraction * self.epochs, 9))
 
     def _check_target_remaining(self):
