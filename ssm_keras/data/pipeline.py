@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from ssm_keras import arguments
 from ssm_keras.data.specs import AUGMENTATIONS, DataError
 
 _PAD = 4  # Pixels of zero padding for "crop_flip".
@@ -225,12 +226,11 @@ def make_epoch_dataset(
         raise DataError(
             f"Unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
         )
-    if augment_epochs is not None and (
-            isinstance(augment_epochs, bool) or not isinstance(augment_epochs, int)
-            or augment_epochs < 1):
-        raise DataError(
-            f"augment_epochs is a number of epochs >= 1 (or None: every epoch). Received: "
-            f"augment_epochs={augment_epochs!r}")
+    if augment_epochs is not None:
+        try:
+            augment_epochs = arguments.integer("augment_epochs", augment_epochs, low=1)
+        except (TypeError, ValueError) as error:
+            raise DataError(f"{error}; None augments every epoch.") from None
     _check_arrays(images, labels, batch_size)
     epoch_seeds = tf.data.Dataset.from_generator(
         lambda: iter([np.array([seed, epoch()], np.int64)]),
