@@ -25,7 +25,8 @@ RECIPE_SUFFIX = ".flags"
 # The settings, of any command, whose values are paths, and those that are
 # comma-separated lists of paths: `~` in them means the home folder.
 PATH_SETTINGS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from",
-                 "compact_file", "out_dir", "out", "flags_dir", "work_dir", "recipe_flagfile")
+                 "start_from", "compact_file", "out_dir", "out", "flags_dir", "work_dir",
+                 "recipe_flagfile")
 PATH_LIST_SETTINGS = ("runs",)
 
 

@@ -173,19 +173,26 @@ class RunCheckpoint(keras.callbacks.Callback):
             before this one.
         clock: a callable returning the wall time spent so far (seconds).
         write: False on non-chief workers of a multi-worker run.
-        restored: the `state.json` of the checkpoint training resumes from.
+        restored: the `state.json` of the checkpoint training resumes from;
+            its `started_from` (the checkpoint a `--start_from` run started
+            from, and its epoch) is written into every later one.
+        keep_epochs: the epoch numbers (from 1) whose checkpoint is also
+            kept in `directory/epoch-<N>/` (`run_dir.keep_checkpoint`).
     """
 
     STATE_ATTRIBUTES = ("wait", "best", "cooldown_counter")
 
-    def __init__(self, directory, stateful=(), clock=None, write=True, restored=None):
+    def __init__(self, directory, stateful=(), clock=None, write=True, restored=None,
+                 keep_epochs=()):
         super().__init__()
         self.directory = directory
+        self.keep_epochs = frozenset(keep_epochs)
         self.stateful = list(stateful)
         self.clock = clock
         self.write = write
         self.restored = restored or {}
         self.history = list(self.restored.get("history", []))
+        self.started_from = self.restored.get("started_from")
 
     def on_train_begin(self, logs=None):
         # After the stateful callbacks reset themselves in their own
@@ -203,13 +210,16 @@ class RunCheckpoint(keras.callbacks.Callback):
             "history": self.history,
             "wall_time_s": self.clock() if self.clock else None,
             "callbacks": [
-                {key: _plain_value(getattr(callback, key)) for key in _state_keys(callback)
+                {key: _plain_value(getattr(callback, key)) for key in state_keys(callback)
                  if hasattr(callback, key)}
                 for callback in self.stateful
             ],
             "mask_samplers": mask_sampler_states(self.model),
         }
-        run_dir.write_checkpoint(self.directory, self.model.save, state)
+        if self.started_from:
+            state["started_from"] = self.started_from
+        run_dir.write_checkpoint(self.directory, self.model.save, state,
+                                 keep=epoch + 1 in self.keep_epochs)
 
 
 def _mask_samplers(model):
@@ -247,7 +257,8 @@ def restore_mask_samplers(model, states):
         generator.state.assign(np.asarray(state, generator.state.dtype))
 
 
-def _state_keys(callback):
+def state_keys(callback):
+    """The attributes of `callback` that a checkpoint keeps (`RunCheckpoint`)."""
     return getattr(callback, "CHECKPOINT_ATTRIBUTES", RunCheckpoint.STATE_ATTRIBUTES)
 
 

@@ -185,6 +185,17 @@ class TrainConfig:
     resume: bool = setting(
         False,
         "Continue a finished run in --model_dir to a larger --epochs.")
+    start_from: str | None = setting(
+        None,
+        "Start from another run's checkpoint (its run folder, its checkpoint/ folder or a "
+        "kept checkpoint/epoch-N/ folder): the scores, weights, optimiser state, epoch "
+        "history and target steering after its epoch N, then epochs N+1 to --epochs with "
+        "this run's settings (ssm_keras.training.forking).")
+    keep_checkpoints: str | None = setting(
+        None,
+        "Comma-separated epoch numbers (e.g. 50,75) after which a copy of the checkpoint is "
+        "kept in checkpoint/epoch-N/, for --start_from (the checkpoint itself holds the last "
+        "epoch only).")
     overwrite: bool = setting(False, "Replace a run already in --model_dir.")
     strategy: str = setting(
         "default",
@@ -301,6 +312,7 @@ class TrainConfig:
                 f"--worker_timeout must be >= 0. Received: --worker_timeout={self.worker_timeout}"
             )
         self._check_augment_fraction()
+        self._check_checkpoint_settings()
         self._check_mask_flags_used()
         self._check_target_remaining()
         self._check_flags_used()
@@ -396,6 +408,42 @@ class TrainConfig:
             raise ConfigError(
                 "--augment_fraction limits the epochs of --augment, and --augment=none "
                 f"augments none. Received: --augment_fraction={self.augment_fraction}")
+
+    def _check_checkpoint_settings(self):
+        """Refuses `--keep_checkpoints` that are not epochs of the run, a
+        `--start_from` inside `--model_dir` (the run would replace it), and
+        init files with `--start_from` (its weights are the checkpoint's)."""
+        self.kept_checkpoint_epochs()
+        for name in ("init_file", "save_init_file"):
+            if self.start_from and getattr(self, name):
+                raise ConfigError(
+                    f"--{name} names the initial weights and scores, and a --start_from run "
+                    "takes them from its checkpoint: leave one out. Received: "
+                    f"--{name}={getattr(self, name)}")
+        if self.start_from and self.model_dir and files.inside(self.start_from, self.model_dir):
+            raise ConfigError(
+                f"--start_from={self.start_from} lies in --model_dir={self.model_dir}: the run "
+                "would replace the checkpoint it starts from; give it another --model_dir, or "
+                "leave --start_from out to resume the run there.")
+
+    def kept_checkpoint_epochs(self):
+        """The epochs of `--keep_checkpoints` as a set of integers in
+        `[1, epochs]`; ConfigError naming a value that is not one."""
+        epochs = set()
+        for item in (self.keep_checkpoints or "").split(","):
+            if not item.strip():
+                continue
+            try:
+                epoch = int(item)
+            except ValueError:
+                epoch = None
+            if epoch is None or not 1 <= epoch <= self.epochs:
+                raise ConfigError(
+                    f"--keep_checkpoints lists epoch numbers from 1 to --epochs={self.epochs}, "
+                    f"separated by commas. Received: {item.strip()!r} in "
+                    f"--keep_checkpoints={self.keep_checkpoints}")
+            epochs.add(epoch)
+        return epochs
 
     def augment_epochs(self):
         """The epochs `0 .. n - 1` that `--augment` applies to: `n = ceil(augment_fraction *

@@ -6,6 +6,8 @@ Layout of `--model_dir`:
     flags.json, flags.txt   the run's settings (JSON; absl flagfile)
     checkpoint/             state.json + the model.keras it names, after
                             every epoch (see `write_checkpoint`)
+      epoch-<N>/            a copy of it after epoch N, kept for
+                            `--start_from` (`--keep_checkpoints`)
     logs/                   TensorBoard: train/, validation/, masks/, flags
     history.jsonl           one JSON line per epoch (loss, accuracy, masks)
     model.keras             the trained model
@@ -35,11 +37,11 @@ from ssm_keras import files
 from ssm_keras.errors import UserError
 
 # Settings that may differ between a run and its continuation: how it is
-# started, and where its folder is (the folder is the same one however it
-# is spelled, or after it was moved).
-_RESTART_KEYS = ("resume", "overwrite", "verbose", "model_dir")
+# started, where its folder is (the folder is the same one however it is
+# spelled, or after it was moved), and which checkpoints it keeps.
+_RESTART_KEYS = ("resume", "overwrite", "verbose", "model_dir", "keep_checkpoints")
 # Settings that name files or folders: compared as resolved paths.
-PATH_KEYS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from")
+PATH_KEYS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from", "start_from")
 # The files and folders of a run (see the module docstring).
 LOCK = ".lock"
 FLAGS_JSON = "flags.json"
@@ -164,14 +166,15 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def write_checkpoint(folder, save_model, state):
+def write_checkpoint(folder, save_model, state, keep=False):
     """Writes a checkpoint: a model file, then the `state.json` that names it.
 
     `save_model(path)` writes the model (with its optimiser state) to a new
     file `model-<epoch>.keras`; then `state.json`, which records that file's
     name and SHA-256, replaces the previous one in one rename; then the
     previous model file is deleted. So at every instant `state.json` names a
-    complete model file of its own epoch.
+    complete model file of its own epoch. With `keep`, both files are also
+    copied into `folder/epoch-<epoch>/` (see `keep_checkpoint`).
 
     Raises:
         RunDirError: the files cannot be written (e.g. a full disk); no
@@ -192,6 +195,55 @@ def write_checkpoint(folder, save_model, state):
     for other in os.listdir(folder):
         if other != name and other.endswith(".keras"):
             files.remove_quietly(os.path.join(folder, other))
+    if keep:
+        keep_checkpoint(folder, state["epoch"])
+
+
+def kept_checkpoint_dir(folder, epoch):
+    return os.path.join(folder, f"epoch-{epoch}")
+
+
+def keep_checkpoint(folder, epoch):
+    """Copies the checkpoint in `folder` (of epoch `epoch`) into
+    `folder/epoch-<epoch>/`, a checkpoint folder of its own that the next
+    epochs leave alone. Written as a whole or not at all: the copy is made
+    in a hidden folder and renamed; an older copy of that epoch (a run
+    continued after a kill) is replaced.
+
+    Raises:
+        RunDirError: the copy cannot be written; no partial folder is left.
+    """
+    kept = kept_checkpoint_dir(folder, epoch)
+    temporary = os.path.join(folder, f".epoch-{epoch}.tmp")
+    try:
+        shutil.rmtree(temporary, ignore_errors=True)
+        os.makedirs(temporary)
+        state = read_json(os.path.join(folder, STATE))
+        for name in (state["model"], STATE):
+            shutil.copy2(os.path.join(folder, name), os.path.join(temporary, name))
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(temporary, kept)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise RunDirError(
+            f"cannot keep the checkpoint in {kept}: {error.strerror or error}") from None
+
+
+def find_checkpoint(path):
+    """`(state, model path)` of the checkpoint `--start_from=path` names: a
+    checkpoint folder (a run's `checkpoint/`, a kept `checkpoint/epoch-N/`)
+    or a run folder, whose `checkpoint/` it reads.
+
+    Raises:
+        RunDirError: `path` holds no checkpoint, or a damaged one.
+    """
+    for folder in (path, checkpoint_dir(path)):
+        found = read_checkpoint(folder) if os.path.isdir(folder) else None
+        if found:
+            return found
+    raise RunDirError(
+        f"--start_from={path} holds no checkpoint: name a run folder, its checkpoint/ folder, "
+        "or a checkpoint/epoch-N/ folder it kept (--keep_checkpoints).")
 
 
 def read_checkpoint(folder):
@@ -251,6 +303,9 @@ def _state_problem(state):
     samplers = state.get("mask_samplers", {})
     if not isinstance(samplers, dict):
         return f"mask_samplers must be an object, found {samplers!r}"
+    started = state.get("started_from")
+    if started is not None and not isinstance(started, dict):
+        return f"started_from must be an object, found {started!r}"
     for key in ("model", "model_sha256"):
         if key in state and not isinstance(state[key], str):
             return f"{key} must be a string, found {state[key]!r}"

@@ -29,6 +29,7 @@ from ssm_keras import layers as ssm_layers
 from ssm_keras.training import (
     batch_norm,
     distribute,
+    forking,
     init_file,
     losses,
     run_dir,
@@ -237,7 +238,7 @@ def _callbacks(config, model_dir, restored, clock, chief):
     stateful = stateful_callbacks(config)
     checkpoint = ssm_callbacks.RunCheckpoint(
         run_dir.checkpoint_dir(model_dir), stateful=stateful, clock=clock,
-        write=chief, restored=restored,
+        write=chief, restored=restored, keep_epochs=config.kept_checkpoint_epochs(),
     )
     extra = []
     if chief:
@@ -539,6 +540,33 @@ def make_model(config, splits, strategy, checkpoint=None):
     return model
 
 
+def make_started_model(config, splits, strategy):
+    """The compiled model of a `--start_from` run and the checkpoint state it
+    trains on from (see `forking`).
+
+    Returns:
+        `(model, state)`: the model built and compiled from `config` with
+        the parent checkpoint's variables, and that checkpoint's state with
+        its callbacks' states matched to the run's (`forking.callback_states`)
+        and `started_from` recorded.
+    """
+    state, path = forking.parent_checkpoint(config)
+    parent = load_model_file(path, f"--start_from={config.start_from}")
+    with strategy.scope():
+        model = build_model(config, splits.spec)
+        compile_model(model, config, steps_per_epoch(config, splits))
+        forking.copy_training_state(parent, model, config.start_from)
+        ssm_callbacks.restore_mask_samplers(model, state.get("mask_samplers", {}))
+    state = {
+        **state,
+        "callbacks": forking.callback_states(state.get("callbacks", []),
+                                             stateful_callbacks(config)),
+        "started_from": {"checkpoint": os.path.realpath(os.path.dirname(path)),
+                         "epoch": state["epoch"]},
+    }
+    return model, state
+
+
 def fit(model, config, splits, callbacks, initial_epoch=0):
     """Trains `model` for epochs `initial_epoch` to `config.epochs - 1`.
 
@@ -608,8 +636,13 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
     chief = start_run is not None
     strategy = strategy or make_strategy(config)
     splits = prepare_data(config, splits)
-    model = make_model(config, splits, strategy,
-                       run_dir.checkpoint_dir(model_dir) if restored else None)
+    fresh = not restored
+    if restored:
+        model = make_model(config, splits, strategy, run_dir.checkpoint_dir(model_dir))
+    elif config.start_from:
+        model, restored = make_started_model(config, splits, strategy)
+    else:
+        model = make_model(config, splits, strategy)
     check_model_settings(config, model, fresh=not restored)
     initial_epoch = restored["epoch"] if restored else 0
     previous_time = (restored or {}).get("wall_time_s") or 0.0
@@ -620,7 +653,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
 
     if chief:
         start_run()
-        if not restored:
+        if fresh:
             _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
     callbacks, checkpoint = _callbacks(config, model_dir, restored, clock, chief)
     try:
@@ -636,6 +669,8 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         "test": _evaluate(model, *splits.test, config.batch_size),
     }
     results = _results(config, model, splits, checkpoint.history, clock(), evaluations)
+    if checkpoint.started_from:
+        results["started_from"] = checkpoint.started_from
     results["model_dir"] = model_dir
     if chief:
         _write_history(model_dir, checkpoint.history)

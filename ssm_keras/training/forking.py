@@ -1,0 +1,115 @@
+"""Starting a run from another run's checkpoint (`--start_from`).
+
+A run started from the checkpoint of epoch `N` of another run (its parent)
+goes on from the parent's state with its own settings, training epochs
+`N + 1 .. E`. With the parent's settings it ends exactly where the parent
+ends. With a setting that acts only after epoch `N` changed (e.g.
+`--augment_fraction=0.75` from epoch 75 of a 100-epoch run, or more
+`--epochs`), it ends where a run with that setting from the start would.
+So an experiment on the end of a long schedule costs the epochs that
+differ, not the whole run.
+
+The run's model is built and compiled from its own settings, and the
+parent's state copied into it:
+
+- every variable of the model (scores, frozen weights, thresholds,
+  batch-norm statistics), in order: the parent's model must have as many,
+  of the same shapes (the same `--arch`, `--width`, mask kind and regime);
+- the optimiser's step count and its slots (momentum), so that the run's
+  learning-rate schedule goes on at the parent's step; a learning rate kept
+  in a variable (`--lr_schedule=plateau`) carries over when both keep one;
+- the state of the callbacks a checkpoint keeps, each to the run's callback
+  with the same state attributes (the `--target_remaining` steering,
+  `ReduceLROnPlateau`); one the parent did not have starts afresh (e.g. a
+  target set for the continuation only);
+- the Bernoulli masks' sampler counters, the epoch history and the wall
+  time, so the run's history, curves and `results.json` cover all its
+  epochs, the parent's first.
+"""
+
+from ssm_keras.training import callbacks as ssm_callbacks
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import run_dir
+
+# Optimiser variables that are not slots of a trained variable.
+_OPTIMIZER_SCALARS = ("iteration", "learning_rate")
+
+
+def parent_checkpoint(config):
+    """`(state, model path)` of the checkpoint `config.start_from` names.
+
+    Raises:
+        RunDirError: it names no checkpoint, or a damaged one.
+        ConfigError: the checkpoint is at or after `--epochs`.
+    """
+    state, model_path = run_dir.find_checkpoint(config.start_from)
+    if state["epoch"] >= config.epochs:
+        raise ssm_config.ConfigError(
+            f"--start_from={config.start_from} is the checkpoint after epoch {state['epoch']}, "
+            f"and --epochs={config.epochs} leaves no epoch to train after it: ask for more "
+            "--epochs.")
+    return state, model_path
+
+
+def copy_training_state(parent, model, source):
+    """Copies the variables of `parent` (a compiled model loaded from a
+    checkpoint) and of its optimiser into `model`, compiled with the run's
+    settings (see the module docstring).
+
+    Raises:
+        ConfigError: the two models or optimisers have other variables;
+            the message names `source` and the first that differs.
+    """
+    _copy(parent.weights, model.weights, source, "model",
+          "start from a checkpoint of the same --arch, --width, --mask and --regime")
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    parent_scalars, parent_slots = _split(parent.optimizer.variables)
+    scalars, slots = _split(optimizer.variables)
+    _copy(parent_slots, slots, source, "optimiser",
+          "start from a checkpoint of the same --optimizer and --mixed_precision")
+    for name, variable in scalars.items():
+        if name in parent_scalars:
+            variable.assign(parent_scalars[name])
+
+
+def _split(variables):
+    """`({name: variable} of the scalars in _OPTIMIZER_SCALARS, [the slots])`."""
+    scalars = {variable.path.rsplit("/", 1)[-1]: variable for variable in variables
+               if variable.path.rsplit("/", 1)[-1] in _OPTIMIZER_SCALARS}
+    slots = [variable for variable in variables
+             if variable.path.rsplit("/", 1)[-1] not in _OPTIMIZER_SCALARS]
+    return scalars, slots
+
+
+def _copy(sources, targets, source, what, advice):
+    """Assigns each of `sources` to the target at its place; ConfigError
+    if their numbers or shapes differ."""
+    if len(sources) != len(targets):
+        raise ssm_config.ConfigError(
+            f"--start_from={source}: the checkpoint's {what} has {len(sources)} variables and "
+            f"this run's has {len(targets)}; {advice}.")
+    for parent, variable in zip(sources, targets):
+        if tuple(parent.shape) != tuple(variable.shape):
+            raise ssm_config.ConfigError(
+                f"--start_from={source}: the checkpoint's {what} variable {parent.path} has "
+                f"the shape {tuple(parent.shape)}, and this run's {variable.path} "
+                f"{tuple(variable.shape)}; {advice}.")
+    for parent, variable in zip(sources, targets):
+        variable.assign(parent)
+
+
+def callback_states(saved, stateful):
+    """The saved states of `saved` (a checkpoint's `callbacks` list) for the
+    run's `stateful` callbacks, in their order: each the saved state with
+    the same keys as the callback's state attributes, else `{}` (it starts
+    afresh)."""
+    states = []
+    unused = list(saved)
+    for callback in stateful:
+        keys = set(ssm_callbacks.state_keys(callback))
+        match = next((state for state in unused if set(state) == keys), None)
+        if match is not None:
+            unused.remove(match)
+        states.append(match or {})
+    return states

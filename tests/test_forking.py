@@ -1,0 +1,127 @@
+"""Kept checkpoints and runs started from them (`--keep_checkpoints`,
+`--start_from`): the same end as one uninterrupted run, settings that act
+after the checkpoint, resuming, and refusals that write nothing."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from support import crashed_run, strict_json, tiny_config, tiny_splits
+
+from ssm_keras import layers
+from ssm_keras.training import config as ssm_config
+from ssm_keras.training import run_dir, trainer
+
+# A steered run (its controller's state must carry over) with augmentation.
+SETTINGS = dict(augment="crop_flip", target_remaining=30.0)
+
+
+def _scores(folder):
+    model = keras.saving.load_model(folder / "run" / "model.keras")
+    return [layer.scores.numpy() for layer in layers.masked_layers(model)]
+
+
+def _same_end(results, expected, folder, expected_folder):
+    assert results["test_accuracy"] == expected["test_accuracy"]
+    assert results["remaining_weights"] == expected["remaining_weights"]
+    for ours, theirs in zip(_scores(folder), _scores(expected_folder)):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.slow
+def test_a_run_started_from_a_kept_checkpoint_ends_where_the_parent_or_its_variant_ends(
+        tmp_path):
+    splits = tiny_splits()
+    parent = trainer.run(tiny_config(tmp_path / "parent", keep_checkpoints="1,2", **SETTINGS),
+                         splits=splits)
+    checkpoints = tmp_path / "parent" / "run" / "checkpoint"
+    for epoch in (1, 2):
+        kept = checkpoints / f"epoch-{epoch}"
+        assert sorted(path.name for path in kept.iterdir()) == [f"model-{epoch}.keras",
+                                                                "state.json"]
+        state = strict_json(kept / "state.json")
+        assert state["epoch"] == epoch and len(state["history"]) == epoch
+        assert state["callbacks"][0]["start_percent"] > SETTINGS["target_remaining"]
+    assert strict_json(checkpoints / "state.json")["epoch"] == 3
+    assert run_dir.find_checkpoint(str(tmp_path / "parent" / "run"))[0]["epoch"] == 3
+
+    # The parent's own settings from epoch 2 on: its exact end and history.
+    start = str(checkpoints / "epoch-2")
+    same = trainer.run(tiny_config(tmp_path / "same", start_from=start, **SETTINGS),
+                       splits=splits)
+    _same_end(same, parent, tmp_path / "same", tmp_path / "parent")
+    assert same["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 2}
+    assert [entry["epoch"] for entry in run_dir.read_history(same["model_dir"])] == [1, 2, 3]
+    assert run_dir.read_history(same["model_dir"]) == run_dir.read_history(parent["model_dir"])
+
+    # A setting that acts after epoch 2 only (the third epoch not augmented):
+    # the end of a run with it from the start, not the parent's.
+    variant = dict(SETTINGS, augment_fraction=0.5)  # augments epochs 0 and 1 of 3
+    scratch = trainer.run(tiny_config(tmp_path / "scratch", **variant), splits=splits)
+    started = trainer.run(tiny_config(tmp_path / "started", start_from=start, **variant),
+                          splits=splits)
+    _same_end(started, scratch, tmp_path / "started", tmp_path / "scratch")
+    assert run_dir.read_history(started["model_dir"])[2]["loss"] != run_dir.read_history(
+        parent["model_dir"])[2]["loss"]
+
+
+@pytest.mark.slow
+def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path):
+    splits = tiny_splits()
+    parent = trainer.run(tiny_config(tmp_path / "parent", keep_checkpoints="1", **SETTINGS),
+                         splits=splits)
+    start = str(tmp_path / "parent" / "run" / "checkpoint" / "epoch-1")
+    config = tiny_config(tmp_path / "child", start_from=start, **SETTINGS)
+    crashed_run(config, splits, after_epoch=2)
+    state = strict_json(tmp_path / "child" / "run" / "checkpoint" / "state.json")
+    assert state["epoch"] == 2
+    assert state["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 1}
+    resumed = trainer.run(config, splits=splits)
+    _same_end(resumed, parent, tmp_path / "child", tmp_path / "parent")
+    assert resumed["started_from"]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(tmp_path):
+    splits = tiny_splits()
+    trainer.run(tiny_config(tmp_path / "parent", epochs=2, keep_checkpoints="1"), splits=splits)
+    kept = str(tmp_path / "parent" / "run" / "checkpoint" / "epoch-1")
+    refusals = [
+        (dict(start_from=str(tmp_path / "nothing")), run_dir.RunDirError,
+         "holds no checkpoint: name a run folder"),
+        (dict(start_from=kept, epochs=1), ssm_config.ConfigError,
+         "the checkpoint after epoch 1, and --epochs=1 leaves no epoch to train"),
+        (dict(start_from=kept, width=2), ssm_config.ConfigError,
+         r"the checkpoint's model variable dense_1/scores has the shape \(64, 300\), and this "
+         r"run's dense_1/scores \(64, 600\); start from a checkpoint of the same --arch"),
+        (dict(start_from=kept, optimizer="adam"), ssm_config.ConfigError,
+         "the checkpoint's optimiser has 3 variables and this run's has 6"),
+    ]
+    for overrides, error, message in refusals:
+        with pytest.raises(error, match=message):
+            trainer.run(tiny_config(tmp_path / "child", **overrides), splits=splits)
+        assert not (tmp_path / "child").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(keep_checkpoints="0"), r"lists epoch numbers from 1 to --epochs=3, separated by "
+                                 r"commas. Received: '0' in --keep_checkpoints=0"),
+    (dict(keep_checkpoints="1,4"), "Received: '4' in --keep_checkpoints=1,4"),
+    (dict(keep_checkpoints="2.5"), "Received: '2.5'"),
+    (dict(start_from="{run}/checkpoint"), "lies in --model_dir=.* the run would replace the "
+                                          "checkpoint it starts from"),
+    (dict(start_from="elsewhere", save_init_file="init.npz"),
+     "--save_init_file names the initial weights and scores, and a --start_from run takes them "
+     "from its checkpoint: leave one out. Received: --save_init_file=init.npz"),
+])
+def test_checkpoint_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
+    overrides = {key: value.format(run=tmp_path / "run") for key, value in overrides.items()}
+    with pytest.raises(ssm_config.ConfigError, match=message):
+        tiny_config(tmp_path, **overrides).validate()
+
+
+def test_kept_epochs_are_parsed_from_the_list():
+    config = ssm_config.TrainConfig(epochs=100, keep_checkpoints=" 75,25, ,50,75")
+    assert config.kept_checkpoint_epochs() == {25, 50, 75}
+    assert ssm_config.TrainConfig().kept_checkpoint_epochs() == set()
