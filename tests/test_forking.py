@@ -2,6 +2,7 @@
 `--start_from`): the same end as one uninterrupted run, settings that act
 after the checkpoint, resuming, and refusals that write nothing."""
 
+import dataclasses
 import os
 
 import keras
@@ -77,9 +78,12 @@ def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path):
     state = strict_json(tmp_path / "child" / "run" / "checkpoint" / "state.json")
     assert state["epoch"] == 2
     assert state["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 1}
-    resumed = trainer.run(config, splits=splits)
+    # Resumed with a checkpoint to keep added (a flag that may change).
+    resumed = trainer.run(dataclasses.replace(config, keep_checkpoints="3"), splits=splits)
     _same_end(resumed, parent, tmp_path / "child", tmp_path / "parent")
     assert resumed["started_from"]["epoch"] == 1
+    kept = strict_json(tmp_path / "child" / "run" / "checkpoint" / "epoch-3" / "state.json")
+    assert kept["epoch"] == 3 and kept["started_from"] == state["started_from"]
 
 
 @pytest.mark.slow
