@@ -129,6 +129,7 @@ def test_reproduce_names_flags_that_differ_from_the_flagfile(tmp_path):
 @pytest.mark.parametrize("arguments, named", [
     (["--seeds=a,b"], "--seeds=a,b"), (["--seed=3"], "--seed=3"), (["--epoch=5"], "'epoch'"),
     (["--model_dir=x"], "--model_dir"), (["--aggregate_only", "--epochs=5"], "--epochs=5"),
+    (["--start_from=x"], "--start_from=x: every run of the command would start from that one"),
     (["--epochs=x"], "--epochs=x"), (["--experiments=conv5_cifar10_signed"], "conv5_cifar10"),
     (["--compress=0"], "--compress=0"), (["--compress=5", "--epochs=3"], "drop --epochs=3"),
     (["--recipe=fcn_mnist_signed"], "'recipe'"), (["--experiments= ,"], "--experiments is empty"),

@@ -277,6 +277,10 @@ def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_
     (["--tau_fraction_range=0.5:1.0"], "--tau_fraction_range=0.5:1.0: --tau_fraction must be in"),
     (["--objective=test_accuracy"], "Unknown --objective='test_accuracy'"),
     (["--validation_size=0"], "never the test split: --validation_size must be > 0"),
+    (["--keep_checkpoints=1"], "--keep_checkpoints is a setting of one run of "
+                               "ssm_keras.train; the trials of a search start afresh. Received: "
+                               "--keep_checkpoints=1"),
+    (["--start_from=run"], "--start_from is a setting of one run"),
     (["--out_dir="], "--out_dir is required"),
     (["--optimizer_choices=sgd,rmsprop"],
      "--optimizer_choices=sgd,rmsprop: Unknown --optimizer='rmsprop'. Allowed: sgd, adam."),

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Training flags the commands set per run themselves.
 SET_PER_RUN = {"model_dir", "seed", "resume", "overwrite", "mask_from"}
+# Training flags of one run, which would make the command's runs one run's copies.
+ONE_RUN_ONLY = {"start_from"}
 
 
 class LaunchError(UserError):
@@ -33,11 +35,15 @@ class LaunchError(UserError):
 
 def check_training_arguments(arguments):
     """Raises `LaunchError` for an argument of `arguments` (`--name=value`)
-    that sets a training setting the command sets per run (`SET_PER_RUN`)."""
+    that sets a training setting the command sets per run (`SET_PER_RUN`),
+    or one that belongs to a single run (`ONE_RUN_ONLY`)."""
     for argument in arguments:
         name = argument.removeprefix("--").partition("=")[0]
         if name in SET_PER_RUN:
             raise LaunchError(f"{argument}: the command sets --{name} for each run itself")
+        if name in ONE_RUN_ONLY:
+            raise LaunchError(f"{argument}: every run of the command would start from that one "
+                              "checkpoint; start a run from it with ssm_keras.train")
 
 
 @contextlib.contextmanager

@@ -496,6 +496,10 @@ def _check_tunable(config):
     if config.save_init_file:
         raise TuneError("--save_init_file would be written by every trial: write it with "
                         "ssm_keras.train, then tune with --init_file.")
+    for name in ("start_from", "keep_checkpoints"):
+        if getattr(config, name):
+            raise TuneError(f"--{name} is a setting of one run of ssm_keras.train; the trials "
+                            f"of a search start afresh. Received: --{name}={getattr(config, name)}")
     if config.strategy == "multi_worker_mirrored":
         raise TuneError("--strategy=multi_worker_mirrored: a trial runs in one process. "
                         "Spread the trials over processes with KERASTUNER_TUNER_ID, "
