@@ -12,7 +12,7 @@ from support import crashed_run, strict_json, tiny_config, tiny_splits
 
 from ssm_keras import layers
 from ssm_keras.training import config as ssm_config
-from ssm_keras.training import run_dir, trainer
+from ssm_keras.training import forking, run_dir, sparsity, trainer
 
 # A steered run (its controller's state must carry over) with augmentation.
 SETTINGS = dict(augment="crop_flip", target_remaining=30.0)
@@ -100,7 +100,7 @@ def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
          r"the checkpoint's model variable dense_1/scores has the shape \(64, 300\), and this "
          r"run's dense_1/scores \(64, 600\); start from a checkpoint of the same --arch"),
         (dict(start_from=kept, optimizer="adam"), ssm_config.ConfigError,
-         "the checkpoint's optimiser has 3 variables and this run's has 6"),
+         "the checkpoint's optimiser has 4 variables and this run's has 7"),
     ]
     for overrides, error, message in refusals:
         with pytest.raises(error, match=message):
@@ -129,3 +129,32 @@ def test_kept_epochs_are_parsed_from_the_list():
     config = ssm_config.TrainConfig(epochs=100, keep_checkpoints=" 75,25, ,50,75")
     assert config.kept_checkpoint_epochs() == {25, 50, 75}
     assert ssm_config.TrainConfig().kept_checkpoint_epochs() == set()
+
+
+@pytest.mark.slow
+def test_a_started_run_goes_on_at_the_parents_step_with_its_own_schedule_and_precision(tmp_path):
+    """A plateau run's checkpoint (its rate in a variable) continued with an
+    exponential schedule in bfloat16: the same variables, so it starts."""
+    splits = tiny_splits()  # 96 training images in batches of 32: 3 steps an epoch
+    trainer.run(tiny_config(tmp_path / "parent", epochs=2, lr_schedule="plateau",
+                            keep_checkpoints="1"), splits=splits)
+    start = str(tmp_path / "parent" / "run" / "checkpoint" / "epoch-1")
+    child = trainer.run(tiny_config(tmp_path / "child", epochs=3, start_from=start,
+                                    mixed_precision="mixed_bfloat16"), splits=splits)
+    history = run_dir.read_history(child["model_dir"])
+    # Exponential: 0.1 * 0.9 ** (step / (10 epochs * 3 steps)), at steps 6 and 9.
+    assert [entry["learning_rate"] for entry in history[1:]] == pytest.approx(
+        [0.1 * 0.9 ** (6 / 30), 0.1 * 0.9 ** (9 / 30)])
+    model = keras.saving.load_model(tmp_path / "child" / "run" / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 9
+
+
+def test_saved_callback_states_go_to_the_callbacks_with_their_attributes():
+    plateau = {"wait": 2, "best": 0.5, "cooldown_counter": 0}
+    steering = {"start_percent": 60.0, "weight_decay": 1e-4, "regrowth": 1.1,
+                "expected_percent": 20.0}
+    controller = sparsity.SparsityController(10.0, 100, 2.5e-4, 0.05)
+    reducer = keras.callbacks.ReduceLROnPlateau()
+    assert forking.callback_states([plateau, steering], [controller]) == [steering]
+    assert forking.callback_states([steering], [reducer, controller]) == [{}, steering]
+    assert forking.callback_states([], [controller]) == [{}]

@@ -31,8 +31,8 @@ from ssm_keras.training import callbacks as ssm_callbacks
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import run_dir
 
-# Optimiser variables that are not slots of a trained variable.
-_OPTIMIZER_SCALARS = ("iteration", "learning_rate")
+# The optimiser variable that holds a learning rate not given by a schedule.
+_LEARNING_RATE = "learning_rate"
 
 
 def parent_checkpoint(config):
@@ -64,22 +64,24 @@ def copy_training_state(parent, model, source):
           "start from a checkpoint of the same --arch, --width, --mask and --regime")
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
-    parent_scalars, parent_slots = _split(parent.optimizer.variables)
-    scalars, slots = _split(optimizer.variables)
-    _copy(parent_slots, slots, source, "optimiser",
-          "start from a checkpoint of the same --optimizer and --mixed_precision")
-    for name, variable in scalars.items():
-        if name in parent_scalars:
-            variable.assign(parent_scalars[name])
+    parent_rates, parent_state = _split(parent.optimizer.variables)
+    rates, state = _split(optimizer.variables)
+    _copy(parent_state, state, source, "optimiser",
+          "start from a checkpoint of the same --optimizer, with --mixed_precision="
+          "mixed_float16 (loss scaling) on both sides or neither")
+    if len(parent_rates) == len(rates):
+        for parent_rate, rate in zip(parent_rates, rates):
+            rate.assign(parent_rate)
 
 
 def _split(variables):
-    """`({name: variable} of the scalars in _OPTIMIZER_SCALARS, [the slots])`."""
-    scalars = {variable.path.rsplit("/", 1)[-1]: variable for variable in variables
-               if variable.path.rsplit("/", 1)[-1] in _OPTIMIZER_SCALARS}
-    slots = [variable for variable in variables
-             if variable.path.rsplit("/", 1)[-1] not in _OPTIMIZER_SCALARS]
-    return scalars, slots
+    """`([the learning-rate variable, if any], [every other variable])` of an
+    optimiser: the step counts and slots, in order (a loss-scaling
+    optimiser's own before its inner one's)."""
+    def is_rate(variable):
+        return variable.path.rsplit("/", 1)[-1] == _LEARNING_RATE
+    return ([variable for variable in variables if is_rate(variable)],
+            [variable for variable in variables if not is_rate(variable)])
 
 
 def _copy(sources, targets, source, what, advice):
