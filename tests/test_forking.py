@@ -113,6 +113,8 @@ def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
                                  r"commas. Received: '0' in --keep_checkpoints=0"),
     (dict(keep_checkpoints="1,4"), "Received: '4' in --keep_checkpoints=1,4"),
     (dict(keep_checkpoints="2.5"), "Received: '2.5'"),
+    (dict(keep_checkpoints=[1, 2]), r"a text of epoch numbers separated by commas, such as "
+                                    r"'50,75'. Received: \[1, 2\]"),
     (dict(start_from="{run}/checkpoint"), "lies in --model_dir=.* the run would replace the "
                                           "checkpoint it starts from"),
     (dict(start_from="elsewhere", save_init_file="init.npz"),
@@ -120,7 +122,8 @@ def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
      "from its checkpoint: leave one out. Received: --save_init_file=init.npz"),
 ])
 def test_checkpoint_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
-    overrides = {key: value.format(run=tmp_path / "run") for key, value in overrides.items()}
+    overrides = {key: value.format(run=tmp_path / "run") if isinstance(value, str) else value
+                 for key, value in overrides.items()}
     with pytest.raises(ssm_config.ConfigError, match=message):
         tiny_config(tmp_path, **overrides).validate()
 

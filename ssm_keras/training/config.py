@@ -429,6 +429,10 @@ class TrainConfig:
     def kept_checkpoint_epochs(self):
         """The epochs of `--keep_checkpoints` as a set of integers in
         `[1, epochs]`; ConfigError naming a value that is not one."""
+        if self.keep_checkpoints is not None and not isinstance(self.keep_checkpoints, str):
+            raise ConfigError(
+                "--keep_checkpoints is a text of epoch numbers separated by commas, such as "
+                f"'50,75'. Received: {self.keep_checkpoints!r}")
         epochs = set()
         for item in (self.keep_checkpoints or "").split(","):
             if not item.strip():
