@@ -4,6 +4,7 @@ after the checkpoint, resuming, and refusals that write nothing."""
 
 import dataclasses
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -91,9 +92,15 @@ def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
     splits = tiny_splits()
     trainer.run(tiny_config(tmp_path / "parent", epochs=2, keep_checkpoints="1"), splits=splits)
     kept = str(tmp_path / "parent" / "run" / "checkpoint" / "epoch-1")
+    shutil.copytree(kept, tmp_path / "damaged")
+    with open(tmp_path / "damaged" / "model-1.keras", "ab") as file:
+        file.write(b"!")
     refusals = [
         (dict(start_from=str(tmp_path / "nothing")), run_dir.RunDirError,
          "holds no checkpoint: name a run folder"),
+        (dict(start_from=str(tmp_path / "damaged")), run_dir.RunDirError,
+         r"damaged/model-1.keras is damaged: .* \(SHA-256 differs\). Start from another "
+         "checkpoint, or from the start."),
         (dict(start_from=kept, epochs=1), ssm_config.ConfigError,
          "the checkpoint after epoch 1, and --epochs=1 leaves no epoch to train"),
         (dict(start_from=kept, width=2), ssm_config.ConfigError,

@@ -237,8 +237,9 @@ def find_checkpoint(path):
     Raises:
         RunDirError: `path` holds no checkpoint, or a damaged one.
     """
+    advice = "Start from another checkpoint, or from the start."
     for folder in (path, checkpoint_dir(path)):
-        found = read_checkpoint(folder) if os.path.isdir(folder) else None
+        found = read_checkpoint(folder, advice) if os.path.isdir(folder) else None
         if found:
             return found
     raise RunDirError(
@@ -246,8 +247,14 @@ def find_checkpoint(path):
         "or a checkpoint/epoch-N/ folder it kept (--keep_checkpoints).")
 
 
-def read_checkpoint(folder):
-    """`(state, model path)` of the checkpoint in `folder`, or None if none.
+# What to do about a damaged checkpoint of the run itself.
+_RESUME_ADVICE = ("Delete the checkpoint folder to train from the last intact state, "
+                  "or pass --overwrite to start over.")
+
+
+def read_checkpoint(folder, advice=_RESUME_ADVICE):
+    """`(state, model path)` of the checkpoint in `folder`, or None if none;
+    `advice` ends the message about a damaged one.
 
     Raises:
         RunDirError: `state.json` is damaged, or the model file it names is
@@ -257,8 +264,6 @@ def read_checkpoint(folder):
     if not os.path.isfile(state_path):
         return None
     state = read_json(state_path)
-    advice = ("Delete the checkpoint folder to train from the last intact state, "
-              "or pass --overwrite to start over.")
     problem = _state_problem(state)
     if problem:
         raise RunDirError(f"{state_path} is not a checkpoint state: {problem}. {advice}")
