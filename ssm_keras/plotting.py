@@ -51,10 +51,11 @@ def load_run(model_dir, results=None):
 
 
 def load_unfinished_run(model_dir):
-    """`(flags, history, status)` of a run that has not finished: its
-    `flags.json`, its epoch records and `"diverged"` (from the
+    """`(flags, history, status, started_after)` of a run that has not
+    finished: its `flags.json`, its epoch records, `"diverged"` (from the
     `history.jsonl` it wrote as it stopped) or `"unfinished"` (still
-    training or killed: from its last checkpoint).
+    training or killed: from its last checkpoint), and the epoch of the
+    checkpoint it started from (`started_after`), or None.
 
     Raises:
         RunDirError: a damaged file.
@@ -63,15 +64,22 @@ def load_unfinished_run(model_dir):
     flags = run_dir.read_json(os.path.join(model_dir, run_dir.FLAGS_JSON))
     results_path = os.path.join(model_dir, run_dir.RESULTS)
     if os.path.isfile(results_path):  # not finished, so diverged
+        record = run_dir.read_json(results_path)
         status, history = "diverged", run_dir.read_history(model_dir)
     else:
-        state = run_dir.read_state(model_dir)
-        status, history = "unfinished", state["history"] if state else []
+        record = run_dir.read_state(model_dir) or {}
+        status, history = "unfinished", record.get("history", [])
     if not history:
         how = "diverged in its first epoch" if status == "diverged" else (
             "has not finished an epoch yet")
         raise PlotError(f"the run in {model_dir} {how}; nothing to plot")
-    return flags, history, status
+    return flags, history, status, started_after(record)
+
+
+def started_after(record):
+    """The epoch of the checkpoint a `--start_from` run started from, by its
+    `results.json` or checkpoint state (`record`); None for other runs."""
+    return (record.get("started_from") or {}).get("epoch")
 
 
 # Data preparation.
@@ -197,17 +205,19 @@ def flips_scale(flips):
     return "symlog" if positive and max(positive) >= 10 * min(positive) else "linear"
 
 
-def plot_training_curves(history, path, title=None, paper_figure=None):
+def plot_training_curves(history, path, title=None, paper_figure=None, started_after=None):
     """Writes `training_curves_figure` to `path`. Returns `path`."""
-    return _save(training_curves_figure(history, title, paper_figure), path)
+    return _save(training_curves_figure(history, title, paper_figure, started_after), path)
 
 
-def training_curves_figure(history, title=None, paper_figure=None):
+def training_curves_figure(history, title=None, paper_figure=None, started_after=None):
     """Accuracy, loss, remaining weights (%) and mask flips per epoch, in a
     2 x 2 grid; a run with `--target_remaining` also draws its target path
-    (dashed) beside the remaining weights, and `paper_figure` (a
+    (dashed) beside the remaining weights, `paper_figure` (a
     `paper.PaperFigure`) is drawn as the paper's final test accuracy and
-    remaining weights (dotted)."""
+    remaining weights (dotted), and `started_after` (the epoch `N` of the
+    checkpoint a `--start_from` run started from) as a vertical line at
+    `N + 0.5` in every panel: the epochs left of it are the parent's."""
     data = curve_data(history)
     epochs = data["epoch"]
     figure = Figure(figsize=(10, 7), layout="constrained")
@@ -234,6 +244,10 @@ def training_curves_figure(history, title=None, paper_figure=None):
         (flips, "mask flips per epoch", (("mask_flips", None, measured),)),
     )
     for axes, ylabel, series in panels:
+        if started_after is not None:
+            axes.axvline(started_after + 0.5, linestyle="-.", color="0.6",
+                         label=f"started from epoch {started_after}"
+                         if axes is accuracy else None)
         for key, label, style in series:
             if key in data:
                 axes.plot(epochs, data[key], label=label, **style)
@@ -422,9 +436,10 @@ def plot_run(model_dir, out_dir=None, run=None):
     finished = run[0] if run else run_dir.finished_results(model_dir)
     unfinished = finished is None and os.path.isfile(os.path.join(model_dir, run_dir.FLAGS_JSON))
     if unfinished:
-        flags, history, status = load_unfinished_run(model_dir)
+        flags, history, status, start = load_unfinished_run(model_dir)
     else:
         results, history = run or load_run(model_dir, finished)
+        start = started_after(results)
     out_dir = out_dir or model_dir
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PlotError(f"{out_dir} is a file; name a folder for the plots")
@@ -432,14 +447,15 @@ def plot_run(model_dir, out_dir=None, run=None):
         if unfinished:
             return [plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
                                          unfinished_title(flags, history, status),
-                                         paper.figure_of_run(flags))]
+                                         paper.figure_of_run(flags), start)]
         title = run_title(results)
         paths = [plot_mask_composition(results["layers"],
                                        os.path.join(out_dir, COMPOSITION_FILE), title)]
         if history:
             paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
                                               title,
-                                              paper.figure_of_run(results.get("flags", {}))))
+                                              paper.figure_of_run(results.get("flags", {})),
+                                              start))
     except OSError as error:
         raise PlotError(f"cannot write the plots into {out_dir}: {error.strerror} "
                         f"({error.filename})") from None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from support import crashed_run, strict_json, tiny_config, tiny_splits
 
-from ssm_keras import layers
+from ssm_keras import layers, plotting
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import forking, run_dir, sparsity, trainer
 
@@ -79,6 +79,7 @@ def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path):
     state = strict_json(tmp_path / "child" / "run" / "checkpoint" / "state.json")
     assert state["epoch"] == 2
     assert state["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 1}
+    assert plotting.load_unfinished_run(config.model_dir)[3] == 1  # its curves mark epoch 1
     # Resumed with a checkpoint to keep added (a flag that may change).
     resumed = trainer.run(dataclasses.replace(config, keep_checkpoints="3"), splits=splits)
     _same_end(resumed, parent, tmp_path / "child", tmp_path / "parent")

@@ -113,6 +113,17 @@ def test_training_curves_draw_the_paper_figure_beside_the_run():
     plain = plotting.training_curves_figure(history)
     assert all(_horizontal_lines(axes) == {} for axes in plain.axes)
     assert plain.axes[2].get_legend() is None
+    assert all(_vertical_lines(axes) == [] for axes in plain.axes)
+    started = plotting.training_curves_figure(history, started_after=2)
+    assert [_vertical_lines(axes) for axes in started.axes] == [[2.5]] * 4
+    assert "started from epoch 2" in started.axes[0].get_legend_handles_labels()[1]
+    assert plotting.started_after({"started_from": {"checkpoint": "run", "epoch": 2}}) == 2
+    assert plotting.started_after({"status": "finished"}) is None
+
+
+def _vertical_lines(axes):
+    return [line.get_xdata()[0] for line in axes.get_lines()
+            if len(set(line.get_xdata())) == 1]
 
 
 def _plots_cli(*argv):
@@ -158,8 +169,9 @@ def test_plots_of_an_unfinished_run_with_a_target(tmp_path, capsys):
     out = tmp_path / "out"
     assert _plots_cli(f"--model_dir={config.model_dir}", f"--out_dir={out}") == 0
     assert capsys.readouterr().out.split() == [str(out / plotting.CURVES_FILE)]
-    flags, history, status = plotting.load_unfinished_run(config.model_dir)
+    flags, history, status, started_after = plotting.load_unfinished_run(config.model_dir)
     assert status == "unfinished" and [record["epoch"] for record in history] == [1, 2]
+    assert started_after is None
     assert plotting.unfinished_title(flags, history, status) == (
         "fcn signed supermask on mnist: epoch 2 of 4, unfinished")
     curves = plotting.curve_data(history)
