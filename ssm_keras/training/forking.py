@@ -4,8 +4,8 @@ A run started from the checkpoint of epoch `N` of another run (its parent)
 goes on from the parent's state with its own settings, training epochs
 `N + 1 .. E`. With the parent's settings it ends exactly where the parent
 ends. With a setting that acts only after epoch `N` changed (e.g.
-`--augment_fraction=0.75` from epoch 75 of a 100-epoch run, or more
-`--epochs`), it ends where a run with that setting from the start would.
+`--augment_fraction=0.75` from epoch 75 of a 100-epoch run), it ends where
+a run with that setting from the start would.
 So an experiment on the end of a long schedule costs the epochs that
 differ, not the whole run.
 
