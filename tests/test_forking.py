@@ -31,13 +31,22 @@ def _same_end(results, expected, folder, expected_folder):
         np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    """`(folder, results)` of a finished 3-epoch steered run with the
+    checkpoints of epochs 1 and 2 kept; its run is `folder / "run"`."""
+    folder = tmp_path_factory.mktemp("parent")
+    results = trainer.run(tiny_config(folder, keep_checkpoints="1,2", **SETTINGS),
+                          splits=tiny_splits())
+    return folder, results
+
+
 @pytest.mark.slow
 def test_a_run_started_from_a_kept_checkpoint_ends_where_the_parent_or_its_variant_ends(
-        tmp_path):
+        tmp_path, parent):
     splits = tiny_splits()
-    parent = trainer.run(tiny_config(tmp_path / "parent", keep_checkpoints="1,2", **SETTINGS),
-                         splits=splits)
-    checkpoints = tmp_path / "parent" / "run" / "checkpoint"
+    parent_folder, parent = parent
+    checkpoints = parent_folder / "run" / "checkpoint"
     for epoch in (1, 2):
         kept = checkpoints / f"epoch-{epoch}"
         assert sorted(path.name for path in kept.iterdir()) == [f"model-{epoch}.keras",
@@ -46,13 +55,13 @@ def test_a_run_started_from_a_kept_checkpoint_ends_where_the_parent_or_its_varia
         assert state["epoch"] == epoch and len(state["history"]) == epoch
         assert state["callbacks"][0]["start_percent"] > SETTINGS["target_remaining"]
     assert strict_json(checkpoints / "state.json")["epoch"] == 3
-    assert run_dir.find_checkpoint(str(tmp_path / "parent" / "run"))[0]["epoch"] == 3
+    assert run_dir.find_checkpoint(str(parent_folder / "run"))[0]["epoch"] == 3
 
     # The parent's own settings from epoch 2 on: its exact end and history.
     start = str(checkpoints / "epoch-2")
     same = trainer.run(tiny_config(tmp_path / "same", start_from=start, **SETTINGS),
                        splits=splits)
-    _same_end(same, parent, tmp_path / "same", tmp_path / "parent")
+    _same_end(same, parent, tmp_path / "same", parent_folder)
     assert same["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 2}
     assert [entry["epoch"] for entry in run_dir.read_history(same["model_dir"])] == [1, 2, 3]
     assert run_dir.read_history(same["model_dir"]) == run_dir.read_history(parent["model_dir"])
@@ -69,11 +78,10 @@ def test_a_run_started_from_a_kept_checkpoint_ends_where_the_parent_or_its_varia
 
 
 @pytest.mark.slow
-def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path):
+def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path, parent):
     splits = tiny_splits()
-    parent = trainer.run(tiny_config(tmp_path / "parent", keep_checkpoints="1", **SETTINGS),
-                         splits=splits)
-    start = str(tmp_path / "parent" / "run" / "checkpoint" / "epoch-1")
+    parent_folder, parent = parent
+    start = str(parent_folder / "run" / "checkpoint" / "epoch-1")
     config = tiny_config(tmp_path / "child", start_from=start, **SETTINGS)
     crashed_run(config, splits, after_epoch=2)
     state = strict_json(tmp_path / "child" / "run" / "checkpoint" / "state.json")
@@ -82,17 +90,17 @@ def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path):
     assert plotting.load_unfinished_run(config.model_dir)[3] == 1  # its curves mark epoch 1
     # Resumed with a checkpoint to keep added (a flag that may change).
     resumed = trainer.run(dataclasses.replace(config, keep_checkpoints="3"), splits=splits)
-    _same_end(resumed, parent, tmp_path / "child", tmp_path / "parent")
+    _same_end(resumed, parent, tmp_path / "child", parent_folder)
     assert resumed["started_from"]["epoch"] == 1
     kept = strict_json(tmp_path / "child" / "run" / "checkpoint" / "epoch-3" / "state.json")
     assert kept["epoch"] == 3 and kept["started_from"] == state["started_from"]
 
 
 @pytest.mark.slow
-def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(tmp_path):
+def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
+        tmp_path, parent):
     splits = tiny_splits()
-    trainer.run(tiny_config(tmp_path / "parent", epochs=2, keep_checkpoints="1"), splits=splits)
-    kept = str(tmp_path / "parent" / "run" / "checkpoint" / "epoch-1")
+    kept = str(parent[0] / "run" / "checkpoint" / "epoch-1")
     shutil.copytree(kept, tmp_path / "damaged")
     with open(tmp_path / "damaged" / "model-1.keras", "ab") as file:
         file.write(b"!")
