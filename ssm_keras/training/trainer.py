@@ -264,16 +264,22 @@ def _evaluate(model, images, labels, batch_size):
 
 
 def summary_line(results):
-    """One line for people: accuracy and remaining weights."""
+    """One line for people: accuracy and remaining weights, and for a
+    `--start_from` run the checkpoint its first epochs come from."""
     what = (f"{results['mask']} supermask" if results["regime"] == "mask"
             else "baseline" if results["regime"] == "weights" else "mask then weights")
+    started = results.get("started_from")
+    origin = ""
+    if started:
+        epochs = "epoch 1" if started["epoch"] == 1 else f"epochs 1-{started['epoch']}"
+        origin = f" ({epochs} from {started['checkpoint']})"
     return (
         f"{results['arch']} {what} on {results['dataset']}: test accuracy "
         f"{100 * results['test_accuracy']:.2f}%, remaining weights "
         f"{results['remaining_weights']:,} / {results['masked_weights']:,} "
         f"({results['remaining_percent']:.2f}%), {results['epochs']} "
         f"epoch{'' if results['epochs'] == 1 else 's'} in "
-        f"{results['wall_time_s']:.0f} s"
+        f"{results['wall_time_s']:.0f} s{origin}"
     )
 
 
