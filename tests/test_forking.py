@@ -12,8 +12,9 @@ import pytest
 from support import crashed_run, strict_json, tiny_config, tiny_splits
 
 from ssm_keras import layers, plotting
+from ssm_keras.training import callbacks as ssm_callbacks
 from ssm_keras.training import config as ssm_config
-from ssm_keras.training import forking, run_dir, sparsity, trainer
+from ssm_keras.training import run_dir, sparsity, trainer
 
 # A steered run (its controller's state must carry over) with augmentation.
 SETTINGS = dict(augment="crop_flip", target_remaining=30.0)
@@ -179,6 +180,6 @@ def test_saved_callback_states_go_to_the_callbacks_with_their_attributes():
                 "expected_percent": 20.0}
     controller = sparsity.SparsityController(10.0, 100, 2.5e-4, 0.05)
     reducer = keras.callbacks.ReduceLROnPlateau()
-    assert forking.callback_states([plateau, steering], [controller]) == [steering]
-    assert forking.callback_states([steering], [reducer, controller]) == [{}, steering]
-    assert forking.callback_states([], [controller]) == [{}]
+    assert ssm_callbacks.matched_states([plateau, steering], [controller]) == [steering]
+    assert ssm_callbacks.matched_states([steering], [reducer, controller]) == [{}, steering]
+    assert ssm_callbacks.matched_states([], [controller]) == [{}]

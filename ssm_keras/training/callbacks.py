@@ -197,7 +197,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # After the stateful callbacks reset themselves in their own
         # on_train_begin, put their saved state back.
-        for callback, saved in zip(self.stateful, self.restored.get("callbacks", [])):
+        for callback, saved in zip(self.stateful,
+                                   matched_states(self.restored.get("callbacks", []),
+                                                  self.stateful)):
             for key, value in saved.items():
                 setattr(callback, key, value)
 
@@ -260,6 +262,23 @@ def restore_mask_samplers(model, states):
 def state_keys(callback):
     """The attributes of `callback` that a checkpoint keeps (`RunCheckpoint`)."""
     return getattr(callback, "CHECKPOINT_ATTRIBUTES", RunCheckpoint.STATE_ATTRIBUTES)
+
+
+def matched_states(saved, stateful):
+    """The states of `saved` (a checkpoint's `callbacks` list) for the
+    `stateful` callbacks, in their order: each the first unused saved state
+    whose keys are among the callback's `state_keys` (a checkpoint written
+    before an attribute was added lacks it), else `{}` (it starts afresh:
+    a `--start_from` run with a callback its parent did not have)."""
+    states = []
+    unused = list(saved)
+    for callback in stateful:
+        keys = set(state_keys(callback))
+        match = next((state for state in unused if state and set(state) <= keys), None)
+        if match is not None:
+            unused.remove(match)
+        states.append(match or {})
+    return states
 
 
 def _plain_value(value):

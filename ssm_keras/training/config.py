@@ -11,7 +11,7 @@ import math
 from ssm_keras import choices, files
 from ssm_keras.data import specs
 from ssm_keras.errors import UserError
-from ssm_keras.settings import setting
+from ssm_keras.settings import comma_separated, setting
 
 # `--signed` / `--nosigned` move a mask kind to its signed or unsigned twin.
 SIGNED_TWIN = {"binary": "signed", "topk": "signed_topk", "signed": "signed",
@@ -434,9 +434,7 @@ class TrainConfig:
                 "--keep_checkpoints is a text of epoch numbers separated by commas, such as "
                 f"'50,75'. Received: {self.keep_checkpoints!r}")
         epochs = set()
-        for item in (self.keep_checkpoints or "").split(","):
-            if not item.strip():
-                continue
+        for item in comma_separated(self.keep_checkpoints):
             try:
                 epoch = int(item)
             except ValueError:
@@ -444,7 +442,7 @@ class TrainConfig:
             if epoch is None or not 1 <= epoch <= self.epochs:
                 raise ConfigError(
                     f"--keep_checkpoints lists epoch numbers from 1 to --epochs={self.epochs}, "
-                    f"separated by commas. Received: {item.strip()!r} in "
+                    f"separated by commas. Received: {item!r} in "
                     f"--keep_checkpoints={self.keep_checkpoints}")
             epochs.add(epoch)
         return epochs

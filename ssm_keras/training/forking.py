@@ -19,15 +19,14 @@ parent's state copied into it:
   learning-rate schedule goes on at the parent's step; a learning rate kept
   in a variable (`--lr_schedule=plateau`) carries over when both keep one;
 - the state of the callbacks a checkpoint keeps, each to the run's callback
-  with the same state attributes (the `--target_remaining` steering,
-  `ReduceLROnPlateau`); one the parent did not have starts afresh (e.g. a
-  target set for the continuation only);
+  with those state attributes (`callbacks.matched_states`: the
+  `--target_remaining` steering, `ReduceLROnPlateau`); one the parent did
+  not have starts afresh (e.g. a target set for the continuation only);
 - the Bernoulli masks' sampler counters, the epoch history and the wall
   time, so the run's history, curves and `results.json` cover all its
   epochs, the parent's first.
 """
 
-from ssm_keras.training import callbacks as ssm_callbacks
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import run_dir
 
@@ -99,19 +98,3 @@ def _copy(sources, targets, source, what, advice):
                 f"{tuple(variable.shape)}; {advice}.")
     for parent, variable in zip(sources, targets):
         variable.assign(parent)
-
-
-def callback_states(saved, stateful):
-    """The saved states of `saved` (a checkpoint's `callbacks` list) for the
-    run's `stateful` callbacks, in their order: each the saved state with
-    the same keys as the callback's state attributes, else `{}` (it starts
-    afresh)."""
-    states = []
-    unused = list(saved)
-    for callback in stateful:
-        keys = set(ssm_callbacks.state_keys(callback))
-        match = next((state for state in unused if set(state) == keys), None)
-        if match is not None:
-            unused.remove(match)
-        states.append(match or {})
-    return states

@@ -196,19 +196,19 @@ def write_checkpoint(folder, save_model, state, keep=False):
         if other != name and other.endswith(".keras"):
             files.remove_quietly(os.path.join(folder, other))
     if keep:
-        keep_checkpoint(folder, state["epoch"])
+        keep_checkpoint(folder, state["epoch"], name)
 
 
 def kept_checkpoint_dir(folder, epoch):
     return os.path.join(folder, f"epoch-{epoch}")
 
 
-def keep_checkpoint(folder, epoch):
-    """Copies the checkpoint in `folder` (of epoch `epoch`) into
-    `folder/epoch-<epoch>/`, a checkpoint folder of its own that the next
-    epochs leave alone. Written as a whole or not at all: the copy is made
-    in a hidden folder and renamed; an older copy of that epoch (a run
-    continued after a kill) is replaced.
+def keep_checkpoint(folder, epoch, model_name):
+    """Copies the checkpoint in `folder` (of epoch `epoch`: `state.json` and
+    the model file `model_name`) into `folder/epoch-<epoch>/`, a checkpoint
+    folder of its own that the next epochs leave alone. Written as a whole
+    or not at all: the copy is made in a hidden folder and renamed; an older
+    copy of that epoch (a run continued after a kill) is replaced.
 
     Raises:
         RunDirError: the copy cannot be written; no partial folder is left.
@@ -218,8 +218,7 @@ def keep_checkpoint(folder, epoch):
     try:
         shutil.rmtree(temporary, ignore_errors=True)
         os.makedirs(temporary)
-        state = read_json(os.path.join(folder, STATE))
-        for name in (state["model"], STATE):
+        for name in (model_name, STATE):
             shutil.copy2(os.path.join(folder, name), os.path.join(temporary, name))
         shutil.rmtree(kept, ignore_errors=True)
         os.replace(temporary, kept)

@@ -553,8 +553,8 @@ def make_started_model(config, splits, strategy):
     Returns:
         `(model, state)`: the model built and compiled from `config` with
         the parent checkpoint's variables, and that checkpoint's state with
-        its callbacks' states matched to the run's (`forking.callback_states`)
-        and `started_from` recorded.
+        `started_from` recorded (`callbacks.RunCheckpoint` gives its
+        callbacks' states to the run's with the same attributes).
     """
     state, path = forking.parent_checkpoint(config)
     parent = load_model_file(path, f"--start_from={config.start_from}")
@@ -563,13 +563,8 @@ def make_started_model(config, splits, strategy):
         compile_model(model, config, steps_per_epoch(config, splits))
         forking.copy_training_state(parent, model, config.start_from)
         ssm_callbacks.restore_mask_samplers(model, state.get("mask_samplers", {}))
-    state = {
-        **state,
-        "callbacks": forking.callback_states(state.get("callbacks", []),
-                                             stateful_callbacks(config)),
-        "started_from": {"checkpoint": os.path.realpath(os.path.dirname(path)),
-                         "epoch": state["epoch"]},
-    }
+    state = {**state, "started_from": {"checkpoint": os.path.realpath(os.path.dirname(path)),
+                                       "epoch": state["epoch"]}}
     return model, state
 
 
