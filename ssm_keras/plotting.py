@@ -64,7 +64,7 @@ def load_unfinished_run(model_dir):
     flags = run_dir.read_json(os.path.join(model_dir, run_dir.FLAGS_JSON))
     results_path = os.path.join(model_dir, run_dir.RESULTS)
     if os.path.isfile(results_path):  # not finished, so diverged
-        record = {}  # a diverged run's results.json does not record started_from
+        record = run_dir.read_json(results_path)
         status, history = "diverged", run_dir.read_history(model_dir)
     else:
         record = run_dir.read_state(model_dir) or {}

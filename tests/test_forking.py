@@ -103,6 +103,20 @@ def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_started_run_that_diverges_records_where_it_started(tmp_path, parent):
+    start = str(parent[0] / "run" / "checkpoint" / "epoch-2")
+    config = tiny_config(tmp_path / "child", start_from=start, learning_rate=1e38, **SETTINGS)
+    with pytest.raises(ssm_callbacks.Diverged, match="after epoch 3"):
+        trainer.run(config, splits=tiny_splits())
+    results = strict_json(tmp_path / "child" / "run" / "results.json")
+    assert results["status"] == "diverged"
+    assert results["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 2}
+    _, history, status, started_after = plotting.load_unfinished_run(config.model_dir)
+    assert status == "diverged" and started_after == 2  # its curves mark epoch 2
+    assert [entry["epoch"] for entry in history] == [1, 2]
+
+
+@pytest.mark.slow
 def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
         tmp_path, parent):
     splits = tiny_splits()

@@ -345,13 +345,18 @@ def _write_history(model_dir, history):
     files.write_atomically(os.path.join(model_dir, run_dir.HISTORY), text.encode("utf-8"))
 
 
-def _write_divergence(model_dir, config, history, error):
-    """The `results.json` of a run stopped by `callbacks.Diverged`."""
-    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), {
+def _write_divergence(model_dir, config, checkpoint, error):
+    """The `results.json` of a run stopped by `callbacks.Diverged`, with the
+    checkpoint a `--start_from` run started from (`checkpoint`: the run's
+    `callbacks.RunCheckpoint`)."""
+    results = {
         "status": "diverged", "message": str(error), "epoch": error.epoch,
         "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
-    })
-    _write_history(model_dir, history)
+    }
+    if checkpoint.started_from:
+        results["started_from"] = checkpoint.started_from
+    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), results)
+    _write_history(model_dir, checkpoint.history)
 
 
 def run(config, splits=None, strategy=None, callbacks=()):
@@ -661,7 +666,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         fit(model, config, splits, [*callbacks, *extra_callbacks], initial_epoch)
     except ssm_callbacks.Diverged as error:
         if chief:
-            _write_divergence(model_dir, config, checkpoint.history, error)
+            _write_divergence(model_dir, config, checkpoint, error)
         raise
     if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
         batch_norm.recalibrate(model, splits.train[0], config.batch_size)
