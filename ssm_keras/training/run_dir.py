@@ -33,15 +33,13 @@ import socket
 import sys
 import time
 
-from ssm_keras import files
+from ssm_keras import files, settings
 from ssm_keras.errors import UserError
 
 # Settings that may differ between a run and its continuation: how it is
 # started, where its folder is (the folder is the same one however it is
 # spelled, or after it was moved), and which checkpoints it keeps.
 _RESTART_KEYS = ("resume", "overwrite", "verbose", "model_dir", "keep_checkpoints")
-# Settings that name files or folders: compared as resolved paths.
-PATH_KEYS = ("model_dir", "data_dir", "init_file", "save_init_file", "mask_from", "start_from")
 # The files and folders of a run (see the module docstring).
 LOCK = ".lock"
 FLAGS_JSON = "flags.json"
@@ -189,7 +187,8 @@ def write_checkpoint(folder, save_model, state, keep=False):
         os.replace(temporary, path)
     except OSError as error:
         files.remove_quietly(temporary)
-        raise RunDirError(f"cannot write the checkpoint {path}: {error.strerror or error}") from None
+        raise RunDirError(
+            f"cannot write the checkpoint {path}: {error.strerror or error}") from None
     files.write_json_atomically(os.path.join(folder, STATE),
                           {**state, "model": name, "model_sha256": _sha256(path)})
     for other in os.listdir(folder):
@@ -297,7 +296,8 @@ def _state_problem(state):
     if (not isinstance(history, list) or len(history) != epoch
             or any(not isinstance(entry, dict) or entry.get("epoch") != number
                    for number, entry in enumerate(history, 1))):
-        return f"it says {epoch} epochs were trained, but its history does not list epochs 1 to {epoch}"
+        return (f"it says {epoch} epochs were trained, but its history does not list "
+                f"epochs 1 to {epoch}")
     wall_time = state.get("wall_time_s")
     if wall_time is not None and not _is_number(wall_time):
         return f"wall_time_s must be a number, found {wall_time!r}"
@@ -324,9 +324,10 @@ def read_state(model_dir):
 
 # Settings.
 def resolved(flags):
-    """`flags` with the file and folder settings as absolute, normalised paths."""
+    """`flags` with the file and folder settings (`settings.PATH_SETTINGS`) as
+    absolute, normalised paths."""
     return {key: os.path.realpath(os.path.expanduser(value))
-            if key in PATH_KEYS and isinstance(value, str) and value else value
+            if key in settings.PATH_SETTINGS and isinstance(value, str) and value else value
             for key, value in flags.items()}
 
 
