@@ -7,8 +7,8 @@ from here; this module imports nothing, so a command lists and checks its
 choices without TensorFlow. Tests check that every implementation covers
 its list. The export formats are registered by name in
 `exporting.formats`; `EXPORT_FORMATS` repeats the built-in ones for the
-help of `--formats`, and a test checks that the two agree. (Data sets and augmentations are listed in
-`data.specs`.)
+help of `--formats`, and a test checks that the two agree. (Data sets and
+augmentations are listed in `data.specs`.)
 """
 
 # Mask kinds (`masking`): threshold masks compare |s| (or s) with tau, top-k
@@ -16,6 +16,15 @@ help of `--formats`, and a test checks that the two agree. (Data sets and augmen
 MASK_KINDS = ("signed", "binary", "bernoulli", "topk", "signed_topk")
 THRESHOLD_KINDS = ("signed", "binary")
 TOPK_KINDS = ("topk", "signed_topk")
+
+
+def all_hidden_by_zero_scores(kind):
+    """Why scores that start at zero cannot train a threshold mask of `kind`:
+    the refusal of `--score_init=zeros` and of `score_initializer="zeros"`."""
+    return (f"hides every weight of a {kind} mask (its threshold, tau_fraction * max|s|, "
+            "is 0) and no gradient reaches the scores of a net without weights")
+
+
 # The settings that shape a mask's start, and the mask kinds that use each.
 MASK_SHAPE_USERS = {"tau_fraction": THRESHOLD_KINDS, "density": TOPK_KINDS}
 # How a `bernoulli` mask evaluates: its rounded mean, or a fresh sample.

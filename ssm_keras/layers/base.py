@@ -141,10 +141,9 @@ def pop_mask_arguments(kwargs):
         if isinstance(initializer, keras.initializers.Zeros) and checked["mask"] in (
                 choices.THRESHOLD_KINDS):
             raise ValueError(
-                f"score_initializer={given['score_initializer']!r} hides every weight of a "
-                f"{checked['mask']} mask (its threshold, tau_fraction * max|s|, is 0) and no "
-                "gradient reaches the scores of a net without weights; use the mask's default "
-                "(None) or one that draws different scores.")
+                f"score_initializer={given['score_initializer']!r} "
+                f"{choices.all_hidden_by_zero_scores(checked['mask'])}; use the mask's "
+                "default (None) or one that draws different scores.")
     if given["mask_seed"] is not None:
         checked["mask_seed"] = arguments.integer("mask_seed", given["mask_seed"])
         if checked["mask"] == "bernoulli" and not -2**63 <= checked["mask_seed"] < 2**63:

@@ -96,8 +96,8 @@ class TrainConfig:
     recalibrate_batch_norm: bool | None = setting(
         None,
         "Re-estimate the batch-norm statistics over training batches before every evaluation "
-        "(ssm_keras.training.batch_norm). Unset: only for masks that evaluate another mask than they "
-        "train with (bernoulli with --bernoulli_eval=expected); --recalibrate_batch_norm: "
+        "(ssm_keras.training.batch_norm). Unset: only for masks that evaluate another mask than "
+        "they train with (bernoulli with --bernoulli_eval=expected); --recalibrate_batch_norm: "
         "every model with batch norm (short runs, whose moving statistics lag); "
         "--norecalibrate_batch_norm: never.")
     activation: str | None = setting(
@@ -293,7 +293,8 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         for name in ("weight_decay", "momentum", "validation_size", "plateau_patience"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must be >= 0. Received: --{name}={getattr(self, name)}")
+                raise ConfigError(
+                    f"--{name} must be >= 0. Received: --{name}={getattr(self, name)}")
         if self.momentum > 1:
             raise ConfigError(f"--momentum must be in [0, 1]. Received: --momentum={self.momentum}")
         if not 0 < self.density <= 1:
@@ -326,9 +327,9 @@ class TrainConfig:
                 _check_keras_initializer(name, value)
         if self.score_init in ("zeros", "Zeros") and self.mask_kind in choices.THRESHOLD_KINDS:
             raise ConfigError(
-                f"--score_init={self.score_init} hides every weight of a {self.mask_kind} mask "
-                "(its threshold, tau_fraction * max|s|, is 0) and no gradient reaches the "
-                "scores of a net without weights; leave --score_init out (the mask's default).")
+                f"--score_init={self.score_init} "
+                f"{choices.all_hidden_by_zero_scores(self.mask_kind)}; leave --score_init out "
+                "(the mask's default).")
         if self.regime == "mask_then_weights" and not self.mask_from:
             raise ConfigError(
                 "--regime=mask_then_weights starts from a trained mask: name its run "
