@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs ssm_keras and runs the whole test suite in two processes, each
-# test file in one of them (6 to 9 minutes on 2 cores; see the README).
+# test file in one of them (5 to 9 minutes on 2 cores; see the README).
 #   bash scripts/test.sh [pytest arguments]    e.g. -n 4 for four processes
 # Real data is read from $SSM_TEST_DATA (default: ../shared/data).
 set -euo pipefail
