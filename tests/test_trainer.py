@@ -161,7 +161,9 @@ def test_augment_fraction_augments_the_first_epochs_only(tmp_path):
     (dict(target_remaining=10.0, epochs=1), "it needs --epochs >= 2"),
     (dict(verbose=7), r"--verbose is 0 \(silent\), 1 .* Received: --verbose=7"),
     (dict(augment_fraction=0.5), "--augment_fraction limits the epochs of --augment, and "
-                                 "--augment=none augments none. Received: --augment_fraction=0.5"),
+                                 "--augment=none augments none. Received: --augment_fraction=0.5 "
+                                 r"\(add --augment_fraction=1 to turn off a flagfile's "
+                                 r"augmentation\)"),
     (dict(augment="crop_flip", augment_fraction=0.0), r"in \(0, 1\]. Received: "
                                                       "--augment_fraction=0.0"),
     (dict(augment="crop_flip", augment_fraction=1.5), "Received: --augment_fraction=1.5"),

@@ -408,7 +408,8 @@ class TrainConfig:
         if self.augment_fraction != 1 and self.augment == "none":
             raise ConfigError(
                 "--augment_fraction limits the epochs of --augment, and --augment=none "
-                f"augments none. Received: --augment_fraction={self.augment_fraction}")
+                f"augments none. Received: --augment_fraction={self.augment_fraction} (add "
+                "--augment_fraction=1 to turn off a flagfile's augmentation)")
 
     def _check_checkpoint_settings(self):
         """Refuses `--keep_checkpoints` that are not epochs of the run, a
