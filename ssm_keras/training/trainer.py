@@ -345,17 +345,20 @@ def _write_history(model_dir, history):
     files.write_atomically(os.path.join(model_dir, run_dir.HISTORY), text.encode("utf-8"))
 
 
+def _start_record(checkpoint):
+    """`{"started_from": ...}` for the results of a `--start_from` run (by
+    its `callbacks.RunCheckpoint`), `{}` for other runs."""
+    return {"started_from": checkpoint.started_from} if checkpoint.started_from else {}
+
+
 def _write_divergence(model_dir, config, checkpoint, error):
-    """The `results.json` of a run stopped by `callbacks.Diverged`, with the
-    checkpoint a `--start_from` run started from (`checkpoint`: the run's
-    `callbacks.RunCheckpoint`)."""
-    results = {
+    """The `results.json` of a run stopped by `callbacks.Diverged` (`checkpoint`:
+    the run's `callbacks.RunCheckpoint`, for its history and start)."""
+    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), {
         "status": "diverged", "message": str(error), "epoch": error.epoch,
         "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
-    }
-    if checkpoint.started_from:
-        results["started_from"] = checkpoint.started_from
-    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), results)
+        **_start_record(checkpoint),
+    })
     _write_history(model_dir, checkpoint.history)
 
 
@@ -675,9 +678,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         "test": _evaluate(model, *splits.test, config.batch_size),
     }
     results = _results(config, model, splits, checkpoint.history, clock(), evaluations)
-    if checkpoint.started_from:
-        results["started_from"] = checkpoint.started_from
-    results["model_dir"] = model_dir
+    results.update(_start_record(checkpoint), model_dir=model_dir)
     if chief:
         _write_history(model_dir, checkpoint.history)
         _write_results(model_dir, model, results)
