@@ -11,6 +11,7 @@ pyplot state or display is involved. `plot_run` writes a run's two figures
 
 import dataclasses
 import io
+import math
 import os
 
 from matplotlib.figure import Figure
@@ -135,20 +136,27 @@ def pareto_front(points):
 
 
 CURVE_KEYS = ("accuracy", "val_accuracy", "loss", "val_loss", "remaining_percent",
-              "target_remaining_percent", "mask_flips", "learning_rate")
+              "target_remaining_percent", "averaged_remaining_percent", "mask_flips",
+              "learning_rate")
 
 
 PERCENT_KEYS = ("accuracy", "val_accuracy")
 
+# Curves that may start later than epoch 1: `--ema_momentum` in a run
+# started from a checkpoint without it (`forking`).
+LATER_KEYS = ("averaged_remaining_percent",)
+
 
 def curve_data(history):
     """`{"epoch": [...], key: [...]}` for each of `CURVE_KEYS` that every
-    epoch record of `history` has; accuracies in % (`100 * accuracy`)."""
+    epoch record of `history` has (`LATER_KEYS`: some, NaN for the others);
+    accuracies in % (`100 * accuracy`)."""
     data = {"epoch": [record["epoch"] for record in history]}
     for key in CURVE_KEYS:
-        if history and all(key in record for record in history):
+        found = [key in record for record in history]
+        if history and (all(found) or (key in LATER_KEYS and any(found))):
             scale = 100.0 if key in PERCENT_KEYS else 1.0
-            data[key] = [scale * float(record[key]) for record in history]
+            data[key] = [scale * float(record.get(key, math.nan)) for record in history]
     return data
 
 
@@ -217,7 +225,9 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
     `paper.PaperFigure`) is drawn as the paper's final test accuracy and
     remaining weights (dotted), and `started_after` (the epoch `N` of the
     checkpoint a `--start_from` run started from) as a vertical line at
-    `N + 0.5` in every panel: the epochs left of it are the parent's."""
+    `N + 0.5` in every panel: the epochs left of it are the parent's. With
+    `--ema_momentum` the remaining weights of the averaged mask, which the
+    validation evaluates, are drawn beside those of the trained one."""
     data = curve_data(history)
     epochs = data["epoch"]
     figure = Figure(figsize=(10, 7), layout="constrained")
@@ -230,8 +240,8 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
         remaining.axhline(paper_figure.remaining_percent, **paper_style,
                           label=f"paper: {paper_figure.remaining_percent:.2f}%")
     # The mask's line is named when another line shares its panel.
-    mask_label = ("mask" if "target_remaining_percent" in data or remaining.get_lines()
-                  else None)
+    mask_label = ("mask" if "target_remaining_percent" in data
+                  or "averaged_remaining_percent" in data or remaining.get_lines() else None)
     measured = {"marker": "o", "markersize": 3}
     path_style = {"linestyle": "--", "color": "0.4"}
     panels = (
@@ -240,6 +250,7 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
         (loss, "loss", (("loss", "training", measured), ("val_loss", "validation", measured))),
         (remaining, "remaining weights (%)", (
             ("remaining_percent", mask_label, measured),
+            ("averaged_remaining_percent", "averaged mask (evaluated)", measured),
             ("target_remaining_percent", "target path", path_style))),
         (flips, "mask flips per epoch", (("mask_flips", None, measured),)),
     )

@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 from absl import flags
 from support import crashed_run, tiny_config, tiny_splits
@@ -119,6 +120,23 @@ def test_training_curves_draw_the_paper_figure_beside_the_run():
     assert "started from epoch 2" in started.axes[0].get_legend_handles_labels()[1]
     assert plotting.started_after({"started_from": {"checkpoint": "run", "epoch": 2}}) == 2
     assert plotting.started_after({"status": "finished"}) is None
+
+
+def test_training_curves_draw_the_averaged_mask_from_the_epoch_it_is_recorded():
+    # A run started after epoch 2 with --ema_momentum: its parent's epochs have no average.
+    history = [{"epoch": e, "remaining_percent": 50.0 / e,
+                **({"averaged_remaining_percent": 40.0 / e} if e > 2 else {})}
+               for e in (1, 2, 3, 4)]
+    np.testing.assert_array_equal(plotting.curve_data(history)["averaged_remaining_percent"],
+                                  [np.nan, np.nan, 40.0 / 3, 10.0])
+    remaining = plotting.training_curves_figure(history, started_after=2).axes[2]
+    lines = {line.get_label(): list(line.get_ydata()) for line in remaining.get_lines()}
+    assert lines["mask"] == [50.0, 25.0, 50.0 / 3, 12.5]
+    np.testing.assert_array_equal(lines["averaged mask (evaluated)"],
+                                  [np.nan, np.nan, 40.0 / 3, 10.0])
+    without = [{key: value for key, value in record.items()
+                if key != "averaged_remaining_percent"} for record in history]
+    assert "averaged_remaining_percent" not in plotting.curve_data(without)
 
 
 def _vertical_lines(axes):

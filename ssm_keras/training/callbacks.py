@@ -11,7 +11,7 @@ import tensorflow as tf
 from ssm_keras import arguments
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import UserError
-from ssm_keras.training import run_dir, statistics
+from ssm_keras.training import averaging, run_dir, statistics
 
 
 class Diverged(UserError):
@@ -86,7 +86,9 @@ class MaskMonitor(keras.callbacks.Callback):
     mask flips since the last epoch, the learning rate, and score
     histograms. Adds `remaining_percent`, `remaining_weights`, `mask_flips`
     and `learning_rate` to the epoch's logs, so that every later callback
-    (history, CSV, checkpoints) sees them.
+    (history, CSV, checkpoints) sees them; with moving averages of the
+    scores (`averaging`), also `averaged_remaining_percent`, that of the
+    averaged mask.
 
     Args:
         log_dir: TensorBoard folder of the run, or None to write nothing.
@@ -118,6 +120,10 @@ class MaskMonitor(keras.callbacks.Callback):
         flips = statistics.mask_flips(self._previous, masks) if masks else 0
         self._previous = masks
         rate = current_learning_rate(self.model.optimizer)
+        averaged = None
+        if masks and averaging.averages(self.model.optimizer):
+            with averaging.averaged_variables(self.model):
+                averaged = statistics.summarize(self.model)["remaining_percent"]
         if logs is not None:
             logs.update(
                 remaining_percent=summary["remaining_percent"],
@@ -125,12 +131,16 @@ class MaskMonitor(keras.callbacks.Callback):
                 mask_flips=flips,
                 learning_rate=rate,
             )
+            if averaged is not None:
+                logs.update(averaged_remaining_percent=averaged)
         if self._writer is not None:
-            self._write(epoch + 1, summary, flips, rate)
+            self._write(epoch + 1, summary, flips, rate, averaged)
 
-    def _write(self, step, summary, flips, rate):
+    def _write(self, step, summary, flips, rate, averaged):
         with self._writer.as_default(step=step):
             tf.summary.scalar("overall/remaining_percent", summary["remaining_percent"])
+            if averaged is not None:
+                tf.summary.scalar("overall/averaged_remaining_percent", averaged)
             tf.summary.scalar("overall/remaining_weights", summary["remaining_weights"])
             total = max(summary["masked_weights"], 1)
             for kind in ("kept", "inverted", "hidden"):

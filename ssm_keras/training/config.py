@@ -163,6 +163,12 @@ class TrainConfig:
         "Decoupled weight decay in the paper's sense (on the learning-rate schedule: Keras "
         "weight_decay = weight_decay / learning_rate; default: per --regime: 2.5e-4 for the "
         "masks, 5e-4 for --regime=weights).")
+    ema_momentum: float | None = setting(
+        None,
+        "Keep an exponential moving average of the trained variables (a mask's scores), "
+        "a = m * a + (1 - m) * v after every step with m this value in (0, 1), and evaluate "
+        "with it: each validation, the final evaluation and the saved model (0.999: about the "
+        "last 1,000 steps; ssm_keras.training.averaging). Unset: no average.")
     target_remaining: float | None = setting(
         None,
         f"Threshold masks ({_names(choices.THRESHOLD_KINDS)}): the remaining weights (% of the "
@@ -312,6 +318,10 @@ class TrainConfig:
             raise ConfigError(
                 f"--worker_timeout must be >= 0. Received: --worker_timeout={self.worker_timeout}"
             )
+        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
+            raise ConfigError(
+                "--ema_momentum is the weight of the moving average's past, in (0, 1). "
+                f"Received: --ema_momentum={self.ema_momentum}")
         self._check_augment_fraction()
         self._check_checkpoint_settings()
         self._check_mask_flags_used()

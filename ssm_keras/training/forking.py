@@ -18,6 +18,8 @@ parent's state copied into it:
 - the optimiser's step count and its slots (momentum), so that the run's
   learning-rate schedule goes on at the parent's step; a learning rate kept
   in a variable (`--lr_schedule=plateau`) carries over when both keep one;
+  so do the moving averages of `--ema_momentum`, which start at the
+  parent's variables when the parent kept none;
 - the state of the callbacks a checkpoint keeps, each to the run's callback
   with those state attributes (`callbacks.matched_states`: the
   `--target_remaining` steering, `ReduceLROnPlateau`); one the parent did
@@ -27,8 +29,8 @@ parent's state copied into it:
   epochs, the parent's first.
 """
 
+from ssm_keras.training import averaging, run_dir
 from ssm_keras.training import config as ssm_config
-from ssm_keras.training import run_dir
 
 # The optimiser variable that holds a learning rate not given by a schedule.
 _LEARNING_RATE = "learning_rate"
@@ -63,24 +65,29 @@ def copy_training_state(parent, model, source):
           "start from a checkpoint of the same --arch, --width, --mask and --regime")
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
-    parent_rates, parent_state = _split(parent.optimizer.variables)
-    rates, state = _split(optimizer.variables)
+    parent_rates, parent_averages, parent_state = _split(parent.optimizer.variables)
+    rates, averages, state = _split(optimizer.variables)
     _copy(parent_state, state, source, "optimiser",
           "start from a checkpoint of the same --optimizer, with --mixed_precision="
           "mixed_float16 (loss scaling) on both sides or neither")
     if len(parent_rates) == len(rates):
         for parent_rate, rate in zip(parent_rates, rates):
             rate.assign(parent_rate)
+    if averages:
+        _copy(parent_averages or model.trainable_variables, averages, source,
+              "moving averages", "start from a checkpoint of the same model")
 
 
 def _split(variables):
-    """`([the learning-rate variable, if any], [every other variable])` of an
-    optimiser: the step counts and slots, in order (a loss-scaling
-    optimiser's own before its inner one's)."""
+    """`([the learning-rate variable, if any], [the moving averages],
+    [every other variable])` of an optimiser: the step counts and slots, in
+    order (a loss-scaling optimiser's own before its inner one's)."""
     def is_rate(variable):
         return variable.path.rsplit("/", 1)[-1] == _LEARNING_RATE
     return ([variable for variable in variables if is_rate(variable)],
-            [variable for variable in variables if not is_rate(variable)])
+            [variable for variable in variables if averaging.is_average(variable)],
+            [variable for variable in variables
+             if not is_rate(variable) and not averaging.is_average(variable)])
 
 
 def _copy(sources, targets, source, what, advice):

@@ -57,6 +57,7 @@ def make_optimizer(config, steps_per_epoch):
     `exponential`: `lr_t = lr_0 * lr_decay_rate ** (t / (lr_decay_epochs *
     steps_per_epoch))`, smooth; `cosine`: cosine decay to 0 over the run;
     `constant` and `plateau` (reduced by `ReduceLROnPlateau`): `lr_0`.
+    With `--ema_momentum`, it keeps moving averages (`averaging`).
     """
     rate = config.learning_rate
     if config.lr_schedule == "exponential":
@@ -69,12 +70,13 @@ def make_optimizer(config, steps_per_epoch):
         rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=config.epochs * steps_per_epoch
         )
-    weight_decay = config.keras_weight_decay() or None
+    options = dict(weight_decay=config.keras_weight_decay() or None)
+    if config.ema_momentum is not None:
+        options.update(use_ema=True, ema_momentum=config.ema_momentum)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate, weight_decay=weight_decay)
-    return keras.optimizers.SGD(
-        rate, momentum=config.momentum, nesterov=config.nesterov, weight_decay=weight_decay
-    )
+        return keras.optimizers.Adam(rate, **options)
+    return keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=config.nesterov,
+                                **options)
 
 
 # What `keras.saving.load_model` raises for a damaged or foreign file.
@@ -585,7 +587,9 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     it is not empty), so a run resumed at epoch `e` ends like one never
     interrupted. With `--recalibrate_batch_norm` (by default, a model that
     evaluates other masks than it trains with), the batch-norm statistics
-    are re-estimated before each validation (`batch_norm`). Does nothing when
+    are re-estimated before each validation (`batch_norm`). With
+    `--ema_momentum`, validations and the model after `fit` use the moving
+    averages (`averaging`). Does nothing when
     `initial_epoch >= config.epochs`.
     """
     if initial_epoch >= config.epochs:
@@ -593,6 +597,10 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
         callbacks = [batch_norm.RecalibrateBatchNorm(splits.train[0], config.batch_size),
                      *callbacks]
+    if config.ema_momentum is not None:
+        # First: the averages are in the model before the batch norms are
+        # re-estimated for them.
+        callbacks = [keras.callbacks.SwapEMAWeights(), *callbacks]
     epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
     train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,

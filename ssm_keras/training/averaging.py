@@ -1,0 +1,59 @@
+"""Averaged trained variables (`--ema_momentum`): Polyak averaging of the scores.
+
+With `--ema_momentum=m` the optimiser (Keras' `use_ema`) keeps, for every
+trained variable `v` (a mask's scores), an exponential moving average
+updated after every step `t`:
+
+    a_t = m * a_{t-1} + (1 - m) * v_t,    a_1 = v_1,
+
+which weighs the last `1 / (1 - m)` steps most (0.999: about 1,000). A
+mask trained to a fixed share of remaining weights keeps changing from
+step to step; the mask of the averaged scores is that of the last
+thousand steps' consensus rather than of the last step.
+
+Training goes on with `v`; the model is evaluated with `a`: each epoch's
+validation (`keras.callbacks.SwapEMAWeights`), the final evaluation and
+the saved model (`fit` assigns `a` to `v` at its end). The averages are
+optimiser variables, named `<variable>_average`, so every checkpoint holds
+them and a resumed run goes on with them. The epoch's mask statistics
+(and `--target_remaining`'s steering) are those of `v`;
+`averaged_remaining_percent` is that of the averaged mask.
+"""
+
+import contextlib
+
+import keras
+
+# How Keras names the moving average of a variable among the optimiser's variables.
+AVERAGE_SUFFIX = "_average"
+
+
+def is_average(variable):
+    """Whether an optimiser variable is the moving average of a trained variable."""
+    return variable.path.endswith(AVERAGE_SUFFIX)
+
+
+def averages(optimizer):
+    """The moving averages of `optimizer` (built), in the order of the
+    variables they average; `[]` for an optimiser without them."""
+    return [variable for variable in optimizer.variables if is_average(variable)]
+
+
+@contextlib.contextmanager
+def averaged_variables(model):
+    """Within the block `model`'s trained variables hold their moving
+    averages; after it, their own values again. Does nothing for a model
+    whose optimiser keeps no averages."""
+    moving = averages(model.optimizer) if model.optimizer is not None else []
+    if not moving:
+        yield
+        return
+    variables = model.trainable_variables
+    own = [keras.ops.convert_to_numpy(variable) for variable in variables]
+    for variable, average in zip(variables, moving):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, own):
+            variable.assign(value)

@@ -1,0 +1,143 @@
+"""Moving averages of the scores (`--ema_momentum`): the model a run ends
+with and validates is the average of its trained scores, step by step; a
+killed run resumes to the same end; a run started from a checkpoint without
+averages starts them at its scores."""
+
+import keras
+import numpy as np
+import pytest
+from support import crashed_run, tiny_config, tiny_splits
+
+from ssm_keras import layers
+from ssm_keras.training import averaging, run_dir, statistics, trainer
+from ssm_keras.training import config as ssm_config
+
+MOMENTUM = 0.75  # large steps, so that the average is far from the last scores
+
+
+class RecordScores(keras.callbacks.Callback):
+    """The trained scores after every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([keras.ops.convert_to_numpy(layer.scores)
+                           for layer in layers.masked_layers(self.model)])
+
+
+def moving_average(start, steps, momentum):
+    """`a <- m a + (1 - m) v` over `steps` from `start` (None: the first step's `v`)."""
+    average = start
+    for scores in steps:
+        average = scores if average is None else [
+            momentum * mean + (1 - momentum) * value for mean, value in zip(average, scores)]
+    return average
+
+
+def _final_scores(results):
+    model = keras.saving.load_model(f"{results['model_dir']}/model.keras")
+    return [layer.scores.numpy() for layer in layers.masked_layers(model)]
+
+
+def _checkpoint_scores(folder):
+    state, path = run_dir.find_checkpoint(str(folder))
+    model = keras.saving.load_model(path)
+    return state, [layer.scores.numpy() for layer in layers.masked_layers(model)]
+
+
+def _assert_close(ours, theirs):
+    for mine, expected in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def averaged_run(tmp_path_factory):
+    """`(results, recorded steps)` of a 3-epoch run with averaged scores,
+    the checkpoint of epoch 2 kept."""
+    folder = tmp_path_factory.mktemp("averaged")
+    recorder = RecordScores()
+    results = trainer.run(
+        tiny_config(folder, ema_momentum=MOMENTUM, keep_checkpoints="2"),
+        splits=tiny_splits(), callbacks=[recorder])
+    return results, recorder.steps
+
+
+def test_a_run_ends_with_and_validates_the_moving_average_of_its_scores(averaged_run):
+    results, steps = averaged_run
+    assert len(steps) == 9  # 3 epochs of 3 batches
+    expected = moving_average(None, steps, MOMENTUM)
+    _assert_close(_final_scores(results), expected)
+    assert not np.allclose(steps[-1][0], expected[0])  # not the last step's scores
+
+    history = run_dir.read_history(results["model_dir"])
+    last = history[-1]
+    # The averaged mask is the one the run ends with, and the one validated.
+    assert last["averaged_remaining_percent"] == pytest.approx(results["remaining_percent"])
+    assert last["val_accuracy"] == pytest.approx(results["validation_accuracy"])
+    model = keras.saving.load_model(f"{results['model_dir']}/model.keras")
+    images, labels = tiny_splits().validation
+
+    def validation_loss(scores):
+        for layer, value in zip(layers.masked_layers(model), scores):
+            layer.scores.assign(value)
+        return model.evaluate(images, labels, batch_size=32, verbose=0)[0]
+
+    for epoch, entry in enumerate(history, start=1):
+        trained = steps[3 * epoch - 1]
+        averaged = validation_loss(moving_average(None, steps[:3 * epoch], MOMENTUM))
+        assert entry["val_loss"] == pytest.approx(averaged, rel=1e-5)
+        assert entry["val_loss"] != pytest.approx(validation_loss(trained), rel=1e-3)
+        # The epoch's own mask statistics are those of the trained scores.
+        assert entry["remaining_percent"] == pytest.approx(
+            statistics.summarize(model)["remaining_percent"])
+
+
+def test_a_killed_run_with_averages_resumes_to_the_same_end(tmp_path, averaged_run):
+    results, _ = averaged_run
+    config = tiny_config(tmp_path, ema_momentum=MOMENTUM, keep_checkpoints="2")
+    crashed_run(config, tiny_splits(), after_epoch=2)
+    resumed = trainer.run(config, splits=tiny_splits())
+    assert resumed["test_accuracy"] == results["test_accuracy"]
+    for ours, theirs in zip(_final_scores(resumed), _final_scores(results), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_run_started_from_a_checkpoint_without_averages_starts_them_at_its_scores(tmp_path):
+    splits = tiny_splits()
+    parent = trainer.run(tiny_config(tmp_path / "parent", keep_checkpoints="2"), splits=splits)
+    kept = f"{parent['model_dir']}/checkpoint/epoch-2"
+    state, start = _checkpoint_scores(kept)
+    assert state["epoch"] == 2
+    recorder = RecordScores()
+    child = trainer.run(
+        tiny_config(tmp_path / "child", start_from=kept, ema_momentum=MOMENTUM),
+        splits=splits, callbacks=[recorder])
+    assert len(recorder.steps) == 3  # epoch 3 only
+    _assert_close(_final_scores(child), moving_average(start, recorder.steps, MOMENTUM))
+
+
+def test_the_momentum_must_lie_between_0_and_1(tmp_path):
+    for momentum in (0.0, 1.0, -0.5, 1.5):
+        with pytest.raises(ssm_config.ConfigError,
+                           match=rf"--ema_momentum is the weight .* in \(0, 1\). "
+                                 rf"Received: --ema_momentum={momentum}"):
+            tiny_config(tmp_path, ema_momentum=momentum).validate()
+
+
+def test_averaged_variables_swaps_the_averages_in_and_back(averaged_run):
+    results, _ = averaged_run
+    state, own = _checkpoint_scores(f"{results['model_dir']}/checkpoint")
+    model = keras.saving.load_model(run_dir.find_checkpoint(
+        f"{results['model_dir']}/checkpoint")[1])
+    moving = averaging.averages(model.optimizer)
+    assert [average.path for average in moving] == [
+        f"{model.optimizer.name}/{variable.path.replace('/', '_')}_average"
+        for variable in model.trainable_variables]
+    with averaging.averaged_variables(model):
+        inside = [layer.scores.numpy() for layer in layers.masked_layers(model)]
+    _assert_close(inside, _final_scores(results))
+    after = [layer.scores.numpy() for layer in layers.masked_layers(model)]
+    for ours, theirs in zip(after, own, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
