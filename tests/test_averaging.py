@@ -94,6 +94,19 @@ def test_a_run_ends_with_and_validates_the_moving_average_of_its_scores(averaged
             statistics.summarize(model)["remaining_percent"])
 
 
+def test_averages_leave_the_training_itself_unchanged_bit_for_bit(tmp_path, averaged_run):
+    results, steps = averaged_run
+    recorder = RecordScores()
+    plain = trainer.run(tiny_config(tmp_path), splits=tiny_splits(), callbacks=[recorder])
+    for ours, theirs in zip(steps, recorder.steps, strict=True):
+        for mine, expected in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(mine, expected)
+    for ours, theirs in zip(run_dir.read_history(results["model_dir"]),
+                            run_dir.read_history(plain["model_dir"]), strict=True):
+        for key in ("loss", "accuracy", "remaining_weights", "mask_flips"):
+            assert ours[key] == theirs[key]
+
+
 def test_a_killed_run_with_averages_resumes_to_the_same_end(tmp_path, averaged_run):
     results, _ = averaged_run
     config = tiny_config(tmp_path, ema_momentum=MOMENTUM, keep_checkpoints="2")

@@ -12,7 +12,7 @@ step to step; the mask of the averaged scores is that of the last
 thousand steps' consensus rather than of the last step.
 
 Training goes on with `v`; the model is evaluated with `a`: each epoch's
-validation (`keras.callbacks.SwapEMAWeights`), the final evaluation and
+validation (`ValidateAverages`), the final evaluation and
 the saved model (`fit` assigns `a` to `v` at its end). The averages are
 optimiser variables, named `<variable>_average`, so every checkpoint holds
 them and a resumed run goes on with them. The epoch's mask statistics
@@ -39,21 +39,59 @@ def averages(optimizer):
     return [variable for variable in optimizer.variables if is_average(variable)]
 
 
-@contextlib.contextmanager
-def averaged_variables(model):
-    """Within the block `model`'s trained variables hold their moving
-    averages; after it, their own values again. Does nothing for a model
-    whose optimiser keeps no averages."""
+def swap_in(model):
+    """Assigns to `model`'s trained variables their moving averages.
+
+    Returns:
+        Their own values (NumPy arrays), for `restore`; `[]` for a model
+        whose optimiser keeps no averages (nothing is assigned).
+    """
     moving = averages(model.optimizer) if model.optimizer is not None else []
     if not moving:
-        yield
-        return
+        return []
     variables = model.trainable_variables
     own = [keras.ops.convert_to_numpy(variable) for variable in variables]
     for variable, average in zip(variables, moving):
         variable.assign(average)
+    return own
+
+
+def restore(model, own):
+    """Assigns `own` (from `swap_in`) back to `model`'s trained variables."""
+    for variable, value in zip(model.trainable_variables, own):
+        variable.assign(value)
+
+
+@contextlib.contextmanager
+def averaged_variables(model):
+    """Within the block `model`'s trained variables hold their moving
+    averages; after it, their own values again, bit for bit. Does nothing
+    for a model whose optimiser keeps no averages."""
+    own = swap_in(model)
     try:
         yield
     finally:
-        for variable, value in zip(variables, own):
-            variable.assign(value)
+        restore(model, own)
+
+
+class ValidateAverages(keras.callbacks.Callback):
+    """Evaluates `fit`'s validation data with the moving averages, and
+    trains on with the variables' own values, bit for bit.
+
+    (Keras' `SwapEMAWeights` swaps by sums and differences, `v <- v + a`,
+    `a <- v - a`, `v <- v - a`, which changes the trained variables in
+    their last bits at every validation, so that a run with averages would
+    no longer train exactly as one without.) List it before any callback
+    that prepares the model for the evaluation (batch-norm re-estimation).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._own = None
+
+    def on_test_begin(self, logs=None):
+        self._own = swap_in(self.model)
+
+    def on_test_end(self, logs=None):
+        restore(self.model, self._own)
+        self._own = None

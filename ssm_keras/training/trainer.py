@@ -27,6 +27,7 @@ import tensorflow as tf
 from ssm_keras import choices, data, files, models, settings
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import (
+    averaging,
     batch_norm,
     distribute,
     forking,
@@ -600,7 +601,7 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     if config.ema_momentum is not None:
         # First: the averages are in the model before the batch norms are
         # re-estimated for them.
-        callbacks = [keras.callbacks.SwapEMAWeights(), *callbacks]
+        callbacks = [averaging.ValidateAverages(), *callbacks]
     epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
     train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,
