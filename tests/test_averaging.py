@@ -107,12 +107,14 @@ def test_averages_leave_the_training_itself_unchanged_bit_for_bit(tmp_path, aver
             assert ours[key] == theirs[key]
 
 
-def test_a_killed_run_with_averages_resumes_to_the_same_end(tmp_path, averaged_run):
+@pytest.mark.parametrize("after_epoch", [2, 3])  # 3: killed before its results were written
+def test_a_killed_run_with_averages_resumes_to_the_same_end(tmp_path, averaged_run, after_epoch):
     results, _ = averaged_run
     config = tiny_config(tmp_path, ema_momentum=MOMENTUM, keep_checkpoints="2")
-    crashed_run(config, tiny_splits(), after_epoch=2)
+    crashed_run(config, tiny_splits(), after_epoch=after_epoch)
     resumed = trainer.run(config, splits=tiny_splits())
     assert resumed["test_accuracy"] == results["test_accuracy"]
+    assert resumed["remaining_weights"] == results["remaining_weights"]
     for ours, theirs in zip(_final_scores(resumed), _final_scores(results), strict=True):
         np.testing.assert_array_equal(ours, theirs)
 

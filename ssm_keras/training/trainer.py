@@ -590,10 +590,12 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     evaluates other masks than it trains with), the batch-norm statistics
     are re-estimated before each validation (`batch_norm`). With
     `--ema_momentum`, validations and the model after `fit` use the moving
-    averages (`averaging`). Does nothing when
-    `initial_epoch >= config.epochs`.
+    averages (`averaging`). Trains nothing when `initial_epoch >=
+    config.epochs` (a run killed after its last checkpoint): it only puts
+    the averages in the model, as Keras' `fit` does at its end.
     """
     if initial_epoch >= config.epochs:
+        model.optimizer.finalize_variable_values(model.trainable_variables)
         return
     if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
         callbacks = [batch_norm.RecalibrateBatchNorm(splits.train[0], config.batch_size),
