@@ -133,12 +133,52 @@ def test_a_run_started_from_a_checkpoint_without_averages_starts_them_at_its_sco
     _assert_close(_final_scores(child), moving_average(start, recorder.steps, MOMENTUM))
 
 
-def test_the_momentum_must_lie_between_0_and_1(tmp_path):
-    for momentum in (0.0, 1.0, -0.5, 1.5):
-        with pytest.raises(ssm_config.ConfigError,
-                           match=rf"--ema_momentum is the weight .* in \(0, 1\). "
-                                 rf"Received: --ema_momentum={momentum}"):
-            tiny_config(tmp_path, ema_momentum=momentum).validate()
+def test_an_average_started_later_is_the_same_from_the_start_or_from_a_kept_checkpoint(
+        tmp_path):
+    """`--ema_start=0.5` of 4 epochs: the average of epochs 3 and 4, whether
+    the run trains all four or starts after epoch 2 of one without averages."""
+    splits = tiny_splits()
+    recorder = RecordScores()
+    later = dict(epochs=4, ema_momentum=MOMENTUM, ema_start=0.5)
+    results = trainer.run(tiny_config(tmp_path / "later", **later), splits=splits,
+                          callbacks=[recorder])
+    assert len(recorder.steps) == 12
+    _assert_close(_final_scores(results),
+                  moving_average(recorder.steps[5], recorder.steps[6:], MOMENTUM))
+    history = run_dir.read_history(results["model_dir"])
+    assert ["averaged_remaining_percent" in entry for entry in history] == [
+        False, False, True, True]
+    assert history[-1]["averaged_remaining_percent"] == pytest.approx(
+        results["remaining_percent"])
+    # Before the start the validations are the trained scores'.
+    plain = trainer.run(tiny_config(tmp_path / "plain", epochs=4, keep_checkpoints="2"),
+                        splits=splits)
+    plain_history = run_dir.read_history(plain["model_dir"])
+    for ours, theirs, averaged in zip(history, plain_history, (False, False, True, True)):
+        assert ours["loss"] == theirs["loss"]
+        assert (ours["val_loss"] == theirs["val_loss"]) is not averaged
+
+    started = trainer.run(
+        tiny_config(tmp_path / "started", start_from=f"{plain['model_dir']}/checkpoint/epoch-2",
+                    **later), splits=splits)
+    assert started["test_accuracy"] == results["test_accuracy"]
+    for ours, theirs in zip(_final_scores(started), _final_scores(results), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert run_dir.read_history(started["model_dir"])[2:] == history[2:]
+
+
+@pytest.mark.parametrize("settings, message", [
+    *[(dict(ema_momentum=momentum), rf"--ema_momentum is the weight .* in \(0, 1\). "
+       rf"Received: --ema_momentum={momentum}") for momentum in (0.0, 1.0, -0.5, 1.5)],
+    *[(dict(ema_momentum=0.9, ema_start=start), rf"--ema_start is the fraction .* in \[0, "
+       rf"1\). Received: --ema_start={start}") for start in (-0.1, 1.0)],
+    (dict(ema_start=0.5), "--ema_momentum is not set. Received: --ema_start=0.5"),
+    (dict(ema_momentum=0.9, ema_start=0.9), "--ema_start=0.9 of --epochs=3 starts the moving "
+     "average at epoch 4, after the last; ask for less."),
+])
+def test_averaging_settings_out_of_range_are_refused(tmp_path, settings, message):
+    with pytest.raises(ssm_config.ConfigError, match=message):
+        tiny_config(tmp_path, **settings).validate()
 
 
 def test_averaged_variables_swaps_the_averages_in_and_back(averaged_run):

@@ -410,3 +410,14 @@ def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_
         f"Trial {i} FAILED: ssm_keras.training.callbacks.Diverged: training diverged: the loss is nan "
         "after epoch 1. Try a smaller --learning_rate or --init_factor, or check --init_file."
         for i in (0, 1)]
+
+
+def test_the_sparse_objective_counts_the_weights_of_the_validated_mask():
+    objective = searching.SparseObjective(0.5)
+    logs = {"val_accuracy": 0.8, "remaining_percent": 10.0}
+    objective.on_epoch_end(0, logs)
+    assert logs["val_sparse_objective"] == pytest.approx(0.8 - 0.5 * 0.10)
+    averaged = {"val_accuracy": 0.8, "remaining_percent": 10.0,
+                "averaged_remaining_percent": 30.0}  # --ema_momentum validates the average
+    objective.on_epoch_end(0, averaged)
+    assert averaged["val_sparse_objective"] == pytest.approx(0.8 - 0.5 * 0.30)

@@ -11,9 +11,13 @@ mask trained to a fixed share of remaining weights keeps changing from
 step to step; the mask of the averaged scores is that of the last
 thousand steps' consensus rather than of the last step.
 
+With `--ema_start=f` the average restarts from `v` at the start of epoch
+`ceil(f * epochs)` (from 0), e.g. for the last quarter of the run, where a
+`--target_remaining` path holds its target.
+
 Training goes on with `v`; the model is evaluated with `a`: each epoch's
-validation (`ValidateAverages`), the final evaluation and
-the saved model (`fit` assigns `a` to `v` at its end). The averages are
+validation once the average has started (`AverageScores`), the final
+evaluation and the saved model (`fit` assigns `a` to `v` at its end). The averages are
 optimiser variables, named `<variable>_average`, so every checkpoint holds
 them and a resumed run goes on with them. The epoch's mask statistics
 (and `--target_remaining`'s steering) are those of `v`;
@@ -74,24 +78,40 @@ def averaged_variables(model):
         restore(model, own)
 
 
-class ValidateAverages(keras.callbacks.Callback):
-    """Evaluates `fit`'s validation data with the moving averages, and
-    trains on with the variables' own values, bit for bit.
+class AverageScores(keras.callbacks.Callback):
+    """The moving averages of a run, from the epoch `start_epoch` (from 0)
+    on (`--ema_start`).
 
-    (Keras' `SwapEMAWeights` swaps by sums and differences, `v <- v + a`,
+    At the start of that epoch the averages restart from the variables as
+    they are (`a = v`; at epoch 0 the first step does it, `a_1 = v_1`).
+    From then on every validation of `fit` evaluates the averages, and
+    training goes on with the variables' own values, bit for bit; before
+    it the validations evaluate the variables themselves. (Keras'
+    `SwapEMAWeights` swaps by sums and differences, `v <- v + a`,
     `a <- v - a`, `v <- v - a`, which changes the trained variables in
     their last bits at every validation, so that a run with averages would
     no longer train exactly as one without.) List it before any callback
     that prepares the model for the evaluation (batch-norm re-estimation).
     """
 
-    def __init__(self):
+    def __init__(self, start_epoch=0):
         super().__init__()
+        self.start_epoch = start_epoch
+        self._epoch = None
         self._own = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if epoch == self.start_epoch:
+            for average, variable in zip(averages(self.model.optimizer),
+                                         self.model.trainable_variables):
+                average.assign(variable)
 
     def on_test_begin(self, logs=None):
-        self._own = swap_in(self.model)
+        if self._epoch is not None and self._epoch >= self.start_epoch:
+            self._own = swap_in(self.model)
 
     def on_test_end(self, logs=None):
-        restore(self.model, self._own)
-        self._own = None
+        if self._own is not None:
+            restore(self.model, self._own)
+            self._own = None

@@ -88,17 +88,20 @@ class MaskMonitor(keras.callbacks.Callback):
     and `learning_rate` to the epoch's logs, so that every later callback
     (history, CSV, checkpoints) sees them; with moving averages of the
     scores (`averaging`), also `averaged_remaining_percent`, that of the
-    averaged mask.
+    averaged mask, from the epoch `averages_from` on.
 
     Args:
         log_dir: TensorBoard folder of the run, or None to write nothing.
         histograms: whether to write score histograms.
+        averages_from: the epoch (from 0) from which the optimiser's moving
+            averages are reported (`--ema_start`).
     """
 
-    def __init__(self, log_dir, histograms=True):
+    def __init__(self, log_dir, histograms=True, averages_from=0):
         super().__init__()
         self.log_dir = arguments.path("log_dir", log_dir, allow_none=True)
         self.histograms = histograms
+        self.averages_from = averages_from
         self._writer = None
         self._previous = None
 
@@ -121,7 +124,7 @@ class MaskMonitor(keras.callbacks.Callback):
         self._previous = masks
         rate = current_learning_rate(self.model.optimizer)
         averaged = None
-        if masks and averaging.averages(self.model.optimizer):
+        if masks and epoch >= self.averages_from and averaging.averages(self.model.optimizer):
             with averaging.averaged_variables(self.model):
                 averaged = statistics.summarize(self.model)["remaining_percent"]
         if logs is not None:

@@ -169,6 +169,11 @@ class TrainConfig:
         "a = m * a + (1 - m) * v after every step with m this value in (0, 1), and evaluate "
         "with it: each validation, the final evaluation and the saved model (0.999: about the "
         "last 1,000 steps; ssm_keras.training.averaging). Unset: no average.")
+    ema_start: float = setting(
+        0.0,
+        "--ema_momentum: the fraction of --epochs after which the average starts, from the "
+        "variables as they are then (in [0, 1)); the validations before it evaluate the "
+        "variables themselves (0.75 with --target_reach=0.75: the average of the hold).")
     target_remaining: float | None = setting(
         None,
         f"Threshold masks ({_names(choices.THRESHOLD_KINDS)}): the remaining weights (% of the "
@@ -318,10 +323,7 @@ class TrainConfig:
             raise ConfigError(
                 f"--worker_timeout must be >= 0. Received: --worker_timeout={self.worker_timeout}"
             )
-        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
-            raise ConfigError(
-                "--ema_momentum is the weight of the moving average's past, in (0, 1). "
-                f"Received: --ema_momentum={self.ema_momentum}")
+        self._check_averaging()
         self._check_augment_fraction()
         self._check_checkpoint_settings()
         self._check_mask_flags_used()
@@ -409,6 +411,26 @@ class TrainConfig:
                     f"ignores it. Received: --{name}={getattr(self, name)}"
                 )
 
+    def _check_averaging(self):
+        """Refuses `--ema_momentum` out of (0, 1), and `--ema_start` out of
+        [0, 1) or without an average."""
+        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
+            raise ConfigError(
+                "--ema_momentum is the weight of the moving average's past, in (0, 1). "
+                f"Received: --ema_momentum={self.ema_momentum}")
+        if not 0 <= self.ema_start < 1:
+            raise ConfigError(
+                "--ema_start is the fraction of --epochs after which the moving average "
+                f"starts, in [0, 1). Received: --ema_start={self.ema_start}")
+        if self.ema_start and self.ema_momentum is None:
+            raise ConfigError(
+                "--ema_start is when the moving average of --ema_momentum starts, and "
+                f"--ema_momentum is not set. Received: --ema_start={self.ema_start}")
+        if self.ema_momentum is not None and self.ema_start_epoch() >= self.epochs:
+            raise ConfigError(
+                f"--ema_start={self.ema_start} of --epochs={self.epochs} starts the moving "
+                f"average at epoch {self.ema_start_epoch() + 1}, after the last; ask for less.")
+
     def _check_augment_fraction(self):
         """Refuses `--augment_fraction` out of (0, 1] or with no augmentation."""
         if not 0 < self.augment_fraction <= 1:
@@ -466,6 +488,11 @@ class TrainConfig:
             return None
         # Rounded first: 0.07 * 100 is 7.000000000000001.
         return math.ceil(round(self.augment_fraction * self.epochs, 9))
+
+    def ema_start_epoch(self):
+        """The epoch (from 0) at whose start the moving average starts:
+        `ceil(ema_start * epochs)`."""
+        return math.ceil(round(self.ema_start * self.epochs, 9))
 
     def _check_target_remaining(self):
         """Refuses `--target_remaining` out of (0, 100) or for a mask it cannot

@@ -236,7 +236,7 @@ def stateful_callbacks(config):
 
 def _callbacks(config, model_dir, restored, clock, chief):
     log_dir = os.path.join(model_dir, run_dir.LOGS) if chief else None
-    monitor = ssm_callbacks.MaskMonitor(log_dir)
+    monitor = ssm_callbacks.MaskMonitor(log_dir, averages_from=config.ema_start_epoch())
     stop = ssm_callbacks.StopOnNonFinite()
     stateful = stateful_callbacks(config)
     checkpoint = ssm_callbacks.RunCheckpoint(
@@ -603,7 +603,7 @@ def fit(model, config, splits, callbacks, initial_epoch=0):
     if config.ema_momentum is not None:
         # First: the averages are in the model before the batch norms are
         # re-estimated for them.
-        callbacks = [averaging.ValidateAverages(), *callbacks]
+        callbacks = [averaging.AverageScores(config.ema_start_epoch()), *callbacks]
     epoch_number = ssm_callbacks.EpochNumber(initial_epoch)
     train_data = data.make_epoch_dataset(
         *splits.train, config.batch_size, augment=config.augment,

@@ -275,8 +275,10 @@ class SparseObjective(keras.callbacks.Callback):
     """Adds the sparsity-aware objective to the epoch logs.
 
     `val_sparse_objective = val_accuracy - weight * remaining_percent / 100`:
-    accuracy traded against the fraction of weights that remain. Put it after
-    `callbacks.MaskMonitor`, which adds `remaining_percent`.
+    accuracy traded against the fraction of weights that remain, those of
+    the mask validated: the averaged one (`averaged_remaining_percent`) once
+    `--ema_momentum` averages. Put it after `callbacks.MaskMonitor`, which
+    adds both.
 
     Args:
         weight: the trade-off `lambda >= 0`.
@@ -287,8 +289,8 @@ class SparseObjective(keras.callbacks.Callback):
         self.weight = weight
 
     def on_epoch_end(self, epoch, logs=None):
-        logs[SPARSE_OBJECTIVE] = (logs["val_accuracy"]
-                                  - self.weight * logs["remaining_percent"] / 100)
+        remaining = logs.get("averaged_remaining_percent", logs["remaining_percent"])
+        logs[SPARSE_OBJECTIVE] = logs["val_accuracy"] - self.weight * remaining / 100
 
 
 class SupermaskHyperModel(keras_tuner.HyperModel):
@@ -365,7 +367,8 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
         )
         log_dir = next((callback.log_dir for callback in callbacks
                         if isinstance(callback, keras.callbacks.TensorBoard)), None)
-        monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight),
+        monitors = [ssm_callbacks.MaskMonitor(log_dir, averages_from=config.ema_start_epoch()),
+                    SparseObjective(self.sparsity_weight),
                     ssm_callbacks.StopOnNonFinite()]
         trainer.fit(model, config, self.splits,
                      [*monitors, *stateful, *callbacks, recorder, *self.callbacks],
