@@ -160,7 +160,8 @@ def test_training_command_names_only_the_settings_the_flagfile_does_not_give(tmp
     flagfile = tmp_path / "mine.flags"
     flagfile.write_text("# a recipe\n--arch=fcn\n--nonesterov\n--weight_decay=2.5e-4\n")
     run_flags = {**dataclasses.asdict(TrainConfig(arch="fcn", nesterov=False,
-                                                  weight_decay=0.00025, epochs=3, seed=1)),
+                                                  weight_decay=0.00025, epochs=3, seed=1,
+                                                  keep_checkpoints="2")),
                  "model_dir": "runs/mine"}
     given = pretrained_make.recipe_settings(str(flagfile))
     assert pretrained_make.training_command(str(flagfile), run_flags, given) == (

@@ -37,9 +37,9 @@ from ssm_keras.transforms import cloning
 
 log = logging.getLogger(__name__)
 
-# Settings that say where a run was, not how it was trained.
+# Settings that say where a run was and what it kept, not how it was trained.
 PLACES = ("model_dir", "data_dir", "resume", "overwrite", "verbose", "init_file",
-          "save_init_file")
+          "save_init_file", "keep_checkpoints")
 
 
 def recipe_settings(flagfile):
