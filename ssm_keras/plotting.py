@@ -227,7 +227,8 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
     checkpoint a `--start_from` run started from) as a vertical line at
     `N + 0.5` in every panel: the epochs left of it are the parent's. With
     `--ema_momentum` the remaining weights of the averaged mask, which the
-    validation evaluates, are drawn beside those of the trained one."""
+    validation evaluates from the epoch they are recorded, are drawn beside
+    those of the trained one."""
     data = curve_data(history)
     epochs = data["epoch"]
     figure = Figure(figsize=(10, 7), layout="constrained")
@@ -244,10 +245,15 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
                   or "averaged_remaining_percent" in data or remaining.get_lines() else None)
     measured = {"marker": "o", "markersize": 3}
     path_style = {"linestyle": "--", "color": "0.4"}
+    validation = "validation"
+    averaged = [epoch for epoch, value in zip(epochs, data.get("averaged_remaining_percent", []))
+                if not math.isnan(value)]
+    if averaged:
+        validation += f" (averaged mask from epoch {averaged[0]})"
     panels = (
         (accuracy, "accuracy (%)", (("accuracy", "training", measured),
-                                    ("val_accuracy", "validation", measured))),
-        (loss, "loss", (("loss", "training", measured), ("val_loss", "validation", measured))),
+                                    ("val_accuracy", validation, measured))),
+        (loss, "loss", (("loss", "training", measured), ("val_loss", validation, measured))),
         (remaining, "remaining weights (%)", (
             ("remaining_percent", mask_label, measured),
             ("averaged_remaining_percent", "averaged mask (evaluated)", measured),

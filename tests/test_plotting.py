@@ -136,6 +136,10 @@ def test_training_curves_draw_the_averaged_mask_from_the_epoch_it_is_recorded():
     assert lines["mask"] == [50.0, 25.0, 50.0 / 3, 12.5]
     np.testing.assert_array_equal(lines["averaged mask (evaluated)"],
                                   [np.nan, np.nan, 40.0 / 3, 10.0])
+    accuracy, loss = plotting.training_curves_figure(
+        [{**record, "val_accuracy": 0.5, "val_loss": 1.0} for record in history]).axes[:2]
+    for axes in (accuracy, loss):
+        assert "validation (averaged mask from epoch 3)" in axes.get_legend_handles_labels()[1]
     without = [{key: value for key, value in record.items()
                 if key != "averaged_remaining_percent"} for record in history]
     assert "averaged_remaining_percent" not in plotting.curve_data(without)
