@@ -28,6 +28,8 @@ import contextlib
 
 import keras
 
+from ssm_keras.training import score_decay
+
 # How Keras names the moving average of a variable among the optimiser's variables.
 AVERAGE_SUFFIX = "_average"
 
@@ -38,8 +40,11 @@ def is_average(variable):
 
 
 def averages(optimizer):
-    """The moving averages of `optimizer` (built), in the order of the
-    variables they average; `[]` for an optimiser without them."""
+    """The moving averages of `optimizer` (built; or of the optimiser it
+    wraps), in the order of the variables they average; `[]` for an
+    optimiser without them (`use_ema=False`)."""
+    if not getattr(score_decay.applying_optimizer(optimizer), "use_ema", False):
+        return []
     return [variable for variable in optimizer.variables if is_average(variable)]
 
 
