@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from support import crashed_run, tiny_config, tiny_splits
 
+import ssm_keras
 from ssm_keras import layers
 from ssm_keras.training import averaging, run_dir, statistics, trainer
 from ssm_keras.training import config as ssm_config
@@ -196,3 +197,19 @@ def test_averaged_variables_swaps_the_averages_in_and_back(averaged_run):
     after = [layer.scores.numpy() for layer in layers.masked_layers(model)]
     for ours, theirs in zip(after, own, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_mask_monitor_reports_the_averaged_mask_of_a_users_optimizer():
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(3)])
+    masked = ssm_keras.supermask(model, seed=0)
+    masked.compile(keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.5),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images, labels = rng.normal(size=(64, 8)), rng.integers(0, 3, 64)
+    history = masked.fit(images, labels, epochs=2, batch_size=16, verbose=0,
+                         callbacks=[ssm_keras.MaskMonitor(None)]).history
+    # `fit` leaves the averages in the model: the mask MaskMonitor reported last.
+    assert history["averaged_remaining_percent"][-1] == pytest.approx(
+        statistics.summarize(masked)["remaining_percent"])
+    assert history["averaged_remaining_percent"] != history["remaining_percent"]
