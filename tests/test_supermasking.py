@@ -629,6 +629,11 @@ def test_a_model_supermask_cannot_use_is_refused_in_one_line():
         ssm_keras.save_compact(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), "")
     with pytest.raises(TypeError, match="log_dir must be a path .* Received: log_dir=5"):
         ssm_keras.MaskMonitor(5)
+    with pytest.raises(ValueError, match="averages_from must be an integer >= 0. Received: "
+                                         "averages_from=-1"):
+        ssm_keras.MaskMonitor(None, averages_from=-1)
+    with pytest.raises(TypeError, match="histograms must be .* Received: histograms='no'"):
+        ssm_keras.MaskMonitor(None, histograms="no")
     with pytest.raises(TypeError, match="decay_scores_only needs the keras.Model whose scores "
                                         "it decays. Received: model=None"):
         ssm_keras.decay_scores_only("sgd", None, 5e-4)

@@ -100,8 +100,8 @@ class MaskMonitor(keras.callbacks.Callback):
     def __init__(self, log_dir, histograms=True, averages_from=0):
         super().__init__()
         self.log_dir = arguments.path("log_dir", log_dir, allow_none=True)
-        self.histograms = histograms
-        self.averages_from = averages_from
+        self.histograms = arguments.boolean("histograms", histograms)
+        self.averages_from = arguments.integer("averages_from", averages_from, low=0)
         self._writer = None
         self._previous = None
 
