@@ -10,9 +10,9 @@ import sys
 
 import tensorflow as tf
 
-log = logging.getLogger(__name__)
-
 from ssm_keras.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # What each task of a multi-worker cluster may be.
 TASK_TYPES = ("chief", "worker")
@@ -270,10 +270,10 @@ def cluster_config():
         kind, index = task.get("type"), task.get("index", 0)
         known = kind in cluster and isinstance(index, int) and not isinstance(index, bool)
         if not known or not 0 <= index < len(cluster[kind]):
+            sizes = ", ".join(f"{name}: {len(found)}" for name, found in cluster.items())
             raise DistributeError(
                 f"TF_CONFIG's task ({kind!r}, index {index!r}) is not in its cluster "
-                f"({', '.join(f'{name}: {len(found)}' for name, found in cluster.items()) or 'empty'})."
-            )
+                f"({sizes or 'empty'}).")
         config["task"] = {**task, "index": index}
     return config
 
