@@ -175,7 +175,7 @@ def test_an_average_started_later_is_the_same_from_the_start_or_from_a_kept_chec
        rf"1\). Received: --ema_start={start}") for start in (-0.1, 1.0)],
     (dict(ema_start=0.5), "--ema_momentum is not set. Received: --ema_start=0.5"),
     (dict(ema_momentum=0.9, ema_start=0.9), "--ema_start=0.9 of --epochs=3 starts the moving "
-     "average at epoch 4, after the last; ask for less."),
+     "average at epoch 4, after the last; it must start by epoch 3: --ema_start at most 2/3."),
 ])
 def test_averaging_settings_out_of_range_are_refused(tmp_path, settings, message):
     with pytest.raises(ssm_config.ConfigError, match=message):
@@ -213,3 +213,40 @@ def test_mask_monitor_reports_the_averaged_mask_of_a_users_optimizer():
     assert history["averaged_remaining_percent"][-1] == pytest.approx(
         statistics.summarize(masked)["remaining_percent"])
     assert history["averaged_remaining_percent"] != history["remaining_percent"]
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_run_stopped_before_the_average_starts_ends_with_its_trained_scores(tmp_path):
+    recorder = RecordScores()
+    results = trainer.run(tiny_config(tmp_path, epochs=4, ema_momentum=MOMENTUM, ema_start=0.5),
+                          splits=tiny_splits(), callbacks=[recorder, StopAfterFirstEpoch()])
+    assert len(recorder.steps) == 3
+    for ours, theirs in zip(_final_scores(results), recorder.steps[-1], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_resumed_run_whose_average_would_start_in_the_past_is_refused(tmp_path):
+    splits = tiny_splits()
+    settings = dict(ema_momentum=MOMENTUM, ema_start=0.5)  # 4 epochs: from epoch 3
+    first = RecordScores()
+    finished = trainer.run(tiny_config(tmp_path, epochs=4, **settings), splits=splits,
+                           callbacks=[first])
+    results_file = f"{finished['model_dir']}/results.json"
+    before = open(results_file).read()
+    with pytest.raises(ssm_config.ConfigError, match=(
+            r"--ema_start=0.5 of --epochs=6 starts the moving average at epoch 4, but the "
+            r"checkpoint after epoch 4 holds one started at epoch 3, which cannot be moved: "
+            r"choose --ema_start and --epochs that start it at epoch 3, or after epoch 4.")):
+        trainer.run(tiny_config(tmp_path, epochs=6, resume=True, **settings), splits=splits)
+    assert open(results_file).read() == before
+    # 8 epochs start it after epoch 4: the average restarts from its scores.
+    recorder = RecordScores()
+    longer = trainer.run(tiny_config(tmp_path, epochs=8, resume=True, **settings),
+                         splits=splits, callbacks=[recorder])
+    assert longer["epochs"] == 8 and len(recorder.steps) == 12
+    _assert_close(_final_scores(longer),
+                  moving_average(first.steps[-1], recorder.steps, MOMENTUM))

@@ -281,6 +281,8 @@ def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_
                                "ssm_keras.train; the trials of a search start afresh. Received: "
                                "--keep_checkpoints=1"),
     (["--start_from=run"], "--start_from is a setting of one run"),
+    (["--ema_momentum=0.999"], "--ema_momentum: Keras Tuner keeps each trial's best epoch as "
+                               "the trained scores"),
     (["--out_dir="], "--out_dir is required"),
     (["--optimizer_choices=sgd,rmsprop"],
      "--optimizer_choices=sgd,rmsprop: Unknown --optimizer='rmsprop'. Allowed: sgd, adam."),
@@ -411,13 +413,3 @@ def test_a_search_whose_trials_all_diverge_prints_no_tracebacks(tmp_path, mnist_
         "after epoch 1. Try a smaller --learning_rate or --init_factor, or check --init_file."
         for i in (0, 1)]
 
-
-def test_the_sparse_objective_counts_the_weights_of_the_validated_mask():
-    objective = searching.SparseObjective(0.5)
-    logs = {"val_accuracy": 0.8, "remaining_percent": 10.0}
-    objective.on_epoch_end(0, logs)
-    assert logs["val_sparse_objective"] == pytest.approx(0.8 - 0.5 * 0.10)
-    averaged = {"val_accuracy": 0.8, "remaining_percent": 10.0,
-                "averaged_remaining_percent": 30.0}  # --ema_momentum validates the average
-    objective.on_epoch_end(0, averaged)
-    assert averaged["val_sparse_objective"] == pytest.approx(0.8 - 0.5 * 0.30)

@@ -15,7 +15,9 @@ With `--ema_start=f` the average restarts from `v` at the start of epoch
 `ceil(f * epochs)` (from 0), e.g. for the last quarter of the run, where a
 `--target_remaining` path holds its target.
 
-Training goes on with `v`; the model is evaluated with `a`: each epoch's
+Training goes on with `v` (as without averages, but for the learning-rate
+reductions of `--lr_schedule=plateau`, which follow the validation loss);
+the model is evaluated with `a`: each epoch's
 validation once the average has started (`AverageScores`), the final
 evaluation and the saved model (`fit` assigns `a` to `v` at its end). The averages are
 optimiser variables, named `<variable>_average`, so every checkpoint holds
@@ -28,6 +30,7 @@ import contextlib
 
 import keras
 
+from ssm_keras.training import config as ssm_config
 from ssm_keras.training import score_decay
 
 # How Keras names the moving average of a variable among the optimiser's variables.
@@ -65,6 +68,13 @@ def swap_in(model):
     return own
 
 
+def restart(model):
+    """Sets the moving averages of `model`'s optimiser to its trained
+    variables (`a = v`)."""
+    for average, variable in zip(averages(model.optimizer), model.trainable_variables):
+        average.assign(variable)
+
+
 def restore(model, own):
     """Assigns `own` (from `swap_in`) back to `model`'s trained variables."""
     for variable, value in zip(model.trainable_variables, own):
@@ -83,12 +93,35 @@ def averaged_variables(model):
         restore(model, own)
 
 
+def check_start(config, state):
+    """Refuses a run that goes on from the checkpoint `state` (resumed, or
+    started from it) whose average would start before that checkpoint at
+    another epoch than the checkpoint's average did (e.g. `--resume` to
+    more `--epochs`, which moves `ceil(ema_start * epochs)`): an average
+    cannot restart in the past. A checkpoint without an average (a parent
+    trained without `--ema_momentum`) passes: the average starts at its
+    scores (`forking`)."""
+    if config.ema_momentum is None or not state:
+        return
+    start, done = config.ema_start_epoch(), state["epoch"]
+    started = next((record["epoch"] - 1 for record in state.get("history", [])
+                    if "averaged_remaining_percent" in record), None)
+    if start < done and started is not None and started != start:
+        raise ssm_config.ConfigError(
+            f"--ema_start={config.ema_start} of --epochs={config.epochs} starts the moving "
+            f"average at epoch {start + 1}, but the checkpoint after epoch {done} holds one "
+            f"started at epoch {started + 1}, which cannot be moved: choose --ema_start and "
+            f"--epochs that start it at epoch {started + 1}, or after epoch {done}.")
+
+
 class AverageScores(keras.callbacks.Callback):
     """The moving averages of a run, from the epoch `start_epoch` (from 0)
     on (`--ema_start`).
 
     At the start of that epoch the averages restart from the variables as
-    they are (`a = v`; at epoch 0 the first step does it, `a_1 = v_1`).
+    they are (`a = v`; at epoch 0 the first step does it, `a_1 = v_1`);
+    before it they are set to the variables after every epoch, so that a
+    run stopped before the start ends with its own variables.
     From then on every validation of `fit` evaluates the averages, and
     training goes on with the variables' own values, bit for bit; before
     it the validations evaluate the variables themselves. (Keras'
@@ -108,9 +141,11 @@ class AverageScores(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         if epoch == self.start_epoch:
-            for average, variable in zip(averages(self.model.optimizer),
-                                         self.model.trainable_variables):
-                average.assign(variable)
+            restart(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.start_epoch:
+            restart(self.model)
 
     def on_test_begin(self, logs=None):
         if self._epoch is not None and self._epoch >= self.start_epoch:

@@ -429,7 +429,8 @@ class TrainConfig:
         if self.ema_momentum is not None and self.ema_start_epoch() >= self.epochs:
             raise ConfigError(
                 f"--ema_start={self.ema_start} of --epochs={self.epochs} starts the moving "
-                f"average at epoch {self.ema_start_epoch() + 1}, after the last; ask for less.")
+                f"average at epoch {self.ema_start_epoch() + 1}, after the last; it must start "
+                f"by epoch {self.epochs}: --ema_start at most {self.epochs - 1}/{self.epochs}.")
 
     def _check_augment_fraction(self):
         """Refuses `--augment_fraction` out of (0, 1] or with no augmentation."""

@@ -664,6 +664,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
     else:
         model = make_model(config, splits, strategy)
     check_model_settings(config, model, fresh=not restored)
+    averaging.check_start(config, restored)
     initial_epoch = restored["epoch"] if restored else 0
     previous_time = (restored or {}).get("wall_time_s") or 0.0
     start = time.time()

@@ -275,10 +275,8 @@ class SparseObjective(keras.callbacks.Callback):
     """Adds the sparsity-aware objective to the epoch logs.
 
     `val_sparse_objective = val_accuracy - weight * remaining_percent / 100`:
-    accuracy traded against the fraction of weights that remain, those of
-    the mask validated: the averaged one (`averaged_remaining_percent`) once
-    `--ema_momentum` averages. Put it after `callbacks.MaskMonitor`, which
-    adds both.
+    accuracy traded against the fraction of weights that remain. Put it after
+    `callbacks.MaskMonitor`, which adds `remaining_percent`.
 
     Args:
         weight: the trade-off `lambda >= 0`.
@@ -289,8 +287,8 @@ class SparseObjective(keras.callbacks.Callback):
         self.weight = weight
 
     def on_epoch_end(self, epoch, logs=None):
-        remaining = logs.get("averaged_remaining_percent", logs["remaining_percent"])
-        logs[SPARSE_OBJECTIVE] = logs["val_accuracy"] - self.weight * remaining / 100
+        logs[SPARSE_OBJECTIVE] = (logs["val_accuracy"]
+                                  - self.weight * logs["remaining_percent"] / 100)
 
 
 class SupermaskHyperModel(keras_tuner.HyperModel):
@@ -367,8 +365,7 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
         )
         log_dir = next((callback.log_dir for callback in callbacks
                         if isinstance(callback, keras.callbacks.TensorBoard)), None)
-        monitors = [ssm_callbacks.MaskMonitor(log_dir, averages_from=config.ema_start_epoch()),
-                    SparseObjective(self.sparsity_weight),
+        monitors = [ssm_callbacks.MaskMonitor(log_dir), SparseObjective(self.sparsity_weight),
                     ssm_callbacks.StopOnNonFinite()]
         trainer.fit(model, config, self.splits,
                      [*monitors, *stateful, *callbacks, recorder, *self.callbacks],
@@ -503,6 +500,10 @@ def _check_tunable(config):
         if getattr(config, name):
             raise TuneError(f"--{name} is a setting of one run of ssm_keras.train; the trials "
                             f"of a search start afresh. Received: --{name}={getattr(config, name)}")
+    if config.ema_momentum is not None:
+        raise TuneError("--ema_momentum: Keras Tuner keeps each trial's best epoch as the "
+                        "trained scores, not the averaged ones the trial validates; tune "
+                        f"without it. Received: --ema_momentum={config.ema_momentum}")
     if config.strategy == "multi_worker_mirrored":
         raise TuneError("--strategy=multi_worker_mirrored: a trial runs in one process. "
                         "Spread the trials over processes with KERASTUNER_TUNER_ID, "
