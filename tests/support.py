@@ -96,6 +96,11 @@ def random_images(input_shape, count=6, seed=1):
 
 
 
+def scores(model):
+    """The scores of every masked layer of `model`, as NumPy arrays, in order."""
+    return [keras.ops.convert_to_numpy(layer.scores) for layer in layers.masked_layers(model)]
+
+
 def effective_kernels(model):
     """`{layer name: its effective kernel W0 * m}` of every masked layer."""
     return {layer.name: layer.effective_kernel().numpy() for layer in layers.masked_layers(model)}

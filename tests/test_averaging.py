@@ -6,7 +6,7 @@ averages starts them at its scores."""
 import keras
 import numpy as np
 import pytest
-from support import crashed_run, tiny_config, tiny_splits
+from support import crashed_run, scores, tiny_config, tiny_splits
 
 import ssm_keras
 from ssm_keras import layers
@@ -24,28 +24,26 @@ class RecordScores(keras.callbacks.Callback):
         self.steps = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.steps.append([keras.ops.convert_to_numpy(layer.scores)
-                           for layer in layers.masked_layers(self.model)])
+        self.steps.append(scores(self.model))
 
 
 def moving_average(start, steps, momentum):
     """`a <- m a + (1 - m) v` over `steps` from `start` (None: the first step's `v`)."""
     average = start
-    for scores in steps:
-        average = scores if average is None else [
-            momentum * mean + (1 - momentum) * value for mean, value in zip(average, scores)]
+    for step in steps:
+        average = step if average is None else [
+            momentum * mean + (1 - momentum) * value for mean, value in zip(average, step)]
     return average
 
 
 def _final_scores(results):
-    model = keras.saving.load_model(f"{results['model_dir']}/model.keras")
-    return [layer.scores.numpy() for layer in layers.masked_layers(model)]
+    return scores(keras.saving.load_model(f"{results['model_dir']}/model.keras"))
 
 
-def _checkpoint_scores(folder):
+def _checkpoint(folder):
+    """`(state, model)` of the checkpoint in `folder`."""
     state, path = run_dir.find_checkpoint(str(folder))
-    model = keras.saving.load_model(path)
-    return state, [layer.scores.numpy() for layer in layers.masked_layers(model)]
+    return state, keras.saving.load_model(path)
 
 
 def _assert_close(ours, theirs):
@@ -80,8 +78,8 @@ def test_a_run_ends_with_and_validates_the_moving_average_of_its_scores(averaged
     model = keras.saving.load_model(f"{results['model_dir']}/model.keras")
     images, labels = tiny_splits().validation
 
-    def validation_loss(scores):
-        for layer, value in zip(layers.masked_layers(model), scores):
+    def validation_loss(values):
+        for layer, value in zip(layers.masked_layers(model), values):
             layer.scores.assign(value)
         return model.evaluate(images, labels, batch_size=32, verbose=0)[0]
 
@@ -124,8 +122,9 @@ def test_a_run_started_from_a_checkpoint_without_averages_starts_them_at_its_sco
     splits = tiny_splits()
     parent = trainer.run(tiny_config(tmp_path / "parent", keep_checkpoints="2"), splits=splits)
     kept = f"{parent['model_dir']}/checkpoint/epoch-2"
-    state, start = _checkpoint_scores(kept)
+    state, parent_model = _checkpoint(kept)
     assert state["epoch"] == 2
+    start = scores(parent_model)
     recorder = RecordScores()
     child = trainer.run(
         tiny_config(tmp_path / "child", start_from=kept, ema_momentum=MOMENTUM),
@@ -184,18 +183,16 @@ def test_averaging_settings_out_of_range_are_refused(tmp_path, settings, message
 
 def test_averaged_variables_swaps_the_averages_in_and_back(averaged_run):
     results, _ = averaged_run
-    state, own = _checkpoint_scores(f"{results['model_dir']}/checkpoint")
-    model = keras.saving.load_model(run_dir.find_checkpoint(
-        f"{results['model_dir']}/checkpoint")[1])
+    _, model = _checkpoint(f"{results['model_dir']}/checkpoint")
+    own = scores(model)
     moving = averaging.averages(model.optimizer)
     assert [average.path for average in moving] == [
         f"{model.optimizer.name}/{variable.path.replace('/', '_')}_average"
         for variable in model.trainable_variables]
     with averaging.averaged_variables(model):
-        inside = [layer.scores.numpy() for layer in layers.masked_layers(model)]
+        inside = scores(model)
     _assert_close(inside, _final_scores(results))
-    after = [layer.scores.numpy() for layer in layers.masked_layers(model)]
-    for ours, theirs in zip(after, own, strict=True):
+    for ours, theirs in zip(scores(model), own, strict=True):
         np.testing.assert_array_equal(ours, theirs)
 
 

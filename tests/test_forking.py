@@ -9,9 +9,9 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from support import crashed_run, strict_json, tiny_config, tiny_splits
+from support import crashed_run, scores, strict_json, tiny_config, tiny_splits
 
-from ssm_keras import layers, plotting
+from ssm_keras import plotting
 from ssm_keras.training import callbacks as ssm_callbacks
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import run_dir, sparsity, trainer
@@ -21,8 +21,7 @@ SETTINGS = dict(augment="crop_flip", target_remaining=30.0)
 
 
 def _scores(folder):
-    model = keras.saving.load_model(folder / "run" / "model.keras")
-    return [layer.scores.numpy() for layer in layers.masked_layers(model)]
+    return scores(keras.saving.load_model(folder / "run" / "model.keras"))
 
 
 def _same_end(results, expected, folder, expected_folder):
