@@ -20,7 +20,7 @@ from support import (
     shared_data_dir,
 )
 
-from ssm_keras import models, pretrained
+from ssm_keras import models, pretrained, processor
 from ssm_keras.cli import (
     benchmark,
     benchmark_inference,
@@ -33,7 +33,6 @@ from ssm_keras.experiments import (
     arithmetic,
     config,
     inference_speed,
-    measurement,
     reports,
     throughput,
 )
@@ -75,7 +74,7 @@ def test_benchmark_quick_fcn(tmp_path, capsys):
     assert 0 <= record["mask_seconds_per_step"] < 128 / masked
     assert record["mask_fraction_of_plain_step"] == pytest.approx(
         record["mask_seconds_per_step"] * plain / 128)
-    assert machine["cpu"] and set(machine["cpu_flags"]) <= set(measurement.CPU_FEATURES)
+    assert machine["cpu"] and set(machine["cpu_flags"]) <= set(processor.CPU_FEATURES)
     assert "TF_ENABLE_ONEDNN_OPTS" in machine["environment"]
     table = capsys.readouterr().out
     assert "| fcn | float32 | 128 |" in table and f"{train['step_time_ratio']:.3f}" in table

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssm_keras import data, layers, models
+from ssm_keras import data, layers, models, processor
 from ssm_keras.exporting import compact, exporter
 from ssm_keras.training import config, trainer
 from ssm_keras.transforms import cloning
@@ -125,3 +125,66 @@ def test_exports_compute_in_float32(policy, tmp_path):
         assert {layer.dtype_policy.name for layer in cloning.leaf_layers(loaded)} == {"float32"}
         np.testing.assert_allclose(loaded(images).numpy(), reference(images).numpy(),
                                    rtol=1e-5, atol=1e-6)
+
+
+# /proc/cpuinfo's first entry of three processors (their feature lists cut to what matters).
+ZEN3 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n" \
+       "flags\t\t: fpu sse2 avx fma avx2 sha_ni vaes\n\n"
+ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n" \
+       "flags\t\t: fpu avx2 fma avx512f avx512_bf16 avx512_vnni\n\n"
+SAPPHIRE_RAPIDS = "vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n" \
+                  "model name\t: Intel(R) Xeon(R)\nflags\t\t: avx2 avx512f avx512_bf16 " \
+                  "avx512_fp16 amx_bf16 amx_tile amx_int8\n\n"
+ARM = "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd bf16 i8mm\n\n"
+
+
+@pytest.fixture
+def cpuinfo(tmp_path, monkeypatch):
+    """Makes `processor` read the /proc/cpuinfo text passed to the returned function."""
+    def use(text):
+        path = tmp_path / "cpuinfo"
+        path.write_text(text)
+        monkeypatch.setattr(processor, "CPUINFO", str(path))
+    return use
+
+
+@pytest.mark.parametrize("text, bfloat16, float16", [
+    (ZEN3, ("avx512_bf16", "amx_bf16"), ("avx512_fp16", "amx_fp16")),
+    (ZEN4, (), ("avx512_fp16", "amx_fp16")),
+    (SAPPHIRE_RAPIDS, (), ()),
+    (ARM, (), ()),  # no x86 features: not known, so nothing is missing
+    ("", (), ()),
+])
+def test_missing_fast_paths_follow_the_processors_features(cpuinfo, text, bfloat16, float16):
+    cpuinfo(text)
+    assert processor.missing_fast_path("mixed_bfloat16") == bfloat16
+    assert processor.missing_fast_path("mixed_float16") == float16
+    assert processor.missing_fast_path("float32") == ()
+
+
+def test_a_missing_file_knows_no_processor(monkeypatch, tmp_path):
+    monkeypatch.setattr(processor, "CPUINFO", str(tmp_path / "absent"))
+    assert processor.missing_fast_path("mixed_bfloat16") == ()
+    assert processor.cpu_info()["cpu_flags"] == []
+
+
+def test_training_warns_of_a_precision_without_a_fast_path(cpuinfo, caplog):
+    strategy = tf.distribute.get_strategy()
+    warnings = {}
+    for name, text in (("zen3", ZEN3), ("zen4", ZEN4)):
+        cpuinfo(text)
+        for policy in ("float32", *MIXED):
+            caplog.clear()
+            settings = config.TrainConfig(arch="fcn", dataset="mnist", mixed_precision=policy)
+            trainer.speed_settings_for(settings, strategy)
+            warnings[name, policy] = [record.getMessage() for record in caplog.records
+                                      if "has no fast path" in record.getMessage()]
+    assert warnings["zen3", "mixed_bfloat16"] == [
+        "--mixed_precision=mixed_bfloat16 has no fast path on this processor, AMD EPYC (family "
+        "25, model 1), which has no avx512_bf16 or amx_bf16: training can be many times slower "
+        "than in float32 (18 times for Conv8 on an AVX2-only AMD Zen 3). Leave "
+        "--mixed_precision out to train in float32."]
+    assert "which has no avx512_fp16 or amx_fp16" in warnings["zen3", "mixed_float16"][0]
+    assert "which has no avx512_fp16 or amx_fp16" in warnings["zen4", "mixed_float16"][0]
+    assert not any(warnings[name, policy] for name, policy in (
+        ("zen3", "float32"), ("zen4", "float32"), ("zen4", "mixed_bfloat16")))

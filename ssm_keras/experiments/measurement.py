@@ -2,10 +2,11 @@
 rate of repeated calls. (Its report files: `reports`; the settings of the
 commands: `config`.)
 
-`machine_info()` records the CPU (model name, family/model/stepping, the
-`CPU_FEATURES` present), cores, load averages, Python, TensorFlow and Keras
-versions, devices, threading settings and the environment variables of
-`ENV_KEYS`; `finish_machine_info` adds the load averages at the end.
+`machine_info()` records the CPU (`processor.cpu_info`: model name,
+family/model/stepping, the `processor.CPU_FEATURES` present), cores, load
+averages, Python, TensorFlow and Keras versions, devices, threading
+settings and the environment variables of `ENV_KEYS`;
+`finish_machine_info` adds the load averages at the end.
 """
 
 import os
@@ -16,47 +17,17 @@ import time
 import keras
 import tensorflow as tf
 
-# CPU features that decide which kernels TensorFlow can use: vector width,
-# and the fast bfloat16 / float16 paths (AVX-512 BF16 dot products, AMX tiles).
-CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+from ssm_keras import processor
+
 ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
             "OMP_NUM_THREADS", "KERAS_BACKEND")
 
 
 # The machine.
-def _first_cpuinfo_entry():
-    """`/proc/cpuinfo`'s fields for the first processor ({} where there is none)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
-
-
-def cpu_info():
-    """Model name, family/model/stepping (which name a processor generation
-    when the name does not, e.g. "AMD EPYC" in a virtual machine) and the
-    `CPU_FEATURES` present."""
-    fields = _first_cpuinfo_entry()
-    present = set(fields.get("flags", "").split())
-    return {
-        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
-        "cpu_id": {key.replace(" ", "_"): fields.get(key) for key in
-                   ("vendor_id", "cpu family", "model", "stepping")},
-        "cpu_flags": [flag for flag in CPU_FEATURES if flag in present],
-    }
-
-
 def machine_info():
     """CPU, cores, load, TensorFlow and Keras versions, devices, settings."""
     return {
-        **cpu_info(),
+        **processor.cpu_info(),
         "cores": os.cpu_count(),
         "load_average": list(os.getloadavg()),
         "python": platform.python_version(),
