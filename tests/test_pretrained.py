@@ -30,7 +30,7 @@ def test_the_entries_are_shipped_in_kilobytes():
 
 
 # The deeper conv entries' evaluations on the 10,000 CIFAR-10 test images
-# take 20-50 s each on 2 cores: `pytest -m entries` runs them, `bash
+# take 20-60 s each on 2 cores: `pytest -m entries` runs them, `bash
 # scripts/test.sh` leaves them out. They run the code path of the Conv2 and
 # FCN entries' evaluations, which it keeps; what they add is that this
 # processor reproduces these files' recorded figures.
