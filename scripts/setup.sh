@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs ssm_keras into it, with the extras
 # the tests exercise: test, onnx (the ONNX export), litert (the TFLite runtime).
-# pip byte-compiles every installed module (55 of the install's 95 s on an AMD
-# Zen 3). Keep it: with --no-compile and PYTHONDONTWRITEBYTECODE set, every
-# test process compiled TensorFlow from source and the suite took 690 s, not 555.
+# The installed modules are byte-compiled by compileall on every core (31 s on
+# a 2-core AMD Zen 3) rather than by pip in one process (55 of the install's
+# 95 s there). They must be compiled here: where PYTHONDONTWRITEBYTECODE is
+# set, every test process would compile TensorFlow from source (the suite took
+# 690 s instead of 555).
 #   bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv 2>/dev/null || [ -x .venv/bin/python ]
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-.venv/bin/python -m pip install --quiet -e ".[test,onnx,litert]"
+.venv/bin/python -m pip install --quiet --no-compile -e ".[test,onnx,litert]"
+# A file that does not compile (pip skips those as well) is no error here.
+site_packages=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+.venv/bin/python -m compileall -q -j 0 "$site_packages" >/dev/null || true
 .venv/bin/python -c "import ssm_keras, tensorflow as tf, keras; print(f'ssm_keras {ssm_keras.__version__}, TensorFlow {tf.__version__}, Keras {keras.__version__}')"
