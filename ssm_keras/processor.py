@@ -59,12 +59,15 @@ def cpu_info():
     }
 
 
-def describe(info):
-    """`info` (of `cpu_info`) in words: "AMD EPYC (family 25, model 1)"."""
+def describe(info, features=False):
+    """`info` (of `cpu_info`) in words: "AMD EPYC (family 25, model 1)", with
+    `features` "AMD EPYC (family 25, model 1; avx2 fma)"; the name alone
+    where `/proc/cpuinfo` gives no family."""
     ids = info["cpu_id"]
     if ids.get("cpu_family") is None:
         return info["cpu"]
-    return f"{info['cpu']} (family {ids['cpu_family']}, model {ids['model']})"
+    listed = f"; {' '.join(info['cpu_flags'])}" if features else ""
+    return f"{info['cpu']} (family {ids['cpu_family']}, model {ids['model']}{listed})"
 
 
 def missing_fast_path(policy):

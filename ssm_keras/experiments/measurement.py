@@ -52,10 +52,8 @@ def machine_summary(machine, *details):
     """The first line of a report: CPU (family, model; features), cores,
     TensorFlow and Keras versions, `details`, and the one-minute load
     average at the start and at the end."""
-    cpu_id = machine["cpu_id"]
     return ", ".join([
-        f"{machine['cpu']} (family {cpu_id['cpu_family']}, model {cpu_id['model']}; "
-        f"{' '.join(machine['cpu_flags'])})", f"{machine['cores']} cores",
+        processor.describe(machine, features=True), f"{machine['cores']} cores",
         f"TensorFlow {machine['tensorflow']}", f"Keras {machine['keras']}", *details,
         f"load average {machine['load_average'][0]:.2f} -> "
         f"{machine['load_average_end'][0]:.2f}"])
