@@ -14,7 +14,7 @@ from support import crashed_run, scores, strict_json, tiny_config, tiny_splits
 from ssm_keras import plotting
 from ssm_keras.training import callbacks as ssm_callbacks
 from ssm_keras.training import config as ssm_config
-from ssm_keras.training import run_dir, sparsity, trainer
+from ssm_keras.training import records, run_dir, sparsity, trainer
 
 # A steered run (its controller's state must carry over) with augmentation.
 SETTINGS = dict(augment="crop_flip", target_remaining=30.0)
@@ -63,10 +63,10 @@ def test_a_run_started_from_a_kept_checkpoint_ends_where_the_parent_or_its_varia
                        splits=splits)
     _same_end(same, parent, tmp_path / "same", parent_folder)
     assert same["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 2}
-    assert trainer.summary_line(same).endswith(
+    assert records.summary_line(same).endswith(
         f" s (epochs 1-2 from {os.path.realpath(start)})")
     assert (tmp_path / "same" / "run" / "results.txt").read_text().startswith(
-        trainer.summary_line(same))
+        records.summary_line(same))
     assert [entry["epoch"] for entry in run_dir.read_history(same["model_dir"])] == [1, 2, 3]
     assert run_dir.read_history(same["model_dir"]) == run_dir.read_history(parent["model_dir"])
 
@@ -96,7 +96,7 @@ def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path, 
     resumed = trainer.run(dataclasses.replace(config, keep_checkpoints="3"), splits=splits)
     _same_end(resumed, parent, tmp_path / "child", parent_folder)
     assert resumed["started_from"]["epoch"] == 1
-    assert trainer.summary_line(resumed).endswith(f" s (epoch 1 from {os.path.realpath(start)})")
+    assert records.summary_line(resumed).endswith(f" s (epoch 1 from {os.path.realpath(start)})")
     kept = strict_json(tmp_path / "child" / "run" / "checkpoint" / "epoch-3" / "state.json")
     assert kept["epoch"] == 3 and kept["started_from"] == state["started_from"]
 

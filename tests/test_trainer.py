@@ -10,7 +10,7 @@ from support import tiny_config, tiny_splits
 
 from ssm_keras import data, layers, models
 from ssm_keras.training import config as ssm_config
-from ssm_keras.training import trainer
+from ssm_keras.training import records, trainer
 
 
 @pytest.mark.slow
@@ -228,6 +228,6 @@ def test_summary_line_counts_epochs_in_words(epochs, ending):
     results = {"arch": "fcn", "mask": "signed", "regime": "mask", "dataset": "mnist",
                "test_accuracy": 0.975, "remaining_weights": 10_000, "masked_weights": 266_200,
                "remaining_percent": 3.76, "epochs": epochs, "wall_time_s": 3.2}
-    assert trainer.summary_line(results) == (
+    assert records.summary_line(results) == (
         "fcn signed supermask on mnist: test accuracy 97.50%, remaining weights "
         f"10,000 / 266,200 (3.76%), {ending}")

@@ -12,11 +12,9 @@ Its steps `prepare_data`, `make_model` and `fit` also train the trials of
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 import zipfile
@@ -24,7 +22,7 @@ import zipfile
 import keras
 import tensorflow as tf
 
-from ssm_keras import choices, data, files, models, processor, settings
+from ssm_keras import choices, data, models, processor, settings
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import (
     averaging,
@@ -33,6 +31,7 @@ from ssm_keras.training import (
     forking,
     init_file,
     losses,
+    records,
     run_dir,
     score_decay,
     sparsity,
@@ -264,105 +263,6 @@ def _evaluate(model, images, labels, batch_size):
     dataset = data.make_eval_dataset(images, labels, batch_size)
     loss, accuracy = model.evaluate(dataset, verbose=0)
     return {"loss": float(loss), "accuracy": float(accuracy)}
-
-
-def summary_line(results):
-    """One line for people: accuracy and remaining weights, and for a
-    `--start_from` run the checkpoint its first epochs come from."""
-    what = (f"{results['mask']} supermask" if results["regime"] == "mask"
-            else "baseline" if results["regime"] == "weights" else "mask then weights")
-    started = results.get("started_from")
-    origin = ""
-    if started:
-        epochs = "epoch 1" if started["epoch"] == 1 else f"epochs 1-{started['epoch']}"
-        origin = f" ({epochs} from {started['checkpoint']})"
-    return (
-        f"{results['arch']} {what} on {results['dataset']}: test accuracy "
-        f"{100 * results['test_accuracy']:.2f}%, remaining weights "
-        f"{results['remaining_weights']:,} / {results['masked_weights']:,} "
-        f"({results['remaining_percent']:.2f}%), {results['epochs']} "
-        f"epoch{'' if results['epochs'] == 1 else 's'} in "
-        f"{results['wall_time_s']:.0f} s{origin}"
-    )
-
-
-def _results(config, model, splits, history, wall_time, evaluations):
-    summary = statistics.summarize(model)
-    validation = evaluations["validation"]
-    return {
-        "status": "finished",
-        "arch": config.arch,
-        "dataset": config.dataset,
-        "data_source": splits.source,
-        "input_shape": list(splits.spec.image_shape),
-        "num_classes": splits.spec.num_classes,
-        "regime": config.regime,
-        "mask": config.mask_kind if config.masked else None,
-        "test_accuracy": evaluations["test"]["accuracy"],
-        "test_loss": evaluations["test"]["loss"],
-        "validation_accuracy": validation["accuracy"] if validation else None,
-        "best_validation_accuracy": max(
-            (entry.get("val_accuracy", 0.0) for entry in history), default=None
-        ) if validation else None,
-        **{key: summary[key] for key in ("masked_weights", "remaining_weights",
-                                         "remaining_percent", "kept", "inverted", "hidden")},
-        "layers": summary["layers"],
-        "epochs": len(history),
-        "wall_time_s": wall_time,
-        "examples": {"train": len(splits.train[1]), "validation": len(splits.validation[1]),
-                     "test": len(splits.test[1])},
-        "environment": {
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "devices": [device.name for device in tf.config.list_logical_devices()],
-        },
-        "flags": config.to_dict(),
-    }
-
-
-def _write_results(model_dir, model, results):
-    path = os.path.join(model_dir, run_dir.MODEL)
-    temporary = os.path.join(model_dir, ".model.tmp.keras")
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    except OSError as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise run_dir.RunDirError(f"cannot write {path}: {error.strerror or error}") from None
-    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), results)
-    lines = [summary_line(results), ""]
-    lines.append(f"{'layer':<28}{'weights':>12}{'kept':>9}{'inverted':>10}{'hidden':>9}")
-    for record in results["layers"]:
-        lines.append(
-            f"{record['name']:<28}{record['total']:>12,}{100 * record['kept_fraction']:>8.2f}%"
-            f"{100 * record['inverted_fraction']:>9.2f}%{100 * record['hidden_fraction']:>8.2f}%"
-        )
-    files.write_atomically(os.path.join(model_dir, run_dir.RESULTS_TEXT),
-                             ("\n".join(lines) + "\n").encode("utf-8"))
-
-
-def _write_history(model_dir, history):
-    text = "".join(json.dumps(files.plain_json(entry), allow_nan=False) + "\n"
-                   for entry in history)
-    files.write_atomically(os.path.join(model_dir, run_dir.HISTORY), text.encode("utf-8"))
-
-
-def _start_record(checkpoint):
-    """`{"started_from": ...}` for the results of a `--start_from` run (by
-    its `callbacks.RunCheckpoint`), `{}` for other runs."""
-    return {"started_from": checkpoint.started_from} if checkpoint.started_from else {}
-
-
-def _write_divergence(model_dir, config, checkpoint, error):
-    """The `results.json` of a run stopped by `callbacks.Diverged` (`checkpoint`:
-    the run's `callbacks.RunCheckpoint`, for its history and start)."""
-    files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), {
-        "status": "diverged", "message": str(error), "epoch": error.epoch,
-        "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
-        **_start_record(checkpoint),
-    })
-    _write_history(model_dir, checkpoint.history)
 
 
 def run(config, splits=None, strategy=None, callbacks=()):
@@ -697,7 +597,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         fit(model, config, splits, [*callbacks, *extra_callbacks], initial_epoch)
     except ssm_callbacks.Diverged as error:
         if chief:
-            _write_divergence(model_dir, config, checkpoint, error)
+            records.write_divergence(model_dir, config, checkpoint, error)
         raise
     if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
         batch_norm.recalibrate(model, splits.train[0], config.batch_size)
@@ -705,10 +605,10 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         "validation": _evaluate(model, *splits.validation, config.batch_size),
         "test": _evaluate(model, *splits.test, config.batch_size),
     }
-    results = _results(config, model, splits, checkpoint.history, clock(), evaluations)
-    results.update(_start_record(checkpoint), model_dir=model_dir)
+    results = records.collect(config, model, splits, checkpoint.history, clock(), evaluations)
+    results.update(records.start_record(checkpoint), model_dir=model_dir)
     if chief:
-        _write_history(model_dir, checkpoint.history)
-        _write_results(model_dir, model, results)
-        log.info(summary_line(results))
+        records.write_history(model_dir, checkpoint.history)
+        records.write(model_dir, model, results)
+        log.info(records.summary_line(results))
     return results
