@@ -1,8 +1,8 @@
 """Files written so that a kill or a full disk never leaves a damaged one.
 
-Every file the package writes goes through `write_atomically`: the bytes go
-to a temporary file beside the destination, are flushed to the disk
-(`fsync`), and the file then replaces the destination in one rename;
+Every file the package writes goes through `save_atomically`: the file is
+written whole to a temporary file beside the destination, flushed to the
+disk (`fsync`), and then replaces the destination in one rename;
 whatever was there before stays whole until that rename, and what replaces
 it is on the disk before it does (so a machine that stops at once leaves
 the old file or the new one, not an empty one).
@@ -36,19 +36,38 @@ def plain_json(value):
     return value
 
 
-def write_atomically(path, data):
-    """Writes bytes to `path` through a temporary file and a rename;
-    `FileWriteError` (no file left behind, the old one untouched) if it
-    cannot."""
-    temporary = f"{path}.tmp-{os.getpid()}"
+def save_atomically(path, save, suffix=""):
+    """Writes the file `path` in one rename: `save(temporary)` writes it
+    whole to `<path>.tmp-<pid><suffix>` beside `path` (`suffix`: an ending
+    the writer insists on, as Keras does on `.keras`), which is flushed to
+    the disk and renamed to `path`.
+
+    Whatever `save` or the rename raises is raised again once the temporary
+    file is removed, for the caller to report in its own words; `path` is
+    then as it was.
+    """
+    temporary = f"{path}.tmp-{os.getpid()}{suffix}"
     try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
+        save(temporary)
+        with open(temporary, "rb") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException:
         remove_quietly(temporary)
+        raise
+
+
+def write_atomically(path, data):
+    """Writes bytes to `path` as `save_atomically` does; `FileWriteError`
+    (no file left behind, the old one untouched) if it cannot."""
+
+    def write(temporary):
+        with open(temporary, "wb") as file:
+            file.write(data)
+
+    try:
+        save_atomically(path, write)
+    except OSError as error:
         raise FileWriteError(f"cannot write {path}: {error.strerror or error}") from None
 
 

@@ -10,7 +10,7 @@ from support import tiny_config, tiny_splits
 
 from ssm_keras import data, layers, models
 from ssm_keras.training import config as ssm_config
-from ssm_keras.training import records, trainer
+from ssm_keras.training import trainer
 
 
 @pytest.mark.slow
@@ -222,12 +222,3 @@ def test_conv4_trains_its_weights_at_the_regime_defaults(tmp_path):
     assert results["flags"]["learning_rate"] == 0.01 and results["flags"]["weight_init"] == "elu"
     assert results["test_accuracy"] > 0.5  # four classes: it learned
 
-
-@pytest.mark.parametrize("epochs, ending", [(1, "1 epoch in 3 s"), (2, "2 epochs in 3 s")])
-def test_summary_line_counts_epochs_in_words(epochs, ending):
-    results = {"arch": "fcn", "mask": "signed", "regime": "mask", "dataset": "mnist",
-               "test_accuracy": 0.975, "remaining_weights": 10_000, "masked_weights": 266_200,
-               "remaining_percent": 3.76, "epochs": epochs, "wall_time_s": 3.2}
-    assert records.summary_line(results) == (
-        "fcn signed supermask on mnist: test accuracy 97.50%, remaining weights "
-        f"10,000 / 266,200 (3.76%), {ending}")

@@ -37,6 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ssm_keras import files
 from ssm_keras.data import formats
 from ssm_keras.data.specs import DATASETS, Arrays, DataError, DatasetSpec, Splits
 
@@ -203,15 +204,14 @@ def _save_cache(path: pathlib.Path, splits: tuple[Arrays, Arrays]) -> None:
     arrays = {}
     for split, (images, labels) in zip(("train", "test"), splits, strict=True):
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as file:
+
+    def write(temporary):
+        with open(temporary, "wb") as file:
             np.savez(file, **arrays)
-        os.replace(partial, path)
-    except OSError:
-        with contextlib.suppress(OSError):  # e.g. SSM_CACHE_DIR is a file
-            partial.unlink(missing_ok=True)
+
+    with contextlib.suppress(OSError):  # e.g. SSM_CACHE_DIR is a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.save_atomically(path, write)
 
 
 def _read_local(spec: DatasetSpec, path: pathlib.Path):

@@ -19,7 +19,6 @@ initialises the plain model of the same architecture (its kernels), which
 is how the baseline starts from the same `W0`.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -28,6 +27,7 @@ import zipfile
 import keras
 import numpy as np
 
+from ssm_keras import files
 from ssm_keras import layers as ssm_layers
 from ssm_keras.errors import UserError
 from ssm_keras.layers import base, registry
@@ -95,15 +95,15 @@ def save_init(model, path, arch, settings):
             )
         return
     meta = {"format": FORMAT, "version": VERSION, "arch": arch, "settings": settings}
-    temporary = f"{path}.tmp.npz"
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def write(temporary):
         with open(temporary, "wb") as file:
             np.savez(file, __meta__=np.array(json.dumps(meta)), **arrays)
-        os.replace(temporary, path)
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        files.save_atomically(path, write)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
         raise InitFileError(
             f"--save_init_file={path} cannot be written: {error.strerror or error}"
             + (f" ({error.filename})" if error.filename else "") + "."

@@ -83,13 +83,9 @@ def write(model_dir, model, results):
         RunDirError: `model.keras` cannot be written.
     """
     path = os.path.join(model_dir, run_dir.MODEL)
-    temporary = os.path.join(model_dir, ".model.tmp.keras")
     try:
-        model.save(temporary)
-        os.replace(temporary, path)
+        files.save_atomically(path, model.save, suffix=".keras")
     except OSError as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
         raise run_dir.RunDirError(f"cannot write {path}: {error.strerror or error}") from None
     files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), results)
     lines = [summary_line(results), ""]
@@ -99,15 +95,15 @@ def write(model_dir, model, results):
             f"{record['name']:<28}{record['total']:>12,}{100 * record['kept_fraction']:>8.2f}%"
             f"{100 * record['inverted_fraction']:>9.2f}%{100 * record['hidden_fraction']:>8.2f}%"
         )
-    files.write_atomically(os.path.join(model_dir, run_dir.RESULTS_TEXT),
-                             ("\n".join(lines) + "\n").encode("utf-8"))
+    files.write_text_atomically(os.path.join(model_dir, run_dir.RESULTS_TEXT),
+                                "\n".join(lines) + "\n")
 
 
 def write_history(model_dir, history):
     """Writes `history.jsonl`, one standard JSON line per epoch of `history`."""
     text = "".join(json.dumps(files.plain_json(entry), allow_nan=False) + "\n"
                    for entry in history)
-    files.write_atomically(os.path.join(model_dir, run_dir.HISTORY), text.encode("utf-8"))
+    files.write_text_atomically(os.path.join(model_dir, run_dir.HISTORY), text)
 
 
 def start_record(checkpoint):

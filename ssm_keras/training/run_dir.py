@@ -180,13 +180,10 @@ def write_checkpoint(folder, save_model, state, keep=False):
     """
     name = f"model-{state['epoch']}.keras"
     path = os.path.join(folder, name)
-    temporary = os.path.join(folder, f".{name}.tmp.keras")
     try:
         os.makedirs(folder, exist_ok=True)
-        save_model(temporary)
-        os.replace(temporary, path)
+        files.save_atomically(path, save_model, suffix=".keras")
     except OSError as error:
-        files.remove_quietly(temporary)
         raise RunDirError(
             f"cannot write the checkpoint {path}: {error.strerror or error}") from None
     files.write_json_atomically(os.path.join(folder, STATE),

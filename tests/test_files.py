@@ -1,0 +1,49 @@
+"""Files written whole or not at all: the temporary file, its flush to the disk,
+the rename, and what is left when the writer fails."""
+
+import os
+
+import pytest
+
+from ssm_keras import files
+
+
+def test_save_atomically_renames_the_written_temporary_file_onto_the_path(tmp_path):
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"old")
+    written = []
+
+    def save(temporary):
+        written.append(temporary)
+        with open(temporary, "wb") as file:
+            file.write(b"new")
+
+    files.save_atomically(str(path), save, suffix=".npz")
+    assert written == [f"{path}.tmp-{os.getpid()}.npz"]
+    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["weights.npz"]
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     ValueError("not serialisable"), KeyboardInterrupt()])
+def test_a_writer_that_fails_leaves_no_temporary_and_the_old_file_whole(tmp_path, failure):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"old")
+
+    def save(temporary):
+        with open(temporary, "wb") as file:
+            file.write(b"partial")
+        raise failure
+
+    with pytest.raises(type(failure)) as info:
+        files.save_atomically(str(path), save, suffix=".keras")
+    assert info.value is failure
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_write_atomically_reports_the_path_and_the_reason(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(files.FileWriteError) as info:
+        files.write_atomically(str(folder), b"bytes")
+    assert str(info.value) == f"cannot write {folder}: Is a directory"
+    assert os.listdir(tmp_path) == ["folder"] and os.listdir(folder) == []
