@@ -38,6 +38,8 @@ DEEP_CONVS = ("conv4", "conv6", "conv8")
 
 
 def _marked_by_cost(name):
+    """`name` as a parameter, marked `entries` if its architecture (the
+    name's first part, as `make.entry_name` writes it) is in DEEP_CONVS."""
     marks = [pytest.mark.entries] if name.split("_")[0] in DEEP_CONVS else []
     return pytest.param(name, marks=marks)
 
