@@ -1,11 +1,12 @@
 """Files written so that a kill or a full disk never leaves a damaged one.
 
-Every file the package writes goes through `save_atomically`: the file is
-written whole to a temporary file beside the destination, flushed to the
-disk (`fsync`), and then replaces the destination in one rename;
-whatever was there before stays whole until that rename, and what replaces
+Every single file the package writes goes through `save_atomically`: the
+file is written whole to a temporary file beside the destination, flushed
+to the disk (`fsync`), and then replaces the destination in one rename.
+Whatever was there before stays whole until that rename, and what replaces
 it is on the disk before it does (so a machine that stops at once leaves
-the old file or the new one, not an empty one).
+the old file or the new one, not an empty one). An export's folder of
+files is staged and renamed into place instead (`ssm_keras.exporting.staging`).
 """
 
 import contextlib

@@ -6,7 +6,7 @@
 
 Every flag is a field of `ssm_keras.training.config.TrainConfig`; flags given after
 `--flagfile` override it; `--recipe=NAME` reads the shipped flagfile
-`ssm_keras/recipes/NAME.flags` first. The work is done by `ssm_keras.training.run`.
+`ssm_keras/recipes/NAME.flags` first. The work is done by `ssm_keras.training.trainer.run`.
 """
 
 from absl import flags

@@ -7,7 +7,7 @@
 
 Each entry is a compact file (`ssm_keras.exporting.compact`) in the package folder
 `entries/`, named `<entry>.ssm`, written by
-`python -m ssm_keras.pretrained.make` from a finished training run. Its metadata holds
+`ssm-make-pretrained` from a finished training run. Its metadata holds
 what the run recorded: `dataset`, `arch`, `input_shape`, `num_classes`,
 `regime`, `mask`, `test_accuracy` (on the data set's full test split),
 `remaining_weights`, `masked_weights`, `epochs`, `seed`, `recipe` (the

@@ -5,7 +5,8 @@ the data, builds and compiles the model inside the distribution strategy's
 scope, trains with per-epoch checkpoints (a killed run restarted with the
 same command resumes and ends exactly where an uninterrupted one would),
 writes TensorBoard summaries, evaluates on the test split once, and writes
-`model.keras`, `results.json` and `results.txt` (see `ssm_keras.training.run_dir`).
+`model.keras`, `results.json` and `results.txt` (`ssm_keras.training.records`;
+the layout of a run folder: `ssm_keras.training.run_dir`).
 Its steps `prepare_data`, `make_model` and `fit` also train the trials of
 `ssm_keras.tuning`, so that a trial trains exactly like a run.
 """
