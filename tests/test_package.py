@@ -1,12 +1,12 @@
 """The package's house rules, read from its source, and what importing it does.
 
-The command line sits on top: every absl import is in `ssm_keras.cli`, which
-no library module imports; no module reaches into `keras.src` or
-`keras_tuner.src`; library modules log instead of printing; every command
-has a console script and imports no TensorFlow before it runs (its `--help`
-answers at once). `import ssm_keras` changes no environment variable,
-import hook, excepthook or dtype policy, and a saved supermask loads after
-it with plain Keras.
+Every import goes down the levels that docs/library.md draws. The command
+line sits on top: every absl import is in `ssm_keras.cli`, which no library
+module imports; no module reaches into `keras.src` or `keras_tuner.src`;
+library modules log instead of printing; every command has a console script
+and imports no TensorFlow before it runs (its `--help` answers at once).
+`import ssm_keras` changes no environment variable, import hook, excepthook
+or dtype policy, and a saved supermask loads after it with plain Keras.
 """
 
 import ast
@@ -54,6 +54,66 @@ ENTRY_POINTS = {PACKAGE / f"{name}.py" for name in ("train", "tune", "export")}
 def _in_cli(path):
     """Whether `path` belongs to the command line: `ssm_keras.cli` or an entry point."""
     return CLI in path.parents or path in ENTRY_POINTS
+
+
+LAYOUT = REPO / "docs" / "library.md"
+# A name in the first column of the layout: `cli/`, `pretrained/make`, `paper.py`.
+_LAYOUT_NAME = re.compile(r"[a-z_]+/([a-z_]+)?$|[a-z_]+\.py$")
+
+
+def _layout_levels():
+    """docs/library.md's layout, top level first: per level the dotted names
+    of its sub-packages and modules (`ssm_keras.cli`,
+    `ssm_keras.pretrained.make`, `ssm_keras.paper`)."""
+    block = LAYOUT.read_text().split("## Layout", 1)[1].split("```")[1]
+    levels = [[]]
+    for line in block.splitlines():
+        if line.strip() == "v":
+            levels.append([])
+        elif not line.lstrip().startswith("|"):
+            for word in line.split():
+                if not _LAYOUT_NAME.match(word):
+                    break
+                dotted = word.removesuffix("/").removesuffix(".py").replace("/", ".")
+                levels[-1].append(f"ssm_keras.{dotted}")
+    return levels
+
+
+def _module_name(path):
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _place(name, levels):
+    """`(level, entry)`: the layout entry that holds the module (or name in
+    a module) `name`, the longest that prefixes it; None if none does."""
+    holding = [(len(entry), index, entry) for index, level in enumerate(levels)
+               for entry in level if name == entry or name.startswith(f"{entry}.")]
+    return max(holding)[1:] if holding else None
+
+
+def test_every_import_goes_down_the_levels_of_the_documented_layout():
+    """Every import, at a module's top or inside a function, is of its own
+    entry of docs/library.md's layout or of a level below it. Above them
+    all stand the command line's front doors and the package itself, whose
+    public names (loaded on first use) come from every level."""
+    levels = _layout_levels()
+    assert len(levels) >= 8 and levels[0] == ["ssm_keras.cli"], levels
+    unplaced, upward = [], []
+    for path in _modules():
+        if path in ENTRY_POINTS or path == PACKAGE / "__init__.py":
+            continue
+        name = _module_name(path)
+        place = _place(name, levels)
+        if place is None:
+            unplaced.append(name)
+            continue
+        for imported in sorted(_imported(path)):
+            other = _place(imported, levels) if imported.startswith("ssm_keras.") else None
+            if other and other[1] != place[1] and other[0] <= place[0]:
+                upward.append(f"{name} imports {imported}")
+    assert not unplaced, f"modules missing from the layout of {LAYOUT}: {unplaced}"
+    assert not upward, f"imports against the layout of {LAYOUT}: {upward}"
 
 
 def test_at_most_fifteen_top_level_modules():
