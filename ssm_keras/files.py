@@ -39,15 +39,16 @@ def plain_json(value):
 
 def save_atomically(path, save, suffix=""):
     """Writes the file `path` in one rename: `save(temporary)` writes it
-    whole to `<path>.tmp-<pid><suffix>` beside `path` (`suffix`: an ending
-    the writer insists on, as Keras does on `.keras`), which is flushed to
-    the disk and renamed to `path`.
+    whole to the hidden file `.<name>.tmp-<pid><suffix>` beside `path`
+    (`suffix`: an ending the writer insists on, as Keras does on `.keras`),
+    which is flushed to the disk and renamed to `path`.
 
     Whatever `save` or the rename raises is raised again once the temporary
     file is removed, for the caller to report in its own words; `path` is
     then as it was.
     """
-    temporary = f"{path}.tmp-{os.getpid()}{suffix}"
+    folder, name = os.path.split(os.fspath(path))
+    temporary = os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
     try:
         save(temporary)
         with open(temporary, "rb") as file:

@@ -435,5 +435,5 @@ def test_the_new_file_is_on_the_disk_before_it_replaces_the_old(tmp_path, monkey
         events.append(("replace", str(source))), real_replace(source, target))[1])
     path = tmp_path / "model.ssm"
     ssm_keras.save_compact(randomized_model(), path)
-    temporary = f"{path}.tmp-{os.getpid()}"
+    temporary = str(tmp_path / f".model.ssm.tmp-{os.getpid()}")
     assert events == [("fsync", temporary), ("replace", temporary)]

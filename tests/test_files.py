@@ -19,7 +19,7 @@ def test_save_atomically_renames_the_written_temporary_file_onto_the_path(tmp_pa
             file.write(b"new")
 
     files.save_atomically(str(path), save, suffix=".npz")
-    assert written == [f"{path}.tmp-{os.getpid()}.npz"]
+    assert written == [str(tmp_path / f".weights.npz.tmp-{os.getpid()}.npz")]
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["weights.npz"]
 
 
