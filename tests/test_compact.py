@@ -126,6 +126,52 @@ def test_compact_round_trip_of_unmasked_layers_of_any_type(tmp_path):
     np.testing.assert_array_equal(loaded(inputs).numpy(), masked(inputs).numpy())
 
 
+def _same_names_in_nested_models():
+    """A supermask of a model whose nested model holds unmasked layers named
+    as the outer model's ("norm", "head"), with other values in each."""
+    def block(name):
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name=f"masked_{name}"),
+                                 keras.layers.BatchNormalization(name="norm"),
+                                 keras.layers.Dense(8, name="head")], name=name)
+
+    inputs = keras.Input((8,))
+    x = block("inner")(inputs)
+    x = keras.layers.BatchNormalization(name="norm")(keras.layers.Dense(8, name="masked")(x))
+    model = keras.Model(inputs, keras.layers.Dense(8, name="head")(x))
+    masked = models.supermask(model, layers=["masked", "masked_inner"], seed=0)
+    values = np.random.default_rng(0)
+    for layer in masked.get_layer("inner").layers[1:] + [masked.get_layer("norm"),
+                                                         masked.get_layer("head")]:
+        for variable in layer.weights:
+            variable.assign(values.uniform(0.5, 2.0, variable.shape).astype(np.float32))
+    return masked
+
+
+def test_unmasked_layers_of_the_same_name_in_nested_models_keep_their_own_values(tmp_path):
+    masked = _same_names_in_nested_models()
+    path = tmp_path / "model.ssm"
+    compact.save_compact(masked, path)
+    loaded = compact.load_compact(path)
+    for name in ("norm", "head"):
+        for variable, twin in zip(masked.get_layer("inner").get_layer(name).weights,
+                                  loaded.masked_model.get_layer("inner").get_layer(name).weights):
+            np.testing.assert_array_equal(twin.numpy(), variable.numpy(), err_msg=variable.path)
+        for variable, twin in zip(masked.get_layer(name).weights,
+                                  loaded.masked_model.get_layer(name).weights):
+            np.testing.assert_array_equal(twin.numpy(), variable.numpy(), err_msg=variable.path)
+    inputs = random_images((8,)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.masked_model(inputs).numpy(), masked(inputs).numpy())
+    # A file that does not tell such layers apart (written before it could)
+    # is refused rather than restored into the wrong layer.
+    def without_positions(header):
+        for record in header["variables"]:
+            record.pop("leaf", None)
+
+    path.write_bytes(_recompact(path.read_bytes(), without_positions))
+    with pytest.raises(compact.CompactFileError, match="the model has 2 layers named 'norm' "):
+        compact.load_compact(path)
+
+
 def test_compact_fcn_with_4_percent_remaining_is_over_100x_smaller(tmp_path):
     model = randomized_model(input_shape=(28, 28, 1), density=0.04)
     assert models.masked_weight_count(model) == 266_200

@@ -28,6 +28,7 @@ Version 2 stores one record per masked kernel, keyed by the masked layer's
 1 (one record per masked layer, its `kernel`) is still read.
 """
 
+import collections
 import hashlib
 import json
 import lzma
@@ -350,19 +351,23 @@ def _encode_masked_kernel(layer, name, payload):
 
 
 def _stored_variables(model):
-    """`(layer, index, variable)` of every variable but the masked kernels'
-    `W0` and scores, of every layer (containers' sublayers included); `index`
-    is the variable's position in `layer.weights`."""
-    for layer in cloning.leaf_layers(model):
+    """`(layer, leaf, index, variable)` of every variable but the masked
+    kernels' `W0` and scores, of every layer (containers' sublayers
+    included); `index` is the variable's position in `layer.weights`, and
+    `leaf` the layer's position in `cloning.leaf_layers(model)` where
+    another layer (of another nested model) has its name, else None."""
+    leaves = cloning.leaf_layers(model)
+    names = collections.Counter(layer.name for layer in leaves)
+    for leaf, layer in enumerate(leaves):
         coded = {id(variable) for leaf in base.masked_leaves(layer)
                  for name in leaf.masked_kernels
                  for variable in (leaf.kernel_variable(name), leaf.scores_variable(name))}
         for index, variable in enumerate(layer.weights):
             if id(variable) not in coded:
-                yield layer, index, variable
+                yield layer, leaf if names[layer.name] > 1 else None, index, variable
 
 
-def _encode_variable(layer, index, variable, payload):
+def _encode_variable(layer, leaf, index, variable, payload):
     dtype = np.dtype(variable.dtype).newbyteorder("<")
     value = variable.numpy()
     baking.check_finite(layer.name, [value])
@@ -371,6 +376,7 @@ def _encode_variable(layer, index, variable, payload):
         "layer": layer.name,
         "name": variable.name,
         "index": index,
+        **({"leaf": leaf} if leaf is not None else {}),
         "dtype": str(variable.dtype),
         "shape": list(variable.shape),
         **payload.add(data),
@@ -447,8 +453,8 @@ def save_compact(model, path, metadata=None):
             for layer, name in ssm_layers.masked_kernels(model)
         ],
         "variables": [
-            _encode_variable(layer, index, variable, payload)
-            for layer, index, variable in _stored_variables(model)
+            _encode_variable(layer, leaf, index, variable, payload)
+            for layer, leaf, index, variable in _stored_variables(model)
         ],
     }
     header_bytes = compress_header(header)
@@ -590,16 +596,36 @@ def _restore_masked_kernel(layer, name, record, payload):
     layer.scores_variable(name).assign(_stand_in_scores(layer, name, layer_mask))
 
 
-def _restore_variable(variables, record, payload):
-    """Restores one variable, found by its layer and position (`index`), or
-    by its layer and name in files written before positions were stored
-    (a variable created without a name gets a different one in every
-    process, e.g. `variable_18`)."""
+def _find_variable(leaves, record):
+    """The variable of `record` among the variables of `leaves` (the rebuilt
+    model's `cloning.leaf_layers`): of the layer at position `leaf` where
+    the record has one (its name is shared), else of the one layer named
+    `layer`; at position `index` in its weights, or by name in files
+    written before positions were stored (a variable created without a
+    name gets a different one in every process, e.g. `variable_18`)."""
     key = (record["layer"], record["name"])
-    lookup = (record["layer"], record["index"]) if "index" in record else key
-    if lookup not in variables:
+    if "leaf" in record:
+        named = [leaves[record["leaf"]]] if 0 <= record["leaf"] < len(leaves) else []
+        named = [layer for layer in named if layer.name == record["layer"]]
+    else:
+        named = [layer for layer in leaves if layer.name == record["layer"]]
+        if len(named) > 1:
+            raise CompactFileError(
+                f"the model has {len(named)} layers named {record['layer']!r} (in nested "
+                "models), which this file, written before such layers were told apart, "
+                "does not tell apart")
+    found = [variable for layer in named
+             for index, variable in enumerate(layer.weights)
+             if (index == record["index"] if "index" in record else variable.name == key[1])]
+    if not found:
         raise CompactFileError(f"the model has no variable {'/'.join(key)}")
-    variable = variables[lookup]
+    return found[0]
+
+
+def _restore_variable(leaves, record, payload):
+    """Restores the variable of one `variables` record (`_find_variable`)."""
+    key = (record["layer"], record["name"])
+    variable = _find_variable(leaves, record)
     dtype = np.dtype(record["dtype"]).newbyteorder("<")
     value = np.frombuffer(_blob(payload, record), dtype)
     shape = tuple(variable.shape)
@@ -712,14 +738,9 @@ def _restore(header, payload, path):
                 "rebuilds only after keras.config.enable_unsafe_deserialization(); call that "
                 "before load_compact if you trust the file") from None
         raise CompactFileError(f"compact file {path}: cannot rebuild its model ({error})") from None
-    variables = {
-        key: variable
-        for layer in cloning.leaf_layers(model)
-        for index, variable in enumerate(layer.weights)
-        for key in ((layer.name, variable.name), (layer.name, index))
-    }
+    leaves = cloning.leaf_layers(model)
     for record in header["variables"]:
-        _restore_variable(variables, record, payload)
+        _restore_variable(leaves, record, payload)
     kernels = {(layer.mask_scope, name): layer for layer, name in ssm_layers.masked_kernels(model)}
     for record in header["masked_kernels"]:
         key = (record["layer"], record["kernel"])
