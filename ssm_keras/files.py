@@ -10,9 +10,11 @@ files is staged and renamed into place instead (`ssm_keras.exporting.staging`).
 """
 
 import contextlib
+import errno
 import json
 import math
 import os
+import stat
 
 import numpy as np
 
@@ -43,20 +45,43 @@ def save_atomically(path, save, suffix=""):
     (`suffix`: an ending the writer insists on, as Keras does on `.keras`),
     which is flushed to the disk and renamed to `path`.
 
+    A `path` that is a symbolic link is written where the link points (the
+    link stays). A file that is there already keeps its permissions, and
+    one that nobody may write (`chmod a-w`) is not replaced:
+    `PermissionError`.
+
     Whatever `save` or the rename raises is raised again once the temporary
     file is removed, for the caller to report in its own words; `path` is
     then as it was.
     """
-    folder, name = os.path.split(os.fspath(path))
+    path = os.path.realpath(path)
+    mode = _mode_of_existing(path)
+    if mode is not None and not mode & _WRITABLE:
+        raise PermissionError(errno.EACCES, "it is read-only, and is not replaced", path)
+    folder, name = os.path.split(path)
     temporary = os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
     try:
         save(temporary)
+        if mode is not None:
+            os.chmod(temporary, mode)
         with open(temporary, "rb") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         remove_quietly(temporary)
         raise
+
+
+_WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def _mode_of_existing(path):
+    """The permission bits of the file `path`, None if there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
 
 
 def write_atomically(path, data):

@@ -47,3 +47,25 @@ def test_write_atomically_reports_the_path_and_the_reason(tmp_path):
         files.write_atomically(str(folder), b"bytes")
     assert str(info.value) == f"cannot write {folder}: Is a directory"
     assert os.listdir(tmp_path) == ["folder"] and os.listdir(folder) == []
+
+
+def test_a_link_is_written_where_it_points_and_permissions_are_kept(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    files.write_text_atomically(str(link), "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["latest.json", "results.json"]
+
+
+def test_a_read_only_file_is_not_replaced(tmp_path):
+    path = tmp_path / "model.ssm"
+    path.write_bytes(b"kept")
+    path.chmod(0o444)
+    with pytest.raises(files.FileWriteError) as info:
+        files.write_atomically(str(path), b"new")
+    assert str(info.value) == f"cannot write {path}: it is read-only, and is not replaced"
+    assert path.read_bytes() == b"kept" and os.listdir(tmp_path) == ["model.ssm"]

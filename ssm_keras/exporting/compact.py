@@ -420,8 +420,9 @@ def save_compact(model, path, metadata=None):
         model: a model with masked layers (of `supermask` or `models.build_architecture`),
             nested models included.
         path: the file to write. An existing file is replaced in one
-            rename once the new one is whole (`files.write_atomically`): a
-            full disk or a kill leaves it as it was.
+            rename once the new one is whole (`files.save_atomically`): a
+            full disk or a kill leaves it as it was. A read-only file is
+            not replaced; a symbolic link is written where it points.
         metadata: a JSON-serialisable dict stored in the header; NaN and
             infinities are stored as null.
 
