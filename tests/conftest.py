@@ -8,6 +8,12 @@ import logging
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN on, as the commands turn it on (`ssm_keras.cli`) and as TensorFlow
+# does by itself on CPUs with AVX-512 VNNI or AMX: the suite computes alike
+# on every processor, in one process or under pytest-xdist (whose workers
+# inherit the variable once the controller has imported the package), and
+# a channels-first convolution runs on the CPU.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
