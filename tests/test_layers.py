@@ -327,6 +327,14 @@ def test_register_refuses_what_is_not_a_masked_layer_and_a_second_counterpart():
     with pytest.raises(TypeError, match="NoLayer subclasses no Keras layer type"):
         ssm_keras.register(type("NoLayer", (ssm_keras.MaskedLayer,),
                                 {"masked_kernels": {"kernel": "kernel_initializer"}}))
+    with pytest.raises(TypeError, match="Unrelated computes as ScaledDense, so it masks "
+                                        "ScaledDense or a subclass of it, not Conv1D"):
+        ssm_keras.register(type("Unrelated", (ssm_keras.MaskedLayer, ScaledDense),
+                                {"masked_kernels": {"kernel": "kernel_initializer"}}),
+                           stock=keras.layers.Conv1D)
+    with pytest.raises(TypeError, match="would mask 0"):
+        ssm_keras.register(type("ZeroStock", (ssm_keras.MaskedLayer, ScaledDense),
+                                {"masked_kernels": {"kernel": "kernel_initializer"}}), stock=0)
     with pytest.raises(TypeError, match="StringStock would mask 'Dense'"):
         ssm_keras.register(type("StringStock", (ssm_keras.MaskedLayer, ScaledDense),
                                 {"masked_kernels": {"kernel": "kernel_initializer"}}),
@@ -490,6 +498,11 @@ def test_keras_round_trip(tmp_path, kind):
     ({"kernel_regularizer": "l2"}, "kernel regularizer (kernel_regularizer='l2')"),
     ({"lora_rank": 2}, "it uses LoRA (lora_rank=2)"),
     ({"dtype": "int8_from_float32"}, "it is quantized"),
+    ({"density": 0.3}, "density only shapes topk and signed_topk masks; mask='signed' ignores it"),
+    ({"mask": "topk", "tau_fraction": 0.9}, "tau_fraction only shapes signed and binary masks"),
+    ({"bernoulli_eval": "sample"}, "bernoulli_eval only applies to bernoulli masks"),
+    ({"score_initializer": keras.initializers.Constant(0.0)},
+     "score_initializer=Constant(value=0.0) hides every weight"),
 ])
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

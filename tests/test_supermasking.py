@@ -583,6 +583,10 @@ def _dense_model():
     ({"train_batch_norm": "False"}, TypeError, "train_batch_norm must be True or False. "
      "Received: train_batch_norm='False'"),
     ({"score_initializer": "bogus"}, ValueError, "Unknown initializer"),
+    ({"score_initializer": keras.initializers.Constant(0.0)}, ValueError,
+     "score_initializer=Constant(value=0.0) hides every weight of a signed mask"),
+    ({"bernoulli_eval": "sample"}, ValueError, "bernoulli_eval only applies to bernoulli masks; "
+     "mask='signed' ignores it. Received: bernoulli_eval='sample'"),
 ])
 def test_arguments_supermask_would_ignore_or_trip_over_are_refused_naming_them(kwargs, error,
                                                                               message):
@@ -637,6 +641,9 @@ def test_a_model_supermask_cannot_use_is_refused_in_one_line():
     with pytest.raises(TypeError, match="decay_scores_only needs the keras.Model whose scores "
                                         "it decays. Received: model=None"):
         ssm_keras.decay_scores_only("sgd", None, 5e-4)
+    with pytest.raises(TypeError, match="decay_scores_only needs a Keras optimiser, its name or "
+                                        "its config. Received: optimizer=None"):
+        ssm_keras.decay_scores_only(None, ssm_keras.supermask(_dense_model()), 5e-4)
 
 
 def test_layers_as_a_generator_and_seed_as_a_numpy_integer():

@@ -81,6 +81,7 @@ import math
 import typing
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ssm_keras import arguments, choices, masking
@@ -97,6 +98,19 @@ MASK_DEFAULTS = {
     "bernoulli_eval": "expected",
     "mask_seed": None,
 }
+
+
+# The mask arguments that only some mask kinds use, and those kinds.
+MASK_ARGUMENT_USERS = {**choices.MASK_SHAPE_USERS, "bernoulli_eval": ("bernoulli",)}
+
+
+def ignored_argument_error(name, value, mask):
+    """The ValueError for the mask argument `name` (of
+    `MASK_ARGUMENT_USERS`) set to `value` for a mask kind that ignores it."""
+    kinds = " and ".join(MASK_ARGUMENT_USERS[name])
+    use = "only shapes" if name in choices.MASK_SHAPE_USERS else "only applies to"
+    return ValueError(f"{name} {use} {kinds} masks; mask={mask!r} ignores it. "
+                      f"Received: {name}={value!r}")
 
 
 def pop_mask_arguments(kwargs):
@@ -135,13 +149,15 @@ def pop_mask_arguments(kwargs):
         density=arguments.number("density", given["density"], low=0, high=1, low_open=True),
         train_bias=arguments.boolean("train_bias", given["train_bias"]),
     )
+    for name, kinds in MASK_ARGUMENT_USERS.items():
+        if checked["mask"] not in kinds and checked[name] != MASK_DEFAULTS[name]:
+            raise ignored_argument_error(name, given[name], checked["mask"])
     if given["score_initializer"] is not None:
         # An unknown initialiser names itself.
         initializer = ssm_initializers.get(given["score_initializer"])
-        if isinstance(initializer, keras.initializers.Zeros) and checked["mask"] in (
-                choices.THRESHOLD_KINDS):
+        if _draws_zeros(initializer) and checked["mask"] in choices.THRESHOLD_KINDS:
             raise ValueError(
-                f"score_initializer={given['score_initializer']!r} "
+                f"score_initializer={_described(given['score_initializer'])} "
                 f"{choices.all_hidden_by_zero_scores(checked['mask'])}; use the mask's "
                 "default (None) or one that draws different scores.")
     if given["mask_seed"] is not None:
@@ -151,6 +167,23 @@ def pop_mask_arguments(kwargs):
                 "a bernoulli mask's mask_seed must be in [-2**63, 2**63). Received: "
                 f"mask_seed={checked['mask_seed']!r}")
     return checked
+
+
+def _described(initializer):
+    """`initializer` as a user wrote it: a name or config as given, an
+    initialiser object as its class and config (`Constant(value=0.0)`)."""
+    if not isinstance(initializer, keras.initializers.Initializer):
+        return repr(initializer)
+    settings = ", ".join(f"{key}={value!r}" for key, value in initializer.get_config().items())
+    return f"{type(initializer).__name__}({settings})"
+
+
+def _draws_zeros(initializer):
+    """Whether `initializer` draws nothing but zeros (`Zeros`, `Constant(0)`)."""
+    if isinstance(initializer, keras.initializers.Zeros):
+        return True
+    return (isinstance(initializer, keras.initializers.Constant)
+            and not np.any(np.asarray(initializer.value)))
 
 
 def unmaskable_reason(config, initializer_arguments, dtype_policy=None):

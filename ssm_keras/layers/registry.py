@@ -43,16 +43,18 @@ def register(masked_class=None, *, stock=None):
     Args:
         masked_class: a subclass of `MaskedLayer` (or `MaskedContainer`) and
             of a Keras layer.
-        stock: the stock type it masks; default: the Keras layer it
-            subclasses (`keras.layers.Dense` for
-            `class MaskedDense(MaskedLayer, keras.layers.Dense)`).
+        stock: the stock type it masks: the Keras layer it subclasses
+            (`keras.layers.Dense` for
+            `class MaskedDense(MaskedLayer, keras.layers.Dense)`, the
+            default) or a subclass of that layer.
 
     Returns:
         `masked_class` (or, without it, the decorator).
 
     Raises:
         TypeError: `masked_class` is not a masked layer class, or the stock
-            type is not a Keras layer type (a subclass of `keras.layers.Layer`).
+            type is not a Keras layer type (a subclass of `keras.layers.Layer`)
+            of which `masked_class` computes the layers.
         ValueError: a `MaskedLayer` that names no `masked_kernels`, or the
             stock type already has another masked type.
     """
@@ -62,15 +64,20 @@ def register(masked_class=None, *, stock=None):
             raise TypeError(
                 "register takes a subclass of ssm_keras.MaskedLayer and a Keras layer. "
                 f"Received: {cls!r}")
-        stock_class = stock or _stock_base(cls)
-        if stock_class is keras.layers.Layer:
+        computes_as = _stock_base(cls)
+        if computes_as is keras.layers.Layer:
             raise TypeError(
                 f"{cls.__name__} subclasses no Keras layer type; a masked layer is "
                 "class MaskedX(ssm_keras.MaskedLayer, keras.layers.X)")
+        stock_class = computes_as if stock is None else stock
         if not (isinstance(stock_class, type) and issubclass(stock_class, keras.layers.Layer)):
             raise TypeError(
                 f"register masks a Keras layer type, a subclass of keras.layers.Layer; "
                 f"{cls.__name__} would mask {stock_class!r}")
+        if not issubclass(stock_class, computes_as):
+            raise TypeError(
+                f"{cls.__name__} computes as {computes_as.__name__}, so it masks "
+                f"{computes_as.__name__} or a subclass of it, not {stock_class.__name__}")
         if issubclass(cls, MaskedLayer) and not cls.masked_kernels:
             raise ValueError(
                 f"{cls.__name__} names no masked_kernels: its class body must map each "

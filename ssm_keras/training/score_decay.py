@@ -55,6 +55,9 @@ def decay_scores_only(optimizer, model, weight_decay):
     if not isinstance(model, keras.Model):
         raise TypeError(f"decay_scores_only needs the keras.Model whose scores it decays. "
                         f"Received: model={model!r}")
+    if not isinstance(optimizer, (str, dict, keras.optimizers.Optimizer)):
+        raise TypeError("decay_scores_only needs a Keras optimiser, its name or its config. "
+                        f"Received: optimizer={optimizer!r}")
     optimizer = keras.optimizers.get(optimizer)
     inner = applying_optimizer(optimizer)
     if optimizer.built or inner.built:

@@ -87,9 +87,7 @@ class MaskConfig:
         for name, kinds in choices.MASK_SHAPE_USERS.items():
             value = getattr(self, name)
             if value is not None and self.mask not in kinds:
-                raise ValueError(
-                    f"{name} only shapes {' and '.join(kinds)} masks; mask={self.mask!r} "
-                    f"ignores it. Received: {name}={value!r}")
+                raise base.ignored_argument_error(name, value, self.mask)
 
     def layer_arguments(self):
         """The masked layers' mask arguments: the settings, None ones as
