@@ -658,3 +658,60 @@ def test_layers_as_a_generator_and_seed_as_a_numpy_integer():
     # tau_fraction and density left out (None) are the layers' defaults.
     assert ssm_keras.MaskConfig() == ssm_keras.MaskConfig(tau_fraction=None, density=None)
     assert (config["tau_fraction"], config["density"]) == (0.4, 0.5)
+
+
+@keras.saving.register_keras_serializable(package="test_supermasking")
+class _Shift(keras.layers.Layer):
+    """A custom layer whose get_config leaves out Keras' base config (its
+    name) and whose weight has no name of its own."""
+
+    def __init__(self, step, **kwargs):
+        super().__init__(**kwargs)
+        self.step = step
+
+    def build(self, input_shape):
+        self.offset = self.add_weight(shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, inputs):
+        return inputs + self.offset + self.step
+
+    def get_config(self):
+        return {"step": self.step}
+
+
+@keras.saving.register_keras_serializable(package="test_supermasking")
+class _Step(keras.layers.Layer):
+    """`_Shift` without a weight."""
+
+    def __init__(self, step, **kwargs):
+        super().__init__(**kwargs)
+        self.step = step
+
+    def call(self, inputs):
+        return inputs + self.step
+
+    def get_config(self):
+        return {"step": self.step}
+
+
+def test_a_layer_whose_config_leaves_out_its_name_keeps_it_and_its_weights(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="dense"),
+                              _Shift(0.5, name="shift")])
+    model.get_layer("shift").offset.assign(np.arange(4, dtype="float32"))
+    masked = _randomize(ssm_keras.supermask(model, seed=0))
+    inputs = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    outputs = masked(inputs).numpy()
+    for copy in (ssm_keras.bake(masked), ssm_keras.with_regime(masked, "mask_then_weights")):
+        assert [layer.name for layer in copy.layers] == ["dense", "shift"]
+        np.testing.assert_array_equal(copy.get_layer("shift").offset.numpy(), [0, 1, 2, 3])
+        np.testing.assert_allclose(copy(inputs).numpy(), outputs, rtol=1e-6)
+    with pytest.raises(ValueError, match="save_compact cannot store layer 'shift' \\(_Shift\\): "
+                                         "its get_config\\(\\) leaves out its name"):
+        ssm_keras.save_compact(masked, tmp_path / "model.ssm")
+    assert not (tmp_path / "model.ssm").exists()
+    # Without weights, it is stored by its config alone.
+    weightless = ssm_keras.supermask(keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(4, name="dense"), _Step(0.5, name="step")]), seed=0)
+    ssm_keras.save_compact(weightless, tmp_path / "weightless.ssm")
+    loaded = ssm_keras.load_compact(tmp_path / "weightless.ssm").masked_model
+    np.testing.assert_array_equal(loaded(inputs).numpy(), weightless(inputs).numpy())

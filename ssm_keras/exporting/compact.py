@@ -396,6 +396,17 @@ def _preprocessing(model):
     }
 
 
+def _check_named(model):
+    """Refuses a layer with weights whose `get_config` leaves out its name:
+    `load_compact` could not tell which layer the stored weights are of."""
+    for layer in cloning.leaf_layers(model):
+        if layer.weights and "name" not in layer.get_config():
+            raise ValueError(
+                f"save_compact cannot store layer {layer.name!r} ({type(layer).__name__}): its "
+                "get_config() leaves out its name, by which its weights are stored; build the "
+                "config on super().get_config(), as Keras layers do")
+
+
 def _checked_metadata(metadata):
     """`metadata` (None: `{}`) as the header stores it (`files.plain_json`),
     if it is a dict that JSON can write; else one `TypeError` naming it."""
@@ -437,9 +448,11 @@ def save_compact(model, path, metadata=None):
         TypeError: `path` is not a path, or `metadata` not a JSON-serialisable
             dict (refused before anything is written).
         ValueError: the model is not a built functional or Sequential model
-            (`cloning.check_copyable`).
+            (`cloning.check_copyable`), or a layer with weights has a
+            `get_config` that leaves out its name.
     """
     cloning.check_copyable(model, "save_compact")
+    _check_named(model)
     arguments.path("path", path)
     metadata = _checked_metadata(metadata)
     payload = _Payload()
@@ -708,13 +721,13 @@ def _check_sizes(header):
         shapes.setdefault(record["layer"].split("/")[0], []).append(record["shape"])
     for layer in _config_layers(header["model"]):
         config = layer["config"]
-        recorded = shapes.get(config["name"], [])
+        recorded = shapes.get(config.get("name"), [])
         largest = max((size for shape in recorded for size in shape), default=0)
         for key in _SIZE_ARGUMENTS:
             too_large = [size for size in _sizes(config.get(key)) if size > largest]
             if too_large:
                 raise CompactFileError(
-                    f"layer {config['name']!r} has {key}={config[key]}, but the file records "
+                    f"layer {config.get('name')!r} has {key}={config[key]}, but the file records "
                     f"variables of shapes {recorded} for it"
                 )
     values = sum(math.prod(record["shape"]) for record in records)

@@ -153,7 +153,7 @@ def _plain_layer(layer):
         )
     if cloning.weightless(layer):
         return cloning.weightless_copy(layer)
-    return layer.__class__.from_config(_without_package_initializers(layer.get_config()))
+    return layer.__class__.from_config(_without_package_initializers(cloning.layer_config(layer)))
 
 
 def _copy_baked_weights(layer, baked_layer):

@@ -1,5 +1,7 @@
 """Copying a functional or Sequential model layer by layer, nested models included."""
 
+import inspect
+
 import keras
 
 
@@ -104,12 +106,32 @@ def weightless_copy(layer):
         return layer
 
 
+def layer_config(layer, **changes):
+    """`layer.get_config()` with `changes`, and with the layer's name where
+    a `get_config` of its own leaves it out (Keras' base config holds it)
+    and its class takes one: a copy made from it keeps the name."""
+    config = {**layer.get_config(), **changes}
+    if "name" not in config and _takes_name(type(layer)):
+        config["name"] = layer.name
+    return config
+
+
+def _takes_name(layer_class):
+    """Whether `layer_class(...)` takes a `name` (by name or in `**kwargs`)."""
+    try:
+        parameters = inspect.signature(layer_class.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(parameter.name == "name" or parameter.kind is parameter.VAR_KEYWORD
+               for parameter in parameters)
+
+
 def remade(layer, **changes):
     """A new, unbuilt layer like `layer`: its class made from its config
     with `changes` (e.g. `dtype="float32"`). A `Lambda` is made around its
     live function, output shape and mask instead of their serialised code,
     which Keras refuses to deserialise in safe mode."""
-    config = {**layer.get_config(), **changes}
+    config = layer_config(layer, **changes)
     if isinstance(layer, keras.layers.Lambda):
         return type(layer)(**{**config, "function": layer.function, "mask": layer.mask,
                               "output_shape": layer._output_shape,

@@ -371,10 +371,10 @@ def supermask(
         if type(layer) in _BATCH_NORMS:
             trains = train_batch_norm or layer.name in trainable_names
             target = keras.layers.BatchNormalization if trains else _BATCH_NORMS[1]
-            return target.from_config(layer.get_config())
+            return target.from_config(cloning.layer_config(layer))
         if cloning.weightless(layer):
             return cloning.weightless_copy(layer)
-        return layer.__class__.from_config(layer.get_config())
+        return layer.__class__.from_config(cloning.layer_config(layer))
 
     def convert_or_refuse(layer):
         try:
@@ -421,15 +421,20 @@ def with_regime(model, regime):
     def clone_layer(layer):
         if cloning.weightless(layer):
             return cloning.weightless_copy(layer)
-        config = layer.get_config()
+        config = cloning.layer_config(layer)
         if isinstance(layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
             config["regime"] = regime
         return layer.__class__.from_config(config)
 
     clone, pairs = cloning.clone_layers(model, clone_layer)
-    # The regime changes which variables train, and so their order in
-    # `weights`: they are copied by key.
+    # The regime changes which variables of a masked layer train, and so
+    # their order in `weights`: they are copied by key. Other layers keep
+    # their order, and their variables may have no names of their own
+    # (`add_weight` without one: `variable_18`): they are copied in order.
     for old_layer, new_layer in pairs:
+        if not isinstance(old_layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
+            new_layer.set_weights(old_layer.get_weights())
+            continue
         new_variables = ssm_layers.named_variables(new_layer)
         for key, variable in ssm_layers.named_variables(old_layer).items():
             new_variables[key].assign(variable)
