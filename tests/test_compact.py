@@ -172,6 +172,19 @@ def test_unmasked_layers_of_the_same_name_in_nested_models_keep_their_own_values
         compact.load_compact(path)
 
 
+def test_a_frozen_layer_with_sublayers_stays_frozen_after_loading(tmp_path):
+    """Keras makes an attention layer's sublayers in its build, trainable
+    whatever its config says; the loaded copy trains what the saved one did."""
+    tokens = keras.Input((4, 8))
+    attended = keras.layers.MultiHeadAttention(2, 4, name="attention")(tokens, tokens)
+    model = keras.Model(tokens, keras.layers.Dense(2, name="out")(attended))
+    masked = models.supermask(model, layers=["out"], seed=0)
+    compact.save_compact(masked, tmp_path / "model.ssm")
+    loaded = compact.load_compact(tmp_path / "model.ssm").masked_model
+    assert [v.path for v in loaded.trainable_variables] == [
+        v.path for v in masked.trainable_variables] == ["out/scores"]
+
+
 def test_compact_fcn_with_4_percent_remaining_is_over_100x_smaller(tmp_path):
     model = randomized_model(input_shape=(28, 28, 1), density=0.04)
     assert models.masked_weight_count(model) == 266_200

@@ -753,6 +753,9 @@ def _restore(header, payload, path):
                 "before load_compact if you trust the file") from None
         raise CompactFileError(f"compact file {path}: cannot rebuild its model ({error})") from None
     leaves = cloning.leaf_layers(model)
+    for layer in leaves:
+        if not layer.trainable:  # from its config; the sublayers its build made train
+            cloning.freeze(layer)
     for record in header["variables"]:
         _restore_variable(leaves, record, payload)
     kernels = {(layer.mask_scope, name): layer for layer, name in ssm_layers.masked_kernels(model)}
