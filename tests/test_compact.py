@@ -26,6 +26,7 @@ from support import (
 
 import ssm_keras
 from ssm_keras import files, layers, models
+from ssm_keras.errors import ExportError
 from ssm_keras.exporting import compact
 from ssm_keras.transforms import baking
 
@@ -183,6 +184,15 @@ def test_a_frozen_layer_with_sublayers_stays_frozen_after_loading(tmp_path):
     loaded = compact.load_compact(tmp_path / "model.ssm").masked_model
     assert [v.path for v in loaded.trainable_variables] == [
         v.path for v in masked.trainable_variables] == ["out/scores"]
+
+
+def test_a_float64_masked_kernel_is_refused_not_rounded(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype="float64",
+                                                                    name="wide")])
+    masked = models.supermask(model, seed=0)
+    with pytest.raises(ExportError, match="layer 'wide' holds its kernel in float64"):
+        compact.save_compact(masked, tmp_path / "model.ssm")
+    assert os.listdir(tmp_path) == []
 
 
 def test_compact_fcn_with_4_percent_remaining_is_over_100x_smaller(tmp_path):

@@ -326,7 +326,13 @@ def _redrawing_initializer(layer, name, kernel):
 def _encode_masked_kernel(layer, name, payload):
     """The header record of kernel `name` of a masked layer; its blobs go to
     `payload`."""
-    kernel = layer.kernel_variable(name).numpy().astype(np.float32)
+    variable = layer.kernel_variable(name)
+    if np.dtype(variable.dtype).itemsize > 4:
+        raise ExportError(
+            f"save_compact stores masked kernels in float32, and layer {layer.name!r} holds its "
+            f"{name} in {variable.dtype}, which that would round; build the model in float32 "
+            "or save it with model.save")
+    kernel = variable.numpy().astype(np.float32)
     mask = baking.inference_mask(layer, name)
     record = {"layer": layer.mask_scope, "kernel": name, "shape": list(kernel.shape)}
     scale = _signed_constant_scale(kernel)
@@ -442,7 +448,8 @@ def save_compact(model, path, metadata=None):
 
     Raises:
         ExportError: a layer's mask cannot be stored (a sampling Bernoulli
-            mask), or the model holds non-finite scores or weights (it
+            mask), a masked kernel is float64 (stored as float32, it would
+            be rounded), or the model holds non-finite scores or weights (it
             diverged).
         files.FileWriteError: the file cannot be written.
         TypeError: `path` is not a path, or `metadata` not a JSON-serialisable
