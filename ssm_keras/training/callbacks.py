@@ -88,7 +88,9 @@ class MaskMonitor(keras.callbacks.Callback):
     and `learning_rate` to the epoch's logs, so that every later callback
     (history, CSV, checkpoints) sees them; with moving averages of the
     scores (`averaging`), also `averaged_remaining_percent`, that of the
-    averaged mask, from the epoch `averages_from` on.
+    averaged mask, from the epoch `averages_from` on. It measures the model
+    as it finds it: list it before `keras.callbacks.SwapEMAWeights(
+    swap_on_epoch=True)`, after whose swap the model holds the averages.
 
     Args:
         log_dir: TensorBoard folder of the run, or None to write nothing.
