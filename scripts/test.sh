@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs ssm_keras and runs the test suite in two processes, each test file
-# in one of them (5 to 9 minutes of tests on 2 cores; see the README), all but the
+# in one of them (5 to 8 minutes of tests on 2 cores; see the README), all but the
 # evaluations of the deeper conv entries on the 10,000 test images (marker
 # `entries`; a later -m replaces this one).
 #   bash scripts/test.sh [pytest arguments]    e.g. -n 4 for four processes
