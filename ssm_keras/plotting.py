@@ -448,7 +448,7 @@ def plot_run(model_dir, out_dir=None, run=None):
     Raises:
         RunDirError, PlotError: `model_dir` holds no run with a finished
             epoch (`load_run`, `load_unfinished_run`), or `out_dir` cannot
-            be written.
+            be written or is another run's folder.
     """
     finished = run[0] if run else run_dir.finished_results(model_dir)
     unfinished = finished is None and os.path.isfile(os.path.join(model_dir, run_dir.FLAGS_JSON))
@@ -460,6 +460,10 @@ def plot_run(model_dir, out_dir=None, run=None):
     out_dir = out_dir or model_dir
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PlotError(f"{out_dir} is a file; name a folder for the plots")
+    if (os.path.isfile(os.path.join(out_dir, run_dir.FLAGS_JSON))
+            and os.path.realpath(out_dir) != os.path.realpath(model_dir)):
+        raise PlotError(f"{out_dir} is another training run's folder, whose own plots these "
+                        f"would replace; name another folder for the plots of {model_dir}")
     try:
         if unfinished:
             return [plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),

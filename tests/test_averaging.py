@@ -3,6 +3,8 @@ with and validates is the average of its trained scores, step by step; a
 killed run resumes to the same end; a run started from a checkpoint without
 averages starts them at its scores."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -226,6 +228,22 @@ def test_a_run_stopped_before_the_average_starts_ends_with_its_trained_scores(tm
         np.testing.assert_array_equal(ours, theirs)
 
 
+def test_a_resume_that_would_move_the_average_names_the_epochs_that_fit(tmp_path):
+    """A run of 10 epochs averaging from epoch 6, killed after epoch 7, asked
+    to go on to 12 (which would start the average at epoch 7)."""
+    history = [{"epoch": epoch, **({"averaged_remaining_percent": 5.0} if epoch >= 6 else {})}
+               for epoch in range(1, 8)]
+    config = tiny_config(tmp_path, epochs=12, resume=True, ema_momentum=0.9, ema_start=0.5)
+    with pytest.raises(ssm_config.ConfigError) as info:
+        averaging.check_start(config, {"epoch": 7, "history": history})
+    assert str(info.value).endswith(
+        "--resume keeps --ema_start=0.5; --epochs=9 or 10 goes on with it, and --epochs=13 or "
+        "more starts a new one after epoch 7.")
+    for epochs in (9, 10, 13):
+        averaging.check_start(dataclasses.replace(config, epochs=epochs),
+                              {"epoch": 7, "history": history})
+
+
 def test_a_resumed_run_whose_average_would_start_in_the_past_is_refused(tmp_path):
     splits = tiny_splits()
     settings = dict(ema_momentum=MOMENTUM, ema_start=0.5)  # 4 epochs: from epoch 3
@@ -237,7 +255,8 @@ def test_a_resumed_run_whose_average_would_start_in_the_past_is_refused(tmp_path
     with pytest.raises(ssm_config.ConfigError, match=(
             r"--ema_start=0.5 of --epochs=6 starts the moving average at epoch 4, but the "
             r"checkpoint after epoch 4 holds one started at epoch 3, which cannot be moved: "
-            r"choose --ema_start and --epochs that start it at epoch 3, or after epoch 4.")):
+            r"--resume keeps --ema_start=0.5; --epochs=7 or more starts a new one after epoch "
+            r"4.")):
         trainer.run(tiny_config(tmp_path, epochs=6, resume=True, **settings), splits=splits)
     assert open(results_file).read() == before
     # 8 epochs start it after epoch 4: the average restarts from its scores.

@@ -82,6 +82,25 @@ def test_a_run_started_from_a_kept_checkpoint_ends_where_the_parent_or_its_varia
 
 
 @pytest.mark.slow
+def test_a_started_run_with_another_target_aims_its_first_epoch_at_its_own_path(
+        tmp_path, parent):
+    parent_folder, parent = parent
+    start = str(parent_folder / "run" / "checkpoint" / "epoch-2")
+    lower = dict(SETTINGS, target_remaining=10.0)
+    started = trainer.run(tiny_config(tmp_path / "lower", start_from=start, **lower),
+                          splits=tiny_splits())
+    ours = run_dir.read_history(started["model_dir"])[2]
+    theirs = run_dir.read_history(parent["model_dir"])[2]
+    start_percent = strict_json(parent_folder / "run" / "checkpoint" / "epoch-2" /
+                                "state.json")["callbacks"][0]["start_percent"]
+    assert ours["target_remaining_percent"] == pytest.approx(sparsity.target_path(
+        start_percent, 10.0, 3, 3))
+    assert ours["target_remaining_percent"] < theirs["target_remaining_percent"]
+    assert ours["score_weight_decay"] > theirs["score_weight_decay"]
+    assert ours["remaining_percent"] < theirs["remaining_percent"]
+
+
+@pytest.mark.slow
 def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path, parent):
     splits = tiny_splits()
     parent_folder, parent = parent

@@ -174,6 +174,15 @@ def test_plots_command(finished_run, tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [f"error: {a_file} is a file; name a folder for the plots"]
     assert a_file.read_text() == "kept"
+    other_run = tmp_path / "other_run"
+    other_run.mkdir()
+    (other_run / "flags.json").write_text("{}")
+    (other_run / plotting.CURVES_FILE).write_bytes(b"its own curves")
+    assert _plots_cli(f"--model_dir={finished_run}", f"--out_dir={other_run}") == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"error: {other_run} is another training run's folder, whose own plots "
+                     f"these would replace; name another folder for the plots of {finished_run}"]
+    assert (other_run / plotting.CURVES_FILE).read_bytes() == b"its own curves"
 
 
 def test_mean_layers_averages_fractions():

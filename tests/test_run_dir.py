@@ -174,6 +174,34 @@ def test_killed_run_resumes_from_its_checked_checkpoint_to_the_same_result(tmp_p
                                       layer_b.compute_mask_values().numpy())
 
 
+def test_flags_txt_trains_the_run_again_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = {"arch": "fcn", "start_from": "parent/checkpoint/epoch-2", "model_dir": "child",
+             "resume": True, "overwrite": True, "signed": True, "init_file": None}
+    text = run_dir.reproducing_flagfile(flags)
+    assert text.splitlines() == [
+        "--arch=fcn", f"--start_from={tmp_path}/parent/checkpoint/epoch-2",
+        f"--model_dir={tmp_path}/child", "--signed"]
+
+
+def test_a_folder_of_files_a_run_would_replace_is_not_a_run_to_start(tmp_path):
+    """An export's folder holds a `model.keras` and no run: a run started in
+    it would replace that file, so it is refused; other files are left be."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.keras").write_bytes(b"the exported model")
+    (export / "export.json").write_text("{}")
+    with pytest.raises(run_dir.RunDirError) as info:
+        run_dir.check(str(export), {"arch": "fcn"})
+    assert str(info.value) == (
+        f"--model_dir={export} holds no run, but files a run writes (model.keras), which it "
+        "would replace; they are not overwritten. Choose another --model_dir.")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "plan.txt").write_text("x")
+    assert run_dir.check(str(notes), {"arch": "fcn"}) is None
+
+
 @pytest.mark.slow
 def test_unusable_run_folders_and_failed_writes_are_one_clear_error(tmp_path, monkeypatch):
     splits = tiny_splits()

@@ -27,6 +27,8 @@ them and a resumed run goes on with them. The epoch's mask statistics
 """
 
 import contextlib
+import dataclasses
+import itertools
 
 import keras
 
@@ -110,8 +112,25 @@ def check_start(config, state):
         raise ssm_config.ConfigError(
             f"--ema_start={config.ema_start} of --epochs={config.epochs} starts the moving "
             f"average at epoch {start + 1}, but the checkpoint after epoch {done} holds one "
-            f"started at epoch {started + 1}, which cannot be moved: choose --ema_start and "
-            f"--epochs that start it at epoch {started + 1}, or after epoch {done}.")
+            f"started at epoch {started + 1}, which cannot be moved: "
+            + (_epochs_that_fit(config, started, done) if config.resume else
+               f"choose --ema_start and --epochs that start it at epoch {started + 1}, or "
+               f"after epoch {done}."))
+
+
+def _epochs_that_fit(config, started, done):
+    """The advice for a `--resume` (which keeps `--ema_start`): the
+    `--epochs` beyond `done` that start the average where the checkpoint's
+    did (at `started`, from 0), and the least that start it after `done`."""
+    def start_of(epochs):
+        return dataclasses.replace(config, epochs=epochs).ema_start_epoch()
+
+    least = next(epochs for epochs in itertools.count(done + 1) if start_of(epochs) >= done)
+    going_on = [str(epochs) for epochs in range(done + 1, least) if start_of(epochs) == started]
+    advice = f"--epochs={least} or more starts a new one after epoch {done}"
+    if going_on:
+        advice = (f"--epochs={' or '.join(going_on)} goes on with it, and " + advice)
+    return f"--resume keeps --ema_start={config.ema_start}; {advice}."
 
 
 class AverageScores(keras.callbacks.Callback):

@@ -51,6 +51,9 @@ HISTORY = "history.jsonl"
 MODEL = "model.keras"
 RESULTS = "results.json"
 RESULTS_TEXT = "results.txt"
+# What a run writes besides `flags.json`: a folder without a run that holds
+# one of these (an export's `model.keras`) is not a run's to write into.
+RUN_FILES = (FLAGS_TEXT, CHECKPOINT, LOGS, HISTORY, MODEL, RESULTS, RESULTS_TEXT)
 
 
 class RunDirError(UserError):
@@ -413,7 +416,8 @@ def check(model_dir, flags, resume=False, overwrite=False, defaults=None):
     A setting missing from the folder's `flags.json` (a run saved before
     the setting existed) counts as its value in `defaults` (a dict).
 
-    - empty or new: a fresh run;
+    - empty or new, or holding none of the files a run writes
+      (`RUN_FILES`): a fresh run;
     - an unfinished run with the same flags: resumed from its checkpoint;
     - a finished run: refused, unless `overwrite` (replaced by `start`) or
       `resume` (continued for more epochs); `overwrite` never replaces a
@@ -443,6 +447,13 @@ def check(model_dir, flags, resume=False, overwrite=False, defaults=None):
     if not os.path.isfile(flags_path):
         if resume:
             raise RunDirError(f"--resume: --model_dir={model_dir} holds no run to resume.")
+        in_the_way = [name for name in RUN_FILES
+                      if os.path.lexists(os.path.join(model_dir, name))]
+        if in_the_way:
+            raise RunDirError(
+                f"--model_dir={model_dir} holds no run, but files a run writes "
+                f"({', '.join(in_the_way)}), which it would replace; they are not overwritten. "
+                "Choose another --model_dir.")
         return None
     saved = read_json(flags_path)
     if not isinstance(saved, dict):
@@ -502,7 +513,20 @@ def start(model_dir, flags, overwrite=False):
                 else:
                     os.remove(path)
     files.write_json_atomically(os.path.join(model_dir, FLAGS_JSON), flags)
-    files.write_atomically(os.path.join(model_dir, FLAGS_TEXT), to_flagfile(flags).encode("utf-8"))
+    files.write_text_atomically(os.path.join(model_dir, FLAGS_TEXT), reproducing_flagfile(flags))
+
+
+# How a run was started, not what it trains: a flagfile that reproduces it
+# leaves them out (`--overwrite` in it would replace the run it reproduces).
+_INVOCATION_KEYS = ("resume", "overwrite")
+
+
+def reproducing_flagfile(flags):
+    """`flags.txt`: the flagfile of the run's settings `flags`, its paths
+    absolute (`resolved`), so that it works from any folder, and without
+    `--resume` and `--overwrite`."""
+    return to_flagfile({key: value for key, value in resolved(flags).items()
+                        if key not in _INVOCATION_KEYS})
 
 
 def to_flagfile(flags):

@@ -122,9 +122,12 @@ class SparsityController(keras.callbacks.Callback):
 
     Keras bakes the decay into the traced training step, so a new decay
     retraces it (once per epoch). Its state (`start_percent`,
-    `weight_decay`, `regrowth`, `expected_percent`) is kept by `callbacks.RunCheckpoint`
+    `weight_decay`, `regrowth`, `expected_percent`, `aimed_percent`: the
+    path's value the decay aims at) is kept by `callbacks.RunCheckpoint`
     (`CHECKPOINT_ATTRIBUTES`), so a resumed run steers exactly as one never
-    interrupted.
+    interrupted; a run that goes on from a checkpoint along another path
+    (`--start_from` with another target, `--resume` to more epochs) aims
+    its first decay at its own path.
 
     Args:
         target_percent: `P`, the remaining percentage to end at.
@@ -135,7 +138,8 @@ class SparsityController(keras.callbacks.Callback):
         initial_learning_rate: `lr_0`; Keras' decay is `weight_decay / lr_0`.
     """
 
-    CHECKPOINT_ATTRIBUTES = ("start_percent", "weight_decay", "regrowth", "expected_percent")
+    CHECKPOINT_ATTRIBUTES = ("start_percent", "weight_decay", "regrowth", "expected_percent",
+                             "aimed_percent")
 
     def __init__(self, target_percent, epochs, weight_decay, initial_learning_rate,
                  reach_fraction=DEFAULT_TARGET_REACH):
@@ -148,6 +152,7 @@ class SparsityController(keras.callbacks.Callback):
         self.start_percent = None
         self.regrowth = 1.0
         self.expected_percent = None  # what the decay alone leaves; None in the first epoch
+        self.aimed_percent = None  # the path's value the decay aims at; None in the first epoch
         self._steering = False
         self._steps = 0
 
@@ -173,6 +178,8 @@ class SparsityController(keras.callbacks.Callback):
         if self.start_percent is None:
             ratios = threshold_ratios(self.model)
             self.start_percent = 100.0 * float(np.mean(ratios > 1.0))
+        elif self.aimed_percent not in (None, self._path(epoch + 1)):
+            self._aim(epoch + 1, self.params.get("steps"))
         self._apply()
         self._steering = True
 
@@ -188,10 +195,22 @@ class SparsityController(keras.callbacks.Callback):
             logs.update(score_weight_decay=self.weight_decay,
                         target_remaining_percent=self._path(epoch + 1),
                         mask_regrowth=self.regrowth)
-        aim = self._path(epoch + 2) / self.regrowth
+        self._aim(epoch + 2, self._steps, ratios, remaining)
+        self._apply()
+
+    def _aim(self, epoch, steps, ratios=None, remaining=None):
+        """Sets the decay of epoch `epoch` (from 1), of `steps` steps, at
+        the path's value after it over the regrowth (`ratios`, `remaining`:
+        the mask now, measured if not given); without a step count (a data
+        set of unknown length) the decay stays."""
+        if not steps:
+            return
+        if ratios is None:
+            ratios = threshold_ratios(self.model)
+            remaining = 100.0 * float(np.mean(ratios > 1.0))
+        self.aimed_percent = self._path(epoch)
+        aim = self.aimed_percent / self.regrowth
         self.weight_decay = weight_decay_for(
-            ratios, aim, self._steps,
-            ssm_callbacks.current_learning_rate(self.model.optimizer),
+            ratios, aim, steps, ssm_callbacks.current_learning_rate(self.model.optimizer),
             self.initial_learning_rate)
         self.expected_percent = min(aim, remaining) if self.weight_decay > 0 else remaining
-        self._apply()
