@@ -1,9 +1,12 @@
 """`decay_scores_only`: the paper's decay on the scores alone, through
 optimiser wrappers and mixed precision, refusing what it cannot apply."""
 
+import copy
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import ssm_keras
 from ssm_keras.training import score_decay
@@ -128,3 +131,25 @@ def test_a_subclassed_model_is_refused_until_called_and_then_decays_its_scores_o
     np.testing.assert_allclose(ratios[scores], 1 - 0.1, rtol=1e-6)
     np.testing.assert_array_equal(ratios[net.classifier.kernel.path], 1.0)  # not decayed
     np.testing.assert_array_equal(net.classifier.bias.numpy(), 0.0)  # zeros, not decayed
+
+
+def test_a_steered_decay_changes_what_a_traced_step_applies_without_a_new_trace(tmp_path):
+    masked = _masked()
+    optimizer = score_decay.decay_scores_only(keras.optimizers.SGD(0.1), masked, 0.5)
+    masked.compile(optimizer=optimizer, loss="mse")
+    variables = masked.trainable_variables
+    step = tf.function(lambda: optimizer.apply([tf.zeros_like(v) for v in variables], variables))
+    for keras_decay in (5.0, 2.0, 0.0):
+        score_decay.steer_decay(masked, keras_decay)
+        before = {variable.path: variable.numpy() for variable in variables}
+        step()
+        for variable in variables:
+            shrink = 1 - 0.1 * keras_decay if variable.path.endswith("scores") else 1.0
+            np.testing.assert_allclose(variable.numpy(), shrink * before[variable.path],
+                                       rtol=1e-6, err_msg=variable.path)
+    assert step.experimental_get_tracing_count() == 1
+    # Keras reads the float: the config, the saved model and copies hold 0.0.
+    assert type(copy.deepcopy(optimizer.weight_decay)) is float
+    masked.save(tmp_path / "steered.keras")
+    loaded = keras.saving.load_model(tmp_path / "steered.keras")
+    assert type(loaded.optimizer.weight_decay) is float and loaded.optimizer.weight_decay == 0.0

@@ -99,10 +99,24 @@ def _scalars(pattern, tag):
     return values
 
 
+class _TrainFunctions(keras.callbacks.Callback):
+    """The training step each epoch ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.functions = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.functions.append(self.model.train_function)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("epochs", [8, 16])
 def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir, epochs):
-    results = trainer.run(_mnist_config(tmp_path, mnist_dir, epochs))
+    trained = _TrainFunctions()
+    results = trainer.run(_mnist_config(tmp_path, mnist_dir, epochs), callbacks=[trained])
+    # The decay changed every epoch in the training step Keras made once.
+    assert len(set(map(id, trained.functions))) == 1
     assert results["remaining_percent"] == pytest.approx(5.0, rel=RELATIVE_TOLERANCE)
     assert results["test_accuracy"] > 0.85  # a pruned mask that still classifies
     model_dir = tmp_path / f"run{epochs}"

@@ -59,11 +59,17 @@ def test_baseline_and_mask_then_weights_regimes(tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
+    """...with the decay steered in the second epoch (its variable mirrored)."""
     assert len(tf.config.list_logical_devices("CPU")) == 2
     splits = tiny_splits()
-    single = trainer.run(tiny_config(tmp_path / "one", epochs=1), splits=splits)
-    mirrored = trainer.run(tiny_config(tmp_path / "two", epochs=1, strategy="mirrored"),
+    steered = dict(epochs=2, target_remaining=40.0, weight_decay=1e-3)
+    single = trainer.run(tiny_config(tmp_path / "one", **steered), splits=splits)
+    mirrored = trainer.run(tiny_config(tmp_path / "two", strategy="mirrored", **steered),
                             splits=splits)
+    decays = [[json.loads(line)["score_weight_decay"] for line in
+               (tmp_path / name / "run" / "history.jsonl").read_text().splitlines()]
+              for name in ("one", "two")]
+    assert decays[0][1] > 10 * decays[0][0] and decays[1] == pytest.approx(decays[0], rel=1e-3)
     one = keras.saving.load_model(tmp_path / "one" / "run" / "model.keras")
     two = keras.saving.load_model(tmp_path / "two" / "run" / "model.keras")
     for a, b in zip(layers.masked_layers(one), layers.masked_layers(two)):

@@ -5,9 +5,15 @@ The paper's optimiser shrinks every score after each step by `wd_t * s`, with
 Keras 3 optimisers decay decoupled, `v -= lr_t * wd_k * v` for every
 trainable variable `v`; the two agree for `wd_k = weight_decay / lr_0`
 applied to the scores alone, which is what `decay_scores_only` sets.
+
+A Keras optimiser's `weight_decay` is a Python float, a constant of the
+traced training step (and of its XLA cluster): changing it means tracing and
+compiling the step again. `steer_decay` changes it every epoch without
+that, through a variable the step reads (`VariableDecay`).
 """
 
 import keras
+import tensorflow as tf
 
 from ssm_keras import arguments
 from ssm_keras import layers as ssm_layers
@@ -95,3 +101,51 @@ def exclude_all_but_scores(optimizer, model):
     optimizer.exclude_from_weight_decay(var_list=others)
     optimizer._exclude_from_weight_decay |= excluded
     optimizer._exclude_from_weight_decay_pattern = names_pattern
+
+
+class VariableDecay(float):
+    """An optimiser's `weight_decay` that a traced step reads from a variable.
+
+    It is the float `value` wherever Keras reads it in Python (the
+    optimiser's config, and so the saved model), and converts to
+    `variable`'s value (float32, as the scores) inside a step, where the
+    optimiser computes `v -= lr_t * cast(wd_k) * v`. The variable holds
+    `float32(value)`, the constant a plain float is cast to; as it is no
+    constant, TensorFlow's graph optimiser no longer reorders the product
+    around it, which can round a score differently in its last bit. Copies
+    and pickles are plain floats.
+    """
+
+    def __new__(cls, value, variable):
+        decay = super().__new__(cls, value)
+        decay.variable = variable
+        return decay
+
+    def __tf_tensor__(self, dtype=None, name=None):
+        value = tf.convert_to_tensor(self.variable, name=name)
+        return value if dtype in (None, value.dtype) else tf.cast(value, dtype)
+
+    def __reduce__(self):
+        return float, (float(self),)
+
+
+def steer_decay(model, keras_decay):
+    """Sets the decoupled decay `wd_k` (Keras' sense, `weight_decay / lr_0`)
+    of `model`'s optimiser (of the one it wraps) for the steps that follow.
+
+    The first call puts a `VariableDecay` on the optimiser (its variable made
+    in the model's distribution strategy) and has Keras trace the training
+    step again, once; later calls assign the variable, and the traced step
+    (an XLA cluster included) runs on unchanged.
+    """
+    optimizer = applying_optimizer(model.optimizer)
+    decay = optimizer.weight_decay
+    if isinstance(decay, VariableDecay):
+        decay.variable.assign(keras_decay)
+        optimizer.weight_decay = VariableDecay(keras_decay, decay.variable)
+        return
+    with model.distribute_strategy.scope():
+        variable = tf.Variable(keras_decay, trainable=False, dtype="float32",
+                               name="score_weight_decay")
+    optimizer.weight_decay = VariableDecay(keras_decay, variable)
+    model.make_train_function(force=True)

@@ -54,6 +54,7 @@ import numpy as np
 
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import callbacks as ssm_callbacks
+from ssm_keras.training import score_decay
 from ssm_keras.training.config import DEFAULT_TARGET_REACH
 
 # The largest regrowth (and the smallest, its inverse) an epoch may count.
@@ -120,8 +121,9 @@ class SparsityController(keras.callbacks.Callback):
     `target_remaining_percent`, the path's value after the epoch, and
     `mask_regrowth`, the epoch's regrowth `g`.
 
-    Keras bakes the decay into the traced training step, so a new decay
-    retraces it (once per epoch). Its state (`start_percent`,
+    The decay reaches the traced training step through a variable
+    (`score_decay.steer_decay`), so the step is traced (and compiled, with
+    XLA) once, not once an epoch. Its state (`start_percent`,
     `weight_decay`, `regrowth`, `expected_percent`, `aimed_percent`: the
     path's value the decay aims at) is kept by `callbacks.RunCheckpoint`
     (`CHECKPOINT_ATTRIBUTES`), so a resumed run steers exactly as one never
@@ -157,10 +159,7 @@ class SparsityController(keras.callbacks.Callback):
         self._steps = 0
 
     def _apply(self):
-        optimizer = self.model.optimizer
-        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
-        optimizer.weight_decay = self.weight_decay / self.initial_learning_rate
-        self.model.make_train_function(force=True)
+        score_decay.steer_decay(self.model, self.weight_decay / self.initial_learning_rate)
 
     def _path(self, epoch):
         return target_path(self.start_percent, self.target_percent, epoch, self.epochs,
