@@ -4,7 +4,9 @@ the plain models passed through `supermask`, and must start from the same
 
 `data/registry_init_digests.json` holds, per case, the SHA-256 of every
 kernel-bearing layer's `kernel`, `scores` and `threshold` (sorted by layer
-name), computed by the registry before it was built on `supermask`.
+name), computed by the registry before it was built on `supermask`. A
+second seed is pinned for the nets up to ResNet-32: the deeper ones derive
+their layers' seeds the same way and are pinned at seed 0.
 """
 
 import hashlib
