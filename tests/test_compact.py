@@ -173,6 +173,22 @@ def test_unmasked_layers_of_the_same_name_in_nested_models_keep_their_own_values
         compact.load_compact(path)
 
 
+@pytest.mark.parametrize("position", [99, -1, 0])  # past the end, before it, another layer
+def test_a_record_whose_position_holds_no_such_layer_is_refused(tmp_path, position):
+    path = tmp_path / "model.ssm"
+    compact.save_compact(_same_names_in_nested_models(), path)
+    damaged = []
+
+    def move_first_positioned(header):
+        record = next(record for record in header["variables"] if "leaf" in record)
+        record["leaf"] = position
+        damaged.append(f"{record['layer']}/{record['name']}")
+
+    path.write_bytes(_recompact(path.read_bytes(), move_first_positioned))
+    with pytest.raises(compact.CompactFileError, match=f"the model has no variable {damaged[0]}"):
+        compact.load_compact(path)
+
+
 def test_a_frozen_layer_with_sublayers_stays_frozen_after_loading(tmp_path):
     """Keras makes an attention layer's sublayers in its build, trainable
     whatever its config says; the loaded copy trains what the saved one did."""

@@ -625,9 +625,12 @@ def _find_variable(leaves, record):
     written before positions were stored (a variable created without a
     name gets a different one in every process, e.g. `variable_18`)."""
     key = (record["layer"], record["name"])
+    missing = CompactFileError(f"the model has no variable {'/'.join(key)}")
     if "leaf" in record:
-        named = [leaves[record["leaf"]]] if 0 <= record["leaf"] < len(leaves) else []
-        named = [layer for layer in named if layer.name == record["layer"]]
+        position = record["leaf"]
+        if not (0 <= position < len(leaves) and leaves[position].name == record["layer"]):
+            raise missing
+        layer = leaves[position]
     else:
         named = [layer for layer in leaves if layer.name == record["layer"]]
         if len(named) > 1:
@@ -635,12 +638,13 @@ def _find_variable(leaves, record):
                 f"the model has {len(named)} layers named {record['layer']!r} (in nested "
                 "models), which this file, written before such layers were told apart, "
                 "does not tell apart")
-    found = [variable for layer in named
-             for index, variable in enumerate(layer.weights)
-             if (index == record["index"] if "index" in record else variable.name == key[1])]
-    if not found:
-        raise CompactFileError(f"the model has no variable {'/'.join(key)}")
-    return found[0]
+        if not named:
+            raise missing
+        layer = named[0]
+    for index, variable in enumerate(layer.weights):
+        if index == record["index"] if "index" in record else variable.name == key[1]:
+            return variable
+    raise missing
 
 
 def _restore_variable(leaves, record, payload):
