@@ -29,6 +29,7 @@ _PUBLIC = {
     "load_compact": "ssm_keras.exporting.compact",
     "MaskMonitor": "ssm_keras.training.callbacks",
     "decay_scores_only": "ssm_keras.training.score_decay",
+    "SparsityTarget": "ssm_keras.training.sparsity",
     "register": "ssm_keras.layers",
     "MaskedLayer": "ssm_keras.layers",
     "MaskedDense": "ssm_keras.layers",

@@ -3,6 +3,7 @@ the remaining percentage asked for, logs its path, and resumes exactly."""
 
 import glob
 import json
+import re
 import warnings
 
 import keras
@@ -13,7 +14,7 @@ from support import crashed_run, randomize_scores, tiny_config, tiny_splits
 from tensorboard.backend.event_processing import event_accumulator
 
 import ssm_keras
-from ssm_keras import layers
+from ssm_keras import data, layers
 from ssm_keras.training import config as ssm_config
 from ssm_keras.training import score_decay, sparsity, trainer
 
@@ -174,3 +175,91 @@ def test_target_remaining_is_refused_where_it_cannot_steer(tmp_path, overrides, 
             ")", r"\)")):
         config.validate()
     tiny_config(tmp_path, target_remaining=3.0, mask="binary").validate()
+
+
+def _user_supermask(mask="signed", **arguments):
+    inputs = keras.Input((28, 28, 1))
+    hidden = keras.layers.Dense(300, activation="relu")(keras.layers.Flatten()(inputs))
+    hidden = keras.layers.Dense(100, activation="relu")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+    return ssm_keras.supermask(model, mask, seed=0, **arguments)
+
+
+def _compiled(masked, optimizer=None):
+    optimizer = optimizer or ssm_keras.decay_scores_only(keras.optimizers.SGD(0.05), masked,
+                                                         2.5e-4)
+    masked.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                   metrics=["accuracy"])
+    return masked
+
+
+@pytest.mark.slow
+def test_a_users_supermask_ends_at_the_target_under_plain_fit(mnist_dir):
+    splits = data.load_splits("mnist", str(mnist_dir.parent), validation_size=0,
+                              max_examples=3000)
+    (images, labels), (test_images, test_labels) = splits.train, splits.test
+    masked = _user_supermask()
+    sgd = keras.optimizers.SGD(0.1, momentum=0.9)
+    _compiled(masked, ssm_keras.decay_scores_only(sgd, masked, 2.5e-4))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "SparsityTarget")  # the target is met: no warning
+        history = masked.fit(images / 255.0, labels, batch_size=64, epochs=8, verbose=0,
+                             callbacks=[ssm_keras.SparsityTarget(5.0)])
+    remaining = 100.0 * np.mean(sparsity.threshold_ratios(masked) > 1.0)
+    assert remaining == pytest.approx(5.0, rel=RELATIVE_TOLERANCE)
+    decays = history.history["score_weight_decay"]
+    assert decays[0] == pytest.approx(2.5e-4) and len(set(decays)) == 8
+    assert history.history["target_remaining_percent"][-1] == 5.0
+    assert masked.evaluate(test_images / 255.0, test_labels, verbose=0)[1] > 0.85
+
+
+@pytest.mark.parametrize("masked, compiled, fit, message", [
+    (dict(mask="bernoulli"), {}, {}, "SparsityTarget steers signed and binary masks (weight "
+     "decay against a threshold); layer 'dense' has mask='bernoulli'."),
+    (dict(tau_fraction=0.0), {}, {}, "threshold of 0: layer 'dense' has tau_fraction=0."),
+    (dict(regime="mask_then_weights"), {}, {}, "layer 'dense' trains its kernel under a "
+     "frozen mask (regime='mask_then_weights')"),
+    (dict(train_bias=True), dict(optimizer=keras.optimizers.SGD(0.05, weight_decay=0.1)), {},
+     "but the optimiser also decays dense/bias, dense_1/bias, dense_2/bias: compile with "
+     "ssm_keras.decay_scores_only"),
+    ({}, {}, dict(epochs=1), "it needs a fit of at least 2 epochs. Received: epochs=1"),
+    ({}, {}, dict(initial_epoch=1), "this fit starts at epoch 1"),
+])
+def test_a_fit_the_target_cannot_steer_is_refused_as_it_starts(masked, compiled, fit, message):
+    model = _compiled(_user_supermask(**{"mask": "signed", **masked}), **compiled)
+    images = np.zeros((8, 28, 28, 1), np.float32)
+    before = [variable.numpy() for variable in model.trainable_variables]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.fit(images, np.zeros(8), verbose=0, callbacks=[ssm_keras.SparsityTarget(5.0)],
+                  **{"epochs": 2, **fit})
+    for variable, value in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)  # nothing trained
+
+
+def test_a_target_the_mask_already_keeps_is_refused():
+    model = _compiled(_user_supermask())
+    with pytest.raises(ValueError, match=r"remaining_percent=99\) is not below the \d\d\.\d\d% "
+                                         "of the weights the mask keeps now"):
+        model.fit(np.zeros((8, 28, 28, 1)), np.zeros(8), epochs=2, verbose=0,
+                  callbacks=[ssm_keras.SparsityTarget(99)])
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ((0,), ValueError, "remaining_percent must be a finite number in (0, 100). Received: "
+                       "remaining_percent=0"),
+    ((100,), ValueError, "remaining_percent=100"),
+    (("5",), TypeError, "remaining_percent='5'"),
+    ((5, 0), ValueError, "reach_fraction must be a finite number in (0, 1]. Received: "
+                         "reach_fraction=0"),
+])
+def test_a_target_out_of_range_is_refused_when_made(arguments, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        ssm_keras.SparsityTarget(*arguments)
+
+
+def test_a_fit_that_ends_above_the_target_says_so():
+    target = ssm_keras.SparsityTarget(5.0)
+    target.set_model(_user_supermask())  # about 60% remain, as made
+    with pytest.warns(UserWarning, match=r"SparsityTarget\(5\): the fit ended with \d\d\.\d\d% "
+                                         "of the masked weights, above the target"):
+        target.on_train_end()

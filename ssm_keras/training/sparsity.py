@@ -49,9 +49,12 @@ decay's cut and the regrowth balance on the path. The clip keeps one odd
 epoch from wiping out the mask (or from stopping the pruning).
 """
 
+import warnings
+
 import keras
 import numpy as np
 
+from ssm_keras import arguments, choices
 from ssm_keras import layers as ssm_layers
 from ssm_keras.training import callbacks as ssm_callbacks
 from ssm_keras.training import score_decay
@@ -59,6 +62,9 @@ from ssm_keras.training.config import DEFAULT_TARGET_REACH
 
 # The largest regrowth (and the smallest, its inverse) an epoch may count.
 MAX_REGROWTH = 4.0
+
+# How far (relative) above its target a `SparsityTarget` fit may end unwarned.
+TARGET_TOLERANCE = 0.05
 
 
 def target_path(start_percent, target_percent, epoch, epochs,
@@ -213,3 +219,119 @@ class SparsityController(keras.callbacks.Callback):
             ratios, aim, steps, ssm_callbacks.current_learning_rate(self.model.optimizer),
             self.initial_learning_rate)
         self.expected_percent = min(aim, remaining) if self.weight_decay > 0 else remaining
+
+
+class SparsityTarget(SparsityController):
+    """`--target_remaining` for a supermask of one's own in `model.fit`.
+
+    Steers the scores' weight decay so that `remaining_percent` of the masked
+    weights remain after the fit, along the path of the module docstring
+    over the fit's `epochs` (reached after `reach_fraction` of them)::
+
+        masked = ssm_keras.supermask(model, "signed")
+        masked.compile(optimizer=ssm_keras.decay_scores_only("sgd", masked, 5e-4),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        masked.fit(x, y, epochs=20, callbacks=[ssm_keras.SparsityTarget(5.0)])
+
+    The first epoch trains with the decay `decay_scores_only` set (the
+    paper's `wd`; `lr_0` is the learning rate as the fit starts); each
+    later one with the decay the controller chose. The epoch's logs, hence
+    the history, gain `score_weight_decay`, `target_remaining_percent` and
+    `mask_regrowth`. One fit is one path: it starts at epoch 0 and keeps
+    its state in this callback only (`ssm_keras.train --target_remaining`
+    checkpoints it and resumes bit-identical).
+
+    Args:
+        remaining_percent: the percentage of masked weights to end at, in
+            (0, 100) and below what the mask keeps as the fit starts.
+        reach_fraction: the fraction of the epochs after which the path
+            reaches the target, in (0, 1].
+
+    Raises (ValueError, when the fit starts, naming what to change): a
+    model whose masks are not threshold masks (`signed`, `binary`) training
+    their scores with a threshold above 0, an optimiser that decays other
+    variables than the scores (compile with `decay_scores_only`, or after
+    `keras.saving.load_model` call `exclude_all_but_scores`), a fit of
+    fewer than 2 epochs or one that starts after epoch 0, and a target at
+    or above the share of weights the mask keeps.
+    """
+
+    def __init__(self, remaining_percent, reach_fraction=DEFAULT_TARGET_REACH):
+        remaining_percent = arguments.number("remaining_percent", remaining_percent, 0, 100,
+                                             low_open=True, high_open=True)
+        reach_fraction = arguments.number("reach_fraction", reach_fraction, 0, 1, low_open=True)
+        super().__init__(remaining_percent, None, None, None, reach_fraction)
+
+    def on_train_begin(self, logs=None):
+        self._check_masks()
+        optimizer = score_decay.applying_optimizer(self.model.optimizer)
+        self._check_decays_scores_only(optimizer)
+        epochs = self.params.get("epochs") or 0
+        if epochs < 2:
+            raise ValueError("SparsityTarget steers the weight decay from the second epoch on "
+                             f"(the first trains with the compiled one): it needs a fit of at "
+                             f"least 2 epochs. Received: epochs={epochs}")
+        self.epochs = epochs
+        self.initial_learning_rate = ssm_callbacks.current_learning_rate(optimizer)
+        self.weight_decay = float(optimizer.weight_decay or 0.0) * self.initial_learning_rate
+        self.start_percent = self.expected_percent = self.aimed_percent = None
+        self.regrowth = 1.0
+        super().on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.start_percent is None:
+            if epoch != 0:
+                raise ValueError(
+                    "SparsityTarget steers one fit along its path from epoch 0; this fit "
+                    f"starts at epoch {epoch} (initial_epoch, or a restored backup).")
+            start = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
+            if self.target_percent >= start:
+                raise ValueError(
+                    f"SparsityTarget(remaining_percent={self.target_percent:g}) is not below "
+                    f"the {start:.2f}% of the weights the mask keeps now; weight decay only "
+                    "prunes, so ask for less.")
+            self.start_percent = start
+        super().on_epoch_begin(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        remaining = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
+        if remaining > (1.0 + TARGET_TOLERANCE) * self.target_percent:
+            warnings.warn(
+                f"SparsityTarget({self.target_percent:g}): the fit ended with {remaining:.2f}% "
+                "of the masked weights, above the target: the gradients regrew more weights "
+                "than the decay pruned (Adam's steps do; the steering is made for SGD), or the "
+                "fit ended early.", stacklevel=2)
+
+    def _check_masks(self):
+        kinds = " and ".join(choices.THRESHOLD_KINDS)
+        masked = ssm_layers.masked_layers(self.model)
+        if not masked:
+            raise ValueError(f"SparsityTarget steers a supermask; model {self.model.name!r} has "
+                             "no masked layers (see ssm_keras.supermask).")
+        for layer in masked:
+            if layer.mask_kind not in choices.THRESHOLD_KINDS:
+                raise ValueError(f"SparsityTarget steers {kinds} masks (weight decay against a "
+                                 f"threshold); layer {layer.name!r} has mask="
+                                 f"{layer.mask_kind!r}.")
+            if layer.regime != "mask":
+                raise ValueError(f"SparsityTarget steers the pruning of a mask in training; "
+                                 f"layer {layer.name!r} trains its kernel under a frozen mask "
+                                 f"(regime={layer.regime!r}).")
+        for layer, name in ssm_layers.masked_kernels(self.model):
+            if not float(keras.ops.convert_to_numpy(layer.threshold_variable(name))) > 0:
+                raise ValueError(
+                    "SparsityTarget prunes with weight decay, which never brings a score across "
+                    f"a threshold of 0: layer {layer.name!r} has tau_fraction=0.")
+
+    def _check_decays_scores_only(self, optimizer):
+        scores = {id(layer.scores_variable(name))
+                  for layer, name in ssm_layers.masked_kernels(self.model)}
+        decayed = [variable.path for variable in self.model.trainable_variables
+                   if id(variable) not in scores and optimizer._use_weight_decay(variable)]
+        if decayed:
+            raise ValueError(
+                "SparsityTarget steers the weight decay of the scores alone, but the optimiser "
+                f"also decays {', '.join(decayed)}: compile with "
+                "ssm_keras.decay_scores_only(optimizer, model, weight_decay), or after "
+                "keras.saving.load_model call "
+                "ssm_keras.training.score_decay.exclude_all_but_scores(model.optimizer, model).")
