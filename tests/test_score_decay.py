@@ -153,3 +153,16 @@ def test_a_steered_decay_changes_what_a_traced_step_applies_without_a_new_trace(
     masked.save(tmp_path / "steered.keras")
     loaded = keras.saving.load_model(tmp_path / "steered.keras")
     assert type(loaded.optimizer.weight_decay) is float and loaded.optimizer.weight_decay == 0.0
+
+
+def test_an_optimizer_made_from_a_steered_ones_config_steers_its_own_decay():
+    first = _masked()
+    first.compile(score_decay.decay_scores_only(keras.optimizers.SGD(0.1), first, 0.5), "mse")
+    score_decay.steer_decay(first, 2.0)
+    second = _masked()
+    second.compile(keras.optimizers.SGD.from_config(first.optimizer.get_config()), "mse")
+    score_decay.steer_decay(second, 3.0)
+    score_decay.steer_decay(first, 1.0)
+    decays = [model.optimizer.weight_decay for model in (first, second)]
+    assert decays == [1.0, 3.0] and decays[0].variable is not decays[1].variable
+    assert [float(decay.variable.numpy()) for decay in decays] == [1.0, 3.0]

@@ -134,6 +134,21 @@ def test_runs_of_two_lengths_end_at_the_target_on_real_mnist(tmp_path, mnist_dir
 
 
 @pytest.mark.slow
+def test_the_decay_counts_the_steps_an_epoch_ran_in_executions_of_several(tmp_path):
+    """3 steps an epoch; with --steps_per_execution=2 the last execution runs
+    1 of its 2, which Keras reports as a step number past the epoch's end."""
+    splits = tiny_splits()
+    settings = dict(epochs=3, target_remaining=20.0, weight_decay=1e-3)
+    histories = []
+    for steps in (1, 2):
+        trainer.run(tiny_config(tmp_path / f"{steps}", steps_per_execution=steps, **settings),
+                    splits=splits)
+        history = (tmp_path / f"{steps}" / "run" / "history.jsonl").read_text().splitlines()
+        histories.append([json.loads(line)["score_weight_decay"] for line in history])
+    assert histories[1] == pytest.approx(histories[0], rel=1e-6) and len(set(histories[0])) == 3
+
+
+@pytest.mark.slow
 def test_a_killed_steered_run_resumes_to_the_same_result(tmp_path):
     """...on a path that reaches its target half-way (`--target_reach=0.5`)."""
     splits = tiny_splits()
@@ -185,11 +200,17 @@ def _user_supermask(mask="signed", **arguments):
     return ssm_keras.supermask(model, mask, seed=0, **arguments)
 
 
-def _compiled(masked, optimizer=None):
+def _compiled(masked, optimizer=None, steps_per_execution=1):
     optimizer = optimizer or ssm_keras.decay_scores_only(keras.optimizers.SGD(0.05), masked,
                                                          2.5e-4)
     masked.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                   metrics=["accuracy"])
+                   metrics=["accuracy"], steps_per_execution=steps_per_execution)
+    return masked
+
+
+def _frozen_first_layer():
+    masked = _user_supermask()
+    masked.get_layer("dense").trainable = False
     return masked
 
 
@@ -200,7 +221,8 @@ def test_a_users_supermask_ends_at_the_target_under_plain_fit(mnist_dir):
     (images, labels), (test_images, test_labels) = splits.train, splits.test
     masked = _user_supermask()
     sgd = keras.optimizers.SGD(0.1, momentum=0.9)
-    _compiled(masked, ssm_keras.decay_scores_only(sgd, masked, 2.5e-4))
+    # 47 steps an epoch: the last execution runs 7 of its 8.
+    _compiled(masked, ssm_keras.decay_scores_only(sgd, masked, 2.5e-4), steps_per_execution=8)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", "SparsityTarget")  # the target is met: no warning
         history = masked.fit(images / 255.0, labels, batch_size=64, epochs=8, verbose=0,
@@ -211,6 +233,7 @@ def test_a_users_supermask_ends_at_the_target_under_plain_fit(mnist_dir):
     assert decays[0] == pytest.approx(2.5e-4) and len(set(decays)) == 8
     assert history.history["target_remaining_percent"][-1] == 5.0
     assert masked.evaluate(test_images / 255.0, test_labels, verbose=0)[1] > 0.85
+    assert masked.optimizer.weight_decay == pytest.approx(2.5e-4 / 0.1)  # as compiled again
 
 
 @pytest.mark.parametrize("masked, compiled, fit, message", [
@@ -220,13 +243,27 @@ def test_a_users_supermask_ends_at_the_target_under_plain_fit(mnist_dir):
     (dict(regime="mask_then_weights"), {}, {}, "layer 'dense' trains its kernel under a "
      "frozen mask (regime='mask_then_weights')"),
     (dict(train_bias=True), dict(optimizer=keras.optimizers.SGD(0.05, weight_decay=0.1)), {},
-     "but the optimiser also decays dense/bias, dense_1/bias, dense_2/bias: compile with "
+     "but the optimiser would also decay dense/bias, dense_1/bias, dense_2/bias: compile with "
      "ssm_keras.decay_scores_only"),
+    ({}, dict(optimizer=keras.optimizers.SGD(0.05, use_ema=True)), {},
+     "an optimiser with use_ema=True ends the fit with their moving averages"),
+    ({}, dict(optimizer=keras.optimizers.SGD(keras.optimizers.schedules.PolynomialDecay(
+        0.0, 10, end_learning_rate=0.1))), {}, "needs a learning rate > 0 as the fit starts. "
+     "Received: learning rate 0"),
     ({}, {}, dict(epochs=1), "it needs a fit of at least 2 epochs. Received: epochs=1"),
     ({}, {}, dict(initial_epoch=1), "this fit starts at epoch 1"),
 ])
 def test_a_fit_the_target_cannot_steer_is_refused_as_it_starts(masked, compiled, fit, message):
     model = _compiled(_user_supermask(**{"mask": "signed", **masked}), **compiled)
+    _refused_fit(model, fit, message)
+
+
+def test_a_frozen_masked_layer_is_refused():
+    _refused_fit(_compiled(_frozen_first_layer()), {}, "layer 'dense' is frozen "
+                 "(trainable=False), so its mask cannot reach the target.")
+
+
+def _refused_fit(model, fit, message):
     images = np.zeros((8, 28, 28, 1), np.float32)
     before = [variable.numpy() for variable in model.trainable_variables]
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -259,7 +296,23 @@ def test_a_target_out_of_range_is_refused_when_made(arguments, error, message):
 
 def test_a_fit_that_ends_above_the_target_says_so():
     target = ssm_keras.SparsityTarget(5.0)
-    target.set_model(_user_supermask())  # about 60% remain, as made
+    target.set_model(_compiled(_user_supermask()))  # about 60% remain, as made
+    target.set_params({"epochs": 2})
+    target.on_train_begin()
     with pytest.warns(UserWarning, match=r"SparsityTarget\(5\): the fit ended with \d\d\.\d\d% "
                                          "of the masked weights, above the target"):
         target.on_train_end()
+
+
+def test_a_rate_set_as_the_epoch_begins_is_the_rate_the_decay_is_set_for():
+    """A scheduler listed after the target changes the rate in
+    `on_epoch_begin`; the epoch's decay is set for it at its first step.
+    Without gradients to regrow the mask (zero images) the decay alone
+    lands the epoch on its aim: a regrowth of 1."""
+    model = _user_supermask()
+    _compiled(model, ssm_keras.decay_scores_only(keras.optimizers.SGD(0.1), model, 2.5e-4))
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, rate: 0.1 / 10 ** epoch)
+    history = model.fit(np.zeros((64, 28, 28, 1)), np.zeros(64), batch_size=16, epochs=3,
+                        verbose=0, callbacks=[ssm_keras.SparsityTarget(10.0), scheduler])
+    assert history.history["learning_rate"] == pytest.approx([0.1, 0.01, 0.001])
+    assert history.history["mask_regrowth"][1:] == pytest.approx([1.0, 1.0], abs=0.01)

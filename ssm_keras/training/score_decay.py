@@ -12,6 +12,8 @@ compiling the step again. `steer_decay` changes it every epoch without
 that, through a variable the step reads (`VariableDecay`).
 """
 
+import weakref
+
 import keras
 import tensorflow as tf
 
@@ -113,12 +115,15 @@ class VariableDecay(float):
     `float32(value)`, the constant a plain float is cast to; as it is no
     constant, TensorFlow's graph optimiser no longer reorders the product
     around it, which can round a score differently in its last bit. Copies
-    and pickles are plain floats.
+    and pickles are plain floats; an optimiser made in memory from the
+    config (`from_config`) holds this object until `steer_decay` gives it
+    a variable of its own (a saved model holds the float).
     """
 
-    def __new__(cls, value, variable):
+    def __new__(cls, value, variable, optimizer):
         decay = super().__new__(cls, value)
         decay.variable = variable
+        decay.optimizer = weakref.ref(optimizer)  # the one whose steps read `variable`
         return decay
 
     def __tf_tensor__(self, dtype=None, name=None):
@@ -133,19 +138,19 @@ def steer_decay(model, keras_decay):
     """Sets the decoupled decay `wd_k` (Keras' sense, `weight_decay / lr_0`)
     of `model`'s optimiser (of the one it wraps) for the steps that follow.
 
-    The first call puts a `VariableDecay` on the optimiser (its variable made
-    in the model's distribution strategy) and has Keras trace the training
-    step again, once; later calls assign the variable, and the traced step
-    (an XLA cluster included) runs on unchanged.
+    The first call for an optimiser puts a `VariableDecay` on it (its
+    variable made in the model's distribution strategy) and has Keras trace
+    the training step again, once; later calls assign the variable, and the
+    traced step (an XLA cluster included) runs on unchanged.
     """
     optimizer = applying_optimizer(model.optimizer)
     decay = optimizer.weight_decay
-    if isinstance(decay, VariableDecay):
+    if isinstance(decay, VariableDecay) and decay.optimizer() is optimizer:
         decay.variable.assign(keras_decay)
-        optimizer.weight_decay = VariableDecay(keras_decay, decay.variable)
+        optimizer.weight_decay = VariableDecay(keras_decay, decay.variable, optimizer)
         return
     with model.distribute_strategy.scope():
         variable = tf.Variable(keras_decay, trainable=False, dtype="float32",
                                name="score_weight_decay")
-    optimizer.weight_decay = VariableDecay(keras_decay, variable)
+    optimizer.weight_decay = VariableDecay(keras_decay, variable, optimizer)
     model.make_train_function(force=True)

@@ -116,11 +116,14 @@ def weight_decay_for(ratios, wanted_percent, steps, learning_rate, initial_learn
 class SparsityController(keras.callbacks.Callback):
     """Steers the optimiser's weight decay so that the mask ends at a target.
 
-    The first epoch trains with the decay it is given; after each epoch it
-    sets the next epoch's decay with `weight_decay_for` (the path's next
-    value over the last epoch's regrowth, the epoch's number of steps, the
-    learning rate now), and adds
-    to the epoch's logs, hence to the history and to TensorBoard
+    The first epoch of a run trains with the decay it is given. Every later
+    one, the first after a restore included, sets its decay as its first
+    step begins (after every callback's `on_epoch_begin`, a learning-rate
+    scheduler's too) with `weight_decay_for`: the path's value after the
+    epoch over the last epoch's regrowth, the epoch's number of steps (as
+    Keras counts them, else as many as the optimiser applied in the last
+    epoch), the learning rate of its first step. It adds to the epoch's
+    logs, hence to the history and to TensorBoard
     (`train/epoch_score_weight_decay`, `train/epoch_target_remaining_percent`):
     `score_weight_decay`, the decay the epoch trained with (the paper's
     sense, see `config.TrainConfig.keras_weight_decay`), and
@@ -131,11 +134,10 @@ class SparsityController(keras.callbacks.Callback):
     (`score_decay.steer_decay`), so the step is traced (and compiled, with
     XLA) once, not once an epoch. Its state (`start_percent`,
     `weight_decay`, `regrowth`, `expected_percent`, `aimed_percent`: the
-    path's value the decay aims at) is kept by `callbacks.RunCheckpoint`
+    path's value the last decay aimed at) is kept by `callbacks.RunCheckpoint`
     (`CHECKPOINT_ATTRIBUTES`), so a resumed run steers exactly as one never
-    interrupted; a run that goes on from a checkpoint along another path
-    (`--start_from` with another target, `--resume` to more epochs) aims
-    its first decay at its own path.
+    interrupted, and one that goes on along another path (`--start_from`
+    with another target, `--resume` to more epochs) steers along its own.
 
     Args:
         target_percent: `P`, the remaining percentage to end at.
@@ -160,9 +162,11 @@ class SparsityController(keras.callbacks.Callback):
         self.start_percent = None
         self.regrowth = 1.0
         self.expected_percent = None  # what the decay alone leaves; None in the first epoch
-        self.aimed_percent = None  # the path's value the decay aims at; None in the first epoch
+        self.aimed_percent = None  # the path's value the last decay aimed at
         self._steering = False
-        self._steps = 0
+        self._epoch = None  # the epoch whose decay is still to be set, or None
+        self._first_iteration = 0
+        self._steps = 0  # the steps the optimiser applied in the last epoch of this fit
 
     def _apply(self):
         score_decay.steer_decay(self.model, self.weight_decay / self.initial_learning_rate)
@@ -171,48 +175,54 @@ class SparsityController(keras.callbacks.Callback):
         return target_path(self.start_percent, self.target_percent, epoch, self.epochs,
                            self.reach_fraction)
 
+    def _iterations(self):
+        optimizer = score_decay.applying_optimizer(self.model.optimizer)
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
     def on_train_begin(self, logs=None):
         self._steering = False
+        self._steps = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        # The first time after `on_train_begin`, where `RunCheckpoint`
-        # restores this callback's state.
-        self._steps = 0
-        if self._steering:
-            return
+        # After `on_train_begin`, where `RunCheckpoint` restores this
+        # callback's state: a run's first epoch has no start measured yet.
+        self._first_iteration = self._iterations()
+        self._epoch = epoch if self.start_percent is not None else None
         if self.start_percent is None:
-            ratios = threshold_ratios(self.model)
-            self.start_percent = 100.0 * float(np.mean(ratios > 1.0))
-        elif self.aimed_percent not in (None, self._path(epoch + 1)):
-            self._aim(epoch + 1, self.params.get("steps"))
-        self._apply()
-        self._steering = True
+            self.start_percent = self._start(epoch)
+        if not self._steering:
+            self._apply()
+            self._steering = True
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps = batch + 1  # Keras passes the last step an execution ran
+    def _start(self, epoch):
+        """`p_0`: the remaining percentage as the run's first epoch `epoch` begins."""
+        return 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._epoch is not None:
+            self._aim(self._epoch + 1, self.params.get("steps") or self._steps)
+            self._apply()
+            self._epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        ratios = threshold_ratios(self.model)
-        remaining = 100.0 * float(np.mean(ratios > 1.0))
+        self._steps = self._iterations() - self._first_iteration
+        remaining = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
         if self.expected_percent is not None:
             self.regrowth = regrowth(remaining, self.expected_percent)
         if logs is not None:
             logs.update(score_weight_decay=self.weight_decay,
                         target_remaining_percent=self._path(epoch + 1),
                         mask_regrowth=self.regrowth)
-        self._aim(epoch + 2, self._steps, ratios, remaining)
-        self._apply()
 
-    def _aim(self, epoch, steps, ratios=None, remaining=None):
+    def _aim(self, epoch, steps):
         """Sets the decay of epoch `epoch` (from 1), of `steps` steps, at
-        the path's value after it over the regrowth (`ratios`, `remaining`:
-        the mask now, measured if not given); without a step count (a data
-        set of unknown length) the decay stays."""
+        the path's value after it over the regrowth; without a step count
+        (a data set of unknown length, in the first epoch after a restore)
+        the decay stays."""
         if not steps:
             return
-        if ratios is None:
-            ratios = threshold_ratios(self.model)
-            remaining = 100.0 * float(np.mean(ratios > 1.0))
+        ratios = threshold_ratios(self.model)
+        remaining = 100.0 * float(np.mean(ratios > 1.0))
         self.aimed_percent = self._path(epoch)
         aim = self.aimed_percent / self.regrowth
         self.weight_decay = weight_decay_for(
@@ -247,13 +257,21 @@ class SparsityTarget(SparsityController):
         reach_fraction: the fraction of the epochs after which the path
             reaches the target, in (0, 1].
 
+    After the fit the optimiser decays as compiled again. The decay of an
+    epoch is set for the learning rate of its first step (after
+    `on_epoch_begin`, so a `LearningRateScheduler`'s rate counts); a rate
+    that changes within an epoch is caught up with by the regrowth
+    correction in the epochs that follow.
+
     Raises (ValueError, when the fit starts, naming what to change): a
     model whose masks are not threshold masks (`signed`, `binary`) training
-    their scores with a threshold above 0, an optimiser that decays other
-    variables than the scores (compile with `decay_scores_only`, or after
-    `keras.saving.load_model` call `exclude_all_but_scores`), a fit of
-    fewer than 2 epochs or one that starts after epoch 0, and a target at
-    or above the share of weights the mask keeps.
+    their scores (not frozen) with a threshold above 0, an optimiser that
+    decays other variables than the scores (compile with
+    `decay_scores_only`, or after `keras.saving.load_model` call
+    `exclude_all_but_scores`), one with `use_ema=True` or a learning rate of
+    0 as the fit starts, a fit of fewer than 2 epochs or one that starts
+    after epoch 0, and a target at or above the share of weights the mask
+    keeps.
     """
 
     def __init__(self, remaining_percent, reach_fraction=DEFAULT_TARGET_REACH):
@@ -271,29 +289,39 @@ class SparsityTarget(SparsityController):
             raise ValueError("SparsityTarget steers the weight decay from the second epoch on "
                              f"(the first trains with the compiled one): it needs a fit of at "
                              f"least 2 epochs. Received: epochs={epochs}")
-        self.epochs = epochs
+        if optimizer.use_ema:
+            raise ValueError(
+                "SparsityTarget steers the trained scores; an optimiser with use_ema=True ends "
+                "the fit with their moving averages, another mask. Received: use_ema=True")
         self.initial_learning_rate = ssm_callbacks.current_learning_rate(optimizer)
-        self.weight_decay = float(optimizer.weight_decay or 0.0) * self.initial_learning_rate
+        if not self.initial_learning_rate > 0:
+            raise ValueError(
+                "SparsityTarget sets the decay as weight_decay * lr_t / lr_0 and needs a "
+                "learning rate > 0 as the fit starts. Received: learning rate "
+                f"{self.initial_learning_rate:g}")
+        self.epochs = epochs
+        self._compiled_decay = float(optimizer.weight_decay or 0.0)
+        self.weight_decay = self._compiled_decay * self.initial_learning_rate
         self.start_percent = self.expected_percent = self.aimed_percent = None
         self.regrowth = 1.0
         super().on_train_begin(logs)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.start_percent is None:
-            if epoch != 0:
-                raise ValueError(
-                    "SparsityTarget steers one fit along its path from epoch 0; this fit "
-                    f"starts at epoch {epoch} (initial_epoch, or a restored backup).")
-            start = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
-            if self.target_percent >= start:
-                raise ValueError(
-                    f"SparsityTarget(remaining_percent={self.target_percent:g}) is not below "
-                    f"the {start:.2f}% of the weights the mask keeps now; weight decay only "
-                    "prunes, so ask for less.")
-            self.start_percent = start
-        super().on_epoch_begin(epoch, logs)
+    def _start(self, epoch):
+        if epoch != 0:
+            raise ValueError(
+                "SparsityTarget steers one fit along its path from epoch 0; this fit starts at "
+                f"epoch {epoch} (initial_epoch, or a restored backup).")
+        start = super()._start(epoch)
+        if self.target_percent >= start:
+            raise ValueError(
+                f"SparsityTarget(remaining_percent={self.target_percent:g}) is not below the "
+                f"{start:.2f}% of the weights the mask keeps now; weight decay only prunes, so "
+                "ask for less.")
+        return start
 
     def on_train_end(self, logs=None):
+        # Later fits decay as compiled again.
+        score_decay.steer_decay(self.model, self._compiled_decay)
         remaining = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
         if remaining > (1.0 + TARGET_TOLERANCE) * self.target_percent:
             warnings.warn(
@@ -318,6 +346,10 @@ class SparsityTarget(SparsityController):
                                  f"layer {layer.name!r} trains its kernel under a frozen mask "
                                  f"(regime={layer.regime!r}).")
         for layer, name in ssm_layers.masked_kernels(self.model):
+            if not layer.scores_variable(name).trainable:
+                raise ValueError(
+                    f"SparsityTarget steers the masks in training; layer {layer.name!r} is "
+                    "frozen (trainable=False), so its mask cannot reach the target.")
             if not float(keras.ops.convert_to_numpy(layer.threshold_variable(name))) > 0:
                 raise ValueError(
                     "SparsityTarget prunes with weight decay, which never brings a score across "
@@ -331,7 +363,7 @@ class SparsityTarget(SparsityController):
         if decayed:
             raise ValueError(
                 "SparsityTarget steers the weight decay of the scores alone, but the optimiser "
-                f"also decays {', '.join(decayed)}: compile with "
+                f"would also decay {', '.join(decayed)}: compile with "
                 "ssm_keras.decay_scores_only(optimizer, model, weight_decay), or after "
                 "keras.saving.load_model call "
                 "ssm_keras.training.score_decay.exclude_all_but_scores(model.optimizer, model).")
