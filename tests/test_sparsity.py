@@ -20,7 +20,7 @@ from ssm_keras.training import score_decay, sparsity, trainer
 
 # A steered run ends within 5% (relative) of its target. Measured on 3,000
 # real MNIST training images (FCN, target 5%): the runs of 8 and 16 epochs
-# ended at 4.86% and 4.99%; without the regrowth correction, at 5.2-5.8%.
+# ended at 4.87% and 4.99% (AMD Zen 3); without the regrowth correction, at 5.2-5.8%.
 RELATIVE_TOLERANCE = 0.05
 
 
