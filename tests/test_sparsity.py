@@ -294,6 +294,17 @@ def test_a_target_out_of_range_is_refused_when_made(arguments, error, message):
         ssm_keras.SparsityTarget(*arguments)
 
 
+def test_a_fit_that_ends_below_the_target_says_so():
+    target = ssm_keras.SparsityTarget(50.0)
+    target.set_model(_compiled(_user_supermask()))
+    target.set_params({"epochs": 2})
+    target.on_train_begin()
+    randomize_scores(target.model, density=0.2)  # as if pruned past the target
+    with pytest.warns(UserWarning, match=r"SparsityTarget\(50\): the fit ended with \d\d\.\d\d% "
+                                         "of the masked weights, below the target"):
+        target.on_train_end()
+
+
 def test_a_fit_that_ends_above_the_target_says_so():
     target = ssm_keras.SparsityTarget(5.0)
     target.set_model(_compiled(_user_supermask()))  # about 60% remain, as made
@@ -308,11 +319,32 @@ def test_a_rate_set_as_the_epoch_begins_is_the_rate_the_decay_is_set_for():
     """A scheduler listed after the target changes the rate in
     `on_epoch_begin`; the epoch's decay is set for it at its first step.
     Without gradients to regrow the mask (zero images) the decay alone
-    lands the epoch on its aim: a regrowth of 1."""
+    lands each epoch on its aim: a regrowth of 1."""
     model = _user_supermask()
     _compiled(model, ssm_keras.decay_scores_only(keras.optimizers.SGD(0.1), model, 2.5e-4))
-    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, rate: 0.1 / 10 ** epoch)
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, _: 0.1 / 10 ** epoch)
     history = model.fit(np.zeros((64, 28, 28, 1)), np.zeros(64), batch_size=16, epochs=3,
                         verbose=0, callbacks=[ssm_keras.SparsityTarget(10.0), scheduler])
     assert history.history["learning_rate"] == pytest.approx([0.1, 0.01, 0.001])
     assert history.history["mask_regrowth"][1:] == pytest.approx([1.0, 1.0], abs=0.01)
+
+
+def test_a_fit_after_an_interrupted_one_starts_from_the_compiled_decay():
+    """Keras calls no `on_train_end` after an exception: the optimiser keeps
+    the steered decay until the next `SparsityTarget` fit starts."""
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    model = _user_supermask()
+    _compiled(model, ssm_keras.decay_scores_only(keras.optimizers.SGD(0.1), model, 2.5e-4))
+    images, labels = np.zeros((64, 28, 28, 1)), np.zeros(64)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(images, labels, batch_size=16, epochs=3, verbose=0,
+                  callbacks=[ssm_keras.SparsityTarget(10.0), Interrupt()])
+    assert model.optimizer.weight_decay > 10 * 2.5e-4 / 0.1  # the second epoch's
+    history = model.fit(images, labels, batch_size=16, epochs=2, verbose=0,
+                        callbacks=[ssm_keras.SparsityTarget(5.0)])
+    assert history.history["score_weight_decay"][0] == pytest.approx(2.5e-4)
+    assert model.optimizer.weight_decay == pytest.approx(2.5e-4 / 0.1)

@@ -120,10 +120,11 @@ class VariableDecay(float):
     a variable of its own (a saved model holds the float).
     """
 
-    def __new__(cls, value, variable, optimizer):
+    def __new__(cls, value, variable, optimizer, compiled):
         decay = super().__new__(cls, value)
         decay.variable = variable
         decay.optimizer = weakref.ref(optimizer)  # the one whose steps read `variable`
+        decay.compiled = compiled  # the optimiser's decay before it was first steered
         return decay
 
     def __tf_tensor__(self, dtype=None, name=None):
@@ -147,10 +148,12 @@ def steer_decay(model, keras_decay):
     decay = optimizer.weight_decay
     if isinstance(decay, VariableDecay) and decay.optimizer() is optimizer:
         decay.variable.assign(keras_decay)
-        optimizer.weight_decay = VariableDecay(keras_decay, decay.variable, optimizer)
+        optimizer.weight_decay = VariableDecay(keras_decay, decay.variable, optimizer,
+                                               decay.compiled)
         return
     with model.distribute_strategy.scope():
         variable = tf.Variable(keras_decay, trainable=False, dtype="float32",
                                name="score_weight_decay")
-    optimizer.weight_decay = VariableDecay(keras_decay, variable, optimizer)
+    compiled = decay.compiled if isinstance(decay, VariableDecay) else decay
+    optimizer.weight_decay = VariableDecay(keras_decay, variable, optimizer, compiled)
     model.make_train_function(force=True)

@@ -18,7 +18,7 @@ holding it for the rest.
 The decay of each epoch after the first (which trains with `--weight_decay`)
 is computed from the scores (`weight_decay_for`): the decay alone
 multiplies every score by `f = (1 - lr * wd / lr_0) ** n` over the epoch's
-`n` steps (`lr`: the learning rate as the epoch starts), which leaves the
+`n` steps (`lr`: the learning rate of the epoch's first step), which leaves the
 weights whose ratio `r = |s| / tau`
 (`s / tau` for binary masks) exceeds `1 / f`; `f` is chosen so that exactly
 the share `a_(e+1) / 100` of the weights does: the aim `a`, the path's next
@@ -63,7 +63,7 @@ from ssm_keras.training.config import DEFAULT_TARGET_REACH
 # The largest regrowth (and the smallest, its inverse) an epoch may count.
 MAX_REGROWTH = 4.0
 
-# How far (relative) above its target a `SparsityTarget` fit may end unwarned.
+# How far (relative) from its target a `SparsityTarget` fit may end unwarned.
 TARGET_TOLERANCE = 0.05
 
 
@@ -257,11 +257,17 @@ class SparsityTarget(SparsityController):
         reach_fraction: the fraction of the epochs after which the path
             reaches the target, in (0, 1].
 
-    After the fit the optimiser decays as compiled again. The decay of an
-    epoch is set for the learning rate of its first step (after
-    `on_epoch_begin`, so a `LearningRateScheduler`'s rate counts); a rate
-    that changes within an epoch is caught up with by the regrowth
-    correction in the epochs that follow.
+    After the fit the optimiser decays as compiled again (after a fit an
+    exception stopped, where Keras calls no `on_train_end`, the optimiser
+    keeps the last epoch's decay until the next `SparsityTarget` fit
+    starts). The decay of an epoch is set as its first step begins (after
+    `on_epoch_begin`, so a `LearningRateScheduler`'s rate counts), for the
+    rate of that step; a schedule that steps the rate down within an epoch
+    (Keras applies `PiecewiseConstantDecay`'s boundary `b` from step
+    `b + 1`) makes the epoch prune less than aimed, and the regrowth
+    correction then overshoots: put such boundaries one step before an
+    epoch's start. A fit that ends more than `TARGET_TOLERANCE` (relative)
+    away from its target warns.
 
     Raises (ValueError, when the fit starts, naming what to change): a
     model whose masks are not threshold masks (`signed`, `binary`) training
@@ -300,7 +306,8 @@ class SparsityTarget(SparsityController):
                 "learning rate > 0 as the fit starts. Received: learning rate "
                 f"{self.initial_learning_rate:g}")
         self.epochs = epochs
-        self._compiled_decay = float(optimizer.weight_decay or 0.0)
+        decay = optimizer.weight_decay
+        self._compiled_decay = float(getattr(decay, "compiled", decay) or 0.0)
         self.weight_decay = self._compiled_decay * self.initial_learning_rate
         self.start_percent = self.expected_percent = self.aimed_percent = None
         self.regrowth = 1.0
@@ -323,12 +330,18 @@ class SparsityTarget(SparsityController):
         # Later fits decay as compiled again.
         score_decay.steer_decay(self.model, self._compiled_decay)
         remaining = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
-        if remaining > (1.0 + TARGET_TOLERANCE) * self.target_percent:
-            warnings.warn(
-                f"SparsityTarget({self.target_percent:g}): the fit ended with {remaining:.2f}% "
-                "of the masked weights, above the target: the gradients regrew more weights "
-                "than the decay pruned (Adam's steps do; the steering is made for SGD), or the "
-                "fit ended early.", stacklevel=2)
+        if abs(remaining / self.target_percent - 1.0) <= TARGET_TOLERANCE:
+            return
+        if remaining > self.target_percent:
+            reason = ("above the target: the gradients regrew more weights than the decay "
+                      "pruned (Adam's steps do; the steering is made for SGD), or the fit ended "
+                      "early")
+        else:
+            reason = ("below the target: an epoch's decay pruned more than its aim (the "
+                      "first epoch's is decay_scores_only's weight_decay * lr_t / lr_0, which a "
+                      "learning rate rising from a warm-up multiplies)")
+        warnings.warn(f"SparsityTarget({self.target_percent:g}): the fit ended with "
+                      f"{remaining:.2f}% of the masked weights, {reason}.", stacklevel=2)
 
     def _check_masks(self):
         kinds = " and ".join(choices.THRESHOLD_KINDS)
