@@ -522,7 +522,7 @@ def test_signed_constant_initializer_values():
 def test_elu_initializer_variance():
     values = initializers.get("elu")((400, 300)).numpy()
     bound = np.sqrt(4.5 / 400)
-    assert np.abs(values).max() <= bound
+    assert np.abs(values).max() <= np.float32(bound)  # the float32 bound the draw uses
     np.testing.assert_allclose(values.var(), 1.5 / 400, rtol=0.02)
 
 

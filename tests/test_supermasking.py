@@ -500,10 +500,10 @@ def test_train_batch_norm_flag_trains_gamma_and_beta_without_decaying_them():
 
 def test_the_public_api_is_importable_from_the_package():
     from ssm_keras.exporting import compact
-    from ssm_keras.training import callbacks, score_decay
+    from ssm_keras.training import callbacks, score_decay, sparsity
     from ssm_keras.transforms import baking, supermasking
 
-    modules = (baking, callbacks, compact, layers, score_decay, supermasking)
+    modules = (baking, callbacks, compact, layers, score_decay, sparsity, supermasking)
     for name in ssm_keras.__all__:
         owners = [module for module in modules if getattr(module, name, None) is not None]
         assert owners and getattr(ssm_keras, name) is getattr(owners[0], name), name
