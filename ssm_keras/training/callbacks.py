@@ -51,9 +51,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 def current_learning_rate(optimizer):
-    """The optimiser's learning rate now, as a Python float."""
-    rate = optimizer.learning_rate
-    return float(keras.ops.convert_to_numpy(rate))
+    """The optimiser's learning rate now (a variable, or a schedule's
+    tensor), as a Python float."""
+    return float(optimizer.learning_rate)
 
 
 class EpochNumber(keras.callbacks.Callback):

@@ -78,7 +78,7 @@ def decay_scores_only(optimizer, model, weight_decay):
         raise ValueError(f"model {model.name!r} has masked layers without weights yet "
                          f"({', '.join(unbuilt)}): call the model on a batch, or build it, "
                          "before decay_scores_only, so that its scores exist.")
-    initial_rate = float(keras.ops.convert_to_numpy(inner.learning_rate))
+    initial_rate = float(inner.learning_rate)  # a variable, or a schedule's tensor
     if not initial_rate > 0:
         raise ValueError("decay_scores_only needs a learning rate > 0 (the decay is "
                          f"weight_decay * lr_t / lr_0). Received: learning_rate={initial_rate}")

@@ -81,8 +81,8 @@ def threshold_ratios(model):
     weight of `model`, one flat array: a weight remains while `r > 1`."""
     ratios = []
     for layer, name in ssm_layers.masked_kernels(model):
-        scores = keras.ops.convert_to_numpy(layer.scores_variable(name)).ravel()
-        tau = float(keras.ops.convert_to_numpy(layer.threshold_variable(name)))
+        scores = layer.scores_variable(name).numpy().ravel()
+        tau = float(layer.threshold_variable(name).numpy())
         ratios.append((np.abs(scores) if layer.mask_kind == "signed" else scores) / tau)
     return np.concatenate(ratios)
 
@@ -177,7 +177,7 @@ class SparsityController(keras.callbacks.Callback):
 
     def _iterations(self):
         optimizer = score_decay.applying_optimizer(self.model.optimizer)
-        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+        return int(optimizer.iterations.numpy())
 
     def on_train_begin(self, logs=None):
         self._steering = False
@@ -363,7 +363,7 @@ class SparsityTarget(SparsityController):
                 raise ValueError(
                     f"SparsityTarget steers the masks in training; layer {layer.name!r} is "
                     "frozen (trainable=False), so its mask cannot reach the target.")
-            if not float(keras.ops.convert_to_numpy(layer.threshold_variable(name))) > 0:
+            if not float(layer.threshold_variable(name).numpy()) > 0:
                 raise ValueError(
                     "SparsityTarget prunes with weight decay, which never brings a score across "
                     f"a threshold of 0: layer {layer.name!r} has tau_fraction=0.")
