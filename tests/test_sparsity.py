@@ -315,6 +315,7 @@ def test_a_fit_that_ends_above_the_target_says_so():
         target.on_train_end()
 
 
+@pytest.mark.slow
 def test_a_rate_set_as_the_epoch_begins_is_the_rate_the_decay_is_set_for():
     """A scheduler listed after the target changes the rate in
     `on_epoch_begin`; the epoch's decay is set for it at its first step.
@@ -329,6 +330,7 @@ def test_a_rate_set_as_the_epoch_begins_is_the_rate_the_decay_is_set_for():
     assert history.history["mask_regrowth"][1:] == pytest.approx([1.0, 1.0], abs=0.01)
 
 
+@pytest.mark.slow
 def test_a_fit_after_an_interrupted_one_starts_from_the_compiled_decay():
     """Keras calls no `on_train_end` after an exception: the optimiser keeps
     the steered decay until the next `SparsityTarget` fit starts."""
