@@ -94,8 +94,7 @@ def exclude_all_but_scores(optimizer, model):
     optimiser already excluded (`exclude_from_weight_decay`'s variables and
     names, which a new call of it would replace) stays excluded."""
     optimizer = applying_optimizer(optimizer)
-    scores = {id(layer.scores_variable(name)) for layer, name in ssm_layers.masked_kernels(model)}
-    others = [variable for variable in model.trainable_variables if id(variable) not in scores]
+    others = non_score_variables(model)
     if not others:
         return
     excluded = set(getattr(optimizer, "_exclude_from_weight_decay", None) or ())
@@ -103,6 +102,12 @@ def exclude_all_but_scores(optimizer, model):
     optimizer.exclude_from_weight_decay(var_list=others)
     optimizer._exclude_from_weight_decay |= excluded
     optimizer._exclude_from_weight_decay_pattern = names_pattern
+
+
+def non_score_variables(model):
+    """The trainable variables of `model` other than its masked layers' scores."""
+    scores = {id(layer.scores_variable(name)) for layer, name in ssm_layers.masked_kernels(model)}
+    return [variable for variable in model.trainable_variables if id(variable) not in scores]
 
 
 class VariableDecay(float):
@@ -133,6 +138,13 @@ class VariableDecay(float):
 
     def __reduce__(self):
         return float, (float(self),)
+
+
+def compiled_decay(optimizer):
+    """The decay `wd_k` (Keras' sense) `optimizer` (or the one it wraps) was
+    compiled with, before any `steer_decay`; 0 for none."""
+    decay = applying_optimizer(optimizer).weight_decay
+    return float(getattr(decay, "compiled", decay) or 0.0)
 
 
 def steer_decay(model, keras_decay):

@@ -87,6 +87,12 @@ def threshold_ratios(model):
     return np.concatenate(ratios)
 
 
+def percent_above_threshold(ratios):
+    """The percentage of the weights with threshold ratios `ratios` that
+    remain: `100 * mean(r > 1)`."""
+    return 100.0 * float(np.mean(ratios > 1.0))
+
+
 def regrowth(remaining_percent, expected_percent):
     """`g_e` of the module docstring: how many times more weights remain
     (`remaining_percent`) than the decay alone would have left
@@ -196,7 +202,7 @@ class SparsityController(keras.callbacks.Callback):
 
     def _start(self, epoch):
         """`p_0`: the remaining percentage as the run's first epoch `epoch` begins."""
-        return 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
+        return percent_above_threshold(threshold_ratios(self.model))
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._epoch is not None:
@@ -206,7 +212,7 @@ class SparsityController(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._steps = self._iterations() - self._first_iteration
-        remaining = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
+        remaining = percent_above_threshold(threshold_ratios(self.model))
         if self.expected_percent is not None:
             self.regrowth = regrowth(remaining, self.expected_percent)
         if logs is not None:
@@ -222,7 +228,7 @@ class SparsityController(keras.callbacks.Callback):
         if not steps:
             return
         ratios = threshold_ratios(self.model)
-        remaining = 100.0 * float(np.mean(ratios > 1.0))
+        remaining = percent_above_threshold(ratios)
         self.aimed_percent = self._path(epoch)
         aim = self.aimed_percent / self.regrowth
         self.weight_decay = weight_decay_for(
@@ -306,9 +312,7 @@ class SparsityTarget(SparsityController):
                 "learning rate > 0 as the fit starts. Received: learning rate "
                 f"{self.initial_learning_rate:g}")
         self.epochs = epochs
-        decay = optimizer.weight_decay
-        self._compiled_decay = float(getattr(decay, "compiled", decay) or 0.0)
-        self.weight_decay = self._compiled_decay * self.initial_learning_rate
+        self.weight_decay = score_decay.compiled_decay(optimizer) * self.initial_learning_rate
         self.start_percent = self.expected_percent = self.aimed_percent = None
         self.regrowth = 1.0
         super().on_train_begin(logs)
@@ -328,8 +332,8 @@ class SparsityTarget(SparsityController):
 
     def on_train_end(self, logs=None):
         # Later fits decay as compiled again.
-        score_decay.steer_decay(self.model, self._compiled_decay)
-        remaining = 100.0 * float(np.mean(threshold_ratios(self.model) > 1.0))
+        score_decay.steer_decay(self.model, score_decay.compiled_decay(self.model.optimizer))
+        remaining = percent_above_threshold(threshold_ratios(self.model))
         if abs(remaining / self.target_percent - 1.0) <= TARGET_TOLERANCE:
             return
         if remaining > self.target_percent:
@@ -369,10 +373,8 @@ class SparsityTarget(SparsityController):
                     f"a threshold of 0: layer {layer.name!r} has tau_fraction=0.")
 
     def _check_decays_scores_only(self, optimizer):
-        scores = {id(layer.scores_variable(name))
-                  for layer, name in ssm_layers.masked_kernels(self.model)}
-        decayed = [variable.path for variable in self.model.trainable_variables
-                   if id(variable) not in scores and optimizer._use_weight_decay(variable)]
+        decayed = [variable.path for variable in score_decay.non_score_variables(self.model)
+                   if optimizer._use_weight_decay(variable)]
         if decayed:
             raise ValueError(
                 "SparsityTarget steers the weight decay of the scores alone, but the optimiser "
