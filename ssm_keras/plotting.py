@@ -15,7 +15,7 @@ import math
 import os
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ssm_keras import files, paper
 from ssm_keras.errors import UserError
@@ -206,11 +206,26 @@ def plot_mask_composition(layers, path, title=None):
     return _save(figure, path)
 
 
+def _spans_a_decade(values):
+    """Whether the positive `values` span a factor of 10 or more."""
+    positive = [value for value in values if value > 0]
+    return bool(positive) and max(positive) >= 10 * min(positive)
+
+
 def flips_scale(flips):
     """The mask-flips axis: `symlog` when the positive counts span a decade
     or more (so it has a labelled power of ten), else `linear`."""
-    positive = [value for value in flips if value > 0]
-    return "symlog" if positive and max(positive) >= 10 * min(positive) else "linear"
+    return "symlog" if _spans_a_decade(flips) else "linear"
+
+
+def remaining_scale(percents):
+    """The remaining-weights axis: `log` when every percentage drawn on it
+    (NaN, an epoch without the value, aside) is above 0 and they span a
+    decade or more, so that the last few percent stay readable and a
+    geometric target path is a straight line; else `linear` (where a mask
+    that lost every weight shows its 0)."""
+    drawn = [value for value in percents if not math.isnan(value)]
+    return "log" if drawn and min(drawn) > 0 and _spans_a_decade(drawn) else "linear"
 
 
 def plot_training_curves(history, path, title=None, paper_figure=None, started_after=None):
@@ -228,7 +243,9 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
     `N + 0.5` in every panel: the epochs left of it are the parent's. With
     `--ema_momentum` the remaining weights of the averaged mask, which the
     validation evaluates from the epoch they are recorded, are drawn beside
-    those of the trained one."""
+    those of the trained one. The remaining weights' axis is logarithmic
+    where they span a decade (`remaining_scale`), the flips' where the
+    counts do (`flips_scale`)."""
     data = curve_data(history)
     epochs = data["epoch"]
     figure = Figure(figsize=(10, 7), layout="constrained")
@@ -237,9 +254,10 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
     if paper_figure:
         accuracy.axhline(paper_figure.test_accuracy, **paper_style,
                          label=f"paper, test: {paper_figure.test_accuracy:.2f}%")
-    if paper_figure and paper_figure.remaining_percent is not None and "remaining_percent" in data:
-        remaining.axhline(paper_figure.remaining_percent, **paper_style,
-                          label=f"paper: {paper_figure.remaining_percent:.2f}%")
+    paper_remaining = (paper_figure.remaining_percent
+                       if paper_figure and "remaining_percent" in data else None)
+    if paper_remaining is not None:
+        remaining.axhline(paper_remaining, **paper_style, label=f"paper: {paper_remaining:.2f}%")
     # The mask's line is named when another line shares its panel.
     mask_label = ("mask" if "target_remaining_percent" in data
                   or "averaged_remaining_percent" in data or remaining.get_lines() else None)
@@ -250,14 +268,14 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
                 if not math.isnan(value)]
     if averaged:
         validation += f" (averaged mask from epoch {averaged[0]})"
+    remaining_series = (("remaining_percent", mask_label, measured),
+                        ("averaged_remaining_percent", "averaged mask (evaluated)", measured),
+                        ("target_remaining_percent", "target path", path_style))
     panels = (
         (accuracy, "accuracy (%)", (("accuracy", "training", measured),
                                     ("val_accuracy", validation, measured))),
         (loss, "loss", (("loss", "training", measured), ("val_loss", validation, measured))),
-        (remaining, "remaining weights (%)", (
-            ("remaining_percent", mask_label, measured),
-            ("averaged_remaining_percent", "averaged mask (evaluated)", measured),
-            ("target_remaining_percent", "target path", path_style))),
+        (remaining, "remaining weights (%)", remaining_series),
         (flips, "mask flips per epoch", (("mask_flips", None, measured),)),
     )
     for axes, ylabel, series in panels:
@@ -272,6 +290,12 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:  # a labelled line was drawn
             axes.legend(fontsize="small")
+    drawn_percents = [value for key, _, _ in remaining_series for value in data.get(key, [])]
+    if remaining_scale(drawn_percents + [paper_remaining or math.nan]) == "log":
+        remaining.set_yscale("log")
+        remaining.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        remaining.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        remaining.yaxis.set_minor_formatter(NullFormatter())
     if flips_scale(data.get("mask_flips", [])) == "symlog":
         flips.set_yscale("symlog", linthresh=1)  # logarithmic, but 0 flips still show
     for axes in (remaining, flips):

@@ -1,5 +1,6 @@
 """Plots of a run: the data behind the figures, the figures, the `plots` command."""
 
+import math
 import os
 
 import numpy as np
@@ -95,6 +96,30 @@ def test_plot_data_of_a_real_run(finished_run):
 ])
 def test_the_paper_figure_of_a_run_is_that_of_its_network_and_regime(flags, expected):
     assert paper.figure_of_run(flags) == expected
+
+
+@pytest.mark.parametrize("percents, scale", [
+    ([56.0, 6.6, 1.17], "log"),  # a signed supermask pruned along its path: over a decade
+    ([56.0, 30.0, math.nan], "linear"),  # within a decade (NaN: an epoch without the value)
+    ([56.0, 3.0, 0.0], "linear"),  # a mask that lost every weight shows its 0
+    ([], "linear"),
+])
+def test_remaining_axis_is_logarithmic_over_a_decade_above_zero(percents, scale):
+    assert plotting.remaining_scale(percents) == scale
+
+
+def test_training_curves_draw_a_pruned_mask_on_a_log_axis_with_plain_labels():
+    history = [{"epoch": e, "remaining_percent": 50.0 * 0.8 ** e,
+                "target_remaining_percent": 50.0 * 0.8 ** e} for e in range(1, 6)]
+    # 50% to 16%: within a decade, until the paper's 1.17% is drawn beside it.
+    assert plotting.training_curves_figure(history).axes[2].get_yscale() == "linear"
+    remaining = plotting.training_curves_figure(
+        history, paper_figure=paper.PaperFigure(80.91, 1.17)).axes[2]
+    assert remaining.get_yscale() == "log"
+    ticks = remaining.yaxis.get_major_locator().tick_values(1.0, 50.0)
+    labels = [remaining.yaxis.get_major_formatter()(tick, index)
+              for index, tick in enumerate(ticks) if 1.0 <= tick <= 50.0]
+    assert labels == ["1", "2", "5", "10", "20", "50"]
 
 
 def _horizontal_lines(axes):

@@ -12,10 +12,10 @@ writes, from the run's `results.json` and `history.jsonl` (see
   are a few percent of a trained signed supermask.
 - `training_curves.png`: per epoch, training and validation accuracy and
   loss, the remaining weights in percent (with `--target_remaining`, beside
-  the target path), and the mask flips (entries whose value changed since
-  the previous epoch); with the paper's test accuracy and remaining weights
-  (dotted) where the paper reports the run's network and regime
-  (`ssm_keras.paper`).
+  the target path; on a log axis when they span a decade), and the mask
+  flips (entries whose value changed since the previous epoch); with the
+  paper's test accuracy and remaining weights (dotted) where the paper
+  reports the run's network and regime (`ssm_keras.paper`).
 
 Of a run that has not finished (still training, killed, or diverged) it
 writes `training_curves.png` of the epochs so far, its title saying so.
