@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from support import export_cli
 
+from ssm_keras import pretrained
 from ssm_keras.errors import ExportError
 from ssm_keras.exporting import exporter
 from ssm_keras.transforms import baking, dead_units
@@ -52,6 +53,25 @@ def test_trained_fcn_loses_dead_units_and_keeps_its_outputs(trained_fcn):
     assert _units(pruned, "dense_3") == 10  # the outputs stay
     units, _ = dead_units.total_removed(report)
     assert units == 400 - _units(pruned, "dense_1") - _units(pruned, "dense_2")
+
+
+@pytest.mark.slow
+def test_conv_channels_die_through_pooling_and_flatten_in_the_shipped_conv2():
+    # conv_2 -> max-pool -> Flatten -> dense_1, without biases: a channel with no
+    # incoming weights emits ReLU(0) = 0, one with no weights out of it reaches nothing.
+    _, baked, _ = pretrained.load("conv2_cifar10_signed_seed0")
+    pruned, report = dead_units.prune_dead_units(baked)
+    conv = baked.get_layer("conv_2").kernel.numpy()
+    dense = baked.get_layer("dense_1").kernel.numpy()
+    channels = conv.shape[-1]
+    incoming = np.any(conv.reshape(-1, channels), axis=0)
+    outgoing = np.any(dense.reshape(-1, channels, dense.shape[-1]), axis=(0, 2))
+    alive = int(np.sum(incoming & outgoing))
+    assert alive < channels
+    assert _units(pruned, "conv_2") == alive
+    positions = dense.shape[0] // channels
+    assert pruned.get_layer("dense_1").kernel.shape[0] == positions * alive
+    _assert_report_matches(report, baked, pruned)
 
 
 def _set_weights(model, rng):
