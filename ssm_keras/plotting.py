@@ -9,6 +9,7 @@ pyplot state or display is involved. `plot_run` writes a run's two figures
 (an unfinished run's training curves only); the command is `ssm_keras.cli.plots`.
 """
 
+import contextlib
 import dataclasses
 import io
 import math
@@ -75,6 +76,38 @@ def load_unfinished_run(model_dir):
             "has not finished an epoch yet")
         raise PlotError(f"the run in {model_dir} {how}; nothing to plot")
     return flags, history, status, started_after(record)
+
+
+def checkpoint_mask_layers(model_dir):
+    """`(layers, epoch, averaged)` of the last checkpoint of the run in
+    `model_dir`, or None if it has none: the checkpoint's per-layer mask
+    records (`statistics.summarize`), its epoch, and whether they are the
+    mask of the averaged scores (with `--ema_momentum`, from the epoch the
+    average started: the mask the validation evaluated). A checkpoint
+    replaced while it is read (the run goes on training) is read again.
+
+    Raises:
+        RunDirError: a damaged checkpoint.
+    """
+    # TensorFlow loads here, not when `ssm-plots` starts.
+    from ssm_keras.training import averaging, statistics, trainer
+
+    folder = run_dir.checkpoint_dir(model_dir)
+    for attempt in (1, 2):
+        try:
+            found = run_dir.read_checkpoint(folder)
+            if found is None:
+                return None
+            state, path = found
+            model = trainer.load_model_file(path, "the checkpoint")
+            break
+        except run_dir.RunDirError:
+            if attempt == 2:
+                raise
+    averaged = "averaged_remaining_percent" in (state.get("history") or [{}])[-1]
+    with averaging.averaged_variables(model) if averaged else contextlib.nullcontext():
+        layers = statistics.summarize(model)["layers"]
+    return layers, state["epoch"], averaged
 
 
 def started_after(record):
@@ -446,6 +479,14 @@ def unfinished_title(flags, history, status):
     return f"{run_title(flags)}: epoch {last} of {flags.get('epochs', '?')}, {status}"
 
 
+def checkpoint_title(flags, epoch, averaged, status):
+    """`arch regime on dataset: mask of the checkpoint after epoch E of N
+    [(averaged scores)], <status>`."""
+    what = " (averaged scores)" if averaged else ""
+    return (f"{run_title(flags)}: mask of the checkpoint after epoch {epoch} of "
+            f"{flags.get('epochs', '?')}{what}, {status}")
+
+
 @dataclasses.dataclass
 class PlotSettings:
     """The settings of `ssm-plots`: which run, and where its plots go."""
@@ -462,17 +503,34 @@ def plot(settings):
     return plot_run(settings.model_dir, settings.out_dir)
 
 
+def _plot_unfinished_run(model_dir, out_dir, flags, history, status, start):
+    """`plot_run` of a run that has not finished: the mask composition of
+    its last checkpoint, if it has one, and its training curves so far."""
+    paths = []
+    checkpoint = checkpoint_mask_layers(model_dir)
+    if checkpoint is not None:
+        layers, epoch, averaged = checkpoint
+        paths.append(plot_mask_composition(layers, os.path.join(out_dir, COMPOSITION_FILE),
+                                           checkpoint_title(flags, epoch, averaged, status)))
+    paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
+                                      unfinished_title(flags, history, status),
+                                      paper.figure_of_run(flags), start))
+    return paths
+
+
 def plot_run(model_dir, out_dir=None, run=None):
     """Writes `mask_composition.png` and `training_curves.png` of a finished
     run into `out_dir` (default `model_dir`); of a run that has not finished
-    (still training, killed or diverged), `training_curves.png` of its
-    epochs so far. Returns the paths written. `run` is a finished run's
+    (still training, killed or diverged), the mask composition of its last
+    checkpoint (none without one) and `training_curves.png` of its epochs
+    so far. Returns the paths written. `run` is a finished run's
     `(results, history)` if already read (`load_run`).
 
     Raises:
         RunDirError, PlotError: `model_dir` holds no run with a finished
-            epoch (`load_run`, `load_unfinished_run`), or `out_dir` cannot
-            be written or is another run's folder.
+            epoch (`load_run`, `load_unfinished_run`) or a damaged
+            checkpoint, or `out_dir` cannot be written or is another run's
+            folder.
     """
     finished = run[0] if run else run_dir.finished_results(model_dir)
     unfinished = finished is None and os.path.isfile(os.path.join(model_dir, run_dir.FLAGS_JSON))
@@ -490,9 +548,7 @@ def plot_run(model_dir, out_dir=None, run=None):
                         f"would replace; name another folder for the plots of {model_dir}")
     try:
         if unfinished:
-            return [plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
-                                         unfinished_title(flags, history, status),
-                                         paper.figure_of_run(flags), start)]
+            return _plot_unfinished_run(model_dir, out_dir, flags, history, status, start)
         title = run_title(results)
         paths = [plot_mask_composition(results["layers"],
                                        os.path.join(out_dir, COMPOSITION_FILE), title)]

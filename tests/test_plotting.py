@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from support import crashed_run, tiny_config, tiny_splits
 
 from ssm_keras import paper, plotting
 from ssm_keras.cli import plots, shell
-from ssm_keras.training import trainer
+from ssm_keras.training import run_dir, trainer
 
 
 @pytest.fixture(scope="module")
@@ -221,12 +222,15 @@ def test_mean_layers_averages_fractions():
 
 
 @pytest.mark.slow
-def test_plots_of_an_unfinished_run_with_a_target(tmp_path, capsys):
-    config = tiny_config(tmp_path, epochs=4, target_remaining=40.0)
+def test_plots_of_an_unfinished_run_with_a_target_and_averaged_scores(tmp_path, capsys):
+    # The average starts with epoch 2 of 4 (ceil(0.25 * 4) = 1, from 0).
+    config = tiny_config(tmp_path, epochs=4, target_remaining=40.0, ema_momentum=0.9,
+                         ema_start=0.25)
     crashed_run(config, tiny_splits(), after_epoch=2)
     out = tmp_path / "out"
     assert _plots_cli(f"--model_dir={config.model_dir}", f"--out_dir={out}") == 0
-    assert capsys.readouterr().out.split() == [str(out / plotting.CURVES_FILE)]
+    assert capsys.readouterr().out.split() == [str(out / plotting.COMPOSITION_FILE),
+                                               str(out / plotting.CURVES_FILE)]
     flags, history, status, started_after = plotting.load_unfinished_run(config.model_dir)
     assert status == "unfinished" and [record["epoch"] for record in history] == [1, 2]
     assert started_after is None
@@ -235,6 +239,29 @@ def test_plots_of_an_unfinished_run_with_a_target(tmp_path, capsys):
     curves = plotting.curve_data(history)
     assert curves["target_remaining_percent"] == [h["target_remaining_percent"] for h in history]
     assert 40.0 < curves["target_remaining_percent"][1] < curves["target_remaining_percent"][0]
+    # The composition is the checkpoint's mask the validation evaluated: the averaged one.
+    layers, epoch, averaged = plotting.checkpoint_mask_layers(config.model_dir)
+    assert (epoch, averaged) == (2, True)
+    remaining = 100 * sum(layer["remaining"] for layer in layers) / sum(
+        layer["total"] for layer in layers)
+    assert remaining == pytest.approx(history[-1]["averaged_remaining_percent"])
+    assert remaining != pytest.approx(history[-1]["remaining_percent"])
+    assert plotting.checkpoint_title(flags, epoch, averaged, status) == (
+        "fcn signed supermask on mnist: mask of the checkpoint after epoch 2 of 4 "
+        "(averaged scores), unfinished")
+
+
+@pytest.mark.slow
+def test_plots_of_a_killed_run_draw_the_mask_of_its_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, epochs=3)
+    crashed_run(config, tiny_splits(), after_epoch=1)
+    layers, epoch, averaged = plotting.checkpoint_mask_layers(config.model_dir)
+    assert (epoch, averaged) == (1, False)
+    _, history, _, _ = plotting.load_unfinished_run(config.model_dir)
+    assert sum(layer["remaining"] for layer in layers) == history[-1]["remaining_weights"]
+    assert [layer["name"] for layer in layers] == ["dense_1", "dense_2", "dense_3"]
+    shutil.rmtree(run_dir.checkpoint_dir(config.model_dir))
+    assert plotting.checkpoint_mask_layers(config.model_dir) is None
 
 
 def test_plots_of_a_run_without_a_finished_epoch(tmp_path, capsys):

@@ -18,7 +18,9 @@ writes, from the run's `results.json` and `history.jsonl` (see
   reports the run's network and regime (`ssm_keras.paper`).
 
 Of a run that has not finished (still training, killed, or diverged) it
-writes `training_curves.png` of the epochs so far, its title saying so.
+writes `training_curves.png` of the epochs so far and `mask_composition.png`
+of its last checkpoint (of the averaged scores once `--ema_momentum`'s
+average has started), their titles saying so.
 """
 
 from absl import flags
