@@ -6,7 +6,8 @@ Data preparation (`composition_data`, `curve_data`, `mean_layers`,
 `plot_accuracy_vs_remaining`, `plot_layer_utilisation`, `plot_trials`) draw
 with matplotlib's object-oriented API (`matplotlib.figure.Figure`), so no
 pyplot state or display is involved. `plot_run` writes a run's two figures
-(an unfinished run's training curves only); the command is `ssm_keras.cli.plots`.
+(of an unfinished run, the mask of its last checkpoint); the command is
+`ssm_keras.cli.plots`.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ import io
 import math
 import os
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
@@ -69,7 +71,8 @@ def load_unfinished_run(model_dir):
         record = run_dir.read_json(results_path)
         status, history = "diverged", run_dir.read_history(model_dir)
     else:
-        record = run_dir.read_state(model_dir) or {}
+        # The curves need the state alone, not the model file (`checkpoint_mask_layers`).
+        record = run_dir.read_state(model_dir, verify_model=False) or {}
         status, history = "unfinished", record.get("history", [])
     if not history:
         how = "diverged in its first epoch" if status == "diverged" else (
@@ -78,36 +81,56 @@ def load_unfinished_run(model_dir):
     return flags, history, status, started_after(record)
 
 
-def checkpoint_mask_layers(model_dir):
+def _read_twice(read):
+    """`read()`, called again once if it raised `RunDirError`: a run that
+    trains on replaces its checkpoint (a new model file, then `state.json`,
+    then the old model file deleted) while it may be being read."""
+    try:
+        return read()
+    except run_dir.RunDirError:
+        return read()
+
+
+def checkpoint_mask_layers(model_dir, flags):
     """`(layers, epoch, averaged)` of the last checkpoint of the run in
-    `model_dir`, or None if it has none: the checkpoint's per-layer mask
-    records (`statistics.summarize`), its epoch, and whether they are the
-    mask of the averaged scores (with `--ema_momentum`, from the epoch the
-    average started: the mask the validation evaluated). A checkpoint
-    replaced while it is read (the run goes on training) is read again.
+    `model_dir` (whose `flags.json` holds `flags`), or None if it has none:
+    the checkpoint's per-layer mask records (`statistics.summarize`), its
+    epoch, and whether they are the mask of the averaged scores (with
+    `--ema_momentum` in the `mask` regime, from the epoch the average
+    started: the mask the validation evaluated). The model is loaded under
+    the run's `--mixed_precision` policy, with which its optimiser, and so
+    its averages, were saved.
 
     Raises:
         RunDirError: a damaged checkpoint.
+        PlotError: a checkpoint whose averages did not load.
     """
-    # TensorFlow loads here, not when `ssm-plots` starts.
+    # Imported here: they import TensorFlow, which this module does not at its top.
     from ssm_keras.training import averaging, statistics, trainer
 
-    folder = run_dir.checkpoint_dir(model_dir)
-    for attempt in (1, 2):
-        try:
-            found = run_dir.read_checkpoint(folder)
-            if found is None:
-                return None
-            state, path = found
-            model = trainer.load_model_file(path, "the checkpoint")
-            break
-        except run_dir.RunDirError:
-            if attempt == 2:
-                raise
-    averaged = "averaged_remaining_percent" in (state.get("history") or [{}])[-1]
+    def load():
+        found = run_dir.read_checkpoint(run_dir.checkpoint_dir(model_dir),
+                                        advice="ssm-plots only reads it.")
+        if found is None:
+            return None
+        state, path = found
+        averaged = (flags.get("regime", "mask") == "mask"
+                    and "averaged_remaining_percent" in state["history"][-1])
+        with trainer.global_dtype_policy(flags.get("mixed_precision") or "float32"):
+            model = trainer.load_model_file(path, "the checkpoint", compile=averaged)
+        return model, state["epoch"], averaged
+
+    loaded = _read_twice(load)
+    if loaded is None:
+        return None
+    model, epoch, averaged = loaded
+    if averaged and not (averaging.averages(model.optimizer)
+                         and int(model.optimizer.iterations.numpy()) > 0):
+        raise PlotError(f"the checkpoint of {model_dir} after epoch {epoch} was loaded without "
+                        "its optimiser's state, so its averaged scores are missing.")
     with averaging.averaged_variables(model) if averaged else contextlib.nullcontext():
         layers = statistics.summarize(model)["layers"]
-    return layers, state["epoch"], averaged
+    return layers, epoch, averaged
 
 
 def started_after(record):
@@ -261,6 +284,20 @@ def remaining_scale(percents):
     return "log" if drawn and min(drawn) > 0 and _spans_a_decade(drawn) else "linear"
 
 
+def _set_log_percent_axis(axes, percents):
+    """A log y axis labelled with plain numbers (`50`, `0.5`, `0.00002`): at
+    1, 2 and 5 times the powers of ten over at most three decades of
+    `percents`, at the powers of ten over more."""
+    positive = [value for value in percents if value > 0]
+    few_decades = max(positive) <= 1000 * min(positive)
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if few_decades else (1.0,)))
+    axes.yaxis.set_major_formatter(FuncFormatter(
+        lambda value, _: np.format_float_positional(value, precision=3, fractional=False,
+                                                    trim="-")))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_training_curves(history, path, title=None, paper_figure=None, started_after=None):
     """Writes `training_curves_figure` to `path`. Returns `path`."""
     return _save(training_curves_figure(history, title, paper_figure, started_after), path)
@@ -325,10 +362,7 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
             axes.legend(fontsize="small")
     drawn_percents = [value for key, _, _ in remaining_series for value in data.get(key, [])]
     if remaining_scale(drawn_percents + [paper_remaining or math.nan]) == "log":
-        remaining.set_yscale("log")
-        remaining.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        remaining.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        remaining.yaxis.set_minor_formatter(NullFormatter())
+        _set_log_percent_axis(remaining, drawn_percents)
     if flips_scale(data.get("mask_flips", [])) == "symlog":
         flips.set_yscale("symlog", linthresh=1)  # logarithmic, but 0 flips still show
     for axes in (remaining, flips):
@@ -480,10 +514,10 @@ def unfinished_title(flags, history, status):
 
 
 def checkpoint_title(flags, epoch, averaged, status):
-    """`arch regime on dataset: mask of the checkpoint after epoch E of N
-    [(averaged scores)], <status>`."""
+    """`arch regime on dataset: checkpoint after epoch E of N [(averaged
+    scores)], <status>`."""
     what = " (averaged scores)" if averaged else ""
-    return (f"{run_title(flags)}: mask of the checkpoint after epoch {epoch} of "
+    return (f"{run_title(flags)}: checkpoint after epoch {epoch} of "
             f"{flags.get('epochs', '?')}{what}, {status}")
 
 
@@ -504,26 +538,29 @@ def plot(settings):
 
 
 def _plot_unfinished_run(model_dir, out_dir, flags, history, status, start):
-    """`plot_run` of a run that has not finished: the mask composition of
-    its last checkpoint, if it has one, and its training curves so far."""
-    paths = []
-    checkpoint = checkpoint_mask_layers(model_dir)
-    if checkpoint is not None:
-        layers, epoch, averaged = checkpoint
-        paths.append(plot_mask_composition(layers, os.path.join(out_dir, COMPOSITION_FILE),
-                                           checkpoint_title(flags, epoch, averaged, status)))
-    paths.append(plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
-                                      unfinished_title(flags, history, status),
-                                      paper.figure_of_run(flags), start))
-    return paths
+    """`plot_run` of a run that has not finished: its training curves so
+    far, then the mask composition of its last checkpoint, if it has one
+    (a checkpoint that cannot be read leaves the curves written)."""
+    curves = plot_training_curves(history, os.path.join(out_dir, CURVES_FILE),
+                                  unfinished_title(flags, history, status),
+                                  paper.figure_of_run(flags), start)
+    try:
+        checkpoint = checkpoint_mask_layers(model_dir, flags)
+    except (run_dir.RunDirError, PlotError) as error:
+        raise PlotError(f"wrote {curves}, but no mask composition: {error}") from None
+    if checkpoint is None:
+        return [curves]
+    layers, epoch, averaged = checkpoint
+    return [curves, plot_mask_composition(layers, os.path.join(out_dir, COMPOSITION_FILE),
+                                          checkpoint_title(flags, epoch, averaged, status))]
 
 
 def plot_run(model_dir, out_dir=None, run=None):
     """Writes `mask_composition.png` and `training_curves.png` of a finished
     run into `out_dir` (default `model_dir`); of a run that has not finished
-    (still training, killed or diverged), the mask composition of its last
-    checkpoint (none without one) and `training_curves.png` of its epochs
-    so far. Returns the paths written. `run` is a finished run's
+    (still training, killed or diverged), `training_curves.png` of its
+    epochs so far and the mask composition of its last checkpoint (none
+    without one). Returns the paths written. `run` is a finished run's
     `(results, history)` if already read (`load_run`).
 
     Raises:

@@ -223,14 +223,15 @@ def test_mean_layers_averages_fractions():
 
 @pytest.mark.slow
 def test_plots_of_an_unfinished_run_with_a_target_and_averaged_scores(tmp_path, capsys):
-    # The average starts with epoch 2 of 4 (ceil(0.25 * 4) = 1, from 0).
+    # The average starts with epoch 2 of 4 (ceil(0.25 * 4) = 1, from 0); under
+    # mixed_float16 the averages are variables of a LossScaleOptimizer's inner one.
     config = tiny_config(tmp_path, epochs=4, target_remaining=40.0, ema_momentum=0.9,
-                         ema_start=0.25)
+                         ema_start=0.25, mixed_precision="mixed_float16")
     crashed_run(config, tiny_splits(), after_epoch=2)
     out = tmp_path / "out"
     assert _plots_cli(f"--model_dir={config.model_dir}", f"--out_dir={out}") == 0
-    assert capsys.readouterr().out.split() == [str(out / plotting.COMPOSITION_FILE),
-                                               str(out / plotting.CURVES_FILE)]
+    assert capsys.readouterr().out.split() == [str(out / plotting.CURVES_FILE),
+                                               str(out / plotting.COMPOSITION_FILE)]
     flags, history, status, started_after = plotting.load_unfinished_run(config.model_dir)
     assert status == "unfinished" and [record["epoch"] for record in history] == [1, 2]
     assert started_after is None
@@ -240,28 +241,51 @@ def test_plots_of_an_unfinished_run_with_a_target_and_averaged_scores(tmp_path, 
     assert curves["target_remaining_percent"] == [h["target_remaining_percent"] for h in history]
     assert 40.0 < curves["target_remaining_percent"][1] < curves["target_remaining_percent"][0]
     # The composition is the checkpoint's mask the validation evaluated: the averaged one.
-    layers, epoch, averaged = plotting.checkpoint_mask_layers(config.model_dir)
+    layers, epoch, averaged = plotting.checkpoint_mask_layers(config.model_dir, flags)
     assert (epoch, averaged) == (2, True)
     remaining = 100 * sum(layer["remaining"] for layer in layers) / sum(
         layer["total"] for layer in layers)
     assert remaining == pytest.approx(history[-1]["averaged_remaining_percent"])
     assert remaining != pytest.approx(history[-1]["remaining_percent"])
     assert plotting.checkpoint_title(flags, epoch, averaged, status) == (
-        "fcn signed supermask on mnist: mask of the checkpoint after epoch 2 of 4 "
-        "(averaged scores), unfinished")
+        "fcn signed supermask on mnist: checkpoint after epoch 2 of 4 (averaged scores), "
+        "unfinished")
 
 
 @pytest.mark.slow
 def test_plots_of_a_killed_run_draw_the_mask_of_its_checkpoint(tmp_path):
     config = tiny_config(tmp_path, epochs=3)
     crashed_run(config, tiny_splits(), after_epoch=1)
-    layers, epoch, averaged = plotting.checkpoint_mask_layers(config.model_dir)
+    flags, history, _, _ = plotting.load_unfinished_run(config.model_dir)
+    layers, epoch, averaged = plotting.checkpoint_mask_layers(config.model_dir, flags)
     assert (epoch, averaged) == (1, False)
-    _, history, _, _ = plotting.load_unfinished_run(config.model_dir)
     assert sum(layer["remaining"] for layer in layers) == history[-1]["remaining_weights"]
     assert [layer["name"] for layer in layers] == ["dense_1", "dense_2", "dense_3"]
-    shutil.rmtree(run_dir.checkpoint_dir(config.model_dir))
-    assert plotting.checkpoint_mask_layers(config.model_dir) is None
+    # A damaged model file: the curves are still drawn, the composition is refused.
+    checkpoint = run_dir.checkpoint_dir(config.model_dir)
+    model_file = os.path.join(checkpoint, run_dir.read_json(
+        os.path.join(checkpoint, "state.json"))["model"])
+    with open(model_file, "ab") as file:
+        file.write(b"\0")
+    out = tmp_path / "out"
+    with pytest.raises(plotting.PlotError, match=(
+            f"^wrote {out / plotting.CURVES_FILE}, but no mask composition: .*SHA-256 differs"
+            r"\). ssm-plots only reads it\.$")):
+        plotting.plot_run(config.model_dir, str(out))
+    assert sorted(os.listdir(out)) == [plotting.CURVES_FILE]
+    shutil.rmtree(checkpoint)
+    assert plotting.checkpoint_mask_layers(config.model_dir, flags) is None
+
+
+def test_a_remaining_axis_over_many_decades_is_labelled_at_powers_of_ten():
+    history = [{"epoch": e, "remaining_percent": 56.0 * 0.01 ** e} for e in range(4)]
+    remaining = plotting.training_curves_figure(history).axes[2]
+    assert remaining.get_yscale() == "log"
+    ticks = remaining.yaxis.get_major_locator().tick_values(56.0 * 1e-6, 56.0)
+    labels = [remaining.yaxis.get_major_formatter()(tick, index)
+              for index, tick in enumerate(ticks) if 1e-5 <= tick <= 100]
+    assert labels[:2] == ["0.00001", "0.0001"] and labels[-2:] == ["10", "100"]
+    assert all(label.strip("0.") == "1" for label in labels)  # powers of ten only
 
 
 def test_plots_of_a_run_without_a_finished_epoch(tmp_path, capsys):

@@ -12,15 +12,17 @@ writes, from the run's `results.json` and `history.jsonl` (see
   are a few percent of a trained signed supermask.
 - `training_curves.png`: per epoch, training and validation accuracy and
   loss, the remaining weights in percent (with `--target_remaining`, beside
-  the target path; on a log axis when they span a decade), and the mask
-  flips (entries whose value changed since the previous epoch); with the
-  paper's test accuracy and remaining weights (dotted) where the paper
-  reports the run's network and regime (`ssm_keras.paper`).
+  the target path; on a log axis when they are above 0 and span a
+  decade), and the mask flips (entries whose value changed since the
+  previous epoch); with the paper's test accuracy and remaining weights
+  (dotted) where the paper reports the run's network and regime
+  (`ssm_keras.paper`).
 
 Of a run that has not finished (still training, killed, or diverged) it
 writes `training_curves.png` of the epochs so far and `mask_composition.png`
 of its last checkpoint (of the averaged scores once `--ema_momentum`'s
-average has started), their titles saying so.
+average has started), their titles saying so; a checkpoint that cannot be
+read leaves the curves written and the command failing.
 """
 
 from absl import flags

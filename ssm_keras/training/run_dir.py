@@ -250,9 +250,11 @@ _RESUME_ADVICE = ("Delete the checkpoint folder to train from the last intact st
                   "or pass --overwrite to start over.")
 
 
-def read_checkpoint(folder, advice=_RESUME_ADVICE):
+def read_checkpoint(folder, advice=_RESUME_ADVICE, verify_model=True):
     """`(state, model path)` of the checkpoint in `folder`, or None if none;
-    `advice` ends the message about a damaged one.
+    `advice` ends the message about a damaged one. Without `verify_model`
+    the model file is neither looked for nor hashed (a reader of the
+    state alone).
 
     Raises:
         RunDirError: `state.json` is damaged, or the model file it names is
@@ -268,6 +270,8 @@ def read_checkpoint(folder, advice=_RESUME_ADVICE):
     if "model" not in state:  # written before checkpoints named their model
         return state, os.path.join(folder, MODEL)
     path = os.path.join(folder, str(state["model"]))
+    if not verify_model:
+        return state, path
     if not os.path.isfile(path):
         raise RunDirError(f"the checkpoint's model file {path} is missing. {advice}")
     if _sha256(path) != state.get("model_sha256"):
@@ -316,9 +320,9 @@ def _state_problem(state):
     return None
 
 
-def read_state(model_dir):
+def read_state(model_dir, verify_model=True):
     """The checkpoint state of `model_dir`, or None (see `read_checkpoint`)."""
-    checkpoint = read_checkpoint(checkpoint_dir(model_dir))
+    checkpoint = read_checkpoint(checkpoint_dir(model_dir), verify_model=verify_model)
     return checkpoint[0] if checkpoint else None
 
 
