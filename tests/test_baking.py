@@ -131,3 +131,41 @@ def test_in_float32_of_a_mixed_precision_model_with_a_python_lambda():
     expected = (2.0 * np.maximum(inputs @ hidden + hidden_bias, 0.0) - 1.0) @ out + out_bias
     np.testing.assert_allclose(float32(inputs).numpy(), expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(model(inputs).numpy(), expected, rtol=1e-5, atol=1e-6)  # bfloat16
+
+
+def test_an_adapted_normalization_keeps_its_statistics_through_every_copy(tmp_path):
+    """An adapted `Normalization` computes with a mean and variance derived
+    from its variables; each copy (supermask, with_regime, bake, dead units,
+    in_float32, the compact file) must compute with the copied ones."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (64, 20)).astype(np.float32)
+    normalization = keras.layers.Normalization(name="normalize")
+    normalization.adapt(images)
+    model = keras.Sequential([keras.Input((20,)), normalization,
+                              keras.layers.Dense(16, activation="relu", name="hidden"),
+                              keras.layers.Dense(3, name="out")])
+    # Every pretrained weight kept: the supermask computes what the model computes.
+    same = ssm_keras.supermask(model, kernels="keep", score_initializer="ones")
+    np.testing.assert_allclose(same(images).numpy(), model(images).numpy(), rtol=1e-5, atol=1e-5)
+    masked = ssm_keras.supermask(model, seed=0)
+    expected = masked(images).numpy()
+    # Standardised inputs: the unnormalised raw pixels would give outputs in the tens.
+    assert np.abs(expected).max() < 10 < np.abs(model.layers[1](images).numpy()).max()
+    copies = {
+        "with_regime": ssm_keras.with_regime(masked, "mask_then_weights"),
+        "bake": ssm_keras.bake(masked),
+        "bake, dead units removed": ssm_keras.bake(masked, prune_dead_units=True,
+                                                   check_inputs=images),
+    }
+    path = str(tmp_path / "model.ssm")
+    ssm_keras.save_compact(masked, path)
+    copies["load_compact"] = ssm_keras.load_compact(path).masked_model
+    copies["bake"].save(str(tmp_path / "baked.keras"))
+    copies["baked.keras"] = keras.saving.load_model(str(tmp_path / "baked.keras"))
+    for name, copy in copies.items():
+        np.testing.assert_allclose(copy(images).numpy(), expected, rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+    mixed = keras.Sequential([keras.Input((20,)), normalization,
+                              keras.layers.Dense(3, dtype="mixed_bfloat16")])
+    mean = cloning.in_float32(mixed).get_layer("normalize").mean
+    np.testing.assert_allclose(np.ravel(mean), images.mean(axis=0), rtol=1e-5)

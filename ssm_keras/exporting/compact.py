@@ -775,5 +775,5 @@ def _restore(header, payload, path):
         if key not in kernels:
             raise CompactFileError(f"the model has no masked kernel {'/'.join(key)!r}")
         _restore_masked_kernel(kernels[key], record["kernel"], record, payload)
-    return model
+    return cloning.refresh_normalizations(model)
 

@@ -151,6 +151,19 @@ def leaf_layers(model):
     return list(found.values())
 
 
+def refresh_normalizations(model):
+    """Derives again, from their `adapt_mean` and `adapt_variance`
+    variables, the mean and variance each adapted `keras.layers.Normalization`
+    of `model` computes with. A copy made from the layer's config derives
+    them from the variables' initial values (0 and 1) as it is built, and
+    setting the variables does not update them; Keras' loader calls
+    `finalize_state` after it restores them, as this does. Returns `model`."""
+    for layer in leaf_layers(model):
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()
+    return model
+
+
 def in_float32(model):
     """`model` with every layer computing in float32, weights shared by value.
 
@@ -172,4 +185,4 @@ def in_float32(model):
     clone, pairs = clone_layers(model, in_float32_layer)
     for layer, float32_layer in pairs:
         float32_layer.set_weights(layer.get_weights())
-    return clone
+    return refresh_normalizations(clone)

@@ -380,6 +380,7 @@ def prune_dead_units(model, check_inputs=None):
     for layer in model.layers:
         if weights.arrays[layer.name]:
             pruned.get_layer(layer.name).set_weights(weights.arrays[layer.name])
+    cloning.refresh_normalizations(pruned)
     _check_outputs(model, pruned, check_inputs)
     report = [
         _layer_report(layer, pruned.get_layer(layer.name), folded.get(layer.name, 0))

@@ -396,7 +396,7 @@ def supermask(
             new.trainable = True
         elif new.weights and type(new) not in _BATCH_NORMS:
             cloning.freeze(new)
-    return clone
+    return cloning.refresh_normalizations(clone)
 
 
 def with_regime(model, regime):
@@ -438,7 +438,7 @@ def with_regime(model, regime):
         new_variables = ssm_layers.named_variables(new_layer)
         for key, variable in ssm_layers.named_variables(old_layer).items():
             new_variables[key].assign(variable)
-    return clone
+    return cloning.refresh_normalizations(clone)
 
 
 class LayerSummary(typing.NamedTuple):
