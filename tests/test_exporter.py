@@ -23,6 +23,7 @@ from support import (
     randomized_model,
 )
 
+import ssm_keras
 from ssm_keras import layers, models
 from ssm_keras.cli import export
 from ssm_keras.exporting import compact, exporter, formats, staging, tflite
@@ -426,3 +427,17 @@ def test_the_report_says_larger_when_the_compact_file_is():
     lines = export._report(summary).splitlines()
     assert "model.ssm is 3.85x larger than model_dynamic.tflite" in lines
     assert "model.ssm is 2.03x smaller than saved_model" in lines
+
+
+def test_a_compact_file_of_a_two_output_model_is_refused_in_one_line(tmp_path, capsys):
+    images = keras.Input((28, 28, 1))
+    features = keras.layers.Flatten()(images)
+    model = keras.Model(images, [keras.layers.Dense(10, name="digit")(features),
+                                 keras.layers.Dense(2, name="parity")(features)])
+    path = tmp_path / "two_outputs.ssm"
+    ssm_keras.save_compact(ssm_keras.supermask(model, seed=0), str(path))
+    out_dir = tmp_path / "out"
+    assert export_cli(f"--compact_file={path}", f"--out_dir={out_dir}") == 1
+    assert_one_error_line(capsys.readouterr(), "the export writes models of one input of raw "
+                          "pixels of a known shape and one output; model '")
+    assert not out_dir.exists() or not os.listdir(out_dir)

@@ -106,3 +106,55 @@ def test_a_format_whose_packages_are_missing_is_refused_with_the_extra(monkeypat
     with pytest.raises(formats.ExportError, match=r"--formats=onnx needs no_such_module_for_onnx:"
                        r" pip install 'ssm_keras\[onnx\]'"):
         formats.check_formats(["keras", "onnx"])
+
+
+def _constant_format(load):
+    return formats.ExportFormat(name="fake", output="fake.bin", write=print,
+                                runtime="Fake Runtime", load=load, tolerance=1e-5)
+
+
+def test_agreement_is_relative_for_outputs_beyond_one_and_a_runtime_error_is_an_export_error():
+    images = formats.check_images((3,), count=4)
+    logits = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
+    logits.layers[0].kernel.assign(np.full((3, 2), 2.0, np.float32))  # outputs up to 1,530
+    expected = np.asarray(logits(images.astype(np.float32)))
+    largest = float(np.abs(expected).max())
+    assert largest > 1000
+    off_by = {"round-off": 0.5e-5 * largest, "a real disagreement": 2e-5 * largest}
+    shifted = _constant_format(lambda path, threads: lambda x: expected + off_by["round-off"])
+    assert formats.check_agreement(shifted, "fake.bin", logits, images) == pytest.approx(
+        off_by["round-off"], rel=0.01)  # added in float32
+    disagreeing = expected + off_by["a real disagreement"]
+    wrong = _constant_format(lambda path, threads: lambda x: disagreeing)
+    with pytest.raises(formats.ExportError, match="differ by up to .* more than the tolerance"):
+        formats.check_agreement(wrong, "fake.bin", logits, images)
+
+    def broken(path, threads):
+        raise RuntimeError("No Op registered for\n StatefulPartitionedCall")
+
+    with pytest.raises(formats.ExportError, match=(
+            r"^Fake Runtime cannot run the fake file written for this model \(RuntimeError: No "
+            r"Op registered for StatefulPartitionedCall\); nothing was exported$")):
+        formats.check_agreement(_constant_format(broken), "fake.bin", logits, images)
+
+
+@pytest.mark.parametrize("build, problem", [
+    (lambda: keras.Model([a := keras.Input((4,)), b := keras.Input((4,))],
+                         keras.layers.Dense(2)(keras.layers.Concatenate()([a, b]))),
+     "2 inputs"),
+    (lambda: keras.Model(x := keras.Input((4,)), [keras.layers.Dense(2)(x),
+                                                  keras.layers.Dense(3)(x)]),
+     "2 outputs"),
+    (lambda: keras.Sequential([keras.Input((None, 8)), keras.layers.LSTM(4)]),
+     r"an input of shape \(None, None, 8\), with sizes left open"),
+    (lambda: keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(20, 4),
+                               keras.layers.Flatten(), keras.layers.Dense(2)]),
+     "an input of dtype int32, not pixels"),
+])
+def test_the_export_refuses_what_its_formats_do_not_describe_and_says_what_to_do(build, problem):
+    with pytest.raises(formats.ExportError, match=(
+            f"the export writes models of one input of raw pixels of a known shape and one "
+            f"output; model '.*' has {problem}. Serve it as ssm_keras.bake")):
+        formats.check_exportable(build())
+    formats.check_exportable(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                               keras.layers.Dense(10)]))

@@ -183,7 +183,9 @@ def _export(model, metadata, source, out_dir, names, prune_dead_units):
     """Writes the export into a staging folder inside `out_dir`, then swaps
     it in: a failure before the swap leaves `out_dir` as it was, and so
     does a kill (see `recover`). Every output computes in float32, whatever
-    policy the model was trained under (`cloning.in_float32`)."""
+    policy the model was trained under (`cloning.in_float32`). A model the
+    formats do not describe is refused first (`formats.check_exportable`)."""
+    formats.check_exportable(model)
     model = cloning.in_float32(model)
     folder = None
     try:
@@ -226,8 +228,10 @@ def export_run(model_dir, out_dir, names=None, overwrite=False,
     Raises:
         RunDirError: a run that is not finished (`run_dir.read_results`).
         ExportError: bad formats, an existing export without `overwrite`, a
-            run that cannot be exported, or a file that disagrees with the
-            baked model (`formats.check_agreement`).
+            run that cannot be exported (a model the formats do not
+            describe: `formats.check_exportable`), or a file that disagrees
+            with the baked model or that its runtime cannot run
+            (`formats.check_agreement`).
     """
     names = formats.check_formats(formats.default_formats() if names is None else names)
     results = run_dir.read_results(model_dir)  # the source first: a mistyped one is named

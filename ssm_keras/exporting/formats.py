@@ -8,7 +8,8 @@ may differ from the baked model's:
 
     max |p_format - p_baked| <= tolerance
 
-which every export checks on `CHECK_IMAGES` random images (and refuses the
+(times the largest output magnitude where it exceeds 1: logits), which
+every export checks on `CHECK_IMAGES` random images (and refuses the
 file otherwise); the inference benchmark (`ssm-benchmark-inference`) runs
 every such format. Formats that need optional packages (`requires`) are
 available once they are installed. A new format is one `register` call:
@@ -112,7 +113,8 @@ class ExportFormat:
         load: `load(path, threads)` -> `predict(uint8 images)` ->
             probabilities, in that runtime.
         tolerance: the largest probability difference from the baked model
-            an export accepts (None: not checked; it is the baked model).
+            an export accepts, times the largest output magnitude where that
+            exceeds 1 (None: not checked; it is the baked model).
         requires: the modules it needs beyond TensorFlow.
         extra: the pip extra that installs them.
         default: written when no formats are named.
@@ -170,16 +172,49 @@ def check_formats(names):
 
 def check_agreement(export_format, path, baked, images):
     """The largest `|p_format - p_baked|` over uint8 `images`; `ExportError`
-    if it exceeds the format's tolerance (or is NaN)."""
+    if it exceeds the format's tolerance times `max(1, max |p_baked|)` (or
+    is NaN), or if the runtime cannot run the file."""
     expected = np.asarray(baked(images.astype(np.float32), training=False))
-    predict = export_format.load(path, None)
-    difference = float(np.max(np.abs(predict(images) - expected)))
-    if not difference <= export_format.tolerance:
+    try:
+        predicted = export_format.load(path, None)(images)
+    except Exception as error:  # the runtime's own error types, e.g. ONNX Runtime's InvalidGraph
+        reason = " ".join(str(error).split())[:300]
         raise ExportError(
-            f"the {export_format.name} file disagrees with the baked model: its probabilities "
+            f"{export_format.runtime} cannot run the {export_format.name} file written for "
+            f"this model ({type(error).__name__}: {reason}); nothing was exported") from None
+    difference = float(np.max(np.abs(predicted - expected)))
+    tolerance = export_format.tolerance * max(1.0, float(np.max(np.abs(expected))))
+    if not difference <= tolerance:
+        raise ExportError(
+            f"the {export_format.name} file disagrees with the baked model: its outputs "
             f"differ by up to {difference:.3g} on {len(images)} check images, more than the "
-            f"tolerance {export_format.tolerance:g}; nothing was exported")
+            f"tolerance {tolerance:.3g}; nothing was exported")
     return difference
+
+
+def check_exportable(model):
+    """Refuses (`ExportError`) a model the formats do not describe: their
+    files take one input of raw pixels of a known shape (uint8 in the
+    SavedModel's signature, cast to float32) and give one output, and each
+    is checked on random such images. Says how to serve any other model."""
+    problems = []
+    if len(model.inputs) != 1:
+        problems.append(f"{len(model.inputs)} inputs")
+    else:
+        shape, dtype = tuple(model.inputs[0].shape), str(model.inputs[0].dtype)
+        if None in shape[1:]:
+            problems.append(f"an input of shape {shape}, with sizes left open")
+        if "float" not in dtype:
+            problems.append(f"an input of dtype {dtype}, not pixels")
+    if len(model.outputs) != 1:
+        problems.append(f"{len(model.outputs)} outputs")
+    if problems:
+        raise ExportError(
+            "the export writes models of one input of raw pixels of a known shape and one "
+            f"output; model {model.name!r} has {' and '.join(problems)}. Serve it as "
+            "ssm_keras.bake(masked).export(path) (a SavedModel; bake(masked, "
+            "prune_dead_units=True, check_inputs=your_inputs) also removes its dead units) "
+            "and store its mask with ssm_keras.save_compact(masked, path)")
 
 
 def check_images(input_shape, count=CHECK_IMAGES, seed=0):
