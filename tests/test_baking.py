@@ -169,3 +169,33 @@ def test_an_adapted_normalization_keeps_its_statistics_through_every_copy(tmp_pa
                               keras.layers.Dense(3, dtype="mixed_bfloat16")])
     mean = cloning.in_float32(mixed).get_layer("normalize").mean
     np.testing.assert_allclose(np.ravel(mean), images.mean(axis=0), rtol=1e-5)
+
+
+@keras.saving.register_keras_serializable(package="test_baking")
+class NormalizedDense(keras.layers.Layer):
+    """A layer of one's own that holds an adapted `Normalization`."""
+
+    def build(self, input_shape):
+        self.normalize = keras.layers.Normalization(name="inner_normalize")
+        self.normalize.build(input_shape)
+        self.dense = keras.layers.Dense(16, activation="relu", name="inner_dense")
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return self.dense(self.normalize(inputs))
+
+
+def test_a_normalization_inside_a_layer_keeps_its_statistics_through_supermask_and_bake(tmp_path):
+    images = np.random.default_rng(0).uniform(0, 255, (32, 20)).astype(np.float32)
+    block = NormalizedDense(name="block")
+    block.build((None, 20))
+    block.normalize.adapt(images)
+    model = keras.Sequential([keras.Input((20,)), block, keras.layers.Dense(3, name="out")])
+    same = ssm_keras.supermask(model, kernels="keep", score_initializer="ones")
+    assert isinstance(same.get_layer("block"), layers.MaskedComposite)
+    np.testing.assert_allclose(same(images).numpy(), model(images).numpy(), rtol=1e-5, atol=1e-5)
+    baked = ssm_keras.bake(ssm_keras.supermask(model, seed=0))
+    baked.save(str(tmp_path / "baked.keras"))
+    reloaded = keras.saving.load_model(str(tmp_path / "baked.keras"))
+    np.testing.assert_allclose(reloaded(images).numpy(), baked(images).numpy(), rtol=1e-5,
+                               atol=1e-5)

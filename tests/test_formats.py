@@ -116,18 +116,24 @@ def _constant_format(load):
 def test_agreement_is_relative_for_outputs_beyond_one_and_a_runtime_error_is_an_export_error():
     images = formats.check_images((3,), count=4)
     logits = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
-    logits.layers[0].kernel.assign(np.full((3, 2), 2.0, np.float32))  # outputs up to 1,530
+    logits.layers[0].kernel.assign(np.array([[2.0, 1e-3]] * 3, np.float32))
     expected = np.asarray(logits(images.astype(np.float32)))
-    largest = float(np.abs(expected).max())
-    assert largest > 1000
-    off_by = {"round-off": 0.5e-5 * largest, "a real disagreement": 2e-5 * largest}
-    shifted = _constant_format(lambda path, threads: lambda x: expected + off_by["round-off"])
-    assert formats.check_agreement(shifted, "fake.bin", logits, images) == pytest.approx(
-        off_by["round-off"], rel=0.01)  # added in float32
-    disagreeing = expected + off_by["a real disagreement"]
-    wrong = _constant_format(lambda path, threads: lambda x: disagreeing)
-    with pytest.raises(formats.ExportError, match="differ by up to .* more than the tolerance"):
-        formats.check_agreement(wrong, "fake.bin", logits, images)
+    assert expected[:, 0].min() > 100 and np.abs(expected[:, 1]).max() < 1
+
+    def agreement(predicted):
+        fake = _constant_format(lambda path, threads: lambda x: predicted)
+        return formats.check_agreement(fake, "fake.bin", logits, images)
+
+    # Round-off on a large logit is within 1e-5 of its size; the same on a small one is not.
+    round_off = expected + np.array([0.5e-5, 0.0], np.float32) * expected
+    assert 0 < agreement(round_off) <= 0.5e-5 * expected[:, 0].max() * 1.01
+    for name, predicted, message in [
+            ("a small output off", expected + np.array([0.0, 2e-5], np.float32),
+             r"differ by up to 2e-05 on 4 check images, 2 times the tolerance 1e-05"),
+            ("another shape", expected[:, :1], r"have shape \(4, 1\), the baked model's \(4, 2\)"),
+            ("infinite", np.where(expected > 100, np.inf, expected), "is finite")]:
+        with pytest.raises(formats.ExportError, match=message):
+            agreement(predicted.astype(np.float32))
 
     def broken(path, threads):
         raise RuntimeError("No Op registered for\n StatefulPartitionedCall")
@@ -136,6 +142,12 @@ def test_agreement_is_relative_for_outputs_beyond_one_and_a_runtime_error_is_an_
             r"^Fake Runtime cannot run the fake file written for this model \(RuntimeError: No "
             r"Op registered for StatefulPartitionedCall\); nothing was exported$")):
         formats.check_agreement(_constant_format(broken), "fake.bin", logits, images)
+
+    def buggy(path, threads):
+        return lambda x: x.no_such_attribute  # an error of the code, not of the file
+
+    with pytest.raises(AttributeError):
+        formats.check_agreement(_constant_format(buggy), "fake.bin", logits, images)
 
 
 @pytest.mark.parametrize("build, problem", [
@@ -149,12 +161,14 @@ def test_agreement_is_relative_for_outputs_beyond_one_and_a_runtime_error_is_an_
      r"an input of shape \(None, None, 8\), with sizes left open"),
     (lambda: keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(20, 4),
                                keras.layers.Flatten(), keras.layers.Dense(2)]),
-     "an input of dtype int32, not pixels"),
+     r"an input of dtype int32, not pixels \(float or uint8\)"),
 ])
 def test_the_export_refuses_what_its_formats_do_not_describe_and_says_what_to_do(build, problem):
     with pytest.raises(formats.ExportError, match=(
             f"the export writes models of one input of raw pixels of a known shape and one "
             f"output; model '.*' has {problem}. Serve it as ssm_keras.bake")):
         formats.check_exportable(build())
-    formats.check_exportable(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
-                                               keras.layers.Dense(10)]))
+    for dtype in ("float32", "uint8"):
+        formats.check_exportable(keras.Sequential([
+            keras.Input((28, 28, 1), dtype=dtype), keras.layers.Flatten(),
+            keras.layers.Dense(10)]))

@@ -6,9 +6,9 @@ its baked copy, the metadata). A format that a runtime runs also says how to
 load its file as `predict(uint8 images) -> probabilities` and how far those
 may differ from the baked model's:
 
-    max |p_format - p_baked| <= tolerance
+    |p_format - p_baked| <= tolerance * max(1, |p_baked|)   for every output
 
-(times the largest output magnitude where it exceeds 1: logits), which
+(absolute for probabilities, relative for outputs beyond 1: logits), which
 every export checks on `CHECK_IMAGES` random images (and refuses the
 file otherwise); the inference benchmark (`ssm-benchmark-inference`) runs
 every such format. Formats that need optional packages (`requires`) are
@@ -113,8 +113,8 @@ class ExportFormat:
         load: `load(path, threads)` -> `predict(uint8 images)` ->
             probabilities, in that runtime.
         tolerance: the largest probability difference from the baked model
-            an export accepts, times the largest output magnitude where that
-            exceeds 1 (None: not checked; it is the baked model).
+            an export accepts, relative for outputs beyond 1 (None: not
+            checked; it is the baked model).
         requires: the modules it needs beyond TensorFlow.
         extra: the pip extra that installs them.
         default: written when no formats are named.
@@ -172,24 +172,35 @@ def check_formats(names):
 
 def check_agreement(export_format, path, baked, images):
     """The largest `|p_format - p_baked|` over uint8 `images`; `ExportError`
-    if it exceeds the format's tolerance times `max(1, max |p_baked|)` (or
-    is NaN), or if the runtime cannot run the file."""
+    if any output differs by more than the format's tolerance times
+    `max(1, |p_baked|)` (relative for outputs beyond 1: logits), if the
+    outputs differ in shape or are not finite, or if the runtime cannot run
+    the file."""
     expected = np.asarray(baked(images.astype(np.float32), training=False))
     try:
-        predicted = export_format.load(path, None)(images)
-    except Exception as error:  # the runtime's own error types, e.g. ONNX Runtime's InvalidGraph
+        predicted = np.asarray(export_format.load(path, None)(images))
+    except (AttributeError, NameError, MemoryError):
+        raise  # errors of the code or the machine, not of the file
+    except Exception as error:  # the runtimes' own types, e.g. ONNX Runtime's InvalidGraph
         reason = " ".join(str(error).split())[:300]
         raise ExportError(
             f"{export_format.runtime} cannot run the {export_format.name} file written for "
-            f"this model ({type(error).__name__}: {reason}); nothing was exported") from None
-    difference = float(np.max(np.abs(predicted - expected)))
-    tolerance = export_format.tolerance * max(1.0, float(np.max(np.abs(expected))))
-    if not difference <= tolerance:
+            f"this model ({type(error).__name__}: {reason}); nothing was exported") from error
+    refusal = f"the {export_format.name} file disagrees with the baked model"
+    if predicted.shape != expected.shape:
+        raise ExportError(f"{refusal}: its outputs have shape {predicted.shape}, the baked "
+                          f"model's {expected.shape}; nothing was exported")
+    if not (np.isfinite(predicted).all() and np.isfinite(expected).all()):
+        raise ExportError(f"{refusal}: not every output on {len(images)} check images is "
+                          "finite; nothing was exported")
+    differences = np.abs(predicted - expected)
+    excess = differences / (export_format.tolerance * np.maximum(1.0, np.abs(expected)))
+    if not excess.max() <= 1.0:
         raise ExportError(
-            f"the {export_format.name} file disagrees with the baked model: its outputs "
-            f"differ by up to {difference:.3g} on {len(images)} check images, more than the "
-            f"tolerance {tolerance:.3g}; nothing was exported")
-    return difference
+            f"{refusal}: its outputs differ by up to {differences.max():.3g} on {len(images)} "
+            f"check images, {excess.max():.3g} times the tolerance {export_format.tolerance:g} "
+            "(relative beyond 1); nothing was exported")
+    return float(differences.max())
 
 
 def check_exportable(model):
@@ -204,8 +215,8 @@ def check_exportable(model):
         shape, dtype = tuple(model.inputs[0].shape), str(model.inputs[0].dtype)
         if None in shape[1:]:
             problems.append(f"an input of shape {shape}, with sizes left open")
-        if "float" not in dtype:
-            problems.append(f"an input of dtype {dtype}, not pixels")
+        if "float" not in dtype and dtype != "uint8":
+            problems.append(f"an input of dtype {dtype}, not pixels (float or uint8)")
     if len(model.outputs) != 1:
         problems.append(f"{len(model.outputs)} outputs")
     if problems:

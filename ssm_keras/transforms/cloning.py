@@ -158,8 +158,8 @@ def refresh_normalizations(model):
     them from the variables' initial values (0 and 1) as it is built, and
     setting the variables does not update them; Keras' loader calls
     `finalize_state` after it restores them, as this does. Returns `model`."""
-    for layer in leaf_layers(model):
-        if isinstance(layer, keras.layers.Normalization):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Normalization):  # also inside a layer
             layer.finalize_state()
     return model
 
