@@ -258,3 +258,35 @@ def test_a_subclass_that_only_renames_a_stock_layer_is_masked_as_it():
     masked = ssm_keras.supermask(model)
     assert type(masked.get_layer("renamed")) is layers.MaskedDense
     assert type(ssm_keras.bake(masked).get_layer("renamed")) is L.Dense
+
+
+@keras.saving.register_keras_serializable(package="test_composite")
+class KwargsBlock(L.Layer):
+    """A composite whose `__init__` takes only `**kw` (not named `kwargs`):
+    Keras leaves its name out of `get_config()`."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+
+    def build(self, input_shape):
+        self.dense = L.Dense(4, activation="relu", name="inner_dense")
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+def test_a_composite_whose_config_has_no_name_keeps_it_through_every_copy(tmp_path):
+    block = KwargsBlock(name="block")
+    assert "name" not in block.get_config()
+    model = keras.Sequential([keras.Input((6,)), block, L.Dense(2, name="head")])
+    masked = ssm_keras.supermask(model, seed=0)
+    assert masked.get_layer("block").layer.name == "block"
+    inputs = RNG.normal(size=(3, 6)).astype("float32")
+    expected = np.asarray(masked(inputs))
+    tuned = ssm_keras.with_regime(masked, "mask_then_weights")  # copies variables by key
+    np.testing.assert_array_equal(np.asarray(tuned(inputs)), expected)
+    path = str(tmp_path / "block.ssm")
+    ssm_keras.save_compact(masked, path)
+    np.testing.assert_array_equal(np.asarray(ssm_keras.load_compact(path).masked_model(inputs)),
+                                  expected)

@@ -82,12 +82,18 @@ def _constructor_arguments(cls):
 
 def constructor_config(layer):
     """`layer.get_config()` without the entries its constructor refuses, or
-    None if the layer made without them reports another config."""
+    None if the layer made without them reports another config; with the
+    layer's name where the constructor takes one (Keras leaves it out of the
+    config of a layer whose `__init__` passes `**kw` on under another name
+    than `kwargs`; a copy would get another name, and its sublayers'
+    variables other keys)."""
     config = layer.get_config()
     accepted = _constructor_arguments(type(layer))
     kept = {key: value for key, value in config.items() if key in accepted}
     if kept != config and type(layer).from_config(kept).get_config() != config:
         return None
+    if "name" in accepted:
+        kept.setdefault("name", layer.name)
     return kept
 
 
