@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import crashed_run, tiny_config, tiny_splits
 
 from ssm_keras import data, layers, models, processor
 from ssm_keras.exporting import compact, exporter
@@ -106,6 +107,23 @@ def test_masked_fcn_learns_mnist_as_in_float32(policy, mnist_slice, float32_accu
     # 3 spreads of the worst, while a broken mixed-precision path (scores
     # frozen in bfloat16, a lost step) costs whole points.
     assert abs(accuracy - float32_accuracy) <= 0.01, (accuracy, float32_accuracy)
+
+
+@pytest.mark.parametrize("policy", MIXED)
+def test_a_killed_run_resumes_bit_identical(policy, tmp_path):
+    """The checkpoint is loaded under the run's policy: loaded under float32,
+    a `mixed_float16` model gets a plain SGD without its momentum, step count
+    and loss scale (Keras skips the saved `LossScaleOptimizer` variables)."""
+    splits = tiny_splits()
+    settings = dict(mixed_precision=policy, epochs=2, momentum=0.9)
+    trainer.run(tiny_config(tmp_path / "a", **settings), splits=splits)
+    resumed = tiny_config(tmp_path / "b", **settings)
+    crashed_run(resumed, splits, after_epoch=1)
+    trainer.run(resumed, splits=splits)
+    straight, again = (keras.saving.load_model(tmp_path / name / "run" / "model.keras",
+                                               compile=False) for name in "ab")
+    for variable, value in zip(straight.weights, again.get_weights(), strict=True):
+        np.testing.assert_array_equal(value, variable.numpy(), err_msg=variable.path)
 
 
 @pytest.mark.parametrize("policy", MIXED)
