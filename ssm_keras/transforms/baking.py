@@ -206,10 +206,7 @@ def bake(model, prune_dead_units=False, check_inputs=None):
     """
     cloning.check_copyable(model, "bake")
     prune_dead_units = arguments.boolean("prune_dead_units", prune_dead_units)
-    baked, pairs = cloning.clone_layers(model, _plain_layer)
-    for layer, baked_layer in pairs:
-        _copy_baked_weights(layer, baked_layer)
-    cloning.refresh_normalizations(baked)
+    baked = cloning.copy_model(model, _plain_layer, _copy_baked_weights)
     if prune_dead_units:
         baked, _ = dead_units.prune_dead_units(baked, check_inputs=check_inputs)
     return baked

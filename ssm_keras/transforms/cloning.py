@@ -15,7 +15,7 @@ def _is_functional_or_sequential(model):
 
 def check_copyable(model, caller):
     """Refuses, in one `ValueError` naming `caller` (e.g. "bake"), a model
-    that `clone_layers` cannot copy: not a `keras.Model`, not built, or
+    that `copy_model` cannot copy: not a `keras.Model`, not built, or
     subclassed (itself or a sub-model)."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"{caller} takes a keras.Model. Received: {type(model).__name__}")
@@ -39,23 +39,29 @@ def _check_functional_or_sequential(model, what="model"):
             _check_functional_or_sequential(layer, what="sub-model")
 
 
-def clone_layers(model, convert):
-    """`keras.models.clone_model(model, clone_function=convert, recursive=True)`.
+def copy_weights_in_order(layer, new_layer):
+    """`new_layer.set_weights(layer.get_weights())`: `copy_model`'s default."""
+    new_layer.set_weights(layer.get_weights())
+
+
+def copy_model(model, convert, copy_weights=copy_weights_in_order):
+    """`keras.models.clone_model(model, clone_function=convert, recursive=True)`,
+    its weights copied as Keras' loader restores a model's.
 
     `convert(layer)` returns the new layer for each leaf layer of `model`
     (nested functional and Sequential models are copied around their
-    leaves; a layer used twice is converted once).
-
-    A layer frozen with `trainable=False` is frozen in the copy too,
-    sublayers included (Keras builds a frozen `MultiHeadAttention`'s
-    projections trainable when it makes them from its config).
+    leaves; a layer used twice is converted once). A layer frozen with
+    `trainable=False` is frozen in the copy too, sublayers included (Keras
+    builds a frozen `MultiHeadAttention`'s projections trainable when it
+    makes them from its config). Then `copy_weights(old layer, new layer)`
+    is called for every leaf layer, in the order `convert` saw them (a
+    functional model's graph may also hold operations that are not layers,
+    e.g. `keras.ops.add` applied to its tensors; they are copied but hold
+    no weights), and the adapted normalizations derive their statistics
+    from the copied variables (`refresh_normalizations`).
 
     Returns:
-        `(clone, pairs)`: the new model, and `(old layer, new layer)` for every
-        leaf layer, in the order `convert` saw them, so that the caller can
-        copy weights. (A functional model's graph may also hold operations
-        that are not layers, e.g. `keras.ops.add` applied to its tensors;
-        they are copied but not listed: they hold no weights.)
+        The new model.
     """
     pairs = []
 
@@ -69,7 +75,9 @@ def clone_layers(model, convert):
     for layer, new_layer in pairs:
         if not layer.trainable:
             freeze(new_layer)
-    return clone, pairs
+    for layer, new_layer in pairs:
+        copy_weights(layer, new_layer)
+    return refresh_normalizations(clone)
 
 
 def freeze(layer):
@@ -182,7 +190,4 @@ def in_float32(model):
             return weightless_copy(layer)
         return remade(layer, dtype="float32")
 
-    clone, pairs = clone_layers(model, in_float32_layer)
-    for layer, float32_layer in pairs:
-        float32_layer.set_weights(layer.get_weights())
-    return refresh_normalizations(clone)
+    return copy_model(model, in_float32_layer)

@@ -386,17 +386,17 @@ def supermask(
                 "must be registered (keras.saving.register_keras_serializable), and a custom "
                 "layer's get_config must return every argument of its __init__.") from None
 
-    clone, pairs = cloning.clone_layers(model, convert_or_refuse)
-    for old, new in pairs:
+    def copy_weights(old, new):
         if id(old) in selected_ids:
             copy_stock_weights(old, new, kernels)
-            continue
-        new.set_weights(old.get_weights())
+            return
+        cloning.copy_weights_in_order(old, new)
         if old.name in trainable_names:
             new.trainable = True
         elif new.weights and type(new) not in _BATCH_NORMS:
             cloning.freeze(new)
-    return cloning.refresh_normalizations(clone)
+
+    return cloning.copy_model(model, convert_or_refuse, copy_weights)
 
 
 def with_regime(model, regime):
@@ -426,19 +426,19 @@ def with_regime(model, regime):
             config["regime"] = regime
         return layer.__class__.from_config(config)
 
-    clone, pairs = cloning.clone_layers(model, clone_layer)
-    # The regime changes which variables of a masked layer train, and so
-    # their order in `weights`: they are copied by key. Other layers keep
-    # their order, and their variables may have no names of their own
-    # (`add_weight` without one: `variable_18`): they are copied in order.
-    for old_layer, new_layer in pairs:
+    def copy_weights(old_layer, new_layer):
+        """The regime changes which variables of a masked layer train, and so
+        their order in `weights`: they are copied by key. Other layers keep
+        their order, and their variables may have no names of their own
+        (`add_weight` without one: `variable_18`): they are copied in order."""
         if not isinstance(old_layer, (ssm_layers.MaskedLayer, ssm_layers.MaskedContainer)):
-            new_layer.set_weights(old_layer.get_weights())
-            continue
+            cloning.copy_weights_in_order(old_layer, new_layer)
+            return
         new_variables = ssm_layers.named_variables(new_layer)
         for key, variable in ssm_layers.named_variables(old_layer).items():
             new_variables[key].assign(variable)
-    return cloning.refresh_normalizations(clone)
+
+    return cloning.copy_model(model, clone_layer, copy_weights)
 
 
 class LayerSummary(typing.NamedTuple):
