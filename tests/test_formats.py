@@ -122,7 +122,7 @@ def test_agreement_is_relative_for_outputs_beyond_one_and_a_runtime_error_is_an_
 
     def agreement(predicted):
         fake = _constant_format(lambda path, threads: lambda x: predicted)
-        return formats.check_agreement(fake, "fake.bin", logits, images)
+        return formats.check_agreement(fake, "fake.bin", images, expected)
 
     # Round-off on a large logit is within 1e-5 of its size; the same on a small one is not.
     round_off = expected + np.array([0.5e-5, 0.0], np.float32) * expected
@@ -141,13 +141,13 @@ def test_agreement_is_relative_for_outputs_beyond_one_and_a_runtime_error_is_an_
     with pytest.raises(formats.ExportError, match=(
             r"^Fake Runtime cannot run the fake file written for this model \(RuntimeError: No "
             r"Op registered for StatefulPartitionedCall\); nothing was exported$")):
-        formats.check_agreement(_constant_format(broken), "fake.bin", logits, images)
+        formats.check_agreement(_constant_format(broken), "fake.bin", images, expected)
 
     def buggy(path, threads):
         return lambda x: x.no_such_attribute  # an error of the code, not of the file
 
     with pytest.raises(AttributeError):
-        formats.check_agreement(_constant_format(buggy), "fake.bin", logits, images)
+        formats.check_agreement(_constant_format(buggy), "fake.bin", images, expected)
 
 
 @pytest.mark.parametrize("build, problem", [

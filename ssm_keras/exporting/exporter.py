@@ -139,9 +139,8 @@ def _write_formats(model, metadata, folder, names, prune_dead_units):
             path = os.path.join(folder, export_format.output)
             export_format.write(job, path)
             if export_format.tolerance is not None:
-                images = formats.check_images(model.input_shape[1:])
-                differences[name] = formats.check_agreement(export_format, path, job.baked,
-                                                            images)
+                differences[name] = formats.check_agreement(export_format, path,
+                                                            *job.agreement_check)
     finally:
         job.clean_up()
     return {**job.checks, "max_difference": differences,

@@ -82,6 +82,14 @@ class ExportJob:
             raise ExportError("the baked model's predictions differ from the trained model's")
         return baked
 
+    @functools.cached_property
+    def agreement_check(self):
+        """`(images, expected)`: the `CHECK_IMAGES` uint8 images every
+        format's file is checked on (`check_images`) and the baked model's
+        outputs on them, computed once for all formats (`check_agreement`)."""
+        images = check_images(self.masked.input_shape[1:])
+        return images, np.asarray(self.baked(images.astype(np.float32), training=False))
+
     def saved_model(self):
         """A SavedModel of the baked model (`save_saved_model`): the
         `saved_model` output if it was written, else one made once in a
@@ -170,13 +178,12 @@ def check_formats(names):
     return names
 
 
-def check_agreement(export_format, path, baked, images):
-    """The largest `|p_format - p_baked|` over uint8 `images`; `ExportError`
-    if any output differs by more than the format's tolerance times
-    `max(1, |p_baked|)` (relative for outputs beyond 1: logits), if the
-    outputs differ in shape or are not finite, or if the runtime cannot run
-    the file."""
-    expected = np.asarray(baked(images.astype(np.float32), training=False))
+def check_agreement(export_format, path, images, expected):
+    """The largest `|p_format - p_baked|` over uint8 `images`, on which the
+    baked model gives `expected`; `ExportError` if any output differs by
+    more than the format's tolerance times `max(1, |p_baked|)` (relative for
+    outputs beyond 1: logits), if the outputs differ in shape or are not
+    finite, or if the runtime cannot run the file."""
     try:
         predicted = np.asarray(export_format.load(path, None)(images))
     except (AttributeError, NameError, MemoryError):
