@@ -1,6 +1,7 @@
 """The runtime formats (TFLite, ONNX): each file of a trained FCN scores its
 accuracy on real MNIST; the registry of export formats."""
 
+import dataclasses
 import json
 
 import keras
@@ -134,6 +135,13 @@ def test_agreement_is_relative_for_outputs_beyond_one_and_a_runtime_error_is_an_
             ("infinite", np.where(expected > 100, np.inf, expected), "is finite")]:
         with pytest.raises(formats.ExportError, match=message):
             agreement(predicted.astype(np.float32))
+
+    known = dataclasses.replace(_constant_format(lambda path, threads: lambda x: expected[:, :1]),
+                                known_errors="it is known to miscompute narrow layers")
+    with pytest.raises(formats.ExportError, match=(
+            r"^the fake file disagrees with the baked model \(it is known to miscompute narrow "
+            r"layers\): its outputs have shape")):
+        formats.check_agreement(known, "fake.bin", images, expected)
 
     def broken(path, threads):
         raise RuntimeError("No Op registered for\n StatefulPartitionedCall")

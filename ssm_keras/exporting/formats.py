@@ -126,6 +126,8 @@ class ExportFormat:
         requires: the modules it needs beyond TensorFlow.
         extra: the pip extra that installs them.
         default: written when no formats are named.
+        known_errors: what the runtime is known to compute wrongly, said
+            when a file disagrees with the baked model.
     """
 
     name: str
@@ -137,6 +139,7 @@ class ExportFormat:
     requires: tuple = ()
     extra: str | None = None
     default: bool = False
+    known_errors: str = ""
 
     def available(self):
         """Whether every module of `requires` can be imported."""
@@ -194,6 +197,8 @@ def check_agreement(export_format, path, images, expected):
             f"{export_format.runtime} cannot run the {export_format.name} file written for "
             f"this model ({type(error).__name__}: {reason}); nothing was exported") from error
     refusal = f"the {export_format.name} file disagrees with the baked model"
+    if export_format.known_errors:
+        refusal += f" ({export_format.known_errors})"
     if predicted.shape != expected.shape:
         raise ExportError(f"{refusal}: its outputs have shape {predicted.shape}, the baked "
                           f"model's {expected.shape}; nothing was exported")
@@ -293,7 +298,8 @@ register(ExportFormat(
 for _kind, _runtime in tflite.RUNTIMES.items():
     register(ExportFormat(
         name=_kind, output=tflite.OUTPUTS[_kind], write=_write_tflite(_kind),
-        runtime=_runtime, load=tflite.predictor, tolerance=tflite.TOLERANCE[_kind]))
+        runtime=_runtime, load=tflite.predictor, tolerance=tflite.TOLERANCE[_kind],
+        known_errors=tflite.KNOWN_ERRORS.get(_kind, "")))
 register(ExportFormat(
     name="onnx", output="model.onnx",
     write=lambda job, path: onnx_file.write(job.baked, path, SERVING_DTYPE),
