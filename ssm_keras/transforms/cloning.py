@@ -149,7 +149,9 @@ def remade(layer, **changes):
 
 def leaf_layers(model):
     """The layers of `model`, nested models replaced by their layers, each
-    once, in order."""
+    once, in order: the layers `copy_model` converts. Layers held inside a
+    layer (a `MultiHeadAttention`'s projections) are not listed; the walk
+    that reaches them is `_flatten_layers` (`refresh_normalizations`)."""
     found = {}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
