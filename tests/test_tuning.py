@@ -242,15 +242,21 @@ def test_search_over_mask_kinds_writes_each_trials_own_flags(tmp_path, mnist_spl
 
 
 @pytest.mark.slow
-def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits):
+@pytest.mark.parametrize("lr_schedule, goes_on_from", [("exponential", 1), ("cosine", 0)])
+def test_hyperband_continued_trial_equals_training_from_scratch(tmp_path, mnist_splits,
+                                                                lr_schedule, goes_on_from):
+    """A continued trial goes on from its parent's training state, or, when
+    the learning rate depends on the number of epochs (cosine), trains
+    afresh; either way it ends as training from scratch does."""
     search = SearchConfig(out_dir=str(tmp_path), project_name="p", tuner="hyperband",
                           hyperband_factor=2)
     # max_epochs 2, factor 2: trials 0 and 1 train 1 epoch, trial 2 continues the
     # better one to 2 epochs; stop before the next bracket.
     trials = _Trials(crash_at=(4, 1))
     with pytest.raises(KeyboardInterrupt):
-        searching.run(search, tiny_config(), mnist_splits, callbacks=[trials])
-    assert trials.calls[:3] == [0, 0, 1]
+        searching.run(search, tiny_config(lr_schedule=lr_schedule), mnist_splits,
+                      callbacks=[trials])
+    assert trials.calls[:3] == [0, 0, goes_on_from]
     trials = {trial.trial_id: trial for trial in map(
         keras_tuner.engine.trial.Trial.load, glob.glob(f"{tmp_path}/p/trial_*/trial.json"))}
     first, second, continued = sorted(trials)[:3]

@@ -356,8 +356,6 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
         checkpoint = _checkpoint_to_continue(config, trial_dir, parent_dir)
         if checkpoint:
             model = trainer.make_model(config, self.splits, self.strategy, checkpoint)
-        elif parent_dir:
-            model = self.build(hp)  # Keras Tuner loaded the parent's best weights into `model`.
         restored = run_dir.read_checkpoint(checkpoint)[0] if checkpoint else None
         stateful = trainer.stateful_callbacks(config)
         recorder = ssm_callbacks.RunCheckpoint(
@@ -431,7 +429,15 @@ class BayesianOptimization(_TrialFolders, keras_tuner.BayesianOptimization):
 
 
 class Hyperband(_TrialFolders, keras_tuner.Hyperband):
-    """Keras Tuner's Hyperband over a `SupermaskHyperModel` (`max_epochs = --epochs`)."""
+    """Keras Tuner's Hyperband over a `SupermaskHyperModel` (`max_epochs = --epochs`).
+
+    A trial that continues another goes on from that one's training state,
+    optimiser included, or starts afresh (`SupermaskHyperModel.fit`): the
+    model it is given is built, not loaded with the other trial's weights
+    (Keras Tuner's Hyperband loads them, without the optimiser's state)."""
+
+    def _build_hypermodel(self, hp):
+        return super(keras_tuner.Hyperband, self)._build_hypermodel(hp)
 
 
 TUNERS = {"random": RandomSearch, "bayesian": BayesianOptimization, "hyperband": Hyperband}
