@@ -391,8 +391,7 @@ class _TrialFolders:
     training state is deleted. A failed trial is recorded as Keras Tuner
     records it (status and traceback in its trial.json), without the
     traceback Keras Tuner 1.4 also prints: a diverged trial is expected, and
-    `summarize` logs each trial's error as one line. A distributed search's
-    chief ends as soon as its workers have (`oracle_server`).
+    `summarize` logs each trial's error as one line.
     """
 
     def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
@@ -406,17 +405,6 @@ class _TrialFolders:
             trial.status = (keras_tuner.engine.trial.TrialStatus.FAILED if failed
                             else keras_tuner.engine.trial.TrialStatus.INVALID)
             trial.message = traceback.format_exc()
-
-    def search(self, *fit_args, **fit_kwargs):
-        """Keras Tuner's search; a chief serves the oracle with
-        `oracle_server.serve`, which ends as soon as the workers have."""
-        if tuner_role() != "chief":
-            return super().search(*fit_args, **fit_kwargs)
-        from ssm_keras.tuning import oracle_server  # gRPC, for distributed searches only
-
-        self.save()
-        oracle_server.serve(self.oracle)
-        return None
 
     def run_trial(self, trial, *args, **kwargs):
         parent = trial.hyperparameters.values.get("tuner/trial_id")
