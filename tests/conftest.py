@@ -5,6 +5,7 @@ commands run in this process (`cli`) with their output (`command_output`),
 and a fresh Keras state for every test. The helpers the test modules import
 are in `support.py`."""
 
+import fcntl
 import logging
 import os
 
@@ -41,7 +42,7 @@ from support import command_status, shared_data_dir  # noqa: E402  (after the de
 from ssm_keras import data  # noqa: E402
 from ssm_keras.cli import shell  # noqa: E402
 from ssm_keras.training import config as ssm_config  # noqa: E402
-from ssm_keras.training import trainer  # noqa: E402
+from ssm_keras.training import run_dir, trainer  # noqa: E402
 
 
 @pytest.fixture
@@ -88,19 +89,29 @@ def trained_fcn(tmp_path_factory, mnist_dir):
     """A signed FCN trained for 3 epochs on 12,000 real MNIST training images
     with a strong weight decay (about 1% of the weights remain, many units
     dead): `(run directory, results, test images, test labels)`, the test
-    split being the full 10,000-image MNIST test set."""
+    split being the full 10,000-image MNIST test set. Trained once a test
+    session: pytest-xdist workers share it in their common temporary folder,
+    the first to need it training it while the others wait (the tests only
+    read the run)."""
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # the session's folder, above each worker's own
+    run = shared / "trained_fcn"
     full = data.load_splits("mnist", str(mnist_dir.parent), validation_size=0)
-    train = (full.train[0][:12000], full.train[1][:12000])
-    splits = data.Splits(full.spec, train, (full.test[0][:500], full.test[1][:500]), full.test,
-                         source=full.source)
-    run = tmp_path_factory.mktemp("trained") / "fcn"
-    settings = ssm_config.TrainConfig(
-        arch="fcn", dataset="mnist", mask="signed", regime="mask", weight_init="elus",
-        epochs=3, batch_size=128, learning_rate=0.05, weight_decay=0.005, validation_size=0,
-        steps_per_execution=32, jit_compile=True, model_dir=str(run), verbose=0)
-    results = trainer.run(settings, splits)
-    keras.utils.clear_session()
-    return run, results, *full.test
+    with open(shared / "trained_fcn.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (run / run_dir.RESULTS).is_file():
+            train = (full.train[0][:12000], full.train[1][:12000])
+            splits = data.Splits(full.spec, train, (full.test[0][:500], full.test[1][:500]),
+                                 full.test, source=full.source)
+            settings = ssm_config.TrainConfig(
+                arch="fcn", dataset="mnist", mask="signed", regime="mask", weight_init="elus",
+                epochs=3, batch_size=128, learning_rate=0.05, weight_decay=0.005,
+                validation_size=0, steps_per_execution=32, jit_compile=True, model_dir=str(run),
+                verbose=0)
+            trainer.run(settings, splits)
+            keras.utils.clear_session()
+    return run, run_dir.read_results(str(run)), *full.test
 
 
 @pytest.fixture(autouse=True)
