@@ -327,16 +327,19 @@ def _free_port():
 
 @pytest.mark.slow
 def test_distributed_search_chief_and_two_workers(tmp_path, mnist_dir):
-    args = [sys.executable, "-m", "ssm_keras.tune", "--arch=fcn", "--dataset=mnist",
-            f"--data_dir={mnist_dir.parent}", "--max_examples=256", "--validation_size=256",
-            "--batch_size=64", "--epochs=2", "--verbose=0", "--max_trials=4",
-            f"--out_dir={tmp_path}", "--project_name=p"]
+    flags = ["--arch=fcn", "--dataset=mnist", f"--data_dir={mnist_dir.parent}",
+             "--max_examples=256", "--validation_size=256", "--batch_size=64", "--epochs=2",
+             "--verbose=0", "--max_trials=4", f"--out_dir={tmp_path}", "--project_name=p"]
+    commands = {"chief": [sys.executable, str(REPO / "tests" / "quick_chief.py"), *flags],
+                "tuner0": [sys.executable, "-m", "ssm_keras.tune", *flags],
+                "tuner1": [sys.executable, "-m", "ssm_keras.tune", *flags]}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_ORACLE_IP": "127.0.0.1",
            "KERASTUNER_ORACLE_PORT": str(_free_port())}
     processes = {
-        tuner_id: subprocess.Popen(args, env={**env, "KERASTUNER_TUNER_ID": tuner_id}, cwd=REPO,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for tuner_id in ("chief", "tuner0", "tuner1")
+        tuner_id: subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": tuner_id},
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
+        for tuner_id, command in commands.items()
     }
     try:
         outputs = {tuner_id: process.communicate(timeout=300)[0]
