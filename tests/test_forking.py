@@ -169,8 +169,17 @@ def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
     (dict(keep_checkpoints="2.5"), "Received: '2.5'"),
     (dict(keep_checkpoints=[1, 2]), r"a text of epoch numbers separated by commas, such as "
                                     r"'50,75'. Received: \[1, 2\]"),
-    (dict(start_from="{run}/checkpoint"), "lies in --model_dir=.* the run would replace the "
-                                          "checkpoint it starts from"),
+    (dict(start_from="{run}/checkpoint"), "lies in the run folder --model_dir=.* the run would "
+                                          "replace the checkpoint it starts from"),
+    # Without --model_dir, the run folder is the default one.
+    (dict(model_dir=None, start_from="runs/fcn-signed-mnist-seed0/checkpoint/epoch-2"),
+     "--start_from=runs/fcn-signed-mnist-seed0/checkpoint/epoch-2 lies in the run folder "
+     "--model_dir=runs/fcn-signed-mnist-seed0: the run would replace the checkpoint"),
+    (dict(overwrite=True, init_file="{run}/init.npz"),
+     "--init_file=.*init.npz lies in the run folder --model_dir=.*, and --overwrite deletes "
+     "everything in it: move the file out of the folder"),
+    (dict(overwrite=True, model_dir=None, save_init_file="runs/fcn-signed-mnist-seed0/a/i.npz"),
+     "--save_init_file=runs/fcn-signed-mnist-seed0/a/i.npz lies in the run folder"),
     (dict(start_from="elsewhere", save_init_file="init.npz"),
      "--save_init_file names the initial weights and scores, and a --start_from run takes them "
      "from its checkpoint: leave one out. Received: --save_init_file=init.npz"),
@@ -180,6 +189,12 @@ def test_checkpoint_settings_that_cannot_work_are_refused(tmp_path, overrides, m
                  for key, value in overrides.items()}
     with pytest.raises(ssm_config.ConfigError, match=message):
         tiny_config(tmp_path, **overrides).validate()
+
+
+def test_init_files_in_the_run_folder_are_refused_with_overwrite_only(tmp_path):
+    """Without --overwrite nothing deletes them: the run writes or reads them there."""
+    for name in ("init_file", "save_init_file"):
+        tiny_config(tmp_path, **{name: str(tmp_path / "run" / "init.npz")}).validate()
 
 
 def test_kept_epochs_are_parsed_from_the_list():

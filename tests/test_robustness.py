@@ -53,8 +53,9 @@ def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
         tune(mask_run, mask="binary")
     assert not (tmp_path / "tuned").exists()
     for inside in (mask_run, mask_run / "model.keras"):  # --overwrite would delete its mask
-        with pytest.raises(ssm_config.ConfigError, match=f"--mask_from={inside} lies in "
-                           f"--model_dir={mask_run}: the run would replace the mask it starts"):
+        with pytest.raises(ssm_config.ConfigError,
+                           match=f"--mask_from={inside} lies in the run folder --model_dir="
+                                 f"{mask_run}: the run would replace the mask it starts"):
             trainer.run(tiny_config(tmp_path / "mask", regime="mask_then_weights", epochs=1,
                                     mask_from=str(inside), overwrite=True), splits=fcn_splits)
     assert (mask_run / "model.keras").is_file()

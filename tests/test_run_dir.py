@@ -5,6 +5,7 @@ written, failed writes."""
 import json
 import os
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -54,6 +55,16 @@ def test_one_process_checks_everything_first_and_never_silently_overwrites(tmp_p
     assert resumed["epochs"] == 2
     replaced = trainer.run(tiny_config(tmp_path, epochs=1, overwrite=True, seed=3), splits=splits)
     assert replaced["epochs"] == 1 and replaced["flags"]["seed"] == 3
+    # A finished run whose checkpoint is gone has nothing to resume from: it
+    # is not trained over from the start.
+    shutil.rmtree(tmp_path / "run" / "checkpoint")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
+              if path.is_file()}
+    with pytest.raises(run_dir.RunDirError, match=r"the finished run in --model_dir=.* has none "
+                                                  r"\(checkpoint/ is gone\); it is not trained"):
+        trainer.run(tiny_config(tmp_path, epochs=2, seed=3, resume=True), splits=splits)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()
+            if path.is_file()} == before
 
 
 def test_a_cosine_run_is_not_continued_to_more_epochs(tmp_path):

@@ -7,6 +7,7 @@ and the tuner all produce; `validate()` turns every bad value into a
 
 import dataclasses
 import math
+import os
 
 from ssm_keras import choices, files
 from ssm_keras.data import specs
@@ -329,6 +330,7 @@ class TrainConfig:
         self._check_mask_flags_used()
         self._check_target_remaining()
         self._check_flags_used()
+        self._check_inputs_outside_run_folder()
         if self.width is not None:
             _positive("width", self.width)
         if self.max_examples is not None:
@@ -349,10 +351,6 @@ class TrainConfig:
             )
         if self.mask_from and self.regime != "mask_then_weights":
             raise ConfigError("--mask_from is only used with --regime=mask_then_weights.")
-        if self.mask_from and self.model_dir and files.inside(self.mask_from, self.model_dir):
-            raise ConfigError(
-                f"--mask_from={self.mask_from} lies in --model_dir={self.model_dir}: the run "
-                "would replace the mask it starts from; give it another --model_dir.")
         if self.strategy == "tpu" and not self.tpu:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:
@@ -366,6 +364,40 @@ class TrainConfig:
                 "--train_batch_norm trains batch-norm parameters beside the mask: it needs "
                 f"--regime=mask. Received: --regime={self.regime}"
             )
+
+    def default_run_name(self):
+        """`<arch>-<mask kind or baseline>-<dataset>-seed<seed>`."""
+        what = self.mask_kind if self.masked else "baseline"
+        if self.regime == "mask_then_weights":
+            what += "-then-weights"
+        return f"{self.arch}-{what}-{self.dataset}-seed{self.seed}"
+
+    def run_folder(self):
+        """`--model_dir`, or by default `runs/` + `default_run_name()`."""
+        return self.model_dir or os.path.join("runs", self.default_run_name())
+
+    def _check_inputs_outside_run_folder(self):
+        """Refuses a `--mask_from` or `--start_from` inside the run folder
+        (the run would replace what it starts from), and with `--overwrite`
+        an `--init_file` or `--save_init_file` inside it (`--overwrite`
+        deletes everything in it)."""
+        folder = self.run_folder()
+        for name, replaced in (("mask_from", "the mask it starts from"),
+                               ("start_from", "the checkpoint it starts from")):
+            path = getattr(self, name)
+            if path and files.inside(path, folder):
+                raise ConfigError(
+                    f"--{name}={path} lies in the run folder --model_dir={folder}: the run "
+                    f"would replace {replaced}; give it another --model_dir"
+                    + (", or leave --start_from out to resume the run there."
+                       if name == "start_from" else "."))
+        for name in ("init_file", "save_init_file"):
+            path = getattr(self, name)
+            if self.overwrite and path and files.inside(path, folder):
+                raise ConfigError(
+                    f"--{name}={path} lies in the run folder --model_dir={folder}, and "
+                    "--overwrite deletes everything in it: move the file out of the folder, "
+                    "or give the run another --model_dir.")
 
     def _check_mask_flags_used(self):
         """Refuses `--tau_fraction` / `--density` set for a mask that ignores
@@ -445,8 +477,7 @@ class TrainConfig:
                 "--augment_fraction=1 to turn off a flagfile's augmentation)")
 
     def _check_checkpoint_settings(self):
-        """Refuses `--keep_checkpoints` that are not epochs of the run, a
-        `--start_from` inside `--model_dir` (the run would replace it), and
+        """Refuses `--keep_checkpoints` that are not epochs of the run, and
         init files with `--start_from` (its weights are the checkpoint's)."""
         self.kept_checkpoint_epochs()
         for name in ("init_file", "save_init_file"):
@@ -455,11 +486,6 @@ class TrainConfig:
                     f"--{name} names the initial weights and scores, and a --start_from run "
                     "takes them from its checkpoint: leave one out. Received: "
                     f"--{name}={getattr(self, name)}")
-        if self.start_from and self.model_dir and files.inside(self.start_from, self.model_dir):
-            raise ConfigError(
-                f"--start_from={self.start_from} lies in --model_dir={self.model_dir}: the run "
-                "would replace the checkpoint it starts from; give it another --model_dir, or "
-                "leave --start_from out to resume the run there.")
 
     def kept_checkpoint_epochs(self):
         """The epochs of `--keep_checkpoints` as a set of integers in

@@ -424,8 +424,9 @@ def check(model_dir, flags, resume=False, overwrite=False, defaults=None):
       (`RUN_FILES`): a fresh run;
     - an unfinished run with the same flags: resumed from its checkpoint;
     - a finished run: refused, unless `overwrite` (replaced by `start`) or
-      `resume` (continued for more epochs); `overwrite` never replaces a
-      folder of other files;
+      `resume` (continued for more epochs from its checkpoint: one whose
+      checkpoint is gone is refused); `overwrite` never replaces a folder
+      of other files;
     - a run that diverged, or a run with other flags: refused unless
       `overwrite`.
 
@@ -481,6 +482,12 @@ def check(model_dir, flags, resume=False, overwrite=False, defaults=None):
         )
     differences = _differences(saved, flags, allow_epochs=resume, defaults=defaults or {})
     state = read_state(model_dir)
+    if results is not None and not state:
+        raise RunDirError(
+            f"--resume continues a run from its checkpoint, and the finished run in "
+            f"--model_dir={model_dir} has none ({CHECKPOINT}/ is gone); it is not trained "
+            "over. Choose another --model_dir, or pass --overwrite to replace the run."
+        )
     if differences:
         done = f", with {state['epoch']} epochs trained" if state else ""
         raise RunDirError(
@@ -496,7 +503,7 @@ def check(model_dir, flags, resume=False, overwrite=False, defaults=None):
             f"--epochs={flags['epochs']} it would train at the schedule of its first "
             f"{epochs}. Resume it with --epochs={epochs}, or start a new run for the "
             "longer schedule.")
-    if results is not None and state and flags["epochs"] <= state["epoch"]:
+    if results is not None and flags["epochs"] <= state["epoch"]:
         raise RunDirError(
             f"--model_dir={model_dir} already trained {state['epoch']} epochs; "
             f"--resume needs --epochs larger than that. Received: --epochs={flags['epochs']}"

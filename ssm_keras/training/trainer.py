@@ -44,14 +44,6 @@ from ssm_keras.training import config as ssm_config
 log = logging.getLogger(__name__)
 
 
-def default_model_dir(config):
-    """`runs/<arch>-<mask kind or baseline>-<dataset>-seed<seed>`."""
-    what = config.mask_kind if config.masked else "baseline"
-    if config.regime == "mask_then_weights":
-        what += "-then-weights"
-    return os.path.join("runs", f"{config.arch}-{what}-{config.dataset}-seed{config.seed}")
-
-
 def make_optimizer(config, steps_per_epoch):
     """SGD (Nesterov) or Adam on the configured schedule and weight decay.
 
@@ -299,7 +291,7 @@ def run(config, splits=None, strategy=None, callbacks=()):
     """
     config.validate()
     config = settings.with_home_expanded(config)
-    model_dir = config.model_dir or default_model_dir(config)
+    model_dir = config.run_folder()
     flags = {**config.to_dict(), "model_dir": model_dir}
     strategy = strategy or make_strategy(config)
     config = speed_settings_for(config, strategy)

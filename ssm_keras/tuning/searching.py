@@ -462,9 +462,7 @@ def project_dir(search, config):
 
     The default name is `<arch>-<mask>-<dataset>-seed<seed>-<tuner>`.
     """
-    name = search.project_name or (
-        f"{os.path.basename(trainer.default_model_dir(config))}-{search.tuner}"
-    )
+    name = search.project_name or f"{config.default_run_name()}-{search.tuner}"
     return os.path.join(search.out_dir, name)
 
 
