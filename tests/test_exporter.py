@@ -223,14 +223,20 @@ def test_unfinished_run_is_refused(damage, fcn_run, tmp_path, capsys):
 
 def test_export_into_another_run_folder_is_refused_even_with_overwrite(fcn_run, tmp_path,
                                                                       capsys):
-    other = tmp_path / "other_run"
-    _write(other / "results.json", '{"status": "finished"}')
-    _write(other / "model.keras", "its trained model")
-    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={other}", "--overwrite") == 1
-    assert_one_error_line(capsys.readouterr(), f"--out_dir={other} is a training run's folder "
-                          "(it holds results.json); an export there would replace its model.keras")
-    assert (other / "model.keras").read_text() == "its trained model"
-    assert sorted(os.listdir(other)) == ["model.keras", "results.json"]
+    """A finished run's model.keras would be replaced by the export's, and an
+    unfinished run's (killed, or still training) would replace it."""
+    finished, unfinished = tmp_path / "finished_run", tmp_path / "unfinished_run"
+    _write(finished / "results.json", '{"status": "finished"}')
+    _write(finished / "model.keras", "its trained model")
+    _write(unfinished / "flags.json", '{"epochs": 3}')
+    _write(unfinished / "checkpoint" / "state.json", '{"epoch": 1}')
+    for other, held in ((finished, "results.json"), (unfinished, "flags.json")):
+        before = sorted(str(path.relative_to(other)) for path in other.rglob("*"))
+        assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={other}", "--overwrite") == 1
+        assert_one_error_line(capsys.readouterr(), f"--out_dir={other} is a training run's "
+                              f"folder (it holds {held}), where the run keeps its model.keras")
+        assert sorted(str(path.relative_to(other)) for path in other.rglob("*")) == before
+    assert (finished / "model.keras").read_text() == "its trained model"
 
 
 @pytest.mark.slow

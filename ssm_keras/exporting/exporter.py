@@ -149,8 +149,9 @@ def _write_formats(model, metadata, folder, names, prune_dead_units):
 
 def _check_destination(out_dir, overwrite, source):
     """Raises ExportError if `out_dir` is a file, is or contains `source`
-    (the run folder or compact file exported), is a training run's folder
-    (whose `model.keras` an export would replace, even with `overwrite`),
+    (the run folder or compact file exported), is a training run's folder,
+    finished or not (whose `model.keras` an export would replace, or a
+    finishing run replace the export's, even with `overwrite`),
     or holds an export and `overwrite` is False."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"--out_dir={out_dir} exists and is not a directory")
@@ -159,10 +160,13 @@ def _check_destination(out_dir, overwrite, source):
             f"--out_dir={out_dir} is or contains the source {source}; an export there would "
             "replace what it is made from. Choose another --out_dir"
         )
-    if os.path.lexists(os.path.join(out_dir, run_dir.RESULTS)):
+    run_files = [name for name in (run_dir.RESULTS, run_dir.FLAGS_JSON)
+                 if os.path.lexists(os.path.join(out_dir, name))]
+    if run_files:
         raise ExportError(
-            f"--out_dir={out_dir} is a training run's folder (it holds {run_dir.RESULTS}); an "
-            f"export there would replace its {run_dir.MODEL}. Choose another --out_dir"
+            f"--out_dir={out_dir} is a training run's folder (it holds {run_files[0]}), where "
+            f"the run keeps its {run_dir.MODEL}: an export there would replace it, or be "
+            "replaced when the run ends. Choose another --out_dir"
         )
     existing = staging.existing(out_dir, known_outputs())
     if existing and not overwrite:
