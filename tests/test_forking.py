@@ -111,7 +111,11 @@ def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path, 
     assert state["epoch"] == 2
     assert state["started_from"] == {"checkpoint": os.path.realpath(start), "epoch": 1}
     assert plotting.load_unfinished_run(config.model_dir)[3] == 1  # its curves mark epoch 1
-    # Resumed with a checkpoint to keep added (a flag that may change).
+    # Resumed with a checkpoint to keep added (a flag that may change), but
+    # not one of an epoch it trained without keeping it.
+    with pytest.raises(ssm_config.ConfigError, match="names epoch 2, and this run goes on "
+                                                     "after epoch 2 without a kept checkpoint"):
+        trainer.run(dataclasses.replace(config, keep_checkpoints="2,3"), splits=splits)
     resumed = trainer.run(dataclasses.replace(config, keep_checkpoints="3"), splits=splits)
     _same_end(resumed, parent, tmp_path / "child", parent_folder)
     assert resumed["started_from"]["epoch"] == 1
@@ -155,6 +159,9 @@ def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
          r"run's dense_1/scores \(64, 600\); start from a checkpoint of the same --arch"),
         (dict(start_from=kept, optimizer="adam"), ssm_config.ConfigError,
          "the checkpoint's optimiser has 4 variables and this run's has 7"),
+        (dict(start_from=kept, keep_checkpoints="1,2"), ssm_config.ConfigError,
+         "--keep_checkpoints=1,2 names epoch 1, and this run goes on after epoch 1 without a "
+         "kept checkpoint of it, which can no longer be made: name epochs after 1."),
     ]
     for overrides, error, message in refusals:
         with pytest.raises(error, match=message):

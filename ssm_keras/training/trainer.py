@@ -558,6 +558,21 @@ def check_model_settings(config, model, fresh=True):
                 "so ask for less")
 
 
+def check_kept_epochs(config, model_dir, restored):
+    """Refuses a `--keep_checkpoints` epoch that a run going on from the
+    checkpoint `restored` (resumed, or started from it) trained before it
+    and did not keep: its checkpoint cannot be made any more."""
+    done = (restored or {}).get("epoch", 0)
+    checkpoints = run_dir.checkpoint_dir(model_dir)
+    missed = sorted(epoch for epoch in config.kept_checkpoint_epochs() if epoch <= done
+                    and not os.path.isdir(run_dir.kept_checkpoint_dir(checkpoints, epoch)))
+    if missed:
+        raise ssm_config.ConfigError(
+            f"--keep_checkpoints={config.keep_checkpoints} names epoch {missed[0]}, and this "
+            f"run goes on after epoch {done} without a kept checkpoint of it, which can no "
+            f"longer be made: name epochs after {done}.")
+
+
 def _train(config, model_dir, splits, strategy, restored, start_run, extra_callbacks):
     """Trains the run; `start_run()` (on the chief; None elsewhere) writes
     the run folder once the data and the model are made. `extra_callbacks`
@@ -574,6 +589,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         model = make_model(config, splits, strategy)
     check_model_settings(config, model, fresh=not restored)
     averaging.check_start(config, restored)
+    check_kept_epochs(config, model_dir, restored)
     initial_epoch = restored["epoch"] if restored else 0
     previous_time = (restored or {}).get("wall_time_s") or 0.0
     start = time.time()
