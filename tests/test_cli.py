@@ -23,6 +23,11 @@ from ssm_keras.training import trainer
     (["--density=1.5"], "--density must be in (0, 1]"),
     (["--mask=bernoulli", "--signed"], "--signed needs a mask kind with a signed form"),
     (["--regime=mask_then_weights"], "--mask_from"),
+    (["--regime=mask_then_weights", "--mask_from=runs/a", "--save_init_file=init.npz"],
+     "--save_init_file names the initial weights and scores, and a --regime=mask_then_weights "
+     "run takes them from --mask_from: leave it out. Received: --save_init_file=init.npz"),
+    (["--regime=mask_then_weights", "--mask_from=runs/a", "--init_file=init.npz"],
+     "--init_file names the initial weights and scores"),
     pytest.param(["--init_file=/nonexistent/init.npz", "--arch=fcn", "--dataset=mnist"],
                  "does not exist", marks=pytest.mark.slow),  # after reading MNIST
     (["--no_such_flag=1"], "error: Unknown command line flag 'no_such_flag'"),

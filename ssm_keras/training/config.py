@@ -351,6 +351,12 @@ class TrainConfig:
             )
         if self.mask_from and self.regime != "mask_then_weights":
             raise ConfigError("--mask_from is only used with --regime=mask_then_weights.")
+        for name in ("init_file", "save_init_file"):
+            if self.regime == "mask_then_weights" and getattr(self, name):
+                raise ConfigError(
+                    f"--{name} names the initial weights and scores, and a "
+                    "--regime=mask_then_weights run takes them from --mask_from: leave it out. "
+                    f"Received: --{name}={getattr(self, name)}")
         if self.strategy == "tpu" and not self.tpu:
             raise ConfigError("--strategy=tpu needs --tpu (a TPU name, address or 'local').")
         if self.resume and self.overwrite:
