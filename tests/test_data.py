@@ -2,6 +2,7 @@
 
 import functools
 import gzip
+import pathlib
 import pickle
 import sys
 import tarfile
@@ -372,6 +373,34 @@ def test_real_mnist_is_not_taken_for_fashion_mnist(mnist_dir):
                                              r"mnist, not of fashion_mnist: check --data_dir, "
                                              r"or pass --dataset=mnist"):
         data.load_splits("fashion_mnist", str(mnist_dir))
+
+
+def test_fashion_mnist_is_found_in_its_folder_beside_real_mnist(tmp_path, mnist_dir):
+    """The MNIST files at the top of --data_dir are passed over, not an error."""
+    for path in mnist_dir.iterdir():
+        (tmp_path / path.name).symlink_to(path)
+    train = pixels((4, 28, 28)), np.array([3, 0, 9, 3], np.uint8)
+    test = pixels((2, 28, 28), start=5), np.array([1, 2], np.uint8)
+    write_mnist(tmp_path / "fashion_mnist", train, test)
+    splits = data.load_splits("fashion_mnist", str(tmp_path), validation_size=0)
+    assert splits.train[1].tolist() == [3, 0, 9, 3] and splits.test[1].tolist() == [1, 2]
+    assert splits.source.startswith("idx:") and "fashion_mnist" in splits.source
+
+
+def test_a_data_file_that_cannot_be_read_is_a_data_error(tmp_path, monkeypatch):
+    write_mnist(tmp_path, (pixels((4, 28, 28)), np.zeros(4, np.uint8)),
+                (pixels((2, 28, 28)), np.zeros(2, np.uint8)))
+    locked = tmp_path / "t10k-images-idx3-ubyte.gz"
+    read_bytes = pathlib.Path.read_bytes
+
+    def refuse_locked(path):  # as for a file without read permission (root reads them all)
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", refuse_locked)
+    with pytest.raises(data.DataError, match=f"^{locked} cannot be read: Permission denied.$"):
+        data.load_splits("mnist", str(tmp_path))
 
 
 # ----------------------------------------------------------------------------

@@ -71,12 +71,16 @@ _KNOWN_IDX_LABELS = {
 }
 
 
+class OtherDataSet(DataError):
+    """The files are those of another known data set (told by checksums)."""
+
+
 def _check_idx_identity(spec: DatasetSpec, labels: np.ndarray, where: str) -> None:
-    """Raises DataError if `labels` are those of another known data set."""
+    """Raises OtherDataSet if `labels` are those of another known data set."""
     content = bytes((0, 0, 8, 1)) + struct.pack(">I", len(labels)) + labels.tobytes()
     known = _KNOWN_IDX_LABELS.get(hashlib.sha256(content).hexdigest())
     if known is not None and known != spec.name:
-        raise DataError(
+        raise OtherDataSet(
             f"{where} is the label file of {known}, not of {spec.name}: check "
             f"--data_dir, or pass --dataset={known}."
         )

@@ -245,16 +245,31 @@ def _read_local(spec: DatasetSpec, path: pathlib.Path):
 
 
 def _find_local(spec: DatasetSpec, root: pathlib.Path, tried: list[str]):
-    """Looks for `spec` in `root`, its subfolders and archives."""
+    """Looks for `spec` in `root`, its subfolders and archives; a copy of
+    another data set (MNIST beside Fashion-MNIST's folder) is passed over.
+
+    Raises:
+        DataError: a file or folder there cannot be read.
+    """
     if not root.exists():
         tried.append(f"{root}: does not exist")
         return None
     layout = _LAYOUTS[spec.name]
+    others = []
     for name in ("",) + layout.folders + layout.archives:
-        found = _read_local(spec, root / name if name else root)
+        path = root / name if name else root
+        try:
+            found = _read_local(spec, path)
+        except formats.OtherDataSet as error:
+            others.append(str(error))
+            continue
+        except OSError as error:
+            raise DataError(
+                f"{error.filename or path} cannot be read: {error.strerror or error}."
+            ) from None
         if found is not None:
             return found
-    tried.append(f"{root}: no {spec.name} files found")
+    tried.extend(others or [f"{root}: no {spec.name} files found"])
     return None
 
 
