@@ -213,7 +213,8 @@ def test_kept_epochs_are_parsed_from_the_list():
 @pytest.mark.slow
 def test_a_started_run_goes_on_at_the_parents_step_with_its_own_schedule_and_precision(tmp_path):
     """A plateau run's checkpoint (its rate in a variable) continued with an
-    exponential schedule in bfloat16: the same variables, so it starts."""
+    exponential schedule in bfloat16: the same variables, so it starts; and
+    with a constant and a plateau schedule."""
     splits = tiny_splits()  # 96 training images in batches of 32: 3 steps an epoch
     trainer.run(tiny_config(tmp_path / "parent", epochs=2, lr_schedule="plateau",
                             keep_checkpoints="1"), splits=splits)
@@ -226,6 +227,13 @@ def test_a_started_run_goes_on_at_the_parents_step_with_its_own_schedule_and_pre
         [0.1 * 0.9 ** (6 / 30), 0.1 * 0.9 ** (9 / 30)])
     model = keras.saving.load_model(tmp_path / "child" / "run" / "model.keras")
     assert int(model.optimizer.iterations.numpy()) == 9
+    # A constant rate is the run's own --learning_rate; a rate reduced on
+    # plateaus goes on as the parent's reductions left it (its epoch 2's).
+    parents_rate = run_dir.read_history(str(tmp_path / "parent" / "run"))[1]["learning_rate"]
+    for schedule, rate in (("constant", 0.01), ("plateau", parents_rate)):
+        child = trainer.run(tiny_config(tmp_path / schedule, epochs=3, start_from=start,
+                                        lr_schedule=schedule, learning_rate=0.01), splits=splits)
+        assert run_dir.read_history(child["model_dir"])[1]["learning_rate"] == pytest.approx(rate)
 
 
 def test_saved_callback_states_go_to_the_callbacks_with_their_attributes():

@@ -16,8 +16,12 @@ parent's state copied into it:
   batch-norm statistics), in order: the parent's model must have as many,
   of the same shapes (the same `--arch`, `--width`, mask kind and regime);
 - the optimiser's step count and its slots (momentum), so that the run's
-  learning-rate schedule goes on at the parent's step; a learning rate kept
-  in a variable (`--lr_schedule=plateau`) carries over when both keep one;
+  learning-rate schedule goes on at the parent's step; a rate reduced on
+  plateaus carries over when both runs use `--lr_schedule=plateau` (the
+  run goes on at the rate the parent's reductions left, and its own
+  `--learning_rate` then only scales the weight decay, `weight_decay /
+  learning_rate`); otherwise the run's schedule (`constant`: its
+  `--learning_rate`) gives the rate;
   so do the moving averages of `--ema_momentum`, which start at the
   parent's variables when the parent kept none;
 - the state of the callbacks a checkpoint keeps, each to the run's callback
@@ -29,7 +33,7 @@ parent's state copied into it:
   epochs, the parent's first.
 """
 
-from ssm_keras.training import averaging, run_dir
+from ssm_keras.training import averaging, callbacks, run_dir
 from ssm_keras.training import config as ssm_config
 
 # The optimiser variable that holds a learning rate not given by a schedule.
@@ -52,10 +56,20 @@ def parent_checkpoint(config):
     return state, model_path
 
 
-def copy_training_state(parent, model, source):
+def reduces_on_plateau(state, config):
+    """Whether both the run of `config` and the parent whose checkpoint
+    `state` it starts from reduce the learning rate on plateaus (the
+    parent's checkpoint keeps a `ReduceLROnPlateau` state)."""
+    plateau = set(callbacks.RunCheckpoint.STATE_ATTRIBUTES)
+    return config.lr_schedule == "plateau" and any(
+        plateau <= set(saved) for saved in state.get("callbacks", []))
+
+
+def copy_training_state(parent, model, source, plateau_rate=False):
     """Copies the variables of `parent` (a compiled model loaded from a
     checkpoint) and of its optimiser into `model`, compiled with the run's
-    settings (see the module docstring).
+    settings (see the module docstring); the learning rate too with
+    `plateau_rate` (both runs reduce it on plateaus).
 
     Raises:
         ConfigError: the two models or optimisers have other variables;
@@ -70,7 +84,7 @@ def copy_training_state(parent, model, source):
     _copy(parent_state, state, source, "optimiser",
           "start from a checkpoint of the same --optimizer, with --mixed_precision="
           "mixed_float16 (loss scaling) on both sides or neither")
-    if len(parent_rates) == len(rates):
+    if plateau_rate and len(parent_rates) == len(rates):
         for parent_rate, rate in zip(parent_rates, rates):
             rate.assign(parent_rate)
     if averages:

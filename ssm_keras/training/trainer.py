@@ -481,7 +481,8 @@ def make_started_model(config, splits, strategy):
     with strategy.scope():
         model = build_model(config, splits.spec)
         compile_model(model, config, steps_per_epoch(config, splits))
-        forking.copy_training_state(parent, model, config.start_from)
+        forking.copy_training_state(parent, model, config.start_from,
+                                    plateau_rate=forking.reduces_on_plateau(state, config))
         ssm_callbacks.restore_mask_samplers(model, state.get("mask_samplers", {}))
     state = {**state, "started_from": {"checkpoint": os.path.realpath(os.path.dirname(path)),
                                        "epoch": state["epoch"]}}
