@@ -103,6 +103,35 @@ def test_diverging_run_stops_with_status_diverged(tmp_path, capsys):
     assert strict_json(tmp_path / "b" / "run" / "results.json")["status"] == "diverged"
 
 
+class _PoisonScores(keras.callbacks.Callback):
+    """Sets a masked layer's scores to NaN as epoch `epoch` (from 1) begins."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            scores = layers.masked_layers(self.model)[0].scores
+            scores.assign(np.full(scores.shape, np.nan, np.float32))
+
+
+@pytest.mark.slow
+def test_a_finished_run_that_diverges_when_resumed_keeps_its_records(tmp_path):
+    splits = tiny_splits()
+    trainer.run(tiny_config(tmp_path, epochs=2), splits=splits)
+    folder = tmp_path / "run"
+    kept = {name: (folder / name).read_bytes()
+            for name in ("results.json", "results.txt", "history.jsonl", "model.keras")}
+    with pytest.raises(ssm_callbacks.Diverged, match=r"scores holds non-finite values after "
+                       r"epoch 3\. .* The finished run's results.json, history.jsonl and "
+                       r"model.keras are kept; its checkpoint holds epoch 2\."):
+        trainer.run(tiny_config(tmp_path, epochs=4, resume=True), splits=splits,
+                    callbacks=[_PoisonScores(3)])
+    assert {name: (folder / name).read_bytes() for name in kept} == kept
+    assert run_dir.read_state(str(folder))["epoch"] == 2
+
+
 @pytest.mark.slow
 def test_non_finite_weights_stop_training():
     # NaN scores hide every weight: the loss stays finite, the weights do not.

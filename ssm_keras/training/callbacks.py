@@ -17,12 +17,13 @@ from ssm_keras.training import averaging, run_dir, statistics
 class Diverged(UserError):
     """Training stopped because the loss or a trained weight became NaN or infinite."""
 
-    def __init__(self, epoch, what):
+    def __init__(self, epoch, what, kept=""):
         super().__init__(
             f"training diverged: {what} after epoch {epoch}. Try a smaller "
-            "--learning_rate or --init_factor, or check --init_file."
+            "--learning_rate or --init_factor, or check --init_file." + (kept and f" {kept}")
         )
         self.epoch = epoch
+        self.what = what
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -114,10 +114,17 @@ def start_record(checkpoint):
 
 def write_divergence(model_dir, config, checkpoint, error):
     """The `results.json` of a run stopped by `callbacks.Diverged` (`checkpoint`:
-    the run's `callbacks.RunCheckpoint`, for its history and start)."""
+    the run's `callbacks.RunCheckpoint`, for its history and start).
+
+    A finished run that diverged when continued (`--resume`) keeps its
+    records, which still describe its `model.keras`: nothing is written,
+    and False returned (True otherwise)."""
+    if run_dir.is_finished(model_dir):
+        return False
     files.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS), {
         "status": "diverged", "message": str(error), "epoch": error.epoch,
         "arch": config.arch, "dataset": config.dataset, "flags": config.to_dict(),
         **start_record(checkpoint),
     })
     write_history(model_dir, checkpoint.history)
+    return True

@@ -287,7 +287,8 @@ def run(config, splits=None, strategy=None, callbacks=()):
         ConfigError, DataError, InitFileError, RunDirError: bad settings or
             inputs, with a message for the user; nothing was written.
         callbacks.Diverged: the loss or a trained weight became NaN or
-            infinite; `results.json` has `"status": "diverged"`.
+            infinite; `results.json` has `"status": "diverged"` (a finished
+            run continued by `--resume` keeps its own records).
     """
     config.validate()
     config = settings.with_home_expanded(config)
@@ -606,8 +607,11 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
     try:
         fit(model, config, splits, [*callbacks, *extra_callbacks], initial_epoch)
     except ssm_callbacks.Diverged as error:
-        if chief:
-            records.write_divergence(model_dir, config, checkpoint, error)
+        if chief and not records.write_divergence(model_dir, config, checkpoint, error):
+            raise ssm_callbacks.Diverged(
+                error.epoch, error.what, kept="The finished run's results.json, history.jsonl "
+                f"and model.keras are kept; its checkpoint holds epoch {error.epoch - 1}."
+            ) from None
         raise
     if batch_norm.recalibrates(model, config.recalibrate_batch_norm):
         batch_norm.recalibrate(model, splits.train[0], config.batch_size)
