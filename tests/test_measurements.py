@@ -292,6 +292,9 @@ def test_benchmark_inference_names_runs_by_the_path_parts_that_tell_them_apart()
         "/r/fcn_mnist_baseline/seed0": "fcn_mnist_baseline/seed0",
         "/r/fcn_mnist_baseline/seed1": "r/fcn_mnist_baseline/seed1",
         "/q/fcn_mnist_baseline/seed1": "q/fcn_mnist_baseline/seed1", "/r/fcn": "fcn"}
+    # One path the end of another: a relative name still, never the run itself.
+    assert inference_speed.short_names(["/data/fcn", "/mnt/data/fcn"]) == {
+        "/data/fcn": "data/fcn", "/mnt/data/fcn": "mnt/data/fcn"}
 
 
 def test_benchmark_inference_removes_its_temporary_exports(tmp_path, monkeypatch):

@@ -106,7 +106,8 @@ def short_names(labels):
     """`{label: name}`: a shipped entry's name, and for a run directory the
     fewest last parts of its path that no other label ends with too, e.g.
     `fcn_mnist_signed/seed0` beside `fcn_mnist_baseline/seed0`."""
-    parts = {label: os.path.normpath(label).split(os.sep) for label in labels}
+    parts = {label: [part for part in os.path.normpath(label).split(os.sep) if part]
+             for label in labels}  # without the root of an absolute path
     names = {}
     for label, own in parts.items():
         count = 1
