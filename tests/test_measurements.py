@@ -409,6 +409,8 @@ def test_initial_logits_of_a_registry_model_are_those_of_its_softmax():
     ("--init_factors=6,x", "--init_factors and --seeds"), ("--init_factors=0", "> 0"),
     ("--init_factors=nan", "--init_factors must be > 0"), ("--seeds=0,-1", "--seed=-1"),
     ("--archs=conv5", "conv5"), ("--examples=0", "--examples=0"),
+    ("--archs=", "--archs is empty; give at least one, separated by commas. Received: "
+                 "--archs=''"), ("--seeds= ,", "--seeds is empty"),
 ])
 def test_initial_logits_bad_arguments_name_the_value(argument, named, tmp_path, capsys):
     assert command_status(initial_logits, argument, f"--out={tmp_path / 'logits.json'}") == 1

@@ -270,6 +270,11 @@ class InitialLogitsSettings:
         if not all(factor > 0 for factor in factors):  # NaN too
             raise InitialLogitsError(f"--init_factors must be > 0. Received: {factors}")
         archs = comma_separated(self.archs)
+        for name, values in (("archs", archs), ("init_factors", factors), ("seeds", seeds)):
+            if not values:
+                raise InitialLogitsError(
+                    f"--{name} is empty; give at least one, separated by commas. Received: "
+                    f"--{name}={getattr(self, name)!r}")
         for arch in archs:
             for factor in factors:
                 for seed in seeds:  # each a valid run, e.g. --seed in [0, 2**63)
