@@ -273,6 +273,7 @@ def test_existing_export_is_kept_unless_overwrite(fcn_run, tmp_path, capsys):
     run_dir, _ = fcn_run
     out_dir = tmp_path / "out"
     _write(out_dir / ".export-killed" / "model.ssm", "half")  # left by a killed export
+    _write(out_dir / ".export-killed" / staging.STAGING, "")
     assert export_cli(f"--model_dir={run_dir}", f"--out_dir={out_dir}", "--formats=compact") == 0
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm"]
     report = capsys.readouterr().out
@@ -399,8 +400,14 @@ def test_recover_finishes_a_half_swapped_export_and_deletes_an_unfinished_one(tm
         _write(ready / name, f"new {name}")
     _write(ready / staging.READY, json.dumps(["saved_model", "model.ssm", "export.json"]))
     _write(out_dir / ".export-unfinished" / "model.keras", "half")  # killed before READY
+    _write(out_dir / ".export-unfinished" / staging.STAGING, "")
+    (out_dir / ".export-empty").mkdir()  # killed as it was made
+    _write(out_dir / ".export-mine" / "notes.txt", "a user's own folder")
     exporter.recover(str(out_dir))
-    assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm", "saved_model"]
+    assert sorted(os.listdir(out_dir)) == [".export-mine", "export.json", "model.ssm",
+                                           "saved_model"]
+    assert (out_dir / ".export-mine" / "notes.txt").read_text() == "a user's own folder"
+    shutil.rmtree(out_dir / ".export-mine")
     assert os.listdir(out_dir / "saved_model") == ["saved_model.pb"]
     assert (out_dir / "saved_model" / "saved_model.pb").read_text() == "new saved_model"
     for name in ("model.ssm", "export.json"):

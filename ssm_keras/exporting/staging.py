@@ -1,12 +1,14 @@
 """Replaces a folder's outputs together, so that a kill leaves each one whole.
 
-A writer fills a staging folder `.export-*` inside the destination, then
-`mark_ready` writes `READY` (the names of its outputs) into it. `finish`
-moves each listed output over the old one by a rename, deletes the old
-outputs not listed, and removes the staging folder. A staging folder that a
-killed writer left behind is finished by `recover` if it holds `READY`, else
-deleted; until then every output in the destination is a complete file or
-folder, old or new.
+A writer fills a staging folder `.export-*` inside the destination (made
+with a `STAGING` file in it), then `mark_ready` writes `READY` (the names
+of its outputs) into it. `finish` moves each listed output over the old
+one by a rename, deletes the old outputs not listed, and removes the
+staging folder. A staging folder that a killed writer left behind is
+finished by `recover` if it holds `READY`, else deleted (a `.export-*`
+folder with neither `READY` nor `STAGING` in it, and not empty, is not a
+staging folder and stays); until then every output in the destination is
+a complete file or folder, old or new.
 """
 
 import ctypes
@@ -18,6 +20,7 @@ import tempfile
 from ssm_keras.errors import ExportError
 
 PREFIX = ".export-"
+STAGING = "STAGING"
 READY = "READY"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -25,9 +28,12 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def new_staging_folder(out_dir):
-    """Creates `out_dir` if missing and an empty staging folder in it; its path."""
+    """Creates `out_dir` if missing and a staging folder in it, marked by
+    an empty `STAGING` file; its path."""
     os.makedirs(out_dir, exist_ok=True)
-    return tempfile.mkdtemp(prefix=PREFIX, dir=out_dir)
+    folder = tempfile.mkdtemp(prefix=PREFIX, dir=out_dir)
+    open(os.path.join(folder, STAGING), "w").close()
+    return folder
 
 
 def is_ready(staging):
@@ -97,12 +103,15 @@ def finish(staging, out_dir, known):
 
 
 def leftovers(out_dir):
-    """The staging folders in `out_dir`, sorted."""
+    """The staging folders in `out_dir`, sorted: `.export-*` folders that
+    hold `READY` or `STAGING`, or nothing (a writer killed as it made one)."""
     if not os.path.isdir(out_dir):
         return []
     paths = (os.path.join(out_dir, name) for name in sorted(os.listdir(out_dir))
              if name.startswith(PREFIX))
-    return [path for path in paths if os.path.isdir(path)]
+    return [path for path in paths if os.path.isdir(path) and not os.path.islink(path) and (
+        not os.listdir(path) or any(os.path.lexists(os.path.join(path, mark))
+                                    for mark in (READY, STAGING)))]
 
 
 def recover(out_dir, known):
