@@ -416,9 +416,17 @@ def test_recover_finishes_a_half_swapped_export_and_deletes_an_unfinished_one(tm
     assert sorted(os.listdir(out_dir)) == ["export.json", "model.ssm", "saved_model"]
 
 
-def test_a_staging_folder_that_cannot_be_finished_is_one_error_line(tmp_path):
+def test_a_staging_folder_that_cannot_be_finished_is_one_error_line(tmp_path, monkeypatch):
     _write(tmp_path / ".export-broken" / staging.READY, "not json")
     with pytest.raises(baking.ExportError, match="left by an earlier export .* remove it by hand"):
+        exporter.recover(str(tmp_path))
+
+    def unreadable(path):  # as a folder without read permission (root lists them all)
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(staging.os, "listdir", unreadable)
+    with pytest.raises(baking.ExportError, match=f"^cannot look into {tmp_path}: Permission "
+                                                 "denied$"):
         exporter.recover(str(tmp_path))
 
 

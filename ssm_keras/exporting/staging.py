@@ -119,10 +119,14 @@ def recover(out_dir, known):
     (see `finish`) and deletes the others.
 
     Raises:
-        ExportError: a staging folder that cannot be finished or deleted,
-            or whose `READY` is not a JSON list of names.
+        ExportError: `out_dir` cannot be listed, a staging folder cannot be
+            finished or deleted, or its `READY` is not a JSON list of names.
     """
-    for staging in leftovers(out_dir):
+    try:
+        found = leftovers(out_dir)
+    except OSError as error:
+        raise ExportError(f"cannot look into {out_dir}: {error.strerror or error}") from None
+    for staging in found:
         try:
             if is_ready(staging):
                 finish(staging, out_dir, known)
