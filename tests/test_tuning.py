@@ -286,6 +286,24 @@ def test_a_continued_hyperband_trial_gets_a_built_model_not_its_parents_weights(
         np.testing.assert_array_equal(value, variable.numpy(), err_msg=variable.path)
 
 
+def test_a_hyperband_trial_continues_its_parent_only_where_that_ends_as_from_scratch(
+        tmp_path):
+    """Each of these settings' schedules is a fraction of --epochs, which the
+    parent trained fewer of."""
+    parent, trial = tmp_path / "parent", tmp_path / "trial"
+    (parent / "checkpoint").mkdir(parents=True)
+    (parent / "checkpoint" / "state.json").write_text('{"epoch": 1}')
+    trial.mkdir()
+    assert searching._checkpoint_to_continue(tiny_config(), str(trial), str(parent)) == str(
+        parent / "checkpoint")
+    for overrides in (dict(lr_schedule="cosine"), dict(target_remaining=5.0),
+                      dict(augment="crop_flip", augment_fraction=0.5),
+                      dict(ema_momentum=0.9, ema_start=0.5)):
+        config = tiny_config(**overrides)
+        config.validate()
+        assert searching._checkpoint_to_continue(config, str(trial), str(parent)) is None
+
+
 @pytest.mark.parametrize("args, message", [
     (["--tuner=grid"], "Unknown --tuner='grid'. Allowed: random, bayesian, hyperband."),
     (["--learning_rate_range="], "--learning_rate_range must be LOW:HIGH, two numbers"),

@@ -522,6 +522,23 @@ class TrainConfig:
         # Rounded first: 0.07 * 100 is 7.000000000000001.
         return math.ceil(round(self.augment_fraction * self.epochs, 9))
 
+    def epoch_dependent_settings(self):
+        """The settings whose schedule is a fraction of `--epochs` (a run of
+        more epochs differs from their first epoch on), as flags:
+        `--lr_schedule=cosine`, `--target_remaining` (its path reaches the
+        target at a fraction of the run), `--augment_fraction` below 1 and
+        `--ema_start` above 0."""
+        settings = []
+        if self.lr_schedule == "cosine":
+            settings.append("--lr_schedule=cosine")
+        if self.target_remaining is not None:
+            settings.append(f"--target_remaining={self.target_remaining}")
+        if self.augment_epochs() is not None:
+            settings.append(f"--augment_fraction={self.augment_fraction}")
+        if self.ema_momentum is not None and self.ema_start:
+            settings.append(f"--ema_start={self.ema_start}")
+        return settings
+
     def ema_start_epoch(self):
         """The epoch (from 0) at whose start the moving average starts:
         `ceil(ema_start * epochs)`."""

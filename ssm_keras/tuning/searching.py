@@ -348,8 +348,10 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
         A trial goes on from a training state when that ends exactly like
         training from scratch: its own (an interrupted attempt), else, for a
         Hyperband trial that continues the one in `parent_dir`, that one's,
-        unless the learning-rate schedule depends on the number of epochs
-        (`cosine`). `hyperband_args` (`epochs`, `initial_epoch`) are in `hp`.
+        unless a setting's schedule depends on the number of epochs (a
+        cosine learning rate, `--target_remaining`, `--augment_fraction`,
+        `--ema_start`). `hyperband_args` (`epochs`, `initial_epoch`) are in
+        `hp`.
         """
         config = self.config_for(hp.values)
         files.write_text_atomically(os.path.join(trial_dir, "flags.txt"), flagfile_text(config))
@@ -373,9 +375,12 @@ class SupermaskHyperModel(keras_tuner.HyperModel):
 
 
 def _checkpoint_to_continue(config, trial_dir, parent_dir):
-    """The checkpoint folder a trial goes on from, or None (see `fit`)."""
+    """The checkpoint folder a trial goes on from, or None (see `fit`): its
+    own, else its parent's, unless a setting's schedule depends on the
+    number of epochs (`TrainConfig.epoch_dependent_settings`), which the
+    parent trained fewer of."""
     candidates = [trial_dir]
-    if parent_dir and config.lr_schedule != "cosine":
+    if parent_dir and not config.epoch_dependent_settings():
         candidates.append(parent_dir)
     for folder in candidates:
         checkpoint = run_dir.checkpoint_dir(folder)
