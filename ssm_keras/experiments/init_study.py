@@ -85,12 +85,14 @@ def run_folder(out_dir, run):
 
 def training_command(settings, seed, data_dir, extra, run):
     """The training command of one run, with the training flags `extra`
-    after the recipe's; (3) takes its mask from (2), the binary one."""
+    after the recipe's, and the run's own after them (the Bernoulli mask,
+    trained with SGD at the constant `--bernoulli_learning_rate`); (3)
+    takes its mask from (2), the binary one."""
     regime, run_flags = RUNS[run]
     flagfile = os.path.join(settings.flags_dir, f"wrn28_cifar10_{regime}.flags")
     if run == "mask_bernoulli":
         run_flags = (*run_flags, f"--learning_rate={settings.bernoulli_learning_rate}")
-    more = [*run_flags, *extra]
+    more = [*extra, *run_flags]
     schedules = [flag.split("=", 1)[1] for flag in more if flag.startswith("--lr_schedule=")]
     if schedules and schedules[-1] != "plateau":
         # The mask flagfile's plateau settings would be refused as ignored.
