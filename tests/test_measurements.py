@@ -366,9 +366,11 @@ def test_check_applications_refuses_bad_settings_before_any_check(tmp_path, caps
     assert_one_error_line(capsys.readouterr(), f"--out_dir={afile}: cannot make this folder")
     assert afile.read_text() == "mine"
     out = tmp_path / "out"
-    assert command_status(check_applications, f"--out_dir={out}", "--models=MobileNetV2",
-                          "--timeout=0") == 1
-    assert_one_error_line(capsys.readouterr(), "--timeout=0.0")
+    for timeout in ("0", "inf", "3e6"):
+        assert command_status(check_applications, f"--out_dir={out}", "--models=MobileNetV2",
+                              f"--timeout={timeout}") == 1
+        assert_one_error_line(capsys.readouterr(), f"--timeout={float(timeout)}: give the "
+                              "seconds per model, > 0 and at most 2,000,000 (23 days)")
     out.mkdir()
     (out / "applications.md").write_text("an earlier check")
     assert command_status(check_applications, f"--out_dir={out}", "--models=MobileNetV2") == 1

@@ -56,6 +56,9 @@ BATCH = 8
 CHECK_ONE = ("import json, sys; from ssm_keras.experiments import applications; "
              "print(json.dumps(applications.check_one(sys.argv[1])))")
 REPORTS = ("applications.json", "applications.md")
+# The longest wait for one model's check: `subprocess.run` polls its pipes
+# with a timeout in milliseconds that must fit a C int.
+MAX_TIMEOUT = 2_000_000
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,9 @@ class ApplicationsSettings:
         if hub and importlib.util.find_spec("keras_hub") is None:
             raise ApplicationsError(f"--models: checking {', '.join(hub)} needs keras_hub, "
                                     "which is not installed: pip install 'ssm_keras[hub]'")
-        if not self.timeout > 0:
-            raise ApplicationsError(f"--timeout={self.timeout}: give the seconds per model, > 0")
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            raise ApplicationsError(f"--timeout={self.timeout}: give the seconds per model, > 0 "
+                                    f"and at most {MAX_TIMEOUT:,} (23 days)")
         existing = [path for path in self.report_paths() if os.path.exists(path)]
         if existing and not self.overwrite:
             raise ApplicationsError(f"{', '.join(existing)} exists; choose another --out_dir or "
