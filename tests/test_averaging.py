@@ -244,6 +244,18 @@ def test_a_resume_that_would_move_the_average_names_the_epochs_that_fit(tmp_path
                               {"epoch": 7, "history": history})
 
 
+def test_a_baseline_whose_average_would_start_in_the_past_is_refused_too(tmp_path):
+    """A plain model logs no averaged mask: the checkpoint's `averages_from`
+    says where its average started."""
+    settings = dict(regime="weights", ema_momentum=MOMENTUM, ema_start=0.5)
+    trainer.run(tiny_config(tmp_path, epochs=4, **settings), splits=tiny_splits())
+    assert run_dir.read_state(str(tmp_path / "run"))["averages_from"] == 2
+    with pytest.raises(ssm_config.ConfigError, match="starts the moving average at epoch 4, but "
+                       "the checkpoint after epoch 4 holds one started at epoch 3"):
+        trainer.run(tiny_config(tmp_path, epochs=6, resume=True, **settings),
+                    splits=tiny_splits())
+
+
 def test_a_resumed_run_whose_average_would_start_in_the_past_is_refused(tmp_path):
     splits = tiny_splits()
     settings = dict(ema_momentum=MOMENTUM, ema_start=0.5)  # 4 epochs: from epoch 3

@@ -102,12 +102,17 @@ def check_start(config, state):
     more `--epochs`, which moves `ceil(ema_start * epochs)`): an average
     cannot restart in the past. A checkpoint without an average (a parent
     trained without `--ema_momentum`) passes: the average starts at its
-    scores (`forking`)."""
+    scores (`forking`). Where the checkpoint's average started is its
+    `averages_from` (`callbacks.RunCheckpoint`), or in checkpoints without
+    it the first epoch with an `averaged_remaining_percent` (masks only)."""
     if config.ema_momentum is None or not state:
         return
     start, done = config.ema_start_epoch(), state["epoch"]
-    started = next((record["epoch"] - 1 for record in state.get("history", [])
-                    if "averaged_remaining_percent" in record), None)
+    if "averages_from" in state:
+        started = state["averages_from"] if state["averages_from"] < done else None
+    else:
+        started = next((record["epoch"] - 1 for record in state.get("history", [])
+                        if "averaged_remaining_percent" in record), None)
     if start < done and started is not None and started != start:
         raise ssm_config.ConfigError(
             f"--ema_start={config.ema_start} of --epochs={config.epochs} starts the moving "

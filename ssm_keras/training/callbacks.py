@@ -194,15 +194,19 @@ class RunCheckpoint(keras.callbacks.Callback):
             from, and its epoch) is written into every later one.
         keep_epochs: the epoch numbers (from 1) whose checkpoint is also
             kept in `directory/epoch-<N>/` (`run_dir.keep_checkpoint`).
+        averages_from: the epoch (from 0) at whose start the run's moving
+            averages start (`--ema_start`), written into every state as
+            `averages_from`; None for a run without them.
     """
 
     STATE_ATTRIBUTES = ("wait", "best", "cooldown_counter")
 
     def __init__(self, directory, stateful=(), clock=None, write=True, restored=None,
-                 keep_epochs=()):
+                 keep_epochs=(), averages_from=None):
         super().__init__()
         self.directory = directory
         self.keep_epochs = frozenset(keep_epochs)
+        self.averages_from = averages_from
         self.stateful = list(stateful)
         self.clock = clock
         self.write = write
@@ -236,6 +240,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         }
         if self.started_from:
             state["started_from"] = self.started_from
+        if self.averages_from is not None:
+            state["averages_from"] = self.averages_from
         run_dir.write_checkpoint(self.directory, self.model.save, state,
                                  keep=epoch + 1 in self.keep_epochs)
 

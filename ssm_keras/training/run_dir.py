@@ -314,6 +314,9 @@ def _state_problem(state):
     started = state.get("started_from")
     if started is not None and not isinstance(started, dict):
         return f"started_from must be an object, found {started!r}"
+    averages_from = state.get("averages_from", 0)
+    if not isinstance(averages_from, int) or isinstance(averages_from, bool) or averages_from < 0:
+        return f"averages_from must be an integer >= 0, found {averages_from!r}"
     for key in ("model", "model_sha256"):
         if key in state and not isinstance(state[key], str):
             return f"{key} must be a string, found {state[key]!r}"

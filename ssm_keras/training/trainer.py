@@ -234,6 +234,7 @@ def _callbacks(config, model_dir, restored, clock, chief):
     checkpoint = ssm_callbacks.RunCheckpoint(
         run_dir.checkpoint_dir(model_dir), stateful=stateful, clock=clock,
         write=chief, restored=restored, keep_epochs=config.kept_checkpoint_epochs(),
+        averages_from=config.ema_start_epoch() if config.ema_momentum is not None else None,
     )
     extra = []
     if chief:
