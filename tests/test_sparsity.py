@@ -43,6 +43,9 @@ def test_weight_decay_for_leaves_the_wanted_share_when_only_decay_acts():
     shrunk = ratios * (1.0 - rate * decay / initial) ** steps
     assert 100.0 * np.mean(shrunk > 1.0) == pytest.approx(12.0, abs=0.01)
     assert sparsity.weight_decay_for(ratios, 70.0, steps, rate, initial) == 0.0  # 60% remain
+    # An aim above 100%: a path's 60% over a regrowth of 0.4, after an
+    # epoch that pruned more than aimed.
+    assert sparsity.weight_decay_for(ratios, 60.0 / 0.4, steps, rate, initial) == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no division by the learning rate of 0
         assert sparsity.weight_decay_for(ratios, 12.0, steps, 0.0, initial) == 0.0

@@ -109,9 +109,13 @@ def weight_decay_for(ratios, wanted_percent, steps, learning_rate, initial_learn
     `f = (1 - learning_rate * wd / initial_learning_rate) ** steps`; the
     kept share of `ratios * f > 1` is `wanted_percent / 100` for
     `f = 1 / quantile(ratios, 1 - wanted_percent / 100)`. Returns 0 when no
-    shrinking is needed (`f >= 1`), and when none is possible: at a learning
-    rate of 0 (where a cosine schedule ends) the decay shrinks nothing.
+    shrinking is needed (`f >= 1`; `wanted_percent >= 100`, an aim over the
+    regrowth `g < 1` after an epoch that pruned more than aimed), and when
+    none is possible: at a learning rate of 0 (where a cosine schedule
+    ends) the decay shrinks nothing.
     """
+    if wanted_percent >= 100.0:
+        return 0.0
     threshold = np.quantile(ratios, 1.0 - wanted_percent / 100.0)
     if threshold <= 1.0 or learning_rate <= 0.0:
         return 0.0
