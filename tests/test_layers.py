@@ -560,6 +560,19 @@ def test_a_numpy_integer_seed_is_an_int_seed():
     assert layer.get_config()["mask_seed"] == 7 and type(layer.mask_seed) is int
 
 
+def test_seeded_bernoulli_layers_sample_masks_of_their_own():
+    """One mask_seed for every layer (as `supermask` gives): layers of the
+    same shape draw other samples, and the same layer again the same."""
+    def sampled(name):
+        layer = layers.MaskedDense(64, mask="bernoulli", mask_seed=0, name=name)
+        layer.build((None, 32))
+        return keras.ops.convert_to_numpy(layer.compute_mask_values(training=True))
+
+    first, again, other = sampled("dense_a"), sampled("dense_a"), sampled("dense_b")
+    np.testing.assert_array_equal(first, again)
+    assert np.mean(first != other) > 0.4  # independent halves: about 0.5
+
+
 def test_a_bernoulli_seed_must_fit_its_seed_generator():
     with pytest.raises(ValueError, match=r"a bernoulli mask's mask_seed must be in \[-2\*\*63, "
                                          r"2\*\*63\). Received: mask_seed=9223372036854775808"):

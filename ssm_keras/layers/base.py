@@ -419,7 +419,9 @@ class MaskedLayer(MaskArguments, keras.layers.Layer):
     def _add_masked_kernel(self, name, shape, dtype=None, **unused):
         """Creates `W0`, its scores and its threshold (threshold masks);
         returns `W0`. The stock initialiser, regulariser and constraint are
-        not used (the initialiser argument's value is, seeded)."""
+        not used (the initialiser argument's value is, seeded). A seeded
+        Bernoulli mask's sampler starts at the seed of `(mask_seed,
+        mask_scope, "mask_samples")`."""
         shape = tuple(shape)
         scores_name, threshold_name = role_names(name)
         kernel = super().add_weight(
@@ -443,6 +445,12 @@ class MaskedLayer(MaskArguments, keras.layers.Layer):
                 name=threshold_name, shape=(), dtype="float32", autocast=False,
                 initializer=initial_threshold, trainable=False,
             )
+        if self.mask_kind == "bernoulli" and self.mask_seed is not None:
+            # Each layer samples its own masks: its generator starts at the
+            # seed of (mask_seed, mask_scope), as W0 and the scores do.
+            generator = getattr(self, self._seed_generator_attribute)
+            generator.state.assign(
+                [ssm_initializers.derive_seed(self.mask_seed, self.mask_scope, "mask_samples"), 0])
         self._masked[name] = MaskedKernel(kernel, scores, threshold)
         setattr(self, scores_name, scores)
         if threshold is not None:
