@@ -149,7 +149,9 @@ class _Holder(L.Layer):
             part.build(input_shape)
 
     def _parts(self):
-        return self.parts if isinstance(self.parts, (list, tuple)) else [self.parts]
+        parts = self.parts if isinstance(self.parts, (list, tuple)) else [self.parts]
+        return [layer for part in parts
+                for layer in (part if isinstance(part, (list, tuple)) else [part])]
 
     def call(self, inputs):
         return sum(part(inputs) for part in self._parts())
@@ -167,9 +169,12 @@ def _holding(inner):
      "cannot supermask layer 'holder': its sublayer 'own' has a kernel and its type "
      "_Kernel has no masked counterpart (maskable: Dense, "),
     (lambda: (L.Dense(2, name="a"), L.Dense(2, name="b")),
-     "cannot supermask layer 'holder': its sublayer 'a' is held in a tuple, where no masked "
-     "layer can take its place; pass layers= to leave the layer as it is, or hold it in an "
-     "attribute or a list."),
+     "cannot supermask layer 'holder': its sublayer 'a' is held in a tuple or a nested "
+     "container, where no masked layer can take its place; pass layers= to leave the layer as "
+     "it is, or hold it in an attribute, a list or a dict."),
+    (lambda: [[L.Dense(2, name="deep")]],
+     "cannot supermask layer 'holder': its sublayer 'deep' is held in a tuple or a nested "
+     "container"),
     (lambda: keras.Sequential([L.Dense(2)], name="seq"),
      "cannot supermask layer 'holder': its sublayer 'seq' is a model (Sequential), inside "
      "which supermask does not mask; pass layers= to leave the layer as it is, or build it "

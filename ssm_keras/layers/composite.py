@@ -27,7 +27,8 @@ computes with `W0 * m(s)` for every kernel inside it.
 
 What cannot be masked exactly is refused (`unmaskable_reason`): a sublayer
 with a kernel of an unregistered type, a model inside the layer, a sublayer
-held in a tuple, two sublayers of one path, a registered sublayer with a
+held in a tuple or a nested container (a list of lists), two sublayers of
+one path, a registered sublayer with a
 kernel regulariser, constraint, LoRA or quantisation, or a config that does
 not make the layer again. Keras' own wrappers
 (`TimeDistributed`, `Bidirectional`) are not composites here.
@@ -97,11 +98,20 @@ def constructor_config(layer):
     return kept
 
 
-def _in_a_tuple(parent, sublayer):
-    """Whether `parent` holds `sublayer` in a tuple attribute, which cannot
-    take another layer in its place."""
-    return any(isinstance(value, tuple) and any(item is sublayer for item in value)
-               for value in vars(parent).values())
+def _replaceable(parent, sublayer):
+    """Whether `_replace` can put a masked layer where `parent` holds
+    `sublayer` for its `call`: in an attribute, or an entry of a list or
+    dict attribute (not in a tuple, nor deeper in a container)."""
+    for name, value in vars(parent).items():
+        if name == "_layers":  # the tracker's list, which `call` does not read
+            continue
+        if value is sublayer:
+            return True
+        entries = value if isinstance(value, list) else (
+            value.values() if isinstance(value, dict) else ())
+        if any(entry is sublayer for entry in entries):
+            return True
+    return False
 
 
 def unmaskable_reason(layer, train_bias=False):
@@ -131,9 +141,10 @@ def unmaskable_reason(layer, train_bias=False):
                         f"masked counterpart (maskable: {maskable}); {leave}, or register a "
                         "masked layer for that type (ssm_keras.register)")
             continue
-        if _in_a_tuple(parent, sublayer):
-            return (f"{where} is held in a tuple, where no masked layer can take its place; "
-                    f"{leave}, or hold it in an attribute or a list")
+        if not _replaceable(parent, sublayer):
+            return (f"{where} is held in a tuple or a nested container, where no masked layer "
+                    f"can take its place; {leave}, or hold it in an attribute, a list or a "
+                    "dict")
         config = cls.counterpart_config(sublayer)
         reason = base.unmaskable_reason(config, cls.initializer_arguments(),
                                           sublayer.dtype_policy)
