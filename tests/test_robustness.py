@@ -51,6 +51,11 @@ def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
             tune(no_mask)
     with pytest.raises(run_dir.RunDirError, match="has signed masks; pass --mask=signed"):
         tune(mask_run, mask="binary")
+    with pytest.raises(run_dir.RunDirError, match="is a fcn model of width 1; pass --width=1 to "
+                                                  "train it. Received: --width=2"):
+        tune(mask_run, width=2)
+    with pytest.raises(run_dir.RunDirError, match="is a conv2 model of width 1; pass --width=1"):
+        tune(conv2, splits=conv_splits, arch="conv2", width=3)
     assert not (tmp_path / "tuned").exists()
     for inside in (mask_run, mask_run / "model.keras"):  # --overwrite would delete its mask
         with pytest.raises(ssm_config.ConfigError,

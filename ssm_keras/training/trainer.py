@@ -96,10 +96,10 @@ def _load_mask_model(path):
     return load_model_file(model_path, f"--mask_from={path}", compile=False)
 
 
-def _check_mask_source(config, trained):
+def _check_mask_source(config, trained, spec):
     """Refuses a `--mask_from` model without a trained mask (a baseline, a
-    baked export), or of another architecture or mask kind than `config`
-    records: the run trains that model, so its flags must name it."""
+    baked export), or of another architecture, mask kind or width than
+    `config` records: the run trains that model, so its flags must name it."""
     masked = ssm_layers.masked_layers(trained)
     source = f"--mask_from={config.mask_from}"
     if not masked:
@@ -118,6 +118,27 @@ def _check_mask_source(config, trained):
             f"{source} has {'/'.join(kinds)} masks; pass --mask={kinds[0]} to train it. "
             f"Received: --mask={config.mask_kind}"
         )
+    width = config.width or models.ARCHITECTURES[config.arch].default_width
+    kernels_at = count_in_width(config.arch, spec, kernel_weights)
+    found = kernel_weights(trained)
+    if kernels_at(width) != found:
+        widths = [other for other in range(1, MAX_WIDTH_NAMED + 1) if kernels_at(other) == found]
+        named = f"of width {widths[0]}; pass --width={widths[0]}" if widths else (
+            "of another width; pass its --width")
+        raise run_dir.RunDirError(
+            f"{source} is a {config.arch} model {named} to train it. Received: "
+            + (f"--width={config.width}" if config.width else f"the default width {width}"))
+
+
+# The widest model a refused --mask_from is searched among, to name its --width.
+MAX_WIDTH_NAMED = 1024
+
+
+def kernel_weights(model):
+    """The number of weights in `model`'s kernels (variables named `kernel`:
+    a masked layer's `W0`, a plain layer's kernel)."""
+    return sum(math.prod(variable.shape) for variable in model.weights
+               if variable.name == "kernel")
 
 
 # Bytes a trained float32 weight costs: the kernel, the score (or, for a
@@ -126,16 +147,22 @@ def _check_mask_source(config, trained):
 TRAINING_BYTES_PER_WEIGHT = 16
 
 
-def weight_count(arch, spec, width):
-    """The weights of the plain `arch` model at `width`, without building it:
-    every kernel is (input size x output size), each linear in the width or
-    constant, so the count is a quadratic in the width, read off the models
-    of widths 1, 2 and 3 (exact)."""
-    counts = [models.build_architecture(arch, masked=False, input_shape=spec.image_shape,
-                                        num_classes=spec.num_classes, width=small).count_params()
+def count_in_width(arch, spec, count):
+    """`count` (a function of a model, e.g. its number of weights) of the
+    plain `arch` model as a function of the width, without building it at
+    that width: every kernel is (input size x output size), each linear in
+    the width or constant, so such a count is a quadratic in the width, read
+    off the models of widths 1, 2 and 3 (exact)."""
+    counts = [count(models.build_architecture(arch, masked=False, input_shape=spec.image_shape,
+                                              num_classes=spec.num_classes, width=small))
               for small in (1, 2, 3)]
     first, second = counts[1] - counts[0], counts[2] - 2 * counts[1] + counts[0]
-    return counts[0] + (width - 1) * first + (width - 1) * (width - 2) // 2 * second
+    return lambda width: counts[0] + (width - 1) * first + (width - 1) * (width - 2) // 2 * second
+
+
+def weight_count(arch, spec, width):
+    """The weights of the plain `arch` model at `width` (`count_in_width`)."""
+    return count_in_width(arch, spec, keras.Model.count_params)(width)
 
 
 def check_memory(config, spec):
@@ -163,7 +190,7 @@ def build_model(config, spec):
                 f"{tuple(trained.input_shape[1:])}, but --dataset={config.dataset} "
                 f"has {spec.image_shape}."
             )
-        _check_mask_source(config, trained)
+        _check_mask_source(config, trained, spec)
         return models.with_regime(trained, "mask_then_weights")
     check_memory(config, spec)
     model = models.build_architecture(
