@@ -342,6 +342,31 @@ def test_a_model_with_python_code_names_keras_unsafe_deserialization(tmp_path):
         "that before load_compact if you trust the file")
 
 
+def test_output_shapes_that_size_no_weight_round_trip(tmp_path):
+    """A Lambda's output shape and an EinsumDense's sequence length (16,
+    above every dimension of its 4 x 4 kernel) size no weight."""
+    keras.config.enable_unsafe_deserialization()  # for the Lambda (each test clears it)
+    inputs = keras.Input((16, 4))
+    hidden = keras.layers.Lambda(lambda x: 2.0 * x, output_shape=(16, 4), name="double")(inputs)
+    hidden = keras.layers.EinsumDense("abc,cd->abd", output_shape=(16, 4), name="mix")(hidden)
+    masked = ssm_keras.supermask(keras.Model(inputs, keras.layers.Dense(2)(hidden)), seed=0)
+    ssm_keras.save_compact(masked, tmp_path / "shapes.ssm")
+    images = np.random.default_rng(0).normal(size=(3, 16, 4)).astype(np.float32)
+    loaded = ssm_keras.load_compact(tmp_path / "shapes.ssm").masked_model
+    np.testing.assert_array_equal(loaded(images), masked(images))
+
+
+def test_an_einsum_kernel_axis_larger_than_recorded_is_refused():
+    config = {"name": "mix", "equation": "abc,cd->abd", "output_shape": [16, 10**9]}
+    header = {"masked_kernels": [{"layer": "mix", "kernel": "kernel", "shape": [4, 4]}],
+              "variables": [], "model": {"layers": [{"config": config}]}}
+    with pytest.raises(compact.CompactFileError, match=r"layer 'mix' has output_shape=\[16, "
+                       r"1000000000\], but the file records variables of shapes \[\[4, 4\]\]"):
+        compact._check_sizes(header)
+    config["output_shape"] = [10**9, 4]  # a sequence length sizes no weight
+    compact._check_sizes(header)
+
+
 def _recompact(data, change, change_payload=None):
     """Compact file bytes with `change(header)` applied (NaN and infinities
     written as Python's JSON writes them), the payload replaced by

@@ -702,10 +702,11 @@ def _config_layers(model_config):
 
 
 # Layer arguments that size a layer's weights (dense units, filters, heads,
-# embedding tables, ...), checked against the shapes a file records.
+# embedding tables, ...), checked against the shapes a file records; and
+# an einsum layer's `output_shape` (`_weight_axes_of_output`).
 _SIZE_ARGUMENTS = ("units", "filters", "depth_multiplier", "input_dim", "output_dim",
                    "num_heads", "key_dim", "value_dim", "head_dim", "num_query_heads",
-                   "num_key_value_heads", "output_shape")
+                   "num_key_value_heads")
 
 
 def _sizes(value):
@@ -714,12 +715,33 @@ def _sizes(value):
     return [size for size in values if isinstance(size, int) and not isinstance(size, bool)]
 
 
+def _weight_axes_of_output(config):
+    """The entries of an einsum layer's `output_shape` (`EinsumDense`,
+    `equation="abc,cd->abd"`) on the weight's axes (`d`), which size its
+    kernel; not those only of the output (`b`, e.g. a sequence length), nor
+    a layer without an equation's (a `Lambda`'s output shape sizes nothing).
+    `output_shape` gives the output's axes but the batch axis and those of
+    an ellipsis; an equation it does not fit keeps every entry."""
+    equation, shape = config.get("equation"), _sizes(config.get("output_shape"))
+    if not isinstance(equation, str) or "->" not in equation or "," not in equation:
+        return []
+    inputs, output = equation.split("->", 1)
+    weight = inputs.split(",", 1)[1]
+    axes = output.replace("...", "")
+    if not output.startswith("..."):
+        axes = axes[1:]  # the batch axis
+    if len(axes) != len(shape):
+        return shape
+    return [size for axis, size in zip(axes, shape) if axis in weight]
+
+
 def _check_sizes(header):
     """Refuses a header whose model is not the one its records store, or
     would not fit in this machine's memory, before a variable is allocated.
 
     Every size argument of a layer config (`units`, `filters`, `num_heads`,
-    `input_dim`, ...: `_SIZE_ARGUMENTS`) must be at most the largest
+    `input_dim`, ...: `_SIZE_ARGUMENTS`, and an einsum layer's
+    `output_shape` on its weight's axes) must be at most the largest
     dimension of the variables the file records for that layer (masked
     kernels, by the first part of their `mask_scope`, and raw variables),
     which holds for every layer type; and the values recorded, kept about
@@ -734,9 +756,10 @@ def _check_sizes(header):
         config = layer["config"]
         recorded = shapes.get(config.get("name"), [])
         largest = max((size for shape in recorded for size in shape), default=0)
-        for key in _SIZE_ARGUMENTS:
-            too_large = [size for size in _sizes(config.get(key)) if size > largest]
-            if too_large:
+        sizes = {key: _sizes(config.get(key)) for key in _SIZE_ARGUMENTS}
+        sizes["output_shape"] = _weight_axes_of_output(config)
+        for key, values in sizes.items():
+            if any(size > largest for size in values):
                 raise CompactFileError(
                     f"layer {config.get('name')!r} has {key}={config[key]}, but the file records "
                     f"variables of shapes {recorded} for it"
