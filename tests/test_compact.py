@@ -356,6 +356,19 @@ def test_output_shapes_that_size_no_weight_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(images), masked(images))
 
 
+def test_masked_layers_of_one_name_in_two_nested_models_are_refused(tmp_path):
+    def block(name):
+        return keras.Sequential([keras.Input((8,)), layers.MaskedDense(8, name="d", mask_seed=0)],
+                                name=name)
+
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, block("second")(block("first")(inputs)))
+    with pytest.raises(ValueError, match="save_compact cannot store two masked layers named 'd' "
+                                         r"\(in different nested models\)"):
+        ssm_keras.save_compact(model, tmp_path / "twice.ssm")
+    assert not (tmp_path / "twice.ssm").exists()
+
+
 def test_an_einsum_kernel_axis_larger_than_recorded_is_refused():
     config = {"name": "mix", "equation": "abc,cd->abd", "output_shape": [16, 10**9]}
     header = {"masked_kernels": [{"layer": "mix", "kernel": "kernel", "shape": [4, 4]}],

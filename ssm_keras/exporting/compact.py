@@ -403,14 +403,22 @@ def _preprocessing(model):
 
 
 def _check_named(model):
-    """Refuses a layer with weights whose `get_config` leaves out its name:
-    `load_compact` could not tell which layer the stored weights are of."""
+    """Refuses a layer with weights whose `get_config` leaves out its name,
+    and two masked layers of one `mask_scope` (one name in two nested
+    models): `load_compact` could not tell which layer the stored weights
+    are of."""
     for layer in cloning.leaf_layers(model):
         if layer.weights and "name" not in layer.get_config():
             raise ValueError(
                 f"save_compact cannot store layer {layer.name!r} ({type(layer).__name__}): its "
                 "get_config() leaves out its name, by which its weights are stored; build the "
                 "config on super().get_config(), as Keras layers do")
+    scopes = [layer.mask_scope for layer in ssm_layers.masked_layers(model)]
+    shared = sorted({scope for scope in scopes if scopes.count(scope) > 1})
+    if shared:
+        raise ValueError(
+            f"save_compact cannot store two masked layers named {shared[0]!r} (in different "
+            "nested models): masked kernels are stored by name; give them distinct names")
 
 
 def _checked_metadata(metadata):
@@ -455,8 +463,9 @@ def save_compact(model, path, metadata=None):
         TypeError: `path` is not a path, or `metadata` not a JSON-serialisable
             dict (refused before anything is written).
         ValueError: the model is not a built functional or Sequential model
-            (`cloning.check_copyable`), or a layer with weights has a
-            `get_config` that leaves out its name.
+            (`cloning.check_copyable`), a layer with weights has a
+            `get_config` that leaves out its name, or two masked layers
+            share a name.
     """
     cloning.check_copyable(model, "save_compact")
     _check_named(model)
