@@ -54,6 +54,9 @@ def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
     with pytest.raises(run_dir.RunDirError, match="is a fcn model of width 1; pass --width=1 to "
                                                   "train it. Received: --width=2"):
         tune(mask_run, width=2)
+    with pytest.raises(run_dir.RunDirError, match="computes in float32; pass --mixed_precision="
+                       "float32 to train it. Received: --mixed_precision=mixed_bfloat16"):
+        tune(mask_run, mixed_precision="mixed_bfloat16")
     with pytest.raises(run_dir.RunDirError, match="is a conv2 model of width 1; pass --width=1"):
         tune(conv2, splits=conv_splits, arch="conv2", width=3)
     assert not (tmp_path / "tuned").exists()
