@@ -67,6 +67,16 @@ def test_one_process_checks_everything_first_and_never_silently_overwrites(tmp_p
             if path.is_file()} == before
 
 
+def test_a_run_goes_on_with_another_worker_timeout_but_not_another_learning_rate(tmp_path):
+    flags = {"epochs": 3, "learning_rate": 0.1, "worker_timeout": 600.0}
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / run_dir.FLAGS_JSON).write_text(json.dumps(flags))
+    assert run_dir.check(str(folder), {**flags, "worker_timeout": 1200.0}) is None
+    with pytest.raises(run_dir.RunDirError, match=r"--learning_rate: 0.1 -> 0.2"):
+        run_dir.check(str(folder), {**flags, "learning_rate": 0.2})
+
+
 def test_a_cosine_run_is_not_continued_to_more_epochs(tmp_path):
     """Its learning rate reached 0 at the end of its own --epochs."""
     splits = tiny_splits()

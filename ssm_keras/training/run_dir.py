@@ -38,8 +38,10 @@ from ssm_keras.errors import UserError
 
 # Settings that may differ between a run and its continuation: how it is
 # started, where its folder is (the folder is the same one however it is
-# spelled, or after it was moved), and which checkpoints it keeps.
-_RESTART_KEYS = ("resume", "overwrite", "verbose", "model_dir", "keep_checkpoints")
+# spelled, or after it was moved), which checkpoints it keeps, and how long
+# a worker waits for the others (a late worker's error advises raising it).
+_RESTART_KEYS = ("resume", "overwrite", "verbose", "model_dir", "keep_checkpoints",
+                 "worker_timeout")
 # The files and folders of a run (see the module docstring).
 LOCK = ".lock"
 FLAGS_JSON = "flags.json"
