@@ -113,9 +113,9 @@ def test_a_started_run_that_is_killed_resumes_from_its_own_checkpoint(tmp_path, 
     assert plotting.load_unfinished_run(config.model_dir)[3] == 1  # its curves mark epoch 1
     # Resumed with a checkpoint to keep added (a flag that may change), but
     # not one of an epoch it trained without keeping it.
-    with pytest.raises(ssm_config.ConfigError, match="names epoch 2, and this run goes on "
+    with pytest.raises(ssm_config.ConfigError, match="names epoch 1, and this run goes on "
                                                      "after epoch 2 without a kept checkpoint"):
-        trainer.run(dataclasses.replace(config, keep_checkpoints="2,3"), splits=splits)
+        trainer.run(dataclasses.replace(config, keep_checkpoints="1,3"), splits=splits)
     resumed = trainer.run(dataclasses.replace(config, keep_checkpoints="3"), splits=splits)
     _same_end(resumed, parent, tmp_path / "child", parent_folder)
     assert resumed["started_from"]["epoch"] == 1
@@ -167,6 +167,29 @@ def test_checkpoints_a_run_cannot_start_from_are_refused_and_nothing_is_written(
         with pytest.raises(error, match=message):
             trainer.run(tiny_config(tmp_path / "child", **overrides), splits=splits)
         assert not (tmp_path / "child").exists()
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_keeping_a_checkpoint_keeps_it_when_resumed(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    config = tiny_config(tmp_path, epochs=3, keep_checkpoints="2")
+    copy = shutil.copy2
+
+    def killed_at_epoch_2(source, target):
+        if "epoch-2" in target:
+            raise KeyboardInterrupt  # as Ctrl-C during the copy
+        return copy(source, target)
+
+    monkeypatch.setattr(run_dir.shutil, "copy2", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(config, splits=splits)
+    monkeypatch.setattr(run_dir.shutil, "copy2", copy)
+    kept = tmp_path / "run" / "checkpoint" / "epoch-2"
+    assert strict_json(tmp_path / "run" / "checkpoint" / "state.json")["epoch"] == 2
+    assert not kept.exists()
+    assert trainer.run(config, splits=splits)["epochs"] == 3
+    assert strict_json(kept / "state.json")["epoch"] == 2
+    assert not (tmp_path / "run" / "checkpoint" / ".epoch-2.tmp").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -594,19 +594,28 @@ def check_model_settings(config, model, fresh=True):
                 "so ask for less")
 
 
-def check_kept_epochs(config, model_dir, restored):
+def check_kept_epochs(config, model_dir, restored, resumed):
     """Refuses a `--keep_checkpoints` epoch that a run going on from the
-    checkpoint `restored` (resumed, or started from it) trained before it
-    and did not keep: its checkpoint cannot be made any more."""
+    checkpoint `restored` (`resumed` from its own, or started from another
+    run's) trained before it and did not keep: its checkpoint cannot be made
+    any more.
+
+    Returns:
+        The epochs whose copy a resumed run still makes: its checkpoint's
+        own, when a kill came while it was being copied.
+    """
     done = (restored or {}).get("epoch", 0)
     checkpoints = run_dir.checkpoint_dir(model_dir)
     missed = sorted(epoch for epoch in config.kept_checkpoint_epochs() if epoch <= done
                     and not os.path.isdir(run_dir.kept_checkpoint_dir(checkpoints, epoch)))
+    copied = [done] if resumed and done in missed else []
+    missed = [epoch for epoch in missed if epoch not in copied]
     if missed:
         raise ssm_config.ConfigError(
             f"--keep_checkpoints={config.keep_checkpoints} names epoch {missed[0]}, and this "
             f"run goes on after epoch {done} without a kept checkpoint of it, which can no "
             f"longer be made: name epochs after {done}.")
+    return copied
 
 
 def _train(config, model_dir, splits, strategy, restored, start_run, extra_callbacks):
@@ -625,7 +634,7 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         model = make_model(config, splits, strategy)
     check_model_settings(config, model, fresh=not restored)
     averaging.check_start(config, restored)
-    check_kept_epochs(config, model_dir, restored)
+    copied = check_kept_epochs(config, model_dir, restored, resumed=not fresh)
     initial_epoch = restored["epoch"] if restored else 0
     previous_time = (restored or {}).get("wall_time_s") or 0.0
     start = time.time()
@@ -637,6 +646,8 @@ def _train(config, model_dir, splits, strategy, restored, start_run, extra_callb
         start_run()
         if fresh:
             _write_flags_summary(model_dir, run_dir.to_flagfile(config.to_dict()))
+        for epoch in copied:
+            run_dir.keep_checkpoint(run_dir.checkpoint_dir(model_dir), epoch, restored["model"])
     callbacks, checkpoint = _callbacks(config, model_dir, restored, clock, chief)
     try:
         fit(model, config, splits, [*callbacks, *extra_callbacks], initial_epoch)
