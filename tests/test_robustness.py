@@ -136,6 +136,8 @@ def test_a_worker_that_cannot_start_or_whose_peers_never_start_is_one_error_line
      "worker address 'no port' is not host:port"),
     ('{"cluster": {"worker": ["a:1", "b:99999"]}, "task": {"type": "worker", "index": 0}}',
      "worker address 'b:99999' is not host:port"),
+    ('{"cluster": {"chief": ["a:1", "a:2"]}, "task": {"type": "chief", "index": 1}}',
+     "TF_CONFIG's cluster names 2 chiefs; a cluster has at most one (the others are workers)"),
 ])
 def test_malformed_tf_config_is_one_line(monkeypatch, tf_config, message):
     monkeypatch.setenv("TF_CONFIG", tf_config)

@@ -264,6 +264,10 @@ def cluster_config():
                 raise DistributeError(
                     f"TF_CONFIG: {kind} address {address!r} is not host:port (a port in 1..65535)."
                 )
+    if len(cluster.get("chief", [])) > 1:
+        raise DistributeError(
+            f"TF_CONFIG's cluster names {len(cluster['chief'])} chiefs; a cluster has at most "
+            "one (the others are workers).")
     if cluster and not task:
         raise DistributeError(f"TF_CONFIG names a cluster but no task of this process, {example}.")
     if task:
