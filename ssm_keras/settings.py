@@ -88,10 +88,11 @@ def recipe_path(name):
 
 
 # Argument lists and flagfiles.
-def expand_flagfiles(arguments):
+def expand_flagfiles(arguments, including=()):
     """`arguments` with every `--flagfile=PATH` replaced by the lines of
-    that file, recursively; `SettingsError` for a file that cannot be read
-    or includes itself."""
+    that file, recursively, as absl reads them (`~` expanded); `SettingsError`
+    for a file that cannot be read or includes itself, directly or through
+    others (`including`: the files being expanded)."""
     expanded = []
     for argument in arguments:
         if not argument.startswith("--flagfile="):
@@ -99,24 +100,30 @@ def expand_flagfiles(arguments):
             continue
         path = argument.removeprefix("--flagfile=")
         try:
-            with open(path, encoding="utf-8") as file:
+            with open(os.path.expanduser(path), encoding="utf-8") as file:
                 lines = [line.strip() for line in file]
         except OSError as error:
             raise SettingsError(f"--flagfile={path}: cannot read it ({error.strerror})") from None
         except UnicodeDecodeError as error:
             raise SettingsError(f"--flagfile={path} is not UTF-8 text ({error})") from None
-        if any(line == argument for line in lines):
+        real = os.path.realpath(os.path.expanduser(path))
+        if real in including:
             raise SettingsError(f"--flagfile={path} includes itself")
         expanded += expand_flagfiles(
-            [line for line in lines if line and not line.startswith(("#", "//"))])
+            [line for line in lines if line and not line.startswith(("#", "//"))],
+            (*including, real))
     return expanded
+
+
+# The words absl takes for a yes-or-no flag's value (any case).
+_TRUE, _FALSE = ("true", "t", "1"), ("false", "f", "0")
 
 
 def _parse_value(name, kind, text):
     if kind is bool:
-        if text.lower() in ("true", "1"):
+        if text.lower() in _TRUE:
             return True
-        if text.lower() in ("false", "0"):
+        if text.lower() in _FALSE:
             return False
         raise SettingsError(f"--{name}={text}: expected true or false")
     try:

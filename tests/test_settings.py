@@ -50,6 +50,19 @@ def test_a_flagfile_that_includes_itself_is_refused(tmp_path):
     loop.write_text(f"--flagfile={loop}\n")
     with pytest.raises(settings.SettingsError, match="includes itself"):
         settings.parse(TrainConfig, [f"--flagfile={loop}"])
+    first, second = tmp_path / "a.flags", tmp_path / "b.flags"
+    first.write_text(f"--epochs=2\n--flagfile={second}\n")
+    second.write_text(f"--flagfile={first}\n")
+    with pytest.raises(settings.SettingsError, match=f"--flagfile={first} includes itself"):
+        settings.parse(TrainConfig, [f"--flagfile={first}"])
+
+
+def test_flagfiles_read_as_the_commands_read_them(tmp_path, monkeypatch):
+    """`~` in a --flagfile path, and absl's words for yes and no."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "run.flags").write_text("--epochs=4\n--nesterov=f\n--signed=T\n")
+    parsed = settings.parse(TrainConfig, ["--flagfile=~/run.flags"])
+    assert (parsed.epochs, parsed.nesterov, parsed.signed) == (4, False, True)
 
 
 def test_home_is_expanded_in_paths_and_lists_of_paths_only(monkeypatch):
