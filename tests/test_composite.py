@@ -164,6 +164,25 @@ def _holding(inner):
     return keras.Model(inputs, holder(inputs))
 
 
+class _Paired(keras.layers.Layer):
+    """Holds its sublayer in an attribute and, for its call, in a tuple."""
+
+    def build(self, input_shape):
+        self.dense = L.Dense(2, name="dense")
+        self.pair = (self.dense,)
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return self.pair[0](inputs)
+
+
+def test_a_sublayer_also_held_in_a_tuple_is_refused():
+    inputs = keras.Input((4, 3))
+    with pytest.raises(ValueError, match="its sublayer 'dense' is held in a tuple or a nested "
+                                         "container"):
+        ssm_keras.supermask(keras.Model(inputs, _Paired(name="paired")(inputs)))
+
+
 @pytest.mark.parametrize("inner, message", [
     (lambda: [L.Dense(2, name="dense"), _Kernel(name="own")],
      "cannot supermask layer 'holder': its sublayer 'own' has a kernel and its type "

@@ -99,19 +99,30 @@ def constructor_config(layer):
 
 
 def _replaceable(parent, sublayer):
-    """Whether `_replace` can put a masked layer where `parent` holds
-    `sublayer` for its `call`: in an attribute, or an entry of a list or
-    dict attribute (not in a tuple, nor deeper in a container)."""
+    """Whether `_replace` can put a masked layer wherever `parent` holds
+    `sublayer` for its `call`: held in an attribute, or an entry of a list
+    or dict attribute, and nowhere else (not in a tuple, nor deeper in a
+    container)."""
+    held, elsewhere = False, False
     for name, value in vars(parent).items():
         if name == "_layers":  # the tracker's list, which `call` does not read
             continue
-        if value is sublayer:
-            return True
-        entries = value if isinstance(value, list) else (
-            value.values() if isinstance(value, dict) else ())
-        if any(entry is sublayer for entry in entries):
-            return True
-    return False
+        entries = list(value) if isinstance(value, (list, tuple)) else (
+            list(value.values()) if isinstance(value, dict) else [])
+        held |= value is sublayer or (not isinstance(value, tuple) and any(
+            entry is sublayer for entry in entries))
+        elsewhere |= (isinstance(value, tuple) and any(entry is sublayer for entry in entries)) \
+            or any(_holds_deeper(entry, sublayer) for entry in entries)
+    return held and not elsewhere
+
+
+def _holds_deeper(container, sublayer):
+    """Whether `sublayer` is in the list, tuple or dict `container`, at any depth."""
+    entries = list(container) if isinstance(container, (list, tuple)) else (
+        list(container.values()) if isinstance(container, dict) else None)
+    if entries is None:
+        return False
+    return any(entry is sublayer or _holds_deeper(entry, sublayer) for entry in entries)
 
 
 def unmaskable_reason(layer, train_bias=False):
