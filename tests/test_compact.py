@@ -378,6 +378,10 @@ def test_an_einsum_kernel_axis_larger_than_recorded_is_refused():
         compact._check_sizes(header)
     config["output_shape"] = [10**9, 4]  # a sequence length sizes no weight
     compact._check_sizes(header)
+    attention = {"name": "mix", "num_heads": 2, "key_dim": 4, "output_shape": [10**9]}
+    header["model"]["layers"] = [{"config": attention}]  # every entry sizes its projection
+    with pytest.raises(compact.CompactFileError, match=r"has output_shape=\[1000000000\]"):
+        compact._check_sizes(header)
 
 
 def _recompact(data, change, change_payload=None):

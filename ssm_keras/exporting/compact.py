@@ -724,16 +724,17 @@ def _sizes(value):
     return [size for size in values if isinstance(size, int) and not isinstance(size, bool)]
 
 
-def _weight_axes_of_output(config):
-    """The entries of an einsum layer's `output_shape` (`EinsumDense`,
-    `equation="abc,cd->abd"`) on the weight's axes (`d`), which size its
-    kernel; not those only of the output (`b`, e.g. a sequence length), nor
-    a layer without an equation's (a `Lambda`'s output shape sizes nothing).
-    `output_shape` gives the output's axes but the batch axis and those of
-    an ellipsis; an equation it does not fit keeps every entry."""
+def _weight_axes_of_output(config, has_variables):
+    """The entries of a layer's `output_shape` that size its weights: of an
+    einsum layer's (`EinsumDense`, `equation="abc,cd->abd"`), those on the
+    weight's axes (`d`), not those only of the output (`b`, e.g. a sequence
+    length); of another layer with variables (`MultiHeadAttention`), all;
+    of a layer without (a `Lambda`), none. `output_shape` gives the
+    output's axes but the batch axis and those of an ellipsis; an equation
+    it does not fit keeps every entry."""
     equation, shape = config.get("equation"), _sizes(config.get("output_shape"))
     if not isinstance(equation, str) or "->" not in equation or "," not in equation:
-        return []
+        return shape if has_variables else []
     inputs, output = equation.split("->", 1)
     weight = inputs.split(",", 1)[1]
     axes = output.replace("...", "")
@@ -749,8 +750,8 @@ def _check_sizes(header):
     would not fit in this machine's memory, before a variable is allocated.
 
     Every size argument of a layer config (`units`, `filters`, `num_heads`,
-    `input_dim`, ...: `_SIZE_ARGUMENTS`, and an einsum layer's
-    `output_shape` on its weight's axes) must be at most the largest
+    `input_dim`, ...: `_SIZE_ARGUMENTS`, and `output_shape` where it sizes
+    weights, `_weight_axes_of_output`) must be at most the largest
     dimension of the variables the file records for that layer (masked
     kernels, by the first part of their `mask_scope`, and raw variables),
     which holds for every layer type; and the values recorded, kept about
@@ -766,7 +767,7 @@ def _check_sizes(header):
         recorded = shapes.get(config.get("name"), [])
         largest = max((size for shape in recorded for size in shape), default=0)
         sizes = {key: _sizes(config.get(key)) for key in _SIZE_ARGUMENTS}
-        sizes["output_shape"] = _weight_axes_of_output(config)
+        sizes["output_shape"] = _weight_axes_of_output(config, bool(recorded))
         for key, values in sizes.items():
             if any(size > largest for size in values):
                 raise CompactFileError(
