@@ -330,14 +330,16 @@ def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):
     bernoulli = init_study.training_command(settings, 0, None, [], "mask_bernoulli")
     assert _flag(bernoulli, "learning_rate") == "0.01"
     assert "--learning_rate=0.01" not in init_study.training_command(settings, 0, None, [], "mask")
-    # The training flags given to the study set the other runs, not the Bernoulli one's own.
-    extra = ["--learning_rate=0.003", "--optimizer=adam", "--mask=signed"]
+    # The training flags given to the study set the other runs, not the Bernoulli one's own,
+    # but the same scores' initialiser.
+    extra = ["--learning_rate=0.003", "--optimizer=adam", "--mask=signed", "--score_init=ones"]
     bernoulli = launch.run_config(init_study.training_command(settings, 0, None, extra,
                                                               "mask_bernoulli"))
-    assert (bernoulli.learning_rate, bernoulli.optimizer, bernoulli.mask) == (0.01, "sgd",
-                                                                             "bernoulli")
+    assert (bernoulli.learning_rate, bernoulli.optimizer, bernoulli.mask,
+            bernoulli.score_init) == (0.01, "sgd", "bernoulli", "ones")
     mask = launch.run_config(init_study.training_command(settings, 0, None, extra, "mask"))
-    assert (mask.learning_rate, mask.optimizer, mask.mask) == (0.003, "adam", "signed")
+    assert (mask.learning_rate, mask.optimizer, mask.mask, mask.score_init) == (
+        0.003, "adam", "signed", "ones")
 
 
 def test_reproduce_compress_shortens_each_flagfiles_schedule(tmp_path):

@@ -29,18 +29,19 @@ from ssm_keras.experiments import launch
 from ssm_keras.settings import recipes_dir, setting
 from ssm_keras.training.config import TrainConfig
 
-# Each run of the study, in training order: `{run: (regime, extra flags)}`.
-# The Bernoulli mask starts from the binary mask's scores; it has no
-# threshold, so the flagfile's `--tau_fraction` goes back to its default.
-# It trains with SGD at `--bernoulli_learning_rate` (added by `training_command`).
+# Each run of the study, in training order: `{run: (regime, flags before the
+# study's training flags, flags after them)}`. The Bernoulli mask starts
+# from the binary mask's scores (the binary mask's initialiser, unless the
+# study sets `--score_init` for both); it has no threshold, so the
+# flagfile's `--tau_fraction` goes back to its default. It trains with SGD
+# at `--bernoulli_learning_rate` (added by `training_command`).
 RUNS = {
-    "weights": ("weights", ()),
-    "mask": ("mask", ()),
-    "mask_bernoulli": ("mask", ("--mask=bernoulli",
-                                f"--score_init={DEFAULT_SCORE_INITIALIZERS['binary']}",
-                                f"--tau_fraction={TrainConfig.tau_fraction}",
-                                "--optimizer=sgd", "--lr_schedule=constant")),
-    "mask_then_weights": ("mask_then_weights", ()),
+    "weights": ("weights", (), ()),
+    "mask": ("mask", (), ()),
+    "mask_bernoulli": ("mask", (f"--score_init={DEFAULT_SCORE_INITIALIZERS['binary']}",),
+                       ("--mask=bernoulli", f"--tau_fraction={TrainConfig.tau_fraction}",
+                        "--optimizer=sgd", "--lr_schedule=constant")),
+    "mask_then_weights": ("mask_then_weights", (), ()),
 }
 # Zhou et al. trained Bernoulli masks with SGD at very large learning rates:
 # a sampled mask's gradient per score is tiny. On MNIST (WRN-28-1, 20,000
@@ -85,14 +86,15 @@ def run_folder(out_dir, run):
 
 def training_command(settings, seed, data_dir, extra, run):
     """The training command of one run, with the training flags `extra`
-    after the recipe's, and the run's own after them (the Bernoulli mask,
-    trained with SGD at the constant `--bernoulli_learning_rate`); (3)
-    takes its mask from (2), the binary one."""
-    regime, run_flags = RUNS[run]
+    after the recipe's and the run's defaults (`RUNS`), and the run's own
+    after them (the Bernoulli mask, trained with SGD at the constant
+    `--bernoulli_learning_rate`); (3) takes its mask from (2), the binary
+    one."""
+    regime, defaults, own = RUNS[run]
     flagfile = os.path.join(settings.flags_dir, f"wrn28_cifar10_{regime}.flags")
     if run == "mask_bernoulli":
-        run_flags = (*run_flags, f"--learning_rate={settings.bernoulli_learning_rate}")
-    more = [*extra, *run_flags]
+        own = (*own, f"--learning_rate={settings.bernoulli_learning_rate}")
+    more = [*defaults, *extra, *own]
     schedules = [flag.split("=", 1)[1] for flag in more if flag.startswith("--lr_schedule=")]
     if schedules and schedules[-1] != "plateau":
         # The mask flagfile's plateau settings would be refused as ignored.
