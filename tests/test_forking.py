@@ -217,14 +217,17 @@ def test_a_run_killed_while_keeping_a_checkpoint_keeps_it_when_resumed(tmp_path,
 def test_checkpoint_settings_that_cannot_work_are_refused(tmp_path, overrides, message):
     overrides = {key: value.format(run=tmp_path / "run") if isinstance(value, str) else value
                  for key, value in overrides.items()}
+    config = tiny_config(tmp_path, **overrides)
     with pytest.raises(ssm_config.ConfigError, match=message):
-        tiny_config(tmp_path, **overrides).validate()
+        config.validate()  # as trainer.run checks a run's settings
+        config.check_inputs_outside_run_folder()
 
 
 def test_init_files_in_the_run_folder_are_refused_with_overwrite_only(tmp_path):
     """Without --overwrite nothing deletes them: the run writes or reads them there."""
     for name in ("init_file", "save_init_file"):
-        tiny_config(tmp_path, **{name: str(tmp_path / "run" / "init.npz")}).validate()
+        tiny_config(tmp_path, **{name: str(tmp_path / "run" / "init.npz")}
+                    ).check_inputs_outside_run_folder()
 
 
 def test_kept_epochs_are_parsed_from_the_list():

@@ -330,7 +330,6 @@ class TrainConfig:
         self._check_mask_flags_used()
         self._check_target_remaining()
         self._check_flags_used()
-        self._check_inputs_outside_run_folder()
         if self.width is not None:
             _positive("width", self.width)
         if self.max_examples is not None:
@@ -382,11 +381,12 @@ class TrainConfig:
         """`--model_dir`, or by default `runs/` + `default_run_name()`."""
         return self.model_dir or os.path.join("runs", self.default_run_name())
 
-    def _check_inputs_outside_run_folder(self):
+    def check_inputs_outside_run_folder(self):
         """Refuses a `--mask_from` or `--start_from` inside the run folder
         (the run would replace what it starts from), and with `--overwrite`
         an `--init_file` or `--save_init_file` inside it (`--overwrite`
-        deletes everything in it)."""
+        deletes everything in it); for a training run (`trainer.run`), after
+        `validate`. ConfigError naming the path."""
         folder = self.run_folder()
         for name, replaced in (("mask_from", "the mask it starts from"),
                                ("start_from", "the checkpoint it starts from")):

@@ -325,6 +325,7 @@ def run(config, splits=None, strategy=None, callbacks=()):
             run continued by `--resume` keeps its own records).
     """
     config.validate()
+    config.check_inputs_outside_run_folder()
     config = settings.with_home_expanded(config)
     model_dir = config.run_folder()
     flags = {**config.to_dict(), "model_dir": model_dir}
