@@ -223,6 +223,17 @@ def test_checkpoint_settings_that_cannot_work_are_refused(tmp_path, overrides, m
         config.check_inputs_outside_run_folder()
 
 
+def test_only_a_resumed_run_counts_the_kept_checkpoints_in_its_folder(tmp_path):
+    """A --start_from run with --overwrite replaces the folder's old run and
+    its kept checkpoints; a resumed run keeps them, and copies its own
+    epoch's."""
+    (tmp_path / "checkpoint" / "epoch-1").mkdir(parents=True)
+    config = tiny_config(tmp_path, keep_checkpoints="1,2,3")
+    with pytest.raises(ssm_config.ConfigError, match="names epoch 1"):
+        trainer.check_kept_epochs(config, str(tmp_path), {"epoch": 2}, resumed=False)
+    assert trainer.check_kept_epochs(config, str(tmp_path), {"epoch": 2}, resumed=True) == [2]
+
+
 def test_init_files_in_the_run_folder_are_refused_with_overwrite_only(tmp_path):
     """Without --overwrite nothing deletes them: the run writes or reads them there."""
     for name in ("init_file", "save_init_file"):

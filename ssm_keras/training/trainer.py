@@ -603,12 +603,13 @@ def check_kept_epochs(config, model_dir, restored, resumed):
 
     Returns:
         The epochs whose copy a resumed run still makes: its checkpoint's
-        own, when a kill came while it was being copied.
+        own (named as the run resumes, or a kill came while it was being
+        copied).
     """
     done = (restored or {}).get("epoch", 0)
     checkpoints = run_dir.checkpoint_dir(model_dir)
-    missed = sorted(epoch for epoch in config.kept_checkpoint_epochs() if epoch <= done
-                    and not os.path.isdir(run_dir.kept_checkpoint_dir(checkpoints, epoch)))
+    missed = sorted(epoch for epoch in config.kept_checkpoint_epochs() if epoch <= done and not (
+        resumed and os.path.isdir(run_dir.kept_checkpoint_dir(checkpoints, epoch))))
     copied = [done] if resumed and done in missed else []
     missed = [epoch for epoch in missed if epoch not in copied]
     if missed:
