@@ -90,9 +90,10 @@ def recipe_path(name):
 # Argument lists and flagfiles.
 def expand_flagfiles(arguments, including=()):
     """`arguments` with every `--flagfile=PATH` replaced by the lines of
-    that file, recursively, as absl reads them (`~` expanded); `SettingsError`
-    for a file that cannot be read or includes itself, directly or through
-    others (`including`: the files being expanded)."""
+    that file, recursively, as absl reads them: `~` expanded, and a file
+    that includes itself, directly or through others (`including`: the
+    files being expanded), read once. `SettingsError` for a file that
+    cannot be read."""
     expanded = []
     for argument in arguments:
         if not argument.startswith("--flagfile="):
@@ -108,7 +109,7 @@ def expand_flagfiles(arguments, including=()):
             raise SettingsError(f"--flagfile={path} is not UTF-8 text ({error})") from None
         real = os.path.realpath(os.path.expanduser(path))
         if real in including:
-            raise SettingsError(f"--flagfile={path} includes itself")
+            continue  # absl warns and goes on
         expanded += expand_flagfiles(
             [line for line in lines if line and not line.startswith(("#", "//"))],
             (*including, real))

@@ -54,6 +54,9 @@ def test_mask_from_must_hold_a_trained_mask_of_the_named_model(tmp_path):
     with pytest.raises(run_dir.RunDirError, match="is a fcn model of width 1; pass --width=1 to "
                                                   "train it. Received: --width=2"):
         tune(mask_run, width=2)
+    with pytest.raises(run_dir.RunDirError, match="tells 3 classes apart, and --dataset=mnist "
+                                                  "has 4; name the data set it was trained on"):
+        tune(mask_run, splits=tiny_splits(classes=4))
     with pytest.raises(run_dir.RunDirError, match="computes in float32; pass --mixed_precision="
                        "float32 to train it. Received: --mixed_precision=mixed_bfloat16"):
         tune(mask_run, mixed_precision="mixed_bfloat16")

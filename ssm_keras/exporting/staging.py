@@ -125,7 +125,8 @@ def recover(out_dir, known):
     try:
         found = leftovers(out_dir)
     except OSError as error:
-        raise ExportError(f"cannot look into {out_dir}: {error.strerror or error}") from None
+        raise ExportError(f"cannot look into {error.filename or out_dir}: "
+                          f"{error.strerror or error}") from None
     for staging in found:
         try:
             if is_ready(staging):

@@ -98,9 +98,9 @@ def _load_mask_model(path):
 
 def _check_mask_source(config, trained, spec):
     """Refuses a `--mask_from` model without a trained mask (a baseline, a
-    baked export), or of another architecture, mask kind, precision or width
-    than `config` records: the run trains that model, so its flags must name
-    it."""
+    baked export), or of another architecture, mask kind, precision, number
+    of classes or width than `config` records: the run trains that model, so
+    its flags must name it."""
     masked = ssm_layers.masked_layers(trained)
     source = f"--mask_from={config.mask_from}"
     if not masked:
@@ -124,6 +124,11 @@ def _check_mask_source(config, trained, spec):
         raise run_dir.RunDirError(
             f"{source} computes in {'/'.join(policies)}; pass --mixed_precision={policies[0]} "
             f"to train it. Received: --mixed_precision={config.mixed_precision}")
+    classes = trained.output_shape[-1]
+    if classes != spec.num_classes:
+        raise run_dir.RunDirError(
+            f"{source} tells {classes} classes apart, and --dataset={config.dataset} has "
+            f"{spec.num_classes}; name the data set it was trained on.")
     width = config.width or models.ARCHITECTURES[config.arch].default_width
     kernels_at = count_in_width(config.arch, spec, kernel_weights)
     found = kernel_weights(trained)
