@@ -115,6 +115,30 @@ def remove_quietly(path):
         os.remove(path)
 
 
+def first_missing_folder(folder):
+    """The first of `folder` and its parents that `os.makedirs(folder)`
+    would create (an absolute path), or None if `folder` exists."""
+    missing = None
+    candidate = os.path.abspath(folder)
+    while not os.path.exists(candidate):
+        missing, candidate = candidate, os.path.dirname(candidate)
+    return missing
+
+
+def remove_created_folders(folder, created):
+    """Removes `folder` and its parents up to `created` (from
+    `first_missing_folder`, None: none) while they are empty."""
+    if created is None:
+        return
+    folder = os.path.abspath(folder)
+    with contextlib.suppress(OSError):  # a folder no longer empty stays
+        while True:
+            os.rmdir(folder)
+            if folder == created:
+                break
+            folder = os.path.dirname(folder)
+
+
 def inside(path, folder):
     """Whether `path` is `folder` or lies in it (`~` expanded, links resolved)."""
     path, folder = (os.path.realpath(os.path.expanduser(name)) for name in (path, folder))

@@ -379,6 +379,11 @@ def test_unwritable_out_and_full_disk_are_one_error_line(fcn_run, tmp_path, caps
     assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={out_dir}", "--overwrite") == 1
     assert_one_error_line(capsys.readouterr(), "No space left on device")
     assert {name: (out_dir / name).read_bytes() for name in os.listdir(out_dir)} == before
+    # A failed export into folders it made leaves none of them.
+    new = tmp_path / "exports" / "compact"
+    assert export_cli(f"--model_dir={fcn_run[0]}", f"--out_dir={new}", "--formats=compact") == 1
+    assert_one_error_line(capsys.readouterr(), "No space left on device")
+    assert not (tmp_path / "exports").exists()
 
 
 def _write(path, text):

@@ -184,13 +184,14 @@ def recover(out_dir):
 
 def _export(model, metadata, source, out_dir, names, prune_dead_units):
     """Writes the export into a staging folder inside `out_dir`, then swaps
-    it in: a failure before the swap leaves `out_dir` as it was, and so
-    does a kill (see `recover`). Every output computes in float32, whatever
+    it in: a failure before the swap leaves `out_dir` as it was (not there,
+    if it was not), and so does a kill (see `recover`). Every output computes in float32, whatever
     policy the model was trained under (`cloning.in_float32`). A model the
     formats do not describe is refused first (`formats.check_exportable`)."""
     formats.check_exportable(model)
     model = cloning.in_float32(model)
     folder = None
+    created = files.first_missing_folder(out_dir)
     try:
         folder = staging.new_staging_folder(out_dir)
         checks = _write_formats(model, metadata, folder, names, prune_dead_units)
@@ -207,6 +208,7 @@ def _export(model, metadata, source, out_dir, names, prune_dead_units):
     finally:
         if folder and os.path.isdir(folder) and not staging.is_ready(folder):
             shutil.rmtree(folder, ignore_errors=True)
+            files.remove_created_folders(out_dir, created)
     return summary
 
 

@@ -364,11 +364,7 @@ def lock(model_dir):
         RunDirError: another process holds the lock (the message names it),
             or the folder cannot be created or written.
     """
-    created = os.path.abspath(model_dir)  # the first folder this call creates
-    while not os.path.exists(os.path.dirname(created)):
-        created = os.path.dirname(created)
-    if os.path.exists(created):
-        created = None
+    created = files.first_missing_folder(model_dir)
     try:
         os.makedirs(model_dir, exist_ok=True)
         file = open(os.path.join(model_dir, LOCK), "a+", encoding="utf-8")
@@ -401,21 +397,9 @@ def lock(model_dir):
             yield
         finally:
             files.remove_quietly(path)  # still locked: no one else holds this file
-            if created:
-                _remove_created(model_dir, created)
+            files.remove_created_folders(model_dir, created)
     finally:
         file.close()
-
-
-def _remove_created(model_dir, created):
-    """Removes `model_dir` and its parents up to `created` while they are empty."""
-    folder = os.path.abspath(model_dir)
-    with contextlib.suppress(OSError):  # a folder no longer empty stays
-        while True:
-            os.rmdir(folder)
-            if folder == created:
-                break
-            folder = os.path.dirname(folder)
 
 
 # Checking and starting a run.
