@@ -12,6 +12,7 @@ from support import REPO, assert_one_error_line, command_status, parsed_flags
 from ssm_keras import plotting, settings
 from ssm_keras.cli import reproduce, shell, study
 from ssm_keras.experiments import init_study, launch, reproduction
+from ssm_keras.training import config as ssm_config
 from ssm_keras.training import run_dir
 
 
@@ -322,6 +323,15 @@ def test_a_report_that_cannot_be_written_is_one_error_line_after_the_table(
     captured = capsys.readouterr()
     assert "| --- |" in captured.out  # the table was printed first
     assert captured.err.strip() == f"error: cannot write {tmp_path / report}: Is a directory"
+
+
+def test_a_run_that_would_replace_what_it_starts_from_is_refused_before_any_trains(tmp_path):
+    run = tmp_path / "seed0"
+    command = launch.train_command(os.path.join(settings.recipes_dir(), "fcn_mnist_signed.flags"),
+                                   str(run), 0, None, [f"--start_from={run / 'checkpoint'}"])
+    with pytest.raises(ssm_config.ConfigError, match=f"--start_from={run / 'checkpoint'} lies in "
+                                                     "the run folder"):
+        launch.run_config(command)
 
 
 def test_study_bernoulli_learning_rate_is_a_flag(tmp_path):

@@ -235,10 +235,13 @@ def test_only_a_resumed_run_counts_the_kept_checkpoints_in_its_folder(tmp_path):
 
 
 def test_init_files_in_the_run_folder_are_refused_with_overwrite_only(tmp_path):
-    """Without --overwrite nothing deletes them: the run writes or reads them there."""
+    """Without --overwrite nothing deletes them: the run writes or reads them there.
+    Nor is it a check of the settings alone, which ssm-tune validates too
+    (its --overwrite replaces a search project)."""
     for name in ("init_file", "save_init_file"):
         tiny_config(tmp_path, **{name: str(tmp_path / "run" / "init.npz")}
                     ).check_inputs_outside_run_folder()
+    tiny_config(tmp_path, overwrite=True, init_file=str(tmp_path / "run" / "init.npz")).validate()
 
 
 def test_kept_epochs_are_parsed_from_the_list():

@@ -93,6 +93,7 @@ def run_config(command_line):
     value) if that run would stop at once."""
     config = train_config(command_line[len(TRAIN):])
     config.validate()
+    config.check_inputs_outside_run_folder()
     return config
 
 
