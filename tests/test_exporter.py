@@ -426,13 +426,22 @@ def test_a_staging_folder_that_cannot_be_finished_is_one_error_line(tmp_path, mo
     with pytest.raises(baking.ExportError, match="left by an earlier export .* remove it by hand"):
         exporter.recover(str(tmp_path))
 
-    def unreadable(path):  # as a folder without read permission (root lists them all)
-        raise PermissionError(13, "Permission denied", path)
+    (tmp_path / ".export-broken" / staging.READY).unlink()
+    (tmp_path / ".export-locked").mkdir()
+    (tmp_path / "unreadable").mkdir()
+    listdir = os.listdir
+
+    def unreadable(path):  # as folders without read permission (root lists them all)
+        if str(path).endswith((".export-locked", "unreadable")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
 
     monkeypatch.setattr(staging.os, "listdir", unreadable)
-    with pytest.raises(baking.ExportError, match=f"^cannot look into {tmp_path}: Permission "
-                                                 "denied$"):
-        exporter.recover(str(tmp_path))
+    for folder in (tmp_path, tmp_path / "unreadable"):
+        where = tmp_path / ".export-locked" if folder == tmp_path else folder
+        with pytest.raises(baking.ExportError, match=f"^cannot look into {where}: Permission "
+                                                     "denied$"):
+            exporter.recover(str(folder))
 
 
 def test_folder_outputs_are_exchanged_in_one_step(tmp_path):

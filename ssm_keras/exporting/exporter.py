@@ -190,7 +190,7 @@ def _export(model, metadata, source, out_dir, names, prune_dead_units):
     formats do not describe is refused first (`formats.check_exportable`)."""
     formats.check_exportable(model)
     model = cloning.in_float32(model)
-    folder = None
+    folder, finished = None, False
     created = files.first_missing_folder(out_dir)
     try:
         folder = staging.new_staging_folder(out_dir)
@@ -199,6 +199,7 @@ def _export(model, metadata, source, out_dir, names, prune_dead_units):
         files.write_json_atomically(os.path.join(folder, SUMMARY), summary)
         staging.mark_ready(folder, [*(formats.FORMATS[name].output for name in names), SUMMARY])
         staging.finish(folder, out_dir, known_outputs())
+        finished = True
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise ExportError(f"cannot write the export to {out_dir}: "
@@ -208,6 +209,7 @@ def _export(model, metadata, source, out_dir, names, prune_dead_units):
     finally:
         if folder and os.path.isdir(folder) and not staging.is_ready(folder):
             shutil.rmtree(folder, ignore_errors=True)
+        if not finished:
             files.remove_created_folders(out_dir, created)
     return summary
 

@@ -32,7 +32,11 @@ def new_staging_folder(out_dir):
     an empty `STAGING` file; its path."""
     os.makedirs(out_dir, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=PREFIX, dir=out_dir)
-    open(os.path.join(folder, STAGING), "w").close()
+    try:
+        open(os.path.join(folder, STAGING), "w").close()
+    except OSError:
+        os.rmdir(folder)
+        raise
     return folder
 
 
