@@ -190,7 +190,7 @@ def test_a_sublayer_also_held_in_a_tuple_is_refused():
     (lambda: (L.Dense(2, name="a"), L.Dense(2, name="b")),
      "cannot supermask layer 'holder': its sublayer 'a' is held in a tuple or a nested "
      "container, where no masked layer can take its place; pass layers= to leave the layer as "
-     "it is, or hold it in an attribute, a list or a dict."),
+     "it is, or hold it only in attributes, lists or dicts."),
     (lambda: [[L.Dense(2, name="deep")]],
      "cannot supermask layer 'holder': its sublayer 'deep' is held in a tuple or a nested "
      "container"),

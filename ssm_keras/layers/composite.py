@@ -103,26 +103,29 @@ def _replaceable(parent, sublayer):
     `sublayer` for its `call`: held in an attribute, or an entry of a list
     or dict attribute, and nowhere else (not in a tuple, nor deeper in a
     container)."""
-    held, elsewhere = False, False
-    for name, value in vars(parent).items():
-        if name == "_layers":  # the tracker's list, which `call` does not read
-            continue
-        entries = list(value) if isinstance(value, (list, tuple)) else (
-            list(value.values()) if isinstance(value, dict) else [])
-        held |= value is sublayer or (not isinstance(value, tuple) and any(
-            entry is sublayer for entry in entries))
-        elsewhere |= (isinstance(value, tuple) and any(entry is sublayer for entry in entries)) \
-            or any(_holds_deeper(entry, sublayer) for entry in entries)
+    values = [value for name, value in vars(parent).items()
+              if name != "_layers"]  # the tracker's list, which `call` does not read
+    held = any(value is sublayer or (not isinstance(value, tuple)
+                                     and any(entry is sublayer for entry in _entries(value)))
+               for value in values)
+    elsewhere = any((isinstance(value, tuple) and any(entry is sublayer for entry in
+                                                      _entries(value)))
+                    or any(_holds_deeper(entry, sublayer) for entry in _entries(value))
+                    for value in values)
     return held and not elsewhere
+
+
+def _entries(value):
+    """The entries of a list, tuple or dict (its values); `[]` for anything else."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return list(value.values()) if isinstance(value, dict) else []
 
 
 def _holds_deeper(container, sublayer):
     """Whether `sublayer` is in the list, tuple or dict `container`, at any depth."""
-    entries = list(container) if isinstance(container, (list, tuple)) else (
-        list(container.values()) if isinstance(container, dict) else None)
-    if entries is None:
-        return False
-    return any(entry is sublayer or _holds_deeper(entry, sublayer) for entry in entries)
+    return any(entry is sublayer or _holds_deeper(entry, sublayer)
+               for entry in _entries(container))
 
 
 def unmaskable_reason(layer, train_bias=False):
@@ -154,8 +157,8 @@ def unmaskable_reason(layer, train_bias=False):
             continue
         if not _replaceable(parent, sublayer):
             return (f"{where} is held in a tuple or a nested container, where no masked layer "
-                    f"can take its place; {leave}, or hold it in an attribute, a list or a "
-                    "dict")
+                    f"can take its place; {leave}, or hold it only in attributes, lists or "
+                    "dicts")
         config = cls.counterpart_config(sublayer)
         reason = base.unmaskable_reason(config, cls.initializer_arguments(),
                                           sublayer.dtype_policy)
