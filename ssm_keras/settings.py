@@ -100,16 +100,16 @@ def expand_flagfiles(arguments, including=()):
             expanded.append(argument)
             continue
         path = argument.removeprefix("--flagfile=")
+        real = os.path.realpath(os.path.expanduser(path))
+        if real in including:
+            continue  # absl warns and goes on
         try:
-            with open(os.path.expanduser(path), encoding="utf-8") as file:
+            with open(real, encoding="utf-8") as file:
                 lines = [line.strip() for line in file]
         except OSError as error:
             raise SettingsError(f"--flagfile={path}: cannot read it ({error.strerror})") from None
         except UnicodeDecodeError as error:
             raise SettingsError(f"--flagfile={path} is not UTF-8 text ({error})") from None
-        real = os.path.realpath(os.path.expanduser(path))
-        if real in including:
-            continue  # absl warns and goes on
         expanded += expand_flagfiles(
             [line for line in lines if line and not line.startswith(("#", "//"))],
             (*including, real))

@@ -712,7 +712,7 @@ def _config_layers(model_config):
 
 # Layer arguments that size a layer's weights (dense units, filters, heads,
 # embedding tables, ...), checked against the shapes a file records; and
-# an einsum layer's `output_shape` (`_weight_axes_of_output`).
+# `output_shape` where it sizes weights (`_weight_axes_of_output`).
 _SIZE_ARGUMENTS = ("units", "filters", "depth_multiplier", "input_dim", "output_dim",
                    "num_heads", "key_dim", "value_dim", "head_dim", "num_query_heads",
                    "num_key_value_heads")
