@@ -40,12 +40,14 @@ def test_evaluation_uses_the_statistics_of_the_evaluated_mask(mnist_dir):
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(data.make_eval_dataset(*splits.train, 64), epochs=3, verbose=0, shuffle=False)
-    test = data.make_eval_dataset(*splits.test, 64)
-    before = model.evaluate(test, verbose=0)[1]
+    norm = model.get_layer("norm")
+    trained = norm.moving_mean.numpy().copy(), norm.moving_variance.numpy().copy()
     images = splits.train[0]  # 1,500 images: fewer than 50 batches, so all, in order
     batch_norm.recalibrate(model, images, 64)
     mean, variance = _by_hand(model, images, 64)
-    norm = model.get_layer("norm")
+    # The statistics training left (of sampled masks) are far from those of
+    # the expected masks, so that the checks below tell them apart.
+    assert np.max(np.abs(trained[0] - mean)) > 0.1 and np.max(np.abs(trained[1] - variance)) > 0.1
     np.testing.assert_allclose(norm.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(norm.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-4)
     assert norm.momentum == 0.99  # put back
@@ -59,9 +61,6 @@ def test_evaluation_uses_the_statistics_of_the_evaluated_mask(mnist_dir):
                                      training=False)
     np.testing.assert_allclose(model.predict(test_images, verbose=0), by_hand,
                                rtol=1e-3, atol=1e-3)
-    # And better than with the statistics training left (measured on AMD Zen 3:
-    # 43.95% of the test images right, 45.50% after).
-    assert model.evaluate(test, verbose=0)[1] > before
 
 
 def test_which_models_are_recalibrated_for_each_setting():

@@ -59,6 +59,8 @@ def test_init_file_reproduces_the_start(saved_init, tmp_path):
     model_b = keras.saving.load_model(tmp_path / "b" / "run" / "model.keras")
     for la, lb in zip(layers.masked_layers(model_a), layers.masked_layers(model_b)):
         np.testing.assert_array_equal(la.kernel_variable().numpy(), lb.kernel_variable().numpy())
+        # The thresholds are the file's (drawn from seed 0's scores), not seed 2's.
+        assert float(la.threshold_variable().numpy()) == float(lb.threshold_variable().numpy())
     assert sum(layer.mask_counts()["remaining"] for layer in layers.masked_layers(model_b)) > 0
 
 

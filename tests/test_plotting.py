@@ -44,9 +44,10 @@ def test_plot_run_writes_both_figures(finished_run, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_mask_flips_axis_is_logarithmic_only_over_a_decade(flips, scale, tmp_path):
     assert plotting.flips_scale(flips) == scale
-    figure_path = plotting.plot_training_curves(
-        [{"epoch": e + 1, "mask_flips": f, "accuracy": 0.5} for e, f in enumerate(flips)],
-        str(tmp_path / "curves.png"))
+    history = [{"epoch": e + 1, "mask_flips": f, "accuracy": 0.5} for e, f in enumerate(flips)]
+    figure = plotting.training_curves_figure(history)
+    assert figure.axes[3].get_ylabel() == "mask flips per epoch" and figure.axes[3].get_yscale() == scale
+    figure_path = plotting.plot_training_curves(history, str(tmp_path / "curves.png"))
     assert os.path.getsize(figure_path) > 0
 
 
