@@ -46,7 +46,8 @@ def test_mask_flips_axis_is_logarithmic_only_over_a_decade(flips, scale, tmp_pat
     assert plotting.flips_scale(flips) == scale
     history = [{"epoch": e + 1, "mask_flips": f, "accuracy": 0.5} for e, f in enumerate(flips)]
     figure = plotting.training_curves_figure(history)
-    assert figure.axes[3].get_ylabel() == "mask flips per epoch" and figure.axes[3].get_yscale() == scale
+    flips_axes = figure.axes[3]
+    assert (flips_axes.get_ylabel(), flips_axes.get_yscale()) == ("mask flips per epoch", scale)
     figure_path = plotting.plot_training_curves(history, str(tmp_path / "curves.png"))
     assert os.path.getsize(figure_path) > 0
 
