@@ -365,6 +365,7 @@ def training_curves_figure(history, title=None, paper_figure=None, started_after
         _set_log_percent_axis(remaining, drawn_percents)
     if flips_scale(data.get("mask_flips", [])) == "symlog":
         flips.set_yscale("symlog", linthresh=1)  # logarithmic, but 0 flips still show
+        flips.set_ylim(bottom=0)  # counts: the autoscaled margin reached -1,000
     for axes in (remaining, flips):
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
