@@ -63,7 +63,7 @@ def cli(capsys):
 # 865 s of tests, `bash scripts/test.sh --durations=0` on 2 cores of an AMD
 # Zen 3), run first: pytest-xdist hands each worker whole files in
 # collection order, so a long file collected last would keep one worker
-# busy after the other ends. In this order the two took 451 s.
+# busy after the other ends. In this order the two took 444 s.
 LONGEST_FILES_FIRST = ("test_tuning.py", "test_recipes.py", "test_run_dir.py",
                        "test_sparsity.py", "test_robustness.py", "test_trainer.py",
                        "test_distribute.py", "test_measurements.py", "test_averaging.py",
