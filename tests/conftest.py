@@ -63,7 +63,8 @@ def cli(capsys):
 # 865 s of tests, `bash scripts/test.sh --durations=0` on 2 cores of an AMD
 # Zen 3), run first: pytest-xdist hands each worker whole files in
 # collection order, so a long file collected last would keep one worker
-# busy after the other ends. In this order the two took 444 s.
+# busy after the other ends. (Measured there: 444-489 s in this order,
+# 483-488 s in the alphabetical one; the machine varied more than that.)
 LONGEST_FILES_FIRST = ("test_tuning.py", "test_recipes.py", "test_run_dir.py",
                        "test_sparsity.py", "test_robustness.py", "test_trainer.py",
                        "test_distribute.py", "test_measurements.py", "test_averaging.py",
